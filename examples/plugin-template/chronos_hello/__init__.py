@@ -1,0 +1,1 @@
+"""chronos-hello: a template for third-party Chronos plugins."""

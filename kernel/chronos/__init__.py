@@ -1,0 +1,3 @@
+"""Chronos Engine: the kernel."""
+
+__version__ = "0.1.0"

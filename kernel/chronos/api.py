@@ -1,0 +1,316 @@
+"""The kernel's own HTTP routes: health, metrics, keys, audit, plugins, jobs."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, FastAPI, Query, Request, Response
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from sqlalchemy import func, select, text
+
+from chronos import __version__, metrics
+from chronos.audit import record_audit
+from chronos.auth import Principal, Public, require_scope
+from chronos.db.models import AuditEntry, JobHeartbeat, JobRun
+from chronos.errors import Problem
+from chronos.jobs import JobBusy
+from chronos.keys import SYSTEM_RE, create_key, key_view, list_keys, revoke_key
+from chronos.pagination import decode_cursor, encode_cursor
+from chronos.records import HealthResult
+
+SystemId = Annotated[str, StringConstraints(pattern=SYSTEM_RE)]
+
+
+class KeyCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: Annotated[str, StringConstraints(min_length=1, max_length=200, strip_whitespace=True)]
+    scopes: list[Annotated[str, StringConstraints(min_length=1, max_length=64)]] = Field(min_length=1, max_length=50)
+    systems: list[SystemId] = Field(default_factory=list, max_length=50)
+    expires_in_seconds: int | None = Field(None, ge=60, le=10 * 365 * 86400)
+
+
+class KeyOut(BaseModel):
+    id: str
+    name: str
+    prefix: str
+    scopes: list[str]
+    systems: list[str]
+    status: str
+    created_at: datetime
+    expires_at: datetime | None
+    revoked_at: datetime | None
+    last_used_at: datetime | None
+
+
+class KeyCreated(KeyOut):
+    secret: str = Field(description="Shown once; store it now.")
+
+
+class AuditOut(BaseModel):
+    id: int
+    at: datetime
+    actor: str | None
+    scope: str | None
+    entity: str
+    entity_id: str | None
+    action: str
+    change: Any
+    ip: str | None
+    request_id: str | None
+    hash: str
+
+
+class AuditPage(BaseModel):
+    items: list[AuditOut]
+    next_cursor: str | None
+
+
+class JobOut(BaseModel):
+    name: str
+    plugin: str
+    schedule: str | None
+    running: bool
+    description: str
+    last_run: dict[str, Any] | None
+
+
+def _ctx(request: Request) -> Any:
+    return request.app.state.chronos
+
+
+# -- health and metrics ------------------------------------------------------------
+
+async def _timed(name: str, coro: Any, timeout: float = 2.0) -> dict[str, Any]:
+    start = time.perf_counter()
+    try:
+        result: HealthResult = await asyncio.wait_for(coro, timeout)
+        out = {"status": result.status, **result.detail}
+    except TimeoutError:
+        out = {"status": "error", "error": f"no answer within {timeout:g}s"}
+    except Exception as exc:  # noqa: BLE001 - a failing check is reported, not raised
+        out = {"status": "error", "error": f"{type(exc).__name__}: {exc}"[:300]}
+    out["duration_ms"] = round((time.perf_counter() - start) * 1000, 2)
+    return out
+
+
+async def _check_database(ctx: Any) -> HealthResult:
+    await ctx.db.ping()
+    return HealthResult("ok", {"dialect": ctx.db.dialect})
+
+
+async def _check_search(ctx: Any) -> HealthResult:
+    async with ctx.db.read() as s:
+        if ctx.db.is_sqlite:
+            await s.execute(text("CREATE VIRTUAL TABLE IF NOT EXISTS temp.chronos_fts_probe USING fts5(x)"))
+            return HealthResult("ok", {"engine": "fts5"})
+        ok = (await s.execute(text("SELECT to_tsvector('simple', 'chronos') @@ plainto_tsquery('simple', 'chronos')"))).scalar()
+        return HealthResult("ok" if ok else "degraded", {"engine": "tsvector"})
+
+
+async def _check_jobs(ctx: Any) -> HealthResult:
+    stale_after = ctx.settings.kernel.scheduler.heartbeat_stale_seconds
+    async with ctx.db.read() as s:
+        rows = (await s.execute(select(JobHeartbeat))).scalars().all()
+    if not rows:
+        return HealthResult("degraded", {"detail": "no job runner has reported; start `chronos worker` or serve with jobs"})
+    newest = max(r.beat_at for r in rows)
+    age = (datetime.now(UTC) - newest).total_seconds()
+    leader = next((r.runner_id for r in rows if r.is_leader and (datetime.now(UTC) - r.beat_at).total_seconds() <= stale_after), None)
+    detail = {"heartbeat_age_seconds": round(age, 1), "runners": len(rows), "leader": leader}
+    if age > stale_after:
+        return HealthResult("error", {**detail, "detail": f"last heartbeat older than {stale_after:g}s"})
+    return HealthResult("ok", detail)
+
+
+async def health(request: Request) -> JSONResponse:
+    ctx = _ctx(request)
+    host = ctx.state["host"]
+    checks: dict[str, dict[str, Any]] = {}
+    checks["database"] = await _timed("database", _check_database(ctx))
+    db_ok = checks["database"]["status"] == "ok"
+    if db_ok:
+        checks["search"] = await _timed("search", _check_search(ctx))
+        checks["jobs"] = await _timed("jobs", _check_jobs(ctx))
+    plugin_states = {p["name"]: p["status"] for p in host.describe()}
+    failed = [n for n, s in plugin_states.items() if s == "failed"]
+    checks["plugins"] = {"status": "degraded" if failed else "ok", "plugins": plugin_states}
+    critical_error = not db_ok or checks.get("jobs", {}).get("status") == "error"
+    if db_ok:
+        for plugin, hc in host.get("register_health_checks"):
+            res = await _timed(hc.name, hc.func(ctx))
+            res["plugin"] = plugin
+            checks[hc.name] = res
+            if hc.critical and res["status"] == "error":
+                critical_error = True
+    if critical_error:
+        status, code = "error", 503
+    elif any(c.get("status") != "ok" for c in checks.values()):
+        status, code = "degraded", 200
+    else:
+        status, code = "ok", 200
+    return JSONResponse({"status": status, "version": __version__, "checks": checks}, status_code=code)
+
+
+async def metrics_endpoint() -> Response:
+    body, content_type = metrics.render()
+    return Response(body, media_type=content_type)
+
+
+# -- keys ----------------------------------------------------------------------------
+
+keys_router = APIRouter(prefix="/keys", tags=["keys"])
+ADMIN = Depends(require_scope("admin"))
+
+
+@keys_router.post("", status_code=201, response_model=KeyCreated)
+async def create_key_route(body: KeyCreate, request: Request, principal: Principal = ADMIN) -> dict[str, Any]:
+    ctx = _ctx(request)
+    from datetime import timedelta
+
+    expires = timedelta(seconds=body.expires_in_seconds) if body.expires_in_seconds else None
+    async with ctx.db.write() as s:
+        row, secret = await create_key(
+            s,
+            name=body.name,
+            scopes=body.scopes,
+            known_scopes=ctx.state["scopes"],
+            systems=body.systems,
+            expires_in=expires,
+            max_lifetime_days=ctx.settings.kernel.auth.max_key_lifetime_days,
+            created_by=principal.key_id,
+        )
+        view = key_view(row)
+        await record_audit(s, entity="api_key", entity_id=row.id, action="create",
+                           change={k: v for k, v in view.items() if k in ("name", "scopes", "systems", "expires_at")},
+                           principal=principal, request=request)
+    return {**view, "secret": secret}
+
+
+@keys_router.get("", response_model=list[KeyOut])
+async def list_keys_route(request: Request, _: Principal = ADMIN) -> list[dict[str, Any]]:
+    async with _ctx(request).db.read() as s:
+        return [key_view(r) for r in await list_keys(s)]
+
+
+@keys_router.delete("/{key_id}", response_model=KeyOut)
+async def revoke_key_route(
+    key_id: Annotated[str, StringConstraints(max_length=64)], request: Request, principal: Principal = ADMIN
+) -> dict[str, Any]:
+    async with _ctx(request).db.write() as s:
+        row = await revoke_key(s, key_id)
+        if row is None:
+            raise Problem(404, f"No key with id {key_id!r}", type="not-found")
+        await record_audit(s, entity="api_key", entity_id=key_id, action="revoke", principal=principal, request=request)
+        view = key_view(row)
+    _ctx(request).state.get("key_cache", {}).pop(key_id, None)
+    return view
+
+
+# -- audit ---------------------------------------------------------------------------
+
+audit_router = APIRouter(prefix="/audit", tags=["audit"])
+
+
+@audit_router.get("", response_model=AuditPage)
+async def audit_list(
+    request: Request,
+    _: Principal = ADMIN,
+    entity: Annotated[str | None, Query(max_length=64)] = None,
+    entity_id: Annotated[str | None, Query(max_length=128)] = None,
+    actor: Annotated[str | None, Query(max_length=64)] = None,
+    action: Annotated[str | None, Query(max_length=64)] = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    cursor: Annotated[str | None, Query(max_length=2048)] = None,
+) -> dict[str, Any]:
+    q = select(AuditEntry).order_by(AuditEntry.id.desc()).limit(limit + 1)
+    for col, val in ((AuditEntry.entity, entity), (AuditEntry.entity_id, entity_id), (AuditEntry.actor, actor), (AuditEntry.action, action)):
+        if val is not None:
+            q = q.where(col == val)
+    for bound, op in ((since, "ge"), (until, "lt")):
+        if bound is not None:
+            if bound.tzinfo is None:
+                raise Problem(422, "since/until need a UTC offset (e.g. 2026-01-01T00:00:00Z)", type="validation",
+                              errors=[{"pointer": "/query/since" if op == "ge" else "/query/until", "detail": "missing offset"}])
+            q = q.where(AuditEntry.at >= bound if op == "ge" else AuditEntry.at < bound)
+    if cursor:
+        (last_id,) = decode_cursor("audit", cursor, [int])
+        q = q.where(AuditEntry.id < last_id)
+    async with _ctx(request).db.read() as s:
+        rows = (await s.execute(q)).scalars().all()
+    items = rows[:limit]
+    nxt = encode_cursor("audit", [items[-1].id]) if len(rows) > limit else None
+    return {"items": [AuditOut.model_validate(r, from_attributes=True) for r in items], "next_cursor": nxt}
+
+
+# -- plugins and jobs ----------------------------------------------------------------
+
+meta_router = APIRouter(tags=["plugins"])
+
+
+@meta_router.get("/plugins")
+async def plugins_list(request: Request, _: Principal = ADMIN) -> list[dict[str, Any]]:
+    from chronos.app import describe_plugins
+
+    return describe_plugins(_ctx(request).state["host"])
+
+
+@meta_router.get("/scopes")
+async def scopes_list(request: Request, _: Principal = ADMIN) -> dict[str, str]:
+    return dict(sorted(_ctx(request).state["scopes"].items()))
+
+
+def _schedule(job: Any) -> str | None:
+    if job.cron:
+        return f"cron {job.cron}"
+    if job.interval_seconds:
+        return f"every {job.interval_seconds:g}s"
+    return None
+
+
+@meta_router.get("/jobs", response_model=list[JobOut])
+async def jobs_list(request: Request, _: Principal = ADMIN) -> list[dict[str, Any]]:
+    ctx = _ctx(request)
+    runner = ctx.jobs
+    out = []
+    async with ctx.db.read() as s:
+        for name, (plugin, job) in sorted(runner.jobs.items()):
+            last = (await s.execute(select(JobRun).where(JobRun.job == name).order_by(JobRun.id.desc()).limit(1))).scalar()
+            task = runner.running.get(name)
+            out.append({
+                "name": name, "plugin": plugin, "schedule": _schedule(job), "description": job.description,
+                "running": bool(task and not task.done()),
+                "last_run": None if last is None else {
+                    "status": last.status, "trigger": last.trigger, "started_at": last.started_at,
+                    "finished_at": last.finished_at, "error": last.error},
+            })
+    return out
+
+
+@meta_router.post("/jobs/{name}/run", status_code=202)
+async def jobs_run(name: Annotated[str, StringConstraints(max_length=128)], request: Request, principal: Principal = ADMIN) -> dict[str, Any]:
+    ctx = _ctx(request)
+    if name not in ctx.jobs.jobs:
+        raise Problem(404, f"No job named {name!r}", type="not-found")
+    try:
+        ctx.jobs.run_now(name)
+    except JobBusy as exc:
+        raise Problem(409, str(exc), type="job-busy") from None
+    async with ctx.db.write() as s:
+        await record_audit(s, entity="job", entity_id=name, action="run", principal=principal, request=request)
+    return {"job": name, "status": "started"}
+
+
+def mount_kernel_routes(app: FastAPI) -> None:
+    public = [Depends(Public("health and metrics are unauthenticated"))]
+    app.add_api_route("/health", health, methods=["GET"], tags=["health"], dependencies=public,
+                      responses={503: {"description": "The database is unreachable or the job runner is stale"}})
+    app.add_api_route("/metrics", metrics_endpoint, methods=["GET"], tags=["health"], dependencies=public,
+                      response_class=Response)
+    for router in (keys_router, audit_router, meta_router):
+        app.include_router(router, prefix="/api/v1")

@@ -1,0 +1,107 @@
+"""The append-only audit log with a hash chain.
+
+Each row stores the hash of the previous row and its own hash over its content,
+so changing or deleting a row breaks the chain at that point
+(``chronos audit verify``). Rows are written in the caller's transaction, so an
+audited change and its audit row commit or roll back together.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import datetime
+from typing import Any
+
+from fastapi import Request
+from sqlalchemy import select, text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from chronos.auth import Principal
+from chronos.db.base import utcnow
+from chronos.db.models import AuditEntry
+
+GENESIS = "0" * 64
+PG_AUDIT_LOCK = 7_458_142_002
+
+
+def _digest(prev_hash: str, row: dict[str, Any]) -> str:
+    payload = json.dumps(row, sort_keys=True, separators=(",", ":"), default=str, ensure_ascii=False)
+    return hashlib.sha256((prev_hash + payload).encode("utf-8")).hexdigest()
+
+
+def _content(e: AuditEntry) -> dict[str, Any]:
+    at: datetime = e.at
+    return {
+        "at": at.isoformat(timespec="microseconds"),
+        "actor": e.actor,
+        "scope": e.scope,
+        "entity": e.entity,
+        "entity_id": e.entity_id,
+        "action": e.action,
+        "change": e.change,
+        "ip": e.ip,
+        "request_id": e.request_id,
+    }
+
+
+async def record_audit(
+    session: AsyncSession,
+    *,
+    entity: str,
+    action: str,
+    entity_id: str | int | None = None,
+    change: Any = None,
+    principal: Principal | None = None,
+    request: Request | None = None,
+    actor: str | None = None,
+) -> AuditEntry:
+    """Append one audit row inside ``session``'s transaction.
+
+    Pass the request (actor, scope, ip and request id are taken from it) or a
+    principal; background work passes ``actor="system:<job>"``.
+    """
+    if request is not None and principal is None:
+        principal = getattr(request.state, "principal", None)
+    bind = session.get_bind()
+    if bind.dialect.name == "postgresql":
+        # The chain needs a total order; this lock serialises appends only.
+        await session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": PG_AUDIT_LOCK})
+    last = (await session.execute(select(AuditEntry.hash).order_by(AuditEntry.id.desc()).limit(1))).scalar()
+    entry = AuditEntry(
+        at=utcnow(),
+        actor=actor or (principal.key_id if principal else None),
+        scope=principal.scope_used if principal else None,
+        entity=entity,
+        entity_id=None if entity_id is None else str(entity_id),
+        action=action,
+        change=change,
+        ip=(request.client.host if request is not None and request.client else None),
+        request_id=(getattr(request.state, "request_id", None) if request is not None else None),
+        prev_hash=last or GENESIS,
+    )
+    entry.hash = _digest(entry.prev_hash, _content(entry))
+    session.add(entry)
+    await session.flush()
+    return entry
+
+
+async def verify_chain(session: AsyncSession, batch: int = 5000) -> tuple[int, int | None, str | None]:
+    """(rows checked, id of the first broken row or None, reason)."""
+    prev = GENESIS
+    checked = 0
+    last_id = 0
+    while True:
+        rows = (
+            await session.execute(select(AuditEntry).where(AuditEntry.id > last_id).order_by(AuditEntry.id).limit(batch))
+        ).scalars().all()
+        if not rows:
+            return checked, None, None
+        for e in rows:
+            if e.prev_hash != prev:
+                return checked, e.id, "prev_hash does not match the previous row (a row was removed or reordered)"
+            if _digest(e.prev_hash, _content(e)) != e.hash:
+                return checked, e.id, "content does not match its hash (the row was changed)"
+            prev = e.hash
+            checked += 1
+            last_id = e.id

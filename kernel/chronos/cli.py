@@ -1,0 +1,465 @@
+"""The ``chronos`` command line."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+
+from chronos.settings import ConfigError, Settings, load_settings
+
+app = typer.Typer(help="Chronos Engine: calendars, commands, templates and mail in sync.", no_args_is_help=True,
+                  pretty_exceptions_enable=False, add_completion=False)
+keys_app = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help=True)
+audit_app = typer.Typer(help="Inspect the audit log.", no_args_is_help=True)
+config_app = typer.Typer(help="Check the configuration.", no_args_is_help=True)
+schemas_app = typer.Typer(help="JSON Schemas generated from the models.", no_args_is_help=True)
+migrations_app = typer.Typer(help="Inspect and author migrations (plugin authors).", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+app.add_typer(audit_app, name="audit")
+app.add_typer(config_app, name="config")
+app.add_typer(schemas_app, name="schemas")
+app.add_typer(migrations_app, name="migrations")
+
+ConfigOpt = typer.Option(None, "--config", "-c", help="Config file (default: $CHRONOS_CONFIG or config/chronos.yaml).")
+
+
+class _State:
+    config: Optional[str] = None
+
+
+STATE = _State()
+
+
+def fail(message: str, code: int = 1) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def _settings(config: str | None = None, **overrides: Any) -> Settings:
+    try:
+        return load_settings(config or STATE.config, **overrides)
+    except ConfigError as exc:
+        for line in exc.problems:
+            typer.echo(f"config error: {line}", err=True)
+        raise typer.Exit(2) from None
+
+
+def _host(settings: Settings) -> Any:
+    from chronos.context import PluginContext
+    from chronos.host import PluginError, PluginHost
+
+    ctx = PluginContext(settings)
+    host = PluginHost(settings)
+    try:
+        host.load(ctx)
+    except ConfigError as exc:
+        for line in exc.problems:
+            typer.echo(f"config error: {line}", err=True)
+        raise typer.Exit(2) from None
+    except PluginError as exc:
+        fail(f"plugin error: {exc}", 2)
+    ctx.state["host"] = host
+    ctx.state["scopes"] = host.scopes()
+    return ctx, host
+
+
+def _run(coro: Any) -> Any:
+    return asyncio.run(coro)
+
+
+async def _migrated_ctx(settings: Settings) -> Any:
+    from chronos.db.migrate import migrate
+
+    ctx, host = _host(settings)
+    dbs = settings.kernel.database
+    await migrate(dbs.url, [m for _, m in host.get("register_migrations")], schema=dbs.schema_name)
+    return ctx, host
+
+
+@app.callback()
+def _main(config: Optional[str] = ConfigOpt) -> None:
+    STATE.config = config
+
+
+# -- serving -------------------------------------------------------------------------
+
+@app.command()
+def serve(
+    config: Optional[str] = ConfigOpt,
+    host: Optional[str] = typer.Option(None, help="Bind address (default: server.host, 127.0.0.1)."),
+    port: Optional[int] = typer.Option(None, help="Port (default: server.port, 8000)."),
+    no_jobs: bool = typer.Option(False, "--no-jobs", help="Serve the API only; run jobs in `chronos worker`."),
+    no_migrate: bool = typer.Option(False, "--no-migrate", help="Do not apply migrations on start."),
+) -> None:
+    """Run the HTTP API (and the job runner unless --no-jobs)."""
+    import uvicorn
+
+    from chronos.app import create_app
+    from chronos.host import PluginError
+
+    overrides: dict[str, Any] = {}
+    if no_migrate:
+        overrides["database"] = {"migrate_on_start": False}
+    settings = _settings(config, **overrides)
+    try:
+        application = create_app(settings, run_jobs=False if no_jobs else None)
+    except PluginError as exc:
+        fail(f"plugin error: {exc}", 2)
+    except ConfigError as exc:
+        for line in exc.problems:
+            typer.echo(f"config error: {line}", err=True)
+        raise typer.Exit(2) from None
+    srv = settings.kernel.server
+    uvicorn.run(
+        application,
+        host=host or srv.host,
+        port=port or srv.port,
+        log_config=None,
+        access_log=False,
+        proxy_headers=False,
+        h11_max_incomplete_event_size=srv.max_header_bytes * 2,
+    )
+
+
+@app.command()
+def worker(config: Optional[str] = ConfigOpt) -> None:
+    """Run the job runner without HTTP (for a separate worker process)."""
+    from chronos.db.migrate import migrate
+    from chronos.jobs import JobRunner
+    from chronos.logs import configure_logging
+
+    settings = _settings(config)
+    configure_logging(settings.kernel.logging.level, settings.kernel.logging.format)
+
+    async def main() -> None:
+        import signal
+
+        ctx, host = _host(settings)
+        dbs = settings.kernel.database
+        if dbs.migrate_on_start:
+            await migrate(dbs.url, [m for _, m in host.get("register_migrations")], schema=dbs.schema_name)
+        for _plugin, svc in host.get("register_services"):
+            ctx._services[svc.interface] = svc.factory(ctx)
+        runner = JobRunner(ctx, host.get("register_jobs"))
+        ctx.jobs = runner
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await host.startup(ctx)
+        await runner.start(schedules=True)
+        typer.echo(f"worker {runner.runner_id} running {len(runner.jobs)} job(s); Ctrl-C to stop", err=True)
+        try:
+            await stop.wait()
+        finally:
+            await runner.stop()
+            await host.shutdown(ctx)
+            await ctx.db.dispose()
+
+    _run(main())
+
+
+@app.command("migrate")
+def migrate_cmd(config: Optional[str] = ConfigOpt) -> None:
+    """Apply pending migrations of the kernel and every enabled plugin."""
+    from chronos.db.migrate import migrate
+
+    settings = _settings(config)
+    _ctx, host = _host(settings)
+    dbs = settings.kernel.database
+    applied = _run(migrate(dbs.url, [m for _, m in host.get("register_migrations")], schema=dbs.schema_name))
+    if not applied:
+        typer.echo("migrate: up to date")
+    for owner, heads in applied.items():
+        typer.echo(f"migrate: {owner} -> {', '.join(heads)}")
+
+
+@migrations_app.command("current")
+def migrations_current(config: Optional[str] = ConfigOpt, as_json: bool = typer.Option(False, "--json")) -> None:
+    """Show each owner's current revision and head."""
+    from chronos.db.migrate import current
+
+    settings = _settings(config)
+    _ctx, host = _host(settings)
+    dbs = settings.kernel.database
+    status = _run(current(dbs.url, [m for _, m in host.get("register_migrations")], schema=dbs.schema_name))
+    if as_json:
+        typer.echo(json.dumps(status, indent=2))
+        return
+    for owner, st in status.items():
+        mark = "ok" if st["up_to_date"] else "PENDING"
+        typer.echo(f"{owner:20} current={','.join(st['current']) or '-':24} head={','.join(st['heads']) or '-':24} {mark}")
+
+
+@migrations_app.command("revision")
+def migrations_revision(
+    owner: str = typer.Argument(..., help="'kernel' or a plugin name."),
+    message: str = typer.Option(..., "-m", "--message"),
+    rev_id: Optional[str] = typer.Option(None, "--rev-id", help="Readable id, e.g. hello0002 (max 32 chars)."),
+    autogenerate: bool = typer.Option(True, "--autogenerate/--empty"),
+    config: Optional[str] = ConfigOpt,
+) -> None:
+    """Write a new revision into OWNER's versions directory (run against an up-to-date database)."""
+    from alembic import command
+
+    from chronos.db.engine import make_engine
+    from chronos.db.migrate import migrate, owners_for
+
+    settings = _settings(config)
+    _ctx, host = _host(settings)
+    migs = [m for _, m in host.get("register_migrations")]
+    owners = {o.name: o for o in owners_for(migs)}
+    if owner not in owners:
+        fail(f"no migrations owner {owner!r}; choose from {', '.join(owners)}")
+    dbs = settings.kernel.database
+
+    async def main() -> None:
+        await migrate(dbs.url, migs, schema=dbs.schema_name)
+        engine = make_engine(dbs.url, role="migrate", schema=dbs.schema_name)
+        try:
+            async with engine.begin() as conn:
+                await conn.run_sync(lambda c: command.revision(
+                    owners[owner].config(c), message=message, autogenerate=autogenerate, rev_id=rev_id,
+                    head="heads", version_path=owners[owner].versions_dir))
+        finally:
+            await engine.dispose()
+
+    _run(main())
+
+
+@migrations_app.command("check")
+def migrations_check(config: Optional[str] = ConfigOpt) -> None:
+    """Fail when models and migrations differ (database must be migrated first)."""
+    from chronos.db.migrate import diff_models, migrate
+
+    settings = _settings(config)
+    _ctx, host = _host(settings)
+    dbs = settings.kernel.database
+    _run(migrate(dbs.url, [m for _, m in host.get("register_migrations")], schema=dbs.schema_name))
+    diffs = _run(diff_models(dbs.url, schema=dbs.schema_name))
+    for d in diffs:
+        typer.echo(f"DIFF: {d}", err=True)
+    if diffs:
+        fail(f"models and migrations differ ({len(diffs)} difference(s))")
+    typer.echo("migrations check: ok")
+
+
+# -- plugins ---------------------------------------------------------------------------
+
+@app.command()
+def plugins(config: Optional[str] = ConfigOpt, as_json: bool = typer.Option(False, "--json")) -> None:
+    """List installed plugins: status, distribution, hooks, records, routes."""
+    from chronos.app import create_app, describe_plugins
+
+    settings = _settings(config)
+    try:
+        application = create_app(settings)
+    except Exception as exc:  # noqa: BLE001
+        fail(f"{type(exc).__name__}: {exc}", 2)
+    rows = describe_plugins(application.state.chronos.state["host"])
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        typer.echo("no plugins installed")
+    for r in rows:
+        dist = f"{r['distribution']} {r['version']}" if r["distribution"] else "(in-process)"
+        typer.echo(f"{r['name']:16} {r['status']:9} {dist}")
+        if r["error"]:
+            typer.echo(f"    error: {r['error']}")
+        for kind, names in r["records"].items():
+            typer.echo(f"    {kind}: {', '.join(names)}")
+        if r["routes"]:
+            typer.echo(f"    routes: {len(r['routes'])}")
+
+
+# -- keys ----------------------------------------------------------------------------
+
+@keys_app.command("create")
+def keys_create(
+    name: str = typer.Option(..., "--name", help="What the key is for."),
+    scope: list[str] = typer.Option(..., "--scope", help="Scope to grant (repeat for several)."),
+    system: list[str] = typer.Option([], "--system", help="Command system the key is bound to (repeatable)."),
+    expires: Optional[str] = typer.Option(None, "--expires", help="Lifetime such as 30d, 12h, 2w."),
+    as_json: bool = typer.Option(False, "--json"),
+    config: Optional[str] = ConfigOpt,
+) -> None:
+    """Create a key; the secret is printed once."""
+    import re
+
+    from chronos.audit import record_audit
+    from chronos.auth import parse_duration
+    from chronos.errors import Problem
+    from chronos.keys import SYSTEM_RE, create_key, key_view
+
+    try:
+        lifetime = parse_duration(expires) if expires else None
+    except ValueError as exc:
+        fail(str(exc), 2)
+    for s in system:
+        if not re.match(SYSTEM_RE, s):
+            fail(f"invalid system id {s!r}: letters, digits, '.', '_', '-' (max 64)", 2)
+    settings = _settings(config)
+
+    async def main() -> tuple[dict[str, Any], str]:
+        ctx, _host_ = await _migrated_ctx(settings)
+        try:
+            async with ctx.db.write() as s:
+                row, secret = await create_key(
+                    s, name=name, scopes=list(scope), known_scopes=ctx.state["scopes"], systems=list(system),
+                    expires_in=lifetime, max_lifetime_days=settings.kernel.auth.max_key_lifetime_days, created_by="cli")
+                view = key_view(row)
+                await record_audit(s, entity="api_key", entity_id=row.id, action="create", actor="cli",
+                                   change={"name": name, "scopes": view["scopes"], "systems": view["systems"]})
+            return view, secret
+        finally:
+            await ctx.db.dispose()
+
+    try:
+        view, secret = _run(main())
+    except Problem as exc:
+        fail(exc.detail, 2)
+    if as_json:
+        typer.echo(json.dumps({**view, "secret": secret}, default=str))
+    else:
+        typer.echo(f"created key {view['id']} ({view['name']}) scopes={','.join(view['scopes'])}")
+        typer.echo(f"secret (shown once): {secret}")
+
+
+@keys_app.command("list")
+def keys_list(as_json: bool = typer.Option(False, "--json"), config: Optional[str] = ConfigOpt) -> None:
+    """List keys (never their secrets)."""
+    from chronos.keys import key_view, list_keys
+
+    settings = _settings(config)
+
+    async def main() -> list[dict[str, Any]]:
+        ctx, _ = await _migrated_ctx(settings)
+        try:
+            async with ctx.db.read() as s:
+                return [key_view(r) for r in await list_keys(s)]
+        finally:
+            await ctx.db.dispose()
+
+    rows = _run(main())
+    if as_json:
+        typer.echo(json.dumps(rows, default=str))
+        return
+    for r in rows:
+        exp = r["expires_at"].isoformat() if r["expires_at"] else "never"
+        typer.echo(f"{r['id']}  {r['status']:8} {r['prefix']}…  {r['name']}  scopes={','.join(r['scopes'])} expires={exp}")
+
+
+@keys_app.command("revoke")
+def keys_revoke(key_id: str = typer.Argument(...), config: Optional[str] = ConfigOpt) -> None:
+    """Revoke a key by id; it stops working at once."""
+    from chronos.audit import record_audit
+    from chronos.keys import revoke_key
+
+    settings = _settings(config)
+
+    async def main() -> bool:
+        ctx, _ = await _migrated_ctx(settings)
+        try:
+            async with ctx.db.write() as s:
+                row = await revoke_key(s, key_id)
+                if row is None:
+                    return False
+                await record_audit(s, entity="api_key", entity_id=key_id, action="revoke", actor="cli")
+                return True
+        finally:
+            await ctx.db.dispose()
+
+    if not _run(main()):
+        fail(f"no key with id {key_id!r}")
+    typer.echo(f"revoked {key_id}")
+
+
+# -- audit, config, schemas ------------------------------------------------------------
+
+@audit_app.command("verify")
+def audit_verify(config: Optional[str] = ConfigOpt) -> None:
+    """Check the audit log's hash chain; exit 1 at the first broken row."""
+    from chronos.audit import verify_chain
+
+    settings = _settings(config)
+
+    async def main() -> tuple[int, int | None, str | None]:
+        ctx, _ = await _migrated_ctx(settings)
+        try:
+            async with ctx.db.read() as s:
+                return await verify_chain(s)
+        finally:
+            await ctx.db.dispose()
+
+    checked, broken, reason = _run(main())
+    if broken is not None:
+        fail(f"audit chain broken at row {broken}: {reason} ({checked} rows verified before it)")
+    typer.echo(f"audit verify: ok ({checked} rows)")
+
+
+@config_app.command("check")
+def config_check(config: Optional[str] = ConfigOpt) -> None:
+    """Validate the configuration and every enabled plugin's section."""
+    settings = _settings(config)
+    _ctx, host = _host(settings)
+    typer.echo(f"config ok: {settings.raw.path or 'defaults'}; plugins enabled: {', '.join(host.enabled()) or 'none'}")
+
+
+@schemas_app.command("export")
+def schemas_export(out: Path = typer.Option(Path("schemas"), "--out", help="Directory to write into.")) -> None:
+    """Write schemas/*.schema.json from the models (a test checks they are current)."""
+    from chronos.schemas import generate_all
+
+    out.mkdir(parents=True, exist_ok=True)
+    for name, schema in generate_all().items():
+        path = out / name
+        path.write_text(json.dumps(schema, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        typer.echo(f"wrote {path}")
+
+
+def _add_plugin_commands() -> None:
+    """Mount plugin CLI groups; a broken config leaves only the kernel's commands."""
+    config = None
+    argv = sys.argv[1:]
+    for i, arg in enumerate(argv):
+        if arg in ("--config", "-c") and i + 1 < len(argv):
+            config = argv[i + 1]
+        elif arg.startswith("--config="):
+            config = arg.split("=", 1)[1]
+    try:
+        from chronos.context import PluginContext
+        from chronos.host import PluginHost
+
+        settings = load_settings(config)
+        ctx = PluginContext(settings)
+        host = PluginHost(settings)
+        host.load(ctx)
+    except Exception:  # noqa: BLE001 - the real command will report the problem
+        return
+    for _plugin, rec in host.get("register_cli"):
+        app.add_typer(rec.app, name=rec.name, help=rec.help or None)
+
+
+def main() -> None:
+    _add_plugin_commands()
+    try:
+        app()
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except Exception as exc:  # one actionable line, not a traceback
+        if os.environ.get("CHRONOS_DEBUG"):
+            raise
+        typer.echo(f"error: {type(exc).__name__}: {exc} (set CHRONOS_DEBUG=1 for a traceback)", err=True)
+        raise SystemExit(1) from None
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

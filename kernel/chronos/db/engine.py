@@ -1,0 +1,145 @@
+"""Engines and sessions.
+
+On SQLite every write in this process goes through one connection guarded by an
+asyncio lock and opened with ``BEGIN IMMEDIATE``: our own writers queue instead
+of failing with "database is locked", and writers in other processes wait on
+``busy_timeout``. Readers use their own pool and see WAL snapshots. On
+PostgreSQL reads and writes share one pool.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import event, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.pool import NullPool
+
+
+def is_sqlite(url: str) -> bool:
+    return url.startswith("sqlite")
+
+
+def _ensure_sqlite_dir(url: str) -> None:
+    database = make_url(url).database
+    if database and database != ":memory:" and not database.startswith("file:"):
+        Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+
+
+def make_engine(
+    url: str,
+    *,
+    role: str = "read",
+    schema: str | None = None,
+    pool_size: int = 5,
+    busy_timeout_ms: int = 10_000,
+    echo: bool = False,
+) -> AsyncEngine:
+    """Create an engine for ``role`` in ``read``, ``write`` or ``migrate``.
+
+    ``write`` and ``migrate`` on SQLite open transactions with ``BEGIN
+    IMMEDIATE``; ``migrate`` also turns foreign keys off so batch table rebuilds
+    cannot cascade-delete child rows (checked with ``foreign_key_check``).
+    """
+    kwargs: dict[str, Any] = {"echo": echo}
+    if is_sqlite(url):
+        _ensure_sqlite_dir(url)
+        kwargs["poolclass"] = NullPool if role == "migrate" else None
+        if role == "write":
+            kwargs.update(pool_size=1, max_overflow=0)
+        elif role == "read":
+            kwargs.update(pool_size=pool_size, max_overflow=pool_size)
+        kwargs = {k: v for k, v in kwargs.items() if v is not None}
+        engine = create_async_engine(url, **kwargs)
+        foreign_keys = "OFF" if role == "migrate" else "ON"
+        begin = "BEGIN IMMEDIATE" if role in ("write", "migrate") else "BEGIN"
+
+        @event.listens_for(engine.sync_engine, "connect")
+        def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+            # sqlite3 must not issue its own BEGIN: we emit ours in "begin".
+            dbapi_conn.isolation_level = None
+            cur = dbapi_conn.cursor()
+            for pragma in (
+                "journal_mode=WAL",
+                f"foreign_keys={foreign_keys}",
+                f"busy_timeout={busy_timeout_ms}",
+                "synchronous=NORMAL",
+            ):
+                cur.execute(f"PRAGMA {pragma}")
+            cur.close()
+
+        @event.listens_for(engine.sync_engine, "begin")
+        def _on_begin(conn: Any) -> None:
+            conn.exec_driver_sql(begin)
+
+        return engine
+
+    connect_args: dict[str, Any] = {}
+    if schema:
+        connect_args["server_settings"] = {"search_path": schema}
+    if role == "migrate":
+        return create_async_engine(url, poolclass=NullPool, connect_args=connect_args, echo=echo)
+    return create_async_engine(
+        url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=False, connect_args=connect_args, echo=echo
+    )
+
+
+class Database:
+    """The process's database handle: ``read()`` and ``write()`` sessions."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        schema: str | None = None,
+        pool_size: int = 5,
+        busy_timeout_ms: int = 10_000,
+        echo: bool = False,
+    ) -> None:
+        self.url = url
+        self.schema = schema
+        self.dialect = "sqlite" if is_sqlite(url) else "postgresql"
+        self.busy_timeout_ms = busy_timeout_ms
+        opts = dict(schema=schema, pool_size=pool_size, busy_timeout_ms=busy_timeout_ms, echo=echo)
+        self.reader = make_engine(url, role="read", **opts)
+        self.writer = make_engine(url, role="write", **opts) if self.is_sqlite else self.reader
+        self._read_sessions = async_sessionmaker(self.reader, expire_on_commit=False)
+        self._write_sessions = async_sessionmaker(self.writer, expire_on_commit=False)
+        self._write_lock = asyncio.Lock() if self.is_sqlite else None
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.dialect == "sqlite"
+
+    @asynccontextmanager
+    async def read(self) -> AsyncIterator[AsyncSession]:
+        """A session for queries; nothing it changes is committed."""
+        async with self._read_sessions() as session:
+            # Closing (not rolling back) releases the connection without
+            # expiring the objects already loaded.
+            yield session
+
+    @asynccontextmanager
+    async def write(self) -> AsyncIterator[AsyncSession]:
+        """A session in one transaction, committed on success, rolled back on error."""
+        if self._write_lock is None:
+            async with self._write_sessions() as session, session.begin():
+                yield session
+            return
+        async with self._write_lock:
+            async with self._write_sessions() as session, session.begin():
+                yield session
+
+    async def ping(self) -> None:
+        async with self.reader.connect() as conn:
+            await conn.execute(text("SELECT 1"))
+
+    async def dispose(self) -> None:
+        await self.reader.dispose()
+        if self.writer is not self.reader:
+            await self.writer.dispose()

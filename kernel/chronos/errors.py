@@ -1,0 +1,154 @@
+"""RFC 9457 problem details for every error the HTTP API returns."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import structlog
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+PROBLEM_MEDIA_TYPE = "application/problem+json"
+log = structlog.get_logger("chronos.errors")
+
+_TITLES = {
+    400: "Bad Request",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    409: "Conflict",
+    413: "Content Too Large",
+    415: "Unsupported Media Type",
+    422: "Unprocessable Content",
+    429: "Too Many Requests",
+    500: "Internal Server Error",
+    503: "Service Unavailable",
+}
+
+
+class Problem(Exception):
+    """Raise to answer with ``application/problem+json``.
+
+    ``type`` is a short slug (``"not-found"``) expanded to a URN; ``extra`` adds
+    members such as ``errors`` or a conflicting entity's id.
+    """
+
+    def __init__(
+        self,
+        status: int,
+        detail: str,
+        *,
+        type: str | None = None,
+        title: str | None = None,
+        headers: dict[str, str] | None = None,
+        **extra: Any,
+    ) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.detail = detail
+        self.type = type
+        self.title = title or _TITLES.get(status, "Error")
+        self.headers = headers or {}
+        self.extra = extra
+
+    def body(self, instance: str | None = None) -> dict[str, Any]:
+        slug = self.type or self.title.lower().replace(" ", "-")
+        out: dict[str, Any] = {
+            "type": f"urn:chronos:problem:{slug}",
+            "title": self.title,
+            "status": self.status,
+            "detail": self.detail,
+        }
+        if instance:
+            out["instance"] = instance
+        out.update(self.extra)
+        return out
+
+
+class ProblemModel(BaseModel):
+    """OpenAPI shape of an error response."""
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    instance: str | None = None
+    errors: list[dict[str, Any]] | None = None
+
+
+def problem_response(problem: Problem, request: Request | None = None) -> JSONResponse:
+    instance = request.url.path if request is not None else None
+    return JSONResponse(
+        problem.body(instance),
+        status_code=problem.status,
+        media_type=PROBLEM_MEDIA_TYPE,
+        headers=problem.headers,
+    )
+
+
+def _pointer(loc: tuple[Any, ...]) -> str:
+    parts = list(loc)
+    if parts and parts[0] in ("body", "query", "path", "header", "cookie"):
+        where = parts.pop(0)
+        prefix = "" if where == "body" else f"/{where}"
+    else:
+        prefix = ""
+    escaped = [str(p).replace("~", "~0").replace("/", "~1") for p in parts]
+    return prefix + ("/" + "/".join(escaped) if escaped else "")
+
+
+def validation_errors(errors: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    out = []
+    for err in errors:
+        loc = tuple(err.get("loc", ()))
+        out.append(
+            {
+                "pointer": _pointer(loc),
+                "location": loc[0] if loc else "body",
+                "detail": err.get("msg", "invalid"),
+                "type": err.get("type", "invalid"),
+            }
+        )
+    return out
+
+
+def install_handlers(app: FastAPI) -> None:
+    @app.exception_handler(Problem)
+    async def _problem(request: Request, exc: Problem) -> JSONResponse:
+        return problem_response(exc, request)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        detail = exc.detail if isinstance(exc.detail, str) else _TITLES.get(exc.status_code, "Error")
+        if exc.status_code == 404 and detail == "Not Found":
+            detail = f"No resource at {request.url.path}"
+        if exc.status_code == 405 and detail == "Method Not Allowed":
+            detail = f"{request.method} is not allowed on {request.url.path}"
+        return problem_response(Problem(exc.status_code, detail, headers=dict(exc.headers or {})), request)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = validation_errors(list(exc.errors()))
+        # A body that is not JSON at all is a malformed request, not a schema miss.
+        if any(e["type"] == "json_invalid" for e in errors):
+            return problem_response(
+                Problem(400, "The request body is not valid JSON", type="malformed-body", errors=errors),
+                request,
+            )
+        summary = "; ".join(f"{e['pointer'] or '/'}: {e['detail']}" for e in errors[:5])
+        return problem_response(
+            Problem(422, f"The request is invalid: {summary}", type="validation", errors=errors),
+            request,
+        )
+
+    @app.exception_handler(Exception)
+    async def _unhandled(request: Request, exc: Exception) -> JSONResponse:
+        log.error("unhandled_error", path=request.url.path, error_type=type(exc).__name__, exc_info=exc)
+        return problem_response(
+            Problem(500, "An internal error occurred; it has been logged with this request's id."),
+            request,
+        )

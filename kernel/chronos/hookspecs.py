@@ -1,0 +1,184 @@
+"""Hook specifications: the reference for plugin authors.
+
+Every hook is documented here and nowhere else. Two kinds exist:
+
+* ``register_*`` hooks are synchronous, called once at startup (in a fixed
+  order: settings first, then everything else) and return a list of typed
+  records from :mod:`chronos.plugin`. Returning ``None`` or ``[]`` contributes
+  nothing. Record names are unique per kind across all plugins.
+* ``on_startup`` / ``on_shutdown`` are ``async`` lifecycle hooks. The kernel
+  awaits each plugin's implementation on its own, with a timeout; a plugin that
+  raises in ``on_startup`` stops startup with its name in the message.
+
+An implementation may accept any subset of a hook's arguments, by name.
+Per-item work never goes through pluggy: records carry the objects the kernel
+calls in batches.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import pluggy
+
+if TYPE_CHECKING:  # pragma: no cover
+    from chronos.context import PluginContext
+    from chronos.records import CliCommand, HealthCheck, Job, JsonSchema, Migrations, Router, Scope, Service, SettingsSection
+
+hookspec = pluggy.HookspecMarker("chronos")
+
+
+@hookspec
+def register_settings() -> list[SettingsSection] | None:
+    """Declare the plugin's configuration section.
+
+    Called first, before any other hook, so the section can be validated and
+    handed to the other hooks through ``ctx.section(name)``. The section name
+    must equal the plugin's name and must not collide with a kernel section
+    (``server``, ``database``, ``auth``, ``scheduler``, ``plugins``,
+    ``logging``). Invalid values abort startup with one line per problem.
+
+    Example::
+
+        class HelloSettings(BaseModel):
+            greeting: str = "hello"
+
+        @hookimpl
+        def register_settings():
+            return [SettingsSection("hello", HelloSettings)]
+    """
+
+
+@hookspec
+def register_scopes(ctx: PluginContext) -> list[Scope] | None:
+    """Declare authorisation scopes the plugin's routes use.
+
+    The kernel's scopes (``events.read``, ``events.write``, ``commands.manage``,
+    ``templates.manage``, ``mail.send``, ``admin``) always exist. Keys can be
+    created with any registered scope; a route requiring an unregistered scope
+    stops startup.
+
+    Example: ``return [Scope("hello.read", "Read greetings")]``
+    """
+
+
+@hookspec
+def register_routers(ctx: PluginContext) -> list[Router] | None:
+    """Contribute FastAPI routers, mounted under ``/api/v1``.
+
+    Every route must depend on ``require_scope(<scope>)``; a route without a
+    scope, or a (method, path) pair another plugin already mounted, stops
+    startup naming both plugins. Errors should be raised as
+    :class:`chronos.plugin.Problem` so clients get ``application/problem+json``.
+
+    Example::
+
+        router = APIRouter()
+
+        @router.get("/hello", dependencies=[Depends(require_scope("hello.read"))])
+        async def hello(): ...
+
+        @hookimpl
+        def register_routers(ctx):
+            return [Router("hello", router)]
+    """
+
+
+@hookspec
+def register_migrations(ctx: PluginContext) -> list[Migrations] | None:
+    """Declare the alembic revisions of the plugin's own tables.
+
+    Revisions live in ``<package>/migrations/versions/`` and are tracked in the
+    version table ``alembic_version_<name>``. The kernel migrates itself first,
+    then each enabled plugin in ``requires`` order, all in one transaction.
+    Models subclass :class:`chronos.plugin.Base` so foreign keys to kernel and
+    other plugins' tables resolve. Disabling the plugin leaves its tables and
+    version table untouched.
+
+    Example: ``return [Migrations("hello", "chronos_hello")]``
+    """
+
+
+@hookspec
+def register_jobs(ctx: PluginContext) -> list[Job] | None:
+    """Contribute background jobs to the kernel's job runner.
+
+    Scheduled jobs run only on the leader replica (PostgreSQL advisory lock) and
+    never overlap themselves; every job can also be run on demand through
+    ``ctx.jobs.run_now(name)``. Jobs must stop promptly on cancellation.
+
+    Example: ``return [Job("hello.tick", tick, interval_seconds=60, jitter_seconds=5)]``
+    """
+
+
+@hookspec
+def register_cli(ctx: PluginContext) -> list[CliCommand] | None:
+    """Add sub-command groups to the ``chronos`` command line.
+
+    ``ctx`` carries validated settings but no running database or jobs: CLI
+    commands open what they need themselves (``ctx.db`` is created lazily).
+
+    Example: ``return [CliCommand("hello", typer_app, help="Greetings")]``
+    """
+
+
+@hookspec
+def register_services(ctx: PluginContext) -> list[Service] | None:
+    """Provide the implementation of a kernel contract for other plugins.
+
+    Plugins never import each other; when one needs another's capability (the
+    event store, the outbox) the kernel defines the interface in
+    :mod:`chronos.plugin`, one plugin provides it here, and the others call
+    ``ctx.service(Interface)`` at startup or later. Two providers of one
+    interface stop startup.
+    """
+
+
+@hookspec
+def register_health_checks(ctx: PluginContext) -> list[HealthCheck] | None:
+    """Add blocks to ``GET /health``.
+
+    Each check is awaited with a two-second timeout and timed. Return
+    ``HealthResult("degraded", {...})`` for a problem users should see (a
+    source failing to sync) and ``"error"`` on a ``critical`` check only when
+    the service cannot do its job; that turns the response into a 503.
+
+    Example::
+
+        async def smtp_reachable(ctx):
+            return HealthResult("ok", {"host": ctx.section("mail").smtp.host})
+
+        @hookimpl
+        def register_health_checks(ctx):
+            return [HealthCheck("mail.smtp", smtp_reachable)]
+    """
+
+
+@hookspec
+def register_schemas(ctx: PluginContext) -> list[JsonSchema] | None:
+    """Publish JSON Schemas of payloads clients and plugins exchange.
+
+    ``chronos schemas export`` writes each as ``schemas/<name>.schema.json``;
+    a test fails when a committed file differs from what the models generate.
+
+    Example: ``return [JsonSchema("event", EventOut)]``
+    """
+
+
+@hookspec
+async def on_startup(ctx: PluginContext) -> None:
+    """Start the plugin: open clients, warm caches, check reachability.
+
+    Awaited once per plugin after migrations and before the app serves
+    requests, in plugin order, with the timeout ``plugins.startup_timeout``.
+    Raising stops startup with the plugin's name and the error.
+    """
+
+
+@hookspec
+async def on_shutdown(ctx: PluginContext) -> None:
+    """Stop the plugin: close clients, flush buffers.
+
+    Awaited once per plugin in reverse order after the job runner has stopped.
+    Errors are logged and do not stop other plugins from shutting down.
+    """

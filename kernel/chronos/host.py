@@ -1,0 +1,344 @@
+"""The plugin host: the kernel's one façade over pluggy and entry points.
+
+Discovery reads the entry-point group ``chronos.plugins`` once
+(:func:`installed_plugins`); the host loads the enabled ones, registers them
+with pluggy, calls the ``register_*`` hooks one plugin at a time (so every
+record is attributed to its plugin) and rejects duplicates naming both sides.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import re
+import traceback
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from importlib.metadata import EntryPoint, entry_points
+from typing import Any
+
+import pluggy
+import structlog
+
+from chronos import hookspecs
+from chronos.context import PluginContext
+from chronos.records import CliCommand, HealthCheck, Job, JsonSchema, Migrations, Router, Scope, Service, SettingsSection
+from chronos.settings import KERNEL_SECTIONS, ConfigError, Settings, no_plugins, strict_plugins, suggest, validate_section
+
+GROUP = "chronos.plugins"
+PLUGIN_NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,46}$")
+log = structlog.get_logger("chronos.host")
+
+KERNEL_SCOPES = {
+    "events.read": "Read events, notes, links, templates and sync runs",
+    "events.write": "Create, change and delete events; start syncs",
+    "commands.manage": "Poll, acknowledge and enqueue commands for any system",
+    "templates.manage": "Create, change and delete templates",
+    "mail.send": "Send mail",
+    "admin": "Everything, including keys, whitelists, workflows, plugins and the audit log",
+}
+
+#: register_* hooks other than settings, with the record type each must return.
+RECORD_HOOKS: dict[str, type] = {
+    "register_scopes": Scope,
+    "register_routers": Router,
+    "register_migrations": Migrations,
+    "register_jobs": Job,
+    "register_cli": CliCommand,
+    "register_services": Service,
+    "register_health_checks": HealthCheck,
+    "register_schemas": JsonSchema,
+}
+
+
+class PluginError(Exception):
+    """A plugin problem that stops startup (duplicates, collisions, strict load failures)."""
+
+
+@dataclass
+class PluginInfo:
+    name: str
+    distribution: str | None
+    version: str | None
+    status: str  # enabled | disabled | failed
+    error: str | None = None
+    obj: Any = None
+    hooks: list[str] = field(default_factory=list)
+    records: dict[str, list[str]] = field(default_factory=dict)
+    routes: list[str] = field(default_factory=list)
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "distribution": self.distribution,
+            "version": self.version,
+            "status": self.status,
+            "error": self.error,
+            "hooks": sorted(self.hooks),
+            "records": {k: sorted(v) for k, v in sorted(self.records.items()) if v},
+            "routes": sorted(self.routes),
+        }
+
+
+def installed_plugins() -> dict[str, EntryPoint]:
+    """Every entry point in ``chronos.plugins``, by name (the one discovery path)."""
+    found: dict[str, EntryPoint] = {}
+    for ep in entry_points(group=GROUP):
+        found.setdefault(ep.name, ep)
+    return dict(sorted(found.items()))
+
+
+PluginSpec = str | tuple[str, Any]
+
+
+class PluginHost:
+    """Loads the enabled plugins and collects their records."""
+
+    def __init__(
+        self, settings: Settings, plugins: Iterable[PluginSpec] | None = None, env: Mapping[str, str] | None = None
+    ) -> None:
+        self.settings = settings
+        self.env = env
+        self.pm = pluggy.PluginManager("chronos")
+        self.pm.add_hookspecs(hookspecs)
+        self.infos: dict[str, PluginInfo] = {}
+        self.records: dict[str, list[tuple[str, Any]]] = {hook: [] for hook in RECORD_HOOKS}
+        self.sections: dict[str, SettingsSection] = {}
+        self.strict = strict_plugins(settings, env)
+        self._explicit = list(plugins) if plugins is not None else None
+
+    # -- discovery and loading -------------------------------------------------
+
+    def _selection(self, installed: dict[str, EntryPoint]) -> tuple[list[tuple[str, Any]], list[str]]:
+        """(name, entry point or object) pairs to load, and problems found."""
+        problems: list[str] = []
+        cfg = self.settings.kernel.plugins
+        if self._explicit is not None:
+            chosen: list[tuple[str, Any]] = []
+            for spec in self._explicit:
+                if isinstance(spec, tuple):
+                    chosen.append(spec)
+                elif spec in installed:
+                    chosen.append((spec, installed[spec]))
+                else:
+                    problems.append(f"plugin {spec!r} is not installed{suggest(spec, list(installed))}")
+            return chosen, problems
+        if no_plugins(self.env):
+            return [], problems
+        names = list(installed)
+        for key, listed in (("enabled", cfg.enabled or []), ("disabled", cfg.disabled)):
+            for name in listed:
+                if name not in installed:
+                    problems.append(
+                        f"plugins.{key}: unknown plugin {name!r}{suggest(name, names)}; installed: {', '.join(names) or 'none'}"
+                        f" [{self.settings.raw.origin(('plugins', key))}]"
+                    )
+        wanted = cfg.enabled if cfg.enabled is not None else names
+        chosen = [(n, installed[n]) for n in wanted if n in installed and n not in cfg.disabled]
+        for name in names:
+            if name not in dict(chosen):
+                ep = installed[name]
+                self.infos[name] = PluginInfo(name, *_dist(ep), status="disabled")
+        return chosen, problems
+
+    def load(self, ctx: PluginContext) -> None:
+        installed = installed_plugins()
+        chosen, problems = self._selection(installed)
+        if problems:
+            raise ConfigError(problems)
+        for name, target in chosen:
+            self._load_one(name, target)
+        self._validate_sections()
+        self._collect(ctx)
+
+    def _fail(self, name: str, target: Any, stage: str, exc: BaseException) -> None:
+        message = f"plugin {name!r} failed to {stage}: {type(exc).__name__}: {exc}"
+        if self.strict:
+            raise PluginError(message + " (strict mode: CHRONOS_STRICT_PLUGINS / plugins.strict)") from exc
+        log.error("plugin_failed", plugin=name, stage=stage, error=str(exc), tb=traceback.format_exc(limit=5))
+        info = self.infos.get(name) or PluginInfo(name, *_dist(target), status="failed")
+        info.status, info.error, info.hooks, info.records, info.routes = "failed", message, [], {}, []
+        self.infos[name] = info
+        obj = info.obj
+        if obj is not None and self.pm.is_registered(obj):
+            self.pm.unregister(obj)
+
+    def _load_one(self, name: str, target: Any) -> None:
+        if not PLUGIN_NAME_RE.match(name):
+            raise PluginError(f"plugin name {name!r} is invalid: use [a-z][a-z0-9_]*, at most 47 characters")
+        if name in KERNEL_SECTIONS:
+            raise PluginError(f"plugin name {name!r} collides with the kernel's configuration section {name!r}")
+        dist = _dist(target)
+        try:
+            obj = target.load() if isinstance(target, EntryPoint) else target
+        except Exception as exc:  # noqa: BLE001 - any import error makes the plugin "failed"
+            self._fail(name, target, "import", exc)
+            return
+        info = PluginInfo(name, *dist, status="enabled", obj=obj)
+        self.infos[name] = info
+        try:
+            self.pm.register(obj, name=name)
+            self.pm.check_pending()
+        except Exception as exc:  # noqa: BLE001
+            self._fail(name, target, "register its hooks", exc)
+            return
+        info.hooks = [hc.name for hc in self.pm.get_hookcallers(obj) or []]
+
+    def enabled(self) -> list[str]:
+        return [n for n, i in self.infos.items() if i.status == "enabled"]
+
+    def _impls(self, hook_name: str) -> list[tuple[str, Any]]:
+        """(plugin name, hookimpl) for one hook, in explicit order: tryfirst, normal, trylast, then by name."""
+        hook = getattr(self.pm.hook, hook_name)
+        impls = [(self.pm.get_name(i.plugin), i) for i in hook.get_hookimpls()]
+        rank = lambda i: 0 if i.tryfirst else (2 if i.trylast else 1)  # noqa: E731
+        return sorted(impls, key=lambda p: (rank(p[1]), p[0]))
+
+    def call_register(self, hook_name: str, plugin: str, impl: Any, **kwargs: Any) -> list[Any]:
+        args = {a: kwargs[a] for a in impl.argnames if a in kwargs}
+        result = impl.function(**args)
+        if inspect.isawaitable(result):
+            raise TypeError(f"{hook_name} must be synchronous")
+        if result is None:
+            return []
+        if not isinstance(result, (list, tuple)):
+            result = [result]
+        return list(result)
+
+    def _validate_sections(self) -> None:
+        problems: list[str] = []
+        owner: dict[str, str] = {}
+        for plugin, impl in self._impls("register_settings"):
+            try:
+                records = self.call_register("register_settings", plugin, impl)
+                _check_types("register_settings", plugin, records, SettingsSection)
+            except PluginError:
+                raise
+            except Exception as exc:  # noqa: BLE001
+                self._fail(plugin, self.infos[plugin].obj, "register its settings", exc)
+                continue
+            for rec in records:
+                if rec.name in KERNEL_SECTIONS:
+                    raise PluginError(f"plugin {plugin!r} declares settings section {rec.name!r}, a kernel section")
+                if rec.name in owner:
+                    raise PluginError(
+                        f"settings section {rec.name!r} is declared by both {owner[rec.name]!r} and {plugin!r}"
+                    )
+                if rec.name != plugin:
+                    raise PluginError(
+                        f"plugin {plugin!r} declares settings section {rec.name!r}; a plugin's section must be named after it"
+                    )
+                owner[rec.name] = plugin
+                self.sections[rec.name] = rec
+                model, errs = validate_section(self.settings, rec.name, rec.model)
+                problems.extend(errs)
+                if model is not None:
+                    self.settings.sections[rec.name] = model
+                self.infos[plugin].records.setdefault("settings", []).append(rec.name)
+        # Sections nobody owns: a typo, or a plugin that is not installed.
+        known = set(KERNEL_SECTIONS) | set(self.infos) | set(owner)
+        installed = set(installed_plugins())
+        for name in self.settings.plugin_names_in_config():
+            if name not in known and name not in installed:
+                problems.append(
+                    f"{name}: unknown section{suggest(name, sorted(known | installed))}"
+                    f" [{self.settings.raw.origin((name,))}]"
+                )
+        if problems:
+            raise ConfigError(problems)
+
+    def _collect(self, ctx: PluginContext) -> None:
+        owners: dict[tuple[str, str], str] = {}
+        for hook_name, rtype in RECORD_HOOKS.items():
+            for plugin, impl in self._impls(hook_name):
+                if self.infos[plugin].status != "enabled":
+                    continue
+                try:
+                    records = self.call_register(hook_name, plugin, impl, ctx=ctx)
+                    _check_types(hook_name, plugin, records, rtype)
+                except PluginError:
+                    raise
+                except Exception as exc:  # noqa: BLE001
+                    self._fail(plugin, self.infos[plugin].obj, f"run {hook_name}", exc)
+                    continue
+                for rec in records:
+                    key = (hook_name, rec.name)
+                    if key in owners:
+                        raise PluginError(
+                            f"{rtype.__name__.lower()} {rec.name!r} is registered by both {owners[key]!r} and {plugin!r}"
+                        )
+                    owners[key] = plugin
+                    self.records[hook_name].append((plugin, rec))
+                    kind = hook_name.removeprefix("register_")
+                    self.infos[plugin].records.setdefault(kind, []).append(rec.name)
+        # Records of plugins that failed in a later hook are dropped everywhere.
+        failed = {n for n, i in self.infos.items() if i.status == "failed"}
+        for hook_name in self.records:
+            self.records[hook_name] = [(p, r) for p, r in self.records[hook_name] if p not in failed]
+        for plugin, rec in self.records["register_scopes"]:
+            if rec.name in KERNEL_SCOPES:
+                raise PluginError(f"plugin {plugin!r} registers scope {rec.name!r}, which the kernel already defines")
+        seen: dict[type, str] = {}
+        for plugin, rec in self.records["register_services"]:
+            if rec.interface in seen:
+                raise PluginError(
+                    f"{rec.interface.__name__} is provided by both {seen[rec.interface]!r} and {plugin!r}"
+                )
+            seen[rec.interface] = plugin
+
+    def get(self, hook_name: str) -> list[tuple[str, Any]]:
+        return list(self.records[hook_name])
+
+    def scopes(self) -> dict[str, str]:
+        out = dict(KERNEL_SCOPES)
+        out.update({rec.name: rec.description for _, rec in self.records["register_scopes"]})
+        return out
+
+    # -- lifecycle --------------------------------------------------------------
+
+    async def startup(self, ctx: PluginContext) -> None:
+        timeout = self.settings.kernel.plugins.startup_timeout_seconds
+        for plugin, impl in self._impls("on_startup"):
+            if self.infos[plugin].status != "enabled":
+                continue
+            try:
+                await asyncio.wait_for(_call_async(impl, ctx=ctx), timeout)
+            except TimeoutError:
+                raise PluginError(f"plugin {plugin!r}: on_startup did not finish within {timeout:g}s") from None
+            except Exception as exc:
+                raise PluginError(f"plugin {plugin!r}: on_startup failed: {type(exc).__name__}: {exc}") from exc
+
+    async def shutdown(self, ctx: PluginContext) -> None:
+        timeout = self.settings.kernel.plugins.startup_timeout_seconds
+        for plugin, impl in reversed(self._impls("on_shutdown")):
+            if self.infos[plugin].status != "enabled":
+                continue
+            try:
+                await asyncio.wait_for(_call_async(impl, ctx=ctx), timeout)
+            except Exception as exc:  # noqa: BLE001 - shutdown goes on for the others
+                log.error("plugin_shutdown_failed", plugin=plugin, error=f"{type(exc).__name__}: {exc}")
+
+    def describe(self) -> list[dict[str, Any]]:
+        return [info.describe() for _, info in sorted(self.infos.items())]
+
+
+async def _call_async(impl: Any, **kwargs: Any) -> Any:
+    result = impl.function(**{a: kwargs[a] for a in impl.argnames if a in kwargs})
+    if inspect.isawaitable(result):
+        return await result
+    return result
+
+
+def _check_types(hook_name: str, plugin: str, records: list[Any], rtype: type) -> None:
+    for rec in records:
+        if not isinstance(rec, rtype):
+            raise PluginError(
+                f"plugin {plugin!r}: {hook_name} returned {type(rec).__name__}, expected chronos.plugin.{rtype.__name__}"
+            )
+
+
+def _dist(target: Any) -> tuple[str | None, str | None]:
+    dist = getattr(target, "dist", None)
+    if dist is None:
+        return (None, None)
+    return (dist.metadata["Name"], dist.version)

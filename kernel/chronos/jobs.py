@@ -1,0 +1,237 @@
+"""The job runner: the kernel's one place for background work.
+
+APScheduler 3 fires interval and cron schedules (with jitter, coalescing and
+misfire handling); this module adds what it lacks for us: no overlapping runs
+of one job (scheduled or manual), on-demand runs, a heartbeat row per runner,
+a record of every run, graceful shutdown, and leadership so that exactly one
+process runs the schedules: ``pg_try_advisory_lock`` on a dedicated connection
+on PostgreSQL (released by the server when the leader dies, so a follower takes
+over), an exclusive ``flock`` beside the database file on SQLite.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import os
+import random
+import socket
+import uuid
+from pathlib import Path
+from typing import Any
+
+import structlog
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from apscheduler.triggers.cron import CronTrigger
+from apscheduler.triggers.interval import IntervalTrigger
+from sqlalchemy import select, text, update
+from sqlalchemy.engine import make_url
+
+from chronos.context import PluginContext
+from chronos.db.base import utcnow
+from chronos.db.models import JobHeartbeat, JobRun
+from chronos.records import Job, JobContext
+
+log = structlog.get_logger("chronos.jobs")
+PG_LEADER_LOCK = 7_458_142_003
+
+
+class JobBusy(Exception):
+    """The job is already running."""
+
+
+def make_trigger(job: Job) -> Any:
+    if job.cron:
+        return CronTrigger.from_crontab(job.cron, timezone="UTC", jitter=job.jitter_seconds or None)
+    if job.interval_seconds:
+        return IntervalTrigger(seconds=job.interval_seconds, jitter=job.jitter_seconds or None, timezone="UTC")
+    return None
+
+
+class JobRunner:
+    def __init__(self, ctx: PluginContext, jobs: list[tuple[str, Job]]) -> None:
+        self.ctx = ctx
+        self.jobs: dict[str, tuple[str, Job]] = {}
+        for plugin, job in jobs:
+            make_trigger(job)  # invalid cron expressions fail at startup
+            self.jobs[job.name] = (plugin, job)
+        self.settings = ctx.settings.kernel.scheduler
+        self.runner_id = f"{socket.gethostname()[:40]}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        self.is_leader = False
+        self.running: dict[str, asyncio.Task[Any]] = {}
+        self.last_beat: float | None = None
+        self._scheduler: AsyncIOScheduler | None = None
+        self._tasks: list[asyncio.Task[Any]] = []
+        self._leader_conn: Any = None
+        self._lock_file: Any = None
+        self._stopping = False
+
+    # -- running jobs -------------------------------------------------------------
+
+    def run_now(self, name: str, args: dict[str, Any] | None = None, *, trigger: str = "manual") -> asyncio.Task[Any]:
+        """Start ``name`` now; raises :class:`JobBusy` if a run is in progress."""
+        if name not in self.jobs:
+            raise KeyError(f"unknown job {name!r}")
+        task = self.running.get(name)
+        if task is not None and not task.done():
+            raise JobBusy(f"job {name!r} is already running")
+        task = asyncio.create_task(self._run(name, trigger, args or {}), name=f"job:{name}")
+        self.running[name] = task
+        return task
+
+    async def _scheduled(self, name: str) -> None:
+        try:
+            await self.run_now(name, trigger="schedule")
+        except JobBusy:
+            log.info("job_skipped_busy", job=name)
+
+    async def _run(self, name: str, trigger: str, args: dict[str, Any]) -> Any:
+        plugin, job = self.jobs[name]
+        run_id = None
+        try:
+            async with self.ctx.db.write() as s:
+                row = JobRun(job=name, trigger=trigger, status="running", started_at=utcnow())
+                s.add(row)
+                await s.flush()
+                run_id = row.id
+        except Exception as exc:  # noqa: BLE001 - bookkeeping must not block the job
+            log.warning("job_run_record_failed", job=name, error=str(exc))
+        status, error, result = "ok", None, None
+        try:
+            result = await job.func(JobContext(self.ctx, job, trigger, args))
+        except asyncio.CancelledError:
+            status, error = "cancelled", "cancelled at shutdown"
+            raise
+        except Exception as exc:  # noqa: BLE001 - a failing job is recorded, never fatal
+            status, error = "error", f"{type(exc).__name__}: {exc}"
+            log.error("job_failed", job=name, plugin=plugin, error=error, exc_info=exc)
+        finally:
+            from chronos import metrics
+
+            metrics.JOB_RUNS.labels(job=name, status=status).inc()
+            if run_id is not None:
+                with contextlib.suppress(Exception):
+                    async with self.ctx.db.write() as s:
+                        await s.execute(
+                            update(JobRun).where(JobRun.id == run_id).values(status=status, error=error, finished_at=utcnow())
+                        )
+        return result
+
+    # -- lifecycle ----------------------------------------------------------------
+
+    async def start(self, schedules: bool = True) -> None:
+        self._tasks.append(asyncio.create_task(self._heartbeat_loop(), name="jobs:heartbeat"))
+        if schedules:
+            self._tasks.append(asyncio.create_task(self._leadership_loop(), name="jobs:leader"))
+
+    async def _become_leader(self) -> bool:
+        db = self.ctx.db
+        if db.is_sqlite:
+            path = make_url(db.url).database or "chronos.db"
+            lock_path = Path(path + ".leader")
+            fh = open(lock_path, "a+")  # noqa: SIM115 - held for the process's lifetime
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                fh.close()
+                return False
+            self._lock_file = fh
+            return True
+        conn = await db.reader.connect()
+        try:
+            got = (await conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": PG_LEADER_LOCK})).scalar()
+            await conn.commit()
+        except Exception:
+            await conn.close()
+            raise
+        if got:
+            self._leader_conn = conn
+            return True
+        await conn.close()
+        return False
+
+    async def _leadership_loop(self) -> None:
+        while not self._stopping:
+            try:
+                if not self.is_leader and await self._become_leader():
+                    self.is_leader = True
+                    log.info("job_leader", runner=self.runner_id)
+                    self._start_scheduler()
+                elif self.is_leader and self._leader_conn is not None:
+                    # Losing the connection loses the lock: step down and retry.
+                    await self._leader_conn.execute(text("SELECT 1"))
+            except Exception as exc:  # noqa: BLE001
+                log.warning("job_leadership_check_failed", error=str(exc))
+                if self.is_leader:
+                    self._step_down()
+            await asyncio.sleep(self.settings.leader_retry_seconds)
+
+    def _start_scheduler(self) -> None:
+        sched = AsyncIOScheduler(timezone="UTC")
+        for name, (_plugin, job) in self.jobs.items():
+            trig = make_trigger(job)
+            if trig is not None:
+                sched.add_job(
+                    self._scheduled, trig, args=[name], id=name, max_instances=1, coalesce=True, misfire_grace_time=300
+                )
+        sched.start()
+        self._scheduler = sched
+        for name, (_plugin, job) in self.jobs.items():
+            if job.run_at_start:
+                with contextlib.suppress(JobBusy):
+                    self.run_now(name, trigger="schedule")
+
+    def _step_down(self) -> None:
+        self.is_leader = False
+        if self._scheduler is not None:
+            self._scheduler.shutdown(wait=False)
+            self._scheduler = None
+        self._leader_conn = None
+
+    async def _heartbeat_loop(self) -> None:
+        host = socket.gethostname()[:255]
+        started = utcnow()
+        while not self._stopping:
+            try:
+                now = utcnow()
+                async with self.ctx.db.write() as s:
+                    row = (await s.execute(select(JobHeartbeat).where(JobHeartbeat.runner_id == self.runner_id))).scalar()
+                    if row is None:
+                        s.add(JobHeartbeat(runner_id=self.runner_id, host=host, is_leader=self.is_leader, started_at=started, beat_at=now))
+                    else:
+                        row.beat_at, row.is_leader = now, self.is_leader
+                self.last_beat = now.timestamp()
+            except Exception as exc:  # noqa: BLE001
+                log.warning("job_heartbeat_failed", error=str(exc))
+            interval = self.settings.heartbeat_seconds
+            await asyncio.sleep(interval * (0.9 + 0.2 * random.random()))
+
+    async def stop(self) -> None:
+        self._stopping = True
+        if self._scheduler is not None:
+            self._scheduler.shutdown(wait=False)
+            self._scheduler = None
+        for t in self._tasks:
+            t.cancel()
+        running = [t for t in self.running.values() if not t.done()]
+        if running:
+            _done, pending = await asyncio.wait(running, timeout=self.settings.shutdown_timeout_seconds)
+            for t in pending:
+                t.cancel()
+            if pending:
+                await asyncio.wait(pending, timeout=5)
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._leader_conn is not None:
+            with contextlib.suppress(Exception):
+                await self._leader_conn.close()
+            self._leader_conn = None
+        if self._lock_file is not None:
+            self._lock_file.close()
+            self._lock_file = None
+        with contextlib.suppress(Exception):
+            async with self.ctx.db.write() as s:
+                await s.execute(
+                    JobHeartbeat.__table__.delete().where(JobHeartbeat.runner_id == self.runner_id)
+                )
+        self.is_leader = False

@@ -1,0 +1,50 @@
+"""Structured logging: one JSON object per line with request and plugin context."""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+
+import structlog
+
+_SECRET_KEYS = re.compile(r"(password|secret|token|authorization|api[_-]?key)", re.I)
+
+
+def _redact(_logger: object, _name: str, event: dict) -> dict:
+    for key in list(event):
+        if _SECRET_KEYS.search(key) and event[key] is not None:
+            event[key] = "***"
+    return event
+
+
+def configure_logging(level: str = "info", fmt: str = "json") -> None:
+    lvl = getattr(logging, level.upper(), logging.INFO)
+    renderer = structlog.processors.JSONRenderer() if fmt == "json" else structlog.dev.ConsoleRenderer(colors=False)
+    shared = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        _redact,
+    ]
+    structlog.configure(
+        processors=[*shared, structlog.processors.format_exc_info, renderer],
+        wrapper_class=structlog.make_filtering_bound_logger(lvl),
+        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+        cache_logger_on_first_use=False,
+    )
+    # Standard-library loggers (uvicorn, alembic, sqlalchemy) go through the same renderer.
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            processor=renderer, foreign_pre_chain=[*shared, structlog.stdlib.add_logger_name]
+        )
+    )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(lvl)
+    for noisy in ("alembic.runtime.migration", "apscheduler"):
+        logging.getLogger(noisy).setLevel(max(lvl, logging.WARNING))
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+        logging.getLogger(name).handlers[:] = []
+        logging.getLogger(name).propagate = True

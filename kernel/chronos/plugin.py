@@ -1,0 +1,69 @@
+"""The public surface for plugin authors.
+
+A plugin imports from here and from :mod:`chronos.testing` only; every other
+module of the kernel is private and may change without notice.
+
+A plugin is a module (or a module-level object) named by an entry point in the
+group ``chronos.plugins``; the entry-point name is the plugin's name and its
+configuration section. It implements hooks from :mod:`chronos.hookspecs` with the
+:data:`hookimpl` marker::
+
+    from chronos.plugin import hookimpl, SettingsSection
+
+    @hookimpl
+    def register_settings():
+        return [SettingsSection("hello", HelloSettings)]
+"""
+
+from __future__ import annotations
+
+import pluggy
+
+from chronos.audit import record_audit
+from chronos.auth import Principal, require_scope
+from chronos.context import PluginContext
+from chronos.db.base import Base, BigIntPK, JSONType, UTCDateTime, utcnow
+from chronos.errors import Problem
+from chronos.pagination import decode_cursor, encode_cursor
+from chronos.records import (
+    CliCommand,
+    HealthCheck,
+    HealthResult,
+    Job,
+    JobContext,
+    JsonSchema,
+    Migrations,
+    Router,
+    Scope,
+    Service,
+    SettingsSection,
+)
+
+hookimpl = pluggy.HookimplMarker("chronos")
+
+__all__ = [
+    "Base",
+    "BigIntPK",
+    "CliCommand",
+    "HealthCheck",
+    "HealthResult",
+    "JSONType",
+    "Job",
+    "JobContext",
+    "JsonSchema",
+    "Migrations",
+    "PluginContext",
+    "Principal",
+    "Problem",
+    "Router",
+    "Scope",
+    "Service",
+    "SettingsSection",
+    "UTCDateTime",
+    "decode_cursor",
+    "encode_cursor",
+    "hookimpl",
+    "record_audit",
+    "require_scope",
+    "utcnow",
+]

@@ -1,0 +1,203 @@
+"""Typed records that plugins return from ``register_*`` hooks.
+
+Each record is a small frozen dataclass with a lower-case ``name`` that is unique
+across all plugins for its kind; the plugin host rejects duplicates at startup,
+naming both plugins.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from importlib.resources import files
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel
+
+if TYPE_CHECKING:  # pragma: no cover
+    import typer
+    from fastapi import APIRouter
+
+    from chronos.context import PluginContext
+
+NAME_RE = re.compile(r"^[a-z][a-z0-9_.-]{0,62}$")
+
+
+def _check_name(kind: str, name: str) -> None:
+    if not isinstance(name, str) or not NAME_RE.match(name):
+        raise ValueError(
+            f"{kind} name {name!r} is invalid: use lower-case letters, digits, '_', '.', '-'"
+            " (starting with a letter, at most 63 characters)"
+        )
+
+
+@dataclass(frozen=True)
+class SettingsSection:
+    """A top-level configuration section owned by a plugin.
+
+    ``name`` must equal the plugin's name; ``model`` is a pydantic model whose
+    fields are the section's keys. Unknown keys are rejected unless the model
+    says otherwise (``model_config = ConfigDict(extra="allow")``).
+    """
+
+    name: str
+    model: type[BaseModel]
+
+    def __post_init__(self) -> None:
+        _check_name("settings section", self.name)
+
+
+@dataclass(frozen=True)
+class Router:
+    """A FastAPI router mounted under ``/api/v1``.
+
+    Every route must declare its scope through ``Depends(require_scope("..."))``
+    (or a dependency that calls it); startup fails on a route without one.
+    """
+
+    name: str
+    router: "APIRouter"
+
+    def __post_init__(self) -> None:
+        _check_name("router", self.name)
+
+
+@dataclass(frozen=True)
+class Migrations:
+    """Alembic revisions shipped inside a plugin package.
+
+    ``package`` is the import package holding ``migrations/versions/``; its
+    revisions are recorded in the version table ``alembic_version_<name>``.
+    ``requires`` names plugins whose tables these revisions reference (they are
+    migrated first). ``after_migrate`` runs with the synchronous migration
+    connection after every owner is at head: re-create objects such as SQLite
+    triggers idempotently there.
+    """
+
+    name: str
+    package: str
+    requires: tuple[str, ...] = ()
+    after_migrate: Callable[[Any], None] | None = None
+
+    def __post_init__(self) -> None:
+        _check_name("migrations", self.name)
+
+    @property
+    def versions_dir(self) -> str:
+        return str(files(self.package) / "migrations" / "versions")
+
+    @property
+    def version_table(self) -> str:
+        return f"alembic_version_{self.name.replace('-', '_').replace('.', '_')}"
+
+
+@dataclass(frozen=True)
+class JobContext:
+    """What a job function receives: the plugin context and the run's trigger."""
+
+    ctx: "PluginContext"
+    job: "Job"
+    trigger: str  # "schedule" or "manual"
+    args: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Job:
+    """Background work run by the kernel's job runner.
+
+    Give ``interval_seconds`` or ``cron`` (five fields, UTC) for a schedule, or
+    neither for a job that only runs on demand. Runs of one job never overlap.
+    ``jitter_seconds`` spreads scheduled runs; ``run_at_start`` fires once when
+    the runner starts. ``func`` is ``async def func(job: JobContext) -> Any``.
+    """
+
+    name: str
+    func: Callable[[JobContext], Awaitable[Any]]
+    interval_seconds: float | None = None
+    cron: str | None = None
+    jitter_seconds: float = 0
+    run_at_start: bool = False
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        _check_name("job", self.name)
+        if self.interval_seconds is not None and self.cron is not None:
+            raise ValueError(f"job {self.name!r}: give interval_seconds or cron, not both")
+        if self.interval_seconds is not None and self.interval_seconds <= 0:
+            raise ValueError(f"job {self.name!r}: interval_seconds must be positive")
+
+
+@dataclass(frozen=True)
+class Scope:
+    """An authorisation scope a plugin's routes require (``notes.read``…)."""
+
+    name: str
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        _check_name("scope", self.name)
+
+
+@dataclass(frozen=True)
+class CliCommand:
+    """A sub-command group added to the ``chronos`` command line."""
+
+    name: str
+    app: "typer.Typer"
+    help: str = ""
+
+    def __post_init__(self) -> None:
+        _check_name("cli command", self.name)
+
+
+@dataclass(frozen=True)
+class Service:
+    """An implementation of a kernel contract other plugins may use.
+
+    ``interface`` is a class from :mod:`chronos.plugin` (for example the event
+    store contract); ``factory`` builds the implementation from the plugin
+    context once at startup. Consumers look it up with ``ctx.service(interface)``.
+    Exactly one enabled plugin may provide each interface.
+    """
+
+    name: str
+    interface: type
+    factory: Callable[["PluginContext"], Any]
+
+    def __post_init__(self) -> None:
+        _check_name("service", self.name)
+
+
+@dataclass(frozen=True)
+class HealthCheck:
+    """A block in ``GET /health``.
+
+    ``func`` is ``async def check(ctx) -> HealthResult``; it runs with a short
+    timeout. ``"degraded"`` makes the whole report degraded (still 200);
+    ``"error"`` with ``critical=True`` makes it 503.
+    """
+
+    name: str
+    func: Callable[["PluginContext"], Awaitable["HealthResult"]]
+    critical: bool = False
+
+    def __post_init__(self) -> None:
+        _check_name("health check", self.name)
+
+
+@dataclass(frozen=True)
+class HealthResult:
+    status: str  # "ok" | "degraded" | "error"
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class JsonSchema:
+    """A public payload model exported as ``schemas/<name>.schema.json``."""
+
+    name: str
+    model: type[BaseModel]
+
+    def __post_init__(self) -> None:
+        _check_name("schema", self.name)

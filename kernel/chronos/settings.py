@@ -1,0 +1,339 @@
+"""Configuration: a YAML file plus ``CHRONOS__SECTION__KEY`` environment overrides.
+
+The kernel owns a few sections; every plugin owns the top-level section named
+after it. Values are validated with pydantic; every problem becomes one line
+saying which key, where the value came from (file or environment variable) and
+what was expected, with a "did you mean" for unknown keys.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+ENV_PREFIX = "CHRONOS__"
+DEFAULT_CONFIG = Path("config/chronos.yaml")
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ServerSettings(_Section):
+    host: str = Field("127.0.0.1", description="Interface the HTTP server binds to.")
+    port: int = Field(8000, ge=1, le=65535, description="TCP port of the HTTP server.")
+    max_body_bytes: int = Field(
+        10 * 1024 * 1024, ge=1024, description="Largest accepted request body; larger ones get 413."
+    )
+    max_header_bytes: int = Field(16 * 1024, ge=1024, description="Largest accepted total header size; larger get 431.")
+
+
+class DatabaseSettings(_Section):
+    url: str = Field(
+        "sqlite+aiosqlite:///data/chronos.db",
+        description="SQLAlchemy URL: sqlite+aiosqlite:///path or postgresql+asyncpg://user@host/db.",
+    )
+    schema_name: str | None = Field(
+        None, alias="schema", description="PostgreSQL only: schema holding every table (default: public)."
+    )
+    migrate_on_start: bool = Field(True, description="Apply pending migrations when `chronos serve` starts.")
+    pool_size: int = Field(5, ge=1, le=100, description="Reader connections (PostgreSQL: total pool size).")
+    busy_timeout_ms: int = Field(
+        10_000, ge=0, description="SQLite: how long a writer waits for another process's write lock."
+    )
+    echo: bool = Field(False, description="Log every SQL statement (debugging only).")
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    @field_validator("url")
+    @classmethod
+    def _known_driver(cls, v: str) -> str:
+        if not (v.startswith("sqlite+aiosqlite://") or v.startswith("postgresql+asyncpg://")):
+            raise ValueError("expected a URL starting with sqlite+aiosqlite:// or postgresql+asyncpg://")
+        return v
+
+
+class AuthSettings(_Section):
+    accept_x_api_key: bool = Field(True, description="Also accept keys in the X-API-Key header.")
+    max_key_lifetime_days: int | None = Field(
+        None, ge=1, description="Upper bound for key expiry; keys without expiry are refused when set."
+    )
+
+
+class SchedulerSettings(_Section):
+    enabled: bool = Field(True, description="Run scheduled jobs in this process (`serve --no-jobs` overrides).")
+    heartbeat_seconds: float = Field(5.0, gt=0, description="How often the job runner records it is alive.")
+    heartbeat_stale_seconds: float = Field(
+        60.0, gt=0, description="/health answers 503 when the last heartbeat is older than this."
+    )
+    leader_retry_seconds: float = Field(
+        5.0, gt=0, description="PostgreSQL: how often a follower tries to take over leadership."
+    )
+    shutdown_timeout_seconds: float = Field(20.0, gt=0, description="Grace period for running jobs on shutdown.")
+
+
+class PluginsSettings(_Section):
+    enabled: list[str] | None = Field(
+        None, description="Allowlist of plugin names; null enables every installed plugin."
+    )
+    disabled: list[str] = Field(default_factory=list, description="Plugins never loaded, even if installed.")
+    strict: bool = Field(
+        False, description="A plugin that fails to load stops startup (also CHRONOS_STRICT_PLUGINS=1)."
+    )
+    startup_timeout_seconds: float = Field(30.0, gt=0, description="Limit for each plugin's on_startup.")
+
+
+class LoggingSettings(_Section):
+    level: Literal["debug", "info", "warning", "error"] = Field("info", description="Minimum log level.")
+    format: Literal["json", "console"] = Field("json", description="One JSON object per line, or human-readable.")
+
+
+class KernelSettings(_Section):
+    server: ServerSettings = Field(default_factory=ServerSettings)
+    database: DatabaseSettings = Field(default_factory=DatabaseSettings)
+    auth: AuthSettings = Field(default_factory=AuthSettings)
+    scheduler: SchedulerSettings = Field(default_factory=SchedulerSettings)
+    plugins: PluginsSettings = Field(default_factory=PluginsSettings)
+    logging: LoggingSettings = Field(default_factory=LoggingSettings)
+
+
+KERNEL_SECTIONS = tuple(KernelSettings.model_fields)
+
+
+class ConfigError(Exception):
+    """Invalid configuration; ``problems`` holds one actionable line each."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+@dataclass
+class RawConfig:
+    """The merged file and environment values, with where each came from."""
+
+    data: dict[str, Any]
+    path: Path | None
+    env_origin: dict[tuple[str, ...], str] = field(default_factory=dict)
+
+    def origin(self, loc: tuple[Any, ...]) -> str:
+        keys = tuple(str(p) for p in loc)
+        for n in range(len(keys), 0, -1):
+            if keys[:n] in self.env_origin:
+                return f"env {self.env_origin[keys[:n]]}"
+        return str(self.path) if self.path else "defaults"
+
+
+@dataclass
+class Settings:
+    """Validated configuration: the kernel's sections plus raw plugin sections.
+
+    Plugin sections are validated by the plugin host once it knows which
+    plugins are enabled; ``sections`` then holds their models.
+    """
+
+    kernel: KernelSettings
+    raw: RawConfig
+    sections: dict[str, BaseModel] = field(default_factory=dict)
+
+    def __getattr__(self, name: str) -> Any:  # settings.server, settings.database …
+        kernel = self.__dict__.get("kernel")
+        if kernel is not None and name in KERNEL_SECTIONS:
+            return getattr(kernel, name)
+        raise AttributeError(name)
+
+    def plugin_raw(self, name: str) -> dict[str, Any] | None:
+        value = self.raw.data.get(name)
+        return value if value is None or isinstance(value, dict) else value
+
+    def plugin_names_in_config(self) -> list[str]:
+        return [k for k in self.raw.data if k not in KERNEL_SECTIONS]
+
+
+def resolve_config_path(explicit: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None) -> Path | None:
+    env = os.environ if env is None else env
+    if explicit:
+        return Path(explicit)
+    if env.get("CHRONOS_CONFIG"):
+        return Path(env["CHRONOS_CONFIG"])
+    return DEFAULT_CONFIG if DEFAULT_CONFIG.exists() else None
+
+
+def _env_value(raw: str) -> Any:
+    text = raw.strip()
+    if text[:1] in ("[", "{"):
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError:
+            return raw
+    if text.lower() in ("null", "none", "~"):
+        return None
+    return raw
+
+
+def _set_path(data: dict[str, Any], keys: list[str], value: Any) -> None:
+    cur = data
+    for key in keys[:-1]:
+        nxt = cur.get(key)
+        if not isinstance(nxt, dict):
+            nxt = {}
+            cur[key] = nxt
+        cur = nxt
+    last = keys[-1]
+    if isinstance(value, dict) and isinstance(cur.get(last), dict):
+        cur[last] = _deep_merge(cur[last], value)
+    else:
+        cur[last] = value
+
+
+def _deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in extra.items():
+        out[k] = _deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def read_raw_config(
+    path: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None
+) -> RawConfig:
+    env = os.environ if env is None else env
+    cfg_path = resolve_config_path(path, env)
+    data: dict[str, Any] = {}
+    if cfg_path is not None:
+        if not cfg_path.exists():
+            raise ConfigError([f"{cfg_path}: config file not found (set --config or CHRONOS_CONFIG)"])
+        try:
+            loaded = yaml.safe_load(cfg_path.read_text(encoding="utf-8"))
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f"{cfg_path}:{mark.line + 1}:{mark.column + 1}" if mark else str(cfg_path)
+            problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+            raise ConfigError([f"{where}: malformed YAML: {problem}"]) from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError([f"{cfg_path}: cannot read config file: {exc}"]) from None
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError([f"{cfg_path}: expected a mapping of sections at the top level, got {type(loaded).__name__}"])
+        bad = [k for k in loaded if not isinstance(k, str)]
+        if bad:
+            raise ConfigError([f"{cfg_path}: section names must be strings, got {bad[0]!r}"])
+        data = loaded
+    origin: dict[tuple[str, ...], str] = {}
+    for name in sorted(env):
+        if not name.upper().startswith(ENV_PREFIX):
+            continue
+        keys = [k.lower() for k in name[len(ENV_PREFIX):].split("__")]
+        if not all(keys):
+            continue
+        _set_path(data, keys, _env_value(env[name]))
+        origin[tuple(keys)] = name
+    return RawConfig(data=data, path=cfg_path, env_origin=origin)
+
+
+def _suggest(word: str, choices: list[str]) -> str:
+    close = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _model_fields(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
+    """The valid keys at ``loc`` inside ``model`` (for did-you-mean)."""
+    current: Any = model
+    for part in loc:
+        fields = getattr(current, "model_fields", None)
+        if not fields or part not in fields:
+            return []
+        annotation = fields[part].annotation
+        current = annotation if isinstance(annotation, type) else None
+        if current is None:
+            return []
+    fields = getattr(current, "model_fields", {}) or {}
+    names = []
+    for fname, finfo in fields.items():
+        names.append(finfo.alias or fname)
+    return names
+
+
+def format_validation_error(
+    exc: ValidationError, raw: RawConfig, prefix: tuple[str, ...] = (), model: type[BaseModel] | None = None
+) -> list[str]:
+    lines = []
+    for err in exc.errors():
+        loc = prefix + tuple(str(p) for p in err["loc"])
+        key = ".".join(loc) or "<root>"
+        origin = raw.origin(loc)
+        if err["type"] == "extra_forbidden":
+            choices = _model_fields(model, tuple(str(p) for p in err["loc"][:-1])) if model else []
+            lines.append(f"{key}: unknown key{_suggest(loc[-1], choices)} [{origin}]")
+            continue
+        got = err.get("input")
+        got_text = "" if isinstance(got, (dict, list)) or got is None else f", got {got!r}"
+        lines.append(f"{key}: {err['msg'].lower()}{got_text} [{origin}]")
+    return lines
+
+
+def load_settings(
+    path: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None, **overrides: Any
+) -> Settings:
+    """Read, merge and validate the kernel's sections.
+
+    ``overrides`` are applied last (``database={"url": ...}``); they make tests
+    and embedding explicit without touching the environment.
+    """
+    raw = read_raw_config(path, env)
+    for section, value in overrides.items():
+        _set_path(raw.data, [section], value)
+    kernel_data = {k: v for k, v in raw.data.items() if k in KERNEL_SECTIONS}
+    problems = []
+    for k, v in kernel_data.items():
+        if v is not None and not isinstance(v, dict):
+            problems.append(f"{k}: expected a mapping of keys, got {type(v).__name__} [{raw.origin((k,))}]")
+    if problems:
+        raise ConfigError(problems)
+    kernel_data = {k: (v or {}) for k, v in kernel_data.items()}
+    try:
+        kernel = KernelSettings.model_validate(kernel_data)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, raw, model=KernelSettings)) from None
+    return Settings(kernel=kernel, raw=raw)
+
+
+def strict_plugins(settings: Settings, env: Mapping[str, str] | None = None) -> bool:
+    env = os.environ if env is None else env
+    flag = env.get("CHRONOS_STRICT_PLUGINS", "").strip().lower()
+    if flag in ("1", "true", "yes", "on"):
+        return True
+    if flag in ("0", "false", "no", "off"):
+        return False
+    return settings.kernel.plugins.strict
+
+
+def no_plugins(env: Mapping[str, str] | None = None) -> bool:
+    env = os.environ if env is None else env
+    return env.get("CHRONOS_NO_PLUGINS", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def validate_section(
+    settings: Settings, name: str, model: type[BaseModel]
+) -> tuple[BaseModel | None, list[str]]:
+    value = settings.raw.data.get(name)
+    if value is None:
+        value = {}
+    if not isinstance(value, dict):
+        return None, [f"{name}: expected a mapping of keys, got {type(value).__name__} [{settings.raw.origin((name,))}]"]
+    try:
+        return model.model_validate(value), []
+    except ValidationError as exc:
+        return None, format_validation_error(exc, settings.raw, prefix=(name,), model=model)
+
+
+def suggest(word: str, choices: list[str]) -> str:
+    return _suggest(word, choices)

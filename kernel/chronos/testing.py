@@ -1,0 +1,176 @@
+"""A pytest plugin for Chronos and its plugins (entry point ``pytest11``).
+
+Fixtures:
+
+* ``db_backend`` / ``database`` -- parametrised over SQLite and PostgreSQL
+  (``CHRONOS_TEST_BACKENDS=sqlite,postgresql``; PostgreSQL at
+  ``CHRONOS_TEST_PG_URL``, default ``postgresql+asyncpg://postgres@127.0.0.1:5432/test``).
+  Each test gets its own SQLite file or PostgreSQL schema. An unreachable
+  PostgreSQL fails the test; it is never skipped.
+* ``chronos_app`` -- ``async with chronos_app(plugins=[...], config={...}) as app``
+  builds the app on the test database and runs its lifespan.
+* ``api_client`` -- ``await api_client(app, scopes=[...], systems=[...])`` returns
+  an ``httpx.AsyncClient`` authenticated with a fresh key holding those scopes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+DEFAULT_PG_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
+
+
+def backends() -> list[str]:
+    raw = os.environ.get("CHRONOS_TEST_BACKENDS", "sqlite,postgresql")
+    return [b.strip() for b in raw.split(",") if b.strip()]
+
+
+@dataclass
+class TestDatabase:
+    backend: str
+    url: str
+    schema: str | None = None
+
+    def settings_section(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"url": self.url}
+        if self.schema:
+            out["schema"] = self.schema
+        return out
+
+
+async def _pg_admin(url: str, sql: str) -> None:
+    from sqlalchemy.ext.asyncio import create_async_engine
+    from sqlalchemy.pool import NullPool
+
+    engine = create_async_engine(url, poolclass=NullPool)
+    try:
+        async with engine.begin() as conn:
+            await conn.exec_driver_sql(sql)
+    finally:
+        await engine.dispose()
+
+
+@asynccontextmanager
+async def temporary_database(backend: str, tmp_path: Path) -> AsyncIterator[TestDatabase]:
+    """A fresh, empty database for one test: a SQLite file or a PostgreSQL schema."""
+    if backend == "sqlite":
+        yield TestDatabase("sqlite", f"sqlite+aiosqlite:///{tmp_path / 'chronos-test.db'}")
+        return
+    if backend != "postgresql":
+        raise ValueError(f"unknown test backend {backend!r}")
+    url = os.environ.get("CHRONOS_TEST_PG_URL", DEFAULT_PG_URL)
+    schema = f"t_{uuid.uuid4().hex[:16]}"
+    try:
+        await _pg_admin(url, f'CREATE SCHEMA "{schema}"')
+    except Exception as exc:  # noqa: BLE001
+        pytest.fail(f"PostgreSQL at {url} is unreachable ({type(exc).__name__}: {exc}); start it, never skip", pytrace=False)
+    try:
+        yield TestDatabase("postgresql", url, schema)
+    finally:
+        await _pg_admin(url, f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
+@pytest.fixture(params=backends())
+def db_backend(request: pytest.FixtureRequest) -> str:
+    """The storage backend under test: 'sqlite' or 'postgresql'."""
+    return request.param
+
+
+@pytest.fixture
+async def database(db_backend: str, tmp_path: Path) -> AsyncIterator[TestDatabase]:
+    async with temporary_database(db_backend, tmp_path) as db:
+        yield db
+
+
+def make_test_settings(database: TestDatabase, config: dict[str, Any] | None = None) -> Any:
+    """Settings for a test: the test database, fast heartbeats, plus ``config`` sections."""
+    from chronos.settings import load_settings
+
+    sections: dict[str, Any] = {
+        "database": database.settings_section(),
+        "scheduler": {"heartbeat_seconds": 0.5, "leader_retry_seconds": 0.5},
+        "logging": {"level": "warning"},
+    }
+    for key, value in (config or {}).items():
+        if isinstance(value, dict) and isinstance(sections.get(key), dict):
+            sections[key] = {**sections[key], **value}
+        else:
+            sections[key] = value
+    return load_settings(path=None, env={}, **sections)
+
+
+@asynccontextmanager
+async def running_app(app: Any) -> AsyncIterator[Any]:
+    """Run an app's lifespan (startup, then shutdown on exit)."""
+    async with app.router.lifespan_context(app):
+        yield app
+
+
+@pytest.fixture
+def chronos_app(database: TestDatabase) -> Callable[..., Any]:
+    """Factory: ``async with chronos_app(plugins=[...], config={...}) as app``.
+
+    ``plugins`` are entry-point names or ``(name, object)`` pairs; ``None``
+    loads every installed plugin. ``run_jobs`` defaults to False so schedules
+    do not fire during a test; jobs still run on demand.
+    """
+
+    @asynccontextmanager
+    async def factory(
+        plugins: Iterable[Any] | None = (), config: dict[str, Any] | None = None, run_jobs: bool = False
+    ) -> AsyncIterator[Any]:
+        from chronos.app import create_app
+
+        settings = make_test_settings(database, config)
+        app = create_app(settings, plugins=None if plugins is None else list(plugins), run_jobs=run_jobs, env={})
+        async with running_app(app):
+            yield app
+
+    return factory
+
+
+async def create_test_key(app: Any, scopes: Iterable[str], systems: Iterable[str] = (), name: str = "test") -> str:
+    """Create a key directly in the app's database; returns the secret."""
+    from chronos.keys import create_key
+
+    ctx = app.state.chronos
+    async with ctx.db.write() as s:
+        _row, secret = await create_key(
+            s, name=name, scopes=list(scopes), known_scopes=ctx.state["scopes"], systems=list(systems)
+        )
+    return secret
+
+
+def client(app: Any, secret: str | None = None, **kwargs: Any) -> httpx.AsyncClient:
+    headers = {"Authorization": f"Bearer {secret}"} if secret else {}
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    return httpx.AsyncClient(transport=transport, base_url="http://chronos.test", headers=headers, **kwargs)
+
+
+@pytest.fixture
+async def api_client() -> AsyncIterator[Callable[..., Any]]:
+    """Factory: ``c = await api_client(app, scopes=["events.read"])`` -> httpx.AsyncClient."""
+    opened: list[httpx.AsyncClient] = []
+
+    async def factory(app: Any, scopes: Iterable[str] = ("admin",), systems: Iterable[str] = ()) -> httpx.AsyncClient:
+        secret = await create_test_key(app, scopes, systems)
+        c = client(app, secret)
+        opened.append(c)
+        return c
+
+    yield factory
+    await asyncio.gather(*(c.aclose() for c in opened))
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "backends(*names): run only on these storage backends")
