@@ -9,20 +9,38 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, Query, Request, Response
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints
 from sqlalchemy import func, select, text
 
 from chronos import __version__, metrics
 from chronos.audit import record_audit
-from chronos.auth import Principal, Public, require_scope
+from chronos.auth import Principal, Public, forget_key, require_scope
 from chronos.db.models import AuditEntry, JobHeartbeat, JobRun
 from chronos.errors import Problem
 from chronos.jobs import JobBusy
 from chronos.keys import SYSTEM_RE, create_key, key_view, list_keys, revoke_key
 from chronos.pagination import decode_cursor, encode_cursor
 from chronos.records import HealthResult
+from chronos.sync_api import router as sync_router, sync_health
 
 SystemId = Annotated[str, StringConstraints(pattern=SYSTEM_RE)]
+
+
+def _iso_datetime(value: Any) -> Any:
+    # pydantic alone also takes "0.5" as a Unix timestamp; the API promises ISO 8601 with an offset.
+    if isinstance(value, str):
+        try:
+            parsed = datetime.fromisoformat(value)
+        except ValueError:
+            raise ValueError("expected an ISO 8601 date-time with offset, e.g. 2026-01-01T00:00:00Z") from None
+        if parsed.tzinfo is None:
+            raise ValueError("the date-time needs a UTC offset, e.g. 2026-01-01T00:00:00Z")
+        return parsed
+    return value
+
+
+#: A date-time parameter: ISO 8601 with an offset, nothing else.
+IsoDateTime = Annotated[datetime, BeforeValidator(_iso_datetime)]
 
 
 class KeyCreate(BaseModel):
@@ -135,6 +153,7 @@ async def health(request: Request) -> JSONResponse:
     if db_ok:
         checks["search"] = await _timed("search", _check_search(ctx))
         checks["jobs"] = await _timed("jobs", _check_jobs(ctx))
+        checks["sync"] = await _timed("sync", sync_health(ctx))
     plugin_states = {p["name"]: p["status"] for p in host.describe()}
     failed = [n for n, s in plugin_states.items() if s == "failed"]
     checks["plugins"] = {"status": "degraded" if failed else "ok", "plugins": plugin_states}
@@ -206,7 +225,7 @@ async def revoke_key_route(
             raise Problem(404, f"No key with id {key_id!r}", type="not-found")
         await record_audit(s, entity="api_key", entity_id=key_id, action="revoke", principal=principal, request=request)
         view = key_view(row)
-    _ctx(request).state.get("key_cache", {}).pop(key_id, None)
+    forget_key(_ctx(request), key_id)
     return view
 
 
@@ -223,8 +242,8 @@ async def audit_list(
     entity_id: Annotated[str | None, Query(max_length=128)] = None,
     actor: Annotated[str | None, Query(max_length=64)] = None,
     action: Annotated[str | None, Query(max_length=64)] = None,
-    since: datetime | None = None,
-    until: datetime | None = None,
+    since: IsoDateTime | None = None,
+    until: IsoDateTime | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     cursor: Annotated[str | None, Query(max_length=2048)] = None,
 ) -> dict[str, Any]:
@@ -312,5 +331,5 @@ def mount_kernel_routes(app: FastAPI) -> None:
                       responses={503: {"description": "The database is unreachable or the job runner is stale"}})
     app.add_api_route("/metrics", metrics_endpoint, methods=["GET"], tags=["health"], dependencies=public,
                       response_class=Response)
-    for router in (keys_router, audit_router, meta_router):
+    for router in (keys_router, audit_router, meta_router, sync_router):
         app.include_router(router, prefix="/api/v1")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import time
 import uuid
@@ -12,15 +13,17 @@ from typing import Any
 import structlog
 from fastapi import FastAPI
 from fastapi.routing import APIRoute
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from chronos import __version__, metrics
 from chronos.auth import Public, RequireScope
 from chronos.context import PluginContext
 from chronos.db.migrate import migrate
-from chronos.errors import Problem, ProblemModel, install_handlers, problem_response
+from chronos.errors import PROBLEM_MEDIA_TYPE, Problem, ProblemModel, install_handlers, problem_response, unhandled_response
 from chronos.host import PluginError, PluginHost, PluginSpec
 from chronos.jobs import JobRunner
+from chronos.pipeline import all_jobs, install_pipeline
 from chronos.logs import configure_logging
 from chronos.settings import Settings, load_settings
 
@@ -36,6 +39,7 @@ class RequestContextMiddleware:
         self.app = app
         self.max_body = max_body
         self.max_headers = max_headers
+        self._templates: list[tuple[Any, str]] | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -60,11 +64,11 @@ class RequestContextMiddleware:
         scope.setdefault("state", {})["request_id"] = request_id
         structlog.contextvars.bind_contextvars(request_id=request_id)
         start = time.perf_counter()
-        status_holder = {"status": 500}
+        status_holder = {"status": 500, "started": False}
 
         async def send_wrapper(message: Message) -> None:
             if message["type"] == "http.response.start":
-                status_holder["status"] = message["status"]
+                status_holder["status"], status_holder["started"] = message["status"], True
                 hdrs = list(message.get("headers", []))
                 hdrs.append((b"x-request-id", request_id.encode("latin-1")))
                 message = {**message, "headers": hdrs}
@@ -82,13 +86,30 @@ class RequestContextMiddleware:
                 await problem_response(problem, Request(scope))(scope, receive, send_wrapper)
                 return
             await self.app(scope, self._limited(receive), send_wrapper)
+        except Exception as exc:
+            # Answered here rather than by Starlette's outermost error middleware so
+            # the 500 carries X-Request-ID, is logged with it and is counted.
+            if status_holder["started"]:
+                raise
+            await unhandled_response(Request(scope), exc)(scope, receive, send_wrapper)
         finally:
-            route = scope.get("route")
-            template = getattr(route, "path", None) or "<unmatched>"
+            template = self._template(scope)
             elapsed = time.perf_counter() - start
             metrics.HTTP_REQUESTS.labels(scope["method"], template, str(status_holder["status"])).inc()
             metrics.HTTP_LATENCY.labels(template).observe(elapsed)
             structlog.contextvars.unbind_contextvars("request_id")
+
+    def _template(self, scope: Scope) -> str:
+        """The matched route's full path template (a bounded metrics label)."""
+        if scope.get("route") is None or scope.get("app") is None:
+            return "<unmatched>"
+        if self._templates is None:
+            # scope["route"] of an included router's route lacks the include prefix.
+            self._templates = [
+                (r.path_regex, r.path) for r in effective_routes(scope["app"].routes) if getattr(r, "path_regex", None)
+            ]
+        path = scope.get("path", "")
+        return next((template for regex, template in self._templates if regex.match(path)), "<unmatched>")
 
     def _limited(self, receive: Receive) -> Receive:
         seen = 0
@@ -100,7 +121,9 @@ class RequestContextMiddleware:
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > limit:
-                    raise Problem(413, f"Request body exceeds {limit} bytes")
+                    # An HTTPException passes through FastAPI's body parsing untouched
+                    # (anything else there becomes a generic 400).
+                    raise StarletteHTTPException(413, f"Request body exceeds {limit} bytes")
             return message
 
         return wrapped
@@ -149,7 +172,8 @@ def create_app(
             await migrate(dbs.url, [m for _, m in host.get("register_migrations")], schema=dbs.schema_name)
         for _plugin, svc in host.get("register_services"):
             ctx._services[svc.interface] = svc.factory(ctx)
-        runner = JobRunner(ctx, host.get("register_jobs"))
+        pipeline = install_pipeline(ctx, host)
+        runner = JobRunner(ctx, all_jobs(host, pipeline))
         ctx.jobs = runner
         try:
             await host.startup(ctx)
@@ -157,6 +181,7 @@ def create_app(
             log.info("started", plugins=host.enabled(), jobs=jobs_enabled, version=__version__)
             yield
         finally:
+            await pipeline.stop(settings.kernel.scheduler.shutdown_timeout_seconds)
             await runner.stop()
             await host.shutdown(ctx)
             if ctx.has_db:
@@ -170,12 +195,14 @@ def create_app(
             400: {"model": ProblemModel, "description": "Malformed request"},
             401: {"model": ProblemModel, "description": "Missing, unknown, revoked or expired key"},
             403: {"model": ProblemModel, "description": "The key lacks the required scope"},
+            404: {"model": ProblemModel, "description": "No such resource"},
             413: {"model": ProblemModel, "description": "Request body too large"},
             422: {"model": ProblemModel, "description": "Invalid request"},
             431: {"model": ProblemModel, "description": "Request headers too large"},
         },
     )
     app.state.chronos = ctx
+    app.openapi = _problem_openapi(app)  # type: ignore[method-assign]
     install_handlers(app)
     app.add_middleware(
         RequestContextMiddleware,
@@ -190,18 +217,69 @@ def create_app(
     return app
 
 
+def _problem_openapi(app: FastAPI) -> Any:
+    """The OpenAPI document with every error response as ``application/problem+json``.
+
+    FastAPI documents error models under ``application/json`` and adds its own
+    422 shape; the API answers every error with :class:`ProblemModel` instead.
+    """
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        schema = generate()
+        problem = {"$ref": "#/components/schemas/ProblemModel"}
+        for path_item in schema.get("paths", {}).values():
+            for operation in path_item.values():
+                if not isinstance(operation, dict):
+                    continue
+                for code, response in operation.get("responses", {}).items():
+                    if not (code.startswith(("4", "5")) or code == "default"):
+                        continue
+                    content = response.get("content") or {}
+                    documented = (content.get("application/json") or {}).get("schema")
+                    if documented is None or documented.get("$ref", "").endswith("/HTTPValidationError"):
+                        documented = problem
+                    response["content"] = {PROBLEM_MEDIA_TYPE: {"schema": documented}}
+        components = schema.get("components", {}).get("schemas", {})
+        text = json.dumps(schema.get("paths", {}))
+        for unused in ("HTTPValidationError", "ValidationError"):
+            if unused in components and f"/{unused}\"" not in text:
+                del components[unused]
+        return schema
+
+    return openapi
+
+
+def effective_routes(routes: Iterable[Any]) -> list[Any]:
+    """Every route with its final path and dependencies.
+
+    Recent FastAPI versions keep included routers nested (``_IncludedRouter``)
+    instead of copying their routes into ``app.routes``; walking only the top
+    level would miss every included route.
+    """
+    try:
+        from fastapi.routing import iter_route_contexts
+    except ImportError:  # older FastAPI flattens included routers itself
+        return list(routes)
+    return list(iter_route_contexts(list(routes)))
+
+
 def mount_plugin_routers(app: FastAPI, host: PluginHost, ctx: PluginContext) -> None:
     taken: dict[tuple[str, str], str] = {}
-    for route in app.routes:
-        if isinstance(route, APIRoute):
-            for method in route.methods:
-                taken[(method, route.path)] = "kernel"
+    for route in effective_routes(app.routes):
+        for method in getattr(route, "methods", None) or ():
+            taken[(method, route.path)] = "kernel"
     scopes = ctx.state["scopes"]
     for plugin, rec in host.get("register_routers"):
-        for route in rec.router.routes:
-            if not isinstance(route, APIRoute):
-                continue
-            path = API_PREFIX + route.path
+        for route in effective_routes(rec.router.routes):
+            path = API_PREFIX + (route.path or "")
+            if not isinstance(getattr(route, "original_route", route), APIRoute):
+                raise PluginError(
+                    f"plugin {plugin!r}: route {path} is not an API route; only APIRouter routes, which declare"
+                    " their scope with Depends(require_scope(...)), can be mounted"
+                )
             declared, scope = route_scope(route)
             if not declared:
                 raise PluginError(

@@ -12,6 +12,7 @@ import hashlib
 import hmac
 import os
 import secrets
+import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -103,28 +104,49 @@ async def authenticate(request: Request) -> Principal:
 
 async def verify_secret(ctx: Any, secret: str) -> Principal | None:
     bootstrap = os.environ.get("CHRONOS_ADMIN_KEY")
-    if bootstrap and len(bootstrap) >= 16 and hmac.compare_digest(hash_secret(secret), hash_secret(bootstrap)):
+    digest = hash_secret(secret)
+    if bootstrap and len(bootstrap) >= 16 and hmac.compare_digest(digest, hash_secret(bootstrap)):
         return Principal(BOOTSTRAP_ID, "bootstrap (CHRONOS_ADMIN_KEY)", frozenset(ctx.state["scopes"]))
     key_id = parse_secret(secret)
     if key_id is None:
         return None
+    now = datetime.now(UTC)
+    # Verified keys are remembered briefly (auth.key_cache_seconds) so a busy
+    # client does not cost a database read per request. Revoking through this
+    # process drops the entry at once; other processes notice within the TTL.
+    ttl = ctx.settings.kernel.auth.key_cache_seconds
+    verified: dict[str, tuple[str, Principal, datetime | None, float]] = ctx.state.setdefault("verified_keys", {})
+    hit = verified.get(key_id)
+    if hit is not None and ttl > 0:
+        cached_digest, principal, expires_at, cached_at = hit
+        fresh = time.monotonic() - cached_at < ttl
+        if fresh and hmac.compare_digest(cached_digest, digest) and (expires_at is None or expires_at > now):
+            return principal
+        verified.pop(key_id, None)
     from chronos.db.models import ApiKey
 
-    cache: dict[str, tuple[float, Any]] = ctx.state.setdefault("key_cache", {})
+    touched: dict[str, float] = ctx.state.setdefault("key_last_touch", {})
     async with ctx.db.read() as s:
         row = (await s.execute(select(ApiKey).where(ApiKey.id == key_id))).scalar_one_or_none()
-    if row is None or not hmac.compare_digest(row.secret_hash, hash_secret(secret)):
+    if row is None or not hmac.compare_digest(row.secret_hash, digest):
         return None
-    now = datetime.now(UTC)
     if row.revoked_at is not None or (row.expires_at is not None and row.expires_at <= now):
         return None
-    last = cache.get(key_id)
-    if last is None or (now.timestamp() - last[0]) > 60:
+    last = touched.get(key_id)
+    if last is None or (now.timestamp() - last) > 60:
         # last_used_at is advisory; touching it at most once a minute keeps reads cheap.
-        cache[key_id] = (now.timestamp(), None)
+        touched[key_id] = now.timestamp()
         async with ctx.db.write() as s:
             await s.execute(update(ApiKey).where(ApiKey.id == key_id).values(last_used_at=now))
-    return Principal(row.id, row.name, frozenset(row.scopes), frozenset(row.systems or []))
+    principal = Principal(row.id, row.name, frozenset(row.scopes), frozenset(row.systems or []))
+    if ttl > 0:
+        verified[key_id] = (digest, principal, row.expires_at, time.monotonic())
+    return principal
+
+
+def forget_key(ctx: Any, key_id: str) -> None:
+    """Drop a key from this process's verification cache (after revoking it)."""
+    ctx.state.get("verified_keys", {}).pop(key_id, None)
 
 
 class RequireScope:
@@ -132,11 +154,15 @@ class RequireScope:
 
     ``or_system`` names a path parameter: a key bound to that command system may
     pass without the scope (used by the command queue's poll route).
+    ``or_any_system`` lets any key bound to at least one command system pass;
+    the route must then check the binding against the resource itself (the
+    queue's callbacks address a command by id, not by system).
     """
 
-    def __init__(self, scope: str, *, or_system: str | None = None) -> None:
+    def __init__(self, scope: str, *, or_system: str | None = None, or_any_system: bool = False) -> None:
         self.scope = scope
         self.or_system = or_system
+        self.or_any_system = or_any_system
 
     async def __call__(self, request: Request) -> Principal:
         principal = await authenticate(request)
@@ -146,12 +172,14 @@ class RequireScope:
             system = request.path_params.get(self.or_system)
             if system is not None and principal.bound_to(system):
                 return Principal(principal.key_id, principal.name, principal.scopes, principal.systems, self.scope)
+        if self.or_any_system and principal.systems:
+            return Principal(principal.key_id, principal.name, principal.scopes, principal.systems, self.scope)
         raise Problem(403, f"This key lacks the scope {self.scope!r}", type="forbidden", required_scope=self.scope)
 
 
-def require_scope(scope: str, *, or_system: str | None = None) -> RequireScope:
+def require_scope(scope: str, *, or_system: str | None = None, or_any_system: bool = False) -> RequireScope:
     """Dependency factory: ``Depends(require_scope("events.read"))``."""
-    return RequireScope(scope, or_system=or_system)
+    return RequireScope(scope, or_system=or_system, or_any_system=or_any_system)
 
 
 class Public:

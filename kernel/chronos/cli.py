@@ -18,7 +18,7 @@ app = typer.Typer(help="Chronos Engine: calendars, commands, templates and mail 
                   pretty_exceptions_enable=False, add_completion=False)
 keys_app = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help=True)
 audit_app = typer.Typer(help="Inspect the audit log.", no_args_is_help=True)
-config_app = typer.Typer(help="Check the configuration.", no_args_is_help=True)
+config_app = typer.Typer(help="Check the configuration; write the documented example.", no_args_is_help=True)
 schemas_app = typer.Typer(help="JSON Schemas generated from the models.", no_args_is_help=True)
 migrations_app = typer.Typer(help="Inspect and author migrations (plugin authors).", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
@@ -43,12 +43,17 @@ def fail(message: str, code: int = 1) -> None:
 
 
 def _settings(config: str | None = None, **overrides: Any) -> Settings:
+    from chronos.logs import configure_logging
+
     try:
-        return load_settings(config or STATE.config, **overrides)
+        settings = load_settings(config or STATE.config, **overrides)
     except ConfigError as exc:
         for line in exc.problems:
             typer.echo(f"config error: {line}", err=True)
         raise typer.Exit(2) from None
+    # Logs go to stderr from here on, so stdout carries only the command's output (--json).
+    configure_logging(settings.kernel.logging.level, settings.kernel.logging.format)
+    return settings
 
 
 def _host(settings: Settings) -> Any:
@@ -134,6 +139,7 @@ def worker(config: Optional[str] = ConfigOpt) -> None:
     from chronos.db.migrate import migrate
     from chronos.jobs import JobRunner
     from chronos.logs import configure_logging
+    from chronos.pipeline import all_jobs, install_pipeline
 
     settings = _settings(config)
     configure_logging(settings.kernel.logging.level, settings.kernel.logging.format)
@@ -147,7 +153,8 @@ def worker(config: Optional[str] = ConfigOpt) -> None:
             await migrate(dbs.url, [m for _, m in host.get("register_migrations")], schema=dbs.schema_name)
         for _plugin, svc in host.get("register_services"):
             ctx._services[svc.interface] = svc.factory(ctx)
-        runner = JobRunner(ctx, host.get("register_jobs"))
+        pipeline = install_pipeline(ctx, host)
+        runner = JobRunner(ctx, all_jobs(host, pipeline))
         ctx.jobs = runner
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -159,11 +166,71 @@ def worker(config: Optional[str] = ConfigOpt) -> None:
         try:
             await stop.wait()
         finally:
+            await pipeline.stop(settings.kernel.scheduler.shutdown_timeout_seconds)
             await runner.stop()
             await host.shutdown(ctx)
             await ctx.db.dispose()
 
     _run(main())
+
+
+@app.command("sync")
+def sync_cmd(
+    source: Optional[str] = typer.Option(None, "--source", help="Only this source (default: every source)."),
+    calendar: Optional[str] = typer.Option(None, "--calendar", help="Only this calendar id."),
+    full: bool = typer.Option(False, "--full", help="Ignore saved cursors and list everything again."),
+    as_json: bool = typer.Option(False, "--json"),
+    config: Optional[str] = ConfigOpt,
+) -> None:
+    """Sync calendars now, in the foreground, and print each run (exit 1 if one failed)."""
+    from chronos.db.sync_models import SyncRun
+    from chronos.pipeline import SyncBusy, UnknownCalendar, install_pipeline
+
+    settings = _settings(config)
+
+    async def main() -> list[dict[str, Any]]:
+        ctx, host = await _migrated_ctx(settings)
+        for _plugin, svc in host.get("register_services"):
+            ctx._services[svc.interface] = svc.factory(ctx)
+        pipeline = install_pipeline(ctx, host)
+        await host.startup(ctx)
+        results: list[dict[str, Any]] = []
+        try:
+            try:
+                refs = pipeline.select(source, calendar)
+            except UnknownCalendar as exc:
+                fail(str(exc), 2)
+            for ref in refs:
+                src, cal = ref.key
+                try:
+                    run_id = await pipeline.run(src, cal, trigger="cli", full=full)
+                except SyncBusy as exc:
+                    results.append({"source": src, "calendar_id": cal, "status": "busy", "error": str(exc)})
+                    continue
+                async with ctx.db.read() as s:
+                    row = await s.get(SyncRun, run_id)
+                results.append({k: getattr(row, k) for k in (
+                    "id", "source", "calendar_id", "status", "not_modified", "duration_ms", "added", "updated",
+                    "unchanged", "deleted", "failed", "error")})
+        finally:
+            await host.shutdown(ctx)
+            await ctx.db.dispose()
+        return results
+
+    results = _run(main())
+    if as_json:
+        typer.echo(json.dumps(results, default=str))
+    else:
+        if not results:
+            typer.echo("sync: no calendars configured")
+        for r in results:
+            counts = " ".join(f"{k}={r[k]}" for k in ("added", "updated", "unchanged", "deleted", "failed") if k in r)
+            extra = " (not modified)" if r.get("not_modified") else ""
+            typer.echo(f"{r['source']}/{r['calendar_id']}: {r['status']}{extra} {counts}"
+                       + (f" in {r['duration_ms']} ms" if r.get("duration_ms") is not None else "")
+                       + (f" — {r['error']}" if r.get("error") else ""))
+    if any(r["status"] in ("error", "busy") for r in results):
+        raise typer.Exit(1)
 
 
 @app.command("migrate")
@@ -215,13 +282,14 @@ def migrations_revision(
     settings = _settings(config)
     _ctx, host = _host(settings)
     migs = [m for _, m in host.get("register_migrations")]
-    owners = {o.name: o for o in owners_for(migs)}
+    owners = {o.name: o for o in owners_for(migs, require_revisions=False)}
     if owner not in owners:
         fail(f"no migrations owner {owner!r}; choose from {', '.join(owners)}")
     dbs = settings.kernel.database
 
     async def main() -> None:
-        await migrate(dbs.url, migs, schema=dbs.schema_name)
+        # Bring every other owner to head first; the new owner may have no revision yet.
+        await migrate(dbs.url, [m for m in migs if m.name != owner or _has_revisions(m)], schema=dbs.schema_name)
         engine = make_engine(dbs.url, role="migrate", schema=dbs.schema_name)
         try:
             async with engine.begin() as conn:
@@ -232,6 +300,10 @@ def migrations_revision(
             await engine.dispose()
 
     _run(main())
+
+
+def _has_revisions(m: Any) -> bool:
+    return any(p.name != "__init__.py" for p in Path(m.versions_dir).glob("*.py"))
 
 
 @migrations_app.command("check")
@@ -413,6 +485,23 @@ def config_check(config: Optional[str] = ConfigOpt) -> None:
     typer.echo(f"config ok: {settings.raw.path or 'defaults'}; plugins enabled: {', '.join(host.enabled()) or 'none'}")
 
 
+@config_app.command("example")
+def config_example_cmd(
+    out: str = typer.Option("config/chronos.example.yaml", "--out", help="File to write, or - for stdout."),
+) -> None:
+    """Write the example configuration: every key of the kernel and the installed plugins, with defaults."""
+    from chronos.schemas import config_example
+
+    text = config_example()
+    if out == "-":
+        typer.echo(text, nl=False)
+        return
+    path = Path(out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    typer.echo(f"wrote {path}")
+
+
 @schemas_app.command("export")
 def schemas_export(out: Path = typer.Option(Path("schemas"), "--out", help="Directory to write into.")) -> None:
     """Write schemas/*.schema.json from the models (a test checks they are current)."""
@@ -437,7 +526,10 @@ def _add_plugin_commands() -> None:
     try:
         from chronos.context import PluginContext
         from chronos.host import PluginHost
+        from chronos.logs import configure_logging
 
+        # This probe only finds plugin commands; the command itself reports problems.
+        configure_logging("critical", "console")
         settings = load_settings(config)
         ctx = PluginContext(settings)
         host = PluginHost(settings)

@@ -116,6 +116,18 @@ def validation_errors(errors: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
+def _allowed_methods(request: Request) -> set[str]:
+    from chronos.app import effective_routes
+
+    path = request.scope.get("path", "")
+    methods: set[str] = set()
+    for route in effective_routes(request.app.routes):
+        regex = getattr(route, "path_regex", None)
+        if regex is not None and regex.match(path):
+            methods |= set(getattr(route, "methods", None) or ())
+    return methods
+
+
 def install_handlers(app: FastAPI) -> None:
     @app.exception_handler(Problem)
     async def _problem(request: Request, exc: Problem) -> JSONResponse:
@@ -126,17 +138,29 @@ def install_handlers(app: FastAPI) -> None:
         detail = exc.detail if isinstance(exc.detail, str) else _TITLES.get(exc.status_code, "Error")
         if exc.status_code == 404 and detail == "Not Found":
             detail = f"No resource at {request.url.path}"
-        if exc.status_code == 405 and detail == "Method Not Allowed":
-            detail = f"{request.method} is not allowed on {request.url.path}"
-        return problem_response(Problem(exc.status_code, detail, headers=dict(exc.headers or {})), request)
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:
+            if detail == "Method Not Allowed":
+                detail = f"{request.method} is not allowed on {request.url.path}"
+            allowed = _allowed_methods(request)
+            if allowed:
+                # Starlette lists only the methods of the first matching route.
+                headers["Allow"] = ", ".join(sorted(allowed))
+        return problem_response(Problem(exc.status_code, detail, headers=headers), request)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
         errors = validation_errors(list(exc.errors()))
         # A body that is not JSON at all is a malformed request, not a schema miss.
-        if any(e["type"] == "json_invalid" for e in errors):
+        invalid = [e for e in exc.errors() if e.get("type") == "json_invalid"]
+        if invalid:
+            # The location of a decode error is a character offset, not a JSON pointer.
+            reason = (invalid[0].get("ctx") or {}).get("error", "invalid JSON")
+            offset = invalid[0].get("loc", ("body", 0))[-1]
+            detail = f"The request body is not valid JSON: {reason} at character {offset}"
             return problem_response(
-                Problem(400, "The request body is not valid JSON", type="malformed-body", errors=errors),
+                Problem(400, detail, type="malformed-body",
+                        errors=[{"pointer": "", "location": "body", "detail": detail, "type": "json_invalid"}]),
                 request,
             )
         summary = "; ".join(f"{e['pointer'] or '/'}: {e['detail']}" for e in errors[:5])
@@ -147,8 +171,13 @@ def install_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _unhandled(request: Request, exc: Exception) -> JSONResponse:
-        log.error("unhandled_error", path=request.url.path, error_type=type(exc).__name__, exc_info=exc)
-        return problem_response(
-            Problem(500, "An internal error occurred; it has been logged with this request's id."),
-            request,
-        )
+        return unhandled_response(request, exc)
+
+
+def unhandled_response(request: Request, exc: BaseException) -> JSONResponse:
+    """Log an uncaught exception (with the request id) and answer 500 without internals."""
+    log.error("unhandled_error", path=request.url.path, error_type=type(exc).__name__, exc_info=exc)
+    return problem_response(
+        Problem(500, "An internal error occurred; it has been logged with this request's id."),
+        request,
+    )

@@ -23,6 +23,7 @@ import pluggy
 
 if TYPE_CHECKING:  # pragma: no cover
     from chronos.context import PluginContext
+    from chronos.contracts.events import Enricher, Normalizer, Sink, Source
     from chronos.records import CliCommand, HealthCheck, Job, JsonSchema, Migrations, Router, Scope, Service, SettingsSection
 
 hookspec = pluggy.HookspecMarker("chronos")
@@ -131,6 +132,66 @@ def register_services(ctx: PluginContext) -> list[Service] | None:
     :mod:`chronos.plugin`, one plugin provides it here, and the others call
     ``ctx.service(Interface)`` at startup or later. Two providers of one
     interface stop startup.
+    """
+
+
+@hookspec
+def register_sources(ctx: PluginContext) -> list[Source] | None:
+    """Contribute calendar sources to the sync pipeline.
+
+    Return instances of :class:`chronos.plugin.Source` subclasses; ``name`` is
+    the source's id in runs, events and ``POST /api/v1/events/sync``. Each
+    calendar from ``source.calendars()`` syncs on its ``interval_seconds``
+    through the job runner, never twice at once. See the ``Source`` docstring
+    for how ICS (ETag), Google (sync tokens) and CalDAV (sync-collection,
+    ctag) map onto cursors, pagination and tombstones.
+
+    Example::
+
+        class TeamIcs(Source):
+            name = "team"
+            def calendars(self): return [CalendarSpec("team", interval_seconds=600)]
+            async def fetch(self, calendar, cursor):
+                yield SourceBatch(drafts=[...], full=True, complete=True)
+
+        @hookimpl
+        def register_sources(ctx):
+            return [TeamIcs()]
+    """
+
+
+@hookspec
+def register_normalizers(ctx: PluginContext) -> list[Normalizer] | None:
+    """Contribute normalisers: draft → canonical-ready (UTC, exclusive end…).
+
+    They run in ascending ``order`` on every batch of every source, mutating
+    :class:`chronos.plugin.EventDraft` objects in place.
+
+    Example: ``return [StripWhitespace()]`` with ``order = 50``.
+    """
+
+
+@hookspec
+def register_enrichers(ctx: PluginContext) -> list[Enricher] | None:
+    """Contribute enrichers: add tags, sub-tasks, labels, metadata to events.
+
+    They run in ascending ``order`` on canonical events inside the batch's
+    write transaction. An enricher that raises fails only the items it
+    touched; the run reports them.
+
+    Example: ``return [KeywordLabeler(rules)]``
+    """
+
+
+@hookspec
+def register_sinks(ctx: PluginContext) -> list[Sink] | None:
+    """Contribute sinks: act on stored changes (queue commands, emit webhooks).
+
+    A sink's writes commit with the batch; if it raises, the batch is replayed
+    item by item and the failing items are neither stored nor lost (they come
+    again on the next sync).
+
+    Example: ``return [CommandSink()]`` with ``order = 100``.
     """
 
 

@@ -22,6 +22,7 @@ import structlog
 
 from chronos import hookspecs
 from chronos.context import PluginContext
+from chronos.contracts.events import Enricher, Normalizer, Sink, Source
 from chronos.records import CliCommand, HealthCheck, Job, JsonSchema, Migrations, Router, Scope, Service, SettingsSection
 from chronos.settings import KERNEL_SECTIONS, ConfigError, Settings, no_plugins, strict_plugins, suggest, validate_section
 
@@ -48,6 +49,10 @@ RECORD_HOOKS: dict[str, type] = {
     "register_services": Service,
     "register_health_checks": HealthCheck,
     "register_schemas": JsonSchema,
+    "register_sources": Source,
+    "register_normalizers": Normalizer,
+    "register_enrichers": Enricher,
+    "register_sinks": Sink,
 }
 
 

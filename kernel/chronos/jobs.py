@@ -43,7 +43,9 @@ class JobBusy(Exception):
 
 def make_trigger(job: Job) -> Any:
     if job.cron:
-        return CronTrigger.from_crontab(job.cron, timezone="UTC", jitter=job.jitter_seconds or None)
+        trigger = CronTrigger.from_crontab(job.cron, timezone="UTC")
+        trigger.jitter = job.jitter_seconds or None  # from_crontab takes no jitter argument
+        return trigger
     if job.interval_seconds:
         return IntervalTrigger(seconds=job.interval_seconds, jitter=job.jitter_seconds or None, timezone="UTC")
     return None
@@ -81,8 +83,11 @@ class JobRunner:
         return task
 
     async def _scheduled(self, name: str) -> None:
+        # Start the run and return: overlap is prevented by run_now, and the
+        # scheduler's own instance never outlives this call (no CancelledError
+        # noise from APScheduler at shutdown).
         try:
-            await self.run_now(name, trigger="schedule")
+            self.run_now(name, trigger="schedule")
         except JobBusy:
             log.info("job_skipped_busy", job=name)
 
@@ -161,9 +166,11 @@ class JobRunner:
                 elif self.is_leader and self._leader_conn is not None:
                     # Losing the connection loses the lock: step down and retry.
                     await self._leader_conn.execute(text("SELECT 1"))
+                    await self._leader_conn.commit()  # never sit idle in a transaction
             except Exception as exc:  # noqa: BLE001
                 log.warning("job_leadership_check_failed", error=str(exc))
                 if self.is_leader:
+                    await self._release_leader_conn()
                     self._step_down()
             await asyncio.sleep(self.settings.leader_retry_seconds)
 
@@ -181,6 +188,17 @@ class JobRunner:
             if job.run_at_start:
                 with contextlib.suppress(JobBusy):
                     self.run_now(name, trigger="schedule")
+
+    async def _release_leader_conn(self) -> None:
+        """End the leader's database session: the advisory lock is session-level and
+        would otherwise survive in the connection pool after we stop leading."""
+        conn, self._leader_conn = self._leader_conn, None
+        if conn is None:
+            return
+        with contextlib.suppress(Exception):
+            await conn.invalidate()
+        with contextlib.suppress(Exception):
+            await conn.close()
 
     def _step_down(self) -> None:
         self.is_leader = False
@@ -222,10 +240,7 @@ class JobRunner:
             if pending:
                 await asyncio.wait(pending, timeout=5)
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        if self._leader_conn is not None:
-            with contextlib.suppress(Exception):
-                await self._leader_conn.close()
-            self._leader_conn = None
+        await self._release_leader_conn()
         if self._lock_file is not None:
             self._lock_file.close()
             self._lock_file = None

@@ -43,7 +43,7 @@ def configure_logging(level: str = "info", fmt: str = "json") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(lvl)
-    for noisy in ("alembic.runtime.migration", "apscheduler"):
+    for noisy in ("alembic", "apscheduler"):
         logging.getLogger(noisy).setLevel(max(lvl, logging.WARNING))
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
         logging.getLogger(name).handlers[:] = []

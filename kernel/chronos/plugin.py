@@ -19,11 +19,47 @@ from __future__ import annotations
 
 import pluggy
 
-from chronos.audit import record_audit
-from chronos.auth import Principal, require_scope
+from chronos.audit import record_audit, record_audit_many
+from chronos.auth import Principal, Public, require_scope
 from chronos.context import PluginContext
+from chronos.contracts.events import (
+    ApplyResult,
+    CalendarSpec,
+    CanonicalEvent,
+    Enricher,
+    EventDraft,
+    EventIntake,
+    EventKey,
+    EventStore,
+    Normalizer,
+    Sink,
+    SinkBatch,
+    Source,
+    SourceBatch,
+    SourceError,
+    StoredEvent,
+    SubTask,
+)
+from chronos.contracts.mail import (
+    AttachmentsTooLarge,
+    IdempotencyConflict,
+    InvalidMail,
+    MailAttachment,
+    MailError,
+    MailNotConfigured,
+    MailQueue,
+    OutgoingMail,
+    QueuedDelivery,
+    RenderedEmail,
+    TemplateNotFound,
+    TemplateRenderer,
+    TemplateRenderError,
+    TemplateTypeMismatch,
+    request_fingerprint,
+)
 from chronos.db.base import Base, BigIntPK, JSONType, UTCDateTime, utcnow
 from chronos.errors import Problem
+from chronos.jobs import JobBusy
 from chronos.pagination import decode_cursor, encode_cursor
 from chronos.records import (
     CliCommand,
@@ -42,6 +78,37 @@ from chronos.records import (
 hookimpl = pluggy.HookimplMarker("chronos")
 
 __all__ = [
+    "ApplyResult",
+    "CalendarSpec",
+    "CanonicalEvent",
+    "Enricher",
+    "EventDraft",
+    "EventIntake",
+    "EventKey",
+    "EventStore",
+    "Normalizer",
+    "Sink",
+    "SinkBatch",
+    "Source",
+    "SourceBatch",
+    "SourceError",
+    "StoredEvent",
+    "SubTask",
+    "AttachmentsTooLarge",
+    "IdempotencyConflict",
+    "InvalidMail",
+    "MailAttachment",
+    "MailError",
+    "MailNotConfigured",
+    "MailQueue",
+    "OutgoingMail",
+    "QueuedDelivery",
+    "RenderedEmail",
+    "TemplateNotFound",
+    "TemplateRenderer",
+    "TemplateRenderError",
+    "TemplateTypeMismatch",
+    "request_fingerprint",
     "Base",
     "BigIntPK",
     "CliCommand",
@@ -49,11 +116,13 @@ __all__ = [
     "HealthResult",
     "JSONType",
     "Job",
+    "JobBusy",
     "JobContext",
     "JsonSchema",
     "Migrations",
     "PluginContext",
     "Principal",
+    "Public",
     "Problem",
     "Router",
     "Scope",
@@ -64,6 +133,7 @@ __all__ = [
     "encode_cursor",
     "hookimpl",
     "record_audit",
+    "record_audit_many",
     "require_scope",
     "utcnow",
 ]

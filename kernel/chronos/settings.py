@@ -11,6 +11,7 @@ from __future__ import annotations
 import difflib
 import json
 import os
+import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -63,6 +64,11 @@ class DatabaseSettings(_Section):
 
 class AuthSettings(_Section):
     accept_x_api_key: bool = Field(True, description="Also accept keys in the X-API-Key header.")
+    key_cache_seconds: float = Field(
+        5.0, ge=0, le=300,
+        description="How long a verified key is remembered in memory; a revocation made in another process"
+        " takes effect within this time (0 disables the cache).",
+    )
     max_key_lifetime_days: int | None = Field(
         None, ge=1, description="Upper bound for key expiry; keys without expiry are refused when set."
     )
@@ -97,12 +103,14 @@ class LoggingSettings(_Section):
 
 
 class KernelSettings(_Section):
-    server: ServerSettings = Field(default_factory=ServerSettings)
-    database: DatabaseSettings = Field(default_factory=DatabaseSettings)
-    auth: AuthSettings = Field(default_factory=AuthSettings)
-    scheduler: SchedulerSettings = Field(default_factory=SchedulerSettings)
-    plugins: PluginsSettings = Field(default_factory=PluginsSettings)
-    logging: LoggingSettings = Field(default_factory=LoggingSettings)
+    server: ServerSettings = Field(default_factory=ServerSettings, description="The HTTP server (`chronos serve`).")
+    database: DatabaseSettings = Field(
+        default_factory=DatabaseSettings, description="Where everything is stored: SQLite (default) or PostgreSQL."
+    )
+    auth: AuthSettings = Field(default_factory=AuthSettings, description="API keys.")
+    scheduler: SchedulerSettings = Field(default_factory=SchedulerSettings, description="The background job runner.")
+    plugins: PluginsSettings = Field(default_factory=PluginsSettings, description="Which installed plugins are loaded.")
+    logging: LoggingSettings = Field(default_factory=LoggingSettings, description="Structured logs on stderr.")
 
 
 KERNEL_SECTIONS = tuple(KernelSettings.model_fields)
@@ -276,7 +284,8 @@ def format_validation_error(
             continue
         got = err.get("input")
         got_text = "" if isinstance(got, (dict, list)) or got is None else f", got {got!r}"
-        lines.append(f"{key}: {err['msg'].lower()}{got_text} [{origin}]")
+        msg = err["msg"].removeprefix("Value error, ")
+        lines.append(f"{key}: {msg[:1].lower()}{msg[1:]}{got_text} [{origin}]")
     return lines
 
 
@@ -329,10 +338,44 @@ def validate_section(
         value = {}
     if not isinstance(value, dict):
         return None, [f"{name}: expected a mapping of keys, got {type(value).__name__} [{settings.raw.origin((name,))}]"]
+    # pydantic ignores unknown keys by default; a typo in a plugin's section must
+    # not pass silently, so they are errors unless the model chose an ``extra`` policy.
+    ignored = _ignored_keys(model, value, (name,), settings.raw)
     try:
-        return model.model_validate(value), []
+        validated = model.model_validate(value)
     except ValidationError as exc:
-        return None, format_validation_error(exc, settings.raw, prefix=(name,), model=model)
+        return None, format_validation_error(exc, settings.raw, prefix=(name,), model=model) + ignored
+    return (None, ignored) if ignored else (validated, [])
+
+
+def _nested_model(annotation: Any) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    models = [a for a in typing.get_args(annotation) if isinstance(a, type) and issubclass(a, BaseModel)]
+    return models[0] if len(models) == 1 else None
+
+
+def _ignored_keys(model: type[BaseModel], value: Any, loc: tuple[str, ...], raw: RawConfig) -> list[str]:
+    """Keys of ``value`` that ``model`` (with no explicit ``extra`` policy) would drop silently."""
+    if not isinstance(value, dict):
+        return []
+    by_key: dict[str, Any] = {}
+    for fname, finfo in model.model_fields.items():
+        by_key[fname] = finfo
+        if finfo.alias:
+            by_key[finfo.alias] = finfo
+    names = [f.alias or n for n, f in model.model_fields.items()]
+    out: list[str] = []
+    for key, sub in value.items():
+        finfo = by_key.get(key)
+        if finfo is None:
+            if model.model_config.get("extra") is None:
+                out.append(f"{'.'.join((*loc, str(key)))}: unknown key{_suggest(str(key), names)} [{raw.origin((*loc, key))}]")
+            continue
+        nested = _nested_model(finfo.annotation)
+        if nested is not None:
+            out.extend(_ignored_keys(nested, sub, (*loc, str(key)), raw))
+    return out
 
 
 def suggest(word: str, choices: list[str]) -> str:

@@ -174,3 +174,18 @@ async def api_client() -> AsyncIterator[Callable[..., Any]]:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "backends(*names): run only on these storage backends")
+    config.addinivalue_line(
+        "markers", "exercises_hook(*names): the test asserts the effect of these hookspecs (the kernel checks every hook has one)"
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Deselect backend parametrisations a ``@pytest.mark.backends(...)`` test does not want."""
+    keep, drop = [], []
+    for item in items:
+        marker = item.get_closest_marker("backends")
+        backend = getattr(getattr(item, "callspec", None), "params", {}).get("db_backend")
+        (drop if marker is not None and backend is not None and backend not in marker.args else keep).append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep

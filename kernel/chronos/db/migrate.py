@@ -12,6 +12,7 @@ import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from importlib.resources import files
+from pathlib import Path
 from typing import Any
 
 from alembic import command
@@ -78,11 +79,20 @@ class Owner:
 
 def kernel_owner() -> Owner:
     import chronos.db.models  # noqa: F401  (registers the kernel's tables)
+    import chronos.db.sync_models  # noqa: F401  (the sync pipeline's tables)
 
     return Owner(KERNEL, str(files("chronos.migrations") / "versions"), KERNEL_VERSION_TABLE, "chronos")
 
 
-def plugin_owner(m: Migrations) -> Owner:
+def plugin_owner(m: Migrations, *, require_revisions: bool = True) -> Owner:
+    # A packaging slip (package-data without migrations/versions/*.py) would
+    # otherwise "migrate" nothing without a word while the tables never appear.
+    versions = Path(m.versions_dir)
+    if require_revisions and not any(p.name != "__init__.py" for p in versions.glob("*.py")):
+        raise RuntimeError(
+            f"plugin {m.name!r} declares migrations but {versions} holds no revision files;"
+            f" ship {m.package}/migrations/versions/*.py as package data"
+        )
     return Owner(m.name, m.versions_dir, m.version_table, m.package.split(".")[0], m.requires, m.after_migrate)
 
 
@@ -111,8 +121,9 @@ def ordered(owners: Sequence[Owner]) -> list[Owner]:
     return kernel + out
 
 
-def owners_for(migrations: Iterable[Migrations]) -> list[Owner]:
-    return ordered([kernel_owner(), *(plugin_owner(m) for m in migrations)])
+def owners_for(migrations: Iterable[Migrations], *, require_revisions: bool = True) -> list[Owner]:
+    """``require_revisions=False`` only when authoring a plugin's first revision."""
+    return ordered([kernel_owner(), *(plugin_owner(m, require_revisions=require_revisions) for m in migrations)])
 
 
 def _upgrade_sync(conn: Connection, owners: list[Owner], target: str = "heads") -> dict[str, list[str]]:
@@ -205,6 +216,8 @@ async def diff_models(url: str, *, schema: str | None = None) -> list[Any]:
         def include_name(name: str | None, type_: str, parent: Any) -> bool:
             if type_ == "table" and name is not None:
                 return name not in skip and not name.startswith("alembic_version") and not name.startswith("sqlite_")
+            if type_ == "index" and name in metadata.info.get("unmapped_indexes", ()):
+                return False  # raw DDL in a revision (Base.metadata.info["unmapped_indexes"])
             return True
 
         mc = MigrationContext.configure(conn, opts={"compare_type": True, "include_name": include_name})

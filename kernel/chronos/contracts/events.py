@@ -1,0 +1,446 @@
+"""The calendar contracts: the canonical event and the sync pipeline's slots.
+
+Data flows one way::
+
+    Source.fetch() ─► SourceBatch(drafts, deletions, cursor)
+        ─► Normalizer.normalize(drafts)        (in order; drafts become canonical-ready)
+        ─► CanonicalEvent.from_draft()          (kernel; validation)
+        ─► Enricher.enrich(events)             (in order; tags, sub-tasks, labels, commands…)
+        ─► EventStore.apply(changed, deletions) (the events plugin; unchanged hashes skipped)
+        ─► Sink.write(changes)                 (in order; commands, outbox…)
+        ─► cursor + run record                  (same transaction as the batch)
+
+All of it for one batch runs in one write transaction: a crash replays the batch,
+never skips it. A normalizer, enricher or sink that raises is retried item by
+item, so only the items it fails on are rolled back and reported.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, time, timedelta
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, NamedTuple
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+if TYPE_CHECKING:  # pragma: no cover
+    from sqlalchemy.ext.asyncio import AsyncSession
+
+    from chronos.context import PluginContext
+
+EventStatus = Literal["confirmed", "tentative", "cancelled"]
+Transparency = Literal["busy", "free"]
+EventMode = Literal["free", "auto-plan"]
+
+
+class EventKey(NamedTuple):
+    """Identity of an event at its source; ``recurrence_id`` is "" for non-instances."""
+
+    source: str
+    calendar_id: str
+    uid: str
+    recurrence_id: str = ""
+
+
+class SubTask(BaseModel):
+    """A checklist line (``[ ] text`` / ``[x] text``) of an event's description."""
+
+    id: str
+    text: str
+    done: bool = False
+
+
+@dataclass
+class EventDraft:
+    """What a source yields for one entry, before normalisation.
+
+    Times may be aware datetimes in any zone, naive datetimes (local to
+    ``timezone``) or dates (all-day). ``end`` may be missing (then ``duration``
+    or the normalisers' defaults apply). ``raw`` carries source-specific data
+    normalisers may read; it is never stored.
+    """
+
+    uid: str
+    start: datetime | date
+    end: datetime | date | None = None
+    duration: timedelta | None = None
+    recurrence_id: str | None = None
+    title: str = ""
+    description: str = ""
+    location: str = ""
+    timezone: str | None = None
+    status: EventStatus = "confirmed"
+    transparency: Transparency = "busy"
+    mode: EventMode = "free"
+    tags: list[str] = field(default_factory=list)
+    metadata: dict[str, Any] = field(default_factory=dict)
+    raw: Any = None
+    # Set by the pipeline from the batch; sources need not fill them.
+    source: str = ""
+    calendar_id: str = ""
+
+
+def _utc(value: datetime) -> datetime:
+    if value.tzinfo is None:
+        raise ValueError("naive datetime: normalisers must produce aware UTC datetimes")
+    return value.astimezone(UTC)
+
+
+class CanonicalEvent(BaseModel):
+    """The normalised event every enricher, store and sink sees.
+
+    ``start_utc``/``end_utc`` are aware UTC with an exclusive end. All-day
+    events also carry ``start_date``/``end_date`` (end exclusive) and span whole
+    UTC days in ``start_utc``/``end_utc``. ``timezone`` is the original TZID.
+    """
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=False)
+
+    source: str = Field(min_length=1, max_length=64)
+    calendar_id: str = Field(min_length=1, max_length=200)
+    uid: str = Field(min_length=1, max_length=1024)
+    recurrence_id: str = Field("", max_length=64)
+    title: str = Field("", max_length=2000)
+    description: str = Field("", max_length=100_000)
+    location: str = Field("", max_length=2000)
+    start_utc: datetime
+    end_utc: datetime
+    all_day: bool = False
+    start_date: date | None = None
+    end_date: date | None = None
+    timezone: str | None = Field(None, max_length=64)
+    status: EventStatus = "confirmed"
+    transparency: Transparency = "busy"
+    mode: EventMode = "free"
+    tags: list[str] = Field(default_factory=list)
+    sub_tasks: list[SubTask] = Field(default_factory=list)
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("start_utc", "end_utc")
+    @classmethod
+    def _aware_utc(cls, value: datetime) -> datetime:
+        return _utc(value)
+
+    @model_validator(mode="after")
+    def _check(self) -> CanonicalEvent:
+        if self.end_utc < self.start_utc:
+            raise ValueError("end_utc is before start_utc")
+        if self.all_day and (self.start_date is None or self.end_date is None):
+            raise ValueError("all-day events need start_date and end_date")
+        return self
+
+    @classmethod
+    def from_draft(cls, draft: EventDraft) -> CanonicalEvent:
+        """Validate a normalised draft into a canonical event (the kernel's step
+        between normalisers and enrichers).
+
+        A ``date`` start makes an all-day event: ``end`` must be a date too
+        (exclusive) and ``start_utc``/``end_utc`` become UTC midnights. A
+        ``datetime`` start needs an aware ``end`` (normalisers attach zones to
+        naive times and fill missing ends); ``duration`` is used when ``end`` is
+        missing. ``timezone`` defaults to the start's zone key. Raises
+        ``ValueError`` (pydantic's ``ValidationError`` included) naming the problem.
+        """
+        start, end = draft.start, draft.end
+        if end is None and draft.duration is not None:
+            end = start + draft.duration
+        if end is None:
+            raise ValueError("the entry has no end and no duration (the normalize plugin adds defaults)")
+        start_date = end_date = None
+        if isinstance(start, datetime):
+            if not isinstance(end, datetime):
+                raise ValueError("start is a date-time but end is a date")
+            if start.tzinfo is None or end.tzinfo is None:
+                raise ValueError("naive date-time without a timezone (the normalize plugin resolves TZIDs)")
+            start_utc, end_utc, all_day = start, end, False
+        else:
+            if isinstance(end, datetime):
+                raise ValueError("start is a date (all-day) but end is a date-time")
+            start_date, end_date, all_day = start, end, True
+            start_utc = datetime.combine(start, time.min, UTC)
+            end_utc = datetime.combine(end, time.min, UTC)
+        timezone = draft.timezone
+        if timezone is None and isinstance(start, datetime):
+            timezone = getattr(start.tzinfo, "key", None)
+        return cls(
+            source=draft.source,
+            calendar_id=draft.calendar_id,
+            uid=draft.uid,
+            recurrence_id=draft.recurrence_id or "",
+            title=draft.title,
+            description=draft.description,
+            location=draft.location,
+            start_utc=start_utc,
+            end_utc=end_utc,
+            all_day=all_day,
+            start_date=start_date,
+            end_date=end_date,
+            timezone=timezone,
+            status=draft.status,
+            transparency=draft.transparency,
+            mode=draft.mode,
+            tags=list(draft.tags),
+            metadata=dict(draft.metadata),
+        )
+
+    @property
+    def key(self) -> EventKey:
+        return EventKey(self.source, self.calendar_id, self.uid, self.recurrence_id)
+
+    @property
+    def all_done(self) -> bool:
+        """True when the event has a checklist and every item is done."""
+        return bool(self.sub_tasks) and all(t.done for t in self.sub_tasks)
+
+    def content_hash(self) -> str:
+        """A stable hash of everything stored; equal hashes mean no write is needed."""
+        payload = self.model_dump(mode="json")
+        blob = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+
+
+# -- sources --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CalendarSpec:
+    """One calendar a source syncs; ``options`` holds source-specific settings."""
+
+    id: str
+    interval_seconds: float = 300
+    read_only: bool = True
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class SourceBatch:
+    """One page of a sync.
+
+    ``drafts`` are new or changed entries; ``deleted`` are tombstones as
+    ``(uid, recurrence_id or "")`` pairs. ``cursor`` is what the source wants
+    back next time (a sync token, ctag, ETag…), persisted in the same
+    transaction as this batch; ``None`` keeps the previous cursor. A source
+    doing a *full listing* sets ``full=True`` on every batch and
+    ``complete=True`` on the last: only then does the pipeline delete the
+    local events of that calendar the listing did not contain — a listing that
+    fails half-way deletes nothing. ``not_modified=True`` (HTTP 304, equal
+    ctag) ends the run with nothing to do (a ``cursor`` on it is still saved).
+
+    ``errors`` are ``(uid, message)`` pairs for entries the source could not
+    read (no DTSTART, an invalid RRULE…): the run reports them as failed items
+    and a full listing keeps every stored event with that uid.
+
+    When the cursor is saved: with the batch, unless an item of this run has
+    failed (then the run keeps the cursor from before the failure, so the next
+    sync offers the failed items again), and in a full listing only with the
+    ``complete`` batch (a listing interrupted half-way restarts from the old
+    cursor instead of being skipped as "not modified").
+    """
+
+    drafts: list[EventDraft] = field(default_factory=list)
+    deleted: list[tuple[str, str]] = field(default_factory=list)
+    cursor: dict[str, Any] | None = None
+    full: bool = False
+    complete: bool = False
+    not_modified: bool = False
+    errors: list[tuple[str, str]] = field(default_factory=list)
+
+
+class SourceError(Exception):
+    """A source could not be read (unreachable, 404, malformed…): the run fails
+    for that calendar with this message, and the last good data is kept."""
+
+
+class Source(ABC):
+    """A calendar provider (ICS file/feed, Google, CalDAV…), registered with
+    ``register_sources``.
+
+    ``fetch`` is an async generator of :class:`SourceBatch`. Map each provider's
+    incremental mechanism onto ``cursor``:
+
+    * ICS over HTTP: ``{"etag": ..., "last_modified": ...}`` sent as
+      ``If-None-Match``/``If-Modified-Since``; 304 → ``not_modified``; 200 → a
+      full listing (``full=True``, ``complete=True`` on the last batch).
+    * Google Calendar: ``{"sync_token": ...}``; pages follow ``pageToken``
+      (keep the page token out of the cursor until the last page returns
+      ``nextSyncToken``); cancelled items become ``deleted``; a 410 Gone means
+      "start again with ``full=True``".
+    * CalDAV: ``{"sync_token": ...}`` from RFC 6578 sync-collection (deleted
+      hrefs → ``deleted``), or ``{"ctag": ...}`` where unsupported (equal ctag →
+      ``not_modified``, else a full listing).
+
+    ``cursor`` is ``None`` on the first run or when a full resync was asked for.
+    """
+
+    name: ClassVar[str]
+
+    @abstractmethod
+    def calendars(self) -> list[CalendarSpec]:
+        """The calendars this source syncs (from its settings section)."""
+
+    @abstractmethod
+    def fetch(self, calendar: CalendarSpec, cursor: dict[str, Any] | None) -> AsyncIterator[SourceBatch]:
+        """Yield batches for ``calendar`` starting from ``cursor``."""
+
+    def can_delete(self, calendar: CalendarSpec) -> bool:
+        """Whether :meth:`delete_entry` works for this calendar (write-back)."""
+        return False
+
+    async def delete_entry(self, calendar: CalendarSpec, uid: str, recurrence_id: str = "") -> None:
+        """Delete an entry at the source (used when a command consumes it).
+
+        Raise :class:`SourceError` on failure; the caller keeps its local state
+        consistent (a tombstone) and retries idempotently on the next sync.
+        """
+        raise SourceError(f"source {self.name!r} is read-only")
+
+
+# -- pipeline stages ---------------------------------------------------------------------
+
+
+class Normalizer(ABC):
+    """Turns drafts into canonical-ready drafts (UTC, exclusive end, all-day…).
+
+    Runs in ascending ``order`` (ties by name) on each batch, mutating the
+    drafts in place. Raising fails the batch's drafts one by one: the kernel
+    retries each draft alone and reports those that still fail.
+    """
+
+    name: ClassVar[str]
+    order: ClassVar[int] = 100
+
+    @abstractmethod
+    async def normalize(self, drafts: list[EventDraft], ctx: PluginContext) -> None: ...
+
+
+class Enricher(ABC):
+    """Adds derived data to canonical events (tags, sub-tasks, labels, hints).
+
+    Runs in ascending ``order`` after normalisation, mutating events in place,
+    inside the batch's write transaction (``session``) so it may read tables.
+    Failure isolation as for normalisers.
+    """
+
+    name: ClassVar[str]
+    order: ClassVar[int] = 100
+
+    @abstractmethod
+    async def enrich(self, events: list[CanonicalEvent], session: AsyncSession, ctx: PluginContext) -> None: ...
+
+
+@dataclass
+class StoredEvent:
+    """A canonical event as stored, with its id and timestamps."""
+
+    id: int
+    event: CanonicalEvent
+    content_hash: str
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass
+class SinkBatch:
+    """What changed in one batch, after the event store wrote it."""
+
+    source: str
+    calendar_id: str
+    added: list[StoredEvent] = field(default_factory=list)
+    updated: list[StoredEvent] = field(default_factory=list)
+    # Previous versions of updated events, by id (for edit-aware sinks).
+    previous: dict[int, CanonicalEvent] = field(default_factory=dict)
+    deleted: list[StoredEvent] = field(default_factory=list)
+    run_id: int | None = None
+
+
+class Sink(ABC):
+    """Acts on stored changes (commands, outbox…), in the batch's transaction.
+
+    Runs in ascending ``order``. Whatever a sink writes commits together with
+    the events and the cursor. If it raises, the kernel rolls back and replays
+    the batch item by item; items that still fail are not stored either, so
+    the next sync offers them again — nothing is lost or half-done.
+    """
+
+    name: ClassVar[str]
+    order: ClassVar[int] = 100
+
+    @abstractmethod
+    async def write(self, batch: SinkBatch, session: AsyncSession, ctx: PluginContext) -> None: ...
+
+
+# -- the event store (provided by the `events` plugin) -----------------------------------
+
+
+@dataclass
+class ApplyResult:
+    added: list[StoredEvent] = field(default_factory=list)
+    updated: list[StoredEvent] = field(default_factory=list)
+    previous: dict[int, CanonicalEvent] = field(default_factory=dict)
+    deleted: list[StoredEvent] = field(default_factory=list)
+    unchanged: int = 0
+    suppressed: int = 0  # hidden by a local tombstone
+
+
+class EventStore(ABC):
+    """Persistence of canonical events, provided through ``register_services``.
+
+    Every method takes the caller's session so that the pipeline's batch, the
+    cursor and the sinks' writes share one transaction.
+    """
+
+    @abstractmethod
+    async def apply(
+        self, session: AsyncSession, upserts: list[CanonicalEvent], deletions: list[EventKey]
+    ) -> ApplyResult:
+        """Insert or update ``upserts`` (skipping equal content hashes and keys
+        hidden by a tombstone) and delete ``deletions``."""
+
+    @abstractmethod
+    async def keys(self, session: AsyncSession, source: str, calendar_id: str) -> set[EventKey]:
+        """Every stored key of one calendar (for full-listing reconciliation)."""
+
+    @abstractmethod
+    async def get(self, session: AsyncSession, event_id: int) -> StoredEvent | None: ...
+
+    @abstractmethod
+    async def remove(self, session: AsyncSession, event_id: int, *, tombstone: bool, reason: str) -> bool:
+        """Delete an event; with ``tombstone=True`` its key is never imported again
+        (consumed entries of read-only sources)."""
+
+    @abstractmethod
+    async def update_metadata(self, session: AsyncSession, event_id: int, patch: dict[str, Any]) -> None:
+        """Merge ``patch`` into the event's metadata (keys with None are removed)."""
+
+
+class EventIntake(ABC):
+    """Create events through the whole pipeline (the kernel provides it as
+    ``ctx.service(EventIntake)``): API-created and template-created events are
+    handled exactly like synced ones."""
+
+    @abstractmethod
+    async def ingest(
+        self,
+        source: str,
+        calendar_id: str,
+        drafts: list[EventDraft],
+        *,
+        actor: str | None = None,
+        session: AsyncSession | None = None,
+    ) -> list[StoredEvent]:
+        """Run ``drafts`` through normalisers, enrichers, the store and sinks;
+        returns the stored events added or changed (consumed ones, e.g. an
+        ``ACTION:``, and drafts equal to what is stored are absent).
+
+        All or nothing: an invalid draft raises ``chronos.plugin.Problem`` (422,
+        with a JSON pointer per draft) and a raising stage propagates; nothing
+        is stored then. Pass ``session`` to run inside the caller's transaction
+        (an API route that writes its own audit row with the request's
+        principal); without it the intake commits its own transaction. With
+        ``actor`` (e.g. ``"system:templates"``) an audit row per stored event is
+        written in that transaction.
+        """

@@ -1,0 +1,783 @@
+"""The sync pipeline engine: Source → Normalizers → Enrichers → EventStore → Sinks.
+
+For each (source, calendar) a run loads the saved cursor, iterates
+``source.fetch()`` and commits every batch in ONE write transaction together
+with the cursor and the run's counters, so a crash replays a batch and never
+skips one. Inside the batch a savepoint guards the fast path (all items at
+once); when a stage raises, the savepoint is rolled back and the batch is
+replayed item by item, each in its own savepoint, so only the items a stage
+fails on are left out and reported (stage, plugin, message). A failed item is
+not stored, so the next sync offers it again.
+
+A full listing (``SourceBatch.full``) deletes the calendar's local events the
+listing did not contain only once the source says it is ``complete``.
+
+Runs of one source+calendar never overlap: an in-process lock, plus
+``pg_try_advisory_lock`` on PostgreSQL so that other processes skip (the API
+answers 409).
+
+The same stages serve :class:`KernelEventIntake`, which ingests drafts for a
+local calendar synchronously (API- and template-created events).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import hashlib
+import re
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from functools import partial
+from typing import TYPE_CHECKING, Any
+
+import structlog
+from sqlalchemy import text, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from chronos import metrics
+from chronos.contracts.events import (
+    ApplyResult,
+    CalendarSpec,
+    CanonicalEvent,
+    Enricher,
+    EventDraft,
+    EventIntake,
+    EventKey,
+    EventStore,
+    Normalizer,
+    Sink,
+    SinkBatch,
+    Source,
+    SourceError,
+    StoredEvent,
+)
+from chronos.db.base import utcnow
+from chronos.db.sync_models import SyncRun, SyncState
+from chronos.errors import Problem
+from chronos.records import Job, JobContext
+
+if TYPE_CHECKING:  # pragma: no cover
+    from chronos.context import PluginContext
+    from chronos.host import PluginHost
+
+log = structlog.get_logger("chronos.pipeline")
+
+#: At most this many item errors are kept on a run row (``failed`` stays exact).
+MAX_RECORDED_ERRORS = 100
+_JOB_PART_RE = re.compile(r"[^a-z0-9_-]+")
+_KEEP: Any = object()  # "leave the saved cursor as it is"
+
+
+class SyncBusy(Exception):
+    """A run of this source+calendar is in progress (here or in another process)."""
+
+
+class UnknownCalendar(LookupError):
+    """No enabled source has this name, or the source has no such calendar."""
+
+
+class NoEventStore(RuntimeError):
+    """No enabled plugin provides :class:`EventStore`."""
+
+
+class StageFailure(Exception):
+    """A stage raised: which stage, which plugin and record, and the error."""
+
+    def __init__(self, stage: str, plugin: str, name: str, exc: BaseException) -> None:
+        super().__init__(f"{stage} {plugin}/{name}: {type(exc).__name__}: {exc}")
+        self.stage, self.plugin, self.name, self.exc = stage, plugin, name, exc
+
+    @property
+    def message(self) -> str:
+        return _describe(self.exc)
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, SourceError):
+        return str(exc)[:1000]
+    return f"{type(exc).__name__}: {exc}"[:1000]
+
+
+@dataclass
+class ItemFailure:
+    stage: str
+    plugin: str
+    name: str
+    uid: str
+    recurrence_id: str
+    message: str
+
+    def as_dict(self) -> dict[str, str]:
+        return {
+            "stage": self.stage,
+            "plugin": self.plugin,
+            "name": self.name,
+            "uid": self.uid,
+            "recurrence_id": self.recurrence_id,
+            "message": self.message,
+        }
+
+
+@dataclass
+class Outcome:
+    """What processing a list of items did (the store's result plus failures)."""
+
+    result: ApplyResult = field(default_factory=ApplyResult)
+    failures: list[ItemFailure] = field(default_factory=list)
+
+    def merge(self, other: Outcome) -> None:
+        r, o = self.result, other.result
+        r.added += o.added
+        r.updated += o.updated
+        r.previous.update(o.previous)
+        r.deleted += o.deleted
+        r.unchanged += o.unchanged
+        r.suppressed += o.suppressed
+        self.failures += other.failures
+
+
+@dataclass
+class RunTally:
+    """Counters of one run, written to its row after every batch."""
+
+    batches: int = 0
+    added: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    deleted: int = 0
+    failed: int = 0
+    errors: list[dict[str, str]] = field(default_factory=list)
+
+    def add(self, outcome: Outcome) -> None:
+        r = outcome.result
+        self.added += len(r.added)
+        self.updated += len(r.updated)
+        self.deleted += len(r.deleted)
+        # Keys hidden by a tombstone cost no write either.
+        self.unchanged += r.unchanged + r.suppressed
+        self.failed += len(outcome.failures)
+        room = MAX_RECORDED_ERRORS - len(self.errors)
+        if room > 0:
+            self.errors += [f.as_dict() for f in outcome.failures[:room]]
+
+    def values(self) -> dict[str, Any]:
+        return {
+            "batches": self.batches,
+            "added": self.added,
+            "updated": self.updated,
+            "unchanged": self.unchanged,
+            "deleted": self.deleted,
+            "failed": self.failed,
+            "errors": list(self.errors),
+        }
+
+
+@dataclass(frozen=True)
+class CalendarRef:
+    """One syncable calendar: the plugin and source serving it and its spec."""
+
+    plugin: str
+    source: Source
+    calendar: CalendarSpec
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.source.name, self.calendar.id)
+
+
+def _clone(draft: EventDraft) -> EventDraft:
+    """A copy stages may mutate while the original stays pristine for a replay."""
+    # object.__new__ + __dict__ is several times cheaper than copy.copy on a dataclass.
+    out = object.__new__(EventDraft)
+    out.__dict__.update(draft.__dict__)
+    out.tags = list(draft.tags)
+    out.metadata = {
+        k: copy.deepcopy(v) if isinstance(v, (dict, list)) else v for k, v in draft.metadata.items()
+    }
+    return out
+
+
+def job_name(source: str, calendar_id: str, taken: set[str] | None = None) -> str:
+    """``sync.<source>.<calendar>`` as a valid, unique job name."""
+
+    def part(value: str) -> str:
+        return _JOB_PART_RE.sub("-", value.lower()).strip("-") or "x"
+
+    name = f"sync.{part(source)}.{part(calendar_id)}"
+    if len(name) > 63 or (taken is not None and name in taken):
+        digest = hashlib.sha1(f"{source}\0{calendar_id}".encode()).hexdigest()[:8]
+        name = f"{name[:54]}.{digest}"
+    return name
+
+
+class _Lock:
+    """A held run lock; ``release`` frees the in-process and the PostgreSQL part."""
+
+    def __init__(self, pipeline: SyncPipeline, key: tuple[str, str], conn: Any = None, pg_key: int | None = None):
+        self.pipeline, self.key, self.conn, self.pg_key = pipeline, key, conn, pg_key
+
+    async def release(self) -> None:
+        try:
+            if self.conn is not None:
+                try:
+                    await self.conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": self.pg_key})
+                    await self.conn.commit()
+                finally:
+                    await self.conn.close()
+        finally:
+            self.pipeline._held.discard(self.key)
+
+
+class SyncPipeline:
+    """The engine; built once per app after services (``ctx.state["pipeline"]``)."""
+
+    def __init__(self, ctx: PluginContext, host: PluginHost) -> None:
+        self.ctx = ctx
+        self.sources: dict[str, tuple[str, Source]] = {}
+        for plugin, src in host.get("register_sources"):
+            self.sources[src.name] = (plugin, src)
+        self.normalizers: list[tuple[str, Normalizer]] = sorted(
+            host.get("register_normalizers"), key=lambda p: (p[1].order, p[1].name)
+        )
+        self.enrichers: list[tuple[str, Enricher]] = sorted(
+            host.get("register_enrichers"), key=lambda p: (p[1].order, p[1].name)
+        )
+        self.sinks: list[tuple[str, Sink]] = sorted(host.get("register_sinks"), key=lambda p: (p[1].order, p[1].name))
+        self.calendars: dict[tuple[str, str], CalendarRef] = {}
+        for name, (plugin, src) in sorted(self.sources.items()):
+            try:
+                specs = list(src.calendars())
+            except Exception as exc:  # noqa: BLE001 - one broken source must not stop the service
+                log.error("source_calendars_failed", plugin=plugin, source=name, error=_describe(exc))
+                metrics.PLUGIN_ERRORS.labels(plugin=plugin).inc()
+                continue
+            for spec in specs:
+                ref = CalendarRef(plugin, src, spec)
+                if ref.key in self.calendars:
+                    raise ValueError(f"source {name!r} lists calendar {spec.id!r} twice")
+                self.calendars[ref.key] = ref
+        self._held: set[tuple[str, str]] = set()
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    # -- lookup and scheduling --------------------------------------------------------
+
+    def calendar(self, source: str, calendar_id: str) -> CalendarRef:
+        if source not in self.sources:
+            raise UnknownCalendar(f"no enabled source named {source!r}")
+        ref = self.calendars.get((source, calendar_id))
+        if ref is None:
+            raise UnknownCalendar(f"source {source!r} has no calendar {calendar_id!r}")
+        return ref
+
+    def select(self, source: str | None = None, calendar_id: str | None = None) -> list[CalendarRef]:
+        """Calendars matching the optional filters; ``UnknownCalendar`` if none can."""
+        if source is not None and source not in self.sources:
+            raise UnknownCalendar(f"no enabled source named {source!r}")
+        refs = [r for k, r in sorted(self.calendars.items()) if source is None or k[0] == source]
+        if calendar_id is not None:
+            refs = [r for r in refs if r.calendar.id == calendar_id]
+            if not refs:
+                where = f"source {source!r}" if source else "any enabled source"
+                raise UnknownCalendar(f"{where} has no calendar {calendar_id!r}")
+        return refs
+
+    def jobs(self) -> list[tuple[str, Job]]:
+        """One job per calendar (``sync.<source>.<calendar>``) on its interval, with jitter."""
+        out: list[tuple[str, Job]] = []
+        taken: set[str] = set()
+        for (source, calendar_id), ref in sorted(self.calendars.items()):
+            name = job_name(source, calendar_id, taken)
+            taken.add(name)
+            interval = ref.calendar.interval_seconds
+            scheduled = interval is not None and interval > 0
+            out.append((
+                "kernel",
+                Job(
+                    name,
+                    partial(self._job, source, calendar_id),
+                    interval_seconds=interval if scheduled else None,
+                    # Spread calendars that share an interval so they do not all fire at once.
+                    jitter_seconds=min(interval * 0.1, 60.0) if scheduled else 0,
+                    run_at_start=True,
+                    description=f"Sync calendar {calendar_id!r} from source {source!r}",
+                ),
+            ))
+        return out
+
+    async def _job(self, source: str, calendar_id: str, job: JobContext) -> dict[str, Any]:
+        try:
+            run_id = await self.run(source, calendar_id, trigger=job.trigger)
+        except SyncBusy:
+            log.info("sync_skipped_busy", source=source, calendar_id=calendar_id)
+            return {"skipped": "already running"}
+        return {"run_id": run_id}
+
+    # -- locking -----------------------------------------------------------------------
+
+    def _pg_key(self, key: tuple[str, str]) -> int:
+        # Schemas are separate deployments sharing one server: the schema is part of the key.
+        raw = f"chronos.sync\0{self.ctx.db.schema or ''}\0{key[0]}\0{key[1]}".encode()
+        return int.from_bytes(hashlib.sha256(raw).digest()[:8], "big", signed=True)
+
+    async def _acquire(self, key: tuple[str, str]) -> _Lock:
+        if key in self._held:
+            raise SyncBusy(f"a sync of {key[0]}/{key[1]} is already running")
+        self._held.add(key)
+        db = self.ctx.db
+        if db.is_sqlite:
+            return _Lock(self, key)
+        pg_key = self._pg_key(key)
+        try:
+            conn = await db.reader.connect()
+        except BaseException:
+            self._held.discard(key)
+            raise
+        try:
+            got = (await conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": pg_key})).scalar()
+            await conn.commit()
+        except BaseException:
+            self._held.discard(key)
+            await conn.close()
+            raise
+        if not got:
+            self._held.discard(key)
+            await conn.close()
+            raise SyncBusy(f"a sync of {key[0]}/{key[1]} is already running in another process")
+        return _Lock(self, key, conn, pg_key)
+
+    def is_running(self, source: str, calendar_id: str) -> bool:
+        return (source, calendar_id) in self._held
+
+    # -- starting runs -------------------------------------------------------------------
+
+    async def run(self, source: str, calendar_id: str, *, trigger: str = "manual", full: bool = False) -> int:
+        """Run one sync to the end; returns the run id. Raises ``SyncBusy``/``UnknownCalendar``."""
+        ref = self.calendar(source, calendar_id)
+        lock = await self._acquire(ref.key)
+        try:
+            run_id = await self._create_run(ref, trigger, full)
+            await self._execute(run_id, ref, full)
+        finally:
+            await lock.release()
+        return run_id
+
+    async def start(
+        self,
+        source: str,
+        calendar_id: str,
+        *,
+        trigger: str = "manual",
+        full: bool = False,
+        audit: Callable[[AsyncSession, int], Awaitable[Any]] | None = None,
+    ) -> int:
+        """Create the run row, then run it in the background; returns the run id.
+
+        ``audit(session, run_id)`` is awaited inside the transaction that creates
+        the run row (the API writes its audit entry there).
+        """
+        ref = self.calendar(source, calendar_id)
+        lock = await self._acquire(ref.key)
+        try:
+            run_id = await self._create_run(ref, trigger, full, audit)
+        except BaseException:
+            await lock.release()
+            raise
+        task = asyncio.create_task(self._background(run_id, ref, full, lock), name=f"sync:{source}:{calendar_id}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return run_id
+
+    async def _background(self, run_id: int, ref: CalendarRef, full: bool, lock: _Lock) -> None:
+        try:
+            await self._execute(run_id, ref, full)
+        except Exception as exc:  # noqa: BLE001 - already recorded on the run; never an unhandled task error
+            log.error("sync_failed", run_id=run_id, error=_describe(exc))
+        finally:
+            await lock.release()
+
+    async def wait(self) -> None:
+        """Wait for the runs started in the background (tests, CLI)."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+    async def stop(self, timeout: float = 20.0) -> None:
+        """Let background runs finish for ``timeout`` seconds, then cancel them."""
+        tasks = [t for t in self._tasks if not t.done()]
+        if not tasks:
+            return
+        _done, pending = await asyncio.wait(tasks, timeout=timeout)
+        for t in pending:
+            t.cancel()
+        if pending:
+            await asyncio.wait(pending, timeout=5)
+
+    async def _create_run(
+        self,
+        ref: CalendarRef,
+        trigger: str,
+        full: bool,
+        audit: Callable[[AsyncSession, int], Awaitable[Any]] | None = None,
+    ) -> int:
+        source, calendar_id = ref.key
+        now = utcnow()
+        async with self.ctx.db.write() as s:
+            # We hold the run lock, so a "running" row of this calendar is left
+            # over from a process that died mid-run.
+            await s.execute(
+                update(SyncRun)
+                .where(SyncRun.source == source, SyncRun.calendar_id == calendar_id, SyncRun.status == "running")
+                .values(status="error", error="interrupted: the process stopped during the run", finished_at=now)
+            )
+            row = SyncRun(
+                source=source, calendar_id=calendar_id, trigger=trigger[:16], full=full, status="running",
+                started_at=now, errors=[],
+            )
+            s.add(row)
+            if await s.get(SyncState, (source, calendar_id)) is None:
+                s.add(SyncState(source=source, calendar_id=calendar_id, updated_at=now))
+            await s.flush()
+            if audit is not None:
+                await audit(s, row.id)
+            return row.id
+
+    # -- one run -------------------------------------------------------------------------
+
+    def _store(self) -> EventStore:
+        try:
+            return self.ctx.service(EventStore)
+        except LookupError:
+            raise NoEventStore(
+                "no enabled plugin provides the event store (EventStore); enable the `events` plugin"
+            ) from None
+
+    async def _execute(self, run_id: int, ref: CalendarRef, full: bool) -> None:
+        source, calendar_id = ref.key
+        started = time.perf_counter()
+        tally = RunTally()
+        status, error, not_modified = "ok", None, False
+        saved_cursor: dict[str, Any] | None = None
+        bound = log.bind(run_id=run_id, source=source, calendar_id=calendar_id)
+        try:
+            store = self._store()
+            async with self.ctx.db.read() as s:
+                state = await s.get(SyncState, (source, calendar_id))
+                saved_cursor = state.cursor if state is not None else None
+            cursor = None if full else saved_cursor
+            seen: set[EventKey] = set()
+            protected: set[str] = set()  # uids the source could not read: keep what we have
+            pending: Any = _KEEP
+            failed_any = False
+            batches = ref.source.fetch(ref.calendar, cursor)
+            try:
+                async for batch in batches:
+                    if batch.not_modified:
+                        not_modified = True
+                        if batch.cursor is not None:
+                            async with self.ctx.db.write() as s:
+                                await self._save(s, run_id, ref, tally, batch.cursor)
+                            saved_cursor = batch.cursor
+                        break
+                    tally.batches += 1
+                    for d in batch.drafts:
+                        d.source, d.calendar_id = source, calendar_id
+                    deletions = [EventKey(source, calendar_id, uid, rid or "") for uid, rid in batch.deleted]
+                    if batch.full:
+                        seen.update(EventKey(source, calendar_id, d.uid, d.recurrence_id or "") for d in batch.drafts)
+                        protected.update(uid for uid, _ in batch.errors)
+                    reported = [
+                        ItemFailure("source", ref.plugin, source, uid, "", msg[:1000]) for uid, msg in batch.errors
+                    ]
+                    async with self.ctx.db.write() as s:
+                        outcome = await self.process(s, store, source, calendar_id, batch.drafts, deletions, run_id)
+                        outcome.failures[:0] = reported
+                        if batch.full and batch.complete:
+                            stored = await store.keys(s, source, calendar_id)
+                            stale = [k for k in stored if k not in seen and k.uid not in protected]
+                            if stale:
+                                outcome.merge(await self.process(s, store, source, calendar_id, [], stale, run_id))
+                        tally.add(outcome)
+                        failed_any = failed_any or bool(outcome.failures)
+                        if batch.cursor is not None:
+                            pending = batch.cursor
+                        save = pending is not _KEEP and not failed_any and (not batch.full or batch.complete)
+                        await self._save(s, run_id, ref, tally, pending if save else _KEEP)
+                    if save:
+                        saved_cursor, pending = pending, _KEEP
+            finally:
+                aclose = getattr(batches, "aclose", None)
+                if aclose is not None:
+                    await aclose()
+            status = "partial" if tally.failed else "ok"
+        except asyncio.CancelledError:
+            await self._finish(run_id, ref, "error", "cancelled: the service stopped during the run",
+                               tally, saved_cursor, not_modified, started)
+            raise
+        except Exception as exc:  # noqa: BLE001 - a failing source fails its run, not the service
+            status, error = "error", _describe(exc)
+            bound.warning("sync_error", error=error, exc_info=not isinstance(exc, (SourceError, NoEventStore)))
+        await self._finish(run_id, ref, status, error, tally, saved_cursor, not_modified, started)
+
+    async def _save(self, s: AsyncSession, run_id: int, ref: CalendarRef, tally: RunTally, cursor: Any) -> None:
+        """Counters (and the cursor, unless ``_KEEP``) in the batch's transaction."""
+        values = tally.values()
+        if cursor is not _KEEP:
+            values["cursor"] = cursor
+            await s.execute(
+                update(SyncState)
+                .where(SyncState.source == ref.source.name, SyncState.calendar_id == ref.calendar.id)
+                .values(cursor=cursor, updated_at=utcnow())
+            )
+        await s.execute(update(SyncRun).where(SyncRun.id == run_id).values(**values))
+
+    async def _finish(
+        self,
+        run_id: int,
+        ref: CalendarRef,
+        status: str,
+        error: str | None,
+        tally: RunTally,
+        cursor: dict[str, Any] | None,
+        not_modified: bool,
+        started: float,
+    ) -> None:
+        source, calendar_id = ref.key
+        now = utcnow()
+        duration_ms = int((time.perf_counter() - started) * 1000)
+        if status == "partial":
+            first = tally.errors[0] if tally.errors else {}
+            error = f"{tally.failed} item(s) failed; first: {first.get('stage')} {first.get('plugin')}: {first.get('message')}"
+        state_values: dict[str, Any] = {"last_run_id": run_id, "last_status": status, "updated_at": now}
+        if status == "ok":
+            state_values.update(last_success_at=now, last_error=None)
+        else:
+            state_values.update(last_error_at=now, last_error=error)
+            if status == "partial":
+                state_values["last_success_at"] = now
+        try:
+            async with self.ctx.db.write() as s:
+                await s.execute(
+                    update(SyncRun).where(SyncRun.id == run_id).values(
+                        status=status, error=error, finished_at=now, duration_ms=duration_ms,
+                        not_modified=not_modified, cursor=cursor, **tally.values(),
+                    )
+                )
+                await s.execute(
+                    update(SyncState)
+                    .where(SyncState.source == source, SyncState.calendar_id == calendar_id)
+                    .values(**state_values)
+                )
+        except Exception as exc:  # noqa: BLE001 - the run's data is committed; only its record is late
+            log.error("sync_record_failed", run_id=run_id, error=_describe(exc))
+        metrics.SYNC_RUNS.labels(source=source, status=status).inc()
+        log.info(
+            "sync_run", run_id=run_id, source=source, calendar_id=calendar_id, status=status,
+            not_modified=not_modified, duration_ms=duration_ms, added=tally.added, updated=tally.updated,
+            unchanged=tally.unchanged, deleted=tally.deleted, failed=tally.failed, error=error,
+        )
+
+    # -- the stages ----------------------------------------------------------------------
+
+    async def process(
+        self,
+        session: AsyncSession,
+        store: EventStore,
+        source: str,
+        calendar_id: str,
+        drafts: list[EventDraft],
+        deletions: list[EventKey],
+        run_id: int | None,
+    ) -> Outcome:
+        """Run ``drafts`` and ``deletions`` through every stage with failure isolation.
+
+        First all at once inside a savepoint; if a stage raises, roll the
+        savepoint back and replay item by item, each in its own savepoint.
+        """
+        if not drafts and not deletions:
+            return Outcome()
+        try:
+            async with session.begin_nested():
+                return await self._stages(session, store, source, calendar_id, [_clone(d) for d in drafts],
+                                          deletions, run_id)
+        except Exception as exc:  # noqa: BLE001 - isolate below
+            if len(drafts) + len(deletions) == 1:
+                return Outcome(failures=[self._failure(exc, drafts[0] if drafts else deletions[0])])
+        outcome = Outcome()
+        for draft in drafts:
+            outcome.merge(await self._one(session, store, source, calendar_id, [draft], [], run_id, draft))
+        for key in deletions:
+            outcome.merge(await self._one(session, store, source, calendar_id, [], [key], run_id, key))
+        return outcome
+
+    async def _one(
+        self,
+        session: AsyncSession,
+        store: EventStore,
+        source: str,
+        calendar_id: str,
+        drafts: list[EventDraft],
+        deletions: list[EventKey],
+        run_id: int | None,
+        item: EventDraft | EventKey,
+    ) -> Outcome:
+        try:
+            async with session.begin_nested():
+                return await self._stages(session, store, source, calendar_id, [_clone(d) for d in drafts],
+                                          deletions, run_id)
+        except Exception as exc:  # noqa: BLE001 - this item alone fails
+            return Outcome(failures=[self._failure(exc, item)])
+
+    def _failure(self, exc: BaseException, item: EventDraft | EventKey) -> ItemFailure:
+        uid, rid = item.uid, (item.recurrence_id or "")
+        if isinstance(exc, StageFailure):
+            if exc.plugin != "kernel":
+                metrics.PLUGIN_ERRORS.labels(plugin=exc.plugin).inc()
+            return ItemFailure(exc.stage, exc.plugin, exc.name, uid, rid, exc.message)
+        return ItemFailure("kernel", "kernel", "pipeline", uid, rid, _describe(exc))
+
+    async def _stages(
+        self,
+        session: AsyncSession,
+        store: EventStore,
+        source: str,
+        calendar_id: str,
+        drafts: list[EventDraft],
+        deletions: list[EventKey],
+        run_id: int | None,
+        *,
+        strict: bool = False,
+    ) -> Outcome:
+        """One pass of every stage; ``strict`` stops before the enrichers when a draft is invalid."""
+        outcome = Outcome()
+        if drafts:
+            for plugin, normalizer in self.normalizers:
+                try:
+                    await normalizer.normalize(drafts, self.ctx)
+                except Exception as exc:  # noqa: BLE001
+                    raise StageFailure("normalize", plugin, normalizer.name, exc) from exc
+        events: list[CanonicalEvent] = []
+        for draft in drafts:
+            try:
+                events.append(CanonicalEvent.from_draft(draft))
+            except (ValueError, TypeError) as exc:
+                outcome.failures.append(
+                    ItemFailure("validate", "kernel", "canonical_event", draft.uid, draft.recurrence_id or "",
+                                _validation_message(exc))
+                )
+        if strict and outcome.failures:
+            return outcome
+        if events:
+            for plugin, enricher in self.enrichers:
+                try:
+                    await enricher.enrich(events, session, self.ctx)
+                except Exception as exc:  # noqa: BLE001
+                    raise StageFailure("enrich", plugin, enricher.name, exc) from exc
+        if not events and not deletions:
+            return outcome
+        try:
+            result = await store.apply(session, events, deletions)
+        except Exception as exc:  # noqa: BLE001
+            raise StageFailure("store", "events", type(store).__name__, exc) from exc
+        outcome.result = result
+        if result.added or result.updated or result.deleted:
+            batch = SinkBatch(
+                source=source, calendar_id=calendar_id, added=list(result.added), updated=list(result.updated),
+                previous=dict(result.previous), deleted=list(result.deleted), run_id=run_id,
+            )
+            for plugin, sink in self.sinks:
+                try:
+                    await sink.write(batch, session, self.ctx)
+                except Exception as exc:  # noqa: BLE001
+                    raise StageFailure("sink", plugin, sink.name, exc) from exc
+        return outcome
+
+
+def _validation_message(exc: BaseException) -> str:
+    errors = getattr(exc, "errors", None)
+    if callable(errors):
+        try:
+            parts = [f"{'.'.join(str(p) for p in e.get('loc', ())) or 'event'}: {e.get('msg')}" for e in errors()]
+            return "; ".join(parts)[:1000]
+        except Exception:  # noqa: BLE001 - fall back to the plain message
+            pass
+    return str(exc)[:1000]
+
+
+class KernelEventIntake(EventIntake):
+    """Ingest drafts for a local calendar through the pipeline's stages, synchronously."""
+
+    def __init__(self, pipeline: SyncPipeline) -> None:
+        self.pipeline = pipeline
+
+    async def ingest(
+        self,
+        source: str,
+        calendar_id: str,
+        drafts: list[EventDraft],
+        *,
+        actor: str | None = None,
+        session: AsyncSession | None = None,
+    ) -> list[StoredEvent]:
+        if session is None:
+            async with self.pipeline.ctx.db.write() as s:
+                return await self._ingest(s, source, calendar_id, drafts, actor)
+        return await self._ingest(session, source, calendar_id, drafts, actor)
+
+    async def _ingest(
+        self, s: AsyncSession, source: str, calendar_id: str, drafts: list[EventDraft], actor: str | None
+    ) -> list[StoredEvent]:
+        from chronos.audit import record_audit
+
+        pipeline = self.pipeline
+        store = pipeline._store()
+        for d in drafts:
+            d.source, d.calendar_id = source, calendar_id
+        outcome = await pipeline._stages(s, store, source, calendar_id, drafts, [], None, strict=True)
+        if outcome.failures:
+            index = {id(d): i for i, d in enumerate(drafts)}
+            by_key = {(d.uid, d.recurrence_id or ""): index[id(d)] for d in drafts}
+            raise Problem(
+                422,
+                "; ".join(f.message for f in outcome.failures)[:500],
+                type="validation",
+                errors=[
+                    {"pointer": f"/{by_key.get((f.uid, f.recurrence_id), 0)}", "detail": f.message}
+                    for f in outcome.failures
+                ],
+            )
+        stored: list[StoredEvent] = []
+        for item, action in [(e, "create") for e in outcome.result.added] + [(e, "update") for e in outcome.result.updated]:
+            # A sink may have consumed the event (an ACTION: entry became a command).
+            current = await store.get(s, item.id)
+            if current is None:
+                continue
+            stored.append(current)
+            if actor is not None:
+                await record_audit(
+                    s, entity="event", entity_id=current.id, action=action, actor=actor,
+                    change={"source": source, "calendar_id": calendar_id, "uid": current.event.uid,
+                            "title": current.event.title},
+                )
+        return stored
+
+
+def install_pipeline(ctx: PluginContext, host: PluginHost) -> SyncPipeline:
+    """Build the engine after the services: ``ctx.state["pipeline"]`` and the EventIntake service."""
+    pipeline = SyncPipeline(ctx, host)
+    ctx.state["pipeline"] = pipeline
+    ctx._services.setdefault(EventIntake, KernelEventIntake(pipeline))
+    return pipeline
+
+
+def all_jobs(host: PluginHost, pipeline: SyncPipeline) -> list[tuple[str, Job]]:
+    """The plugins' jobs plus one sync job per calendar; a name clash stops startup."""
+    from chronos.host import PluginError
+
+    jobs = host.get("register_jobs")
+    names = {job.name: plugin for plugin, job in jobs}
+    for _kernel, job in pipeline.jobs():
+        if job.name in names:
+            raise PluginError(f"job {job.name!r} of plugin {names[job.name]!r} clashes with the kernel's sync job")
+        jobs.append(("kernel", job))
+    return jobs
