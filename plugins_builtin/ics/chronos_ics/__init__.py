@@ -1,0 +1,1 @@
+"""The ICS source: iCalendar files and feeds for the Chronos sync pipeline."""

@@ -1,0 +1,87 @@
+"""Downloading feeds and reading files, against a real HTTP server and real files."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from chronos.plugin import SourceError
+from chronos_ics.fetch import download, read_file, redact
+from ics_support import ics, single
+
+LIMITS = {"max_bytes": 100_000, "timeout": 5, "max_redirects": 3}
+
+
+async def test_conditional_get_answers_not_modified(feed_server):
+    feed_server.feed.body = ics(single("a", "Standup")).encode()
+    data, validators = await download(feed_server.url("/cal.ics"), **LIMITS)
+    assert data == feed_server.feed.body and validators["etag"] == feed_server.feed.etag
+    assert validators["last_modified"] == "Sat, 28 Nov 2026 10:00:00 GMT"
+    data, _ = await download(feed_server.url("/cal.ics"), etag=validators["etag"],
+                             last_modified=validators["last_modified"], **LIMITS)
+    assert data is None
+    sent = feed_server.feed.requests[-1]
+    assert sent["if-none-match"] == validators["etag"] and sent["if-modified-since"] == validators["last_modified"]
+    feed_server.feed.body += b"\r\n"  # changed content -> a new ETag -> the body again
+    data, _ = await download(feed_server.url("/cal.ics"), etag=validators["etag"], **LIMITS)
+    assert data == feed_server.feed.body
+
+
+async def test_redirects_are_followed_up_to_the_limit(feed_server):
+    feed_server.feed.body = ics(single("a", "x")).encode()
+    data, _ = await download(feed_server.url("/hop"), **LIMITS)
+    assert data == feed_server.feed.body
+    with pytest.raises(SourceError, match=r"more than 3 redirects .*redirect loop"):
+        await download(feed_server.url("/loop"), **LIMITS)
+    with pytest.raises(SourceError, match="scheme other than http or https"):
+        await download(feed_server.url("/ftp"), **LIMITS)
+
+
+@pytest.mark.parametrize(("path", "message"), [
+    ("/missing.ics", r"HTTP 404 Not Found from http://127\.0\.0\.1:\d+/missing\.ics"),
+    ("/big", r"announces 0\.2 MB, more than the limit"),
+    ("/big-stream", r"sent more than the limit of 0\.1 MB"),
+])
+async def test_http_errors_and_size_limits(feed_server, path, message):
+    with pytest.raises(SourceError, match=message):
+        await download(feed_server.url(path), **LIMITS)
+
+
+async def test_slow_servers_hit_the_total_timeout(feed_server):
+    with pytest.raises(SourceError, match=r"no complete answer .* within 0\.5s"):
+        await download(feed_server.url("/slow"), max_bytes=100_000, timeout=0.5, max_redirects=3)
+
+
+async def test_unreachable_hosts_fail_clearly():
+    from ics_support import free_port
+
+    with pytest.raises(SourceError, match=r"cannot connect to http://127\.0\.0\.1:\d+/cal\.ics"):
+        await download(f"http://127.0.0.1:{free_port()}/cal.ics?token=s3cret", **LIMITS)
+
+
+def test_urls_are_redacted_in_messages():
+    assert redact("https://user:pw@cal.example.org:8443/feed/x.ics?token=s3cret#frag") == (
+        "https://cal.example.org:8443/feed/x.ics?…")
+
+
+async def test_files_unchanged_by_mtime_and_size_are_not_read(tmp_path):
+    path = tmp_path / "cal.ics"
+    path.write_text(ics(single("a", "x")))
+    data, known = await read_file(path, max_bytes=100_000, known=None)
+    assert data == path.read_bytes()
+    again, _ = await read_file(path, max_bytes=100_000, known=known)
+    assert again is None
+    os.utime(path, ns=(known["mtime_ns"] + 10**9, known["mtime_ns"] + 10**9))
+    again, _ = await read_file(path, max_bytes=100_000, known=known)
+    assert again == data
+
+
+async def test_missing_and_oversized_files(tmp_path):
+    with pytest.raises(SourceError, match="file not found"):
+        await read_file(tmp_path / "nope.ics", max_bytes=100, known=None)
+    big = tmp_path / "big.ics"
+    with big.open("wb") as fh:
+        fh.truncate(50 * 1024 * 1024)  # a sparse 50 MB file: refused by size, never read
+    with pytest.raises(SourceError, match=r"is 50\.0 MB, larger than the limit of 20\.0 MB"):
+        await read_file(big, max_bytes=20 * 1024 * 1024, known=None)

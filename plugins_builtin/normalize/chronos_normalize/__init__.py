@@ -1,0 +1,1 @@
+"""Normalisers and enrichers for the Chronos sync pipeline."""
