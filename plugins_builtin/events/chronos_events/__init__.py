@@ -1,0 +1,1 @@
+"""chronos-events: the event store, its search, the event API and ICS feeds."""

@@ -1,0 +1,449 @@
+"""The :class:`EventStore` implementation: bulk upserts keyed by the source key.
+
+``apply`` costs a fixed number of statements per batch and calendar, whatever
+its size: one SELECT of the existing keys and hashes (``uid IN (...)`` per 400
+keys), one of the tombstones, full rows only for what changed, one bulk INSERT
+(SQLite: a driver ``executemany`` plus a primary-key range read of the new
+ids; PostgreSQL: multi-row INSERT … RETURNING), one executemany UPDATE, one
+DELETE and one upsert of the calendars' longest durations. Equal source hashes
+are skipped without a write.
+
+Local edits (``PATCH``, :meth:`update_metadata`) are kept in
+``local_overrides`` and re-applied when the source delivers a new version, so
+a re-sync never reverts them; ``source_hash`` (what the pipeline delivered
+last) is what a sync compares against.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from datetime import UTC, date, datetime
+from typing import Any
+
+from sqlalchemy import bindparam, delete, insert, select, text, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from chronos.plugin import ApplyResult, CanonicalEvent, EventKey, EventStore, StoredEvent, utcnow
+
+from chronos_events.models import Event, EventSpan, EventTombstone
+
+T = Event.__table__
+TOMB = EventTombstone.__table__
+SPANS = EventSpan.__table__
+CHUNK = 400  # keys per IN (...) list: well below every driver's parameter limit
+
+PATCHABLE = (
+    "title",
+    "description",
+    "location",
+    "start_utc",
+    "end_utc",
+    "all_day",
+    "start_date",
+    "end_date",
+    "timezone",
+    "status",
+    "transparency",
+    "mode",
+    "tags",
+    "sub_tasks",
+)
+
+
+NARROW = (T.c.id, T.c.source, T.c.calendar_id, T.c.uid, T.c.recurrence_id, T.c.source_hash, T.c.local_overrides)
+TOMB_KEY = (TOMB.c.source, TOMB.c.calendar_id, TOMB.c.uid, TOMB.c.recurrence_id)
+KEY_COLUMNS = ("source", "calendar_id", "uid", "recurrence_id")
+INSERT_COLUMNS = tuple(c.name for c in T.columns if c.name != "id")
+# local_overrides change only through patch(); a sync keeps them.
+UPDATE_COLUMNS = tuple(c for c in INSERT_COLUMNS if c not in KEY_COLUMNS and c not in ("created_at", "local_overrides"))
+SQLITE_INSERT = (
+    f"INSERT INTO events ({', '.join(INSERT_COLUMNS)}) VALUES ({', '.join('?' for _ in INSERT_COLUMNS)})"
+)
+SQLITE_UPDATE = f"UPDATE events SET {', '.join(f'{c} = ?' for c in UPDATE_COLUMNS)} WHERE id = ?"
+_JSON_COLUMNS = {"tags", "sub_tasks", "metadata", "local_overrides"}
+
+
+def _sqlite_time(value: datetime | None) -> str | None:
+    if value is None:
+        return None
+    if value.utcoffset():
+        value = value.astimezone(UTC)
+    return value.replace(tzinfo=None).isoformat(" ", "microseconds")
+
+
+def _sqlite_json(value: Any) -> str | None:
+    if value is None:
+        return None
+    if not value:
+        return "[]" if isinstance(value, list) else "{}"
+    return json.dumps(value)
+
+
+def _sqlite_date(value: date | None) -> str | None:
+    return None if value is None else value.isoformat()
+
+
+def _same(value: Any) -> Any:
+    return value
+
+
+def _converter(column: str) -> Any:
+    """How a column's value is stored on SQLite, as SQLAlchemy would store it."""
+    if column in _JSON_COLUMNS:
+        return _sqlite_json
+    kind = type(T.c[column].type).__name__
+    if column in ("start_utc", "end_utc", "created_at", "updated_at"):
+        return _sqlite_time
+    if kind == "Date":
+        return _sqlite_date
+    if kind == "Boolean":
+        return int
+    return _same
+
+
+_CONVERT = {c: _converter(c) for c in INSERT_COLUMNS}
+
+
+def _sqlite_row(values: dict[str, Any], columns: tuple[str, ...] = INSERT_COLUMNS) -> tuple[Any, ...]:
+    return tuple([_CONVERT[c](values[c]) for c in columns])
+
+
+async def _driver(session: AsyncSession) -> Any:
+    """The aiosqlite connection under ``session`` (inside its current transaction)."""
+    conn = await session.connection()
+    raw = await conn.get_raw_connection()
+    return raw.driver_connection
+
+
+def duration_seconds(event: CanonicalEvent) -> int:
+    return max(0, math.ceil((event.end_utc - event.start_utc).total_seconds()))
+
+
+def row_values(event: CanonicalEvent) -> dict[str, Any]:
+    """Column values of ``event`` (without hashes, overrides and timestamps)."""
+    return {
+        "source": event.source,
+        "calendar_id": event.calendar_id,
+        "uid": event.uid,
+        "recurrence_id": event.recurrence_id,
+        "title": event.title,
+        "description": event.description,
+        "location": event.location,
+        "start_utc": event.start_utc,
+        "end_utc": event.end_utc,
+        "duration_seconds": duration_seconds(event),
+        "all_day": event.all_day,
+        "start_date": event.start_date,
+        "end_date": event.end_date,
+        "timezone": event.timezone,
+        "status": event.status,
+        "transparency": event.transparency,
+        "mode": event.mode,
+        "tags": list(event.tags),
+        "sub_tasks": [t.model_dump() for t in event.sub_tasks],
+        "all_done": event.all_done,
+        "metadata": dict(event.metadata),
+    }
+
+
+def row_to_event(row: Any) -> CanonicalEvent:
+    m = row._mapping
+    return CanonicalEvent(
+        source=m["source"],
+        calendar_id=m["calendar_id"],
+        uid=m["uid"],
+        recurrence_id=m["recurrence_id"],
+        title=m["title"],
+        description=m["description"],
+        location=m["location"],
+        start_utc=m["start_utc"],
+        end_utc=m["end_utc"],
+        all_day=bool(m["all_day"]),
+        start_date=m["start_date"],
+        end_date=m["end_date"],
+        timezone=m["timezone"],
+        status=m["status"],
+        transparency=m["transparency"],
+        mode=m["mode"],
+        tags=m["tags"] or [],
+        sub_tasks=m["sub_tasks"] or [],
+        metadata=m["metadata"] or {},
+    )
+
+
+def row_to_stored(row: Any) -> StoredEvent:
+    m = row._mapping
+    return StoredEvent(
+        id=m["id"],
+        event=row_to_event(row),
+        content_hash=m["content_hash"],
+        created_at=m["created_at"],
+        updated_at=m["updated_at"],
+    )
+
+
+def apply_overrides(event: CanonicalEvent, overrides: dict[str, Any] | None) -> CanonicalEvent:
+    """``event`` with local edits on top: patched fields, sub-task flags, metadata patch."""
+    if not overrides:
+        return event
+    data = event.model_dump()
+    data.update(overrides.get("fields") or {})
+    done = overrides.get("sub_tasks_done") or {}
+    if done:
+        data["sub_tasks"] = [{**t, "done": done.get(t["id"], t["done"])} for t in data["sub_tasks"]]
+    patch = overrides.get("metadata") or {}
+    if patch:
+        meta = dict(data["metadata"])
+        for k, v in patch.items():
+            if v is None:
+                meta.pop(k, None)
+            else:
+                meta[k] = v
+        data["metadata"] = meta
+    return CanonicalEvent.model_validate(data)
+
+
+def merge_overrides(current: dict[str, Any] | None, **changes: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {k: dict(v) for k, v in (current or {}).items()}
+    for part, values in changes.items():
+        if values:
+            out.setdefault(part, {}).update(values)
+    return out
+
+
+def _chunks(items: Sequence[Any], size: int = CHUNK) -> Iterable[Sequence[Any]]:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
+
+
+class SqlEventStore(EventStore):
+    """Events in the ``events`` table, on SQLite or PostgreSQL."""
+
+    async def _rows_by_ids(self, session: AsyncSession, ids: list[int]) -> list[Any]:
+        rows: list[Any] = []
+        for chunk in _chunks(ids):
+            rows.extend((await session.execute(select(T).where(T.c.id.in_(list(chunk))))).all())
+        return rows
+
+    async def _rows_by_keys(self, session: AsyncSession, keys: Iterable[EventKey], columns: Any = None) -> list[Any]:
+        columns = columns if columns is not None else (T,)
+        table = columns[0].table if hasattr(columns[0], "table") else columns[0]
+        groups: dict[tuple[str, str], set[tuple[str, str]]] = defaultdict(set)
+        for k in keys:
+            groups[(k.source, k.calendar_id)].add((k.uid, k.recurrence_id))
+        rows: list[Any] = []
+        for (source, calendar_id), pairs in groups.items():
+            # `uid IN (...)` seeks the unique index per uid; a row-value IN over
+            # (uid, recurrence_id) made SQLite scan the whole calendar instead.
+            uids = sorted({uid for uid, _ in pairs})
+            for chunk in _chunks(uids):
+                stmt = select(*columns).where(
+                    table.c.source == source, table.c.calendar_id == calendar_id, table.c.uid.in_(list(chunk))
+                )
+                rows.extend(r for r in (await session.execute(stmt)).all() if (r.uid, r.recurrence_id) in pairs)
+        return rows
+
+    async def apply(
+        self, session: AsyncSession, upserts: list[CanonicalEvent], deletions: list[EventKey]
+    ) -> ApplyResult:
+        result = ApplyResult()
+        by_key: dict[EventKey, CanonicalEvent] = {}
+        for event in upserts:
+            by_key[event.key] = event  # the last version of a key in a batch wins
+        now = utcnow()
+        inserts: list[tuple[CanonicalEvent, dict[str, Any]]] = []
+        updates: list[tuple[Any, CanonicalEvent, dict[str, Any]]] = []
+        if by_key:
+            existing = {
+                EventKey(r.source, r.calendar_id, r.uid, r.recurrence_id): r
+                for r in await self._rows_by_keys(session, by_key, NARROW)
+            }
+            hidden = {
+                EventKey(r.source, r.calendar_id, r.uid, r.recurrence_id)
+                for r in await self._rows_by_keys(session, [k for k in by_key if k not in existing], TOMB_KEY)
+            }
+            changed: list[tuple[Any, CanonicalEvent, str]] = []
+            for key, event in by_key.items():
+                if key in hidden:
+                    result.suppressed += 1
+                    continue
+                source_hash = event.content_hash()
+                row = existing.get(key)
+                if row is None:
+                    values = row_values(event)
+                    values.update(content_hash=source_hash, source_hash=source_hash, local_overrides=None,
+                                  created_at=now, updated_at=now)
+                    inserts.append((event, values))
+                elif row.source_hash == source_hash:
+                    result.unchanged += 1
+                else:
+                    changed.append((row, event, source_hash))
+            if changed:
+                # Full rows only for what changed: sinks get the previous version.
+                full = {r.id: r for r in await self._rows_by_ids(session, [row.id for row, _, _ in changed])}
+                for row, event, source_hash in changed:
+                    stored = apply_overrides(event, row.local_overrides)
+                    values = row_values(stored)
+                    values.update(content_hash=stored.content_hash(), source_hash=source_hash, updated_at=now)
+                    updates.append((full[row.id], stored, values))
+        if inserts:
+            ids = await self._insert_rows(session, [v for _, v in inserts])
+            for (event, values), new_id in zip(inserts, ids, strict=True):
+                result.added.append(StoredEvent(new_id, event, values["content_hash"], now, now))
+        if updates:
+            await self._update_rows(session, [(row.id, v) for row, _, v in updates])
+            for row, stored, values in updates:
+                result.updated.append(StoredEvent(row.id, stored, values["content_hash"], row.created_at, now))
+                result.previous[row.id] = row_to_event(row)
+        if deletions:
+            rows = await self._rows_by_keys(session, set(deletions))
+            if rows:
+                ids = [r.id for r in rows]
+                for chunk in _chunks(ids):
+                    await session.execute(delete(T).where(T.c.id.in_(list(chunk))))
+                result.deleted.extend(row_to_stored(r) for r in rows)
+        await self.widen_spans(session, [e for e, _ in inserts] + [s for _, s, _ in updates])
+        return result
+
+    async def widen_spans(self, session: AsyncSession, events: Iterable[CanonicalEvent]) -> None:
+        """Raise ``events_spans`` to cover the durations of ``events`` (one statement)."""
+        longest: dict[str, int] = {}
+        for e in events:
+            d = duration_seconds(e)
+            if d > longest.get(e.calendar_id, -1):
+                longest[e.calendar_id] = d
+        if not longest:
+            return
+        greatest = "max" if session.get_bind().dialect.name == "sqlite" else "GREATEST"
+        await session.execute(
+            text(
+                "INSERT INTO events_spans (calendar_id, max_duration_seconds) VALUES (:c, :d)"
+                " ON CONFLICT (calendar_id) DO UPDATE SET max_duration_seconds ="
+                f" {greatest}(events_spans.max_duration_seconds, excluded.max_duration_seconds)"
+            ),
+            [{"c": c, "d": d} for c, d in sorted(longest.items())],
+        )
+
+    async def _insert_rows(self, session: AsyncSession, rows: list[dict[str, Any]]) -> list[int]:
+        """Insert new rows; returns their ids in the order of ``rows``.
+
+        SQLite: one ``executemany`` on the driver connection (a single hop to
+        its thread, the loop in C), then the new ids read back by primary-key
+        range: the write transaction holds SQLite's only write lock, so every
+        row above the previous maximum is ours. PostgreSQL: a multi-row INSERT
+        … RETURNING, ids matched by key (ordered RETURNING would make
+        SQLAlchemy insert row by row).
+        """
+        if session.get_bind().dialect.name == "sqlite":
+            aio = await _driver(session)
+            before = (await aio.execute_fetchall("SELECT COALESCE(MAX(id), 0) FROM events"))[0][0]
+            await aio.executemany(SQLITE_INSERT, [_sqlite_row(v) for v in rows])
+            returned = await aio.execute_fetchall(
+                "SELECT id, source, calendar_id, uid, recurrence_id FROM events WHERE id > ?", (before,)
+            )
+        else:
+            stmt = insert(T).returning(T.c.id, T.c.source, T.c.calendar_id, T.c.uid, T.c.recurrence_id)
+            returned = (await session.execute(stmt, rows)).all()
+        by_key = {(r[1], r[2], r[3], r[4]): r[0] for r in returned}
+        return [by_key[(v["source"], v["calendar_id"], v["uid"], v["recurrence_id"])] for v in rows]
+
+    async def _update_rows(self, session: AsyncSession, rows: list[tuple[int, dict[str, Any]]]) -> None:
+        """Rewrite the content of existing rows (keys never change), in one executemany."""
+        if session.get_bind().dialect.name == "sqlite":
+            aio = await _driver(session)
+            await aio.executemany(SQLITE_UPDATE, [(*_sqlite_row(v, UPDATE_COLUMNS), event_id) for event_id, v in rows])
+            return
+        stmt = update(T).where(T.c.id == bindparam("_id")).values({c: bindparam("v_" + c) for c in UPDATE_COLUMNS})
+        await session.execute(stmt, [{"_id": event_id, **{"v_" + c: v[c] for c in UPDATE_COLUMNS}} for event_id, v in rows])
+
+    async def keys(self, session: AsyncSession, source: str, calendar_id: str) -> set[EventKey]:
+        stmt = select(T.c.uid, T.c.recurrence_id).where(T.c.source == source, T.c.calendar_id == calendar_id)
+        return {EventKey(source, calendar_id, uid, rid) for uid, rid in (await session.execute(stmt)).all()}
+
+    async def row(self, session: AsyncSession, event_id: int) -> Any:
+        return (await session.execute(select(T).where(T.c.id == event_id))).first()
+
+    async def get(self, session: AsyncSession, event_id: int) -> StoredEvent | None:
+        row = await self.row(session, event_id)
+        return None if row is None else row_to_stored(row)
+
+    async def get_by_key(self, session: AsyncSession, key: EventKey) -> StoredEvent | None:
+        rows = await self._rows_by_keys(session, [key])
+        return row_to_stored(rows[0]) if rows else None
+
+    async def remove(self, session: AsyncSession, event_id: int, *, tombstone: bool, reason: str) -> bool:
+        row = await self.row(session, event_id)
+        if row is None:
+            return False
+        await session.execute(delete(T).where(T.c.id == event_id))
+        if tombstone:
+            await self.add_tombstone(session, EventKey(row.source, row.calendar_id, row.uid, row.recurrence_id), reason)
+        return True
+
+    async def add_tombstone(self, session: AsyncSession, key: EventKey, reason: str) -> None:
+        await session.execute(
+            text(
+                "INSERT INTO events_tombstones (source, calendar_id, uid, recurrence_id, reason, created_at)"
+                " VALUES (:s, :c, :u, :r, :reason, :at) ON CONFLICT (source, calendar_id, uid, recurrence_id)"
+                " DO UPDATE SET reason = excluded.reason"
+            ).bindparams(bindparam("at", type_=T.c.created_at.type)),
+            {"s": key.source, "c": key.calendar_id, "u": key.uid, "r": key.recurrence_id,
+             "reason": reason[:200], "at": utcnow()},
+        )
+
+    async def update_metadata(self, session: AsyncSession, event_id: int, patch: dict[str, Any]) -> None:
+        row = await self.row(session, event_id)
+        if row is None:
+            raise KeyError(f"no event {event_id}")
+        await self.patch(session, row, metadata=patch)
+
+    async def patch(
+        self,
+        session: AsyncSession,
+        row: Any,
+        *,
+        fields: dict[str, Any] | None = None,
+        sub_tasks_done: dict[str, bool] | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> tuple[StoredEvent, CanonicalEvent]:
+        """Apply a local edit to a stored row; returns (new stored event, previous event).
+
+        The edit is remembered in ``local_overrides`` so a later sync of a
+        changed source entry keeps it. ``all_done`` and ``content_hash`` are
+        recomputed; ``source_hash`` stays as the source delivered it.
+        """
+        previous = row_to_event(row)
+        json_fields = None
+        if fields:
+            json_fields = CanonicalEvent.model_validate({**previous.model_dump(), **fields}).model_dump(
+                mode="json", include=set(fields)
+            )
+        overrides = merge_overrides(row.local_overrides, fields=json_fields or {}, sub_tasks_done=sub_tasks_done or {},
+                                    metadata=metadata or {})
+        stored = apply_overrides(previous, overrides)
+        now = utcnow()
+        values = row_values(stored)
+        for k in ("source", "calendar_id", "uid", "recurrence_id"):
+            values.pop(k)
+        values.update(content_hash=stored.content_hash(), local_overrides=overrides, updated_at=now)
+        await session.execute(update(T).where(T.c.id == row.id).values(values))
+        await self.widen_spans(session, [stored])
+        return StoredEvent(row.id, stored, values["content_hash"], row.created_at, now), previous
+
+    async def insert_many(self, session: AsyncSession, events: list[CanonicalEvent]) -> list[int]:
+        """Insert new rows (import): returns their ids in order."""
+        if not events:
+            return []
+        now = utcnow()
+        rows = []
+        for event in events:
+            h = event.content_hash()
+            values = row_values(event)
+            values.update(content_hash=h, source_hash=h, local_overrides=None, created_at=now, updated_at=now)
+            rows.append(values)
+        ids = await self._insert_rows(session, rows)
+        await self.widen_spans(session, events)
+        return ids
