@@ -1,0 +1,1 @@
+"""chronos-mail: HTML mail with attachments through SMTP, with a delivery log."""

@@ -1,0 +1,183 @@
+"""The :class:`chronos.plugin.MailQueue` implementation: validate, store, wake the sender."""
+
+from __future__ import annotations
+
+import re
+from email.utils import make_msgid
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+
+from chronos.plugin import (
+    AttachmentsTooLarge,
+    IdempotencyConflict,
+    InvalidMail,
+    JobBusy,
+    MailNotConfigured,
+    MailQueue,
+    OutgoingMail,
+    PluginContext,
+    Principal,
+    QueuedDelivery,
+    record_audit,
+    utcnow,
+)
+
+from chronos_mail.addresses import header_problem, parse_address
+from chronos_mail.mime import html_to_text
+from chronos_mail.models import MailAttachmentRow, MailDelivery
+from chronos_mail.settings import MailSettings
+
+SEND_JOB = "mail.send"
+KICK_KEY = "mail.kicked"
+CONTENT_TYPE_RE = re.compile(r"^[a-z0-9][a-z0-9!#$&^_.+-]{0,62}/[a-z0-9][a-z0-9!#$&^_.+-]{0,126}$")
+
+
+def owner_key(idempotency_key: str | None, principal: Principal | None) -> str | None:
+    """Idempotency keys are per API key: two clients never share one."""
+    if not idempotency_key:
+        return None
+    return f"{principal.key_id if principal else 'system'}:{idempotency_key}"
+
+
+def kick_sender(ctx: PluginContext) -> None:
+    """Start the send job now; a running one is told to look again before it ends."""
+    ctx.state[KICK_KEY] = True
+    if ctx.jobs is None or SEND_JOB not in ctx.jobs.jobs:
+        return
+    try:
+        ctx.jobs.run_now(SEND_JOB)
+    except JobBusy:
+        pass
+
+
+def validate_message(message: OutgoingMail, settings: MailSettings) -> tuple[list[str], list[str], list[str], str]:
+    """Normalised (to, cc, bcc, text) of a valid message; raises 422 or 413."""
+    errors: list[dict[str, Any]] = []
+    lists: dict[str, list[str]] = {}
+    for field in ("to", "cc", "bcc"):
+        out = []
+        for i, raw in enumerate(getattr(message, field)):
+            try:
+                out.append(str(parse_address(raw)))
+            except ValueError as exc:
+                errors.append({"pointer": f"/{field}/{i}", "detail": str(exc)})
+        lists[field] = out
+    if not message.to:
+        errors.append({"pointer": "/to", "detail": "at least one recipient is required"})
+    total = len(message.to) + len(message.cc) + len(message.bcc)
+    if total > settings.max_recipients:
+        errors.append({"pointer": "/to", "detail": f"{total} recipients; the limit is {settings.max_recipients}"})
+    subject_problem = header_problem(message.subject)
+    if subject_problem:
+        errors.append({"pointer": "/subject", "detail": subject_problem + " (header injection)"})
+    if len(message.subject) > 2000:
+        errors.append({"pointer": "/subject", "detail": "longer than 2000 characters"})
+    if not (message.html or message.text):
+        errors.append({"pointer": "/html", "detail": "give html, text or both"})
+    for part in ("html", "text"):
+        value = getattr(message, part)
+        if value is not None and len(value) > settings.max_body_chars:
+            errors.append({"pointer": f"/{part}", "detail": f"longer than {settings.max_body_chars} characters"})
+    for i, att in enumerate(message.attachments):
+        problem = header_problem(att.filename)
+        if problem or not att.filename.strip() or len(att.filename) > 255 or "/" in att.filename or "\\" in att.filename:
+            errors.append({"pointer": f"/attachments/{i}/filename",
+                           "detail": problem or "give a plain file name (no path), at most 255 characters"})
+        if not CONTENT_TYPE_RE.match(att.content_type) or att.content_type.split("/")[0] in ("multipart", "message"):
+            errors.append({"pointer": f"/attachments/{i}/content_type",
+                           "detail": "a lower-case type/subtype, not multipart/* or message/*"})
+    if errors:
+        raise InvalidMail(
+            "The message is invalid: " + "; ".join(f"{e['pointer']}: {e['detail']}" for e in errors[:5]), errors
+        )
+    size = sum(len(a.content) for a in message.attachments)
+    if size > settings.max_attachment_bytes:
+        raise AttachmentsTooLarge(size, settings.max_attachment_bytes)
+    text = message.text if message.text is not None else html_to_text(message.html or "")
+    return lists["to"], lists["cc"], lists["bcc"], text
+
+
+class SqlMailQueue(MailQueue):
+    """Stores deliveries in ``mail_deliveries``; the ``mail.send`` job sends them."""
+
+    def __init__(self, ctx: PluginContext) -> None:
+        self.ctx = ctx
+
+    @property
+    def settings(self) -> MailSettings:
+        return self.ctx.section("mail")  # type: ignore[return-value]
+
+    async def replay(
+        self, idempotency_key: str, fingerprint: str, *, principal: Principal | None = None
+    ) -> QueuedDelivery | None:
+        key = owner_key(idempotency_key, principal)
+        async with self.ctx.db.read() as s:
+            row = (await s.execute(select(MailDelivery).where(MailDelivery.idempotency_key == key))).scalar()
+        return None if row is None else _replayed(row, fingerprint)
+
+    async def enqueue(
+        self,
+        message: OutgoingMail,
+        *,
+        idempotency_key: str | None = None,
+        fingerprint: str | None = None,
+        principal: Principal | None = None,
+        request: Any = None,
+    ) -> QueuedDelivery:
+        settings = self.settings
+        to, cc, bcc, text = validate_message(message, settings)
+        if not settings.from_:
+            raise MailNotConfigured("Mail cannot be sent: set mail.from (the sender address) in the configuration")
+        fingerprint = fingerprint or message.fingerprint()
+        key = owner_key(idempotency_key, principal)
+        sender = parse_address(settings.from_, allow_single_label=True)
+        domain = settings.message_id_domain or sender.domain
+        now = utcnow()
+        try:
+            async with self.ctx.db.write() as s:
+                if key is not None:
+                    prior = (await s.execute(select(MailDelivery).where(MailDelivery.idempotency_key == key))).scalar()
+                    if prior is not None:
+                        return _replayed(prior, fingerprint)
+                row = MailDelivery(
+                    message_id=make_msgid(domain=domain), status="queued", from_addr=settings.from_,
+                    to_addrs=to, cc_addrs=cc, bcc_addrs=bcc, subject=message.subject, html=message.html, text=text,
+                    template_id=message.template_id, template_name=message.template_name, attempts=0,
+                    idempotency_key=key, request_hash=fingerprint,
+                    created_by=principal.key_id if principal else None,
+                    next_attempt_at=now, created_at=now, updated_at=now,
+                )
+                row.attachments = [
+                    MailAttachmentRow(position=i, filename=a.filename, content_type=a.content_type,
+                                      size=len(a.content), content=a.content)
+                    for i, a in enumerate(message.attachments)
+                ]
+                s.add(row)
+                await s.flush()
+                await record_audit(
+                    s, entity="mail_delivery", entity_id=row.id, action="queue",
+                    change={"recipients": len(to) + len(cc) + len(bcc), "subject": message.subject[:200],
+                            "template_id": message.template_id, "attachments": len(message.attachments)},
+                    principal=principal, request=request,
+                    actor=None if principal or request else "system:mail",
+                )
+                queued = QueuedDelivery(row.id, row.status, row.message_id)
+        except IntegrityError:
+            # Two requests with one key raced on PostgreSQL; the other one won.
+            if key is None:
+                raise
+            async with self.ctx.db.read() as s:
+                prior = (await s.execute(select(MailDelivery).where(MailDelivery.idempotency_key == key))).scalar()
+            if prior is None:
+                raise
+            return _replayed(prior, fingerprint)
+        kick_sender(self.ctx)
+        return queued
+
+
+def _replayed(row: MailDelivery, fingerprint: str) -> QueuedDelivery:
+    if row.request_hash != fingerprint:
+        raise IdempotencyConflict(row.id)
+    return QueuedDelivery(row.id, row.status, row.message_id, replayed=True)

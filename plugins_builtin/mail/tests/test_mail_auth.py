@@ -1,0 +1,83 @@
+"""SMTP login: the password comes from the environment and never shows up anywhere."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from chronos.app import create_app
+from chronos.settings import load_settings
+from chronos.testing import client, create_test_key, running_app
+
+PASSWORD = "s3cret-pw"
+# The local test server speaks plain SMTP; aiosmtpd warns about AUTH without TLS.
+pytestmark = pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS")
+
+
+def _config(database, server, **smtp):
+    return {
+        "database": database.settings_section(),
+        "scheduler": {"heartbeat_seconds": 0.5, "leader_retry_seconds": 0.5},
+        "logging": {"level": "info"},
+        "mail": {
+            "from": "chronos@example.com",
+            "smtp": {"host": server.host, "port": server.port, "starttls": False, "username": "chronos",
+                     "timeout_seconds": 5, **smtp},
+            "retry": {"base_seconds": 0, "max_attempts": 2},
+        },
+    }
+
+
+async def _send_one(app, drain):
+    c = client(app, await create_test_key(app, ["mail.send"]))
+    async with c:
+        did = (await c.post("/api/v1/mail/send", json={"to": ["a@example.com"], "subject": "s", "text": "x"})).json()["id"]
+        await drain(app)
+        return (await c.get(f"/api/v1/mail/deliveries/{did}")).json(), (await c.get("/api/v1/mail/deliveries")).text
+
+
+async def test_password_from_the_environment(database, tmp_path, smtpd_auth, drain, capfd):
+    path = tmp_path / "chronos.yaml"
+    path.write_text(yaml.safe_dump(_config(database, smtpd_auth)))
+    settings = load_settings(path=path, env={"CHRONOS__MAIL__SMTP__PASSWORD": PASSWORD})
+    async with running_app(create_app(settings, plugins=["mail"], run_jobs=False, env={})) as app:
+        delivery, listing = await _send_one(app, drain)
+        assert delivery["status"] == "sent", delivery
+        assert smtpd_auth.mailbox.logins == [(b"chronos", PASSWORD.encode())]
+        assert PASSWORD not in str(delivery) and PASSWORD not in listing
+        assert PASSWORD not in repr(app.state.chronos.section("mail"))
+    out, err = capfd.readouterr()
+    assert "mail_delivery" in out + err  # the sender did log
+    assert PASSWORD not in out + err
+
+
+async def test_password_file(database, tmp_path, smtpd_auth, drain):
+    secret = tmp_path / "smtp-password"
+    secret.write_text(PASSWORD + "\n")
+    cfg = _config(database, smtpd_auth, password_file=str(secret))
+    settings = load_settings(path=None, env={}, **cfg)
+    async with running_app(create_app(settings, plugins=["mail"], run_jobs=False, env={})) as app:
+        delivery, _ = await _send_one(app, drain)
+        assert delivery["status"] == "sent"
+
+
+async def test_wrong_password_fails_with_the_servers_reply(database, tmp_path, smtpd_auth, drain):
+    # Overrides stand in for the file; the password still comes from the environment.
+    settings = load_settings(path=None, env={"CHRONOS__MAIL__SMTP__PASSWORD": "wrong"}, **_config(database, smtpd_auth))
+    async with running_app(create_app(settings, plugins=["mail"], run_jobs=False, env={})) as app:
+        delivery, _ = await _send_one(app, drain)
+        assert (delivery["status"], delivery["last_smtp_code"], delivery["attempts"]) == ("failed", 535, 1)
+        assert "wrong" not in (delivery["last_smtp_text"] or "")
+        assert smtpd_auth.mailbox.received == []
+
+
+async def test_password_in_the_config_file_is_refused(database, tmp_path, smtpd_auth):
+    cfg = _config(database, smtpd_auth)
+    cfg["mail"]["smtp"]["password"] = PASSWORD
+    path = tmp_path / "chronos.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    app = create_app(load_settings(path=path, env={}), plugins=["mail"], run_jobs=False, env={})
+    with pytest.raises(Exception, match="CHRONOS__MAIL__SMTP__PASSWORD") as info:
+        async with running_app(app):
+            pass
+    assert PASSWORD not in str(info.value)

@@ -1,0 +1,1 @@
+"""chronos-templates: sandboxed email, webhook and event templates."""

@@ -1,0 +1,313 @@
+"""Request and response models of the templates API."""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import date as Date, datetime
+from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
+
+TemplateType = Literal["email", "webhook", "event"]
+TEMPLATE_TYPES: tuple[str, ...] = ("email", "webhook", "event")
+
+_NO_CONTROL = r"^[^\x00-\x1f\x7f]*$"
+Name = Annotated[str, StringConstraints(min_length=1, max_length=200, strip_whitespace=True, pattern=_NO_CONTROL)]
+Tag = Annotated[str, StringConstraints(min_length=1, max_length=64, strip_whitespace=True, pattern=_NO_CONTROL)]
+HEADER_NAME_RE = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,100}$")
+TIME_OF_DAY_RE = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
+
+
+def _iso_text(value: Any) -> Any:
+    """Times and dates come as ISO 8601 text; a bare number is not read as a Unix time."""
+    if isinstance(value, (int, float)):
+        raise ValueError("give an ISO 8601 string")
+    return value
+
+
+def _check_timezone(value: str | None) -> str | None:
+    if value is None:
+        return None
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"unknown time zone {value!r}; use an IANA name such as Europe/Berlin") from None
+    return value
+
+
+class EmailContent(BaseModel):
+    """An email: ``subject`` and at least one of ``html`` and ``text`` (all Jinja2).
+
+    Only ``html`` is autoescaped. Without ``text`` the mail plugin derives the
+    plain-text part from the rendered HTML.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+    subject: str = Field(min_length=1, max_length=2000)
+    html: str | None = None
+    text: str | None = None
+
+    @model_validator(mode="after")
+    def _one_body(self) -> EmailContent:
+        if not (self.html or self.text):
+            raise ValueError("give html, text or both")
+        return self
+
+
+class WebhookContent(BaseModel):
+    """A webhook call: ``body`` renders to JSON (use ``|tojson`` for values);
+    ``url`` and header values are templates too."""
+
+    model_config = ConfigDict(extra="forbid")
+    method: Literal["POST", "PUT", "PATCH", "DELETE", "GET"] = "POST"
+    url: str | None = Field(None, max_length=4000)
+    headers: dict[str, str] = Field(default_factory=dict, max_length=50)
+    body: str = Field("{}", max_length=1_000_000)
+
+    @field_validator("headers")
+    @classmethod
+    def _header_names(cls, value: dict[str, str]) -> dict[str, str]:
+        for name, template in value.items():
+            if not HEADER_NAME_RE.match(name):
+                raise ValueError(f"invalid header name {name!r}")
+            if "\r" in template or "\n" in template:
+                raise ValueError(f"header {name!r} contains a line break")
+        return value
+
+
+class EventContent(BaseModel):
+    """A calendar entry: ``title``, ``description``, ``tags`` and ``subtasks``
+    are templates; the rest are defaults for ``POST /templates/{id}/use``."""
+
+    model_config = ConfigDict(extra="forbid")
+    title: str = Field(min_length=1, max_length=2000)
+    description: str = Field("", max_length=100_000)
+    duration_minutes: int = Field(60, ge=1, le=60 * 24 * 14)
+    time_of_day: str | None = Field(None, description="Default start time, HH:MM (24h).")
+    timezone: str | None = Field(None, description="IANA zone of time_of_day (default UTC).")
+    calendar: str | None = Field(None, min_length=1, max_length=200)
+    tags: list[Annotated[str, StringConstraints(min_length=1, max_length=200)]] = Field(default_factory=list, max_length=50)
+    subtasks: list[Annotated[str, StringConstraints(min_length=1, max_length=2000)]] = Field(
+        default_factory=list, max_length=100
+    )
+
+    @field_validator("time_of_day")
+    @classmethod
+    def _hhmm(cls, value: str | None) -> str | None:
+        if value is not None and not TIME_OF_DAY_RE.match(value):
+            raise ValueError("use HH:MM, 00:00 to 23:59")
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, value: str | None) -> str | None:
+        return _check_timezone(value)
+
+
+CONTENT_MODELS: dict[str, type[BaseModel]] = {"email": EmailContent, "webhook": WebhookContent, "event": EventContent}
+
+
+def template_parts(type_: str, content: dict[str, Any]) -> dict[str, tuple[str, bool]]:
+    """The Jinja2 sources of a template, by JSON pointer-ish part name, with their autoescape flag."""
+    parts: dict[str, tuple[str, bool]] = {}
+    if type_ == "email":
+        parts["subject"] = (content["subject"], False)
+        if content.get("html"):
+            parts["html"] = (content["html"], True)
+        if content.get("text"):
+            parts["text"] = (content["text"], False)
+    elif type_ == "webhook":
+        if content.get("url"):
+            parts["url"] = (content["url"], False)
+        for name, value in content.get("headers", {}).items():
+            parts[f"headers/{name}"] = (value, False)
+        parts["body"] = (content.get("body") or "{}", False)
+    elif type_ == "event":
+        parts["title"] = (content["title"], False)
+        if content.get("description"):
+            parts["description"] = (content["description"], False)
+        for i, tag in enumerate(content.get("tags", [])):
+            parts[f"tags/{i}"] = (tag, False)
+        for i, task in enumerate(content.get("subtasks", [])):
+            parts[f"subtasks/{i}"] = (task, False)
+    return parts
+
+
+class TemplateIn(BaseModel):
+    """A template as created (POST) or replaced (PUT)."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: Name
+    type: TemplateType
+    description: str = Field("", max_length=5000)
+    tags: list[Tag] = Field(default_factory=list, max_length=50)
+    variables_json: dict[str, Any] = Field(
+        default_factory=dict, description="JSON Schema of the variables; {} accepts anything."
+    )
+    content: dict[str, Any] = Field(description="The type's parts: see EmailContent, WebhookContent, EventContent.")
+
+
+class TemplatePatch(BaseModel):
+    """A partial change. ``content`` keys are merged into the stored content
+    (a key set to null is removed); changing ``type`` requires a full ``content``."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: Name | None = None
+    type: TemplateType | None = None
+    description: str | None = Field(None, max_length=5000)
+    tags: list[Tag] | None = Field(None, max_length=50)
+    variables_json: dict[str, Any] | None = None
+    content: dict[str, Any] | None = None
+
+
+class TemplateOut(BaseModel):
+    id: int
+    name: str
+    type: TemplateType
+    description: str
+    tags: list[str]
+    variables_json: dict[str, Any]
+    content: dict[str, Any]
+    usage_count: int
+    last_used_at: datetime | None
+    created_at: datetime
+    updated_at: datetime
+
+
+class TemplatePage(BaseModel):
+    items: list[TemplateOut]
+    next_cursor: str | None
+
+
+class RenderIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    variables: dict[str, Any] = Field(default_factory=dict)
+
+
+class RenderOut(BaseModel):
+    template_id: int
+    type: TemplateType
+    output: dict[str, Any] = Field(description="Rendered parts: subject/html/text, url/headers/body, or the event fields.")
+
+
+class UseIn(BaseModel):
+    """Use a template. For ``event`` templates give ``start`` (with offset) or
+    ``date`` (then the template's ``time_of_day`` applies, or it is all-day)."""
+
+    model_config = ConfigDict(extra="forbid")
+    variables: dict[str, Any] = Field(default_factory=dict)
+    context: dict[str, Any] = Field(default_factory=dict, description="Free-form, stored with the usage row.")
+    start: datetime | None = None
+    date: Date | None = None
+    timezone: str | None = None
+    calendar: str | None = Field(None, min_length=1, max_length=200)
+
+    @field_validator("context")
+    @classmethod
+    def _small_context(cls, value: dict[str, Any]) -> dict[str, Any]:
+        if len(json.dumps(value, default=str)) > 16_384:
+            raise ValueError("the context is larger than 16 KB as JSON")
+        return value
+
+    @field_validator("start", "date", mode="before")
+    @classmethod
+    def _iso(cls, value: Any) -> Any:
+        return _iso_text(value)
+
+    @field_validator("start")
+    @classmethod
+    def _aware(cls, value: datetime | None) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            raise ValueError("give a UTC offset, e.g. 2026-03-01T09:00:00+01:00")
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, value: str | None) -> str | None:
+        return _check_timezone(value)
+
+
+class UsageOut(BaseModel):
+    id: int
+    template_id: int
+    key_id: str | None
+    used_at: datetime
+    context: dict[str, Any]
+
+
+class UseOut(BaseModel):
+    usage: UsageOut
+    output: dict[str, Any]
+    event: dict[str, Any] | None = Field(None, description="The created event (event templates only).")
+
+
+class TestSendIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    to: list[Annotated[str, StringConstraints(min_length=3, max_length=320)]] = Field(min_length=1, max_length=10)
+    variables: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("to", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
+
+
+class TestSendOut(BaseModel):
+    delivery_id: int
+    status: str
+    message_id: str
+
+
+class VariableInfo(BaseModel):
+    name: str
+    paths: list[str] = Field(description="Attribute paths the template reads, e.g. user.address.city.")
+    used_in: list[str] = Field(description="Template parts that read it.")
+    declared: bool = Field(description="The schema lists it under properties.")
+    required: bool
+    schema_: dict[str, Any] | None = Field(None, alias="schema")
+
+    model_config = ConfigDict(populate_by_name=True)
+
+
+class VariablesOut(BaseModel):
+    template_id: int
+    variables: list[VariableInfo]
+    undeclared: list[str] = Field(description="Used by the template but absent from the schema.")
+    unused: list[str] = Field(description="In the schema but never used by the template.")
+    variables_json: dict[str, Any]
+
+
+class ExportedTemplate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: Name
+    type: TemplateType
+    description: str = Field("", max_length=5000)
+    tags: list[Tag] = Field(default_factory=list, max_length=50)
+    variables_json: dict[str, Any] = Field(default_factory=dict)
+    content: dict[str, Any]
+
+
+EXPORT_FORMAT = "chronos.templates"
+
+
+class ExportDocument(BaseModel):
+    """The export/import file: ``{"format": "chronos.templates", "version": 1, "templates": [...]}``."""
+
+    model_config = ConfigDict(extra="forbid")
+    format: Literal["chronos.templates"] = EXPORT_FORMAT
+    version: Literal[1] = 1
+    exported_at: datetime | None = None
+
+    @field_validator("exported_at", mode="before")
+    @classmethod
+    def _iso(cls, value: Any) -> Any:
+        return _iso_text(value)
+    templates: list[ExportedTemplate] = Field(max_length=1000)
+
+
+class ImportResult(BaseModel):
+    created: list[str]
+    replaced: list[str]
+    skipped: list[str]
