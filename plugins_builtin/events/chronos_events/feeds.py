@@ -10,6 +10,9 @@ token for all calendars also opens each single calendar's feed.
 
 from __future__ import annotations
 
+import re
+from urllib.parse import quote
+
 import hashlib
 import hmac
 import secrets
@@ -137,11 +140,14 @@ async def _feed(request: Request, calendar_id: str | None) -> StreamingResponse:
                 cursor = q.next_cursor({"start_utc": iso_z(last["start_utc"]), "id": last["id"]})
         yield b"END:VCALENDAR\r\n"
 
-    filename = (calendar_id or "all").replace('"', "")
+    # Header values are Latin-1: an ASCII fallback name plus the RFC 5987 UTF-8 form.
+    raw_name = calendar_id or "all"
+    ascii_name = re.sub(r"[^A-Za-z0-9._-]", "_", raw_name)[:100] or "calendar"
+    disposition = f'inline; filename="{ascii_name}.ics"; filename*=UTF-8\'\'{quote(raw_name, safe="")}.ics'
     return StreamingResponse(
         body(),
         media_type="text/calendar; charset=utf-8",
-        headers={"Content-Disposition": f'inline; filename="{filename}.ics"', "Cache-Control": "private, max-age=60"},
+        headers={"Content-Disposition": disposition, "Cache-Control": "private, max-age=60"},
     )
 
 

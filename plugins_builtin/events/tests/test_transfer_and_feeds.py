@@ -149,3 +149,12 @@ async def test_ics_feeds_with_keys_and_tokens(chronos_app, api_client):
             assert (await reader.post("/api/v1/calendars/work/feed-tokens")).status_code == 403
         finally:
             await bare.aclose()
+
+
+async def test_feed_of_a_calendar_with_a_non_latin_name(chronos_app, api_client):
+    async with chronos_app(plugins=["events"]) as app:
+        c = await api_client(app, scopes=["events.read"])
+        r = await c.get("/api/v1/calendars/%C3%9D%F4%83%B6%86/feed.ics")
+        assert r.status_code == 200, r.text
+        assert r.headers["content-disposition"].startswith('inline; filename="__.ics"; filename*=UTF-8')
+        assert r.text.startswith("BEGIN:VCALENDAR")
