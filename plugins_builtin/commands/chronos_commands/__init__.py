@@ -1,0 +1,1 @@
+"""chronos-commands: calendar entries as whitelisted commands, the command queue, workflows, notes and links."""

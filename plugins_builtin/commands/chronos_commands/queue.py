@@ -1,0 +1,700 @@
+"""The command queue: enqueue, lease, heartbeat, complete, fail, retry, cancel, recover.
+
+Every state change is decided inside one write transaction on rows it has
+locked, so two pollers can never lease the same command and two callbacks can
+never both win. On PostgreSQL the lease is ``WITH due AS MATERIALIZED (SELECT
+... FOR UPDATE SKIP LOCKED LIMIT n) UPDATE ... WHERE id IN (SELECT id FROM due)
+RETURNING``; on SQLite the kernel's single writer path (``BEGIN IMMEDIATE``)
+serialises write transactions, so the same statement is atomic there as well.
+
+``attempts`` counts leases: a command is charged an attempt when a poller takes
+it, so a worker that crashes mid-run (its lease expires) has used an attempt
+just like one that reports a failure.
+
+Completions are group-committed: callbacks that arrive while a write is in
+flight share the next transaction (one locking SELECT, one executemany UPDATE,
+one multi-row audit insert), each still decided and answered on its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import random
+import secrets
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import bindparam, case, exists, func, insert, literal, or_, select, true, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from chronos.plugin import (
+    JSONType,
+    PluginContext,
+    Principal,
+    Problem,
+    UTCDateTime,
+    decode_cursor,
+    encode_cursor,
+    record_audit,
+    record_audit_many,
+    utcnow,
+)
+
+from chronos_commands.models import ExternalCommand, WhitelistEntry, Workflow
+from chronos_commands.settings import CommandsSettings
+from chronos_commands.whitelist import Violation, check_against, check_payload
+
+T = ExternalCommand.__table__
+W = WhitelistEntry.__table__
+WF = Workflow.__table__
+MANAGE = "commands.manage"
+COMPLETION_BATCH = 200
+
+
+def _has_rules(outcome: str) -> Any:
+    """Whether an enabled workflow rule listens to this command's ``outcome`` (read in RETURNING,
+    so the common case, no rules, costs no extra round trip)."""
+    return (
+        exists()
+        .where(WF.c.trigger_command == T.c.command, WF.c.on_status == outcome, WF.c.enabled.is_(True),
+               or_(WF.c.trigger_target.is_(None), WF.c.trigger_target == T.c.target_system))
+        .label("has_rules")
+    )
+
+
+def _lease_statement() -> Any:
+    """The lease, built once with bind parameters (its shape never changes)."""
+    now = bindparam("now", type_=UTCDateTime())
+    allowed = exists().where(W.c.system == T.c.target_system, W.c.action == T.c.command, W.c.enabled == true())
+    due = (
+        select(T.c.id)
+        .where(T.c.target_system == bindparam("system"), T.c.status == "pending", T.c.not_before <= now, allowed)
+        .order_by(T.c.not_before, T.c.id)
+        .limit(bindparam("lim"))
+        .with_for_update(skip_locked=True, of=T)
+        .cte("due")
+        # PostgreSQL may re-run an IN (SELECT ... LIMIT) sub-plan for every
+        # outer row, and each run would skip the rows the previous one just
+        # locked; a materialised CTE runs exactly once.
+        .prefix_with("MATERIALIZED", dialect="postgresql")
+    )
+    return (
+        update(T)
+        .where(T.c.id.in_(select(due.c.id)), T.c.status == "pending")
+        .values(
+            status="processing",
+            attempts=T.c.attempts + 1,
+            lease_expires_at=bindparam("expires", type_=UTCDateTime()),
+            lease_token=bindparam("token"),
+            leased_by=bindparam("by"),
+            leased_at=now,
+            updated_at=now,
+        )
+        .returning(*T.c)
+    )
+
+
+def iso(value: datetime | None) -> str | None:
+    """UTC with ``Z``, the API's one time format."""
+    if value is None:
+        return None
+    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def command_view(row: Any) -> dict[str, Any]:
+    """The public JSON shape of a command."""
+    source = None
+    if row["source"] is not None or row["event_id"] is not None:
+        source = {
+            "source": row["source"],
+            "calendar_id": row["calendar_id"],
+            "uid": row["source_uid"],
+            "recurrence_id": row["recurrence_id"],
+            "event_id": row["event_id"],
+            "event_start": iso(row["event_start"]),
+        }
+    return {
+        "id": row["id"],
+        "target_system": row["target_system"],
+        "command": row["command"],
+        "params": row["params_json"] or {},
+        "args": row["args"] or [],
+        "status": row["status"],
+        "attempts": row["attempts"],
+        "max_attempts": row["max_attempts"],
+        "not_before": iso(row["not_before"]),
+        "lease_expires_at": iso(row["lease_expires_at"]),
+        "lease_token": row["lease_token"],
+        "result": row["result_json"],
+        "error": row["error"],
+        "origin": row["origin"],
+        "source": source,
+        "parent_command_id": row["parent_command_id"],
+        "workflow_id": row["workflow_id"],
+        "workflow_depth": row["workflow_depth"],
+        "created_at": iso(row["created_at"]),
+        "updated_at": iso(row["updated_at"]),
+        "completed_at": iso(row["completed_at"]),
+    }
+
+
+def canonical(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def request_hash(*parts: Any) -> str:
+    return hashlib.sha256(canonical(list(parts)).encode("utf-8", "surrogatepass")).hexdigest()
+
+
+@dataclass
+class NewCommand:
+    """What every path (API, calendar, workflow) hands to :meth:`CommandQueue.insert`."""
+
+    target_system: str
+    command: str
+    params: dict[str, Any]
+    args: list[str]
+    idempotency_key: str
+    origin: str
+    not_before: datetime | None = None
+    max_attempts: int | None = None
+    request_hash: str | None = None
+    created_by: str | None = None
+    source: str | None = None
+    calendar_id: str | None = None
+    source_uid: str | None = None
+    recurrence_id: str | None = None
+    event_id: int | None = None
+    event_start: datetime | None = None
+    parent_command_id: int | None = None
+    workflow_id: int | None = None
+    workflow_depth: int = 0
+    entry_kept: bool = False
+
+
+class Rejected(Exception):
+    """The whitelist (or the payload check) refused a command."""
+
+    def __init__(self, violations: list[Violation], kind: str = "not-whitelisted") -> None:
+        super().__init__("; ".join(f"{v.pointer}: {v.detail}" for v in violations))
+        self.violations = violations
+        self.kind = kind
+
+    def problem(self) -> Problem:
+        first = self.violations[0]
+        return Problem(
+            422, f"The command is refused: {first.pointer}: {first.detail}", type=self.kind,
+            errors=[{**v.as_error(), "type": self.kind} for v in self.violations],
+        )
+
+
+@dataclass
+class _Completion:
+    command_id: int
+    result: Any
+    token: str | None
+    principal: Principal | None
+    request: Any
+    future: asyncio.Future[Any]
+
+
+_LEASE = _lease_statement()
+# Completion: read (and lock) a batch's rows at once, then one executemany UPDATE.
+_COMPLETE_READ = (
+    select(T, _has_rules("completed")).where(T.c.id.in_(bindparam("ids", expanding=True))).order_by(T.c.id)
+    .with_for_update(of=T)
+)
+_COMPLETE_WRITE = (
+    update(T)
+    .where(T.c.id == bindparam("cid"))
+    .values(status="completed", result_json=bindparam("result", type_=JSONType),
+            completed_at=bindparam("now", type_=UTCDateTime()), updated_at=bindparam("now", type_=UTCDateTime()),
+            lease_expires_at=None)
+)
+
+
+class CommandQueue:
+    """The queue's operations; the HTTP routes, the calendar sink and workflows call these."""
+
+    def __init__(self, ctx: PluginContext, settings: CommandsSettings) -> None:
+        self.ctx = ctx
+        self.settings = settings
+        self.workflows: Any = None  # set by the plugin: a WorkflowEngine
+        self._completions: list[_Completion] = []
+        self._flusher: asyncio.Task[None] | None = None
+
+    # -- authorisation ----------------------------------------------------------
+
+    @staticmethod
+    def may_act(principal: Principal | None, system: str) -> bool:
+        return principal is None or principal.has(MANAGE) or principal.bound_to(system)
+
+    def _authorize(self, principal: Principal | None, row: Any) -> None:
+        if not self.may_act(principal, row["target_system"]):
+            bound = ", ".join(sorted(principal.systems)) if principal else ""
+            raise Problem(
+                403,
+                f"This key is bound to {bound or 'no system'} and may not act on commands of {row['target_system']!r}",
+                type="forbidden-system",
+            )
+
+    # -- whitelist and insert -----------------------------------------------------
+
+    async def whitelist_entry(self, s: AsyncSession, system: str, command: str) -> dict[str, Any] | None:
+        row = (await s.execute(select(W).where(W.c.system == system, W.c.action == command))).mappings().first()
+        return dict(row) if row is not None else None
+
+    async def check(
+        self, s: AsyncSession, new: NewCommand, *, cache: dict[tuple[str, str], Any] | None = None
+    ) -> dict[str, Any]:
+        """Payload shape and whitelist; returns the whitelist entry or raises :class:`Rejected`.
+
+        ``cache`` (per batch) saves the lookup when many entries name one (system, command).
+        """
+        violations = check_payload(new.target_system, new.command, new.params, new.args)
+        if violations:
+            raise Rejected(violations, "validation")
+        pair = (new.target_system, new.command)
+        if cache is not None and pair in cache:
+            entry = cache[pair]
+        else:
+            entry = await self.whitelist_entry(s, new.target_system, new.command)
+            if cache is not None:
+                cache[pair] = entry
+        violations = check_against(entry, new.target_system, new.command, new.params)
+        if violations:
+            raise Rejected(violations)
+        assert entry is not None
+        return entry
+
+    async def find_by_key(self, s: AsyncSession, key: str) -> Any:
+        return (await s.execute(select(T).where(T.c.idempotency_key == key))).mappings().first()
+
+    async def insert(
+        self, s: AsyncSession, new: NewCommand, *, entry: dict[str, Any] | None = None,
+        principal: Principal | None = None, request: Any = None, actor: str | None = None,
+    ) -> tuple[Any, bool]:
+        """Check and insert ``new`` unless its idempotency key exists: (row, created).
+
+        The whitelist applies here, so every path that creates a command
+        passes it. Runs inside the caller's transaction with its audit row.
+        """
+        existing = await self.find_by_key(s, new.idempotency_key)
+        if existing is not None:
+            return existing, False
+        if entry is None:
+            entry = await self.check(s, new)
+        now = utcnow()
+        max_attempts = new.max_attempts or entry.get("max_attempts") or self.settings.default_max_attempts
+        row = (
+            await s.execute(
+                insert(T)
+                .values(
+                    target_system=new.target_system,
+                    command=new.command,
+                    params_json=new.params,
+                    args=new.args,
+                    status="pending",
+                    attempts=0,
+                    max_attempts=max_attempts,
+                    not_before=new.not_before or now,
+                    idempotency_key=new.idempotency_key,
+                    request_hash=new.request_hash,
+                    origin=new.origin,
+                    source=new.source,
+                    calendar_id=new.calendar_id,
+                    source_uid=new.source_uid,
+                    recurrence_id=new.recurrence_id,
+                    event_id=new.event_id,
+                    event_start=new.event_start,
+                    parent_command_id=new.parent_command_id,
+                    workflow_id=new.workflow_id,
+                    workflow_depth=new.workflow_depth,
+                    entry_kept=new.entry_kept,
+                    created_by=new.created_by,
+                    created_at=now,
+                    updated_at=now,
+                )
+                .returning(*T.c)
+            )
+        ).mappings().one()
+        await record_audit(
+            s, entity="command", entity_id=row["id"], action="create",
+            change={
+                "target_system": new.target_system, "command": new.command, "params": new.params,
+                "args": new.args, "origin": new.origin, "not_before": iso(row["not_before"]),
+                **({"workflow_id": new.workflow_id, "parent_command_id": new.parent_command_id}
+                   if new.workflow_id else {}),
+                **({"source": new.source, "uid": new.source_uid} if new.source else {}),
+            },
+            principal=principal, request=request, actor=actor,
+        )
+        return row, True
+
+    # -- leasing ---------------------------------------------------------------------
+
+    async def lease(
+        self, system: str, *, limit: int = 10, lease_seconds: int | None = None, principal: Principal | None = None
+    ) -> list[dict[str, Any]]:
+        """Lease up to ``limit`` due pending commands of ``system``, oldest first.
+
+        A poll that finds fewer than ``limit`` due commands first returns the
+        system's expired leases to the queue (the job ``commands.recover`` does
+        it for every system, busy or not), so an idle worker picks a stalled
+        command up at once while a busy queue pays one statement per poll.
+        Only commands whose (system, command) is still enabled in the whitelist
+        are handed out: disabling an entry holds its queued commands, nothing
+        is lost.
+        """
+        seconds = lease_seconds or self.settings.default_lease_seconds
+        token = secrets.token_hex(8)
+        async with self.ctx.db.write() as s:
+            now = utcnow()
+            rows = await self._lease(s, system, limit, seconds, token, principal, now)
+            if len(rows) < limit and await self.recover(s, now, system=system):
+                rows += await self._lease(s, system, limit - len(rows), seconds, token, principal, now)
+        return [command_view(r) for r in sorted(rows, key=lambda r: (r["not_before"], r["id"]))]
+
+    async def _lease(
+        self, s: AsyncSession, system: str, limit: int, seconds: int, token: str, principal: Principal | None,
+        now: datetime,
+    ) -> list[Any]:
+        params = {"system": system, "now": now, "lim": limit, "expires": now + timedelta(seconds=seconds),
+                  "token": token, "by": principal.key_id if principal else None}
+        return list((await s.execute(_LEASE, params)).mappings().all())
+
+    async def recover(self, s: AsyncSession, now: datetime, *, system: str | None = None) -> int:
+        """Return expired leases to ``pending``, or mark them ``dead`` after the last attempt.
+
+        One statement (the common case finds nothing); the attempt was counted
+        when the lease was handed out.
+        """
+        cond = [T.c.status == "processing", T.c.lease_expires_at < now]
+        if system is not None:
+            cond.insert(0, T.c.target_system == system)
+        stalled = (
+            select(T.c.id).where(*cond).with_for_update(skip_locked=True).cte("stalled")
+            .prefix_with("MATERIALIZED", dialect="postgresql")
+        )
+        last = T.c.attempts >= T.c.max_attempts
+        rows = (
+            await s.execute(
+                update(T)
+                .where(T.c.id.in_(select(stalled.c.id)), T.c.status == "processing")
+                .values(
+                    status=case((last, "dead"), else_="pending"),
+                    completed_at=case((last, literal(now, UTCDateTime())), else_=None),
+                    error=case((last, "lease expired on the last attempt"), else_="lease expired"),
+                    lease_expires_at=None,
+                    updated_at=now,
+                )
+                .returning(*T.c)
+            )
+        ).mappings().all()
+        for r in sorted(rows, key=lambda r: r["id"]):
+            await record_audit(
+                s, entity="command", entity_id=r["id"], action="dead" if r["status"] == "dead" else "lease_expired",
+                change={"status": r["status"], "attempts": r["attempts"], "error": r["error"]},
+                actor="system:commands.recover",
+            )
+            if r["status"] == "dead" and self.workflows is not None:
+                await self.workflows.fire(s, r, "failed", actor="system:commands.recover")
+        return len(rows)
+
+    async def recover_all(self) -> int:
+        async with self.ctx.db.write() as s:
+            return await self.recover(s, utcnow())
+
+    # -- callbacks ---------------------------------------------------------------------
+
+    async def _locked(self, s: AsyncSession, command_id: int) -> Any:
+        row = (await s.execute(select(T).where(T.c.id == command_id).with_for_update())).mappings().first()
+        if row is None:
+            raise Problem(404, f"No command with id {command_id}", type="not-found")
+        return row
+
+    def _own_lease(self, row: Any, token: str | None, verb: str) -> None:
+        """409 unless ``row`` is processing under the caller's lease."""
+        if row["status"] != "processing":
+            raise Problem(
+                409, f"Cannot {verb} command {row['id']}: its status is {row['status']!r}, not 'processing'",
+                type="conflict", status_now=row["status"],
+            )
+        if token is not None and token != row["lease_token"]:
+            raise Problem(
+                409, f"Cannot {verb} command {row['id']}: the lease expired and it was handed to another poller",
+                type="lease-lost", status_now=row["status"],
+            )
+
+    def _bound(self, principal: Principal | None) -> Any:
+        if principal is None or principal.has(MANAGE):
+            return true()
+        return T.c.target_system.in_(sorted(principal.systems))
+
+    async def extend(
+        self, command_id: int, *, lease_seconds: int | None = None, token: str | None = None,
+        principal: Principal | None = None,
+    ) -> dict[str, Any]:
+        """Heartbeat: push the lease expiry to now + ``lease_seconds``."""
+        seconds = lease_seconds or self.settings.default_lease_seconds
+        async with self.ctx.db.write() as s:
+            now = utcnow()
+            cond = [T.c.id == command_id, T.c.status == "processing", self._bound(principal)]
+            if token is not None:
+                cond.append(T.c.lease_token == token)
+            row = (
+                await s.execute(
+                    update(T).where(*cond)
+                    .values(lease_expires_at=now + timedelta(seconds=seconds), updated_at=now)
+                    .returning(*T.c)
+                )
+            ).mappings().first()
+            if row is None:
+                row = await self._locked(s, command_id)
+                self._authorize(principal, row)
+                self._own_lease(row, token, "extend")
+                raise Problem(409, f"Cannot extend command {command_id}", type="conflict")  # pragma: no cover
+        return command_view(row)
+
+    async def complete(
+        self, command_id: int, result: Any, *, token: str | None = None,
+        principal: Principal | None = None, request: Any = None,
+    ) -> dict[str, Any]:
+        """Mark a leased command completed. Repeating the same call answers the same.
+
+        Completions arriving while a write is in flight are committed together
+        (group commit): each is still checked and audited on its own, in
+        arrival order, but they share one transaction.
+        """
+        loop = asyncio.get_running_loop()
+        item = _Completion(command_id, result, token, principal, request, loop.create_future())
+        self._completions.append(item)
+        if self._flusher is None or self._flusher.done():
+            self._flusher = loop.create_task(self._flush_completions())
+        return await item.future
+
+    async def _flush_completions(self) -> None:
+        await asyncio.sleep(0)  # let callbacks of the same loop iteration join the first batch
+        while self._completions:
+            batch = self._completions[:COMPLETION_BATCH]
+            del self._completions[:COMPLETION_BATCH]
+            try:
+                outcomes = await self._complete_batch(batch)
+            except Exception as exc:  # noqa: BLE001 - the whole transaction failed: tell every caller
+                outcomes = [exc] * len(batch)
+            for item, outcome in zip(batch, outcomes, strict=True):
+                if item.future.done():  # the caller went away; the outcome stands
+                    continue
+                if isinstance(outcome, BaseException):
+                    item.future.set_exception(outcome)
+                else:
+                    item.future.set_result(outcome)
+
+    async def _complete_batch(self, batch: list[_Completion]) -> list[Any]:
+        """One transaction and four statements, whatever the batch size.
+
+        The rows are read (and locked, on PostgreSQL) at once, each callback is
+        decided in arrival order in Python, and the winners are written with one
+        executemany UPDATE and one multi-row audit insert.
+        """
+        outcomes: list[Any] = [None] * len(batch)
+        done: list[tuple[dict[str, Any], _Completion]] = []
+        async with self.ctx.db.write() as s:
+            now = utcnow()
+            ids = sorted({item.command_id for item in batch})
+            rows = {r["id"]: dict(r) for r in (await s.execute(_COMPLETE_READ, {"ids": ids})).mappings()}
+            for i, item in enumerate(batch):
+                try:
+                    outcomes[i] = self._decide_completion(rows.get(item.command_id), item, now, done)
+                except Problem as problem:
+                    outcomes[i] = problem
+            if done:
+                await s.execute(
+                    _COMPLETE_WRITE, [{"cid": row["id"], "result": item.result, "now": now} for row, item in done]
+                )
+                await record_audit_many(s, [
+                    {"entity": "command", "entity_id": row["id"], "action": "complete",
+                     "change": {"status": "completed", "attempts": row["attempts"]},
+                     "principal": item.principal, "request": item.request}
+                    for row, item in done
+                ])
+            triggers = [(row, item) for row, item in done if row["has_rules"]]
+            if triggers and self.workflows is not None:
+                rules = await self.workflows.rules_for(s, {row["command"] for row, _ in triggers}, "completed")
+                for row, item in triggers:
+                    await self.workflows.fire(s, row, "completed", principal=item.principal,
+                                              request=item.request, rules=rules)
+        return outcomes
+
+    def _decide_completion(
+        self, row: dict[str, Any] | None, item: _Completion, now: datetime, done: list[Any]
+    ) -> dict[str, Any]:
+        """The answer to one complete call; a winner updates ``row`` in place and joins ``done``."""
+        if row is None:
+            raise Problem(404, f"No command with id {item.command_id}", type="not-found")
+        self._authorize(item.principal, row)
+        if row["status"] == "processing" and (item.token is None or item.token == row["lease_token"]):
+            row.update(status="completed", result_json=item.result, completed_at=now, updated_at=now,
+                       lease_expires_at=None)
+            done.append((row, item))
+            return command_view(row)
+        if row["status"] == "completed":
+            same = canonical(row["result_json"]) == canonical(item.result)
+            if same and (item.token is None or item.token == row["lease_token"]):
+                return command_view(row)
+            raise Problem(
+                409, f"Command {item.command_id} is already completed with a different result"
+                if not same else f"Command {item.command_id} was completed under another lease",
+                type="conflict", status_now="completed",
+            )
+        self._own_lease(row, item.token, "complete")
+        raise Problem(409, f"Cannot complete command {item.command_id}", type="conflict")  # pragma: no cover
+
+    def backoff(self, attempts: int) -> float:
+        """Exponential backoff with equal jitter: between half and all of base * 2^(attempts-1)."""
+        base = self.settings.backoff_base_seconds * (2 ** max(0, min(attempts - 1, 40)))
+        delay = min(self.settings.backoff_max_seconds, base)
+        return delay / 2 + random.random() * delay / 2
+
+    async def fail(
+        self, command_id: int, error: str, *, retry: bool = False, retry_after_seconds: float | None = None,
+        token: str | None = None, principal: Principal | None = None, request: Any = None,
+    ) -> dict[str, Any]:
+        """Report a failure: ``retry`` queues it again after a backoff, up to ``max_attempts``."""
+        async with self.ctx.db.write() as s:
+            row = await self._locked(s, command_id)
+            self._authorize(principal, row)
+            if row["status"] in ("failed", "dead", "pending") and row["error"] == error and (
+                (token is not None and token == row["lease_token"]) or (token is None and row["status"] != "pending")
+            ):
+                return command_view(row)  # the same report again
+            self._own_lease(row, token, "fail")
+            now = utcnow()
+            values: dict[str, Any] = {"error": error, "lease_expires_at": None, "updated_at": now}
+            if retry and row["attempts"] < row["max_attempts"]:
+                delay = retry_after_seconds if retry_after_seconds is not None else self.backoff(row["attempts"])
+                values.update(status="pending", not_before=now + timedelta(seconds=delay))
+            else:
+                values.update(status="dead" if retry else "failed", completed_at=now)
+            new = (
+                await s.execute(update(T).where(T.c.id == command_id).values(**values).returning(*T.c))
+            ).mappings().one()
+            await record_audit(
+                s, entity="command", entity_id=command_id, action="fail",
+                change={"status": new["status"], "attempts": new["attempts"], "error": error[:500], "retry": retry,
+                        "not_before": iso(new["not_before"]) if new["status"] == "pending" else None},
+                principal=principal, request=request,
+            )
+            if new["status"] in ("failed", "dead") and self.workflows is not None:
+                await self.workflows.fire(s, new, "failed", principal=principal, request=request)
+        return command_view(new)
+
+    async def retry(self, command_id: int, *, principal: Principal | None = None, request: Any = None) -> dict[str, Any]:
+        """Put a dead or failed command back in the queue with a fresh attempt budget."""
+        async with self.ctx.db.write() as s:
+            row = await self._locked(s, command_id)
+            if row["status"] not in ("dead", "failed"):
+                raise Problem(
+                    409, f"Only dead or failed commands can be retried; command {command_id} is {row['status']!r}",
+                    type="conflict", status_now=row["status"],
+                )
+            now = utcnow()
+            new = (
+                await s.execute(
+                    update(T).where(T.c.id == command_id)
+                    .values(status="pending", attempts=0, not_before=now, lease_token=None, lease_expires_at=None,
+                            completed_at=None, updated_at=now)
+                    .returning(*T.c)
+                )
+            ).mappings().one()
+            await record_audit(
+                s, entity="command", entity_id=command_id, action="retry",
+                change={"status": "pending", "previous_status": row["status"], "previous_attempts": row["attempts"]},
+                principal=principal, request=request,
+            )
+        return command_view(new)
+
+    async def cancel(
+        self, command_id: int, *, reason: str = "cancelled", principal: Principal | None = None,
+        request: Any = None, actor: str | None = None, session: AsyncSession | None = None,
+    ) -> dict[str, Any]:
+        """Cancel a pending or processing command (a worker's later callback gets 409)."""
+        if session is None:
+            async with self.ctx.db.write() as s:
+                return await self.cancel(command_id, reason=reason, principal=principal, request=request,
+                                         actor=actor, session=s)
+        s = session
+        row = await self._locked(s, command_id)
+        if row["status"] == "cancelled":
+            return command_view(row)
+        if row["status"] not in ("pending", "processing"):
+            raise Problem(
+                409, f"Command {command_id} is {row['status']!r} and can no longer be cancelled",
+                type="conflict", status_now=row["status"],
+            )
+        now = utcnow()
+        new = (
+            await s.execute(
+                update(T).where(T.c.id == command_id)
+                .values(status="cancelled", lease_expires_at=None, completed_at=now, updated_at=now, error=reason)
+                .returning(*T.c)
+            )
+        ).mappings().one()
+        await record_audit(
+            s, entity="command", entity_id=command_id, action="cancel",
+            change={"status": "cancelled", "previous_status": row["status"], "reason": reason},
+            principal=principal, request=request, actor=actor,
+        )
+        return command_view(new)
+
+    # -- reading ---------------------------------------------------------------------
+
+    async def get(self, command_id: int) -> dict[str, Any] | None:
+        async with self.ctx.db.read() as s:
+            row = (await s.execute(select(T).where(T.c.id == command_id))).mappings().first()
+        return command_view(row) if row is not None else None
+
+    async def list(
+        self, *, status: list[str] | None = None, system: str | None = None, command: str | None = None,
+        origin: str | None = None, limit: int = 50, cursor: str | None = None,
+    ) -> dict[str, Any]:
+        """Newest first, keyset-paginated on id."""
+        q = select(T)
+        if status:
+            q = q.where(T.c.status.in_(status))
+        if system:
+            q = q.where(T.c.target_system == system)
+        if command:
+            q = q.where(T.c.command == command.upper())
+        if origin:
+            q = q.where(T.c.origin == origin)
+        if cursor:
+            (last_id,) = decode_cursor("commands", cursor, [int])
+            q = q.where(T.c.id < last_id)
+        q = q.order_by(T.c.id.desc()).limit(limit + 1)
+        async with self.ctx.db.read() as s:
+            rows = (await s.execute(q)).mappings().all()
+        more = len(rows) > limit
+        rows = rows[:limit]
+        return {
+            "items": [command_view(r) for r in rows],
+            "next_cursor": encode_cursor("commands", [rows[-1]["id"]]) if more and rows else None,
+        }
+
+    async def system_known(self, system: str) -> bool:
+        """A system is known when a whitelist entry or a command names it."""
+        async with self.ctx.db.read() as s:
+            hit = (await s.execute(select(W.c.id).where(W.c.system == system).limit(1))).first()
+            if hit is None:
+                hit = (await s.execute(select(T.c.id).where(T.c.target_system == system).limit(1))).first()
+        return hit is not None
+
+    async def counts(self) -> dict[str, int]:
+        async with self.ctx.db.read() as s:
+            rows = (await s.execute(select(T.c.status, func.count()).group_by(T.c.status))).all()
+        return {status: n for status, n in rows}
+
+

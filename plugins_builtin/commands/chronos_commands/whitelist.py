@@ -1,0 +1,300 @@
+"""Whitelist rules and payload checks shared by every path that creates a command.
+
+A whitelist entry allows one ``(system, action)`` pair and lists the params it
+accepts. Each allowed param maps to ``None`` (any value), a regular expression
+(``{"regex": "..."}`` or a bare string) or an enumeration (``{"enum": [...]}``
+or a bare list). Patterns are compiled when the entry is saved and must pass a
+structural check so that a pattern cannot backtrack catastrophically: Python's
+``re`` has no timeout, so patterns with nested or stacked unbounded repeats are
+refused, patterns are capped in length, and values are matched with
+``fullmatch`` on input capped in length.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import re
+from dataclasses import dataclass
+from typing import Any
+
+try:  # Python 3.11+
+    import re._constants as _sre_c  # type: ignore[import-not-found]
+    import re._parser as _sre_p  # type: ignore[import-not-found]
+except ImportError:  # pragma: no cover
+    import sre_constants as _sre_c  # type: ignore[no-redef]
+    import sre_parse as _sre_p  # type: ignore[no-redef]
+
+from chronos_commands.syntax import COMMAND_RE, PARAM_KEY_RE, SYSTEM_RE
+
+MAX_PATTERN = 200
+MAX_ENUM = 100
+MAX_MATCH_INPUT = 256
+# Sequential repeats backtrack polynomially: the product of their (capped)
+# sizes bounds the work. Three unbounded repeats over 256 characters take a few
+# hundredths of a second in the worst case; a fourth would take seconds.
+MAX_BACKTRACK = (MAX_MATCH_INPUT + 1) ** 3
+MAX_PARAMS = 50
+MAX_PARAM_VALUE = 4000
+MAX_ARGS = 50
+MAX_ARG = 1000
+MAX_PAYLOAD = 16_384
+MAX_RESULT = 65_536
+MAX_ERROR = 4000
+
+_REPEATS = {_sre_c.MAX_REPEAT, _sre_c.MIN_REPEAT, getattr(_sre_c, "POSSESSIVE_REPEAT", None)} - {None}
+
+
+@dataclass(frozen=True)
+class Violation:
+    """One reason a command is refused: a JSON pointer into the request and why."""
+
+    pointer: str
+    detail: str
+
+    def as_error(self) -> dict[str, str]:
+        return {"pointer": self.pointer, "detail": self.detail, "type": "not-whitelisted"}
+
+
+# -- param specs ------------------------------------------------------------------
+
+
+def normalize_params_spec(raw: Any) -> dict[str, dict[str, Any] | None]:
+    """Canonical ``allowed_params_json``; ``ValueError`` naming the param on any problem.
+
+    Accepts ``{"name": null | "regex" | [enum...] | {"regex": ...} | {"enum": [...]}}``
+    and returns ``{"name": None | {"regex": ...} | {"enum": [...]}}``.
+    """
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise ValueError("allowed params must be an object mapping each param to null, a regex or an enum")
+    if len(raw) > MAX_PARAMS:
+        raise ValueError(f"at most {MAX_PARAMS} params may be allowed")
+    out: dict[str, dict[str, Any] | None] = {}
+    for name, spec in raw.items():
+        if not isinstance(name, str) or not PARAM_KEY_RE.match(name):
+            raise ValueError(f"param name {name!r} is invalid: a letter or '_', then letters, digits, '_', '.', '-'")
+        try:
+            out[name] = _normalize_one(spec)
+        except ValueError as exc:
+            raise ValueError(f"param {name!r}: {exc}") from None
+    return out
+
+
+def _normalize_one(spec: Any) -> dict[str, Any] | None:
+    if spec is None:
+        return None
+    if isinstance(spec, str):
+        spec = {"regex": spec}
+    elif isinstance(spec, list):
+        spec = {"enum": spec}
+    if not isinstance(spec, dict) or len(spec) != 1 or next(iter(spec)) not in ("regex", "enum"):
+        raise ValueError('expected null, a regex string, a list, {"regex": ...} or {"enum": [...]}')
+    if "regex" in spec:
+        pattern = spec["regex"]
+        if not isinstance(pattern, str):
+            raise ValueError("the regex must be a string")
+        check_pattern(pattern)
+        return {"regex": pattern}
+    values = spec["enum"]
+    if not isinstance(values, list) or not values:
+        raise ValueError("the enum must be a non-empty list")
+    if len(values) > MAX_ENUM:
+        raise ValueError(f"the enum has more than {MAX_ENUM} values")
+    for v in values:
+        if not (v is None or isinstance(v, (str, int, float, bool))):
+            raise ValueError("enum values must be strings, numbers, booleans or null")
+        if isinstance(v, str) and len(v) > MAX_PARAM_VALUE:
+            raise ValueError(f"enum values must be at most {MAX_PARAM_VALUE} characters")
+    return {"enum": values}
+
+
+def check_pattern(pattern: str) -> re.Pattern[str]:
+    """Compile ``pattern`` or raise ``ValueError`` saying why it is refused."""
+    if len(pattern) > MAX_PATTERN:
+        raise ValueError(f"the regex is longer than {MAX_PATTERN} characters")
+    try:
+        compiled = re.compile(pattern)
+        parsed = _sre_p.parse(pattern)
+    except (re.error, RecursionError, OverflowError) as exc:
+        raise ValueError(f"the regex does not compile: {exc}") from None
+    if compiled.groups > 20:
+        raise ValueError("the regex has more than 20 groups")
+    work = _backtrack_bound(list(parsed), inside_repeat=False)
+    if work > MAX_BACKTRACK:
+        raise ValueError(
+            "the regex has too many repeated parts (at most three unbounded ones such as + or *);"
+            " simplify it or use an enum"
+        )
+    return compiled
+
+
+def _backtrack_bound(items: list[Any], *, inside_repeat: bool) -> int:
+    """Product of the repeats' sizes; refuses the shapes that backtrack exponentially."""
+    count = 1
+    for op, av in items:
+        if op in _REPEATS:
+            _lo, hi, sub = av
+            if hi != 1:
+                if inside_repeat:
+                    raise ValueError("the regex nests one repeat inside another (such as (a+)+); this can take forever")
+                if _has_branch(list(sub)):
+                    raise ValueError("the regex repeats an alternation (such as (a|b)+); use a character class or an enum")
+                count *= min(hi, MAX_MATCH_INPUT) + 1
+            count *= _backtrack_bound(list(sub), inside_repeat=inside_repeat or hi != 1)
+        elif op == _sre_c.SUBPATTERN:
+            count *= _backtrack_bound(list(av[-1]), inside_repeat=inside_repeat)
+        elif op == _sre_c.BRANCH:
+            for alt in av[1]:
+                count *= _backtrack_bound(list(alt), inside_repeat=inside_repeat)
+        elif op in (_sre_c.ASSERT, _sre_c.ASSERT_NOT):
+            count *= _backtrack_bound(list(av[1]), inside_repeat=inside_repeat)
+        elif op == getattr(_sre_c, "ATOMIC_GROUP", None):
+            count *= _backtrack_bound(list(av), inside_repeat=inside_repeat)
+        elif op == _sre_c.GROUPREF_EXISTS:
+            raise ValueError("conditional groups are not supported in whitelist patterns")
+        elif op == _sre_c.GROUPREF:
+            raise ValueError("back-references are not supported in whitelist patterns")
+    return count
+
+
+def _has_branch(items: list[Any]) -> bool:
+    for op, av in items:
+        if op == _sre_c.BRANCH:
+            return True
+        if op == _sre_c.SUBPATTERN and _has_branch(list(av[-1])):
+            return True
+    return False
+
+
+@functools.lru_cache(maxsize=2048)
+def _compiled(pattern: str) -> re.Pattern[str]:
+    return re.compile(pattern)
+
+
+def scalar_text(value: Any) -> str:
+    """The text a param's regex or enum is matched against (JSON for non-strings)."""
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def check_params(allowed: dict[str, Any], params: dict[str, Any], pointer: str = "/params") -> list[Violation]:
+    """Every param must be allowed and match its regex or enum."""
+    out: list[Violation] = []
+    for name, value in params.items():
+        where = f"{pointer}/{_escape(name)}"
+        if name not in allowed:
+            listed = ", ".join(sorted(allowed)) or "none"
+            out.append(Violation(where, f"param {name!r} is not allowed for this command (allowed: {listed})"))
+            continue
+        spec = allowed[name]
+        if spec is None:
+            continue
+        if isinstance(value, (dict, list)):
+            out.append(Violation(where, f"param {name!r} must be a single value to be checked"))
+            continue
+        text = scalar_text(value)
+        if "enum" in spec:
+            if text not in {scalar_text(v) for v in spec["enum"]}:
+                shown = ", ".join(scalar_text(v) for v in spec["enum"][:10])
+                out.append(Violation(where, f"param {name!r} must be one of: {shown}"))
+        elif len(text) > MAX_MATCH_INPUT:
+            out.append(Violation(where, f"param {name!r} is longer than {MAX_MATCH_INPUT} characters"))
+        elif _compiled(spec["regex"]).fullmatch(text) is None:
+            out.append(Violation(where, f"param {name!r} does not match {spec['regex']!r}"))
+    return out
+
+
+def _escape(key: str) -> str:
+    return key.replace("~", "~0").replace("/", "~1")
+
+
+# -- payload shape ------------------------------------------------------------------
+
+
+def text_problem(value: str) -> str | None:
+    """Why a string cannot be stored (NUL, control characters, lone surrogates), or None."""
+    for ch in value:
+        o = ord(ch)
+        if o < 32 and ch not in "\t\n\r":
+            return f"contains the control character U+{o:04X}"
+        if 0xD800 <= o <= 0xDFFF:
+            return "contains a lone surrogate (not valid Unicode text)"
+    return None
+
+
+def check_json_value(value: Any, pointer: str, *, depth: int = 0) -> list[Violation]:
+    """Strings anywhere in ``value`` must be storable text; nesting is bounded."""
+    if depth > 20:
+        return [Violation(pointer, "nested too deeply (more than 20 levels)")]
+    if isinstance(value, str):
+        why = text_problem(value)
+        return [Violation(pointer, why)] if why else []
+    if isinstance(value, dict):
+        out: list[Violation] = []
+        for k, v in value.items():
+            where = f"{pointer}/{_escape(str(k))}"
+            why = text_problem(str(k))
+            if why:
+                out.append(Violation(where, f"the key {why}"))
+            out.extend(check_json_value(v, where, depth=depth + 1))
+        return out
+    if isinstance(value, list):
+        out = []
+        for i, v in enumerate(value):
+            out.extend(check_json_value(v, f"{pointer}/{i}", depth=depth + 1))
+        return out
+    if isinstance(value, float) and value != value:  # NaN cannot be stored as JSON
+        return [Violation(pointer, "is not a finite number")]
+    return []
+
+
+def encoded_size(value: Any) -> int:
+    return len(json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode("utf-8", "surrogatepass"))
+
+
+def check_payload(system: str, command: str, params: Any, args: Any) -> list[Violation]:
+    """The shape every command must have, whatever path creates it."""
+    out: list[Violation] = []
+    if not isinstance(system, str) or not SYSTEM_RE.match(system):
+        out.append(Violation("/target_system", "must be 1-64 letters, digits, '.', '_', '-', starting with a letter or digit"))
+    if not isinstance(command, str) or not COMMAND_RE.match(command):
+        out.append(Violation("/command", "must be a letter, then letters, digits, '_', '.', '-' (at most 64)"))
+    if not isinstance(params, dict):
+        out.append(Violation("/params", "must be an object"))
+    else:
+        if len(params) > MAX_PARAMS:
+            out.append(Violation("/params", f"has more than {MAX_PARAMS} entries"))
+        for key, value in params.items():
+            where = f"/params/{_escape(str(key))}"
+            if not PARAM_KEY_RE.match(str(key)):
+                out.append(Violation(where, "param names are a letter or '_', then letters, digits, '_', '.', '-'"))
+            if isinstance(value, str) and len(value) > MAX_PARAM_VALUE:
+                out.append(Violation(where, f"is longer than {MAX_PARAM_VALUE} characters"))
+            out.extend(check_json_value(value, where))
+    if not isinstance(args, list):
+        out.append(Violation("/args", "must be a list of strings"))
+    else:
+        if len(args) > MAX_ARGS:
+            out.append(Violation("/args", f"has more than {MAX_ARGS} entries"))
+        for i, arg in enumerate(args[:MAX_ARGS + 1]):
+            if not isinstance(arg, str):
+                out.append(Violation(f"/args/{i}", "must be a string"))
+            elif len(arg) > MAX_ARG:
+                out.append(Violation(f"/args/{i}", f"is longer than {MAX_ARG} characters"))
+            else:
+                why = text_problem(arg)
+                if why:
+                    out.append(Violation(f"/args/{i}", why))
+    if not out and encoded_size({"p": params, "a": args}) > MAX_PAYLOAD:
+        out.append(Violation("/params", f"params and args together exceed {MAX_PAYLOAD} bytes"))
+    return out
+
+
+def check_against(entry: dict[str, Any] | None, system: str, command: str, params: dict[str, Any]) -> list[Violation]:
+    """The whitelist decision for one command; ``entry`` is the matching row or None."""
+    if entry is None:
+        return [Violation("/command", f"{command!r} on system {system!r} is not whitelisted")]
+    if not entry["enabled"]:
+        return [Violation("/command", f"{command!r} on system {system!r} is whitelisted but disabled")]
+    return check_params(entry["allowed_params_json"] or {}, params)

@@ -1,0 +1,200 @@
+"""Workflows: follow-up commands on completion or failure, once, whitelisted, depth-limited."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+import pytest
+from jinja2 import TemplateError
+from jinja2.sandbox import SecurityError
+
+from chronos_commands.workflows import render, template_errors
+
+PING = {"target_system": "homeserver", "command": "PING", "params": {"n": "7", "text": "hi"}}
+
+
+async def _run(c, body):
+    """Enqueue, lease and return the leased command."""
+    r = await c.post("/api/v1/commands", json=body)
+    assert r.status_code == 201, r.text
+    items = (await c.get(f"/api/v1/commands/{body['target_system']}", params={"limit": 100})).json()["items"]
+    return next(i for i in items if i["id"] == r.json()["id"])
+
+
+async def _rule(admin, **fields):
+    body = {"name": "rule", "trigger_command": "PING", "on": "completed", "action_command": "LIGHT",
+            "action_target": "homeserver"} | fields
+    r = await admin.post("/api/v1/workflows", json=body)
+    assert r.status_code == 201, r.text
+    return r.json()
+
+
+async def _commands(c, **params):
+    return (await c.get("/api/v1/commands", params={"limit": 500, **params})).json()["items"]
+
+
+async def test_a_completion_enqueues_the_follow_up_once(commands_app, api_client, helpers):
+    async with commands_app() as app:
+        admin = await api_client(app, scopes=["admin"])
+        c = await api_client(app, scopes=["commands.manage"])
+        rule = await _rule(admin, params_template_json={
+            "room": "{{ params.room | default('hall') }}",
+            "level": "{{ result.level }}",
+            "note": "PING {{ id }} said {{ result.words | join(' ') }} ({{ params.text | upper }})",
+        }, delay_seconds=120)
+        assert rule["on"] == "completed" and rule["params_template_json"]["level"] == "{{ result.level }}"
+
+        item = await _run(c, PING)
+        assert [x["command"] for x in await _commands(c)] == ["PING"]  # enqueueing fires nothing
+        body = {"result": {"level": 50, "words": ["all", "good"]}, "lease_token": item["lease_token"]}
+        before = datetime.now().astimezone()
+        assert (await c.post(f"/api/v1/commands/{item['id']}/complete", json=body)).status_code == 200
+        follow = [x for x in await _commands(c) if x["command"] == "LIGHT"]
+        assert len(follow) == 1
+        f = follow[0]
+        assert f["params"] == {"room": "hall", "level": 50, "note": f"PING {item['id']} said all good (HI)"}
+        assert f["origin"] == "workflow" and f["parent_command_id"] == item["id"]
+        assert f["workflow_id"] == rule["id"] and f["workflow_depth"] == 1 and f["status"] == "pending"
+        nb = datetime.fromisoformat(f["not_before"].replace("Z", "+00:00"))
+        assert before + timedelta(seconds=119) <= nb <= datetime.now(nb.tzinfo) + timedelta(seconds=121)
+
+        # The same completion again, or the command's later retry, never fires the rule twice.
+        assert (await c.post(f"/api/v1/commands/{item['id']}/complete", json=body)).status_code == 200
+        assert len([x for x in await _commands(c) if x["command"] == "LIGHT"]) == 1
+        creates = [a for a in await helpers.audit(admin, entity="command", action="create")
+                   if a["change"].get("origin") == "workflow"]
+        assert len(creates) == 1 and creates[0]["change"]["workflow_id"] == rule["id"]
+
+
+async def test_failure_rules_fire_on_final_failure_only(commands_app, api_client, helpers):
+    async with commands_app(default_max_attempts=2) as app:
+        admin = await api_client(app, scopes=["admin"])
+        c = await api_client(app, scopes=["commands.manage"])
+        await _rule(admin, on="failed", action_command="PRINT", action_target="office",
+                    params_template_json={"doc": "{{ command }} on {{ target }} failed: {{ error }}"})
+        await _rule(admin, name="other target", trigger_target="elsewhere", on="failed",
+                    action_command="PRINT", action_target="office")
+        item = await _run(c, PING)
+        r = await c.post(f"/api/v1/commands/{item['id']}/fail",
+                         json={"error": "timeout", "retry": True, "lease_token": item["lease_token"]})
+        assert r.json()["status"] == "pending"
+        assert [x["command"] for x in await _commands(c)] == ["PING"]  # a retry is not a failure yet
+        await helpers.shift(app, [item["id"]], not_before=timedelta(seconds=1))
+        items = (await c.get("/api/v1/commands/homeserver")).json()["items"]
+        r = await c.post(f"/api/v1/commands/{item['id']}/fail",
+                         json={"error": "timeout again", "retry": True, "lease_token": items[0]["lease_token"]})
+        assert r.json()["status"] == "dead"
+        prints = [x for x in await _commands(c) if x["command"] == "PRINT"]
+        assert len(prints) == 1 and prints[0]["params"] == {"doc": "PING on homeserver failed: timeout again"}
+
+
+async def test_a_loop_stops_at_the_depth_limit_and_is_audited(commands_app, api_client, helpers):
+    async with commands_app(workflow_max_depth=3) as app:
+        admin = await api_client(app, scopes=["admin"])
+        c = await api_client(app, scopes=["commands.manage"])
+        await _rule(admin, name="A to B", action_command="PRINT", action_target="office",
+                    params_template_json={"doc": "from {{ id }}"})
+        await _rule(admin, name="B to A", trigger_command="PRINT", action_command="PING", action_target="homeserver",
+                    params_template_json={"n": "{{ (params.doc.split(' ')[1] | int) % 1000 }}"})
+        first = await _run(c, PING)
+        assert (await c.post(f"/api/v1/commands/{first['id']}/complete", json={"result": "ok"})).status_code == 200
+        for _ in range(6):  # work the chain until nothing is left
+            progressed = False
+            for system in ("homeserver", "office"):
+                for item in (await c.get(f"/api/v1/commands/{system}")).json()["items"]:
+                    r = await c.post(f"/api/v1/commands/{item['id']}/complete", json={"result": "ok"})
+                    assert r.status_code == 200
+                    progressed = True
+            if not progressed:
+                break
+        chain = sorted(await _commands(c), key=lambda x: x["id"])
+        assert [(x["command"], x["workflow_depth"]) for x in chain] == [
+            ("PING", 0), ("PRINT", 1), ("PING", 2), ("PRINT", 3)]
+        assert all(x["status"] == "completed" for x in chain)
+        stopped = await helpers.audit(admin, entity="workflow", action="stopped")
+        assert len(stopped) == 1
+        change = stopped[0]["change"]
+        assert change["trigger_command_id"] == chain[-1]["id"] and "workflow_max_depth = 3" in change["reason"]
+        assert [s["id"] for s in change["chain"]] == [x["id"] for x in chain]
+
+
+async def test_broken_or_refused_follow_ups_are_audited_and_do_not_block(commands_app, api_client, helpers):
+    async with commands_app() as app:
+        admin = await api_client(app, scopes=["admin"])
+        c = await api_client(app, scopes=["commands.manage"])
+        await _rule(admin, name="missing var", params_template_json={"note": "{{ result.nothing.here }}"})
+        await _rule(admin, name="escape", params_template_json={"note": "{{ ''.__class__.__mro__ }}"})
+        await _rule(admin, name="huge", params_template_json={"note": "{{ 'x' * 100000 }}"})
+        await _rule(admin, name="mutate", params_template_json={"note": "{{ params.update({'n': 1}) }}"})
+        await _rule(admin, name="refused", params_template_json={"room": "NOT VALID"})
+        await _rule(admin, name="fine", params_template_json={"room": "hall"})
+        item = await _run(c, PING)
+        r = await c.post(f"/api/v1/commands/{item['id']}/complete", json={"result": {}})
+        assert r.status_code == 200 and r.json()["status"] == "completed"
+        follow = [x for x in await _commands(c) if x["command"] == "LIGHT"]
+        assert [x["params"] for x in follow] == [{"room": "hall"}]
+        errors = await helpers.audit(admin, entity="workflow", action="template_error")
+        assert len(errors) == 4
+        assert any("UndefinedError" in e["change"]["reason"] for e in errors)
+        assert any("SecurityError" in e["change"]["reason"] for e in errors)
+        rejected = await helpers.audit(admin, entity="workflow", action="rejected")
+        assert len(rejected) == 1 and "/params/room" in rejected[0]["change"]["reason"]
+
+
+async def test_workflow_crud(commands_app, api_client):
+    async with commands_app() as app:
+        admin = await api_client(app, scopes=["admin"])
+        rule = await _rule(admin, trigger_command="ping", action_command="light")
+        assert rule["trigger_command"] == "PING" and rule["action_command"] == "LIGHT"
+        r = await admin.post("/api/v1/workflows", json={
+            "name": "x", "trigger_command": "PING", "on": "completed", "action_command": "NUKE", "action_target": "homeserver"})
+        assert r.status_code == 422 and r.json()["errors"][0]["pointer"] == "/action_command"
+        r = await admin.post("/api/v1/workflows", json={
+            "name": "x", "trigger_command": "PING", "on": "started", "action_command": "LIGHT", "action_target": "homeserver"})
+        assert r.status_code == 422 and r.json()["errors"][0]["pointer"] == "/on"
+        r = await admin.post("/api/v1/workflows", json={
+            "name": "x", "trigger_command": "PING", "on": "completed", "action_command": "LIGHT",
+            "action_target": "homeserver", "params_template_json": {"room": "{{ unclosed"}})
+        assert r.status_code == 422 and r.json()["errors"][0]["pointer"] == "/params_template_json/room"
+        r = await admin.patch(f"/api/v1/workflows/{rule['id']}", json={"enabled": False, "delay_seconds": 30, "on": "failed"})
+        assert r.status_code == 200 and r.json()["enabled"] is False and r.json()["on"] == "failed"
+        assert (await admin.patch(f"/api/v1/workflows/{rule['id']}", json={"action_target": "office"})).status_code == 422
+        assert (await admin.get(f"/api/v1/workflows/{rule['id']}")).json()["delay_seconds"] == 30
+        assert len((await admin.get("/api/v1/workflows")).json()["items"]) == 1
+        assert (await admin.delete(f"/api/v1/workflows/{rule['id']}")).status_code == 204
+        assert (await admin.get(f"/api/v1/workflows/{rule['id']}")).status_code == 404
+        manager = await api_client(app, scopes=["commands.manage"])
+        assert (await manager.get("/api/v1/workflows")).status_code == 403
+
+
+# -- the template sandbox (pure) ----------------------------------------------------------------
+
+
+def test_single_expressions_keep_their_json_type():
+    ctx = {"params": {"n": "3"}, "result": {"count": 4, "items": [1, 2], "ok": True, "none": None}}
+    out = render({"a": "{{ result.count }}", "b": "{{ result['items'] }}", "c": " {{ result.ok }} ",
+                  "d": "{{ result.none }}", "e": "n={{ params.n }}", "f": ["{{ params.n | int + 1 }}", 5],
+                  "g": "{{ result.count }}{{ result.count }}"}, ctx)
+    assert out == {"a": 4, "b": [1, 2], "c": True, "d": None, "e": "n=3", "f": [4, 5], "g": "44"}
+
+
+@pytest.mark.parametrize("template", [
+    "{{ missing }}",
+    "{{ ''.__class__ }}",
+    "{{ params.__class__.__init__.__globals__ }}",
+    "{{ 'a' * 20000 }}",
+    "{{ [1] * 20000 }}",
+    "{{ 2 ** 1000 }}",
+    "{% for i in range(100000) %}x{% endfor %}",
+    "{{ params.pop('n') }}",
+    "{{ params.items }}",
+    "{% for i in range(1000) %}{{ 'x' * 10 }}{% endfor %}",
+])
+def test_the_sandbox_refuses(template):
+    with pytest.raises((TemplateError, SecurityError, ValueError)):
+        render({"x": template}, {"params": {"n": "1"}})
+
+
+def test_template_syntax_is_checked_with_pointers():
+    errors = template_errors({"ok": "{{ a }}", "bad": {"deeper/x": ["{% if %}"]}, "long": "x" * 5000})
+    assert sorted(e["pointer"] for e in errors) == ["/params_template_json/bad/deeper~1x/0", "/params_template_json/long"]
