@@ -104,7 +104,7 @@ def run(args: list[str]) -> int:
     config = os.environ.get("CHRONOS_CONFIG", str(ROOT / "config" / "demo.yaml"))
     env = dict(os.environ, CHRONOS_CONFIG=config)
     os.chdir(ROOT)
-    log(f"serving with {os.path.relpath(config, ROOT)} on http://127.0.0.1:8000 (dashboard at /, API docs at /docs)")
+    log(f"serving with {os.path.relpath(config, ROOT)} on http://127.0.0.1:8000 (API docs at /docs, health at /health)")
     return subprocess.call([str(BIN / "chronos"), "serve", *args], env=env)
 
 

@@ -58,6 +58,7 @@ def stop_app():
 
 
 @schema.parametrize()
-@settings(max_examples=10, deadline=None, suppress_health_check=list(HealthCheck))
+# Derandomised with no example database: CI explores the same cases every run.
+@settings(max_examples=10, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True, database=None)
 def test_every_operation_honours_the_document(case):
     case.call_and_validate(headers={"Authorization": f"Bearer {ADMIN_KEY}"})

@@ -733,7 +733,19 @@ class KernelEventIntake(EventIntake):
         store = pipeline._store()
         for d in drafts:
             d.source, d.calendar_id = source, calendar_id
-        outcome = await pipeline._stages(s, store, source, calendar_id, drafts, [], None, strict=True)
+        try:
+            outcome = await pipeline._stages(s, store, source, calendar_id, drafts, [], None, strict=True)
+        except StageFailure as exc:
+            # Bad input (an unknown time zone, an impossible date) is the client's
+            # to fix: 422. Anything else is a fault of ours and propagates.
+            if exc.stage != "normalize" and not isinstance(exc.exc, ValueError):
+                raise
+            raise Problem(
+                422,
+                f"The event was rejected by {exc.plugin}/{exc.name}: {exc.message}",
+                type="validation",
+                errors=[{"pointer": "/0", "detail": exc.message, "stage": exc.stage}],
+            ) from None
         if outcome.failures:
             index = {id(d): i for i, d in enumerate(drafts)}
             by_key = {(d.uid, d.recurrence_id or ""): index[id(d)] for d in drafts}

@@ -159,3 +159,12 @@ async def test_create_runs_through_the_pipeline(chronos_app, api_client):
             r = await c.post("/api/v1/events", json=bad)
             assert r.status_code == status, (bad, r.text)
         assert (await c.post("/api/v1/events", content=b"{nope", headers={"content-type": "application/json"})).status_code == 400
+
+
+async def test_create_with_an_unknown_time_zone_is_422(chronos_app, api_client):
+    async with chronos_app(plugins=["events", "normalize"]) as app:
+        c = await api_client(app, scopes=["events.write", "events.read"])
+        r = await c.post("/api/v1/events", json={"title": "x", "start": "2030-08-18", "timezone": "Mars/Olympus"})
+        assert r.status_code == 422, r.text
+        assert r.headers["content-type"] == "application/problem+json"
+        assert "Mars/Olympus" in r.json()["detail"]
