@@ -474,17 +474,24 @@ async def patch_whitelist(entry_id: EntryId, body: WhitelistPatch, request: Requ
             raise _problem_422([Violation(f"/{key}", "may not be null")])
     async with queue_of(request).ctx.db.write() as s:
         before = await _whitelist_row(s, entry_id)
-        if changes:
-            changes["updated_at"] = utcnow()
-            row = (await s.execute(update(WL).where(WL.c.id == entry_id).values(**changes).returning(*WL.c))).mappings().one()
-            await record_audit(
-                s, entity="whitelist", entity_id=entry_id, action="update",
-                change={k: {"from": before[k], "to": v} for k, v in changes.items() if k != "updated_at"},
-                principal=principal, request=request,
-            )
-        else:
-            row = before
+        row = await _update_audited(s, WL, entry_id, "whitelist", before, changes, principal, request)
     return whitelist_view(row)
+
+
+async def _update_audited(
+    s: Any, table: Any, row_id: int, entity: str, before: Any, changes: dict[str, Any], principal: Principal, request: Request
+) -> Any:
+    """Apply ``changes`` to one row and audit each field's old and new value; no changes, no write."""
+    if not changes:
+        return before
+    changes["updated_at"] = utcnow()
+    row = (await s.execute(update(table).where(table.c.id == row_id).values(**changes).returning(*table.c))).mappings().one()
+    await record_audit(
+        s, entity=entity, entity_id=row_id, action="update",
+        change={k: {"from": before[k], "to": v} for k, v in changes.items() if k != "updated_at"},
+        principal=principal, request=request,
+    )
+    return row
 
 
 @router.delete("/whitelists/{entry_id}", status_code=204, tags=["whitelists"], responses=problems(404))
@@ -637,20 +644,11 @@ async def patch_workflow(workflow_id: WorkflowId, body: WorkflowPatch, request: 
     changes = _workflow_values(data)
     async with queue_of(request).ctx.db.write() as s:
         before = await _workflow_row(s, workflow_id)
-        if changes:
+        if "action_target" in changes or "action_command" in changes:
             target = changes.get("action_target", before["action_target"])
             command = changes.get("action_command", before["action_command"])
-            if "action_target" in changes or "action_command" in changes:
-                await _check_action_whitelisted(s, target, command)
-            changes["updated_at"] = utcnow()
-            row = (await s.execute(update(WF).where(WF.c.id == workflow_id).values(**changes).returning(*WF.c))).mappings().one()
-            await record_audit(
-                s, entity="workflow", entity_id=workflow_id, action="update",
-                change={k: {"from": before[k], "to": v} for k, v in changes.items() if k != "updated_at"},
-                principal=principal, request=request,
-            )
-        else:
-            row = before
+            await _check_action_whitelisted(s, target, command)
+        row = await _update_audited(s, WF, workflow_id, "workflow", before, changes, principal, request)
     return workflow_view(row)
 
 
