@@ -540,8 +540,18 @@ def _add_plugin_commands() -> None:
         app.add_typer(rec.app, name=rec.name, help=rec.help or None)
 
 
+def _kernel_command_requested(argv: list[str]) -> bool:
+    """True when argv names one of the kernel's own commands (no plugin lookup needed)."""
+    kernel = {c.name or c.callback.__name__ for c in app.registered_commands} | {g.name for g in app.registered_groups}
+    words = [a for i, a in enumerate(argv) if not a.startswith("-") and (i == 0 or argv[i - 1] not in ("--config", "-c"))]
+    return bool(words) and words[0] in kernel
+
+
 def main() -> None:
-    _add_plugin_commands()
+    # Loading every plugin just to list their commands would double the start-up
+    # work of `serve`, `worker` and the other kernel commands.
+    if not _kernel_command_requested(sys.argv[1:]):
+        _add_plugin_commands()
     try:
         app()
     except (KeyboardInterrupt, SystemExit):
