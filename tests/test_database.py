@@ -103,3 +103,86 @@ async def test_timestamps_come_back_as_utc(database):
                 s.add(JobRun(job="naive", trigger="manual", status="ok", started_at=datetime(2026, 1, 1)))
     finally:
         await db.dispose()
+
+
+
+SLOW_QUERY = text(
+    "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 3000000) SELECT count(*) FROM n"
+)
+
+
+@pytest.mark.backends("sqlite")
+async def test_a_writer_cancelled_mid_statement_does_not_keep_the_write_lock(database):
+    """A write cancelled while a statement runs (a client that went away, a
+    shutdown) must end its transaction, even while the cancelled task, and so
+    the statement's cursor, is still referenced: another handle on the file
+    (another process, in effect) can write at once."""
+    db = await migrated(database)
+    other = Database(database.url, busy_timeout_ms=2_000)
+    kept: list[asyncio.Task[None]] = []  # like a job runner keeping its tasks
+
+    async def writer() -> None:
+        async with db.write() as s:
+            s.add(JobRun(job="cancelled", trigger="manual", status="running", started_at=utcnow()))
+            await s.flush()
+            await s.execute(SLOW_QUERY)
+
+    try:
+        for _ in range(3):
+            task = asyncio.create_task(writer())
+            kept.append(task)
+            await asyncio.sleep(0.05)  # inside the slow statement
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            async with other.write() as s:
+                s.add(JobRun(job="probe", trigger="manual", status="ok", started_at=utcnow()))
+        async with db.read() as s:
+            jobs = sorted(j for (j,) in await s.execute(select(JobRun.job)))
+        assert jobs == ["probe"] * 3  # the cancelled transactions left nothing behind
+    finally:
+        await db.dispose()
+        await other.dispose()
+
+
+async def test_cancelled_writers_leave_no_transaction_behind(database):
+    """A writer cancelled anywhere (mid-statement, mid-commit, level-triggered by
+    anyio like a request whose client went away) ends its transaction: another
+    handle on the same database can still write at once, and each transaction
+    is all or nothing."""
+    import anyio
+
+    db = await migrated(database)
+    other = Database(database.url, schema=database.schema, busy_timeout_ms=3_000)
+
+    async def writer(tag: str) -> None:
+        async with db.write() as s:
+            for i in range(5):
+                s.add(JobRun(job=f"{tag}-{i}", trigger="manual", status="ok", started_at=utcnow()))
+                await s.flush()
+
+    try:
+        for round_ in range(40):
+            delay = (round_ % 10) * 0.0007
+            if round_ % 2:
+                with anyio.move_on_after(delay):
+                    await writer(f"scope{round_}")
+            else:
+                task = asyncio.create_task(writer(f"task{round_}"))
+                await asyncio.sleep(delay)
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+            # Another handle (another process, in effect) is not locked out.
+            async with other.write() as s:
+                s.add(JobRun(job=f"probe{round_}", trigger="manual", status="ok", started_at=utcnow()))
+        async with db.read() as s:
+            jobs = [j for (j,) in await s.execute(select(JobRun.job))]
+        probes = [j for j in jobs if j.startswith("probe")]
+        assert len(probes) == 40
+        per_writer: dict[str, int] = {}
+        for j in jobs:
+            if not j.startswith("probe"):
+                per_writer[j.rsplit("-", 1)[0]] = per_writer.get(j.rsplit("-", 1)[0], 0) + 1
+        assert set(per_writer.values()) <= {5}, per_writer  # never a partial transaction
+    finally:
+        await db.dispose()
+        await other.dispose()

@@ -68,6 +68,7 @@ class JobRunner:
         self._leader_conn: Any = None
         self._lock_file: Any = None
         self._stopping = False
+        self._stop_event = asyncio.Event()
 
     # -- running jobs -------------------------------------------------------------
 
@@ -172,7 +173,7 @@ class JobRunner:
                 if self.is_leader:
                     await self._release_leader_conn()
                     self._step_down()
-            await asyncio.sleep(self.settings.leader_retry_seconds)
+            await self._pause(self.settings.leader_retry_seconds)
 
     def _start_scheduler(self) -> None:
         sched = AsyncIOScheduler(timezone="UTC")
@@ -223,15 +224,25 @@ class JobRunner:
             except Exception as exc:  # noqa: BLE001
                 log.warning("job_heartbeat_failed", error=str(exc))
             interval = self.settings.heartbeat_seconds
-            await asyncio.sleep(interval * (0.9 + 0.2 * random.random()))
+            await self._pause(interval * (0.9 + 0.2 * random.random()))
+
+    async def _pause(self, seconds: float) -> None:
+        """Sleep between loop turns; returns at once when the runner stops."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stop_event.wait(), seconds)
 
     async def stop(self) -> None:
         self._stopping = True
+        self._stop_event.set()
         if self._scheduler is not None:
             self._scheduler.shutdown(wait=False)
             self._scheduler = None
-        for t in self._tasks:
-            t.cancel()
+        # The loops finish their turn (a heartbeat write is never cut in half);
+        # only one that hangs is cancelled.
+        if self._tasks:
+            _done, hung = await asyncio.wait(self._tasks, timeout=5)
+            for t in hung:
+                t.cancel()
         running = [t for t in self.running.values() if not t.done()]
         if running:
             _done, pending = await asyncio.wait(running, timeout=self.settings.shutdown_timeout_seconds)

@@ -10,6 +10,7 @@ PostgreSQL reads and writes share one pool.
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -29,6 +30,26 @@ def _ensure_sqlite_dir(url: str) -> None:
     database = make_url(url).database
     if database and database != ":memory:" and not database.startswith("file:"):
         Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+
+
+class _SQLiteConnection(sqlite3.Connection):
+    """Rolls back before closing.
+
+    SQLite defers closing a connection whose statements are still referenced
+    (a cursor kept alive by the traceback of a cancelled task, say) and keeps
+    its transaction, and with it the database's write lock, until then. A
+    write cancelled mid-statement ends with SQLAlchemy closing the connection
+    without a rollback, so without this every later writer would see
+    "database is locked".
+    """
+
+    def close(self) -> None:
+        if self.in_transaction:
+            try:
+                self.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass
+        super().close()
 
 
 def make_engine(
@@ -55,7 +76,7 @@ def make_engine(
         elif role == "read":
             kwargs.update(pool_size=pool_size, max_overflow=pool_size)
         kwargs = {k: v for k, v in kwargs.items() if v is not None}
-        engine = create_async_engine(url, **kwargs)
+        engine = create_async_engine(url, connect_args={"factory": _SQLiteConnection}, **kwargs)
         foreign_keys = "OFF" if role == "migrate" else "ON"
         begin = "BEGIN IMMEDIATE" if role in ("write", "migrate") else "BEGIN"
 
@@ -139,7 +160,15 @@ class Database:
         async with self.reader.connect() as conn:
             await conn.execute(text("SELECT 1"))
 
-    async def dispose(self) -> None:
+    async def dispose(self, timeout: float = 10.0) -> None:
+        """Close every connection, after the write in progress (if any) ends."""
+        if self._write_lock is not None:
+            try:
+                await asyncio.wait_for(self._write_lock.acquire(), timeout)
+            except TimeoutError:
+                pass
+            else:
+                self._write_lock.release()
         await self.reader.dispose()
         if self.writer is not self.reader:
             await self.writer.dispose()
