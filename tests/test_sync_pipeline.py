@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import fcntl
 from datetime import UTC, date, datetime
 
 import pytest
@@ -10,7 +11,7 @@ from sqlalchemy import text
 
 from chronos.db.sync_models import SyncRun, SyncState
 from chronos.errors import Problem
-from chronos.pipeline import SyncBusy, UnknownCalendar, job_name
+from chronos.pipeline import SyncBusy, UnknownCalendar, job_name, sqlite_lock_file
 from chronos.plugin import EventDraft, EventIntake
 from kernel_support import make_plugin
 from sync_support import (
@@ -292,6 +293,15 @@ async def test_one_run_per_calendar_at_a_time(chronos_app, database):
                 with pytest.raises(SyncBusy, match="another process"):
                     await pipe.run("fake", "cal")
                 await conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": key})
+            assert (await get_run(app, await pipe.run("fake", "cal"))).status == "ok"
+        else:
+            # On SQLite the cross-process part is a flock on a file beside the database.
+            path = sqlite_lock_file(app.state.chronos.db.url, ("fake", "cal"))
+            with open(path, "a+b") as other:
+                fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                with pytest.raises(SyncBusy, match="another process"):
+                    await pipe.run("fake", "cal")
+                assert not pipe.is_running("fake", "cal")  # a refused run holds nothing
             assert (await get_run(app, await pipe.run("fake", "cal"))).status == "ok"
 
 

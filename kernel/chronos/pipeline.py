@@ -24,16 +24,19 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import fcntl
 import hashlib
 import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from functools import partial
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import structlog
 from sqlalchemy import text, update
+from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from chronos import metrics
@@ -212,14 +215,30 @@ def job_name(source: str, calendar_id: str, taken: set[str] | None = None) -> st
     return name
 
 
-class _Lock:
-    """A held run lock; ``release`` frees the in-process and the PostgreSQL part."""
+def sqlite_lock_file(url: str, key: tuple[str, str]) -> Path | None:
+    """The file whose ``flock`` is the run lock of ``key`` on a SQLite database
+    (None for an in-memory database: no other process can see it)."""
+    database = make_url(url).database
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return None
+    digest = hashlib.sha256(f"{key[0]}\0{key[1]}".encode()).hexdigest()[:24]
+    return Path(database).expanduser().resolve().parent / f"{Path(database).name}.locks" / f"sync-{digest}.lock"
 
-    def __init__(self, pipeline: SyncPipeline, key: tuple[str, str], conn: Any = None, pg_key: int | None = None):
-        self.pipeline, self.key, self.conn, self.pg_key = pipeline, key, conn, pg_key
+
+class _Lock:
+    """A held run lock: the in-process part and the cross-process part (an
+    advisory lock's connection on PostgreSQL, a locked file on SQLite)."""
+
+    def __init__(
+        self, pipeline: SyncPipeline, key: tuple[str, str], conn: Any = None, pg_key: int | None = None,
+        file: Any = None,
+    ):
+        self.pipeline, self.key, self.conn, self.pg_key, self.file = pipeline, key, conn, pg_key, file
 
     async def release(self) -> None:
         try:
+            if self.file is not None:
+                self.file.close()  # closing the descriptor drops the flock
             if self.conn is not None:
                 try:
                     await self.conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": self.pg_key})
@@ -327,7 +346,26 @@ class SyncPipeline:
         self._held.add(key)
         db = self.ctx.db
         if db.is_sqlite:
-            return _Lock(self, key)
+            path = sqlite_lock_file(db.url, key)
+            if path is None:
+                return _Lock(self, key)
+            try:
+                path.parent.mkdir(exist_ok=True)
+                fh = open(path, "a+b")  # noqa: SIM115 - held until the run ends
+            except BaseException:
+                self._held.discard(key)
+                raise
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                fh.close()
+                self._held.discard(key)
+                raise SyncBusy(f"a sync of {key[0]}/{key[1]} is already running in another process") from None
+            except BaseException:
+                fh.close()
+                self._held.discard(key)
+                raise
+            return _Lock(self, key, file=fh)
         pg_key = self._pg_key(key)
         try:
             conn = await db.reader.connect()
