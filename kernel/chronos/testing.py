@@ -92,8 +92,13 @@ async def database(db_backend: str, tmp_path: Path) -> AsyncIterator[TestDatabas
         yield db
 
 
-def make_test_settings(database: TestDatabase, config: dict[str, Any] | None = None) -> Any:
-    """Settings for a test: the test database, fast heartbeats, plus ``config`` sections."""
+def make_test_settings(
+    database: TestDatabase, config: dict[str, Any] | None = None, env: dict[str, str] | None = None,
+    path: str | Path | None = None,
+) -> Any:
+    """Settings for a test: the test database, fast heartbeats, plus ``config``
+    sections; ``env`` stands in for the process environment and ``path`` is a
+    config file read first (``config`` sections still win)."""
     from chronos.settings import load_settings
 
     sections: dict[str, Any] = {
@@ -106,7 +111,22 @@ def make_test_settings(database: TestDatabase, config: dict[str, Any] | None = N
             sections[key] = {**sections[key], **value}
         else:
             sections[key] = value
-    return load_settings(path=None, env={}, **sections)
+    return load_settings(path=path, env=env or {}, **sections)
+
+
+def make_test_app(
+    database: TestDatabase, plugins: Iterable[Any] | None = (), config: dict[str, Any] | None = None, *,
+    run_jobs: bool = False, env: dict[str, str] | None = None, path: str | Path | None = None,
+) -> Any:
+    """An app (lifespan not started; see :func:`running_app`) on the test database.
+
+    ``env`` stands in for the process environment (``CHRONOS__…`` variables,
+    secrets plugins read from it); the real environment is never consulted.
+    """
+    from chronos.app import create_app
+
+    settings = make_test_settings(database, config, env, path)
+    return create_app(settings, plugins=None if plugins is None else list(plugins), run_jobs=run_jobs, env=env or {})
 
 
 @asynccontextmanager
@@ -127,13 +147,10 @@ def chronos_app(database: TestDatabase) -> Callable[..., Any]:
 
     @asynccontextmanager
     async def factory(
-        plugins: Iterable[Any] | None = (), config: dict[str, Any] | None = None, run_jobs: bool = False
+        plugins: Iterable[Any] | None = (), config: dict[str, Any] | None = None, run_jobs: bool = False,
+        env: dict[str, str] | None = None,
     ) -> AsyncIterator[Any]:
-        from chronos.app import create_app
-
-        settings = make_test_settings(database, config)
-        app = create_app(settings, plugins=None if plugins is None else list(plugins), run_jobs=run_jobs, env={})
-        async with running_app(app):
+        async with running_app(make_test_app(database, plugins, config, run_jobs=run_jobs, env=env)) as app:
             yield app
 
     return factory
@@ -149,6 +166,60 @@ async def create_test_key(app: Any, scopes: Iterable[str], systems: Iterable[str
             s, name=name, scopes=list(scopes), known_scopes=ctx.state["scopes"], systems=list(systems)
         )
     return secret
+
+
+async def audit_entries(app: Any, entity: str | None = None, entity_id: Any = None) -> list[dict[str, Any]]:
+    """The app's audit log, oldest first, as dicts (``action``, ``entity``,
+    ``entity_id``, ``change``, ``actor``…), optionally for one entity."""
+    from sqlalchemy import select
+
+    from chronos.db.models import AuditEntry
+
+    q = select(AuditEntry).order_by(AuditEntry.id)
+    if entity is not None:
+        q = q.where(AuditEntry.entity == entity)
+    if entity_id is not None:
+        q = q.where(AuditEntry.entity_id == str(entity_id))
+    async with app.state.chronos.db.read() as s:
+        rows = (await s.execute(q)).scalars().all()
+    return [{c.name: getattr(r, c.key) for c in AuditEntry.__mapper__.columns} for r in rows]
+
+
+async def sync_now(app: Any, source: str, calendar_id: str, *, full: bool = False) -> Any:
+    """Run one sync of a calendar to the end; returns the run as ``GET
+    /api/v1/sync/runs/{id}`` shows it (attributes; ``errors`` is a list of dicts)."""
+    from types import SimpleNamespace
+
+    from chronos.db.sync_models import SyncRun
+    from chronos.sync_api import SyncRunOut
+
+    run_id = await app.state.chronos.state["pipeline"].run(source, calendar_id, full=full)
+    async with app.state.chronos.db.read() as s:
+        row = await s.get(SyncRun, run_id)
+    return SimpleNamespace(**SyncRunOut.model_validate(row, from_attributes=True).model_dump())
+
+
+async def schema_drift(database: TestDatabase, tables: Iterable[str]) -> list[Any]:
+    """Differences between the migrated test database and the models of
+    ``tables`` (empty when a plugin's revisions match its models). Run after an
+    app on ``database`` has started, so migrations were applied."""
+    from chronos.db.migrate import diff_models
+
+    wanted = set(tables)
+    return [d for d in await diff_models(database.url, schema=database.schema) if _table_of(d) in wanted]
+
+
+def _table_of(diff: Any) -> str | None:
+    op = diff[0] if isinstance(diff, list) else diff
+    for item in op[1:]:
+        if hasattr(item, "columns") and not hasattr(item, "table") and getattr(item, "name", None):
+            return str(item.name)  # a table
+        table = getattr(item, "table", None)  # an index or a column's table
+        if table is not None and getattr(table, "name", None):
+            return str(table.name)
+        if isinstance(item, str):
+            return item
+    return None
 
 
 def client(app: Any, secret: str | None = None, **kwargs: Any) -> httpx.AsyncClient:

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-
-from sqlalchemy import select
-
+from chronos import testing as kit
 from chronos.plugin import EventIntake
 
 from events_helpers import T0, apply, ev, z
@@ -13,11 +11,7 @@ PLUGINS = ["events"]
 
 
 async def _audit(app, entity):
-    from chronos.db.models import AuditEntry
-
-    async with app.state.chronos.db.read() as s:
-        rows = (await s.execute(select(AuditEntry).where(AuditEntry.entity == entity).order_by(AuditEntry.id))).scalars().all()
-    return [(r.action, r.entity_id) for r in rows]
+    return [(r["action"], r["entity_id"]) for r in await kit.audit_entries(app, entity)]
 
 
 async def test_patch_fields_and_subtasks_recompute_all_done_and_hash(chronos_app, api_client):

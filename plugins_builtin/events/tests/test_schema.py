@@ -7,6 +7,8 @@ from datetime import timedelta
 
 from sqlalchemy import text
 
+from chronos import testing as kit
+
 from events_helpers import T0, apply, ev
 
 from chronos_events.query import EventQuery, QueryBuilder
@@ -16,32 +18,13 @@ PLUGINS = ["events"]
 
 
 async def test_models_match_migrations(chronos_app, database):
-    from chronos.db.migrate import diff_models
-
     async with chronos_app(plugins=PLUGINS):
         pass
-    diffs = await diff_models(database.url, schema=database.schema)
-    # Other installed plugins' models are loaded too but not migrated here; keep
-    # only the differences that concern this plugin's tables.
-    mine = [d for d in diffs if _table_of(d) in OWN_TABLES]
-    assert mine == []
+    # Other installed plugins' models are loaded too but not migrated here.
+    assert await kit.schema_drift(database, OWN_TABLES) == []
 
 
 OWN_TABLES = {"events", "event_links", "events_tombstones", "events_spans", "events_feed_tokens"}
-
-
-def _table_of(diff) -> str | None:
-    op = diff[0] if isinstance(diff, list) else diff
-    for item in op[1:]:
-        name = getattr(item, "name", None) if hasattr(item, "columns") and not hasattr(item, "table") else None
-        if name:
-            return name
-        table = getattr(item, "table", None)
-        if table is not None and getattr(table, "name", None):
-            return table.name
-        if isinstance(item, str):
-            return item
-    return None
 
 
 async def _plan(app, compiled) -> str:

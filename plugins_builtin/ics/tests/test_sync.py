@@ -8,6 +8,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from chronos import testing as kit
 from ics_support import ics, single, today
 
 pytestmark = pytest.mark.exercises_hook("register_sources")
@@ -24,12 +25,7 @@ def config(*calendars: dict, **extra) -> dict:
 
 
 async def sync(app, calendar_id: str, **kw):
-    from chronos.db.sync_models import SyncRun
-
-    pipe = app.state.chronos.state["pipeline"]
-    run_id = await pipe.run("ics", calendar_id, **kw)
-    async with app.state.chronos.db.read() as s:
-        return await s.get(SyncRun, run_id)
+    return await kit.sync_now(app, "ics", calendar_id, **kw)
 
 
 async def events_of(client, calendar_id: str) -> list[dict]:

@@ -5,9 +5,7 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from chronos.app import create_app
-from chronos.settings import load_settings
-from chronos.testing import client, create_test_key, running_app
+from chronos.testing import client, create_test_key, make_test_app, running_app
 
 PASSWORD = "s3cret-pw"
 # The local test server speaks plain SMTP; aiosmtpd warns about AUTH without TLS.
@@ -39,8 +37,9 @@ async def _send_one(app, drain):
 async def test_password_from_the_environment(database, tmp_path, smtpd_auth, drain, capfd):
     path = tmp_path / "chronos.yaml"
     path.write_text(yaml.safe_dump(_config(database, smtpd_auth)))
-    settings = load_settings(path=path, env={"CHRONOS__MAIL__SMTP__PASSWORD": PASSWORD})
-    async with running_app(create_app(settings, plugins=["mail"], run_jobs=False, env={})) as app:
+    app = make_test_app(database, ["mail"], {"logging": {"level": "info"}}, path=path,
+                        env={"CHRONOS__MAIL__SMTP__PASSWORD": PASSWORD})
+    async with running_app(app):
         delivery, listing = await _send_one(app, drain)
         assert delivery["status"] == "sent", delivery
         assert smtpd_auth.mailbox.logins == [(b"chronos", PASSWORD.encode())]
@@ -55,16 +54,15 @@ async def test_password_file(database, tmp_path, smtpd_auth, drain):
     secret = tmp_path / "smtp-password"
     secret.write_text(PASSWORD + "\n")
     cfg = _config(database, smtpd_auth, password_file=str(secret))
-    settings = load_settings(path=None, env={}, **cfg)
-    async with running_app(create_app(settings, plugins=["mail"], run_jobs=False, env={})) as app:
+    async with running_app(make_test_app(database, ["mail"], cfg)) as app:
         delivery, _ = await _send_one(app, drain)
         assert delivery["status"] == "sent"
 
 
 async def test_wrong_password_fails_with_the_servers_reply(database, tmp_path, smtpd_auth, drain):
     # Overrides stand in for the file; the password still comes from the environment.
-    settings = load_settings(path=None, env={"CHRONOS__MAIL__SMTP__PASSWORD": "wrong"}, **_config(database, smtpd_auth))
-    async with running_app(create_app(settings, plugins=["mail"], run_jobs=False, env={})) as app:
+    app = make_test_app(database, ["mail"], _config(database, smtpd_auth), env={"CHRONOS__MAIL__SMTP__PASSWORD": "wrong"})
+    async with running_app(app):
         delivery, _ = await _send_one(app, drain)
         assert (delivery["status"], delivery["last_smtp_code"], delivery["attempts"]) == ("failed", 535, 1)
         assert "wrong" not in (delivery["last_smtp_text"] or "")
@@ -76,7 +74,7 @@ async def test_password_in_the_config_file_is_refused(database, tmp_path, smtpd_
     cfg["mail"]["smtp"]["password"] = PASSWORD
     path = tmp_path / "chronos.yaml"
     path.write_text(yaml.safe_dump(cfg))
-    app = create_app(load_settings(path=path, env={}), plugins=["mail"], run_jobs=False, env={})
+    app = make_test_app(database, ["mail"], path=path)
     with pytest.raises(Exception, match="CHRONOS__MAIL__SMTP__PASSWORD") as info:
         async with running_app(app):
             pass

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import select
 
+from chronos import testing as kit
 from chronos.plugin import EventIntake, EventStore, Service, StoredEvent, hookimpl
 
 WELCOME = {
@@ -33,13 +34,7 @@ def email(name: str, **extra):
 
 
 async def _audit(app, entity_id=None):
-    from chronos.db.models import AuditEntry
-
-    async with app.state.chronos.db.read() as s:
-        q = select(AuditEntry).where(AuditEntry.entity == "template")
-        if entity_id is not None:
-            q = q.where(AuditEntry.entity_id == str(entity_id))
-        return [(a.action, a.change) for a in (await s.execute(q.order_by(AuditEntry.id))).scalars()]
+    return [(a["action"], a["change"]) for a in await kit.audit_entries(app, "template", entity_id)]
 
 
 async def test_crud_roundtrip_with_audit(chronos_app, api_client):
