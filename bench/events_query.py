@@ -386,117 +386,111 @@ def stop_server(proc: subprocess.Popen) -> None:
 
 
 async def http_bench(db: Path, mix: dict[str, list[dict[str, Any]]], workers: int, concurrency: int,
-                     seconds: float) -> dict[str, Any]:
-    from chronos_events.query import COLUMNS, QueryBuilder, sqlite_time
+                     seconds: float, rounds: int) -> dict[str, Any]:
+    """Requests/s of every contender per query class: the servers run side by
+    side and are measured in interleaved rounds (chronos, floor, datasette,
+    chronos, …); the median round counts, so a burst of other load on the
+    machine hits every contender alike."""
+    from chronos_events.query import COLUMNS, EventQuery, QueryBuilder, sqlite_time
 
     py = sys.executable
     work = Path(tempfile.mkdtemp(prefix="chronos-bench-"))
-    results: dict[str, Any] = {"chronos": {}, "floor": {}, "datasette": {}, "rss": {}}
     classes = ["7d one calendar", "1d all calendars"]
+    procs: dict[str, subprocess.Popen] = {}
+    urls: dict[str, dict[str, list[str]]] = {}
+    headers: dict[str, dict[str, str]] = {}
 
-    # the chronos app, with a key
+    # chronos: the shipped app (every setting at its default), one key
     secret = await make_key(db)
-    port = free_port()
     cfg = work / "chronos.yaml"
     cfg.write_text(
         f"database:\n  url: sqlite+aiosqlite:///{db}\n  pool_size: 8\nlogging:\n  level: warning\n"
         "scheduler:\n  enabled: false\nplugins:\n  enabled: [events]\n"
     )
-    env = {**os.environ, "CHRONOS_CONFIG": str(cfg)}
-    chronos_app = work / "serve_chronos.py"
-    chronos_app.write_text(textwrap.dedent("""
-        import os
-        from chronos.app import create_app
-        from chronos.settings import load_settings
+    (work / "serve_chronos.py").write_text(
+        "import os\nfrom chronos.app import create_app\nfrom chronos.settings import load_settings\n"
+        "app = create_app(load_settings(path=os.environ['CHRONOS_CONFIG']), run_jobs=False)\n"
+    )
+    port = free_port()
+    procs["chronos"] = start_server(
+        [py, "-m", "uvicorn", "serve_chronos:app", "--port", str(port), "--workers", str(workers),
+         "--no-access-log", "--log-level", "warning"], {**os.environ, "CHRONOS_CONFIG": str(cfg)}, work)
+    headers["chronos"] = {"Authorization": f"Bearer {secret}"}
+    urls["chronos"] = {}
+    for name in classes:
+        urls["chronos"][name] = []
+        for p in mix[name]:
+            qs = {"from": p["from"].isoformat(), "to": p["to"].isoformat(), "limit": 50}
+            if p.get("calendar_id"):
+                qs["calendar_id"] = p["calendar_id"][0]
+            urls["chronos"][name].append(str(httpx.URL(f"http://127.0.0.1:{port}/api/v1/events", params=qs)))
 
-        if os.environ.get("BENCH_KEY_CACHE"):
-            # Measurement aid, not shipped: remember verified keys in-process to
-            # show what the per-request key lookup costs.
-            import chronos.auth as auth
-            verify, seen = auth.verify_secret, {}
-
-            async def cached(ctx, secret):
-                if secret not in seen:
-                    seen[secret] = await verify(ctx, secret)
-                return seen[secret]
-
-            auth.verify_secret = cached
-        app = create_app(load_settings(path=os.environ["CHRONOS_CONFIG"]), run_jobs=False)
-    """))
-    for label, extra in (("chronos", {}), ("chronos_keycache", {"BENCH_KEY_CACHE": "1"})):
-        results[label] = {}
-        port = free_port()
-        proc = start_server([py, "-m", "uvicorn", "serve_chronos:app", "--port", str(port), "--workers", str(workers),
-                             "--no-access-log", "--log-level", "warning"], {**env, **extra}, work)
-        try:
-            await wait_up(f"http://127.0.0.1:{port}/health")
-            for name in classes:
-                urls = []
-                for p in mix[name]:
-                    qs = {"from": p["from"].isoformat(), "to": p["to"].isoformat(), "limit": 50}
-                    if p.get("calendar_id"):
-                        qs["calendar_id"] = p["calendar_id"][0]
-                    urls.append(str(httpx.URL(f"http://127.0.0.1:{port}/api/v1/events", params=qs)))
-                r = httpx.get(urls[0], headers={"Authorization": f"Bearer {secret}"})
-                assert r.status_code == 200, r.text
-                await hammer(urls, {"Authorization": f"Bearer {secret}"}, concurrency, 1.0)  # warm up
-                results[label][name] = await hammer(urls, {"Authorization": f"Bearer {secret}"}, concurrency, seconds)
-            if label == "chronos":
-                results["rss"]["chronos server"] = peak_rss_mb(proc.pid)
-        finally:
-            stop_server(proc)
-
-    # the floor app
+    # the floor: Starlette + sqlite3 + json answering the same SQL
     builder = QueryBuilder("sqlite")
-    from chronos_events.query import EventQuery
-
     probe = datetime(2026, 1, 1, tzinfo=UTC)
     sql_one = builder.page(EventQuery(start=probe, end=probe, calendars=["x"], limit=50)).sql
     sql_all = builder.page(EventQuery(start=probe, end=probe, limit=50)).sql
     (work / "floor_app.py").write_text(FLOOR_APP)
     port = free_port()
-    env = {**os.environ, "FLOOR_DB": str(db), "FLOOR_SQL": json.dumps({"one": sql_one, "all": sql_all, "columns": COLUMNS})}
-    proc = start_server([py, "-m", "uvicorn", "floor_app:app", "--port", str(port), "--workers", str(workers),
-                         "--no-access-log", "--log-level", "warning"], env, work)
-    try:
-        await wait_up(f"http://127.0.0.1:{port}/")
-        for name in classes:
-            urls = []
-            for p in mix[name]:
-                qs = {"lower": sqlite_time(p["from"]), "upper": sqlite_time(p["to"])}
-                if p.get("calendar_id"):
-                    qs["cal"] = p["calendar_id"][0]
-                urls.append(str(httpx.URL(f"http://127.0.0.1:{port}/events", params=qs)))
-            await hammer(urls, {}, concurrency, 1.0)
-            results["floor"][name] = await hammer(urls, {}, concurrency, seconds)
-        results["rss"]["floor server"] = peak_rss_mb(proc.pid)
-    finally:
-        stop_server(proc)
+    floor_env = {**os.environ, "FLOOR_DB": str(db),
+                 "FLOOR_SQL": json.dumps({"one": sql_one, "all": sql_all, "columns": COLUMNS})}
+    procs["floor"] = start_server([py, "-m", "uvicorn", "floor_app:app", "--port", str(port), "--workers", str(workers),
+                                   "--no-access-log", "--log-level", "warning"], floor_env, work)
+    headers["floor"] = {}
+    urls["floor"] = {}
+    for name in classes:
+        urls["floor"][name] = []
+        for p in mix[name]:
+            qs = {"lower": sqlite_time(p["from"]), "upper": sqlite_time(p["to"])}
+            if p.get("calendar_id"):
+                qs["cal"] = p["calendar_id"][0]
+            urls["floor"][name].append(str(httpx.URL(f"http://127.0.0.1:{port}/events", params=qs)))
 
     # Datasette, when installed
     datasette = shutil.which("datasette") or os.environ.get("DATASETTE")
     if datasette:
         port = free_port()
-        proc = start_server([datasette, "serve", str(db), "--port", str(port), "--setting", "sql_time_limit_ms", "10000",
-                             "--setting", "num_sql_threads", "3"], dict(os.environ), work)
-        try:
-            await wait_up(f"http://127.0.0.1:{port}/-/versions.json")
-            dbname = db.stem
+        procs["datasette"] = start_server(
+            [datasette, "serve", str(db), "--port", str(port), "--setting", "sql_time_limit_ms", "10000",
+             "--setting", "num_sql_threads", "3"], dict(os.environ), work)
+        headers["datasette"] = {}
+        urls["datasette"] = {}
+        for name in classes:
+            urls["datasette"][name] = []
+            for p in mix[name]:
+                sql = sql_one if p.get("calendar_id") else sql_all
+                qs = {"sql": sql, "lower": sqlite_time(p["from"]), "upper": sqlite_time(p["to"]), "limit": "51",
+                      "_shape": "array"}
+                if p.get("calendar_id"):
+                    qs["cal0"] = p["calendar_id"][0]
+                urls["datasette"][name].append(str(httpx.URL(f"http://127.0.0.1:{port}/{db.stem}.json", params=qs)))
+
+    health = {"chronos": "/health", "floor": "/", "datasette": "/-/versions.json"}
+    samples: dict[str, dict[str, list[tuple[float, int]]]] = {c: {n: [] for n in classes} for c in procs}
+    results: dict[str, Any] = {c: {} for c in ("chronos", "floor", "datasette")}
+    results["rss"] = {}
+    try:
+        for contender in procs:
+            first = urls[contender][classes[0]][0]
+            await wait_up(str(httpx.URL(first).copy_with(raw_path=health[contender].encode(), query=None)))
+            r = httpx.get(first, headers=headers[contender])
+            assert r.status_code == 200, (contender, r.text)
+            for name in classes:  # warm up: page cache, lazily built state
+                await hammer(urls[contender][name], headers[contender], concurrency, 1.0)
+        for _round in range(rounds):
             for name in classes:
-                urls = []
-                for p in mix[name]:
-                    sql = sql_one if p.get("calendar_id") else sql_all
-                    qs = {"sql": sql, "lower": sqlite_time(p["from"]), "upper": sqlite_time(p["to"]), "limit": "51",
-                          "_shape": "array"}
-                    if p.get("calendar_id"):
-                        qs["cal0"] = p["calendar_id"][0]
-                    urls.append(str(httpx.URL(f"http://127.0.0.1:{port}/{dbname}.json", params=qs)))
-                await hammer(urls, {}, concurrency, 1.0)
-                results["datasette"][name] = await hammer(urls, {}, concurrency, seconds)
-            results["rss"]["datasette"] = peak_rss_mb(proc.pid)
-        finally:
+                for contender in procs:
+                    samples[contender][name].append(
+                        await hammer(urls[contender][name], headers[contender], concurrency, seconds))
+        for contender in procs:
+            for name in classes:
+                rates = sorted(rate for rate, _ in samples[contender][name])
+                results[contender][name] = (rates[len(rates) // 2], sum(e for _, e in samples[contender][name]))
+            results["rss"][f"{contender} server"] = peak_rss_mb(procs[contender].pid)
+    finally:
+        for proc in procs.values():
             stop_server(proc)
-    shutil.rmtree(work, ignore_errors=True)
+        shutil.rmtree(work, ignore_errors=True)
     return results
 
 
@@ -535,7 +529,8 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=5, help="server-side repetitions of every case")
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--concurrency", type=int, default=16)
-    ap.add_argument("--seconds", type=float, default=8.0, help="HTTP measurement time per class and contender")
+    ap.add_argument("--seconds", type=float, default=5.0, help="HTTP measurement time per class, contender and round")
+    ap.add_argument("--rounds-http", type=int, default=3, help="interleaved HTTP rounds (the median counts)")
     ap.add_argument("--no-http", action="store_true")
     args = ap.parse_args()
 
@@ -552,7 +547,7 @@ def main() -> None:
     mix = query_mix(random.Random(42), args.cases)
     print("server-side query mix …", file=sys.stderr)
     side = asyncio.run(server_side(db, mix, args.rounds))
-    http = None if args.no_http else asyncio.run(http_bench(db, mix, args.workers, args.concurrency, args.seconds))
+    http = None if args.no_http else asyncio.run(http_bench(db, mix, args.workers, args.concurrency, args.seconds, args.rounds_http))
 
     print()
     print(f"Machine: {machine()}")
@@ -573,22 +568,20 @@ def main() -> None:
     if http:
         print()
         has_ds = bool(http["datasette"])
-        head = (f"{'HTTP req/s':<20} {'chronos':>9} {'floor':>9} {'share':>7} {'key cache*':>10} {'share':>7}"
+        head = (f"{'HTTP req/s':<20} {'chronos':>9} {'floor':>9} {'share':>7}"
                 + (f" {'datasette':>10}" if has_ds else ""))
         print(head + f"   (uvicorn, {args.workers} worker(s), {args.concurrency} connections, "
-              f"{'wrk' if shutil.which('wrk') else 'httpx'} client)")
+              f"{'wrk' if shutil.which('wrk') else 'httpx'} client, median of {args.rounds_http} interleaved rounds"
+              f" of {args.seconds:g} s)")
         for name in http["chronos"]:
             ours, err = http["chronos"][name]
             floor, _ = http["floor"][name]
-            cached, _ = http["chronos_keycache"][name]
-            line = f"{name:<20} {ours:>9,.0f} {floor:>9,.0f} {ours / floor:>6.0%} {cached:>10,.0f} {cached / floor:>6.0%}"
+            line = f"{name:<20} {ours:>9,.0f} {floor:>9,.0f} {ours / floor:>6.0%}"
             if has_ds:
                 line += f" {http['datasette'][name][0]:>10,.0f}"
             if err:
                 line += f"  ({err} errors)"
             print(line)
-        print("* chronos with verified API keys remembered in-process (a measurement aid, not shipped):"
-              " the difference is the kernel's per-request key lookup")
         if not has_ds:
             print("(Datasette not installed: column skipped)")
     print()
