@@ -14,6 +14,9 @@ from typing import Any
 
 from chronos.errors import Problem
 
+# Keys are BIGINT columns: a larger number in a forged cursor would fail in the driver.
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+
 
 def encode_cursor(kind: str, values: list[Any]) -> str:
     raw = json.dumps({"k": kind, "v": values}, separators=(",", ":"), default=str).encode()
@@ -35,7 +38,7 @@ def decode_cursor(kind: str, cursor: str, types: list[type]) -> list[Any]:
     if len(values) != len(types):
         raise bad
     for value, typ in zip(values, types, strict=True):
-        if typ is int and (isinstance(value, bool) or not isinstance(value, int)):
+        if typ is int and (isinstance(value, bool) or not isinstance(value, int) or not INT64_MIN <= value <= INT64_MAX):
             raise bad
         if typ is not int and not isinstance(value, typ):
             raise bad

@@ -17,7 +17,8 @@ Runs of one source+calendar never overlap: an in-process lock, plus
 answers 409).
 
 The same stages serve :class:`KernelEventIntake`, which ingests drafts for a
-local calendar synchronously (API- and template-created events).
+local calendar synchronously (API- and template-created events) and re-runs
+the enrichers when a local edit changes an event's text (``rederive``).
 """
 
 from __future__ import annotations
@@ -674,6 +675,14 @@ class SyncPipeline:
             return ItemFailure(exc.stage, exc.plugin, exc.name, uid, rid, exc.message)
         return ItemFailure("kernel", "kernel", "pipeline", uid, rid, _describe(exc))
 
+    async def enrich(self, session: AsyncSession, events: list[CanonicalEvent]) -> None:
+        """Every enricher in order over ``events`` (in place); a raising one is a ``StageFailure``."""
+        for plugin, enricher in self.enrichers:
+            try:
+                await enricher.enrich(events, session, self.ctx)
+            except Exception as exc:  # noqa: BLE001
+                raise StageFailure("enrich", plugin, enricher.name, exc) from exc
+
     async def _stages(
         self,
         session: AsyncSession,
@@ -706,11 +715,7 @@ class SyncPipeline:
         if strict and outcome.failures:
             return outcome
         if events:
-            for plugin, enricher in self.enrichers:
-                try:
-                    await enricher.enrich(events, session, self.ctx)
-                except Exception as exc:  # noqa: BLE001
-                    raise StageFailure("enrich", plugin, enricher.name, exc) from exc
+            await self.enrich(session, events)
         if not events and not deletions:
             return outcome
         try:
@@ -810,6 +815,43 @@ class KernelEventIntake(EventIntake):
                             "title": current.event.title},
                 )
         return stored
+
+    async def rederive(
+        self, session: AsyncSession, previous: CanonicalEvent, edited: CanonicalEvent
+    ) -> CanonicalEvent:
+        """See :meth:`EventIntake.rederive`: two enricher passes, one over the old text
+        (to tell derived tags and checkboxes from the rest) and one over the new."""
+        pipeline = self.pipeline
+        if not pipeline.enrichers:
+            return edited
+        before = previous.model_copy(deep=True, update={"tags": [], "sub_tasks": []})
+        try:
+            await pipeline.enrich(session, [before])
+            implied = set(before.tags)
+            after = edited.model_copy(
+                deep=True, update={"tags": [t for t in edited.tags if t not in implied], "sub_tasks": []}
+            )
+            await pipeline.enrich(session, [after])
+        except StageFailure as exc:
+            if not isinstance(exc.exc, ValueError):
+                raise
+            raise Problem(
+                422,
+                f"The change was rejected by {exc.plugin}/{exc.name}: {exc.message}",
+                type="validation",
+                errors=[{"pointer": "", "detail": exc.message, "stage": exc.stage}],
+            ) from None
+        if after.sub_tasks or before.sub_tasks:
+            old_box = {t.id: t.done for t in before.sub_tasks}
+            current = {t.id: t.done for t in edited.sub_tasks}
+            for task in after.sub_tasks:
+                # The same item with the same box as before: keep its flag (it may
+                # have been ticked through the API without touching the text).
+                if task.id in current and old_box.get(task.id) == task.done:
+                    task.done = current[task.id]
+        else:
+            after.sub_tasks = [t.model_copy() for t in edited.sub_tasks]
+        return after
 
 
 def install_pipeline(ctx: PluginContext, host: PluginHost) -> SyncPipeline:

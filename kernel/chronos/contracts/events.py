@@ -87,7 +87,11 @@ class EventDraft:
 def _utc(value: datetime) -> datetime:
     if value.tzinfo is None:
         raise ValueError("naive datetime: normalisers must produce aware UTC datetimes")
-    return value.astimezone(UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        # 9999-12-31T23:00-05:00 is past datetime.max in UTC: a validation error, not a crash.
+        raise ValueError("the date-time is out of range in UTC (years 1 to 9999)") from None
 
 
 class CanonicalEvent(BaseModel):
@@ -420,7 +424,8 @@ class EventStore(ABC):
 class EventIntake(ABC):
     """Create events through the whole pipeline (the kernel provides it as
     ``ctx.service(EventIntake)``): API-created and template-created events are
-    handled exactly like synced ones."""
+    handled exactly like synced ones, and local edits of an event's text get
+    their derived fields from the same enrichers (:meth:`rederive`)."""
 
     @abstractmethod
     async def ingest(
@@ -444,3 +449,34 @@ class EventIntake(ABC):
         ``actor`` (e.g. ``"system:templates"``) an audit row per stored event is
         written in that transaction.
         """
+
+    async def rederive(
+        self, session: AsyncSession, previous: CanonicalEvent, edited: CanonicalEvent
+    ) -> CanonicalEvent:
+        """Run the enrichers again after a local edit of an event's text, so that
+        what they derive (tags, sub-tasks, hints in metadata) follows the new text.
+
+        ``previous`` is the event as stored (enriched); ``edited`` is the same
+        event with the edit applied, still carrying the tags, sub-tasks and
+        metadata of ``previous``. Returns a new event; neither argument is
+        changed and nothing is written (no store, no sinks: the caller stores
+        the result).
+
+        * Tags: the tags the enrichers derive from ``previous`` on its own (its
+          text, without any tags) count as derived and are dropped; every other
+          tag is kept (given on creation, by the source, or by an earlier
+          edit); then the enrichers add what the edited text implies. A kept
+          tag that the old text also implied therefore goes with that text.
+        * Sub-tasks: when the enrichers derive sub-tasks from either text, the
+          list becomes what they derive from the edited text. An item that
+          exists on both sides (same id) keeps the done flag of ``edited``
+          unless its box in the text changed, then the new box wins. When
+          neither text yields sub-tasks, ``edited.sub_tasks`` are kept as they
+          are (sub-tasks that did not come from the text).
+        * Metadata: ``edited.metadata`` as the enrichers leave it.
+
+        An enricher rejecting the edited event with ``ValueError`` raises
+        ``chronos.plugin.Problem`` (422); other errors propagate. The default
+        returns ``edited`` unchanged (an intake without enrichers).
+        """
+        return edited

@@ -24,7 +24,7 @@ def register_migrations():
 
 @hookimpl
 def register_services():
-    return [Service("events.store", EventStore, lambda ctx: SqlEventStore())]
+    return [Service("events.store", EventStore, lambda ctx: SqlEventStore(ctx))]
 
 
 @hookimpl

@@ -63,7 +63,8 @@ WINDOW_FIRST_MAX_SPAN = timedelta(days=92)
 
 def sqlite_time(value: datetime) -> str:
     """The text form SQLAlchemy stores UTC timestamps in on SQLite (sortable)."""
-    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+    # isoformat, not strftime: strftime("%Y") writes year 999 as "999", which sorts wrong.
+    return value.astimezone(UTC).isoformat(" ", "microseconds")[:26]
 
 
 def iso_z(value: Any) -> str | None:
@@ -80,7 +81,7 @@ def iso_z(value: Any) -> str | None:
         frac = frac.rstrip("0")
         return head.replace(" ", "T") + ("." + frac if frac else "") + "Z"
     value = value.astimezone(UTC)
-    text = value.strftime("%Y-%m-%dT%H:%M:%S")
+    text = value.isoformat("T", "seconds")[:19]  # a four-digit year, unlike strftime's %Y
     if value.microsecond:
         text += f".{value.microsecond:06d}".rstrip("0")
     return text + "Z"
@@ -216,10 +217,11 @@ class EventQuery:
             )
         try:
             at = datetime.fromisoformat(start.replace("Z", "+00:00"))
-        except ValueError:
+            if at.tzinfo is None:
+                raise ValueError("naive")
+            at = at.astimezone(UTC)  # OverflowError past the year 9999 (or before 1) in UTC
+        except (ValueError, OverflowError):
             raise Problem(400, "The cursor is invalid; start again without it", type="invalid-cursor") from None
-        if at.tzinfo is None:
-            raise Problem(400, "The cursor is invalid; start again without it", type="invalid-cursor")
         return at, event_id
 
     def next_cursor(self, last: dict[str, Any]) -> str:

@@ -30,7 +30,7 @@ from chronos_events.models import EventLink
 from chronos_events.query import EventQuery, iso_z, row_to_item
 from chronos_events.query import list_events as run_list
 from chronos_events.query import InlineReader, list_page_sqlite
-from chronos_events.store import PATCHABLE, SqlEventStore
+from chronos_events.store import PATCHABLE, SqlEventStore, UnknownSubTask
 
 MAX_ID = 2**63 - 1
 EventId = Annotated[int, Path(ge=1, le=MAX_ID, description="The event's id.")]
@@ -149,6 +149,11 @@ def parse_list_query(params: Any, now: datetime | None = None) -> tuple[EventQue
             return None
         if value.tzinfo is None:
             err(name, "needs a UTC offset or Z (e.g. 2030-03-04T09:00:00+01:00)", "timezone_aware")
+            return None
+        try:
+            value.astimezone(UTC)
+        except OverflowError:
+            err(name, "out of range: in UTC it must fall in the years 1 to 9999")
             return None
         return value
 
@@ -353,7 +358,18 @@ class SubTaskDone(BaseModel):
 
 
 class EventPatch(BaseModel):
-    """Fields to change; ``sub_tasks`` sets done flags by id; ``metadata`` is merged (null removes a key)."""
+    """Fields to change; ``sub_tasks`` sets done flags by id; ``metadata`` is merged (null removes a key).
+
+    Changing ``title``, ``description`` or ``location`` runs the event through
+    the enrichers again, as on creation: ``#tags``, keyword labels and the
+    checklist follow the new text. Items still on the checklist keep their
+    done flags unless the new text changes their box. Tags the old text
+    implied are replaced by those the new text implies; other tags stay.
+    ``tags``, ``sub_tasks`` and ``metadata`` given in the same request win
+    over what is derived (``tags`` are then stored exactly as given).
+    Normalisers and sinks do not run: an edited ``ACTION:``/``NOTIZ:`` title
+    gets its ``command_hint`` but is not consumed.
+    """
 
     model_config = ConfigDict(extra="forbid")
 
@@ -393,20 +409,9 @@ async def patch_event(
     fields = {k: getattr(body, k) for k in given if k in PATCHABLE and k != "sub_tasks"}
     ctx = _ctx(request)
     store = _store(request)
+    done = {item.id: item.done for item in body.sub_tasks or []}
     async with ctx.db.write() as s:
         row = await _event_row(s, store, event_id)
-        done: dict[str, bool] = {}
-        if body.sub_tasks is not None:
-            known = {t["id"] for t in (row._mapping["sub_tasks"] or [])}
-            for i, item in enumerate(body.sub_tasks):
-                if item.id not in known:
-                    raise Problem(
-                        422,
-                        f"The event has no sub-task {item.id!r}",
-                        type="validation",
-                        errors=[{"pointer": f"/sub_tasks/{i}/id", "location": "body", "detail": "unknown sub-task", "type": "value_error"}],
-                    )
-                done[item.id] = item.done
         all_day = fields.get("all_day", row._mapping["all_day"])
         if all_day and ("start_date" in fields or "end_date" in fields):
             # All-day events span whole UTC days: derive the instants from the dates.
@@ -423,6 +428,15 @@ async def patch_event(
                 type="validation",
                 errors=[{"pointer": "/" + "/".join(map(str, e["loc"])) if e["loc"] else "", "location": "body",
                          "detail": e["msg"], "type": e["type"]} for e in exc.errors()],
+            ) from None
+        except UnknownSubTask as exc:
+            # Checked against the sub-tasks after the edit (a new description has new ones).
+            i = next(i for i, item in enumerate(body.sub_tasks or []) if item.id == exc.task_id)
+            raise Problem(
+                422,
+                f"The event has no sub-task {exc.task_id!r}",
+                type="validation",
+                errors=[{"pointer": f"/sub_tasks/{i}/id", "location": "body", "detail": "unknown sub-task", "type": "value_error"}],
             ) from None
         change = body.model_dump(mode="json", exclude_unset=True)
         await record_audit(s, entity="event", action="update", entity_id=event_id, change=change,

@@ -11,10 +11,31 @@
   tokenizer does not stem either. Prefix search covers most of what stemming
   would add ("meet*" finds "meeting").
 
+Both backends split words at punctuation. FTS5's ``unicode61`` does so by
+itself. PostgreSQL's default parser does not: it keeps ``example.com``
+(host), ``jane@example.org`` (email), ``1.2`` (version), ``/a/b`` (file) and
+``web-1`` (hyphenated word) as tokens of their own, which a search for
+``example`` or ``web-1`` would not find. The indexed expression first turns
+every ASCII character other than a letter or digit into a space
+(:data:`PG_SEPARATORS`); all of those special tokens are built from ASCII
+punctuation, so the parser is left with plain words. Non-ASCII text goes to
+the parser as it is, on the index side as on the query side (see
+:func:`parse_query`), so both cut it alike whatever the database's locale.
+The class is spelled out in code points rather than as ``[^[:alnum:]]``
+because PostgreSQL's ``[:alnum:]`` follows ``LC_CTYPE``: with ``C`` it is
+ASCII-only and would wipe out every non-ASCII letter (``Größe`` -> ``gr e``).
+PostgreSQL folds the case of non-ASCII letters only with a UTF-8
+``LC_CTYPE`` (the norm; ``C`` leaves ``Ü`` and ``ü`` distinct), and never
+drops accents, while ``unicode61`` does: on SQLite ``cafe`` also finds
+``café``; a search for ``café`` finds it on both.
+
 User text is parsed here, never passed through: ``"two words"`` is a phrase,
 ``word*`` a prefix, everything else is a plain word; all terms must match.
-Operators, quotes and punctuation are dropped, so any input yields a valid
-query (or none at all when no word is left).
+Operators, quotes and ASCII punctuation are dropped, so any input yields a
+valid query (or none at all when no word is left). What is left of a term is
+handed to the backend's own tokenizer (FTS5 re-tokenizes a quoted string,
+``to_tsquery`` a quoted lexeme, and both fold case), so the query's words are
+cut and folded exactly like the indexed text's.
 """
 
 from __future__ import annotations
@@ -24,12 +45,21 @@ from dataclasses import dataclass
 
 SQLITE_FTS_TABLE = "events_fts"
 
+# ASCII punctuation, spaces and control characters: what PostgreSQL's parser
+# must not see (see the module docstring). Each run becomes one space before
+# to_tsvector, so "example.com" indexes as "example" "com", adjacent.
+PG_SEPARATORS = r"[\x01-\x2f\x3a-\x40\x5b-\x60\x7b-\x7f]+"
+
+
+def _pg_field(column: str, weight: str) -> str:
+    return f"setweight(to_tsvector('simple', regexp_replace({column}, '{PG_SEPARATORS}', ' ', 'g')), '{weight}')"
+
+
 # One weight per field: a phrase must stay inside one field (as in FTS5, whose
-# columns are separate), which weighted lexemes in the query express.
-PG_TSVECTOR = (
-    "(setweight(to_tsvector('simple', title), 'A') || setweight(to_tsvector('simple', description), 'B')"
-    " || setweight(to_tsvector('simple', location), 'C'))"
-)
+# columns are separate), which weighted lexemes in the query express. Queries
+# must spell this expression exactly as the index does (revision events0002),
+# or the planner cannot use the index.
+PG_TSVECTOR = "(" + " || ".join(_pg_field(c, w) for c, w in (("title", "A"), ("description", "B"), ("location", "C"))) + ")"
 PG_INDEX = "ix_events_search"
 
 SQLITE_CREATE_FTS = (
@@ -87,7 +117,13 @@ def ensure_sqlite_fts(conn) -> None:  # noqa: ANN001 - a synchronous SQLAlchemy 
 
 # -- user text -> query -------------------------------------------------------------
 
-_WORD = re.compile(r"[^\W_]+", re.UNICODE)
+# A word: a run of anything but white space and the ASCII characters that
+# PG_SEPARATORS removes from indexed text (these include every character the
+# FTS5 and tsquery syntaxes give a meaning to). Non-ASCII separators inside a
+# run ("a—b") and combining marks are left to the backend's tokenizer, which
+# treats them exactly as it treated the indexed text.
+_WORD = re.compile(r"[^\s\x00-\x2f\x3a-\x40\x5b-\x60\x7b-\x7f]+")
+_LETTER = re.compile(r"[^\W_]")  # a word without any letter or digit ("—", "€") is dropped
 _TERM = re.compile(r'"([^"]*)"?|(\S+)')
 MAX_TERMS = 16
 
@@ -103,14 +139,16 @@ class Term:
 def parse_query(text: str) -> list[Term]:
     """Split user text into terms; quotes make phrases, a trailing ``*`` a prefix.
 
-    Anything that is not a letter or digit separates words, so no input can
-    produce a syntax error downstream. Returns ``[]`` when no word is left.
+    White space and ASCII punctuation separate words, so no input can produce a
+    syntax error downstream. Words keep their case: the backends fold it the
+    way they folded the indexed text (Python's ``lower()`` differs, e.g. for a
+    final sigma). Returns ``[]`` when no word is left.
     """
     terms: list[Term] = []
     for match in _TERM.finditer(text):
         phrase, bare = match.group(1), match.group(2)
         chunk = phrase if phrase is not None else bare
-        words = tuple(w.lower() for w in _WORD.findall(chunk))
+        words = tuple(w for w in _WORD.findall(chunk) if _LETTER.search(w))
         if not words:
             continue
         prefix = phrase is None and chunk.rstrip().endswith("*")
@@ -131,7 +169,13 @@ def fts5_match(terms: list[Term]) -> str:
 
 
 def pg_tsquery(terms: list[Term]) -> str:
-    """A ``to_tsquery('simple', ...)`` string: quoted lexemes, ``<->`` for phrases, ``:*`` for prefixes."""
+    """A ``to_tsquery('simple', ...)`` string: quoted lexemes, ``<->`` for phrases, ``:*`` for prefixes.
+
+    ``to_tsquery`` runs every quoted lexeme through the parser and the
+    ``simple`` dictionary, as ``to_tsvector`` did the indexed text: case is
+    folded there, and a word the parser cuts in two (at a non-ASCII
+    separator) becomes a phrase with the same weight and prefix flag.
+    """
     parts = []
     for term in terms:
         lexemes = ["'" + w.replace("'", "''").replace("\\", "\\\\") + "'" for w in term.words]

@@ -12,6 +12,11 @@ Local edits (``PATCH``, :meth:`update_metadata`) are kept in
 ``local_overrides`` and re-applied when the source delivers a new version, so
 a re-sync never reverts them; ``source_hash`` (what the pipeline delivered
 last) is what a sync compares against.
+
+What the enrichers derive from the text (tags, sub-tasks, hints) is not an
+override: when a local edit or a re-sync under one changes title, description
+or location, the kernel's :meth:`EventIntake.rederive` runs the enrichers on
+the result, so derived fields always follow the text the event shows.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ from typing import Any
 from sqlalchemy import bindparam, delete, insert, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from chronos.plugin import ApplyResult, CanonicalEvent, EventKey, EventStore, StoredEvent, utcnow
+from chronos.plugin import ApplyResult, CanonicalEvent, EventIntake, EventKey, EventStore, StoredEvent, utcnow
 
 from chronos_events.models import Event, EventSpan, EventTombstone
 
@@ -51,6 +56,18 @@ PATCHABLE = (
     "tags",
     "sub_tasks",
 )
+#: The fields enrichers read: changing one of them re-derives tags, sub-tasks and hints.
+TEXT_FIELDS = ("title", "description", "location")
+#: Fields that are results of the enrichers rather than input to them.
+DERIVED_FIELDS = ("tags", "sub_tasks")
+
+
+class UnknownSubTask(LookupError):
+    """A done flag names a sub-task the (edited) event does not have."""
+
+    def __init__(self, task_id: str) -> None:
+        super().__init__(f"the event has no sub-task {task_id!r}")
+        self.task_id = task_id
 
 
 NARROW = (T.c.id, T.c.source, T.c.calendar_id, T.c.uid, T.c.recurrence_id, T.c.source_hash, T.c.local_overrides)
@@ -220,7 +237,45 @@ def _chunks(items: Sequence[Any], size: int = CHUNK) -> Iterable[Sequence[Any]]:
 
 
 class SqlEventStore(EventStore):
-    """Events in the ``events`` table, on SQLite or PostgreSQL."""
+    """Events in the ``events`` table, on SQLite or PostgreSQL.
+
+    With ``ctx`` the store re-derives enriched fields through the kernel's
+    :class:`EventIntake` when local edits change an event's text; without it
+    (or without the service) local edits are stored as they are.
+    """
+
+    def __init__(self, ctx: Any = None) -> None:
+        self.ctx = ctx
+
+    def _intake(self) -> EventIntake | None:
+        if self.ctx is None or not self.ctx.has_service(EventIntake):
+            return None
+        return self.ctx.service(EventIntake)
+
+    async def _rederive(
+        self, session: AsyncSession, event: CanonicalEvent, fields: dict[str, Any]
+    ) -> CanonicalEvent | None:
+        """``event`` with ``fields`` (JSON values) applied and its derived fields
+        re-derived, or None when no text field changes (or nothing can re-derive)."""
+        if not any(k in fields and fields[k] != getattr(event, k) for k in TEXT_FIELDS):
+            return None
+        intake = self._intake()
+        if intake is None:
+            return None
+        inputs = {k: v for k, v in fields.items() if k not in DERIVED_FIELDS}
+        edited = CanonicalEvent.model_validate({**event.model_dump(), **inputs})
+        return await intake.rederive(session, event, edited)
+
+    async def with_overrides(
+        self, session: AsyncSession, event: CanonicalEvent, overrides: dict[str, Any] | None
+    ) -> CanonicalEvent:
+        """A new source version ``event`` with the local edits on top; when they
+        change its text, the derived fields follow the local text."""
+        if overrides:
+            rederived = await self._rederive(session, event, overrides.get("fields") or {})
+            if rederived is not None:
+                event = rederived
+        return apply_overrides(event, overrides)
 
     async def _rows_by_ids(self, session: AsyncSession, ids: list[int]) -> list[Any]:
         rows: list[Any] = []
@@ -285,7 +340,7 @@ class SqlEventStore(EventStore):
                 # Full rows only for what changed: sinks get the previous version.
                 full = {r.id: r for r in await self._rows_by_ids(session, [row.id for row, _, _ in changed])}
                 for row, event, source_hash in changed:
-                    stored = apply_overrides(event, row.local_overrides)
+                    stored = await self.with_overrides(session, event, row.local_overrides)
                     values = row_values(stored)
                     values.update(content_hash=stored.content_hash(), source_hash=source_hash, updated_at=now)
                     updates.append((full[row.id], stored, values))
@@ -414,16 +469,57 @@ class SqlEventStore(EventStore):
         The edit is remembered in ``local_overrides`` so a later sync of a
         changed source entry keeps it. ``all_done`` and ``content_hash`` are
         recomputed; ``source_hash`` stays as the source delivered it.
+
+        When ``fields`` change the title, description or location, the event is
+        run through the enrichers again (:meth:`EventIntake.rederive`) before it
+        is written, so derived data follows the new text:
+
+        * Tags the old text implied (``#tags``, keyword labels) are replaced by
+          those the new text implies; every other tag stays, whether it came
+          with the event or from an earlier edit. If an earlier edit set the
+          tag list explicitly, that list is updated the same way and stays an
+          override. ``tags`` given in the same edit win: they are stored as
+          given, with nothing derived added.
+        * Sub-tasks become the checklist of the new text. An item that is
+          still there keeps its done flag (also one ticked through the API)
+          unless the edit changed its box; flags of items that are gone are
+          forgotten. ``sub_tasks_done`` of the same edit apply last.
+        * Enricher hints in metadata are recomputed; ``metadata`` of the same
+          edit applies last.
+
+        Derived values are not stored as overrides: a re-sync derives them
+        again from the local text. Raises :class:`UnknownSubTask` when
+        ``sub_tasks_done`` names an id the resulting event does not have, and
+        ``ValidationError`` when the edit would make the event invalid.
         """
         previous = row_to_event(row)
-        json_fields = None
+        json_fields: dict[str, Any] = {}
         if fields:
             json_fields = CanonicalEvent.model_validate({**previous.model_dump(), **fields}).model_dump(
                 mode="json", include=set(fields)
             )
-        overrides = merge_overrides(row.local_overrides, fields=json_fields or {}, sub_tasks_done=sub_tasks_done or {},
-                                    metadata=metadata or {})
-        stored = apply_overrides(previous, overrides)
+        overrides = merge_overrides(row.local_overrides, fields=json_fields, metadata=metadata or {})
+        base = previous
+        rederived = await self._rederive(session, previous, json_fields)
+        if rederived is not None:
+            base = rederived
+            earlier = overrides.get("fields") or {}
+            if "tags" in earlier and "tags" not in json_fields:
+                earlier["tags"] = list(base.tags)
+            flags = overrides.get("sub_tasks_done") or {}
+            if flags:
+                # Keep the flags that still hold; the others belong to items that
+                # are gone or whose box the new text sets.
+                now_done = {t.id: t.done for t in base.sub_tasks}
+                overrides["sub_tasks_done"] = {k: v for k, v in flags.items() if now_done.get(k) == v}
+        if sub_tasks_done:
+            known = {t.id for t in base.sub_tasks}
+            for task_id in sub_tasks_done:
+                if task_id not in known:
+                    raise UnknownSubTask(task_id)
+            overrides = merge_overrides(overrides, sub_tasks_done=sub_tasks_done)
+        overrides = {k: v for k, v in overrides.items() if v}
+        stored = apply_overrides(base, overrides)
         now = utcnow()
         values = row_values(stored)
         for k in ("source", "calendar_id", "uid", "recurrence_id"):

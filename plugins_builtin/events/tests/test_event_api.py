@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from chronos import testing as kit
-from chronos.plugin import EventIntake
+from chronos.plugin import EventIntake, encode_cursor
 
 from events_helpers import T0, apply, ev, z
 
@@ -48,6 +48,8 @@ async def test_patch_fields_and_subtasks_recompute_all_done_and_hash(chronos_app
             ({"start_utc": "2030-03-05T10:00:00"}, "/start_utc"),
             ({"status": "maybe"}, "/status"),
             ({"unknown": 1}, "/unknown"),
+            ({"end_utc": "9999-12-31T23:59:59-05:00"}, "/end_utc"),  # beyond the year 9999 in UTC
+            ({"start_utc": "0001-01-01T00:00:00+01:00"}, "/start_utc"),  # before the year 1 in UTC
         ]
         for payload, pointer in bad:
             r = await c.patch(f"/api/v1/events/{eid}", json=payload)
@@ -98,6 +100,9 @@ async def test_links(chronos_app, api_client):
         items = page["items"] + rest["items"]
         assert [(i["type"], i["direction"]) for i in items] == [("blocks", "outgoing"), ("relates", "outgoing"), ("follows", "incoming")]
         assert (await c.get(f"/api/v1/events/{b}/links", params={"cursor": page["next_cursor"]})).status_code == 400
+        for beyond_bigint in (2**63, 2**70, -(2**70)):  # well-formed, but no BIGINT can hold it
+            r = await c.get(f"/api/v1/events/{a}/links", params={"cursor": encode_cursor(f"event-links:{a}", [beyond_bigint])})
+            assert r.status_code == 400 and r.headers["content-type"].startswith("application/problem+json"), r.text
 
         assert (await c.delete(f"/api/v1/events/{a}/links/{link['id']}")).status_code == 204
         assert (await c.delete(f"/api/v1/events/{a}/links/{link['id']}")).status_code == 404

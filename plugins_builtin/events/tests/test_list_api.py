@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 
+from chronos.plugin import encode_cursor
+from chronos_events.query import EventQuery
 from events_helpers import T0, all_day, apply, ev, z
 
 PLUGINS = ["events"]
@@ -107,6 +109,16 @@ async def test_keyset_cursor_is_stable_under_inserts(chronos_app, api_client):
         for forged in ("garbage", "eyJrIjoiZXZlbnRzIiwidiI6WzEsMiwzXX0", "eyJrIjoiZXZlbnRzIiwidiI6WyJhbGwiLCJub3QgYSBkYXRlIiwxLCJ4Il19"):
             r = await c.get("/api/v1/events", params={**params, "cursor": forged})
             assert r.status_code == 400, (forged, r.text)
+        # forged with the right filter fingerprint: ids beyond BIGINT, instants beyond UTC's range
+        fingerprint = EventQuery(start=T0 - H, end=T0 + 10 * H).fingerprint()
+        for start, event_id in [(z(T0), 2**70), (z(T0), -(2**70)), ("0001-01-01T00:00:00+01:00", 1),
+                                ("9999-12-31T23:59:59-05:00", 1), ("2030-03-04T09:00:00", 1)]:
+            forged = encode_cursor("events", ["all", start, event_id, fingerprint])
+            for extra in ({}, {"analytics": "true"}):
+                r = await c.get("/api/v1/events", params={**params, **extra, "cursor": forged})
+                assert r.status_code == 400, (start, event_id, r.text)
+                assert r.headers["content-type"].startswith("application/problem+json")
+                assert r.json()["type"].endswith("invalid-cursor")
 
 
 async def test_filters_tags_completed_and_text(chronos_app, api_client):
@@ -177,6 +189,10 @@ async def test_client_errors_are_problems(chronos_app, api_client):
             ({"limit": "many"}, 422, "/query/limit"),
             ({"direction": "sideways"}, 422, "/query/direction"),
             ({"cursor": "%%%"}, 400, None),
+            # valid date-times whose UTC instant is outside datetime's years 1 to 9999
+            ({"from": "0001-01-01T00:00:00+01:00"}, 422, "/query/from"),
+            ({"from": z(T0), "to": "9999-12-31T23:59:59-01:00"}, 422, "/query/to"),
+            ({"from": "0001-01-01T00:00:00+01:00", "analytics": "true"}, 422, "/query/from"),
         ]
         for params, status, pointer in cases:
             r = await c.get("/api/v1/events", params=params)
@@ -194,6 +210,32 @@ async def test_client_errors_are_problems(chronos_app, api_client):
         assert anon.status_code == 401
         w = await api_client(app, scopes=["events.write"])
         assert (await w.get("/api/v1/events")).status_code == 403
+
+
+async def test_windows_reach_from_year_one_to_year_9999(chronos_app, api_client):
+    """The extreme ends of the range answer alike on both databases (years below 1000 included)."""
+    async with chronos_app(plugins=PLUGINS) as app:
+        await apply(app, [ev("first", datetime(1, 1, 1, 1, tzinfo=UTC)), ev("antique", datetime(500, 6, 1, tzinfo=UTC)),
+                          ev("now", T0), ev("last", datetime(9999, 12, 31, 22, tzinfo=UTC))])
+        c = await api_client(app, scopes=["events.read"])
+        everything = {"from": "0001-01-01T00:00:00Z", "to": "9999-12-31T23:59:59Z"}
+        for extra in ({}, {"analytics": "true"}):
+            got, cursor = [], None
+            while True:
+                r = await c.get("/api/v1/events", params={**everything, **extra, "limit": 1} | ({"cursor": cursor} if cursor else {}))
+                assert r.status_code == 200, r.text
+                got += [(i["uid"], i["start_utc"]) for i in r.json()["items"]]
+                cursor = r.json()["next_cursor"]
+                if not cursor:
+                    break
+            assert got == [("first", "0001-01-01T01:00:00Z"), ("antique", "0500-06-01T00:00:00Z"),
+                           ("now", z(T0)), ("last", "9999-12-31T22:00:00Z")], extra
+        assert await _ids(c, **{"from": "0400-01-01T00:00:00Z", "to": "0600-01-01T00:00:00Z"}) == ["antique"]
+        assert await _ids(c, direction="past", **{"from": "0500-06-01T01:00:00+00:30"}) == ["antique", "first"]
+        r = await c.get("/api/v1/events", params={**everything, "analytics": "true"})
+        assert r.json()["analytics"]["per_day"] == {"0001-01-01": 1, "0500-06-01": 1, "2030-03-04": 1, "9999-12-31": 1}
+        one = (await c.get(f"/api/v1/events/{r.json()['items'][0]['id']}")).json()
+        assert (one["start_utc"], one["end_utc"]) == ("0001-01-01T01:00:00Z", "0001-01-01T02:00:00Z")
 
 
 async def test_inline_reads_fall_back_to_the_thread_pool(chronos_app, api_client, database):

@@ -67,6 +67,12 @@ async def test_import_is_all_or_nothing_and_bounded(chronos_app, api_client):
         bad = {**good, "id": 2, "uid": "u2", "end_utc": "2029-01-01T00:00:00Z"}
         r = await c.post("/api/v1/events/import", json={"format": "chronos-events", "version": 1, "events": [good, bad]})
         assert r.status_code == 422 and r.json()["errors"][0]["pointer"].startswith("/events/1")
+        for field, value in [("end_utc", "9999-12-31T23:59:59-05:00"), ("start_utc", "0001-01-01T00:00:00+01:00")]:
+            # a valid date-time that is out of range once in UTC
+            far = {**good, "id": 2, "uid": "u2", field: value}
+            r = await c.post("/api/v1/events/import", json={"format": "chronos-events", "version": 1, "events": [good, far]})
+            assert r.status_code == 422 and r.headers["content-type"].startswith("application/problem+json"), r.text
+            assert r.json()["errors"][0]["pointer"] == f"/events/1/{field}", r.json()
         dup = {**good, "id": 3}
         r = await c.post("/api/v1/events/import", json={"format": "chronos-events", "version": 1, "events": [good, dup]})
         assert r.status_code == 422 and r.json()["errors"][0]["pointer"] == "/events/1/uid"

@@ -544,6 +544,8 @@ def _message(exc: BaseException) -> str:
     text = str(exc) or type(exc).__name__
     if isinstance(exc, KeyError):
         text = f"missing property {text}"
+    elif isinstance(exc, OverflowError):
+        text = f"{text} (dates must fall in the years 1 to 9999, in UTC too)"
     return text[:500]
 
 
@@ -558,7 +560,7 @@ def parse_groups(prefix: str, groups: list[Group], window: Window, x_wr: str | N
         part = Parsed()
         try:
             _fast_single(g.blocks[0], g.uid, window, x_wr, part)
-        except (_Slow, ValueError):
+        except (_Slow, ValueError, OverflowError):  # icalendar reports the error for this UID
             slow.append(g)
             continue
         out.drafts += part.drafts

@@ -155,6 +155,11 @@ def test_demo_shift_moves_whole_weeks_and_keeps_local_times():
     ("UID:c@test\nDTSTART:2026-01-01\nSUMMARY:bad date", "DTSTART"),
     ("UID:d@test\nDTSTART:20260101T090000Z\nthis line is broken\nSUMMARY:x", "could not be parsed"),
     ("UID:e@test\nDTSTART;TZID=Mars/Olympus:20260101T090000\nSUMMARY:x", "TZID='Mars/Olympus'"),
+    # Dates at the edge of what Python can hold: the end or the UTC time overflows.
+    ("UID:f@test\nDTSTART;VALUE=DATE:99991231\nSUMMARY:last day", "out of range"),
+    ("UID:g@test\nDTSTART;TZID=America/New_York:99991231T230000\nSUMMARY:x", "out of range"),
+    ("UID:h@test\nDTSTART;TZID=Europe/Berlin:00010101T000000\nSUMMARY:x", "out of range"),
+    ("UID:i@test\nDTSTART:99991231T230000Z\nDURATION:PT2H\nSUMMARY:x", "out of range"),
 ])
 def test_a_bad_entry_is_an_error_for_its_uid_only(entry, message):
     out = parse(cal(entry, "UID:good@test\nDTSTART:20260101T090000Z\nSUMMARY:fine"))

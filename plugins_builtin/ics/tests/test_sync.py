@@ -158,6 +158,24 @@ async def test_bad_entries_fail_alone(chronos_app, api_client, tmp_path):
         assert titles == ["Alpha", "Beta"]  # b's last good version stays
 
 
+async def test_an_entry_with_an_out_of_range_date_fails_alone(chronos_app, api_client, tmp_path):
+    path = tmp_path / "team.ics"
+    path.write_text(ics(single("a", "Alpha"), single("b", "Beta")))
+    cfg = {**config({"id": "team", "path": str(path)}), "normalize": {"default_timezone": "Europe/Berlin"}}
+    async with chronos_app(plugins=PLUGINS, config=cfg) as app:
+        await sync(app, "team")
+        path.write_text(ics(single("a", "Alpha renamed"), single("b", "Beta"),
+                            "UID:z\nDTSTART;VALUE=DATE:99991231\nSUMMARY:the last day",
+                            "UID:y\nDTSTART;TZID=America/New_York:99991231T230000\nSUMMARY:late",
+                            "UID:x\nDTSTART:00010101T000000\nSUMMARY:floating: Berlin time, before year 1 in UTC"))
+        run = await sync(app, "team")
+        assert (run.status, run.updated, run.unchanged, run.failed, run.deleted) == ("partial", 1, 1, 3, 0)
+        assert {e["uid"] for e in run.errors} == {"x", "y", "z"}
+        assert all("out of range" in e["message"] for e in run.errors), run.errors
+        titles = sorted(e["title"] for e in await events_of(await api_client(app, scopes=["events.read"]), "team"))
+        assert titles == ["Alpha renamed", "Beta"]
+
+
 async def test_http_feed_uses_conditional_get(chronos_app, feed_server):
     feed_server.feed.body = ics(single("h1", "From the web"), single("h2", "Also from the web")).encode()
     cals = [{"id": "web", "url": feed_server.url("/cal.ics?token=s3cret")},
