@@ -79,6 +79,9 @@ async def test_malformed_json_is_400(chronos_app, api_client):
         r = await c.post("/api/v1/keys", content=b'{"name": "x", ', headers={"content-type": "application/json"})
         body = is_problem(r, 400)
         assert body["type"].endswith("malformed-body") and "not valid JSON" in body["detail"]
+        r = await c.post("/api/v1/keys", content=b'\xff\xfe\x00{"name"', headers={"content-type": "application/json"})
+        body = is_problem(r, 400)
+        assert body["type"].endswith("malformed-body")
 
 
 async def test_uncaught_exception_is_500_without_internals(chronos_app, api_client, capsys):

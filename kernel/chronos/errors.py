@@ -139,6 +139,11 @@ def install_handlers(app: FastAPI) -> None:
         if exc.status_code == 404 and detail == "Not Found":
             detail = f"No resource at {request.url.path}"
         headers = dict(exc.headers or {})
+        if exc.status_code == 400 and detail == "There was an error parsing the body":
+            # FastAPI's answer to a body it cannot even decode (not UTF-8, say).
+            detail = "The request body could not be read as JSON (is it UTF-8 encoded?)"
+            return problem_response(Problem(400, detail, type="malformed-body", errors=[
+                {"pointer": "", "location": "body", "detail": detail, "type": "body_undecodable"}]), request)
         if exc.status_code == 405:
             if detail == "Method Not Allowed":
                 detail = f"{request.method} is not allowed on {request.url.path}"
