@@ -45,6 +45,7 @@ from chronos.plugin import (
 from chronos_commands.models import ExternalCommand, Link, Note, SourceDeletion
 from chronos_commands.queue import CommandQueue, NewCommand, Rejected, iso
 from chronos_commands.syntax import ActionEntry, LinkEntry, NoteEntry, NotTaken, parse_entry
+from chronos_commands.whitelist import storable_text
 
 T = ExternalCommand.__table__
 NOTES = Note.__table__
@@ -105,7 +106,10 @@ class CommandHints(Enricher):
                 try:
                     await self.queue.check(session, new, cache=entries)
                 except Rejected as exc:
-                    hint = {"status": "rejected", "kind": "action", "reason": f"refused by the whitelist: {exc}"}
+                    # The reason may quote a refused key (a NUL byte in a description's JSON): escaped,
+                    # so that the hint can be stored on every backend.
+                    hint = {"status": "rejected", "kind": "action",
+                            "reason": storable_text(f"refused by the whitelist: {exc}")}
             if hint is None:
                 event.metadata.pop("command_hint", None)
             else:
@@ -131,10 +135,20 @@ class CommandEntries(Sink):
             for row in await self._pending(session, stored.event.key):
                 await self._cancel(session, row["id"], "the calendar entry was deleted")
 
-    async def _cancel(self, s: AsyncSession, command_id: int, reason: str) -> None:
-        """Cancel because of an edit; the entry no longer waits for this command."""
+    async def _cancel(
+        self, s: AsyncSession, command_id: int, reason: str, store: EventStore | None = None,
+        stored: StoredEvent | None = None,
+    ) -> None:
+        """Cancel because of an edit; the entry no longer waits for this command.
+
+        An entry that stays in the calendar says so in its metadata, replacing
+        the "scheduled" note it carried."""
         await self.queue.cancel(command_id, reason=reason, actor=ACTOR, session=s)
         await s.execute(update(T).where(T.c.id == command_id).values(entry_kept=False))
+        if store is not None and stored is not None:
+            await store.update_metadata(s, stored.id, {"command": {
+                "id": command_id, "status": "cancelled", "reason": reason,
+            }})
 
     async def _pending(self, s: AsyncSession, key: EventKey) -> list[Any]:
         return list(
@@ -156,7 +170,7 @@ class CommandEntries(Sink):
             await self._action(s, store, batch, stored, entry, pending)
             return
         for row in pending:
-            await self._cancel(s, row["id"], "the calendar entry no longer holds this ACTION")
+            await self._cancel(s, row["id"], "the calendar entry no longer holds this ACTION", store, stored)
         if isinstance(entry, (NoteEntry, LinkEntry)):
             await self._note_or_link(s, store, batch, stored, entry)
         elif isinstance(entry, NotTaken) and entry.status == "rejected":
@@ -201,18 +215,18 @@ class CommandEntries(Sink):
         new.event_id = stored.id
         for row in pending:
             if row["idempotency_key"] != new.idempotency_key:
-                await self._cancel(s, row["id"], "the calendar entry changed")
+                await self._cancel(s, row["id"], "the calendar entry changed", store, stored)
         existing = await self.queue.find_by_key(s, new.idempotency_key)
         if event.status == "cancelled":
             if existing is not None and existing["status"] == "pending":
-                await self._cancel(s, existing["id"], "the calendar entry was cancelled")
+                await self._cancel(s, existing["id"], "the calendar entry was cancelled", store, stored)
             return
         try:
-            rule = await self.queue.check(s, new)
+            rule = await self.queue.check(s, new, lock=True)  # the insert below relies on this entry
         except Rejected as exc:
             await record_audit(
                 s, entity="event", entity_id=stored.id, action="command_rejected", actor=ACTOR,
-                change={"title": event.title[:500], "kind": "action", "reason": str(exc)[:1000]},
+                change={"title": event.title[:500], "kind": "action", "reason": storable_text(str(exc))[:1000]},
             )
             return
         now = utcnow()

@@ -108,9 +108,14 @@ def register_health_checks():
 
 
 async def seed_whitelist(ctx: PluginContext, settings: CommandsSettings) -> None:
-    """Apply the ``commands.whitelist`` entries: insert missing ones, update changed ones."""
+    """Apply the ``commands.whitelist`` entries: insert missing ones, update changed ones.
+
+    Pending commands of an entry whose params changed (or that is created anew) are re-checked
+    against the new rules, as for a change through the API.
+    """
     if not settings.whitelist:
         return
+    queue = queue_of(ctx)
     async with ctx.db.write() as s:
         for seed in settings.whitelist:
             action = seed.action.upper()
@@ -124,12 +129,16 @@ async def seed_whitelist(ctx: PluginContext, settings: CommandsSettings) -> None
                                        .returning(WL.c.id))).scalar_one()
                 await record_audit(s, entity="whitelist", entity_id=new, action="create",
                                    change={"system": seed.system, "action": action, **wanted}, actor="system:config")
+                await queue.recheck_pending(s, {"id": new, "system": seed.system, "action": action, **wanted},
+                                            actor="system:config")
                 continue
             diff = {k: {"from": row[k], "to": v} for k, v in wanted.items() if row[k] != v}
             if diff:
                 await s.execute(update(WL).where(WL.c.id == row["id"]).values(updated_at=now, origin="config", **wanted))
                 await record_audit(s, entity="whitelist", entity_id=row["id"], action="update", change=diff,
                                    actor="system:config")
+                if "allowed_params_json" in diff:
+                    await queue.recheck_pending(s, {**row, **wanted}, actor="system:config")
 
 
 @hookimpl

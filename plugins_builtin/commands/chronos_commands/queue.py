@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import bindparam, case, exists, func, insert, literal, or_, select, true, update
+from sqlalchemy import bindparam, case, exists, false, func, insert, literal, or_, select, true, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from chronos.plugin import (
@@ -45,7 +45,7 @@ from chronos.plugin import (
 
 from chronos_commands.models import ExternalCommand, WhitelistEntry, Workflow
 from chronos_commands.settings import CommandsSettings
-from chronos_commands.whitelist import Violation, check_against, check_payload
+from chronos_commands.whitelist import Violation, check_against, check_params, check_payload, storable_text
 
 T = ExternalCommand.__table__
 W = WhitelistEntry.__table__
@@ -195,7 +195,7 @@ class Rejected(Exception):
 class _Completion:
     command_id: int
     result: Any
-    token: str | None
+    token: str
     principal: Principal | None
     request: Any
     future: asyncio.Future[Any]
@@ -230,29 +230,50 @@ class CommandQueue:
 
     @staticmethod
     def may_act(principal: Principal | None, system: str) -> bool:
-        return principal is None or principal.has(MANAGE) or principal.bound_to(system)
+        """A key bound to systems acts on those systems' commands only, whatever its scopes
+        (``commands.manage`` and ``admin`` included); an unbound key needs ``commands.manage``."""
+        if principal is None:
+            return True
+        if principal.systems:
+            return principal.bound_to(system)
+        return principal.has(MANAGE)
 
-    def _authorize(self, principal: Principal | None, row: Any) -> None:
-        if not self.may_act(principal, row["target_system"]):
+    def authorize_system(self, principal: Principal | None, system: str) -> None:
+        """403 ``forbidden-system`` unless ``principal`` may act on ``system``'s commands."""
+        if not self.may_act(principal, system):
             bound = ", ".join(sorted(principal.systems)) if principal else ""
             raise Problem(
                 403,
-                f"This key is bound to {bound or 'no system'} and may not act on commands of {row['target_system']!r}",
+                f"This key is bound to {bound or 'no system'} and may not act on commands of {system!r}",
                 type="forbidden-system",
             )
 
+    def _authorize(self, principal: Principal | None, row: Any) -> None:
+        self.authorize_system(principal, row["target_system"])
+
     # -- whitelist and insert -----------------------------------------------------
 
-    async def whitelist_entry(self, s: AsyncSession, system: str, command: str) -> dict[str, Any] | None:
-        row = (await s.execute(select(W).where(W.c.system == system, W.c.action == command))).mappings().first()
+    async def whitelist_entry(
+        self, s: AsyncSession, system: str, command: str, *, lock: bool = False
+    ) -> dict[str, Any] | None:
+        """The entry for (system, command). ``lock`` (write transactions that insert a command)
+        takes a share lock on PostgreSQL, so a concurrent change of the entry either waits for
+        the insert to commit (and then re-checks the new command with the other pending ones)
+        or commits first (and the insert sees the new rules)."""
+        q = select(W).where(W.c.system == system, W.c.action == command)
+        if lock:
+            q = q.with_for_update(read=True)
+        row = (await s.execute(q)).mappings().first()
         return dict(row) if row is not None else None
 
     async def check(
-        self, s: AsyncSession, new: NewCommand, *, cache: dict[tuple[str, str], Any] | None = None
+        self, s: AsyncSession, new: NewCommand, *, cache: dict[tuple[str, str], Any] | None = None,
+        lock: bool = False,
     ) -> dict[str, Any]:
         """Payload shape and whitelist; returns the whitelist entry or raises :class:`Rejected`.
 
-        ``cache`` (per batch) saves the lookup when many entries name one (system, command).
+        ``cache`` (per batch) saves the lookup when many entries name one (system, command);
+        ``lock`` share-locks the entry (see :meth:`whitelist_entry`).
         """
         violations = check_payload(new.target_system, new.command, new.params, new.args)
         if violations:
@@ -261,7 +282,7 @@ class CommandQueue:
         if cache is not None and pair in cache:
             entry = cache[pair]
         else:
-            entry = await self.whitelist_entry(s, new.target_system, new.command)
+            entry = await self.whitelist_entry(s, new.target_system, new.command, lock=lock)
             if cache is not None:
                 cache[pair] = entry
         violations = check_against(entry, new.target_system, new.command, new.params)
@@ -286,7 +307,7 @@ class CommandQueue:
         if existing is not None:
             return existing, False
         if entry is None:
-            entry = await self.check(s, new)
+            entry = await self.check(s, new, lock=True)
         now = utcnow()
         max_attempts = new.max_attempts or entry.get("max_attempts") or self.settings.default_max_attempts
         row = (
@@ -347,8 +368,9 @@ class CommandQueue:
         command up at once while a busy queue pays one statement per poll.
         Only commands whose (system, command) is still enabled in the whitelist
         are handed out: disabling an entry holds its queued commands, nothing
-        is lost.
+        is lost. A key bound to other systems gets 403.
         """
+        self.authorize_system(principal, system)
         seconds = lease_seconds or self.settings.default_lease_seconds
         token = secrets.token_hex(8)
         async with self.ctx.db.write() as s:
@@ -416,35 +438,37 @@ class CommandQueue:
             raise Problem(404, f"No command with id {command_id}", type="not-found")
         return row
 
-    def _own_lease(self, row: Any, token: str | None, verb: str) -> None:
-        """409 unless ``row`` is processing under the caller's lease."""
+    def _own_lease(self, row: Any, token: str, verb: str) -> None:
+        """409 unless ``row`` is processing under the caller's lease (``token``)."""
         if row["status"] != "processing":
             raise Problem(
                 409, f"Cannot {verb} command {row['id']}: its status is {row['status']!r}, not 'processing'",
                 type="conflict", status_now=row["status"],
             )
-        if token is not None and token != row["lease_token"]:
+        if token != row["lease_token"]:
             raise Problem(
                 409, f"Cannot {verb} command {row['id']}: the lease expired and it was handed to another poller",
                 type="lease-lost", status_now=row["status"],
             )
 
     def _bound(self, principal: Principal | None) -> Any:
-        if principal is None or principal.has(MANAGE):
+        """The SQL form of :meth:`may_act`: the systems whose commands ``principal`` may act on."""
+        if principal is None:
             return true()
-        return T.c.target_system.in_(sorted(principal.systems))
+        if principal.systems:
+            return T.c.target_system.in_(sorted(principal.systems))
+        return true() if principal.has(MANAGE) else false()
 
     async def extend(
-        self, command_id: int, *, lease_seconds: int | None = None, token: str | None = None,
+        self, command_id: int, *, token: str, lease_seconds: int | None = None,
         principal: Principal | None = None,
     ) -> dict[str, Any]:
-        """Heartbeat: push the lease expiry to now + ``lease_seconds``."""
+        """Heartbeat: push the lease expiry to now + ``lease_seconds``; ``token`` is the poll's lease token."""
         seconds = lease_seconds or self.settings.default_lease_seconds
         async with self.ctx.db.write() as s:
             now = utcnow()
-            cond = [T.c.id == command_id, T.c.status == "processing", self._bound(principal)]
-            if token is not None:
-                cond.append(T.c.lease_token == token)
+            cond = [T.c.id == command_id, T.c.status == "processing", T.c.lease_token == token,
+                    self._bound(principal)]
             row = (
                 await s.execute(
                     update(T).where(*cond)
@@ -460,10 +484,12 @@ class CommandQueue:
         return command_view(row)
 
     async def complete(
-        self, command_id: int, result: Any, *, token: str | None = None,
+        self, command_id: int, result: Any, *, token: str,
         principal: Principal | None = None, request: Any = None,
     ) -> dict[str, Any]:
-        """Mark a leased command completed. Repeating the same call answers the same.
+        """Mark a leased command completed; ``token`` is the lease token its poll returned.
+
+        Repeating the same call (same result, same token) answers the same 200.
 
         Completions arriving while a write is in flight are committed together
         (group commit): each is still checked and audited on its own, in
@@ -536,14 +562,16 @@ class CommandQueue:
         if row is None:
             raise Problem(404, f"No command with id {item.command_id}", type="not-found")
         self._authorize(item.principal, row)
-        if row["status"] == "processing" and (item.token is None or item.token == row["lease_token"]):
+        if row["status"] == "processing" and item.token == row["lease_token"]:
             row.update(status="completed", result_json=item.result, completed_at=now, updated_at=now,
                        lease_expires_at=None)
             done.append((row, item))
             return command_view(row)
         if row["status"] == "completed":
+            # A replay must carry the token of the lease that completed the command (it is
+            # kept on the row): the worker that did the work gets its answer again, nobody else.
             same = canonical(row["result_json"]) == canonical(item.result)
-            if same and (item.token is None or item.token == row["lease_token"]):
+            if same and item.token == row["lease_token"]:
                 return command_view(row)
             raise Problem(
                 409, f"Command {item.command_id} is already completed with a different result"
@@ -560,15 +588,19 @@ class CommandQueue:
         return delay / 2 + random.random() * delay / 2
 
     async def fail(
-        self, command_id: int, error: str, *, retry: bool = False, retry_after_seconds: float | None = None,
-        token: str | None = None, principal: Principal | None = None, request: Any = None,
+        self, command_id: int, error: str, *, token: str, retry: bool = False,
+        retry_after_seconds: float | None = None, principal: Principal | None = None, request: Any = None,
     ) -> dict[str, Any]:
-        """Report a failure: ``retry`` queues it again after a backoff, up to ``max_attempts``."""
+        """Report a failure: ``retry`` queues it again after a backoff, up to ``max_attempts``.
+
+        ``token`` is the lease token the poll returned; the same report again under the
+        same lease answers the same 200.
+        """
         async with self.ctx.db.write() as s:
             row = await self._locked(s, command_id)
             self._authorize(principal, row)
             if row["status"] in ("failed", "dead", "pending") and row["error"] == error and (
-                (token is not None and token == row["lease_token"]) or (token is None and row["status"] != "pending")
+                row["lease_token"] is not None and token == row["lease_token"]
             ):
                 return command_view(row)  # the same report again
             self._own_lease(row, token, "fail")
@@ -596,6 +628,7 @@ class CommandQueue:
         """Put a dead or failed command back in the queue with a fresh attempt budget."""
         async with self.ctx.db.write() as s:
             row = await self._locked(s, command_id)
+            self._authorize(principal, row)
             if row["status"] not in ("dead", "failed"):
                 raise Problem(
                     409, f"Only dead or failed commands can be retried; command {command_id} is {row['status']!r}",
@@ -628,6 +661,7 @@ class CommandQueue:
                                          actor=actor, session=s)
         s = session
         row = await self._locked(s, command_id)
+        self._authorize(principal, row)
         if row["status"] == "cancelled":
             return command_view(row)
         if row["status"] not in ("pending", "processing"):
@@ -650,6 +684,70 @@ class CommandQueue:
         )
         return command_view(new)
 
+    async def lock_pending(self, s: AsyncSession, system: str, action: str) -> None:
+        """Lock the pending commands of (system, action) before its whitelist entry changes.
+
+        The calendar sink, editing an entry's ``ACTION:``, locks the old command (cancel, re-time)
+        before it share-locks the whitelist entry for the new one; taking the locks in the same
+        order makes a change of the entry wait for such a sync instead of deadlocking with it
+        (PostgreSQL; SQLite has a single writer).
+        """
+        await s.execute(
+            select(T.c.id)
+            .where(T.c.target_system == system, T.c.command == action, T.c.status == "pending")
+            .with_for_update(of=T)
+        )
+
+    async def recheck_pending(
+        self, s: AsyncSession, entry: Any, *, principal: Principal | None = None, request: Any = None,
+        actor: str | None = None,
+    ) -> list[int]:
+        """Cancel the pending commands of ``entry``'s (system, action) that its params no longer allow.
+
+        Called in the transaction that changes (or creates) a whitelist entry's
+        allowed params, so no poll can hand such a command out afterwards. Each
+        cancelled command gets the reason as its ``error`` and an audit row.
+        Commands already handed out (``processing``) are not touched. Returns
+        the ids of the cancelled commands.
+        """
+        allowed = entry["allowed_params_json"] or {}
+        rows = (
+            await s.execute(
+                select(T.c.id, T.c.params_json)
+                .where(T.c.target_system == entry["system"], T.c.command == entry["action"], T.c.status == "pending")
+                .order_by(T.c.id)
+                .with_for_update(of=T)
+            )
+        ).mappings().all()
+        refused: list[tuple[int, str]] = []
+        for row in rows:
+            violations = check_params(allowed, row["params_json"] or {})
+            if violations:
+                first = violations[0]
+                reason = storable_text(
+                    f"cancelled: the whitelist entry {entry['system']}/{entry['action']} (id {entry['id']}) "
+                    f"no longer allows it: {first.pointer}: {first.detail}"
+                )[:1000]
+                refused.append((row["id"], reason))
+        if not refused:
+            return []
+        now = utcnow()
+        await s.execute(
+            update(T)
+            .where(T.c.id == bindparam("cid"), T.c.status == "pending")
+            .values(status="cancelled", error=bindparam("reason"), lease_expires_at=None, completed_at=now,
+                    updated_at=now),
+            [{"cid": cid, "reason": reason} for cid, reason in refused],
+        )
+        await record_audit_many(s, [
+            {"entity": "command", "entity_id": cid, "action": "cancel",
+             "change": {"status": "cancelled", "previous_status": "pending", "reason": reason,
+                        "whitelist_id": entry["id"]},
+             "principal": principal, "request": request, "actor": actor}
+            for cid, reason in refused
+        ])
+        return [cid for cid, _ in refused]
+
     # -- reading ---------------------------------------------------------------------
 
     async def get(self, command_id: int) -> dict[str, Any] | None:
@@ -659,10 +757,14 @@ class CommandQueue:
 
     async def list(
         self, *, status: list[str] | None = None, system: str | None = None, command: str | None = None,
-        origin: str | None = None, limit: int = 50, cursor: str | None = None,
+        origin: str | None = None, limit: int = 50, cursor: str | None = None, principal: Principal | None = None,
     ) -> dict[str, Any]:
-        """Newest first, keyset-paginated on id."""
+        """Newest first, keyset-paginated on id; a key bound to systems sees their commands only."""
         q = select(T)
+        if system:
+            self.authorize_system(principal, system)
+        elif principal is not None and principal.systems:
+            q = q.where(T.c.target_system.in_(sorted(principal.systems)))
         if status:
             q = q.where(T.c.status.in_(status))
         if system:

@@ -162,27 +162,44 @@ class EnqueueIn(BaseModel):
     max_attempts: StrictInt | None = Field(None, ge=1, le=100)
 
 
+TOKEN_DOC = (
+    "Required: the `lease_token` the poll returned with this command. A callback whose lease expired "
+    "and went to another poller gets 409 `lease-lost`."
+)
+
+
 class ExtendIn(BaseModel):
+    """``POST /commands/{id}/extend``: a heartbeat under the caller's lease."""
+
     model_config = ConfigDict(extra="forbid")
 
-    lease_seconds: StrictInt | None = Field(None, ge=1, le=86_400)
-    lease_token: LeaseToken | None = None
+    lease_seconds: StrictInt | None = Field(None, ge=1, le=86_400, description="The lease now ends this many seconds from now.")
+    lease_token: LeaseToken = Field(description=TOKEN_DOC)
 
 
 class CompleteIn(BaseModel):
+    """``POST /commands/{id}/complete``: success under the caller's lease."""
+
     model_config = ConfigDict(extra="forbid")
 
-    result: Any = None
-    lease_token: LeaseToken | None = None
+    result: Any = Field(None, description="Any JSON value (at most 64 KB; finite numbers, storable text).")
+    lease_token: LeaseToken = Field(
+        description=TOKEN_DOC + " Repeating a completion (same result) with the token of the lease that "
+        "completed the command answers the same 200."
+    )
 
 
 class FailIn(BaseModel):
+    """``POST /commands/{id}/fail``: failure under the caller's lease."""
+
     model_config = ConfigDict(extra="forbid")
 
     error: Annotated[str, StringConstraints(min_length=1, max_length=MAX_ERROR)]
     retry: StrictBool = False
     retry_after_seconds: StrictFloat | None = Field(None, ge=0, le=7 * 86_400)
-    lease_token: LeaseToken | None = None
+    lease_token: LeaseToken = Field(
+        description=TOKEN_DOC + " Repeating a report (same error) under the same lease answers the same 200."
+    )
 
 
 class CancelIn(BaseModel):
@@ -202,7 +219,7 @@ def _check_lease_seconds(queue: CommandQueue, seconds: int | None, pointer: str)
 @router.get("/commands", response_model=CommandPage, tags=["commands"])
 async def list_commands(
     request: Request,
-    _: Principal = Depends(MANAGE),
+    principal: Principal = Depends(MANAGE),
     status: Annotated[list[Literal["pending", "processing", "completed", "failed", "dead", "cancelled"]] | None, Query()] = None,
     system: Annotated[str | None, Query(pattern=SYSTEM_PATTERN)] = None,
     command: Annotated[str | None, Query(pattern=COMMAND_PATTERN)] = None,
@@ -210,9 +227,13 @@ async def list_commands(
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     cursor: Annotated[str | None, Query(max_length=2048)] = None,
 ) -> dict[str, Any]:
-    """Commands, newest first, filtered by status (repeatable), system, command and origin."""
+    """Commands, newest first, filtered by status (repeatable), system, command and origin.
+
+    A key bound to systems lists those systems' commands only (403 for ``system`` naming another).
+    """
     return await queue_of(request).list(
-        status=status, system=system, command=command, origin=origin, limit=limit, cursor=cursor
+        status=status, system=system, command=command, origin=origin, limit=limit, cursor=cursor,
+        principal=principal,
     )
 
 
@@ -225,8 +246,12 @@ async def enqueue(
     principal: Principal = Depends(MANAGE),
     idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
 ) -> dict[str, Any]:
-    """Enqueue a command directly. A retry with the same ``Idempotency-Key`` returns the first command (200)."""
+    """Enqueue a command directly. A retry with the same ``Idempotency-Key`` returns the first command (200).
+
+    A key bound to systems may enqueue for those systems only (403 otherwise).
+    """
     queue = queue_of(request)
+    queue.authorize_system(principal, body.target_system)
     if idempotency_key is not None and not IDEMPOTENCY_RE.match(idempotency_key):
         raise Problem(400, "Idempotency-Key must be 1-200 visible ASCII characters", type="invalid-idempotency-key")
     command = body.command.upper()
@@ -269,7 +294,11 @@ async def poll(
     limit: Annotated[int, Query(ge=1, le=100)] = 10,
     lease_seconds: Annotated[int | None, Query(ge=1, le=86_400)] = None,
 ) -> dict[str, Any]:
-    """Lease up to ``limit`` due commands of ``system_id`` (oldest first); each comes with a ``lease_token``."""
+    """Lease up to ``limit`` due commands of ``system_id`` (oldest first); each comes with a ``lease_token``
+    that every callback (extend, complete, fail) must send back.
+
+    A key bound to systems may poll those systems only, whatever its scopes (403 otherwise).
+    """
     queue = queue_of(request)
     _check_lease_seconds(queue, lease_seconds, "/query/lease_seconds")
     items = await queue.lease(system_id, limit=limit, lease_seconds=lease_seconds, principal=principal)
@@ -282,11 +311,13 @@ async def poll(
 
 @router.post("/commands/{command_id}/extend", response_model=CommandOut, tags=["commands"], responses=problems(404, 409))
 async def extend(
-    command_id: CommandId, request: Request, principal: Principal = Depends(CALLBACK),
-    body: Annotated[ExtendIn | None, Body()] = None,
+    command_id: CommandId, body: ExtendIn, request: Request, principal: Principal = Depends(CALLBACK),
 ) -> dict[str, Any]:
-    """Heartbeat: the lease now ends ``lease_seconds`` from now."""
-    body = body or ExtendIn()
+    """Heartbeat: the lease now ends ``lease_seconds`` from now.
+
+    Send the poll's ``lease_token`` (422 without it); 409 ``lease-lost`` when the lease expired and the
+    command went to another poller, 409 ``conflict`` when it is no longer processing.
+    """
     queue = queue_of(request)
     _check_lease_seconds(queue, body.lease_seconds, "/lease_seconds")
     return await queue.extend(command_id, lease_seconds=body.lease_seconds, token=body.lease_token, principal=principal)
@@ -295,11 +326,14 @@ async def extend(
 @router.post("/commands/{command_id}/complete", response_model=CommandOut, tags=["commands"],
              responses=problems(404, 409))
 async def complete(
-    command_id: CommandId, request: Request, principal: Principal = Depends(CALLBACK),
-    body: Annotated[CompleteIn | None, Body()] = None,
+    command_id: CommandId, body: CompleteIn, request: Request, principal: Principal = Depends(CALLBACK),
 ) -> dict[str, Any]:
-    """Report success. The same call again answers the same 200; a different one 409."""
-    body = body or CompleteIn()
+    """Report success under the caller's lease: send the poll's ``lease_token`` (422 without it).
+
+    The same call again (same result, same token) answers the same 200; another result, or a token
+    other than the one of the lease that completed the command, 409. A callback after the lease
+    expired and the command went to another poller gets 409 ``lease-lost``.
+    """
     problems = check_json_value(body.result, "/result")
     if not problems and encoded_size(body.result) > MAX_RESULT:
         problems = [Violation("/result", f"is larger than {MAX_RESULT} bytes")]
@@ -312,7 +346,11 @@ async def complete(
 
 @router.post("/commands/{command_id}/fail", response_model=CommandOut, tags=["commands"], responses=problems(404, 409))
 async def fail(command_id: CommandId, body: FailIn, request: Request, principal: Principal = Depends(CALLBACK)) -> dict[str, Any]:
-    """Report failure; ``retry`` queues it again after a backoff until ``max_attempts``, then it is dead."""
+    """Report failure; ``retry`` queues it again after a backoff until ``max_attempts``, then it is dead.
+
+    Send the poll's ``lease_token`` (422 without it); the same report again under the same lease answers
+    the same 200, a callback after the lease went to another poller 409 ``lease-lost``.
+    """
     why = text_problem(body.error)
     if why:
         raise _problem_422([Violation("/error", why)])
@@ -450,6 +488,8 @@ async def create_whitelist(body: WhitelistIn, request: Request, principal: Princ
             await record_audit(s, entity="whitelist", entity_id=row["id"], action="create",
                                change={k: values[k] for k in ("system", "action", "allowed_params_json", "enabled", "schedule")},
                                principal=principal, request=request)
+            # Commands queued under an entry since deleted wait for a new one: they must pass its rules.
+            await queue_of(request).recheck_pending(s, row, principal=principal, request=request)
     except IntegrityError:
         raise Problem(409, f"{values['system']}/{values['action']} is already whitelisted", type="conflict") from None
     return whitelist_view(row)
@@ -464,6 +504,10 @@ async def get_whitelist(entry_id: EntryId, request: Request, _: Principal = Depe
 @router.patch("/whitelists/{entry_id}", response_model=WhitelistOut, tags=["whitelists"], responses=problems(404))
 async def patch_whitelist(entry_id: EntryId, body: WhitelistPatch, request: Request,
                           principal: Principal = Depends(ADMIN)) -> dict[str, Any]:
+    """Change an entry. New ``allowed_params_json`` applies to queued commands as well: pending commands
+    of this (system, action) that the new rules refuse are cancelled in the same transaction, each with
+    the reason as its ``error`` and an audit row. ``enabled: false`` holds pending commands instead
+    (nothing is handed out until the entry is enabled again)."""
     changes = body.model_dump(exclude_unset=True)
     if "allowed_params_json" in changes:
         if changes["allowed_params_json"] is None:
@@ -472,9 +516,16 @@ async def patch_whitelist(entry_id: EntryId, body: WhitelistPatch, request: Requ
     for key in ("enabled", "schedule", "description"):
         if key in changes and changes[key] is None:
             raise _problem_422([Violation(f"/{key}", "may not be null")])
-    async with queue_of(request).ctx.db.write() as s:
+    queue = queue_of(request)
+    async with queue.ctx.db.write() as s:
         before = await _whitelist_row(s, entry_id)
+        recheck = "allowed_params_json" in changes and changes["allowed_params_json"] != before["allowed_params_json"]
+        if recheck:
+            await queue.lock_pending(s, before["system"], before["action"])
         row = await _update_audited(s, WL, entry_id, "whitelist", before, changes, principal, request)
+        if recheck:
+            # After the update: an insert that share-locked the entry has committed by now and is seen.
+            await queue.recheck_pending(s, row, principal=principal, request=request)
     return whitelist_view(row)
 
 
@@ -496,6 +547,8 @@ async def _update_audited(
 
 @router.delete("/whitelists/{entry_id}", status_code=204, tags=["whitelists"], responses=problems(404))
 async def delete_whitelist(entry_id: EntryId, request: Request, principal: Principal = Depends(ADMIN)) -> Response:
+    """Delete an entry. Like disabling it, this holds its pending commands: none is handed out, and an
+    entry created again for the same (system, action) re-checks them against its rules."""
     async with queue_of(request).ctx.db.write() as s:
         before = await _whitelist_row(s, entry_id)
         await s.execute(delete(WL).where(WL.c.id == entry_id))

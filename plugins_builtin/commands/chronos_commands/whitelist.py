@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -95,6 +96,8 @@ def _normalize_one(spec: Any) -> dict[str, Any] | None:
         pattern = spec["regex"]
         if not isinstance(pattern, str):
             raise ValueError("the regex must be a string")
+        if text_problem(pattern):
+            raise ValueError(f"the regex {text_problem(pattern)} (write it as an escape such as \\x00)")
         check_pattern(pattern)
         return {"regex": pattern}
     values = spec["enum"]
@@ -105,8 +108,12 @@ def _normalize_one(spec: Any) -> dict[str, Any] | None:
     for v in values:
         if not (v is None or isinstance(v, (str, int, float, bool))):
             raise ValueError("enum values must be strings, numbers, booleans or null")
+        if isinstance(v, float) and not math.isfinite(v):
+            raise ValueError("enum values must be finite numbers (not NaN or Infinity)")
         if isinstance(v, str) and len(v) > MAX_PARAM_VALUE:
             raise ValueError(f"enum values must be at most {MAX_PARAM_VALUE} characters")
+        if isinstance(v, str) and text_problem(v):
+            raise ValueError(f"an enum value {text_problem(v)}")
     return {"enum": values}
 
 
@@ -244,9 +251,34 @@ def check_json_value(value: Any, pointer: str, *, depth: int = 0) -> list[Violat
         for i, v in enumerate(value):
             out.extend(check_json_value(v, f"{pointer}/{i}", depth=depth + 1))
         return out
-    if isinstance(value, float) and value != value:  # NaN cannot be stored as JSON
-        return [Violation(pointer, "is not a finite number")]
+    if isinstance(value, float) and not math.isfinite(value):
+        # NaN and ±Infinity (``1e400`` parses to inf) are not JSON: PostgreSQL refuses them, SQLite stores null.
+        return [Violation(pointer, "is not a finite number (NaN and Infinity cannot be stored)")]
     return []
+
+
+def storable_text(value: str) -> str:
+    """``value`` with the characters :func:`text_problem` refuses written as ``\\uXXXX`` escapes.
+
+    For texts the service composes itself (audit reasons, error details) that may
+    quote a refused value, so that recording why something was refused cannot fail.
+    """
+    if text_problem(value) is None:
+        return value
+    return "".join(
+        f"\\u{ord(ch):04x}" if (ord(ch) < 32 and ch not in "\t\n\r") or 0xD800 <= ord(ch) <= 0xDFFF else ch
+        for ch in value
+    )
+
+
+def storable_json(value: Any, pointer: str) -> tuple[bool, str]:
+    """Whether ``value`` may go into a JSON column as it is, else (False, why) for a short description."""
+    problems = check_json_value(value, pointer)
+    if problems:
+        return False, storable_text("; ".join(f"{v.pointer}: {v.detail}" for v in problems[:3]))[:500]
+    if encoded_size(value) > MAX_PAYLOAD:
+        return False, f"{pointer}: larger than {MAX_PAYLOAD} bytes"
+    return True, ""
 
 
 def encoded_size(value: Any) -> int:

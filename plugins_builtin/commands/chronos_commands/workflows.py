@@ -6,6 +6,13 @@ command, so the follow-up exists exactly when the outcome does. A unique key on
 follow-up passes the whitelist like every other command, and a chain stops at
 ``commands.workflow_max_depth`` (so a loop A -> B -> A ends), audited.
 
+Each rule fires in its own savepoint: a rule whose firing fails in the
+database (or in any way not foreseen below) is rolled back alone, recorded as
+an ``error`` firing and audited (``workflow error``); the triggering command's
+outcome, and every other command completed in the same transaction, stand.
+Audit rows never hold values that cannot be stored (a template that renders a
+NUL byte or a non-finite number is refused and described, not quoted).
+
 ``params_template_json`` is a JSON object whose strings are Jinja2 templates,
 rendered in an immutable sandbox with ``StrictUndefined``. A string that is
 exactly one expression (``"{{ result.count }}"``) keeps the expression's JSON
@@ -15,6 +22,7 @@ type; any other string renders to text.
 from __future__ import annotations
 
 import functools
+import logging
 import re
 from datetime import timedelta
 from typing import Any
@@ -22,13 +30,14 @@ from typing import Any
 from jinja2 import StrictUndefined, TemplateError
 from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
 from sqlalchemy import insert, select
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from chronos.plugin import Principal, record_audit, utcnow
 
 from chronos_commands.models import ExternalCommand, Workflow, WorkflowFiring
 from chronos_commands.queue import CommandQueue, NewCommand, Rejected
-from chronos_commands.whitelist import MAX_PARAM_VALUE
+from chronos_commands.whitelist import MAX_PARAM_VALUE, storable_json, storable_text
 
 T = ExternalCommand.__table__
 WF = Workflow.__table__
@@ -36,6 +45,7 @@ F = WorkflowFiring.__table__
 MAX_TEMPLATE = 4000
 MAX_SEQUENCE = 10_000
 _SINGLE_EXPR = re.compile(r"^\s*\{\{(?P<expr>.*)\}\}\s*$", re.DOTALL)
+log = logging.getLogger("chronos_commands.workflows")
 
 
 class TemplateEnvironment(ImmutableSandboxedEnvironment):
@@ -184,8 +194,32 @@ class WorkflowEngine:
         for rule in rules:
             if rule["id"] in fired:
                 continue
-            out.append(await self._fire_one(s, rule, trigger, outcome, who))
+            try:
+                # One savepoint per rule: a failed statement (PostgreSQL aborts the whole
+                # transaction otherwise) costs this firing only, not the trigger's outcome.
+                async with s.begin_nested():
+                    out.append(await self._fire_one(s, rule, trigger, outcome, who))
+            except Exception as exc:  # noqa: BLE001 - recorded as the firing's outcome below
+                out.append(await self._firing_failed(s, rule, trigger, exc, who))
         return out
+
+    async def _firing_failed(
+        self, s: AsyncSession, rule: Any, trigger: Any, exc: Exception, who: dict[str, Any]
+    ) -> dict[str, Any]:
+        """Record a firing that failed unexpectedly (its savepoint is rolled back already)."""
+        base = {"workflow_id": rule["id"], "workflow": rule["name"], "trigger_command_id": trigger["id"]}
+        cause = exc.orig if isinstance(exc, DBAPIError) and exc.orig is not None else exc
+        detail = storable_text(f"the firing failed: {type(cause).__name__}: {cause}")[:1000]
+        log.warning("workflow %s on command %s: %s", rule["id"], trigger["id"], detail)
+        try:
+            async with s.begin_nested():
+                await self._record(s, rule, trigger, "error", detail, None)
+                await record_audit(s, entity="workflow", entity_id=rule["id"], action="error",
+                                   change={**base, "reason": detail}, **who)
+        except Exception:  # noqa: BLE001 - even the record failed: the log line above is what remains
+            log.exception("workflow %s on command %s: the failed firing could not be recorded",
+                          rule["id"], trigger["id"])
+        return {**base, "outcome": "error", "detail": detail}
 
     async def _fire_one(
         self, s: AsyncSession, rule: Any, trigger: Any, outcome: str, who: dict[str, Any]
@@ -221,7 +255,7 @@ class WorkflowEngine:
             if not isinstance(params, dict):
                 raise ValueError("the template must render to a JSON object")
         except (TemplateError, SecurityError, ValueError, TypeError, ArithmeticError) as exc:
-            detail = f"params template failed: {type(exc).__name__}: {exc}"[:1000]
+            detail = storable_text(f"params template failed: {type(exc).__name__}: {exc}")[:1000]
             await self._record(s, rule, trigger, "error", detail, None)
             await record_audit(s, entity="workflow", entity_id=rule["id"], action="template_error",
                                change={**base, "reason": detail}, **who)
@@ -243,10 +277,14 @@ class WorkflowEngine:
         try:
             row, _created = await self.queue.insert(s, new, **who)
         except Rejected as exc:
-            detail = f"refused by the whitelist: {exc}"[:1000]
+            detail = storable_text(f"refused by the whitelist: {exc}")[:1000]
             await self._record(s, rule, trigger, "rejected", detail, None)
+            # The refused params are quoted only when they can be stored: a NUL byte or a
+            # non-finite number would make the audit insert (and the transaction) fail.
+            ok, why = storable_json(params, "/params")
+            shown = {"params": params} if ok else {"params": None, "params_not_stored": why}
             await record_audit(s, entity="workflow", entity_id=rule["id"], action="rejected",
-                               change={**base, "reason": detail, "params": params}, **who)
+                               change={**base, "reason": detail, **shown}, **who)
             return {**base, "outcome": "rejected", "detail": detail}
         await self._record(s, rule, trigger, "enqueued", None, row["id"])
         return {**base, "outcome": "enqueued", "follow_command_id": row["id"]}

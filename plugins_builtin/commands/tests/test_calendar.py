@@ -168,6 +168,25 @@ async def test_scheduled_actions_follow_edits_of_their_entry(calendar_app, fake_
         assert "w3" not in await events(c)
 
 
+async def test_a_refusal_quoting_unstorable_text_is_still_recorded(calendar_app, fake_source, api_client, helpers):
+    # The reason names the refused key, a NUL byte here: PostgreSQL cannot store it as is.
+    src = fake_source()
+    src.put("a1", "ACTION: LIGHT homeserver room=hall", description='```json\n{"note": {"\\u0000": 1}}\n```')
+    src.put("a2", "ACTION: LIGHT homeserver room=kitchen", description='```\n{"note": 1e400}\n```')
+    src.put("ok", "ACTION: LIGHT homeserver room=hall level=on")
+    async with calendar_app(src) as app:
+        c = await api_client(app, scopes=["admin"])
+        await sync(app)
+        hints = {uid: e["metadata"].get("command_hint") for uid, e in (await events(c)).items()}
+        assert set(hints) == {"a1", "a2"}
+        assert hints["a1"]["status"] == "rejected"
+        assert "/params/note/\\u0000: the key contains the control character U+0000" in hints["a1"]["reason"]
+        assert hints["a2"]["status"] == "rejected" and "/params/note: is not a finite number" in hints["a2"]["reason"]
+        assert [x["params"] for x in await commands(c)] == [{"room": "hall", "level": "on"}]
+        rejected = await helpers.audit(c, entity="event", action="command_rejected")
+        assert len(rejected) == 2 and "\\u0000" in rejected[0]["change"]["reason"]
+
+
 async def test_each_instance_of_a_recurring_action_is_one_command(calendar_app, fake_source, api_client):
     src = fake_source()
     base = datetime(2026, 3, 2, 9, tzinfo=UTC)

@@ -45,11 +45,15 @@ async def test_enqueue_lease_complete_roundtrip(commands_app, api_client, helper
         # Completing twice with the same body gives the same answer.
         r2 = await c.post(f"/api/v1/commands/{cmd['id']}/complete", json=body)
         assert r2.status_code == 200 and r2.json() == r1.json()
-        # Without the token, the same result is still the same call.
+        # A replay needs the token of the lease that completed it: without one the body is invalid,
+        # with another one it is not the same call.
         r3 = await c.post(f"/api/v1/commands/{cmd['id']}/complete", json={"result": body["result"]})
-        assert r3.status_code == 200 and r3.json() == r1.json()
+        assert r3.status_code == 422 and r3.json()["errors"][0]["pointer"] == "/lease_token"
+        r3 = await c.post(f"/api/v1/commands/{cmd['id']}/complete", json={**body, "lease_token": "someone-else"})
+        assert r3.status_code == 409 and "another lease" in r3.json()["detail"]
         # A different result, or fail after complete: conflict.
-        r = await c.post(f"/api/v1/commands/{cmd['id']}/complete", json={"result": {"ok": False}})
+        r = await c.post(f"/api/v1/commands/{cmd['id']}/complete",
+                         json={"result": {"ok": False}, "lease_token": got["lease_token"]})
         assert r.status_code == 409 and r.headers["content-type"] == "application/problem+json"
         r = await c.post(f"/api/v1/commands/{cmd['id']}/fail", json={"error": "late", "lease_token": got["lease_token"]})
         assert r.status_code == 409 and r.json()["status_now"] == "completed"
@@ -77,7 +81,8 @@ async def test_complete_after_fail_is_a_conflict(commands_app, api_client):
 async def test_unknown_ids_and_systems(commands_app, api_client):
     async with commands_app() as app:
         c = await api_client(app, scopes=["commands.manage"])
-        for verb, body in (("complete", {}), ("fail", {"error": "x"}), ("extend", {}), ("retry", None), ("cancel", None)):
+        for verb, body in (("complete", {"lease_token": "t"}), ("fail", {"error": "x", "lease_token": "t"}),
+                           ("extend", {"lease_token": "t"}), ("retry", None), ("cancel", None)):
             r = await c.post(f"/api/v1/commands/987654/{verb}", json=body)
             assert r.status_code == 404, (verb, r.text)
             assert r.headers["content-type"] == "application/problem+json"
@@ -234,7 +239,8 @@ async def test_extend_moves_the_lease(commands_app, api_client):
         assert r.status_code == 200
         exp = datetime.fromisoformat(r.json()["lease_expires_at"].replace("Z", "+00:00"))
         assert exp - datetime.now(exp.tzinfo) > timedelta(seconds=400)
-        r = await c.post(f"/api/v1/commands/{cmd['id']}/extend", json={"lease_seconds": 601})
+        r = await c.post(f"/api/v1/commands/{cmd['id']}/extend",
+                         json={"lease_seconds": 601, "lease_token": item["lease_token"]})
         assert r.status_code == 422 and r.json()["errors"][0]["pointer"] == "/lease_seconds"
         r = await c.get("/api/v1/commands/homeserver", params={"lease_seconds": 601})
         assert r.status_code == 422
@@ -263,7 +269,7 @@ async def test_keys_bound_to_a_system_act_only_on_that_system(commands_app, api_
             assert r.status_code == 403, (verb, r.text)
         # A key with neither the scope nor a binding is refused before anything is looked up.
         nobody = await api_client(app, scopes=["events.read"])
-        r = await nobody.post(f"/api/v1/commands/{cmd['id']}/complete", json={"result": 1})
+        r = await nobody.post(f"/api/v1/commands/{cmd['id']}/complete", json={"result": 1, "lease_token": token})
         assert r.status_code == 403
         # Management routes need the scope.
         assert (await home.get("/api/v1/commands")).status_code == 403
@@ -273,15 +279,106 @@ async def test_keys_bound_to_a_system_act_only_on_that_system(commands_app, api_
         r = await home.post(f"/api/v1/commands/{cmd['id']}/complete", json={"result": "done", "lease_token": token})
         assert r.status_code == 200
         # Unauthenticated: 401.
-        r = await home.post(f"/api/v1/commands/{cmd['id']}/complete", json={}, headers={"Authorization": ""})
+        r = await home.post(f"/api/v1/commands/{cmd['id']}/complete", json={"lease_token": token},
+                            headers={"Authorization": ""})
         assert r.status_code == 401
+
+        # The binding restricts whatever the scopes: commands.manage or admin do not widen it.
+        office = await _enqueue(manager, {"target_system": "office", "command": "PRINT", "params": {"doc": "b"}})
+        held = await _poll(manager, "office", limit=1)  # the first office command, leased by the manager
+        for scopes in (["commands.manage"], ["admin"]):
+            bound = await api_client(app, scopes=scopes, systems=["homeserver"])
+            r = await bound.get("/api/v1/commands/office")
+            assert r.status_code == 403 and r.headers["content-type"] == "application/problem+json", r.text
+            assert r.json()["type"].endswith("forbidden-system")
+            for verb, body in (("complete", {"result": 1}), ("fail", {"error": "x"}), ("extend", {})):
+                r = await bound.post(f"/api/v1/commands/{held[0]['id']}/{verb}",
+                                     json={**body, "lease_token": held[0]["lease_token"]})
+                assert r.status_code == 403 and r.json()["type"].endswith("forbidden-system"), (scopes, verb, r.text)
+            for verb in ("cancel", "retry"):
+                r = await bound.post(f"/api/v1/commands/{office['id']}/{verb}")
+                assert r.status_code == 403, (scopes, verb, r.text)
+            r = await bound.post("/api/v1/commands", json={"target_system": "office", "command": "PRINT"})
+            assert r.status_code == 403 and r.json()["type"].endswith("forbidden-system")
+            assert (await bound.get("/api/v1/commands", params={"system": "office"})).status_code == 403
+            listed = (await bound.get("/api/v1/commands", params={"limit": 500})).json()["items"]
+            assert listed and {x["target_system"] for x in listed} == {"homeserver"}
+            # Its own system it may still manage.
+            r = await bound.post("/api/v1/commands", json=PING)
+            assert r.status_code == 201
+            assert [x["id"] for x in await _poll(bound)] == [r.json()["id"]]
+        states = {x["id"]: x["status"] for x in (await manager.get("/api/v1/commands")).json()["items"]}
+        assert states[held[0]["id"]] == "processing" and states[office["id"]] == "pending"
+
+
+async def test_a_stale_callback_never_wins_over_the_current_lease(commands_app, api_client, helpers):
+    async with commands_app() as app:
+        c = await api_client(app, scopes=["commands.manage"])
+        cmd = await _enqueue(c)
+        first = (await _poll(c, lease_seconds=1))[0]
+        await helpers.shift(app, [cmd["id"]], lease_expires_at=timedelta(seconds=5))
+        second = (await _poll(c))[0]
+        assert second["id"] == cmd["id"] and second["attempts"] == 2
+        # The first worker reports late. Without a token the callback is invalid...
+        for verb, body in (("complete", {"result": "stale"}), ("fail", {"error": "stale"}), ("extend", {})):
+            r = await c.post(f"/api/v1/commands/{cmd['id']}/{verb}", json=body)
+            assert r.status_code == 422, (verb, r.text)
+            assert r.headers["content-type"] == "application/problem+json"
+            assert [e["pointer"] for e in r.json()["errors"]] == ["/lease_token"], r.json()
+        r = await c.post(f"/api/v1/commands/{cmd['id']}/complete")  # no body at all
+        assert r.status_code == 422
+        # ... and with its own token it has lost the lease.
+        r = await c.post(f"/api/v1/commands/{cmd['id']}/complete",
+                         json={"result": "stale", "lease_token": first["lease_token"]})
+        assert r.status_code == 409 and r.json()["type"].endswith("lease-lost")
+        # The current holder's completion wins, and only its token replays it.
+        body = {"result": "fresh", "lease_token": second["lease_token"]}
+        r = await c.post(f"/api/v1/commands/{cmd['id']}/complete", json=body)
+        assert r.status_code == 200 and r.json()["result"] == "fresh"
+        again = await c.post(f"/api/v1/commands/{cmd['id']}/complete", json=body)
+        assert again.status_code == 200 and again.json() == r.json()
+        r = await c.post(f"/api/v1/commands/{cmd['id']}/complete",
+                         json={"result": "fresh", "lease_token": first["lease_token"]})
+        assert r.status_code == 409
+
+
+async def test_non_finite_numbers_are_refused(commands_app, api_client):
+    async with commands_app() as app:
+        c = await api_client(app, scopes=["commands.manage"])
+        json_ct = {"content-type": "application/json"}
+        for number in (b"1e400", b"-1e400", b"Infinity", b"-Infinity", b"NaN"):
+            raw = b'{"target_system": "homeserver", "command": "LIGHT", "params": {"note": ' + number + b"}}"
+            r = await c.post("/api/v1/commands", content=raw, headers=json_ct)
+            assert r.status_code == 422, (number, r.text)
+            assert r.headers["content-type"] == "application/problem+json"
+            assert r.json()["errors"][0]["pointer"] == "/params/note", r.json()
+            raw = b'{"target_system": "homeserver", "command": "LIGHT", "params": {"note": {"deep": [1, ' + number + b"]}}}"
+            r = await c.post("/api/v1/commands", content=raw, headers=json_ct)
+            assert r.status_code == 422 and r.json()["errors"][0]["pointer"] == "/params/note/deep/1", r.text
+        assert (await c.get("/api/v1/commands")).json()["items"] == []  # nothing stored, nothing turned into null
+
+        cmd = await _enqueue(c)
+        token = (await _poll(c))[0]["lease_token"]
+        url = f"/api/v1/commands/{cmd['id']}/complete"
+        for result in (b"1e400", b"Infinity", b'{"v": [-Infinity]}', b"NaN"):
+            raw = b'{"result": ' + result + b', "lease_token": "' + token.encode() + b'"}'
+            r = await c.post(url, content=raw, headers=json_ct)
+            assert r.status_code == 422, (result, r.text)
+            assert r.headers["content-type"] == "application/problem+json"
+            assert r.json()["errors"][0]["pointer"].startswith("/result"), r.json()
+        r = await c.post(f"/api/v1/commands/{cmd['id']}/fail", headers=json_ct,
+                         content=b'{"error": "x", "retry": true, "retry_after_seconds": Infinity, "lease_token": "t"}')
+        assert r.status_code == 422, r.text
+        # Nothing was lost: the command is still leased and completes with a finite number.
+        r = await c.post(url, json={"result": 1e300, "lease_token": token})
+        assert r.status_code == 200 and r.json()["result"] == 1e300
 
 
 async def test_callback_bodies_that_are_not_json(commands_app, api_client):
     async with commands_app() as app:
         c = await api_client(app, scopes=["commands.manage"])
         cmd = await _enqueue(c)
-        await _poll(c)
+        token = (await _poll(c))[0]["lease_token"]
         url = f"/api/v1/commands/{cmd['id']}/complete"
         r = await c.post(url, content=b"{not json", headers={"content-type": "application/json"})
         assert r.status_code == 400 and r.headers["content-type"] == "application/problem+json"
@@ -291,18 +388,18 @@ async def test_callback_bodies_that_are_not_json(commands_app, api_client):
         assert r.status_code in (400, 415, 422), r.text
         r = await c.post(url, json=["a", "list"])
         assert r.status_code == 422
-        r = await c.post(url, json={"result": 1, "unexpected": True})
+        r = await c.post(url, json={"result": 1, "unexpected": True, "lease_token": token})
         assert r.status_code == 422 and r.json()["errors"][0]["pointer"] == "/unexpected"
-        r = await c.post(f"/api/v1/commands/{cmd['id']}/fail", json={"retry": True})
+        r = await c.post(f"/api/v1/commands/{cmd['id']}/fail", json={"retry": True, "lease_token": token})
         assert r.status_code == 422 and r.json()["errors"][0]["pointer"] == "/error"
-        r = await c.post(url, json={"result": {"x": "nul\u0000byte"}})
+        r = await c.post(url, json={"result": {"x": "nul\u0000byte"}, "lease_token": token})
         assert r.status_code == 422 and r.json()["errors"][0]["pointer"] == "/result/x"
-        r = await c.post(url, json={"result": "x" * 70_000})
+        r = await c.post(url, json={"result": "x" * 70_000, "lease_token": token})
         assert r.status_code == 422
-        r = await c.post(f"/api/v1/commands/{cmd['id']}/fail", json={"error": "bad\u0001"})
+        r = await c.post(f"/api/v1/commands/{cmd['id']}/fail", json={"error": "bad\u0001", "lease_token": token})
         assert r.status_code == 422
         # Nothing was lost: the command is still leased and can complete.
-        r = await c.post(url, json={"result": "ok"})
+        r = await c.post(url, json={"result": "ok", "lease_token": token})
         assert r.status_code == 200 and r.json()["status"] == "completed"
 
 
@@ -342,8 +439,9 @@ async def test_cancel_stops_a_command(commands_app, api_client):
         r = await c.post(f"/api/v1/commands/{b['id']}/complete", json={"lease_token": item["lease_token"]})
         assert r.status_code == 409
         c2 = await _enqueue(c, {**PING, "params": {"n": "6"}})
-        await _poll(c)
-        await c.post(f"/api/v1/commands/{c2['id']}/complete", json={})
+        token = (await _poll(c))[0]["lease_token"]
+        r = await c.post(f"/api/v1/commands/{c2['id']}/complete", json={"lease_token": token})
+        assert r.status_code == 200
         assert (await c.post(f"/api/v1/commands/{c2['id']}/cancel")).status_code == 409
 
 

@@ -129,6 +129,90 @@ async def test_enqueue_applies_the_whitelist(commands_app, api_client):
         assert len(listed) == 2 and listed[1]["params"]["note"] == nasty and listed[1]["args"] == ["ünïcode", "<b>"]
 
 
+async def test_narrowed_params_cancel_the_queued_commands_they_no_longer_allow(commands_app, api_client, helpers):
+    async with commands_app() as app:
+        admin = await api_client(app, scopes=["admin"])
+        c = await api_client(app, scopes=["commands.manage"])
+        light = {"target_system": "homeserver", "command": "LIGHT"}
+        leased = (await c.post("/api/v1/commands", json={**light, "params": {"room": "cellar"}})).json()
+        assert [x["id"] for x in (await c.get("/api/v1/commands/homeserver")).json()["items"]] == [leased["id"]]
+        kitchen = (await c.post("/api/v1/commands", json={**light, "params": {"room": "kitchen"}})).json()
+        hall = (await c.post("/api/v1/commands", json={**light, "params": {"room": "hall", "level": "on"}})).json()
+        attic = (await c.post("/api/v1/commands", json={**light, "params": {"room": "attic"}})).json()
+        await c.post(f"/api/v1/commands/{attic['id']}/cancel")  # cancelled before: stays as it was
+        ping = (await c.post("/api/v1/commands", json={"target_system": "homeserver", "command": "PING",
+                                                       "params": {"n": "1"}})).json()
+        entries = {e["action"]: e for e in (await admin.get("/api/v1/whitelists")).json()["items"]}
+        entry = entries["LIGHT"]
+
+        # Unrelated changes re-check nothing.
+        r = await admin.patch(f"/api/v1/whitelists/{entry['id']}", json={"description": "lights"})
+        assert r.status_code == 200
+        spec = {"room": "hall", "level": ["on", "off"]}
+        r = await admin.patch(f"/api/v1/whitelists/{entry['id']}", json={"allowed_params_json": spec})
+        assert r.status_code == 200, r.text
+
+        items = (await c.get("/api/v1/commands/homeserver", params={"limit": 100})).json()["items"]
+        assert sorted(x["id"] for x in items) == sorted([hall["id"], ping["id"]])  # kitchen is not handed out
+        states = {x["id"]: x for x in (await c.get("/api/v1/commands")).json()["items"]}
+        gone = states[kitchen["id"]]
+        assert gone["status"] == "cancelled" and gone["completed_at"]
+        assert f"homeserver/LIGHT (id {entry['id']}) no longer allows it" in gone["error"]
+        assert "/params/room" in gone["error"] and "'hall'" in gone["error"]
+        assert states[leased["id"]]["status"] == "processing"  # already handed out: left to its worker
+        assert states[attic["id"]]["error"] == "cancelled through the API"
+        cancels = [a for a in await helpers.audit(admin, entity="command", action="cancel")
+                   if a["entity_id"] == str(kitchen["id"])]
+        update = (await helpers.audit(admin, entity="whitelist", action="update"))[-1]
+        assert "allowed_params_json" in update["change"]
+        assert len(cancels) == 1 and cancels[0]["actor"] == update["actor"] and update["actor"].startswith("k_")
+        assert cancels[0]["change"]["whitelist_id"] == entry["id"] and cancels[0]["change"]["reason"] == gone["error"]
+
+        # Allowing no params at all cancels whatever still carries some.
+        on = (await c.post("/api/v1/commands", json={**light, "params": {"room": "hall", "level": "off"}})).json()
+        r = await admin.patch(f"/api/v1/whitelists/{entry['id']}", json={"allowed_params_json": {}})
+        assert r.status_code == 200
+        gone = (await c.get("/api/v1/commands", params={"status": "cancelled"})).json()["items"]
+        assert on["id"] in [x["id"] for x in gone]
+
+        # Disabling holds pending commands (released when enabled again); deleting holds them too, and a
+        # new entry for the same pair re-checks them against its own rules.
+        a = (await c.post("/api/v1/commands", json={"target_system": "office", "command": "PRINT",
+                                                    "params": {"doc": "a.pdf"}})).json()
+        b = (await c.post("/api/v1/commands", json={"target_system": "office", "command": "PRINT",
+                                                    "params": {"doc": "b.txt"}})).json()
+        office = entries["PRINT"]
+        assert (await admin.patch(f"/api/v1/whitelists/{office['id']}", json={"enabled": False})).status_code == 200
+        assert (await c.get("/api/v1/commands/office")).json()["items"] == []
+        assert (await admin.delete(f"/api/v1/whitelists/{office['id']}")).status_code == 204
+        assert (await c.get("/api/v1/commands/office")).json()["items"] == []
+        pending = (await c.get("/api/v1/commands", params={"system": "office", "status": "pending"})).json()["items"]
+        assert sorted(x["id"] for x in pending) == sorted([a["id"], b["id"]])
+        r = await admin.post("/api/v1/whitelists", json={"system": "office", "action": "PRINT",
+                                                         "allowed_params_json": {"doc": r"[a-z]+\.pdf"}})
+        assert r.status_code == 201
+        assert [x["id"] for x in (await c.get("/api/v1/commands/office")).json()["items"]] == [a["id"]]
+        b_now = next(x for x in (await c.get("/api/v1/commands", params={"system": "office"})).json()["items"]
+                     if x["id"] == b["id"])
+        assert b_now["status"] == "cancelled" and "/params/doc" in b_now["error"]
+
+
+async def test_a_config_change_of_params_rechecks_queued_commands(commands_app, api_client):
+    async with commands_app() as app:
+        c = await api_client(app, scopes=["commands.manage"])
+        big = (await c.post("/api/v1/commands", json={"target_system": "homeserver", "command": "PING",
+                                                      "params": {"n": "500"}})).json()
+        small = (await c.post("/api/v1/commands", json={"target_system": "homeserver", "command": "PING",
+                                                        "params": {"n": "5"}})).json()
+    changed = [{"system": "homeserver", "action": "PING", "params": {"n": r"\d"}}]
+    async with commands_app(whitelist=changed) as app:
+        c = await api_client(app, scopes=["commands.manage"])
+        items = (await c.get("/api/v1/commands/homeserver")).json()["items"]
+        assert [x["id"] for x in items] == [small["id"]]
+        gone = next(x for x in (await c.get("/api/v1/commands")).json()["items"] if x["id"] == big["id"])
+        assert gone["status"] == "cancelled" and "/params/n" in gone["error"]
+
+
 async def test_idempotency_key(commands_app, api_client):
     async with commands_app() as app:
         c = await api_client(app, scopes=["commands.manage"])

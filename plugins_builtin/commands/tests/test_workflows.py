@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import datetime, timedelta
 
 import pytest
 from jinja2 import TemplateError
+from sqlalchemy import text
 from jinja2.sandbox import SecurityError
 
 from chronos_commands.workflows import render, template_errors
@@ -97,12 +99,15 @@ async def test_a_loop_stops_at_the_depth_limit_and_is_audited(commands_app, api_
         await _rule(admin, name="B to A", trigger_command="PRINT", action_command="PING", action_target="homeserver",
                     params_template_json={"n": "{{ (params.doc.split(' ')[1] | int) % 1000 }}"})
         first = await _run(c, PING)
-        assert (await c.post(f"/api/v1/commands/{first['id']}/complete", json={"result": "ok"})).status_code == 200
+        r = await c.post(f"/api/v1/commands/{first['id']}/complete",
+                         json={"result": "ok", "lease_token": first["lease_token"]})
+        assert r.status_code == 200
         for _ in range(6):  # work the chain until nothing is left
             progressed = False
             for system in ("homeserver", "office"):
                 for item in (await c.get(f"/api/v1/commands/{system}")).json()["items"]:
-                    r = await c.post(f"/api/v1/commands/{item['id']}/complete", json={"result": "ok"})
+                    r = await c.post(f"/api/v1/commands/{item['id']}/complete",
+                                     json={"result": "ok", "lease_token": item["lease_token"]})
                     assert r.status_code == 200
                     progressed = True
             if not progressed:
@@ -129,7 +134,8 @@ async def test_broken_or_refused_follow_ups_are_audited_and_do_not_block(command
         await _rule(admin, name="refused", params_template_json={"room": "NOT VALID"})
         await _rule(admin, name="fine", params_template_json={"room": "hall"})
         item = await _run(c, PING)
-        r = await c.post(f"/api/v1/commands/{item['id']}/complete", json={"result": {}})
+        r = await c.post(f"/api/v1/commands/{item['id']}/complete",
+                         json={"result": {}, "lease_token": item["lease_token"]})
         assert r.status_code == 200 and r.json()["status"] == "completed"
         follow = [x for x in await _commands(c) if x["command"] == "LIGHT"]
         assert [x["params"] for x in follow] == [{"room": "hall"}]
@@ -139,6 +145,77 @@ async def test_broken_or_refused_follow_ups_are_audited_and_do_not_block(command
         assert any("SecurityError" in e["change"]["reason"] for e in errors)
         rejected = await helpers.audit(admin, entity="workflow", action="rejected")
         assert len(rejected) == 1 and "/params/room" in rejected[0]["change"]["reason"]
+
+
+async def test_a_template_rendering_unstorable_params_does_not_fail_the_batch(commands_app, api_client, helpers):
+    # PostgreSQL cannot store NUL in text or JSON: quoting the refused params in the audit row
+    # used to abort the group-commit transaction, failing every completion that shared it.
+    async with commands_app() as app:
+        admin = await api_client(app, scopes=["admin"])
+        c = await api_client(app, scopes=["commands.manage"])
+        await _rule(admin, name="nul", params_template_json={"note": "{{ '\\x00' }}"})
+        await _rule(admin, name="infinite", params_template_json={"room": "hall", "note": "{{ 1e308 * 10 }}"})
+        trigger = (await c.post("/api/v1/commands", json=PING)).json()["id"]
+        bystander = (await c.post("/api/v1/commands", json={"target_system": "homeserver", "command": "LIGHT",
+                                                            "params": {"room": "hall"}})).json()["id"]
+        items = {i["id"]: i for i in (await c.get("/api/v1/commands/homeserver")).json()["items"]}
+        # Sent together, the two completions share one transaction.
+        rs = await asyncio.gather(*(
+            c.post(f"/api/v1/commands/{cid}/complete", json={"result": n, "lease_token": items[cid]["lease_token"]})
+            for n, cid in enumerate((trigger, bystander))
+        ))
+        assert [r.status_code for r in rs] == [200, 200], [r.text for r in rs]
+        states = {x["id"]: x["status"] for x in await _commands(c)}
+        assert states == {trigger: "completed", bystander: "completed"}  # no follow-up was enqueued
+        rejected = await helpers.audit(admin, entity="workflow", action="rejected")
+        assert [r["change"]["workflow"] for r in rejected] == ["nul", "infinite"]
+        for row, why in zip(rejected, ("control character U+0000", "not a finite number"), strict=True):
+            change = row["change"]
+            assert change["trigger_command_id"] == trigger and change["params"] is None
+            assert why in change["reason"] and why in change["params_not_stored"], change
+            assert "\x00" not in change["reason"]
+
+
+async def test_a_firing_that_fails_in_the_database_is_isolated(commands_app, api_client, helpers, monkeypatch):
+    async with commands_app() as app:
+        admin = await api_client(app, scopes=["admin"])
+        c = await api_client(app, scopes=["commands.manage"])
+        broken = await _rule(admin, name="broken", params_template_json={"room": "kitchen"})
+        await _rule(admin, name="fine", params_template_json={"room": "hall"})
+        engine = helpers.queue(app).workflows
+        real_insert = engine.queue.insert
+
+        async def insert(s, new, **kwargs):
+            row = await real_insert(s, new, **kwargs)
+            if new.workflow_id == broken["id"]:
+                # A statement the database refuses after the follow-up was written: on PostgreSQL
+                # this aborts the whole transaction unless the firing has its own savepoint.
+                await s.execute(text("SELECT * FROM no_such_table"))
+            return row
+
+        monkeypatch.setattr(engine.queue, "insert", insert)
+        trigger = (await c.post("/api/v1/commands", json=PING)).json()["id"]
+        bystander = (await c.post("/api/v1/commands", json={"target_system": "homeserver", "command": "LIGHT",
+                                                            "params": {"room": "hall"}})).json()["id"]
+        items = {i["id"]: i for i in (await c.get("/api/v1/commands/homeserver")).json()["items"]}
+        rs = await asyncio.gather(*(
+            c.post(f"/api/v1/commands/{cid}/complete", json={"result": 1, "lease_token": items[cid]["lease_token"]})
+            for cid in (trigger, bystander)
+        ))
+        assert [r.status_code for r in rs] == [200, 200], [r.text for r in rs]
+        follow = [x for x in await _commands(c) if x["origin"] == "workflow"]
+        assert [x["params"] for x in follow] == [{"room": "hall"}]  # the broken rule's insert was rolled back
+        creates = [a for a in await helpers.audit(admin, entity="command", action="create")
+                   if a["change"].get("origin") == "workflow"]
+        assert [a["entity_id"] for a in creates] == [str(follow[0]["id"])]
+        errors = await helpers.audit(admin, entity="workflow", action="error")
+        assert len(errors) == 1 and errors[0]["entity_id"] == str(broken["id"])
+        assert errors[0]["change"]["trigger_command_id"] == trigger
+        assert "the firing failed" in errors[0]["change"]["reason"]
+        # Recorded as the rule's firing: completing again does not retry it.
+        r = await c.post(f"/api/v1/commands/{trigger}/complete",
+                         json={"result": 0, "lease_token": items[trigger]["lease_token"]})
+        assert r.status_code == 409
 
 
 async def test_workflow_crud(commands_app, api_client):
