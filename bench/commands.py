@@ -4,16 +4,18 @@ For SQLite and PostgreSQL, with 1, 4 and 8 concurrent workers, N commands are
 queued, then the workers poll (``limit`` commands per lease) and complete each
 command until the queue is empty. Two paths are measured:
 
-Two worker modes: ``one-by-one`` completes each leased command before the
-next; ``batch`` completes a leased batch concurrently, as
-``examples/clients/command_worker.py`` does (more completions in flight, so
-the queue's group commit writes more of them per transaction).
-
 * ``service``: in-process, through the plugin's ``CommandQueue`` (what the
   HTTP routes call), no HTTP and no authentication;
 * ``http``: a real uvicorn server (one process, one worker) in a subprocess,
   with the workers as httpx clients in this process — every poll and every
   completion is an authenticated HTTP request.
+
+Three worker modes: ``one-by-one`` completes each leased command before the
+next; ``batch`` completes a leased batch concurrently, as
+``examples/clients/command_worker.py`` does (more completions in flight, so
+the queue's group commit writes more of them per transaction); ``ack`` (HTTP
+only) acknowledges the whole leased batch with one ``POST
+/api/v1/commands/complete``.
 
 A cycle is one command leased and completed. Every command id handed out is
 recorded; ``dup`` counts ids handed out more than once (must be 0) and
@@ -110,9 +112,10 @@ async def run_service(app: Any, workers: int, limit: int, concurrent: bool) -> t
     return seen, time.perf_counter() - start
 
 
-async def run_http(base: str, secret: str, workers: int, limit: int, concurrent: bool) -> tuple[list[int], float]:
+async def run_http(base: str, secret: str, workers: int, limit: int, mode: str) -> tuple[list[int], float]:
     seen: list[int] = []
     headers = {"Authorization": f"Bearer {secret}"}
+    concurrent = mode == "batch"
 
     async def done(c: httpx.AsyncClient, item: dict[str, Any]) -> None:
         seen.append(item["id"])
@@ -127,7 +130,13 @@ async def run_http(base: str, secret: str, workers: int, limit: int, concurrent:
             items = r.json()["items"]
             if not items:
                 return
-            if concurrent:
+            if mode == "ack":  # the whole leased batch acknowledged in one request
+                seen.extend(item["id"] for item in items)
+                r = await c.post("/api/v1/commands/complete", json={"items": [
+                    {"id": item["id"], "lease_token": item["lease_token"], "result": {"ok": True}} for item in items]})
+                r.raise_for_status()
+                assert all(o["status"] == 200 for o in r.json()["items"]), r.text
+            elif concurrent:
                 await asyncio.gather(*(done(c, item) for item in items))
             else:
                 for item in items:
@@ -158,9 +167,7 @@ async def make_schema(schema: str, drop: bool = False) -> None:
     await engine.dispose()
 
 
-async def one_run(
-    backend: str, path: str, workers: int, n: int, limit: int, tmp: str, concurrent: bool
-) -> dict[str, Any]:
+async def one_run(backend: str, path: str, workers: int, n: int, limit: int, tmp: str, mode: str) -> dict[str, Any]:
     from chronos.app import create_app
     from chronos.testing import create_test_key, running_app
 
@@ -175,7 +182,7 @@ async def one_run(
         async with running_app(app):
             await seed(app, n)
             if path == "service":
-                seen, elapsed = await run_service(app, workers, limit, concurrent)
+                seen, elapsed = await run_service(app, workers, limit, mode != "one-by-one")
             else:
                 secret = await create_test_key(app, ["commands.manage"])
                 port = free_port()
@@ -190,7 +197,7 @@ async def one_run(
                                     break
                             except httpx.TransportError:
                                 await asyncio.sleep(0.1)
-                    seen, elapsed = await run_http(base, secret, workers, limit, concurrent)
+                    seen, elapsed = await run_http(base, secret, workers, limit, mode)
                 finally:
                     proc.terminate()
                     proc.wait(timeout=30)
@@ -199,7 +206,7 @@ async def one_run(
         if schema:
             await make_schema(schema, drop=True)
     return {
-        "backend": backend, "path": path, "mode": "batch" if concurrent else "one-by-one", "workers": workers, "cycles": len(seen), "seconds": elapsed,
+        "backend": backend, "path": path, "mode": mode, "workers": workers, "cycles": len(seen), "seconds": elapsed,
         "rate": len(seen) / elapsed if elapsed else 0.0, "dup": len(seen) - len(set(seen)), "done": done == n,
     }
 
@@ -244,9 +251,10 @@ async def main() -> None:
     parser.add_argument("--workers", default="1,4,8")
     parser.add_argument("-n", type=int, default=4000, help="commands per run")
     parser.add_argument("--limit", type=int, default=10, help="commands per lease (poll)")
-    parser.add_argument("--modes", default="one-by-one,batch",
+    parser.add_argument("--modes", default="one-by-one,batch,ack",
                         help="one-by-one: a worker completes its leased commands one after another;"
-                             " batch: all at once, as examples/clients/command_worker.py does")
+                             " batch: all at once, as examples/clients/command_worker.py does;"
+                             " ack: the leased batch acknowledged with one POST /commands/complete (http only)")
     args = parser.parse_args()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -254,10 +262,12 @@ async def main() -> None:
         for backend in args.backends.split(","):
             for path in args.paths.split(","):
                 for mode in args.modes.split(","):
+                    if mode == "ack" and path != "http":
+                        continue  # in-process, "ack" is "batch"
                     for workers in (int(w) for w in args.workers.split(",")):
                         n = args.n if path == "service" else max(args.n // 2, 500)
                         try:
-                            row = await one_run(backend, path, workers, n, args.limit, tmp, mode == "batch")
+                            row = await one_run(backend, path, workers, n, args.limit, tmp, mode)
                         except Exception as exc:  # noqa: BLE001 - report the failed run in the table
                             row = {"backend": backend, "path": path, "mode": mode, "workers": workers, "cycles": 0,
                                    "seconds": 0.0, "rate": 0.0, "dup": 0, "done": False,
@@ -276,6 +286,10 @@ async def main() -> None:
         print(f"| {r['backend']:10} | {r['path']:8} | {r['mode']:10} | {r['workers']:>7} | {r['cycles']:>7} | "
               f"{r['seconds']:>8.2f} | {r['rate']:>9.0f} | {r['dup']:>3} | {'yes' if r['done'] else 'NO':13} |"
               + (f" failed: {r['error']}" if r.get("error") else ""))
+    bad = [r for r in rows if r["dup"] or not r["done"]]
+    if bad:
+        print(f"\nFAILED: {len(bad)} run(s) handed a command out twice or left commands unfinished", file=sys.stderr)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 import uuid
 from datetime import datetime
@@ -189,6 +190,29 @@ class CompleteIn(BaseModel):
     )
 
 
+class CompleteItem(CompleteIn):
+    id: StrictInt = Field(ge=1, le=MAX_ID, description="The command's id.")
+
+
+class CompleteManyIn(BaseModel):
+    """``POST /commands/complete``: several completions in one request."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    items: list[CompleteItem] = Field(min_length=1, max_length=100)
+
+
+class CompletionOutcome(BaseModel):
+    id: int
+    status: int = Field(description="What ``POST /commands/{id}/complete`` would have answered: 200, 403, 404, 409 or 422.")
+    command: CommandOut | None = Field(None, description="The command, when ``status`` is 200.")
+    problem: dict[str, Any] | None = Field(None, description="The problem details otherwise (RFC 9457 members).")
+
+
+class CompleteManyOut(BaseModel):
+    items: list[CompletionOutcome] = Field(description="One outcome per item, in the request's order.")
+
+
 class FailIn(BaseModel):
     """``POST /commands/{id}/fail``: failure under the caller's lease."""
 
@@ -342,6 +366,34 @@ async def complete(
     return await queue_of(request).complete(
         command_id, body.result, token=body.lease_token, principal=principal, request=request
     )
+
+
+@router.post("/commands/complete", response_model=CompleteManyOut, tags=["commands"])
+async def complete_many(body: CompleteManyIn, request: Request, principal: Principal = Depends(CALLBACK)) -> dict[str, Any]:
+    """Report several successes at once (up to 100), each under its own lease.
+
+    Every item is decided exactly as ``POST /commands/{id}/complete`` would decide it, in the
+    request's order, and all are committed together. The answer is 200 with one outcome per item:
+    a refused item (wrong system, lost lease, unknown id, invalid result) does not hold up the
+    others. A worker that leases a batch acknowledges it with one request instead of one per command.
+    """
+    queue = queue_of(request)
+
+    async def one(i: int, item: CompleteItem) -> dict[str, Any]:
+        problems = check_json_value(item.result, f"/items/{i}/result")
+        if not problems and encoded_size(item.result) > MAX_RESULT:
+            problems = [Violation(f"/items/{i}/result", f"is larger than {MAX_RESULT} bytes")]
+        try:
+            if problems:
+                raise _problem_422(problems)
+            command = await queue.complete(item.id, item.result, token=item.lease_token, principal=principal,
+                                           request=request)
+        except Problem as problem:
+            return {"id": item.id, "status": problem.status, "problem": problem.body()}
+        return {"id": item.id, "status": 200, "command": command}
+
+    # Started together, the completions join one group commit.
+    return {"items": await asyncio.gather(*(one(i, item) for i, item in enumerate(body.items)))}
 
 
 @router.post("/commands/{command_id}/fail", response_model=CommandOut, tags=["commands"], responses=problems(404, 409))
