@@ -15,7 +15,7 @@ next; ``batch`` completes a leased batch concurrently, as
 ``examples/clients/command_worker.py`` does (more completions in flight, so
 the queue's group commit writes more of them per transaction); ``ack`` (HTTP
 only) acknowledges the whole leased batch with one ``POST
-/api/v1/commands/complete``.
+/api/v1/command-completions``.
 
 A cycle is one command leased and completed. Every command id handed out is
 recorded; ``dup`` counts ids handed out more than once (must be 0) and
@@ -132,7 +132,7 @@ async def run_http(base: str, secret: str, workers: int, limit: int, mode: str) 
                 return
             if mode == "ack":  # the whole leased batch acknowledged in one request
                 seen.extend(item["id"] for item in items)
-                r = await c.post("/api/v1/commands/complete", json={"items": [
+                r = await c.post("/api/v1/command-completions", json={"items": [
                     {"id": item["id"], "lease_token": item["lease_token"], "result": {"ok": True}} for item in items]})
                 r.raise_for_status()
                 assert all(o["status"] == 200 for o in r.json()["items"]), r.text
@@ -254,7 +254,7 @@ async def main() -> None:
     parser.add_argument("--modes", default="one-by-one,batch,ack",
                         help="one-by-one: a worker completes its leased commands one after another;"
                              " batch: all at once, as examples/clients/command_worker.py does;"
-                             " ack: the leased batch acknowledged with one POST /commands/complete (http only)")
+                             " ack: the leased batch acknowledged with one POST /command-completions (http only)")
     args = parser.parse_args()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:

@@ -195,7 +195,7 @@ class CompleteItem(CompleteIn):
 
 
 class CompleteManyIn(BaseModel):
-    """``POST /commands/complete``: several completions in one request."""
+    """``POST /command-completions``: several completions in one request."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -368,7 +368,7 @@ async def complete(
     )
 
 
-@router.post("/commands/complete", response_model=CompleteManyOut, tags=["commands"])
+@router.post("/command-completions", response_model=CompleteManyOut, tags=["commands"])
 async def complete_many(body: CompleteManyIn, request: Request, principal: Principal = Depends(CALLBACK)) -> dict[str, Any]:
     """Report several successes at once (up to 100), each under its own lease.
 

@@ -1,4 +1,4 @@
-"""POST /api/v1/commands/complete: several completions in one request, each decided on its own."""
+"""POST /api/v1/command-completions: several completions in one request, each decided on its own."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ async def test_a_leased_batch_is_acknowledged_in_one_request(commands_app, api_c
         leased = (await manager.get("/api/v1/commands/homeserver", params={"limit": 10})).json()["items"]
         assert sorted(x["id"] for x in leased) == ids
         body = {"items": [{"id": x["id"], "lease_token": x["lease_token"], "result": {"ok": x["id"]}} for x in leased]}
-        r = await manager.post("/api/v1/commands/complete", json=body)
+        r = await manager.post("/api/v1/command-completions", json=body)
         assert r.status_code == 200, r.text
         outcomes = r.json()["items"]
         assert [o["id"] for o in outcomes] == [x["id"] for x in leased]  # the request's order
@@ -32,7 +32,7 @@ async def test_a_leased_batch_is_acknowledged_in_one_request(commands_app, api_c
         # Each completion is audited on its own; a replay answers the same.
         completes = await helpers.audit(admin, entity="command", action="complete")
         assert sorted(int(a["entity_id"]) for a in completes) == ids
-        again = (await manager.post("/api/v1/commands/complete", json=body)).json()["items"]
+        again = (await manager.post("/api/v1/command-completions", json=body)).json()["items"]
         assert [o["status"] for o in again] == [200] * 5
         assert len(await helpers.audit(admin, entity="command", action="complete")) == 5
 
@@ -53,7 +53,7 @@ async def test_refused_items_do_not_hold_up_the_others(commands_app, api_client)
             {"id": mine["id"], "lease_token": lease["lease_token"], "result": "done"},  # the real one
         ]}
         raw = json.dumps(body).replace('"INFINITY"', "1e400")
-        r = await home.post("/api/v1/commands/complete", content=raw, headers={"content-type": "application/json"})
+        r = await home.post("/api/v1/command-completions", content=raw, headers={"content-type": "application/json"})
         assert r.status_code == 200, r.text
         outcomes = r.json()["items"]
         assert [o["status"] for o in outcomes] == [409, 403, 404, 422, 200], outcomes
@@ -72,6 +72,6 @@ async def test_the_request_itself_is_validated(commands_app, api_client):
         nobody = await api_client(app, scopes=["events.read"])
         item = {"id": 1, "lease_token": "0" * 32}
         for body in ({"items": []}, {"items": [item] * 101}, {"items": [{"id": 1}]}, {"items": [{**item, "x": 1}]}):
-            r = await manager.post("/api/v1/commands/complete", json=body)
+            r = await manager.post("/api/v1/command-completions", json=body)
             assert r.status_code == 422 and r.headers["content-type"] == "application/problem+json", r.text
-        assert (await nobody.post("/api/v1/commands/complete", json={"items": [item]})).status_code == 403
+        assert (await nobody.post("/api/v1/command-completions", json={"items": [item]})).status_code == 403
