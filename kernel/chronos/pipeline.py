@@ -783,12 +783,7 @@ class KernelEventIntake(EventIntake):
             # to fix: 422. Anything else is a fault of ours and propagates.
             if exc.stage != "normalize" and not isinstance(exc.exc, ValueError):
                 raise
-            raise Problem(
-                422,
-                f"The event was rejected by {exc.plugin}/{exc.name}: {exc.message}",
-                type="validation",
-                errors=[{"pointer": "/0", "detail": exc.message, "stage": exc.stage}],
-            ) from None
+            raise _rejected(exc, "event", "/0") from None
         if outcome.failures:
             index = {id(d): i for i, d in enumerate(drafts)}
             by_key = {(d.uid, d.recurrence_id or ""): index[id(d)] for d in drafts}
@@ -835,12 +830,7 @@ class KernelEventIntake(EventIntake):
         except StageFailure as exc:
             if not isinstance(exc.exc, ValueError):
                 raise
-            raise Problem(
-                422,
-                f"The change was rejected by {exc.plugin}/{exc.name}: {exc.message}",
-                type="validation",
-                errors=[{"pointer": "", "detail": exc.message, "stage": exc.stage}],
-            ) from None
+            raise _rejected(exc, "change", "") from None
         if after.sub_tasks or before.sub_tasks:
             old_box = {t.id: t.done for t in before.sub_tasks}
             current = {t.id: t.done for t in edited.sub_tasks}
@@ -852,6 +842,16 @@ class KernelEventIntake(EventIntake):
         else:
             after.sub_tasks = [t.model_copy() for t in edited.sub_tasks]
         return after
+
+
+def _rejected(exc: StageFailure, what: str, pointer: str) -> Problem:
+    """The 422 for input a stage refused (the client's to fix)."""
+    return Problem(
+        422,
+        f"The {what} was rejected by {exc.plugin}/{exc.name}: {exc.message}",
+        type="validation",
+        errors=[{"pointer": pointer, "detail": exc.message, "stage": exc.stage}],
+    )
 
 
 def install_pipeline(ctx: PluginContext, host: PluginHost) -> SyncPipeline:
