@@ -33,7 +33,10 @@ def redact(url: str) -> str:
 
 
 def _mb(n: int) -> str:
-    return f"{n / (1024 * 1024):.1f} MB"
+    """A size a reader can compare: exact below a megabyte, with the bytes above."""
+    if n < 1024 * 1024:
+        return f"{n:,} B"
+    return f"{n / (1024 * 1024):.1f} MB ({n:,} B)"
 
 
 async def read_file(path: Path, *, max_bytes: int, known: dict[str, Any] | None) -> tuple[bytes | None, dict[str, Any]]:

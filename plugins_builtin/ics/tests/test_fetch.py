@@ -40,8 +40,8 @@ async def test_redirects_are_followed_up_to_the_limit(feed_server):
 
 @pytest.mark.parametrize(("path", "message"), [
     ("/missing.ics", r"HTTP 404 Not Found from http://127\.0\.0\.1:\d+/missing\.ics"),
-    ("/big", r"announces 0\.2 MB, more than the limit"),
-    ("/big-stream", r"sent more than the limit of 0\.1 MB"),
+    ("/big", r"announces 200,017 B, more than the limit of 100,000 B"),
+    ("/big-stream", r"sent more than the limit of 100,000 B"),
 ])
 async def test_http_errors_and_size_limits(feed_server, path, message):
     with pytest.raises(SourceError, match=message):
@@ -83,5 +83,6 @@ async def test_missing_and_oversized_files(tmp_path):
     big = tmp_path / "big.ics"
     with big.open("wb") as fh:
         fh.truncate(50 * 1024 * 1024)  # a sparse 50 MB file: refused by size, never read
-    with pytest.raises(SourceError, match=r"is 50\.0 MB, larger than the limit of 20\.0 MB"):
+    refused = r"is 50\.0 MB \(52,428,800 B\), larger than the limit of 20\.0 MB \(20,971,520 B\)"
+    with pytest.raises(SourceError, match=refused):
         await read_file(big, max_bytes=20 * 1024 * 1024, known=None)
