@@ -287,7 +287,11 @@ async def consume_entry(
     if stored is None:
         return
     ref = _calendar_ref(queue.ctx, source, calendar_id)
-    writable = bool(ref is not None and ref.source.can_delete(ref.calendar) and queue.settings.calendar.delete_at_source)
+    # A calendar configured read-only is never written, whatever its source could do.
+    writable = bool(
+        ref is not None and not ref.calendar.read_only and ref.source.can_delete(ref.calendar)
+        and queue.settings.calendar.delete_at_source
+    )
     # Until the source has deleted it, a writable source may deliver the entry again;
     # consuming it once more is idempotent and queues the same deletion.
     await store.remove(s, event_id, tombstone=not writable, reason=reason[:200])

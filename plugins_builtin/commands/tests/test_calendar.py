@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 import pytest
 
-from chronos.plugin import EventDraft
+from chronos.plugin import CalendarSpec, EventDraft
 
 pytestmark = pytest.mark.exercises_hook("register_enrichers", "register_sinks")
 
@@ -113,6 +113,25 @@ async def test_a_failed_delete_at_a_writable_source_never_duplicates(calendar_ap
         await sync(app)
         assert len(await commands(c)) == 1
         assert len(await helpers.audit(c, entity="event_source", action="delete_at_source")) == 2
+
+
+async def test_a_read_only_calendar_is_never_written_even_if_its_source_could(
+    calendar_app, fake_source, api_client, helpers
+):
+    src = fake_source(writable=True)
+    src.calendars = lambda: [CalendarSpec("cal", interval_seconds=0, read_only=True)]
+    src.put("n1", "NOTE: stays at the source")
+    async with calendar_app(src) as app:
+        c = await api_client(app, scopes=["admin"])
+        from chronos_commands.consume import calendar_upkeep
+
+        await sync(app)
+        assert await events(c) == {}  # consumed: hidden by a local tombstone
+        await helpers.shift_deletions(app)
+        assert (await calendar_upkeep(helpers.queue(app)))["deleted_at_source"] == 0
+        assert src.deleted == [] and "n1" in src.items
+        await sync(app)
+        assert await events(c) == {} and len((await c.get("/api/v1/notes")).json()["items"]) == 1
 
 
 async def test_scheduled_actions_follow_edits_of_their_entry(calendar_app, fake_source, api_client, helpers):
