@@ -258,3 +258,39 @@ async def test_leader_whose_connection_dies_is_replaced(database):
         for r in (a, b):
             if r.ctx.has_db:
                 await r.ctx.db.dispose()
+
+
+async def test_leadership_won_during_stop_starts_no_scheduler(database):
+    """A leadership turn still under way when stop() begins (awaiting the lock on PostgreSQL)
+    must not leave a scheduler running after stop() returns."""
+    await migrate(database.url, [], schema=database.schema)
+    settings = make_test_settings(database, {"scheduler": {"leader_retry_seconds": 0.05}})
+    fired: list[str] = []
+
+    async def tick(job):
+        fired.append("tick")
+
+    runner = JobRunner(PluginContext(settings), [("t", Job("t.tick", tick, interval_seconds=0.05, run_at_start=True))])
+    entered, release = asyncio.Event(), asyncio.Event()
+
+    async def slow_win() -> bool:
+        entered.set()
+        await release.wait()
+        return True
+
+    runner._become_leader = slow_win  # type: ignore[method-assign]
+    try:
+        await runner.start()
+        await asyncio.wait_for(entered.wait(), 5)
+        stopping = asyncio.create_task(runner.stop())
+        await asyncio.sleep(0.05)
+        release.set()
+        await stopping
+        assert runner._scheduler is None and not runner.is_leader
+        fired.clear()
+        await asyncio.sleep(0.3)
+        assert fired == []
+    finally:
+        await runner.stop()
+        if runner.ctx.has_db:
+            await runner.ctx.db.dispose()

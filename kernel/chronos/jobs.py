@@ -161,6 +161,9 @@ class JobRunner:
         while not self._stopping:
             try:
                 if not self.is_leader and await self._become_leader():
+                    if self._stopping:  # won while stop() was running: never start a scheduler now
+                        await self._release_leader_conn()
+                        break
                     self.is_leader = True
                     log.info("job_leader", runner=self.runner_id)
                     self._start_scheduler()
@@ -243,6 +246,9 @@ class JobRunner:
             _done, hung = await asyncio.wait(self._tasks, timeout=5)
             for t in hung:
                 t.cancel()
+        if self._scheduler is not None:  # started by a turn that was already under way
+            self._scheduler.shutdown(wait=False)
+            self._scheduler = None
         running = [t for t in self.running.values() if not t.done()]
         if running:
             _done, pending = await asyncio.wait(running, timeout=self.settings.shutdown_timeout_seconds)

@@ -571,7 +571,8 @@ async def patch_whitelist(entry_id: EntryId, body: WhitelistPatch, request: Requ
     queue = queue_of(request)
     async with queue.ctx.db.write() as s:
         before = await _whitelist_row(s, entry_id)
-        recheck = "allowed_params_json" in changes and changes["allowed_params_json"] != before["allowed_params_json"]
+        # Decided on the request, not on ``before``: a concurrent change may commit first.
+        recheck = "allowed_params_json" in changes
         if recheck:
             await queue.lock_pending(s, before["system"], before["action"])
         row = await _update_audited(s, WL, entry_id, "whitelist", before, changes, principal, request)
