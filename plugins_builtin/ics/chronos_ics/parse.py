@@ -199,11 +199,13 @@ def _utc_key(value: date | datetime) -> datetime:
 
 
 def recurrence_id(value: date | datetime) -> str:
+    """RFC 5545 basic format; the year always has four digits (strftime's ``%Y`` does not pad)."""
     if isinstance(value, datetime):
         if value.tzinfo is None:
-            return value.strftime("%Y%m%dT%H%M%S")
-        return value.astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
-    return value.strftime("%Y%m%d")
+            return f"{value.year:04d}{value:%m%dT%H%M%S}"
+        value = value.astimezone(UTC)
+        return f"{value.year:04d}{value:%m%dT%H%M%S}Z"
+    return f"{value.year:04d}{value:%m%d}"
 
 
 def _text(comp: Any, name: str) -> str:

@@ -7,7 +7,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from chronos_ics.parse import CalendarFormatError, Window, chunks, parse_groups, split_calendar
+from chronos_ics.parse import CalendarFormatError, Window, chunks, parse_groups, recurrence_id, split_calendar
 
 NY = ZoneInfo("America/New_York")
 BERLIN = ZoneInfo("Europe/Berlin")
@@ -262,3 +262,10 @@ def test_unusual_entries_take_the_icalendar_path(entry):
     [group] = split_calendar(cal(entry)).groups
     with pytest.raises(_Slow):
         _fast_single(group.blocks[0], group.uid, YEAR, None, Parsed())
+
+
+def test_recurrence_ids_always_have_four_digit_years():
+    assert recurrence_id(datetime(2026, 3, 2, 9, 0, tzinfo=UTC)) == "20260302T090000Z"
+    assert recurrence_id(datetime(2026, 3, 2, 9, 0)) == "20260302T090000"  # floating
+    assert recurrence_id(datetime(999, 3, 2, 9, 0, tzinfo=UTC)) == "09990302T090000Z"
+    assert recurrence_id(date(5, 1, 2)) == "00050102"
