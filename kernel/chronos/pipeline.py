@@ -226,6 +226,17 @@ def sqlite_lock_file(url: str, key: tuple[str, str]) -> Path | None:
     return Path(database).expanduser().resolve().parent / f"{Path(database).name}.locks" / f"sync-{digest}.lock"
 
 
+@dataclass(frozen=True)
+class BatchTarget:
+    """Where one batch goes: its transaction, the store, its calendar and run (None for API intake)."""
+
+    session: AsyncSession
+    store: EventStore
+    source: str
+    calendar_id: str
+    run_id: int | None
+
+
 class _Lock:
     """A held run lock: the in-process part and the cross-process part (an
     advisory lock's connection on PostgreSQL, a locked file on SQLite)."""
@@ -529,13 +540,14 @@ class SyncPipeline:
                         ItemFailure("source", ref.plugin, source, uid, "", msg[:1000]) for uid, msg in batch.errors
                     ]
                     async with self.ctx.db.write() as s:
-                        outcome = await self.process(s, store, source, calendar_id, batch.drafts, deletions, run_id)
+                        at = BatchTarget(s, store, source, calendar_id, run_id)
+                        outcome = await self.process(at, batch.drafts, deletions)
                         outcome.failures[:0] = reported
                         if batch.full and batch.complete:
                             stored = await store.keys(s, source, calendar_id)
                             stale = [k for k in stored if k not in seen and k.uid not in protected]
                             if stale:
-                                outcome.merge(await self.process(s, store, source, calendar_id, [], stale, run_id))
+                                outcome.merge(await self.process(at, [], stale))
                         tally.add(outcome)
                         failed_any = failed_any or bool(outcome.failures)
                         if batch.cursor is not None:
@@ -618,16 +630,7 @@ class SyncPipeline:
 
     # -- the stages ----------------------------------------------------------------------
 
-    async def process(
-        self,
-        session: AsyncSession,
-        store: EventStore,
-        source: str,
-        calendar_id: str,
-        drafts: list[EventDraft],
-        deletions: list[EventKey],
-        run_id: int | None,
-    ) -> Outcome:
+    async def process(self, at: BatchTarget, drafts: list[EventDraft], deletions: list[EventKey]) -> Outcome:
         """Run ``drafts`` and ``deletions`` through every stage with failure isolation.
 
         First all at once inside a savepoint; if a stage raises, roll the
@@ -636,36 +639,25 @@ class SyncPipeline:
         if not drafts and not deletions:
             return Outcome()
         try:
-            async with session.begin_nested():
-                return await self._stages(session, store, source, calendar_id, [_clone(d) for d in drafts],
-                                          deletions, run_id)
+            return await self._isolated(at, drafts, deletions)
         except Exception as exc:  # noqa: BLE001 - isolate below
             if len(drafts) + len(deletions) == 1:
                 return Outcome(failures=[self._failure(exc, drafts[0] if drafts else deletions[0])])
         outcome = Outcome()
-        for draft in drafts:
-            outcome.merge(await self._one(session, store, source, calendar_id, [draft], [], run_id, draft))
-        for key in deletions:
-            outcome.merge(await self._one(session, store, source, calendar_id, [], [key], run_id, key))
+        items: list[tuple[list[EventDraft], list[EventKey], EventDraft | EventKey]] = [
+            *(([d], [], d) for d in drafts), *(([], [k], k) for k in deletions)
+        ]
+        for one_draft, one_deletion, item in items:
+            try:
+                outcome.merge(await self._isolated(at, one_draft, one_deletion))
+            except Exception as exc:  # noqa: BLE001 - this item alone fails
+                outcome.merge(Outcome(failures=[self._failure(exc, item)]))
         return outcome
 
-    async def _one(
-        self,
-        session: AsyncSession,
-        store: EventStore,
-        source: str,
-        calendar_id: str,
-        drafts: list[EventDraft],
-        deletions: list[EventKey],
-        run_id: int | None,
-        item: EventDraft | EventKey,
-    ) -> Outcome:
-        try:
-            async with session.begin_nested():
-                return await self._stages(session, store, source, calendar_id, [_clone(d) for d in drafts],
-                                          deletions, run_id)
-        except Exception as exc:  # noqa: BLE001 - this item alone fails
-            return Outcome(failures=[self._failure(exc, item)])
+    async def _isolated(self, at: BatchTarget, drafts: list[EventDraft], deletions: list[EventKey]) -> Outcome:
+        """One pass in a savepoint, on copies of the drafts (a failed pass leaves them untouched)."""
+        async with at.session.begin_nested():
+            return await self._stages(at, [_clone(d) for d in drafts], deletions)
 
     def _failure(self, exc: BaseException, item: EventDraft | EventKey) -> ItemFailure:
         uid, rid = item.uid, (item.recurrence_id or "")
@@ -684,18 +676,10 @@ class SyncPipeline:
                 raise StageFailure("enrich", plugin, enricher.name, exc) from exc
 
     async def _stages(
-        self,
-        session: AsyncSession,
-        store: EventStore,
-        source: str,
-        calendar_id: str,
-        drafts: list[EventDraft],
-        deletions: list[EventKey],
-        run_id: int | None,
-        *,
-        strict: bool = False,
+        self, at: BatchTarget, drafts: list[EventDraft], deletions: list[EventKey], *, strict: bool = False
     ) -> Outcome:
         """One pass of every stage; ``strict`` stops before the enrichers when a draft is invalid."""
+        session, store = at.session, at.store
         outcome = Outcome()
         if drafts:
             for plugin, normalizer in self.normalizers:
@@ -725,8 +709,8 @@ class SyncPipeline:
         outcome.result = result
         if result.added or result.updated or result.deleted:
             batch = SinkBatch(
-                source=source, calendar_id=calendar_id, added=list(result.added), updated=list(result.updated),
-                previous=dict(result.previous), deleted=list(result.deleted), run_id=run_id,
+                source=at.source, calendar_id=at.calendar_id, added=list(result.added), updated=list(result.updated),
+                previous=dict(result.previous), deleted=list(result.deleted), run_id=at.run_id,
             )
             for plugin, sink in self.sinks:
                 try:
@@ -777,7 +761,7 @@ class KernelEventIntake(EventIntake):
         for d in drafts:
             d.source, d.calendar_id = source, calendar_id
         try:
-            outcome = await pipeline._stages(s, store, source, calendar_id, drafts, [], None, strict=True)
+            outcome = await pipeline._stages(BatchTarget(s, store, source, calendar_id, None), drafts, [], strict=True)
         except StageFailure as exc:
             # Bad input (an unknown time zone, an impossible date) is the client's
             # to fix: 422. Anything else is a fault of ours and propagates.
