@@ -186,3 +186,23 @@ async def test_cancelled_writers_leave_no_transaction_behind(database):
     finally:
         await db.dispose()
         await other.dispose()
+
+
+
+@pytest.mark.backends("sqlite")
+async def test_processes_opening_a_new_database_together_all_get_in(tmp_path):
+    """Switching a new file to WAL needs it to itself, and when two connections try at
+    once SQLite answers "locked" to one of them without waiting: several processes
+    starting on a new database together (replicas, a worker and the API) must all
+    get in. Each round opens four handles (four connection threads) on a new file."""
+    for round_ in range(60):
+        url = f"sqlite+aiosqlite:///{tmp_path / f'new-{round_}.db'}"
+        dbs = [Database(url) for _ in range(4)]
+        try:
+            await asyncio.gather(*(db.ping() for db in dbs))
+        finally:
+            for db in dbs:
+                await db.dispose()
+        async with dbs[0].read() as s:
+            assert (await s.execute(text("PRAGMA journal_mode"))).scalar() == "wal"
+        await dbs[0].dispose()

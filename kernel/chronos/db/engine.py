@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -33,17 +34,35 @@ def _ensure_sqlite_dir(url: str) -> None:
 
 
 class _SQLiteConnection(sqlite3.Connection):
-    """Rolls back before closing.
+    """Puts the file in WAL mode on open and rolls back before closing."""
 
-    SQLite defers closing a connection whose statements are still referenced
-    (a cursor kept alive by the traceback of a cancelled task, say) and keeps
-    its transaction, and with it the database's write lock, until then. A
-    write cancelled mid-statement ends with SQLAlchemy closing the connection
-    without a rollback, so without this every later writer would see
-    "database is locked".
-    """
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._use_wal()
+
+    def _use_wal(self) -> None:
+        """Switch the file to WAL (a no-op once it is). The switch needs the file to
+        itself and SQLite answers "locked" at once instead of waiting, which several
+        processes opening a new database together run into: retry here, on the
+        connection's own thread, for as long as a busy writer would wait."""
+        if str(self.execute("PRAGMA journal_mode").fetchone()[0]).lower() == "wal":
+            return
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                self.execute("PRAGMA journal_mode=WAL")
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.01)
 
     def close(self) -> None:
+        """SQLite defers closing a connection whose statements are still referenced
+        (a cursor kept alive by the traceback of a cancelled task, say) and keeps its
+        transaction, and with it the database's write lock, until then. A write
+        cancelled mid-statement ends with SQLAlchemy closing the connection without a
+        rollback, so without this every later writer would see "database is locked"."""
         if self.in_transaction:
             try:
                 self.execute("ROLLBACK")
@@ -85,8 +104,7 @@ def make_engine(
             # sqlite3 must not issue its own BEGIN: we emit ours in "begin".
             dbapi_conn.isolation_level = None
             cur = dbapi_conn.cursor()
-            for pragma in (
-                "journal_mode=WAL",
+            for pragma in (  # journal_mode=WAL: set by _SQLiteConnection
                 f"foreign_keys={foreign_keys}",
                 f"busy_timeout={busy_timeout_ms}",
                 "synchronous=NORMAL",
