@@ -27,6 +27,8 @@ from typing import Any
 import httpx
 import pytest
 
+from chronos.settings import ConfigError  # noqa: F401 - re-exported: what an app with invalid settings raises
+
 DEFAULT_PG_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
 
 
@@ -197,6 +199,21 @@ async def sync_now(app: Any, source: str, calendar_id: str, *, full: bool = Fals
     async with app.state.chronos.db.read() as s:
         row = await s.get(SyncRun, run_id)
     return SimpleNamespace(**SyncRunOut.model_validate(row, from_attributes=True).model_dump())
+
+
+async def migrate_database(database: TestDatabase, migrations: Iterable[Any]) -> dict[str, list[str]]:
+    """Bring the kernel and ``migrations`` (each plugin's ``register_migrations()``
+    records) to head on the test database; returns what was applied per owner."""
+    from chronos.db.migrate import migrate
+
+    return await migrate(database.url, list(migrations), schema=database.schema)
+
+
+async def downgrade_database(database: TestDatabase, migrations: Iterable[Any], owner: str, target: str) -> None:
+    """Take ``owner``'s tables back to revision ``target`` (test a revision's downgrade)."""
+    from chronos.db.migrate import downgrade
+
+    await downgrade(database.url, list(migrations), owner, target, schema=database.schema)
 
 
 async def schema_drift(database: TestDatabase, tables: Iterable[str]) -> list[Any]:

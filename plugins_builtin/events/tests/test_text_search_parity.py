@@ -13,9 +13,10 @@ from datetime import timedelta
 
 from sqlalchemy import text
 
+from chronos import testing as kit
+
 from events_helpers import T0, apply, ev, z
 
-from chronos.db.migrate import downgrade, migrate
 
 from chronos_events.plugin import register_migrations
 from chronos_events.query import EventQuery, QueryBuilder
@@ -137,12 +138,12 @@ async def test_the_revision_downgrades_and_upgrades(chronos_app, api_client, dat
     migs = register_migrations()
     async with chronos_app(plugins=PLUGINS) as app:
         await apply(app, EVENTS)
-    await downgrade(database.url, migs, "events", "events0001", schema=database.schema)
+    await kit.downgrade_database(database, migs, "events", "events0001")
     async with chronos_app(plugins=PLUGINS, config={"database": {"migrate_on_start": False}}) as app:
         if database.backend == "postgresql":
             definition = await _index_definition(app)
             assert definition is not None and "regexp_replace" not in definition, definition
-    assert await migrate(database.url, migs, schema=database.schema) == {"events": ["events0002"]}
+    assert await kit.migrate_database(database, migs) == {"events": ["events0002"]}
     async with chronos_app(plugins=PLUGINS) as app:
         if database.backend == "postgresql":
             assert "regexp_replace" in (await _index_definition(app) or "")

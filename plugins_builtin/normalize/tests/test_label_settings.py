@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from chronos import testing as kit
-from chronos.settings import ConfigError
+from chronos.testing import ConfigError
 
 pytestmark = pytest.mark.exercises_hook("register_enrichers", "register_settings")
 
