@@ -10,7 +10,7 @@ from sqlalchemy import delete, func, select, text
 from chronos.audit import verify_chain
 from chronos.db.models import AuditEntry, JobRun
 from chronos.db.base import utcnow
-from chronos.plugin import Principal, Problem, Router, Scope, record_audit, require_scope
+from chronos.plugin import Principal, Problem, Router, Scope, record_audit, require_scope, origin_of
 from kernel_support import db_config, invoke_cli_async, is_problem, make_plugin, write_config
 
 AUDIT = "/api/v1/audit"
@@ -25,7 +25,7 @@ def ledger_plugin():
         async with ctx.db.write() as s:
             s.add(JobRun(job="ledger", trigger="manual", status="ok", started_at=utcnow()))
             await record_audit(s, entity="ledger", entity_id="1", action="post", change={"fail": fail},
-                               principal=principal, request=request)
+                               principal=principal, origin=origin_of(request))
             if fail:
                 raise Problem(409, "The ledger is closed", type="conflict")
         return {"ok": True}

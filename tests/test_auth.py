@@ -175,12 +175,13 @@ async def test_max_key_lifetime_is_enforced(chronos_app, api_client):
 
 async def test_keys_cli_create_list_revoke(database, chronos_app, tmp_path):
     cfg = write_config(tmp_path / "c.yaml", db_config(database, plugins={"enabled": []}))
+    # No plugin is enabled: only the kernel's scopes exist (plugins register the others).
     res = await invoke_cli_async("keys", "create", "--name", "poller", "--scope", "events.read", "--scope",
-                                 "commands.manage", "--system", "home-1", "--expires", "30d", "--json", config=cfg)
+                                 "events.write", "--system", "home-1", "--expires", "30d", "--json", config=cfg)
     assert res.returncode == 0, res.stderr
     created = json.loads(res.stdout)
     assert set(created) >= {"id", "secret", "scopes", "systems", "expires_at", "prefix"}
-    assert created["scopes"] == ["commands.manage", "events.read"] and created["systems"] == ["home-1"]
+    assert created["scopes"] == ["events.read", "events.write"] and created["systems"] == ["home-1"]
     expires = datetime.fromisoformat(created["expires_at"])
     assert timedelta(days=29, hours=23) < expires - datetime.now(UTC) <= timedelta(days=30)
 

@@ -24,6 +24,7 @@ from chronos.plugin import (
     HealthResult,
     Job,
     JsonSchema,
+    Resource,
     Router,
     Scope,
     Service,
@@ -172,6 +173,44 @@ async def test_services_and_lifecycle_order(chronos_app):
     assert record[2:] == [("shutdown", "diner"), ("shutdown", "kitchen")]
 
 
+class Counter:
+    def __init__(self, ctx):
+        self.word = ctx.section(KitchenSettings).word
+        self.hits = 0
+        self.closed = False
+
+    async def aclose(self):
+        self.closed = True
+
+
+COUNTER: Resource[Counter] = Resource("kitchen.counter", Counter, close=Counter.aclose)
+
+
+@pytest.mark.exercises_hook("register_resources")
+async def test_resources_are_built_at_start_typed_and_closed_at_stop(chronos_app):
+    plugin = make_plugin(
+        register_settings=lambda: [SettingsSection("kitchen", KitchenSettings)],
+        register_resources=lambda: [COUNTER],
+    )
+    async with chronos_app(plugins=[("kitchen", plugin)], config={"kitchen": {"word": "Hej"}}) as app:
+        ctx = app.state.chronos
+        counter = ctx.resource(COUNTER)
+        counter.hits += 1
+        assert ctx.resource(COUNTER) is counter and counter.word == "Hej" and counter.hits == 1
+        other = Resource("kitchen.other", Counter)
+        with pytest.raises(LookupError, match="kitchen.other"):
+            ctx.resource(other)
+    assert counter.closed
+
+
+def test_two_plugins_cannot_register_one_resource_name():
+    def provider():
+        return make_plugin(register_resources=lambda: [Resource("shared.thing", Counter)])
+
+    with pytest.raises(PluginError, match="'shared.thing' is registered by both 'one' and 'two'"):
+        create_app(load_settings(None, env={}), plugins=[("one", provider()), ("two", provider())], env={})
+
+
 def test_two_providers_of_one_service_stop_startup():
     def provider(name):
         return make_plugin(register_services=lambda ctx: [Service(name, Greeter, WordGreeter)])
@@ -268,7 +307,7 @@ async def test_health_checks_become_blocks_of_health(chronos_app, api_client, he
 @pytest.mark.exercises_hook("register_schemas")
 def test_registered_schemas_are_exported():
     app = create_app(load_settings(None, env={}), plugins=[("kitchen", kitchen([]))], env={})
-    out = generate_all(app.state.chronos.state["host"])
+    out = generate_all(app.state.runtime.host)
     schema = out["kitchen-order.schema.json"]
     assert schema["properties"]["count"]["minimum"] == 1 and schema["required"] == ["dish"]
     assert schema["$schema"].startswith("https://json-schema.org/")
@@ -282,5 +321,5 @@ def test_cli_records_are_collected():
     app = create_app(load_settings(None, env={}),
                      plugins=[("kitchen", make_plugin(register_cli=lambda ctx: [CliCommand("kitchen", group, help="Kitchen")]))],
                      env={})
-    ((plugin, rec),) = app.state.chronos.state["host"].get("register_cli")
+    ((plugin, rec),) = app.state.runtime.host.cli_commands()
     assert plugin == "kitchen" and rec.app is group and rec.help == "Kitchen"

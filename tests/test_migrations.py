@@ -39,8 +39,8 @@ async def version(database, table: str) -> list[str]:
 def every_installed_plugin(database):
     """Load every installed plugin (strictly) so their models and migrations are known."""
     app = create_app(make_test_settings(database, {"plugins": {"strict": True}}), plugins=None, env={})
-    host = app.state.chronos.state["host"]
-    return host, [m for _, m in host.get("register_migrations")]
+    host = app.state.runtime.host
+    return host, host.migrations()
 
 
 @pytest.mark.exercises_hook("register_migrations")

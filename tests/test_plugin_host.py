@@ -20,7 +20,7 @@ def settings(**sections):
 
 
 def host_of(app):
-    return app.state.chronos.state["host"]
+    return app.state.runtime.host
 
 
 def describe(app, name):
@@ -65,7 +65,7 @@ def test_the_example_plugin_is_discovered_through_its_entry_point():
         "routes": ["POST /api/v1/hello"],
     }
     assert "/api/v1/hello" in paths(app)
-    assert "hello.write" in app.state.chronos.state["scopes"]
+    assert "hello.write" in app.state.chronos.scopes
 
 
 def test_disabled_plugin_is_listed_but_not_loaded():
@@ -73,7 +73,7 @@ def test_disabled_plugin_is_listed_but_not_loaded():
     info = describe(app, "hello")
     assert info["status"] == "disabled" and info["hooks"] == [] and info["routes"] == []
     assert "/api/v1/hello" not in paths(app)
-    assert "hello.write" not in app.state.chronos.state["scopes"]
+    assert "hello.write" not in app.state.chronos.scopes
 
 
 def test_enabled_list_is_an_allowlist():
@@ -117,7 +117,7 @@ def test_failed_import_is_recorded_and_skipped_when_not_strict():
     assert info["status"] == "failed"
     assert "failed to import: ModuleNotFoundError" in info["error"]
     assert host_of(app).enabled() == ["good"]
-    assert "good.read" in app.state.chronos.state["scopes"]
+    assert "good.read" in app.state.chronos.scopes
 
 
 @pytest.mark.parametrize(("strict_setting", "env"), [(True, {}), (False, {"CHRONOS_STRICT_PLUGINS": "1"})])
@@ -142,7 +142,7 @@ def test_plugin_raising_in_a_register_hook_fails_alone():
     assert info["status"] == "failed"
     assert "run register_routers: RuntimeError: no routers today" in info["error"]
     # Records it contributed before failing are dropped too.
-    assert "flaky.read" not in app.state.chronos.state["scopes"]
+    assert "flaky.read" not in app.state.chronos.scopes
     assert info["records"] == {}
     with pytest.raises(PluginError, match="no routers today"):
         create_app(settings(plugins={"strict": True}), plugins=[("flaky", flaky)], env={})
@@ -169,10 +169,19 @@ def test_invalid_plugin_name_is_refused():
 # -- conflicts name both plugins ----------------------------------------------------------------
 
 def test_duplicate_record_names_name_both_plugins():
-    a = make_plugin(register_scopes=lambda: [Scope("shared.read")])
-    b = make_plugin(register_scopes=lambda: [Scope("shared.read")])
+    a = make_plugin(register_scopes=lambda: [Scope("shared.read", "Read alpha")])
+    b = make_plugin(register_scopes=lambda: [Scope("shared.read", "Read beta")])
     with pytest.raises(PluginError, match="scope 'shared.read' is registered by both 'alpha' and 'beta'"):
         create_app(settings(), plugins=[("alpha", a), ("beta", b)], env={})
+
+
+def test_plugins_guarding_one_capability_may_declare_its_scope_alike():
+    a = make_plugin(register_scopes=lambda: [Scope("mail.send", "Send mail")])
+    b = make_plugin(register_scopes=lambda: [Scope("mail.send", "Send mail")])
+    app = create_app(settings(), plugins=[("alpha", a), ("beta", b)], env={})
+    assert app.state.chronos.scopes["mail.send"] == "Send mail"
+    assert {p["name"]: p["records"].get("scopes") for p in app.state.runtime.host.describe()} == {
+        "alpha": ["mail.send"], "beta": ["mail.send"]}
 
 
 def test_duplicate_job_names_name_both_plugins():

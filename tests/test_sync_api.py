@@ -10,7 +10,7 @@ from sync_support import FakeSource, draft, pipeline_plugins
 
 
 def pipeline_of(app):
-    return app.state.chronos.state["pipeline"]
+    return app.state.runtime.pipeline
 
 
 def source_with(*calendars: str) -> FakeSource:

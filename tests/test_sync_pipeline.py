@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import text
 
 from chronos.db.sync_models import SyncRun, SyncState
-from chronos.errors import Problem
+from chronos.plugin import InvalidInput
 from chronos.pipeline import SyncBusy, UnknownCalendar, job_name, sqlite_lock_file
 from chronos.plugin import EventDraft, EventIntake
 from kernel_support import make_plugin
@@ -30,7 +30,7 @@ pytestmark = pytest.mark.exercises_hook("register_sources", "register_normalizer
 
 
 def pipeline_of(app):
-    return app.state.chronos.state["pipeline"]
+    return app.state.runtime.pipeline
 
 
 async def get_run(app, run_id: int) -> SyncRun:
@@ -345,10 +345,10 @@ async def test_event_intake_runs_drafts_through_every_stage(chronos_app):
             actions = (await s.execute(text("SELECT actor, action, entity FROM audit_log"))).all()
         assert [tuple(a) for a in actions] == [("system:test", "create", "event")]
 
-        with pytest.raises(Problem) as err:
+        with pytest.raises(InvalidInput) as err:
             await intake.ingest("local", "notes", [draft("ok", "fine"),
                                                    EventDraft(uid="n", start=datetime(2026, 1, 1, 9))])
-        assert err.value.status == 422 and err.value.extra["errors"][0]["pointer"] == "/1"
+        assert err.value.errors is not None and err.value.errors[0]["pointer"] == "/1"
         assert sorted(await stored_rows(app, "local", "notes")) == [("x1", "")]  # all or nothing
 
         # Inside the caller's transaction: a later failure there rolls the ingest back too.

@@ -25,7 +25,7 @@ def plugins(src, **stages):
 
 
 async def run(app, **kw) -> SyncRun:
-    run_id = await app.state.chronos.state["pipeline"].run("fake", "cal", **kw)
+    run_id = await app.state.runtime.pipeline.run("fake", "cal", **kw)
     async with app.state.chronos.db.read() as s:
         return await s.get(SyncRun, run_id)
 

@@ -14,7 +14,7 @@ from sqlalchemy import func, select, text
 
 from chronos import __version__, metrics
 from chronos.audit import record_audit
-from chronos.auth import Principal, Public, forget_key, require_scope
+from chronos.auth import Principal, Public, origin_of, require_scope
 from chronos.db.models import AuditEntry, JobHeartbeat, JobRun
 from chronos.errors import Problem
 from chronos.jobs import JobBusy
@@ -100,6 +100,10 @@ def _ctx(request: Request) -> Any:
     return request.app.state.chronos
 
 
+def _runtime(request: Request) -> Any:
+    return request.app.state.runtime
+
+
 # -- health and metrics ------------------------------------------------------------
 
 async def _timed(name: str, coro: Any, timeout: float = 2.0) -> dict[str, Any]:
@@ -146,20 +150,21 @@ async def _check_jobs(ctx: Any) -> HealthResult:
 
 async def health(request: Request) -> JSONResponse:
     ctx = _ctx(request)
-    host = ctx.state["host"]
+    host = _runtime(request).host
     checks: dict[str, dict[str, Any]] = {}
     checks["database"] = await _timed("database", _check_database(ctx))
     db_ok = checks["database"]["status"] == "ok"
     if db_ok:
         checks["search"] = await _timed("search", _check_search(ctx))
         checks["jobs"] = await _timed("jobs", _check_jobs(ctx))
-        checks["sync"] = await _timed("sync", sync_health(ctx))
+        runtime = _runtime(request)
+        checks["sync"] = await _timed("sync", sync_health(ctx, runtime.pipeline if runtime.started else None))
     plugin_states = {p["name"]: p["status"] for p in host.describe()}
     failed = [n for n, s in plugin_states.items() if s == "failed"]
     checks["plugins"] = {"status": "degraded" if failed else "ok", "plugins": plugin_states}
     critical_error = not db_ok or checks.get("jobs", {}).get("status") == "error"
     if db_ok:
-        for plugin, hc in host.get("register_health_checks"):
+        for plugin, hc in host.health_checks():
             res = await _timed(hc.name, hc.func(ctx))
             res["plugin"] = plugin
             checks[hc.name] = res
@@ -196,7 +201,7 @@ async def create_key_route(body: KeyCreate, request: Request, principal: Princip
             s,
             name=body.name,
             scopes=body.scopes,
-            known_scopes=ctx.state["scopes"],
+            known_scopes=ctx.scopes,
             systems=body.systems,
             expires_in=expires,
             max_lifetime_days=ctx.settings.kernel.auth.max_key_lifetime_days,
@@ -205,7 +210,7 @@ async def create_key_route(body: KeyCreate, request: Request, principal: Princip
         view = key_view(row)
         await record_audit(s, entity="api_key", entity_id=row.id, action="create",
                            change={k: v for k, v in view.items() if k in ("name", "scopes", "systems", "expires_at")},
-                           principal=principal, request=request)
+                           principal=principal, origin=origin_of(request))
     return {**view, "secret": secret}
 
 
@@ -223,9 +228,9 @@ async def revoke_key_route(
         row = await revoke_key(s, key_id)
         if row is None:
             raise Problem(404, f"No key with id {key_id!r}", type="not-found")
-        await record_audit(s, entity="api_key", entity_id=key_id, action="revoke", principal=principal, request=request)
+        await record_audit(s, entity="api_key", entity_id=key_id, action="revoke", principal=principal, origin=origin_of(request))
         view = key_view(row)
-    forget_key(_ctx(request), key_id)
+    _runtime(request).keys.forget(key_id)
     return view
 
 
@@ -274,14 +279,12 @@ meta_router = APIRouter(tags=["plugins"])
 
 @meta_router.get("/plugins")
 async def plugins_list(request: Request, _: Principal = ADMIN) -> list[dict[str, Any]]:
-    from chronos.app import describe_plugins
-
-    return describe_plugins(_ctx(request).state["host"])
+    return _runtime(request).host.describe()
 
 
 @meta_router.get("/scopes")
 async def scopes_list(request: Request, _: Principal = ADMIN) -> dict[str, str]:
-    return dict(sorted(_ctx(request).state["scopes"].items()))
+    return dict(sorted(_ctx(request).scopes.items()))
 
 
 def _schedule(job: Any) -> str | None:
@@ -321,7 +324,7 @@ async def jobs_run(name: Annotated[str, StringConstraints(max_length=128)], requ
     except JobBusy as exc:
         raise Problem(409, str(exc), type="job-busy") from None
     async with ctx.db.write() as s:
-        await record_audit(s, entity="job", entity_id=name, action="run", principal=principal, request=request)
+        await record_audit(s, entity="job", entity_id=name, action="run", principal=principal, origin=origin_of(request))
     return {"job": name, "status": "started"}
 
 

@@ -16,15 +16,13 @@ from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from chronos import __version__, metrics
-from chronos.auth import Public, RequireScope
-from chronos.context import PluginContext
-from chronos.db.migrate import migrate
+from chronos import __version__, api, metrics
+from chronos.auth import route_scope
 from chronos.errors import PROBLEM_MEDIA_TYPE, Problem, ProblemModel, install_handlers, problem_response, unhandled_response
-from chronos.host import PluginError, PluginHost, PluginSpec
-from chronos.jobs import JobRunner
-from chronos.pipeline import all_jobs, install_pipeline
+from chronos.host import PluginError, PluginSpec
 from chronos.logs import configure_logging
+from chronos.routes import effective_routes
+from chronos.runtime import Runtime
 from chronos.settings import Settings, load_settings
 
 API_PREFIX = "/api/v1"
@@ -129,20 +127,6 @@ class RequestContextMiddleware:
         return wrapped
 
 
-def route_scope(route: APIRoute) -> tuple[bool, str | None]:
-    """(declared, scope) for a route: found a RequireScope or Public dependency."""
-    stack = [route.dependant]
-    while stack:
-        dep = stack.pop()
-        call = dep.call
-        if isinstance(call, RequireScope):
-            return True, call.scope
-        if isinstance(call, Public):
-            return True, None
-        stack.extend(dep.dependencies)
-    return False, None
-
-
 def create_app(
     settings: Settings | None = None,
     plugins: Iterable[PluginSpec] | None = None,
@@ -158,34 +142,13 @@ def create_app(
     """
     settings = settings or load_settings(env=env)
     configure_logging(settings.kernel.logging.level, settings.kernel.logging.format)
-    ctx = PluginContext(settings)
-    host = PluginHost(settings, plugins, env=env)
-    host.load(ctx)
-    ctx.state["host"] = host
-    ctx.state["scopes"] = host.scopes()
-    jobs_enabled = settings.kernel.scheduler.enabled if run_jobs is None else run_jobs
+    runtime = Runtime(settings, plugins, env=env)
+    schedules = settings.kernel.scheduler.enabled if run_jobs is None else run_jobs
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        dbs = settings.kernel.database
-        if dbs.migrate_on_start:
-            await migrate(dbs.url, [m for _, m in host.get("register_migrations")], schema=dbs.schema_name)
-        for _plugin, svc in host.get("register_services"):
-            ctx._services[svc.interface] = svc.factory(ctx)
-        pipeline = install_pipeline(ctx, host)
-        runner = JobRunner(ctx, all_jobs(host, pipeline))
-        ctx.jobs = runner
-        try:
-            await host.startup(ctx)
-            await runner.start(schedules=jobs_enabled)
-            log.info("started", plugins=host.enabled(), jobs=jobs_enabled, version=__version__)
+        async with runtime.running(jobs="schedules" if schedules else "on_demand"):
             yield
-        finally:
-            await pipeline.stop(settings.kernel.scheduler.shutdown_timeout_seconds)
-            await runner.stop()
-            await host.shutdown(ctx)
-            if ctx.has_db:
-                await ctx.db.dispose()
 
     app = FastAPI(
         title="Chronos Engine",
@@ -201,7 +164,8 @@ def create_app(
             431: {"model": ProblemModel, "description": "Request headers too large"},
         },
     )
-    app.state.chronos = ctx
+    app.state.runtime = runtime
+    app.state.chronos = runtime.ctx
     app.openapi = _problem_openapi(app)  # type: ignore[method-assign]
     install_handlers(app)
     app.add_middleware(
@@ -210,10 +174,8 @@ def create_app(
         max_headers=settings.kernel.server.max_header_bytes,
     )
 
-    from chronos import api
-
     api.mount_kernel_routes(app)
-    mount_plugin_routers(app, host, ctx)
+    mount_plugin_routers(app, runtime)
     return app
 
 
@@ -252,27 +214,14 @@ def _problem_openapi(app: FastAPI) -> Any:
     return openapi
 
 
-def effective_routes(routes: Iterable[Any]) -> list[Any]:
-    """Every route with its final path and dependencies.
-
-    Recent FastAPI versions keep included routers nested (``_IncludedRouter``)
-    instead of copying their routes into ``app.routes``; walking only the top
-    level would miss every included route.
-    """
-    try:
-        from fastapi.routing import iter_route_contexts
-    except ImportError:  # older FastAPI flattens included routers itself
-        return list(routes)
-    return list(iter_route_contexts(list(routes)))
-
-
-def mount_plugin_routers(app: FastAPI, host: PluginHost, ctx: PluginContext) -> None:
+def mount_plugin_routers(app: FastAPI, runtime: Runtime) -> None:
+    host = runtime.host
     taken: dict[tuple[str, str], str] = {}
     for route in effective_routes(app.routes):
         for method in getattr(route, "methods", None) or ():
             taken[(method, route.path)] = "kernel"
-    scopes = ctx.state["scopes"]
-    for plugin, rec in host.get("register_routers"):
+    scopes = runtime.ctx.scopes
+    for plugin, rec in host.routers():
         for route in effective_routes(rec.router.routes):
             path = API_PREFIX + (route.path or "")
             if not isinstance(getattr(route, "original_route", route), APIRoute):
@@ -296,8 +245,3 @@ def mount_plugin_routers(app: FastAPI, host: PluginHost, ctx: PluginContext) -> 
                 taken[(method, path)] = plugin
                 host.infos[plugin].routes.append(f"{method} {path}")
         app.include_router(rec.router, prefix=API_PREFIX)
-
-
-def describe_plugins(host: PluginHost) -> list[dict[str, Any]]:
-    """One introspection function for ``GET /api/v1/plugins`` and ``chronos plugins``."""
-    return host.describe()

@@ -10,19 +10,32 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import dataclass
 from datetime import datetime
 from types import SimpleNamespace
 from typing import Any
 
-from fastapi import Request
 from sqlalchemy import insert, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from chronos.auth import Principal
+from chronos.keys import Principal
 from chronos.db.base import utcnow
 from chronos.db.models import AuditEntry
 
 GENESIS = "0" * 64
+
+
+@dataclass(frozen=True)
+class Origin:
+    """Who caused a change and from where, as the audit log records it.
+
+    The HTTP layer builds one per request (``chronos.plugin.origin_of``);
+    background work passes ``actor="system:<job>"`` instead.
+    """
+
+    principal: Principal | None = None
+    ip: str | None = None
+    request_id: str | None = None
 PG_AUDIT_LOCK = 7_458_142_002
 
 
@@ -72,16 +85,16 @@ async def record_audit(
     entity_id: str | int | None = None,
     change: Any = None,
     principal: Principal | None = None,
-    request: Request | None = None,
+    origin: Origin | None = None,
     actor: str | None = None,
 ) -> AuditEntry:
     """Append one audit row inside ``session``'s transaction.
 
-    Pass the request (actor, scope, ip and request id are taken from it) or a
-    principal; background work passes ``actor="system:<job>"``.
+    Pass the request's ``origin`` (actor, scope, ip and request id are taken
+    from it) or a principal; background work passes ``actor="system:<job>"``.
     """
-    if request is not None and principal is None:
-        principal = getattr(request.state, "principal", None)
+    if origin is not None and principal is None:
+        principal = origin.principal
     bind = session.get_bind()
     if bind.dialect.name == "postgresql":
         # The chain needs a total order; this lock serialises appends only.
@@ -95,8 +108,8 @@ async def record_audit(
         entity_id=None if entity_id is None else str(entity_id),
         action=action,
         change=_jsonable(change),
-        ip=(request.client.host if request is not None and request.client else None),
-        request_id=(getattr(request.state, "request_id", None) if request is not None else None),
+        ip=origin.ip if origin is not None else None,
+        request_id=origin.request_id if origin is not None else None,
         prev_hash=last or GENESIS,
     )
     entry.hash = _digest(entry.prev_hash, _content(entry))
@@ -110,7 +123,7 @@ async def record_audit_many(session: AsyncSession, records: list[dict[str, Any]]
 
     Each record holds the keyword arguments of :func:`record_audit`
     (``entity``, ``action``; optionally ``entity_id``, ``change``,
-    ``principal``, ``request``, ``actor``). The chain is read once and the rows
+    ``principal``, ``origin``, ``actor``). The chain is read once and the rows
     are inserted with one executemany: bulk work (a batch of queue
     acknowledgements) pays two round trips instead of two per row.
     """
@@ -121,10 +134,10 @@ async def record_audit_many(session: AsyncSession, records: list[dict[str, Any]]
     prev = (await session.execute(select(AuditEntry.hash).order_by(AuditEntry.id.desc()).limit(1))).scalar() or GENESIS
     entries = []
     for rec in records:
-        request = rec.get("request")
+        origin: Origin | None = rec.get("origin")
         principal = rec.get("principal")
-        if request is not None and principal is None:
-            principal = getattr(request.state, "principal", None)
+        if origin is not None and principal is None:
+            principal = origin.principal
         entity_id = rec.get("entity_id")
         entry = SimpleNamespace(
             at=utcnow(),
@@ -134,8 +147,8 @@ async def record_audit_many(session: AsyncSession, records: list[dict[str, Any]]
             entity_id=None if entity_id is None else str(entity_id),
             action=rec["action"],
             change=_jsonable(rec.get("change")),
-            ip=(request.client.host if request is not None and request.client else None),
-            request_id=(getattr(request.state, "request_id", None) if request is not None else None),
+            ip=origin.ip if origin is not None else None,
+            request_id=origin.request_id if origin is not None else None,
             prev_hash=prev,
         )
         entry.hash = prev = _digest(entry.prev_hash, _content(entry))  # type: ignore[arg-type]

@@ -8,11 +8,14 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import typer
 
 from chronos.settings import ConfigError, Settings, load_settings
+
+if TYPE_CHECKING:  # pragma: no cover
+    from chronos.runtime import Runtime
 
 app = typer.Typer(help="Chronos Engine: calendars, commands, templates and mail in sync.", no_args_is_help=True,
                   pretty_exceptions_enable=False, add_completion=False)
@@ -56,36 +59,31 @@ def _settings(config: str | None = None, **overrides: Any) -> Settings:
     return settings
 
 
-def _host(settings: Settings) -> Any:
-    from chronos.context import PluginContext
-    from chronos.host import PluginError, PluginHost
+def _runtime(settings: Settings) -> Runtime:
+    """The kernel with its plugins loaded (not started); exits 2 on a config or plugin error."""
+    from chronos.host import PluginError
+    from chronos.runtime import Runtime
 
-    ctx = PluginContext(settings)
-    host = PluginHost(settings)
     try:
-        host.load(ctx)
+        return Runtime(settings)
     except ConfigError as exc:
         for line in exc.problems:
             typer.echo(f"config error: {line}", err=True)
         raise typer.Exit(2) from None
     except PluginError as exc:
         fail(f"plugin error: {exc}", 2)
-    ctx.state["host"] = host
-    ctx.state["scopes"] = host.scopes()
-    return ctx, host
+        raise  # unreachable: fail() exits
 
 
 def _run(coro: Any) -> Any:
     return asyncio.run(coro)
 
 
-async def _migrated_ctx(settings: Settings) -> Any:
-    from chronos.db.migrate import migrate
-
-    ctx, host = _host(settings)
-    dbs = settings.kernel.database
-    await migrate(dbs.url, [m for _, m in host.get("register_migrations")], schema=dbs.schema_name)
-    return ctx, host
+async def _migrated(settings: Settings) -> Runtime:
+    """A loaded runtime whose database is at head (for one-shot commands)."""
+    runtime = _runtime(settings)
+    await runtime.migrate()
+    return runtime
 
 
 @app.callback()
@@ -136,40 +134,20 @@ def serve(
 @app.command()
 def worker(config: Optional[str] = ConfigOpt) -> None:
     """Run the job runner without HTTP (for a separate worker process)."""
-    from chronos.db.migrate import migrate
-    from chronos.jobs import JobRunner
-    from chronos.logs import configure_logging
-    from chronos.pipeline import all_jobs, install_pipeline
+    import signal
 
     settings = _settings(config)
-    configure_logging(settings.kernel.logging.level, settings.kernel.logging.format)
 
     async def main() -> None:
-        import signal
-
-        ctx, host = _host(settings)
-        dbs = settings.kernel.database
-        if dbs.migrate_on_start:
-            await migrate(dbs.url, [m for _, m in host.get("register_migrations")], schema=dbs.schema_name)
-        for _plugin, svc in host.get("register_services"):
-            ctx._services[svc.interface] = svc.factory(ctx)
-        pipeline = install_pipeline(ctx, host)
-        runner = JobRunner(ctx, all_jobs(host, pipeline))
-        ctx.jobs = runner
+        runtime = _runtime(settings)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        await host.startup(ctx)
-        await runner.start(schedules=True)
-        typer.echo(f"worker {runner.runner_id} running {len(runner.jobs)} job(s); Ctrl-C to stop", err=True)
-        try:
+        async with runtime.running(jobs="schedules"):
+            runner = runtime.runner
+            typer.echo(f"worker {runner.runner_id} running {len(runner.jobs)} job(s); Ctrl-C to stop", err=True)
             await stop.wait()
-        finally:
-            await pipeline.stop(settings.kernel.scheduler.shutdown_timeout_seconds)
-            await runner.stop()
-            await host.shutdown(ctx)
-            await ctx.db.dispose()
 
     _run(main())
 
@@ -184,18 +162,16 @@ def sync_cmd(
 ) -> None:
     """Sync calendars now, in the foreground, and print each run (exit 1 if one failed)."""
     from chronos.db.sync_models import SyncRun
-    from chronos.pipeline import SyncBusy, UnknownCalendar, install_pipeline
+    from chronos.pipeline import SyncBusy, UnknownCalendar
 
     settings = _settings(config)
 
     async def main() -> list[dict[str, Any]]:
-        ctx, host = await _migrated_ctx(settings)
-        for _plugin, svc in host.get("register_services"):
-            ctx._services[svc.interface] = svc.factory(ctx)
-        pipeline = install_pipeline(ctx, host)
-        await host.startup(ctx)
+        runtime = _runtime(settings)
         results: list[dict[str, Any]] = []
-        try:
+        # One-shot: migrations always, nothing in the background.
+        async with runtime.running(jobs="off", migrate=True):
+            ctx, pipeline = runtime.ctx, runtime.pipeline
             try:
                 refs = pipeline.select(source, calendar)
             except UnknownCalendar as exc:
@@ -212,9 +188,6 @@ def sync_cmd(
                 results.append({k: getattr(row, k) for k in (
                     "id", "source", "calendar_id", "status", "not_modified", "duration_ms", "added", "updated",
                     "unchanged", "deleted", "failed", "error")})
-        finally:
-            await host.shutdown(ctx)
-            await ctx.db.dispose()
         return results
 
     results = _run(main())
@@ -236,12 +209,8 @@ def sync_cmd(
 @app.command("migrate")
 def migrate_cmd(config: Optional[str] = ConfigOpt) -> None:
     """Apply pending migrations of the kernel and every enabled plugin."""
-    from chronos.db.migrate import migrate
-
     settings = _settings(config)
-    _ctx, host = _host(settings)
-    dbs = settings.kernel.database
-    applied = _run(migrate(dbs.url, [m for _, m in host.get("register_migrations")], schema=dbs.schema_name))
+    applied = _run(_runtime(settings).migrate())
     if not applied:
         typer.echo("migrate: up to date")
     for owner, heads in applied.items():
@@ -254,9 +223,8 @@ def migrations_current(config: Optional[str] = ConfigOpt, as_json: bool = typer.
     from chronos.db.migrate import current
 
     settings = _settings(config)
-    _ctx, host = _host(settings)
     dbs = settings.kernel.database
-    status = _run(current(dbs.url, [m for _, m in host.get("register_migrations")], schema=dbs.schema_name))
+    status = _run(current(dbs.url, _runtime(settings).host.migrations(), schema=dbs.schema_name))
     if as_json:
         typer.echo(json.dumps(status, indent=2))
         return
@@ -280,8 +248,7 @@ def migrations_revision(
     from chronos.db.migrate import migrate, owners_for
 
     settings = _settings(config)
-    _ctx, host = _host(settings)
-    migs = [m for _, m in host.get("register_migrations")]
+    migs = _runtime(settings).host.migrations()
     owners = {o.name: o for o in owners_for(migs, require_revisions=False)}
     if owner not in owners:
         fail(f"no migrations owner {owner!r}; choose from {', '.join(owners)}")
@@ -309,12 +276,11 @@ def _has_revisions(m: Any) -> bool:
 @migrations_app.command("check")
 def migrations_check(config: Optional[str] = ConfigOpt) -> None:
     """Fail when models and migrations differ (database must be migrated first)."""
-    from chronos.db.migrate import diff_models, migrate
+    from chronos.db.migrate import diff_models
 
     settings = _settings(config)
-    _ctx, host = _host(settings)
     dbs = settings.kernel.database
-    _run(migrate(dbs.url, [m for _, m in host.get("register_migrations")], schema=dbs.schema_name))
+    _run(_runtime(settings).migrate())
     diffs = _run(diff_models(dbs.url, schema=dbs.schema_name))
     for d in diffs:
         typer.echo(f"DIFF: {d}", err=True)
@@ -328,14 +294,14 @@ def migrations_check(config: Optional[str] = ConfigOpt) -> None:
 @app.command()
 def plugins(config: Optional[str] = ConfigOpt, as_json: bool = typer.Option(False, "--json")) -> None:
     """List installed plugins: status, distribution, hooks, records, routes."""
-    from chronos.app import create_app, describe_plugins
+    from chronos.app import create_app
 
     settings = _settings(config)
     try:
         application = create_app(settings)
     except Exception as exc:  # noqa: BLE001
         fail(f"{type(exc).__name__}: {exc}", 2)
-    rows = describe_plugins(application.state.chronos.state["host"])
+    rows = application.state.runtime.host.describe()
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
         return
@@ -367,8 +333,8 @@ def keys_create(
     import re
 
     from chronos.audit import record_audit
-    from chronos.auth import parse_duration
-    from chronos.errors import Problem
+    from chronos.keys import parse_duration
+    from chronos.exceptions import ChronosError
     from chronos.keys import SYSTEM_RE, create_key, key_view
 
     try:
@@ -381,11 +347,11 @@ def keys_create(
     settings = _settings(config)
 
     async def main() -> tuple[dict[str, Any], str]:
-        ctx, _host_ = await _migrated_ctx(settings)
+        ctx = (await _migrated(settings)).ctx
         try:
             async with ctx.db.write() as s:
                 row, secret = await create_key(
-                    s, name=name, scopes=list(scope), known_scopes=ctx.state["scopes"], systems=list(system),
+                    s, name=name, scopes=list(scope), known_scopes=ctx.scopes, systems=list(system),
                     expires_in=lifetime, max_lifetime_days=settings.kernel.auth.max_key_lifetime_days, created_by="cli")
                 view = key_view(row)
                 await record_audit(s, entity="api_key", entity_id=row.id, action="create", actor="cli",
@@ -396,7 +362,7 @@ def keys_create(
 
     try:
         view, secret = _run(main())
-    except Problem as exc:
+    except ChronosError as exc:
         fail(exc.detail, 2)
     if as_json:
         typer.echo(json.dumps({**view, "secret": secret}, default=str))
@@ -413,7 +379,7 @@ def keys_list(as_json: bool = typer.Option(False, "--json"), config: Optional[st
     settings = _settings(config)
 
     async def main() -> list[dict[str, Any]]:
-        ctx, _ = await _migrated_ctx(settings)
+        ctx = (await _migrated(settings)).ctx
         try:
             async with ctx.db.read() as s:
                 return [key_view(r) for r in await list_keys(s)]
@@ -438,7 +404,7 @@ def keys_revoke(key_id: str = typer.Argument(...), config: Optional[str] = Confi
     settings = _settings(config)
 
     async def main() -> bool:
-        ctx, _ = await _migrated_ctx(settings)
+        ctx = (await _migrated(settings)).ctx
         try:
             async with ctx.db.write() as s:
                 row = await revoke_key(s, key_id)
@@ -464,7 +430,7 @@ def audit_verify(config: Optional[str] = ConfigOpt) -> None:
     settings = _settings(config)
 
     async def main() -> tuple[int, int | None, str | None]:
-        ctx, _ = await _migrated_ctx(settings)
+        ctx = (await _migrated(settings)).ctx
         try:
             async with ctx.db.read() as s:
                 return await verify_chain(s)
@@ -481,7 +447,7 @@ def audit_verify(config: Optional[str] = ConfigOpt) -> None:
 def config_check(config: Optional[str] = ConfigOpt) -> None:
     """Validate the configuration and every enabled plugin's section."""
     settings = _settings(config)
-    _ctx, host = _host(settings)
+    host = _runtime(settings).host
     typer.echo(f"config ok: {settings.raw.path or 'defaults'}; plugins enabled: {', '.join(host.enabled()) or 'none'}")
 
 
@@ -524,19 +490,15 @@ def _add_plugin_commands() -> None:
         elif arg.startswith("--config="):
             config = arg.split("=", 1)[1]
     try:
-        from chronos.context import PluginContext
-        from chronos.host import PluginHost
         from chronos.logs import configure_logging
+        from chronos.runtime import Runtime
 
         # This probe only finds plugin commands; the command itself reports problems.
         configure_logging("critical", "console")
-        settings = load_settings(config)
-        ctx = PluginContext(settings)
-        host = PluginHost(settings)
-        host.load(ctx)
+        host = Runtime(load_settings(config)).host
     except Exception:  # noqa: BLE001 - the real command will report the problem
         return
-    for _plugin, rec in host.get("register_cli"):
+    for _plugin, rec in host.cli_commands():
         app.add_typer(rec.app, name=rec.name, help=rec.help or None)
 
 

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, TypeVar
+from collections.abc import Mapping
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 import structlog
 from pydantic import BaseModel
+
+from chronos.records import Resource
 
 if TYPE_CHECKING:  # pragma: no cover
     from chronos.db.engine import Database
@@ -13,15 +17,19 @@ if TYPE_CHECKING:  # pragma: no cover
     from chronos.settings import Settings
 
 T = TypeVar("T")
+M = TypeVar("M", bound=BaseModel)
 
 
 class PluginContext:
     """Shared, per-app state handed to hooks, jobs and request handlers.
 
-    ``settings`` is the validated configuration; ``section(name)`` a plugin's
-    validated section; ``db`` the database (``read()``/``write()`` sessions);
-    ``jobs`` the job runner; ``service(Interface)`` another plugin's
-    implementation of a kernel contract.
+    ``settings`` is the validated configuration; ``section(Model)`` a plugin's
+    validated section, typed; ``db`` the database (``read()``/``write()``
+    sessions); ``jobs`` the job runner; ``service(Interface)`` another plugin's
+    implementation of a kernel contract; ``resource(R)`` one of the calling
+    plugin's own per-app objects; ``scopes`` every known scope.
+
+    The kernel's runtime fills it in; plugins only read from it.
     """
 
     def __init__(self, settings: Settings) -> None:
@@ -29,7 +37,9 @@ class PluginContext:
         self._db: Database | None = None
         self.jobs: JobRunner | None = None
         self._services: dict[type, Any] = {}
-        self.state: dict[str, Any] = {}
+        self._resources: dict[Resource[Any], Any] = {}
+        self._declared: set[Resource[Any]] = set()
+        self._scopes: Mapping[str, str] = MappingProxyType({})
 
     @property
     def db(self) -> Database:
@@ -50,12 +60,32 @@ class PluginContext:
     def has_db(self) -> bool:
         return self._db is not None
 
-    def section(self, name: str) -> BaseModel:
-        """The validated settings section ``name`` (a plugin's pydantic model)."""
-        try:
-            return self.settings.sections[name]
-        except KeyError:
-            raise KeyError(f"no settings section {name!r}: is the plugin enabled and does it register one?") from None
+    @property
+    def scopes(self) -> Mapping[str, str]:
+        """Every scope a key may carry (the kernel's and the plugins'), with its description."""
+        return self._scopes
+
+    @overload
+    def section(self, model: type[M]) -> M: ...
+    @overload
+    def section(self, model: str) -> BaseModel: ...
+
+    def section(self, model: type[M] | str) -> M | BaseModel:
+        """A plugin's validated settings section, typed: ``ctx.section(HelloSettings)``.
+
+        A section name (``ctx.section("hello")``) works too, untyped.
+        """
+        if isinstance(model, str):
+            try:
+                return self.settings.sections[model]
+            except KeyError:
+                raise KeyError(
+                    f"no settings section {model!r}: is the plugin enabled and does it register one?"
+                ) from None
+        for value in self.settings.sections.values():
+            if type(value) is model:
+                return value
+        raise KeyError(f"no settings section of type {model.__name__}: is the plugin enabled and does it register one?")
 
     def service(self, interface: type[T]) -> T:
         """The enabled implementation of ``interface``; ``LookupError`` if none."""
@@ -66,6 +96,17 @@ class PluginContext:
 
     def has_service(self, interface: type) -> bool:
         return interface in self._services
+
+    def resource(self, resource: Resource[T]) -> T:
+        """The object ``resource`` declares, built by the kernel on first use."""
+        try:
+            return self._resources[resource]
+        except KeyError:
+            pass
+        if resource not in self._declared:
+            raise LookupError(f"resource {resource.name!r} is not registered by an enabled plugin (register_resources)")
+        obj = self._resources[resource] = resource.factory(self)
+        return obj
 
     def logger(self, name: str) -> Any:
         return structlog.get_logger(name).bind(plugin=name)

@@ -11,6 +11,20 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from chronos.exceptions import (
+    Busy,
+    ChronosError,
+    Conflict,
+    InvalidInput,
+    MalformedInput,
+    NotAuthenticated,
+    NotFound,
+    NotPermitted,
+    TooLarge,
+    Unavailable,
+)
+from chronos.routes import effective_routes
+
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 log = structlog.get_logger("chronos.errors")
 
@@ -69,6 +83,35 @@ class Problem(Exception):
         return out
 
 
+#: The HTTP status of each kind of domain error.
+STATUS_OF: dict[type[ChronosError], int] = {
+    MalformedInput: 400,
+    NotAuthenticated: 401,
+    NotPermitted: 403,
+    NotFound: 404,
+    Conflict: 409,
+    TooLarge: 413,
+    InvalidInput: 422,
+    Busy: 429,
+    Unavailable: 503,
+}
+
+
+def problem_from(exc: ChronosError) -> Problem:
+    """The problem answer for a domain error (its kind decides the status)."""
+    status = next((code for kind, code in STATUS_OF.items() if isinstance(exc, kind)), 400)
+    headers: dict[str, str] = {}
+    if isinstance(exc, NotAuthenticated):
+        headers["WWW-Authenticate"] = 'Bearer realm="chronos"'
+    retry_after = getattr(exc, "retry_after", None)
+    if retry_after is not None:
+        headers["Retry-After"] = str(max(1, int(retry_after + 0.999)))
+    extra = dict(exc.extra)
+    if exc.errors is not None:
+        extra["errors"] = exc.errors
+    return Problem(status, exc.detail, type=exc.type, headers=headers, **extra)
+
+
 class ProblemModel(BaseModel):
     """OpenAPI shape of an error response."""
 
@@ -117,8 +160,6 @@ def validation_errors(errors: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def _allowed_methods(request: Request) -> set[str]:
-    from chronos.app import effective_routes
-
     path = request.scope.get("path", "")
     methods: set[str] = set()
     for route in effective_routes(request.app.routes):
@@ -132,6 +173,10 @@ def install_handlers(app: FastAPI) -> None:
     @app.exception_handler(Problem)
     async def _problem(request: Request, exc: Problem) -> JSONResponse:
         return problem_response(exc, request)
+
+    @app.exception_handler(ChronosError)
+    async def _domain(request: Request, exc: ChronosError) -> JSONResponse:
+        return problem_response(problem_from(exc), request)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:

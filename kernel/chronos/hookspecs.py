@@ -17,14 +17,25 @@ calls in batches.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pluggy
 
 if TYPE_CHECKING:  # pragma: no cover
     from chronos.context import PluginContext
     from chronos.contracts.events import Enricher, Normalizer, Sink, Source
-    from chronos.records import CliCommand, HealthCheck, Job, JsonSchema, Migrations, Router, Scope, Service, SettingsSection
+    from chronos.records import (
+        CliCommand,
+        HealthCheck,
+        Job,
+        JsonSchema,
+        Migrations,
+        Resource,
+        Router,
+        Scope,
+        Service,
+        SettingsSection,
+    )
 
 hookspec = pluggy.HookspecMarker("chronos")
 
@@ -131,7 +142,37 @@ def register_services(ctx: PluginContext) -> list[Service] | None:
     event store, the outbox) the kernel defines the interface in
     :mod:`chronos.plugin`, one plugin provides it here, and the others call
     ``ctx.service(Interface)`` at startup or later. Two providers of one
-    interface stop startup.
+    interface stop startup. The kernel builds every service once when the
+    runtime starts, before resources, the pipeline and ``on_startup``.
+
+    Example::
+
+        @hookimpl
+        def register_services():
+            return [Service("events.store", EventStore, SqlEventStore)]
+    """
+
+
+@hookspec
+def register_resources(ctx: PluginContext) -> list[Resource[Any]] | None:
+    """Declare the plugin's own per-app objects (queues, caches, senders).
+
+    The kernel creates each with ``factory(ctx)`` when the runtime starts and
+    closes it (``close``, awaited) when it stops, in reverse order; the plugin
+    reaches it with ``ctx.resource(RECORD)``, typed. Use this instead of
+    module globals or hand-made lazy attributes: one app, one object, closed
+    on shutdown, and invisible to other plugins.
+
+    Example::
+
+        SENDER: Resource[MailSender] = Resource("mail.sender", MailSender, close=MailSender.aclose)
+
+        @hookimpl
+        def register_resources():
+            return [SENDER]
+
+        # in a route, job or service
+        ctx.resource(SENDER).kick()
     """
 
 

@@ -23,19 +23,28 @@ import structlog
 from chronos import hookspecs
 from chronos.context import PluginContext
 from chronos.contracts.events import Enricher, Normalizer, Sink, Source
-from chronos.records import CliCommand, HealthCheck, Job, JsonSchema, Migrations, Router, Scope, Service, SettingsSection
+from chronos.records import (
+    CliCommand,
+    HealthCheck,
+    Job,
+    JsonSchema,
+    Migrations,
+    Resource,
+    Router,
+    Scope,
+    Service,
+    SettingsSection,
+)
 from chronos.settings import KERNEL_SECTIONS, ConfigError, Settings, no_plugins, strict_plugins, suggest, validate_section
 
 GROUP = "chronos.plugins"
 PLUGIN_NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,46}$")
 log = structlog.get_logger("chronos.host")
 
+#: The scopes of the kernel's own routes; plugins register theirs (``register_scopes``).
 KERNEL_SCOPES = {
     "events.read": "Read events, notes, links, templates and sync runs",
     "events.write": "Create, change and delete events; start syncs",
-    "commands.manage": "Poll, acknowledge and enqueue commands for any system",
-    "templates.manage": "Create, change and delete templates",
-    "mail.send": "Send mail",
     "admin": "Everything, including keys, whitelists, workflows, plugins and the audit log",
 }
 
@@ -47,6 +56,7 @@ RECORD_HOOKS: dict[str, type] = {
     "register_jobs": Job,
     "register_cli": CliCommand,
     "register_services": Service,
+    "register_resources": Resource,
     "register_health_checks": HealthCheck,
     "register_schemas": JsonSchema,
     "register_sources": Source,
@@ -94,6 +104,7 @@ def installed_plugins() -> dict[str, EntryPoint]:
 
 
 PluginSpec = str | tuple[str, Any]
+Owned = list[tuple[str, Any]]
 
 
 class PluginHost:
@@ -237,6 +248,7 @@ class PluginHost:
                 self.sections[rec.name] = rec
                 model, errs = validate_section(self.settings, rec.name, rec.model)
                 problems.extend(errs)
+                problems.extend(self._secrets_in_files(rec))
                 if model is not None:
                     self.settings.sections[rec.name] = model
                 self.infos[plugin].records.setdefault("settings", []).append(rec.name)
@@ -252,8 +264,26 @@ class PluginHost:
         if problems:
             raise ConfigError(problems)
 
+    def _secrets_in_files(self, rec: SettingsSection) -> list[str]:
+        """A problem per ``env_only`` key that a configuration file sets."""
+        problems = []
+        for dotted in rec.env_only:
+            path = (rec.name, *dotted.split("."))
+            value: Any = self.settings.raw.data
+            for part in path:
+                value = value.get(part) if isinstance(value, dict) else None
+            origin = self.settings.raw.origin(path)
+            if value is not None and self.settings.raw.path is not None and not origin.startswith("env "):
+                env = "CHRONOS__" + "__".join(p.upper() for p in path)
+                problems.append(
+                    f"{'.'.join(path)} is a secret and is set in {origin}; set it in the environment as {env}"
+                    f" (or use the section's *_file option)"
+                )
+        return problems
+
     def _collect(self, ctx: PluginContext) -> None:
         owners: dict[tuple[str, str], str] = {}
+        shared_scopes: dict[str, str] = {}
         for hook_name, rtype in RECORD_HOOKS.items():
             for plugin, impl in self._impls(hook_name):
                 if self.infos[plugin].status != "enabled":
@@ -268,14 +298,24 @@ class PluginHost:
                     continue
                 for rec in records:
                     key = (hook_name, rec.name)
+                    if rtype is Scope and key in owners and shared_scopes.get(rec.name) == rec.description:
+                        # A scope names a capability; plugins that both guard it (mail and the
+                        # templates' test send) may declare it with the same description.
+                        self.infos[plugin].records.setdefault("scopes", []).append(rec.name)
+                        continue
                     if key in owners:
                         raise PluginError(
                             f"{rtype.__name__.lower()} {rec.name!r} is registered by both {owners[key]!r} and {plugin!r}"
                         )
                     owners[key] = plugin
+                    if rtype is Scope:
+                        shared_scopes[rec.name] = rec.description
                     self.records[hook_name].append((plugin, rec))
                     kind = hook_name.removeprefix("register_")
                     self.infos[plugin].records.setdefault(kind, []).append(rec.name)
+            if hook_name == "register_resources":
+                # Stages registered next may hold on to their plugin's resources.
+                ctx._declared = {rec for _, rec in self.records[hook_name]}
         # Records of plugins that failed in a later hook are dropped everywhere.
         failed = {n for n, i in self.infos.items() if i.status == "failed"}
         for hook_name in self.records:
@@ -291,8 +331,46 @@ class PluginHost:
                 )
             seen[rec.interface] = plugin
 
-    def get(self, hook_name: str) -> list[tuple[str, Any]]:
+    # -- typed accessors: (plugin name, record) in explicit order ----------------------
+
+    def _get(self, hook_name: str) -> Owned:
         return list(self.records[hook_name])
+
+    def routers(self) -> list[tuple[str, Router]]:
+        return self._get("register_routers")
+
+    def migrations(self) -> list[Migrations]:
+        return [m for _, m in self._get("register_migrations")]
+
+    def jobs(self) -> list[tuple[str, Job]]:
+        return self._get("register_jobs")
+
+    def cli_commands(self) -> list[tuple[str, CliCommand]]:
+        return self._get("register_cli")
+
+    def services(self) -> list[tuple[str, Service]]:
+        return self._get("register_services")
+
+    def resources(self) -> list[tuple[str, Resource[Any]]]:
+        return self._get("register_resources")
+
+    def health_checks(self) -> list[tuple[str, HealthCheck]]:
+        return self._get("register_health_checks")
+
+    def schemas(self) -> list[tuple[str, JsonSchema]]:
+        return self._get("register_schemas")
+
+    def sources(self) -> list[tuple[str, Source]]:
+        return self._get("register_sources")
+
+    def normalizers(self) -> list[tuple[str, Normalizer]]:
+        return self._get("register_normalizers")
+
+    def enrichers(self) -> list[tuple[str, Enricher]]:
+        return self._get("register_enrichers")
+
+    def sinks(self) -> list[tuple[str, Sink]]:
+        return self._get("register_sinks")
 
     def scopes(self) -> dict[str, str]:
         out = dict(KERNEL_SCOPES)

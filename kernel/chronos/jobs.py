@@ -31,7 +31,7 @@ from sqlalchemy.engine import make_url
 from chronos.context import PluginContext
 from chronos.db.base import utcnow
 from chronos.db.models import JobHeartbeat, JobRun
-from chronos.records import Job, JobContext
+from chronos.records import Job, JobContext, JobTrigger
 
 log = structlog.get_logger("chronos.jobs")
 PG_LEADER_LOCK = 7_458_142_003
@@ -72,7 +72,7 @@ class JobRunner:
 
     # -- running jobs -------------------------------------------------------------
 
-    def run_now(self, name: str, args: dict[str, Any] | None = None, *, trigger: str = "manual") -> asyncio.Task[Any]:
+    def run_now(self, name: str, args: dict[str, Any] | None = None, *, trigger: JobTrigger = "manual") -> asyncio.Task[Any]:
         """Start ``name`` now; raises :class:`JobBusy` if a run is in progress."""
         if name not in self.jobs:
             raise KeyError(f"unknown job {name!r}")
@@ -92,7 +92,7 @@ class JobRunner:
         except JobBusy:
             log.info("job_skipped_busy", job=name)
 
-    async def _run(self, name: str, trigger: str, args: dict[str, Any]) -> Any:
+    async def _run(self, name: str, trigger: JobTrigger, args: dict[str, Any]) -> Any:
         plugin, job = self.jobs[name]
         run_id = None
         try:

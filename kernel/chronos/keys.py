@@ -1,16 +1,144 @@
-"""API key management shared by the CLI and the HTTP API."""
+"""API keys: secrets, verification and management (shared by the CLI and the HTTP API).
+
+A key's secret is ``chr_<id>_<random>``; only the SHA-256 of the random part is
+stored (the secret has 192 bits of entropy, so a slow hash adds nothing), and
+only the id and the prefix are ever shown again. ``CHRONOS_ADMIN_KEY`` defines
+a bootstrap key with every scope that lives only in the environment.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import os
+import secrets
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from chronos.auth import display_prefix, new_secret
+from chronos.context import PluginContext
 from chronos.db.models import ApiKey
-from chronos.errors import Problem
+from chronos.exceptions import InvalidInput
+
+BOOTSTRAP_ID = "bootstrap"
+SECRET_PREFIX = "chr_"
+
+
+
+@dataclass(frozen=True)
+class Principal:
+    """The authenticated caller: key id, its scopes and bound command systems."""
+
+    key_id: str
+    name: str
+    scopes: frozenset[str]
+    systems: frozenset[str] = field(default_factory=frozenset)
+    scope_used: str | None = None
+
+    def has(self, scope: str) -> bool:
+        return "admin" in self.scopes or scope in self.scopes
+
+    def bound_to(self, system: str) -> bool:
+        return system in self.systems
+
+
+def hash_secret(raw: str) -> str:
+    return hashlib.sha256(raw.encode("utf-8")).hexdigest()
+
+
+def new_secret() -> tuple[str, str, str]:
+    """(key id, full secret, stored hash)."""
+    key_id = "k_" + secrets.token_hex(6)
+    token = secrets.token_urlsafe(24)
+    secret = f"{SECRET_PREFIX}{key_id}_{token}"
+    return key_id, secret, hash_secret(secret)
+
+
+def display_prefix(secret: str) -> str:
+    return secret[: len(SECRET_PREFIX) + 15]
+
+
+def parse_secret(secret: str) -> str | None:
+    """The key id inside a well-formed secret, else None."""
+    if not secret.startswith(SECRET_PREFIX + "k_"):
+        return None
+    rest = secret[len(SECRET_PREFIX):]
+    key_id, sep, token = rest[:14], rest[14:15], rest[15:]
+    if sep != "_" or not token or len(secret) > 200:
+        return None
+    return key_id
+
+
+class KeyVerifier:
+    """Checks secrets against the stored keys, with a short per-process cache."""
+
+    def __init__(self, ctx: PluginContext) -> None:
+        self.ctx = ctx
+        self._verified: dict[str, tuple[str, Principal, datetime | None, float]] = {}
+        self._touched: dict[str, float] = {}
+
+    def forget(self, key_id: str) -> None:
+        """Drop a key from this process's cache (after revoking it)."""
+        self._verified.pop(key_id, None)
+
+    async def verify(self, secret: str) -> Principal | None:
+        """The principal a secret stands for; None for unknown, revoked or expired keys."""
+        ctx = self.ctx
+        bootstrap = os.environ.get("CHRONOS_ADMIN_KEY")
+        digest = hash_secret(secret)
+        if bootstrap and len(bootstrap) >= 16 and hmac.compare_digest(digest, hash_secret(bootstrap)):
+            return Principal(BOOTSTRAP_ID, "bootstrap (CHRONOS_ADMIN_KEY)", frozenset(ctx.scopes))
+        key_id = parse_secret(secret)
+        if key_id is None:
+            return None
+        now = datetime.now(UTC)
+        # Verified keys are remembered briefly (auth.key_cache_seconds) so a busy
+        # client does not cost a database read per request. Revoking through this
+        # process drops the entry at once; other processes notice within the TTL.
+        ttl = ctx.settings.kernel.auth.key_cache_seconds
+        verified = self._verified
+        hit = verified.get(key_id)
+        if hit is not None and ttl > 0:
+            cached_digest, principal, expires_at, cached_at = hit
+            fresh = time.monotonic() - cached_at < ttl
+            if fresh and hmac.compare_digest(cached_digest, digest) and (expires_at is None or expires_at > now):
+                return principal
+            verified.pop(key_id, None)
+        touched = self._touched
+        async with ctx.db.read() as s:
+            row = (await s.execute(select(ApiKey).where(ApiKey.id == key_id))).scalar_one_or_none()
+        if row is None or not hmac.compare_digest(row.secret_hash, digest):
+            return None
+        if row.revoked_at is not None or (row.expires_at is not None and row.expires_at <= now):
+            return None
+        last = touched.get(key_id)
+        if last is None or (now.timestamp() - last) > 60:
+            # last_used_at is advisory; touching it at most once a minute keeps reads cheap.
+            touched[key_id] = now.timestamp()
+            async with ctx.db.write() as s:
+                await s.execute(update(ApiKey).where(ApiKey.id == key_id).values(last_used_at=now))
+        principal = Principal(row.id, row.name, frozenset(row.scopes), frozenset(row.systems or []))
+        if ttl > 0:
+            verified[key_id] = (digest, principal, row.expires_at, time.monotonic())
+        return principal
+
+
+def parse_duration(text: str) -> timedelta:
+    """``30d``, ``12h``, ``90m``, ``3600s`` or ``2w`` -> timedelta."""
+    text = text.strip().lower()
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+    if len(text) < 2 or text[-1] not in units or not text[:-1].isdigit():
+        raise ValueError(f"invalid duration {text!r}: use a number and a unit, e.g. 30d, 12h, 90m")
+    seconds = int(text[:-1]) * units[text[-1]]
+    if seconds <= 0:
+        raise ValueError("a duration must be positive")
+    return timedelta(seconds=seconds)
+
 
 SYSTEM_RE = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 
@@ -36,17 +164,15 @@ def key_view(row: ApiKey) -> dict[str, Any]:
     }
 
 
-def check_scopes(scopes: list[str], known: dict[str, str]) -> list[str]:
+def check_scopes(scopes: list[str], known: Mapping[str, str]) -> list[str]:
     unknown = [s for s in scopes if s not in known]
     if unknown:
-        raise Problem(
-            422,
+        raise InvalidInput(
             f"Unknown scope(s): {', '.join(unknown)}; known: {', '.join(sorted(known))}",
-            type="validation",
             errors=[{"pointer": "/scopes", "detail": f"unknown scope {u!r}"} for u in unknown],
         )
     if not scopes:
-        raise Problem(422, "A key needs at least one scope", type="validation", errors=[{"pointer": "/scopes", "detail": "empty"}])
+        raise InvalidInput("A key needs at least one scope", errors=[{"pointer": "/scopes", "detail": "empty"}])
     return sorted(set(scopes))
 
 
@@ -55,7 +181,7 @@ async def create_key(
     *,
     name: str,
     scopes: list[str],
-    known_scopes: dict[str, str],
+    known_scopes: Mapping[str, str],
     systems: list[str] | None = None,
     expires_in: timedelta | None = None,
     max_lifetime_days: int | None = None,
@@ -65,8 +191,8 @@ async def create_key(
     if max_lifetime_days is not None:
         limit = timedelta(days=max_lifetime_days)
         if expires_in is None or expires_in > limit:
-            raise Problem(422, f"Keys must expire within {max_lifetime_days} days (auth.max_key_lifetime_days)", type="validation",
-                          errors=[{"pointer": "/expires_in_seconds", "detail": "too long or missing"}])
+            raise InvalidInput(f"Keys must expire within {max_lifetime_days} days (auth.max_key_lifetime_days)",
+                               errors=[{"pointer": "/expires_in_seconds", "detail": "too long or missing"}])
     key_id, secret, digest = new_secret()
     now = datetime.now(UTC)
     row = ApiKey(

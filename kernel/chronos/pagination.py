@@ -12,7 +12,7 @@ import binascii
 import json
 from typing import Any
 
-from chronos.errors import Problem
+from chronos.exceptions import MalformedInput
 
 # Keys are BIGINT columns: a larger number in a forged cursor would fail in the driver.
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
@@ -25,7 +25,7 @@ def encode_cursor(kind: str, values: list[Any]) -> str:
 
 def decode_cursor(kind: str, cursor: str, types: list[type]) -> list[Any]:
     """Decode ``cursor`` for list ``kind``; each value must match ``types`` in order."""
-    bad = Problem(400, "The cursor is invalid or belongs to another query; start again without it", type="invalid-cursor")
+    bad = MalformedInput("The cursor is invalid or belongs to another query; start again without it", type="invalid-cursor")
     if len(cursor) > 2048:
         raise bad
     try:

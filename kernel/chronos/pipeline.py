@@ -59,7 +59,7 @@ from chronos.contracts.events import (
 )
 from chronos.db.base import utcnow
 from chronos.db.sync_models import SyncRun, SyncState
-from chronos.errors import Problem
+from chronos.exceptions import InvalidInput
 from chronos.records import Job, JobContext
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -262,20 +262,20 @@ class _Lock:
 
 
 class SyncPipeline:
-    """The engine; built once per app after services (``ctx.state["pipeline"]``)."""
+    """The engine; built once per app by the runtime, after services (``Runtime.pipeline``)."""
 
     def __init__(self, ctx: PluginContext, host: PluginHost) -> None:
         self.ctx = ctx
         self.sources: dict[str, tuple[str, Source]] = {}
-        for plugin, src in host.get("register_sources"):
+        for plugin, src in host.sources():
             self.sources[src.name] = (plugin, src)
         self.normalizers: list[tuple[str, Normalizer]] = sorted(
-            host.get("register_normalizers"), key=lambda p: (p[1].order, p[1].name)
+            host.normalizers(), key=lambda p: (p[1].order, p[1].name)
         )
         self.enrichers: list[tuple[str, Enricher]] = sorted(
-            host.get("register_enrichers"), key=lambda p: (p[1].order, p[1].name)
+            host.enrichers(), key=lambda p: (p[1].order, p[1].name)
         )
-        self.sinks: list[tuple[str, Sink]] = sorted(host.get("register_sinks"), key=lambda p: (p[1].order, p[1].name))
+        self.sinks: list[tuple[str, Sink]] = sorted(host.sinks(), key=lambda p: (p[1].order, p[1].name))
         self.calendars: dict[tuple[str, str], CalendarRef] = {}
         for name, (plugin, src) in sorted(self.sources.items()):
             try:
@@ -462,6 +462,14 @@ class SyncPipeline:
             t.cancel()
         if pending:
             await asyncio.wait(pending, timeout=5)
+
+    async def close_sources(self) -> None:
+        """Await every source's ``aclose`` (runtime shutdown); one failing does not stop the others."""
+        for name, (plugin, src) in sorted(self.sources.items()):
+            try:
+                await src.aclose()
+            except Exception as exc:  # noqa: BLE001
+                log.error("source_close_failed", plugin=plugin, source=name, error=_describe(exc))
 
     async def _create_run(
         self,
@@ -737,6 +745,20 @@ class KernelEventIntake(EventIntake):
     def __init__(self, pipeline: SyncPipeline) -> None:
         self.pipeline = pipeline
 
+    def deletes_at_source(self, source: str, calendar_id: str) -> bool:
+        try:
+            ref = self.pipeline.calendar(source, calendar_id)
+        except LookupError:
+            return False
+        return not ref.calendar.read_only and ref.source.can_delete(ref.calendar)
+
+    async def delete_at_source(self, source: str, calendar_id: str, uid: str, recurrence_id: str = "") -> None:
+        try:
+            ref = self.pipeline.calendar(source, calendar_id)
+        except UnknownCalendar:
+            raise LookupError(f"calendar {calendar_id!r} of source {source!r} is not configured") from None
+        await ref.source.delete_entry(ref.calendar, uid, recurrence_id)
+
     async def ingest(
         self,
         source: str,
@@ -771,10 +793,8 @@ class KernelEventIntake(EventIntake):
         if outcome.failures:
             index = {id(d): i for i, d in enumerate(drafts)}
             by_key = {(d.uid, d.recurrence_id or ""): index[id(d)] for d in drafts}
-            raise Problem(
-                422,
+            raise InvalidInput(
                 "; ".join(f.message for f in outcome.failures)[:500],
-                type="validation",
                 errors=[
                     {"pointer": f"/{by_key.get((f.uid, f.recurrence_id), 0)}", "detail": f.message}
                     for f in outcome.failures
@@ -828,32 +848,9 @@ class KernelEventIntake(EventIntake):
         return after
 
 
-def _rejected(exc: StageFailure, what: str, pointer: str) -> Problem:
-    """The 422 for input a stage refused (the client's to fix)."""
-    return Problem(
-        422,
+def _rejected(exc: StageFailure, what: str, pointer: str) -> InvalidInput:
+    """The refusal for input a stage refused (the client's to fix)."""
+    return InvalidInput(
         f"The {what} was rejected by {exc.plugin}/{exc.name}: {exc.message}",
-        type="validation",
         errors=[{"pointer": pointer, "detail": exc.message, "stage": exc.stage}],
     )
-
-
-def install_pipeline(ctx: PluginContext, host: PluginHost) -> SyncPipeline:
-    """Build the engine after the services: ``ctx.state["pipeline"]`` and the EventIntake service."""
-    pipeline = SyncPipeline(ctx, host)
-    ctx.state["pipeline"] = pipeline
-    ctx._services.setdefault(EventIntake, KernelEventIntake(pipeline))
-    return pipeline
-
-
-def all_jobs(host: PluginHost, pipeline: SyncPipeline) -> list[tuple[str, Job]]:
-    """The plugins' jobs plus one sync job per calendar; a name clash stops startup."""
-    from chronos.host import PluginError
-
-    jobs = host.get("register_jobs")
-    names = {job.name: plugin for plugin, job in jobs}
-    for _kernel, job in pipeline.jobs():
-        if job.name in names:
-            raise PluginError(f"job {job.name!r} of plugin {names[job.name]!r} clashes with the kernel's sync job")
-        jobs.append(("kernel", job))
-    return jobs

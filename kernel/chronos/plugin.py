@@ -13,14 +13,18 @@ configuration section. It implements hooks from :mod:`chronos.hookspecs` with th
     @hookimpl
     def register_settings():
         return [SettingsSection("hello", HelloSettings)]
+
+Core code (services, queues, stages) raises the domain errors exported here
+(``NotFound``, ``InvalidInput``, ``Conflict`` …); routes may also raise
+``Problem`` directly. Routes receive the plugin context as ``ctx: Context``.
 """
 
 from __future__ import annotations
 
 import pluggy
 
-from chronos.audit import record_audit, record_audit_many
-from chronos.auth import Principal, Public, require_scope
+from chronos.audit import Origin, record_audit, record_audit_many
+from chronos.auth import Context, Principal, Public, origin_of, require_scope
 from chronos.context import PluginContext
 from chronos.contracts.events import (
     ApplyResult,
@@ -59,6 +63,18 @@ from chronos.contracts.mail import (
 )
 from chronos.db.base import Base, BigIntPK, JSONType, UTCDateTime, utcnow
 from chronos.errors import Problem
+from chronos.exceptions import (
+    Busy,
+    ChronosError,
+    Conflict,
+    InvalidInput,
+    MalformedInput,
+    NotAuthenticated,
+    NotFound,
+    NotPermitted,
+    TooLarge,
+    Unavailable,
+)
 from chronos.jobs import JobBusy
 from chronos.pagination import decode_cursor, encode_cursor
 from chronos.records import (
@@ -69,6 +85,7 @@ from chronos.records import (
     JobContext,
     JsonSchema,
     Migrations,
+    Resource,
     Router,
     Scope,
     Service,
@@ -109,6 +126,20 @@ __all__ = [
     "TemplateRenderError",
     "TemplateTypeMismatch",
     "request_fingerprint",
+    "Busy",
+    "ChronosError",
+    "Conflict",
+    "Context",
+    "InvalidInput",
+    "MalformedInput",
+    "NotAuthenticated",
+    "NotFound",
+    "NotPermitted",
+    "Origin",
+    "Resource",
+    "TooLarge",
+    "Unavailable",
+    "origin_of",
     "Base",
     "BigIntPK",
     "CliCommand",

@@ -11,7 +11,7 @@ import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from importlib.resources import files
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel
 
@@ -20,6 +20,13 @@ if TYPE_CHECKING:  # pragma: no cover
     from fastapi import APIRouter
 
     from chronos.context import PluginContext
+
+T = TypeVar("T")
+
+#: What started a job run: its schedule, or a caller (API, CLI, another plugin).
+JobTrigger = Literal["schedule", "manual"]
+#: A health block's verdict.
+HealthStatus = Literal["ok", "degraded", "error"]
 
 NAME_RE = re.compile(r"^[a-z][a-z0-9_.-]{0,62}$")
 
@@ -39,10 +46,14 @@ class SettingsSection:
     ``name`` must equal the plugin's name; ``model`` is a pydantic model whose
     fields are the section's keys. Unknown keys are rejected unless the model
     says otherwise (``model_config = ConfigDict(extra="allow")``).
+    ``env_only`` lists dotted keys (``"smtp.password"``) that hold secrets:
+    startup fails when one is set in a configuration file instead of the
+    environment (files end up in backups and repositories).
     """
 
     name: str
     model: type[BaseModel]
+    env_only: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         _check_name("settings section", self.name)
@@ -98,7 +109,7 @@ class JobContext:
 
     ctx: "PluginContext"
     job: "Job"
-    trigger: str  # "schedule" or "manual"
+    trigger: JobTrigger
     args: dict[str, Any] = field(default_factory=dict)
 
 
@@ -188,7 +199,7 @@ class HealthCheck:
 
 @dataclass(frozen=True)
 class HealthResult:
-    status: str  # "ok" | "degraded" | "error"
+    status: HealthStatus
     detail: dict[str, Any] = field(default_factory=dict)
 
 
@@ -201,3 +212,27 @@ class JsonSchema:
 
     def __post_init__(self) -> None:
         _check_name("schema", self.name)
+
+
+@dataclass(frozen=True, eq=False)
+class Resource(Generic[T]):
+    """A per-app object a plugin owns (a queue, a cache, a sender), typed.
+
+    Declare it once at module level, return it from ``register_resources`` and
+    reach it anywhere with ``ctx.resource(QUEUE)``, which is typed as ``T``. The
+    kernel builds it with ``factory(ctx)`` when the runtime starts (or on first
+    use during start-up, so services may depend on it) and, at shutdown, awaits
+    ``close(obj)`` in reverse order of creation. Other plugins cannot reach it:
+    they cannot import the declaring module.
+
+    Example::
+
+        QUEUE: Resource[CommandQueue] = Resource("commands.queue", CommandQueue, close=CommandQueue.aclose)
+    """
+
+    name: str
+    factory: Callable[["PluginContext"], T]
+    close: Callable[[T], Awaitable[None] | None] | None = None
+
+    def __post_init__(self) -> None:
+        _check_name("resource", self.name)

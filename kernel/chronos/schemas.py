@@ -36,7 +36,7 @@ def generate_all(host: PluginHost | None = None) -> dict[str, dict[str, Any]]:
     if host is None:
         host, _ctx = _default_host()
     out = {"config.schema.json": config_schema(host)}
-    for _plugin, rec in host.get("register_schemas"):
+    for _plugin, rec in host.schemas():
         schema = rec.model.model_json_schema(by_alias=True)
         schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
         out[f"{rec.name}.schema.json"] = schema

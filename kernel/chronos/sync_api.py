@@ -11,7 +11,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from chronos.audit import record_audit
-from chronos.auth import Principal, require_scope
+from chronos.auth import origin_of, Principal, require_scope
 from chronos.db.sync_models import SyncRun, SyncState
 from chronos.errors import Problem
 from chronos.pagination import decode_cursor, encode_cursor
@@ -100,7 +100,8 @@ class CalendarStateOut(BaseModel):
 
 
 def _pipeline(request: Request) -> SyncPipeline:
-    return request.app.state.chronos.state["pipeline"]
+    pipeline: SyncPipeline = request.app.state.runtime.pipeline
+    return pipeline
 
 
 router = APIRouter()
@@ -196,7 +197,7 @@ async def start_sync(
 
         async def audit(s: AsyncSession, run_id: int, source: str = source, calendar_id: str = calendar_id) -> None:
             await record_audit(s, entity="sync_run", entity_id=run_id, action="start", principal=principal,
-                               request=request, change={"source": source, "calendar_id": calendar_id,
+                               origin=origin_of(request), change={"source": source, "calendar_id": calendar_id,
                                                         "full": body.full})
 
         try:
@@ -211,9 +212,8 @@ async def start_sync(
     return {"runs": runs, "skipped": skipped}
 
 
-async def sync_health(ctx: Any) -> HealthResult:
+async def sync_health(ctx: Any, pipeline: SyncPipeline | None) -> HealthResult:
     """The last sync of every calendar; degraded when a calendar's last run failed."""
-    pipeline: SyncPipeline | None = ctx.state.get("pipeline")
     if pipeline is None or not pipeline.calendars:
         return HealthResult("ok", {"calendars": {}})
     async with ctx.db.read() as s:

@@ -158,6 +158,11 @@ def chronos_app(database: TestDatabase) -> Callable[..., Any]:
     return factory
 
 
+def runtime_of(app: Any) -> Any:
+    """The app's :class:`chronos.runtime.Runtime`: ``.ctx``, ``.host``, ``.pipeline``, ``.runner``."""
+    return app.state.runtime
+
+
 async def create_test_key(app: Any, scopes: Iterable[str], systems: Iterable[str] = (), name: str = "test") -> str:
     """Create a key directly in the app's database; returns the secret."""
     from chronos.keys import create_key
@@ -165,7 +170,7 @@ async def create_test_key(app: Any, scopes: Iterable[str], systems: Iterable[str
     ctx = app.state.chronos
     async with ctx.db.write() as s:
         _row, secret = await create_key(
-            s, name=name, scopes=list(scopes), known_scopes=ctx.state["scopes"], systems=list(systems)
+            s, name=name, scopes=list(scopes), known_scopes=ctx.scopes, systems=list(systems)
         )
     return secret
 
@@ -195,7 +200,7 @@ async def sync_now(app: Any, source: str, calendar_id: str, *, full: bool = Fals
     from chronos.db.sync_models import SyncRun
     from chronos.sync_api import SyncRunOut
 
-    run_id = await app.state.chronos.state["pipeline"].run(source, calendar_id, full=full)
+    run_id = await runtime_of(app).pipeline.run(source, calendar_id, full=full)
     async with app.state.chronos.db.read() as s:
         row = await s.get(SyncRun, run_id)
     return SimpleNamespace(**SyncRunOut.model_validate(row, from_attributes=True).model_dump())

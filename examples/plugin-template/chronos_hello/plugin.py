@@ -17,6 +17,7 @@ from chronos.plugin import (
     hookimpl,
     record_audit,
     require_scope,
+    origin_of,
 )
 
 from chronos_hello.models import Greeting
@@ -45,13 +46,13 @@ async def greet(
     body: GreetIn, request: Request, principal: Principal = Depends(require_scope("hello.write"))
 ) -> GreetOut:
     ctx = request.app.state.chronos
-    settings: HelloSettings = ctx.section("hello")
+    settings: HelloSettings = ctx.section(HelloSettings)
     async with ctx.db.write() as s:
         s.add(Greeting(name=body.name))
         await s.flush()
         count = (await s.execute(select(func.count()).where(Greeting.name == body.name))).scalar_one()
         await record_audit(s, entity="hello_greeting", action="create", change={"name": body.name},
-                           principal=principal, request=request)
+                           principal=principal, origin=origin_of(request))
     return GreetOut(message=f"{settings.greeting}, {body.name}!", times_greeted=count)
 
 

@@ -302,6 +302,12 @@ class Source(ABC):
         """
         raise SourceError(f"source {self.name!r} is read-only")
 
+    async def aclose(self) -> None:
+        """Release what the source holds (connections, worker processes).
+
+        The kernel awaits it once when the runtime stops, after the last run.
+        """
+
 
 # -- pipeline stages ---------------------------------------------------------------------
 
@@ -441,14 +447,25 @@ class EventIntake(ABC):
         returns the stored events added or changed (consumed ones, e.g. an
         ``ACTION:``, and drafts equal to what is stored are absent).
 
-        All or nothing: an invalid draft raises ``chronos.plugin.Problem`` (422,
-        with a JSON pointer per draft) and a raising stage propagates; nothing
+        All or nothing: an invalid draft raises ``chronos.plugin.InvalidInput``
+        (with a JSON pointer per draft) and a raising stage propagates; nothing
         is stored then. Pass ``session`` to run inside the caller's transaction
         (an API route that writes its own audit row with the request's
         principal); without it the intake commits its own transaction. With
         ``actor`` (e.g. ``"system:templates"``) an audit row per stored event is
         written in that transaction.
         """
+
+    def deletes_at_source(self, source: str, calendar_id: str) -> bool:
+        """Whether an entry of this calendar can be deleted at its source: the
+        calendar is configured, not read-only, and its source can delete."""
+        return False
+
+    async def delete_at_source(self, source: str, calendar_id: str, uid: str, recurrence_id: str = "") -> None:
+        """Delete one entry at its source (network I/O: call it outside a write
+        transaction). ``LookupError`` when the calendar is not configured;
+        the source's :class:`SourceError` when it fails."""
+        raise LookupError(f"calendar {calendar_id!r} of source {source!r} is not configured")
 
     async def rederive(
         self, session: AsyncSession, previous: CanonicalEvent, edited: CanonicalEvent

@@ -5,9 +5,9 @@ other: ``templates`` provides :class:`TemplateRenderer`, ``mail`` provides
 :class:`MailQueue`. Either may be disabled; a consumer checks
 ``ctx.has_service(Interface)`` and answers a clear problem when it is missing.
 
-Every error type here is a :class:`chronos.plugin.Problem`, so a route that
-lets one propagate answers ``application/problem+json`` with the right status
-(404, 409, 413, 422) and JSON pointers in ``errors``.
+Every error type here is a domain error (:mod:`chronos.exceptions`), so a route
+that lets one propagate answers ``application/problem+json`` with the status of
+its kind (404, 409, 413, 422, 503) and JSON pointers in ``errors``.
 """
 
 from __future__ import annotations
@@ -19,24 +19,25 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from chronos.errors import Problem
+from chronos.exceptions import ChronosError, Conflict, InvalidInput, NotFound, TooLarge, Unavailable
 
 if TYPE_CHECKING:  # pragma: no cover
-    from chronos.auth import Principal
+    from chronos.audit import Origin
+    from chronos.keys import Principal
 
 
 # -- errors --------------------------------------------------------------------------
 
 
-class TemplateNotFound(Problem):
+class TemplateNotFound(NotFound):
     """No template with that id or name (404)."""
 
     def __init__(self, ref: int | str) -> None:
         what = f"id {ref}" if isinstance(ref, int) else f"name {ref!r}"
-        super().__init__(404, f"No template with {what}", type="template-not-found", template=ref)
+        super().__init__(f"No template with {what}", type="template-not-found", template=ref)
 
 
-class TemplateRenderError(Problem):
+class TemplateRenderError(InvalidInput):
     """A template could not be rendered with the given variables (422).
 
     ``errors`` holds one entry per problem, each with a JSON ``pointer`` into
@@ -46,40 +47,38 @@ class TemplateRenderError(Problem):
     """
 
     def __init__(self, detail: str, errors: list[dict[str, Any]] | None = None, *, type: str = "template-render") -> None:
-        super().__init__(422, detail, type=type, errors=errors or [])
-        self.errors = errors or []
+        super().__init__(detail, type=type, errors=errors or [])
+        self.errors: list[dict[str, Any]] = errors or []
 
 
-class TemplateTypeMismatch(Problem):
+class TemplateTypeMismatch(InvalidInput):
     """The template exists but is of another type than the caller needs (422)."""
 
     def __init__(self, ref: int | str, actual: str, expected: str) -> None:
         super().__init__(
-            422,
             f"Template {ref!r} is a {actual} template; an {expected} template is needed",
             type="template-type",
             errors=[{"pointer": "/template_id", "detail": f"expected an {expected} template, got {actual}"}],
         )
 
 
-class MailError(Problem):
-    """Base of the mail queue's refusals; ``status`` is 409, 413, 422 or 503."""
+class MailError(ChronosError):
+    """Base of the mail queue's refusals (each also of a kind: 409, 413, 422 or 503)."""
 
 
-class InvalidMail(MailError):
+class InvalidMail(MailError, InvalidInput):
     """The message is malformed: bad address, CR/LF in a header, bad base64 (422)."""
 
     def __init__(self, detail: str, errors: list[dict[str, Any]]) -> None:
-        super().__init__(422, detail, type="invalid-mail", errors=errors)
-        self.errors = errors
+        super().__init__(detail, type="invalid-mail", errors=errors)
+        self.errors: list[dict[str, Any]] = errors
 
 
-class AttachmentsTooLarge(MailError):
+class AttachmentsTooLarge(MailError, TooLarge):
     """The attachments together exceed the configured limit (413)."""
 
     def __init__(self, size: int, limit: int) -> None:
         super().__init__(
-            413,
             f"Attachments total {size} bytes; the limit is {limit} bytes",
             type="attachments-too-large",
             size=size,
@@ -87,23 +86,22 @@ class AttachmentsTooLarge(MailError):
         )
 
 
-class IdempotencyConflict(MailError):
+class IdempotencyConflict(MailError, Conflict):
     """The Idempotency-Key was already used for a different request (409)."""
 
     def __init__(self, delivery_id: int) -> None:
         super().__init__(
-            409,
             "This Idempotency-Key was already used with a different request body; use a new key",
             type="idempotency-conflict",
             delivery_id=delivery_id,
         )
 
 
-class MailNotConfigured(MailError):
+class MailNotConfigured(MailError, Unavailable):
     """Mail cannot be queued because the ``mail`` section is incomplete (503)."""
 
     def __init__(self, detail: str) -> None:
-        super().__init__(503, detail, type="mail-not-configured")
+        super().__init__(detail, type="mail-not-configured")
 
 
 # -- values --------------------------------------------------------------------------
@@ -213,14 +211,14 @@ class MailQueue(ABC):
         idempotency_key: str | None = None,
         fingerprint: str | None = None,
         principal: Principal | None = None,
-        request: Any = None,
+        origin: Origin | None = None,
     ) -> QueuedDelivery:
         """Store ``message`` as a ``queued`` delivery and return it.
 
         ``fingerprint`` defaults to ``message.fingerprint()``; pass a hash of
         the caller's request body instead when the message is rendered from
         a template (a template edited between retries must not cause a 409).
-        ``principal`` and ``request`` attribute the audit row.
+        ``principal`` and ``origin`` attribute the audit row.
         """
 
     @abstractmethod

@@ -31,6 +31,7 @@ from sqlalchemy import delete, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from chronos.plugin import (
+    EventIntake,
     Enricher,
     EventKey,
     EventStore,
@@ -268,16 +269,6 @@ class CommandEntries(Sink):
         await consume_entry(self.queue, s, store, source, calendar_id, stored.id, reason)
 
 
-def _calendar_ref(ctx: PluginContext, source: str, calendar_id: str) -> Any:
-    pipeline = ctx.state.get("pipeline")
-    if pipeline is None:
-        return None
-    try:
-        return pipeline.calendar(source, calendar_id)
-    except LookupError:
-        return None
-
-
 async def consume_entry(
     queue: CommandQueue, s: AsyncSession, store: EventStore, source: str, calendar_id: str, event_id: int,
     reason: str,
@@ -286,10 +277,9 @@ async def consume_entry(
     stored = await store.get(s, event_id)
     if stored is None:
         return
-    ref = _calendar_ref(queue.ctx, source, calendar_id)
     # A calendar configured read-only is never written, whatever its source could do.
     writable = bool(
-        ref is not None and not ref.calendar.read_only and ref.source.can_delete(ref.calendar)
+        queue.ctx.service(EventIntake).deletes_at_source(source, calendar_id)
         and queue.settings.calendar.delete_at_source
     )
     # Until the source has deleted it, a writable source may deliver the entry again;
@@ -337,16 +327,15 @@ async def calendar_upkeep(queue: CommandQueue, *, limit: int = 100) -> dict[str,
                             .order_by(DELETIONS.c.id).limit(limit))
         ).mappings().all()
     for item in due:
-        ref = _calendar_ref(ctx, item["source"], item["calendar_id"])
         error = None
-        if ref is None:
-            error = f"calendar {item['calendar_id']!r} of source {item['source']!r} is not configured"
-        else:
-            try:
-                # Network I/O happens outside any write transaction.
-                await ref.source.delete_entry(ref.calendar, item["uid"], item["recurrence_id"])
-            except Exception as exc:  # noqa: BLE001 - any failure is retried later
-                error = f"{type(exc).__name__}: {exc}"[:1000]
+        try:
+            # Network I/O happens outside any write transaction.
+            await ctx.service(EventIntake).delete_at_source(
+                item["source"], item["calendar_id"], item["uid"], item["recurrence_id"])
+        except LookupError as exc:
+            error = str(exc)
+        except Exception as exc:  # noqa: BLE001 - any failure is retried later
+            error = f"{type(exc).__name__}: {exc}"[:1000]
         async with ctx.db.write() as s:
             if error is None:
                 await s.execute(delete(DELETIONS).where(DELETIONS.c.id == item["id"]))

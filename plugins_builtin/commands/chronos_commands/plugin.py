@@ -6,6 +6,7 @@ from sqlalchemy import func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from chronos.plugin import (
+    Scope,
     HealthCheck,
     HealthResult,
     Job,
@@ -22,10 +23,9 @@ from chronos.plugin import (
 
 from chronos_commands.consume import CommandEntries, CommandHints, calendar_upkeep
 from chronos_commands.models import ExternalCommand, WhitelistEntry
-from chronos_commands.queue import CommandQueue
 from chronos_commands.router import CommandOut, router
 from chronos_commands.settings import CommandsSettings
-from chronos_commands.workflows import WorkflowEngine
+from chronos_commands.state import QUEUE, queue_of
 
 NAME = "commands"
 WL = WhitelistEntry.__table__
@@ -52,14 +52,14 @@ def register_schemas():
     return [JsonSchema("command", CommandOut)]
 
 
-def queue_of(ctx: PluginContext) -> CommandQueue:
-    """The plugin's one queue per app (built on first use: the pipeline stages need it before startup)."""
-    queue = ctx.state.get("commands.queue")
-    if queue is None:
-        queue = CommandQueue(ctx, ctx.section(NAME))
-        queue.workflows = WorkflowEngine(queue)
-        ctx.state["commands.queue"] = queue
-    return queue
+@hookimpl
+def register_resources():
+    return [QUEUE]
+
+
+@hookimpl
+def register_scopes():
+    return [Scope("commands.manage", "Poll, acknowledge and enqueue commands for any system")]
 
 
 async def _recover(job: JobContext) -> dict[str, int]:
@@ -72,7 +72,7 @@ async def _calendar(job: JobContext) -> dict[str, int]:
 
 @hookimpl
 def register_jobs(ctx: PluginContext):
-    settings: CommandsSettings = ctx.section(NAME)
+    settings: CommandsSettings = ctx.section(CommandsSettings)
     interval = settings.recover_interval_seconds
     upkeep = settings.calendar.upkeep_interval_seconds
     return [
@@ -143,7 +143,7 @@ async def seed_whitelist(ctx: PluginContext, settings: CommandsSettings) -> None
 
 @hookimpl
 async def on_startup(ctx: PluginContext) -> None:
-    settings: CommandsSettings = ctx.section(NAME)
+    settings: CommandsSettings = ctx.section(CommandsSettings)
     queue_of(ctx)
     try:
         await seed_whitelist(ctx, settings)

@@ -31,6 +31,7 @@ from sqlalchemy import bindparam, case, exists, false, func, insert, literal, or
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from chronos.plugin import (
+    Origin,
     JSONType,
     PluginContext,
     Principal,
@@ -197,7 +198,7 @@ class _Completion:
     result: Any
     token: str
     principal: Principal | None
-    request: Any
+    origin: Origin | None
     future: asyncio.Future[Any]
 
 
@@ -296,7 +297,7 @@ class CommandQueue:
 
     async def insert(
         self, s: AsyncSession, new: NewCommand, *, entry: dict[str, Any] | None = None,
-        principal: Principal | None = None, request: Any = None, actor: str | None = None,
+        principal: Principal | None = None, origin: Origin | None = None, actor: str | None = None,
     ) -> tuple[Any, bool]:
         """Check and insert ``new`` unless its idempotency key exists: (row, created).
 
@@ -351,7 +352,7 @@ class CommandQueue:
                    if new.workflow_id else {}),
                 **({"source": new.source, "uid": new.source_uid} if new.source else {}),
             },
-            principal=principal, request=request, actor=actor,
+            principal=principal, origin=origin, actor=actor,
         )
         return row, True
 
@@ -485,7 +486,7 @@ class CommandQueue:
 
     async def complete(
         self, command_id: int, result: Any, *, token: str,
-        principal: Principal | None = None, request: Any = None,
+        principal: Principal | None = None, origin: Origin | None = None,
     ) -> dict[str, Any]:
         """Mark a leased command completed; ``token`` is the lease token its poll returned.
 
@@ -496,7 +497,7 @@ class CommandQueue:
         arrival order, but they share one transaction.
         """
         loop = asyncio.get_running_loop()
-        item = _Completion(command_id, result, token, principal, request, loop.create_future())
+        item = _Completion(command_id, result, token, principal, origin, loop.create_future())
         self._completions.append(item)
         if self._flusher is None or self._flusher.done():
             self._flusher = loop.create_task(self._flush_completions())
@@ -544,7 +545,7 @@ class CommandQueue:
                 await record_audit_many(s, [
                     {"entity": "command", "entity_id": row["id"], "action": "complete",
                      "change": {"status": "completed", "attempts": row["attempts"]},
-                     "principal": item.principal, "request": item.request}
+                     "principal": item.principal, "origin": item.origin}
                     for row, item in done
                 ])
             triggers = [(row, item) for row, item in done if row["has_rules"]]
@@ -552,7 +553,7 @@ class CommandQueue:
                 rules = await self.workflows.rules_for(s, {row["command"] for row, _ in triggers}, "completed")
                 for row, item in triggers:
                     await self.workflows.fire(s, row, "completed", principal=item.principal,
-                                              request=item.request, rules=rules)
+                                              origin=item.origin, rules=rules)
         return outcomes
 
     def _decide_completion(
@@ -589,7 +590,7 @@ class CommandQueue:
 
     async def fail(
         self, command_id: int, error: str, *, token: str, retry: bool = False,
-        retry_after_seconds: float | None = None, principal: Principal | None = None, request: Any = None,
+        retry_after_seconds: float | None = None, principal: Principal | None = None, origin: Origin | None = None,
     ) -> dict[str, Any]:
         """Report a failure: ``retry`` queues it again after a backoff, up to ``max_attempts``.
 
@@ -618,13 +619,13 @@ class CommandQueue:
                 s, entity="command", entity_id=command_id, action="fail",
                 change={"status": new["status"], "attempts": new["attempts"], "error": error[:500], "retry": retry,
                         "not_before": iso(new["not_before"]) if new["status"] == "pending" else None},
-                principal=principal, request=request,
+                principal=principal, origin=origin,
             )
             if new["status"] in ("failed", "dead") and self.workflows is not None:
-                await self.workflows.fire(s, new, "failed", principal=principal, request=request)
+                await self.workflows.fire(s, new, "failed", principal=principal, origin=origin)
         return command_view(new)
 
-    async def retry(self, command_id: int, *, principal: Principal | None = None, request: Any = None) -> dict[str, Any]:
+    async def retry(self, command_id: int, *, principal: Principal | None = None, origin: Origin | None = None) -> dict[str, Any]:
         """Put a dead or failed command back in the queue with a fresh attempt budget."""
         async with self.ctx.db.write() as s:
             row = await self._locked(s, command_id)
@@ -646,18 +647,18 @@ class CommandQueue:
             await record_audit(
                 s, entity="command", entity_id=command_id, action="retry",
                 change={"status": "pending", "previous_status": row["status"], "previous_attempts": row["attempts"]},
-                principal=principal, request=request,
+                principal=principal, origin=origin,
             )
         return command_view(new)
 
     async def cancel(
         self, command_id: int, *, reason: str = "cancelled", principal: Principal | None = None,
-        request: Any = None, actor: str | None = None, session: AsyncSession | None = None,
+        origin: Origin | None = None, actor: str | None = None, session: AsyncSession | None = None,
     ) -> dict[str, Any]:
         """Cancel a pending or processing command (a worker's later callback gets 409)."""
         if session is None:
             async with self.ctx.db.write() as s:
-                return await self.cancel(command_id, reason=reason, principal=principal, request=request,
+                return await self.cancel(command_id, reason=reason, principal=principal, origin=origin,
                                          actor=actor, session=s)
         s = session
         row = await self._locked(s, command_id)
@@ -680,7 +681,7 @@ class CommandQueue:
         await record_audit(
             s, entity="command", entity_id=command_id, action="cancel",
             change={"status": "cancelled", "previous_status": row["status"], "reason": reason},
-            principal=principal, request=request, actor=actor,
+            principal=principal, origin=origin, actor=actor,
         )
         return command_view(new)
 
@@ -699,7 +700,7 @@ class CommandQueue:
         )
 
     async def recheck_pending(
-        self, s: AsyncSession, entry: Any, *, principal: Principal | None = None, request: Any = None,
+        self, s: AsyncSession, entry: Any, *, principal: Principal | None = None, origin: Origin | None = None,
         actor: str | None = None,
     ) -> list[int]:
         """Cancel the pending commands of ``entry``'s (system, action) that its params no longer allow.
@@ -743,7 +744,7 @@ class CommandQueue:
             {"entity": "command", "entity_id": cid, "action": "cancel",
              "change": {"status": "cancelled", "previous_status": "pending", "reason": reason,
                         "whitelist_id": entry["id"]},
-             "principal": principal, "request": request, "actor": actor}
+             "principal": principal, "origin": origin, "actor": actor}
             for cid, reason in refused
         ])
         return [cid for cid, _ in refused]

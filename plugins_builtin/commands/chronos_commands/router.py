@@ -23,8 +23,9 @@ from pydantic import (
 from sqlalchemy import delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
-from chronos.plugin import Principal, Problem, decode_cursor, encode_cursor, record_audit, require_scope, utcnow
+from chronos.plugin import Principal, Problem, decode_cursor, encode_cursor, record_audit, require_scope, utcnow, origin_of
 
+from chronos_commands import state
 from chronos_commands.models import Link, Note, WhitelistEntry, Workflow
 from chronos_commands.queue import CommandQueue, NewCommand, Rejected, command_view, iso, request_hash
 from chronos_commands.whitelist import (
@@ -92,7 +93,7 @@ router = APIRouter()
 
 
 def queue_of(request: Request) -> CommandQueue:
-    return request.app.state.chronos.state["commands.queue"]
+    return state.queue_of(request.app.state.chronos)
 
 
 def _problem_422(violations: list[Violation], kind: str = "validation") -> Problem:
@@ -291,7 +292,7 @@ async def enqueue(
     for attempt in range(2):
         try:
             async with queue.ctx.db.write() as s:
-                row, created = await queue.insert(s, new, principal=principal, request=request)
+                row, created = await queue.insert(s, new, principal=principal, origin=origin_of(request))
             break
         except Rejected as exc:
             raise exc.problem() from None
@@ -364,7 +365,7 @@ async def complete(
     if problems:
         raise _problem_422(problems)
     return await queue_of(request).complete(
-        command_id, body.result, token=body.lease_token, principal=principal, request=request
+        command_id, body.result, token=body.lease_token, principal=principal, origin=origin_of(request)
     )
 
 
@@ -387,7 +388,7 @@ async def complete_many(body: CompleteManyIn, request: Request, principal: Princ
             if problems:
                 raise _problem_422(problems)
             command = await queue.complete(item.id, item.result, token=item.lease_token, principal=principal,
-                                           request=request)
+                                           origin=origin_of(request))
         except Problem as problem:
             return {"id": item.id, "status": problem.status, "problem": problem.body()}
         return {"id": item.id, "status": 200, "command": command}
@@ -408,14 +409,14 @@ async def fail(command_id: CommandId, body: FailIn, request: Request, principal:
         raise _problem_422([Violation("/error", why)])
     return await queue_of(request).fail(
         command_id, body.error, retry=body.retry, retry_after_seconds=body.retry_after_seconds,
-        token=body.lease_token, principal=principal, request=request,
+        token=body.lease_token, principal=principal, origin=origin_of(request),
     )
 
 
 @router.post("/commands/{command_id}/retry", response_model=CommandOut, tags=["commands"], responses=problems(404, 409))
 async def retry(command_id: CommandId, request: Request, principal: Principal = Depends(MANAGE)) -> dict[str, Any]:
     """Put a dead or failed command back in the queue (attempts start again at 0)."""
-    return await queue_of(request).retry(command_id, principal=principal, request=request)
+    return await queue_of(request).retry(command_id, principal=principal, origin=origin_of(request))
 
 
 @router.post("/commands/{command_id}/cancel", response_model=CommandOut, tags=["commands"], responses=problems(404, 409))
@@ -425,7 +426,7 @@ async def cancel(
 ) -> dict[str, Any]:
     """Cancel a pending or processing command."""
     body = body or CancelIn()
-    return await queue_of(request).cancel(command_id, reason=body.reason, principal=principal, request=request)
+    return await queue_of(request).cancel(command_id, reason=body.reason, principal=principal, origin=origin_of(request))
 
 
 # -- whitelists ------------------------------------------------------------------------------
@@ -539,9 +540,9 @@ async def create_whitelist(body: WhitelistIn, request: Request, principal: Princ
             row = (await s.execute(insert(WL).values(**values).returning(*WL.c))).mappings().one()
             await record_audit(s, entity="whitelist", entity_id=row["id"], action="create",
                                change={k: values[k] for k in ("system", "action", "allowed_params_json", "enabled", "schedule")},
-                               principal=principal, request=request)
+                               principal=principal, origin=origin_of(request))
             # Commands queued under an entry since deleted wait for a new one: they must pass its rules.
-            await queue_of(request).recheck_pending(s, row, principal=principal, request=request)
+            await queue_of(request).recheck_pending(s, row, principal=principal, origin=origin_of(request))
     except IntegrityError:
         raise Problem(409, f"{values['system']}/{values['action']} is already whitelisted", type="conflict") from None
     return whitelist_view(row)
@@ -578,7 +579,7 @@ async def patch_whitelist(entry_id: EntryId, body: WhitelistPatch, request: Requ
         row = await _update_audited(s, WL, entry_id, "whitelist", before, changes, principal, request)
         if recheck:
             # After the update: an insert that share-locked the entry has committed by now and is seen.
-            await queue.recheck_pending(s, row, principal=principal, request=request)
+            await queue.recheck_pending(s, row, principal=principal, origin=origin_of(request))
     return whitelist_view(row)
 
 
@@ -593,7 +594,7 @@ async def _update_audited(
     await record_audit(
         s, entity=entity, entity_id=row_id, action="update",
         change={k: {"from": before[k], "to": v} for k, v in changes.items() if k != "updated_at"},
-        principal=principal, request=request,
+        principal=principal, origin=origin_of(request),
     )
     return row
 
@@ -607,7 +608,7 @@ async def delete_whitelist(entry_id: EntryId, request: Request, principal: Princ
         await s.execute(delete(WL).where(WL.c.id == entry_id))
         await record_audit(s, entity="whitelist", entity_id=entry_id, action="delete",
                            change={"system": before["system"], "action": before["action"]},
-                           principal=principal, request=request)
+                           principal=principal, origin=origin_of(request))
     return Response(status_code=204)
 
 
@@ -730,7 +731,7 @@ async def create_workflow(body: WorkflowIn, request: Request, principal: Princip
         row = (await s.execute(insert(WF).values(**values, created_at=now, updated_at=now).returning(*WF.c))).mappings().one()
         await record_audit(s, entity="workflow", entity_id=row["id"], action="create",
                            change=workflow_view(row) | {"created_at": None, "updated_at": None},
-                           principal=principal, request=request)
+                           principal=principal, origin=origin_of(request))
     return workflow_view(row)
 
 
@@ -764,7 +765,7 @@ async def delete_workflow(workflow_id: WorkflowId, request: Request, principal: 
         before = await _workflow_row(s, workflow_id)
         await s.execute(delete(WF).where(WF.c.id == workflow_id))
         await record_audit(s, entity="workflow", entity_id=workflow_id, action="delete",
-                           change={"name": before["name"]}, principal=principal, request=request)
+                           change={"name": before["name"]}, principal=principal, origin=origin_of(request))
     return Response(status_code=204)
 
 

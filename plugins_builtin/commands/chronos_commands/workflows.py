@@ -33,7 +33,7 @@ from sqlalchemy import insert, select
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from chronos.plugin import Principal, record_audit, utcnow
+from chronos.plugin import Origin, Principal, record_audit, utcnow
 
 from chronos_commands.models import ExternalCommand, Workflow, WorkflowFiring
 from chronos_commands.queue import CommandQueue, NewCommand, Rejected
@@ -174,7 +174,7 @@ class WorkflowEngine:
 
     async def fire(
         self, s: AsyncSession, trigger: Any, outcome: str, *, principal: Principal | None = None,
-        request: Any = None, actor: str | None = None, rules: list[Any] | None = None,
+        origin: Origin | None = None, actor: str | None = None, rules: list[Any] | None = None,
     ) -> list[dict[str, Any]]:
         """Apply every enabled rule for ``outcome`` of ``trigger``; returns one record per rule."""
         if rules is None:
@@ -189,7 +189,7 @@ class WorkflowEngine:
         fired = set(
             (await s.execute(select(F.c.workflow_id).where(F.c.trigger_command_id == trigger["id"]))).scalars().all()
         )
-        who = {"principal": principal, "request": request, "actor": actor or (None if principal else "system:workflows")}
+        who = {"principal": principal, "origin": origin, "actor": actor or (None if principal else "system:workflows")}
         out = []
         for rule in rules:
             if rule["id"] in fired:

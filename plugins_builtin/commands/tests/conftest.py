@@ -104,7 +104,9 @@ class Helpers:
 
     @staticmethod
     def queue(app: Any) -> Any:
-        return app.state.chronos.state["commands.queue"]
+        from chronos_commands.state import queue_of
+
+        return queue_of(app.state.chronos)
 
     @staticmethod
     async def shift(app: Any, ids: list[int], **columns: timedelta) -> None:

@@ -13,7 +13,7 @@ WINDOW = {"calendar_id": "cal", "from": "2000-01-01T00:00:00Z", "to": "2100-01-0
 
 
 async def sync(app) -> None:
-    await app.state.chronos.state["pipeline"].run("fake", "cal")
+    await app.state.runtime.pipeline.run("fake", "cal")
 
 
 async def events(c) -> dict[str, dict]:

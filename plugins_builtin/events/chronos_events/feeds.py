@@ -26,11 +26,12 @@ from icalendar import Event as IcsEvent
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import insert, select, text, update
 
-from chronos.plugin import Principal, Problem, Public, decode_cursor, encode_cursor, record_audit, require_scope
+from chronos.plugin import Principal, Problem, Public, decode_cursor, encode_cursor, record_audit, require_scope, origin_of
 
 from chronos_events.models import FeedToken
 from chronos_events.query import EventQuery, QueryBuilder, iso_z
 from chronos_events.store import T
+from chronos_events.settings import EventsSettings
 
 router = APIRouter(tags=["feeds"])
 FT = FeedToken.__table__
@@ -109,7 +110,7 @@ def _vevent(row: Any) -> bytes:
 
 async def _feed(request: Request, calendar_id: str | None) -> StreamingResponse:
     ctx = _ctx(request)
-    settings = ctx.section("events")
+    settings = ctx.section(EventsSettings)
     now = datetime.now(UTC)
     start = now - timedelta(days=settings.feed_past_days)
     end = now + timedelta(days=settings.feed_future_days)
@@ -201,7 +202,7 @@ async def _create_token(request: Request, principal: Principal, calendar_id: str
     async with ctx.db.write() as s:
         await s.execute(insert(FT).values(values))
         await record_audit(s, entity="feed_token", action="create", entity_id=token_id,
-                           change={"calendar_id": calendar_id, "name": body.name}, principal=principal, request=request)
+                           change={"calendar_id": calendar_id, "name": body.name}, principal=principal, origin=origin_of(request))
         row = (await s.execute(select(FT).where(FT.c.id == token_id))).first()
     path = f"/api/v1/calendars/{calendar_id}/feed.ics" if calendar_id else "/api/v1/calendars/feed.ics"
     return JSONResponse(
@@ -235,7 +236,7 @@ async def _revoke_token(request: Request, principal: Principal, calendar_id: str
         if row.revoked_at is None:
             await s.execute(update(FT).where(FT.c.id == token_id).values(revoked_at=datetime.now(UTC)))
             await record_audit(s, entity="feed_token", action="revoke", entity_id=token_id,
-                               change={"calendar_id": calendar_id}, principal=principal, request=request)
+                               change={"calendar_id": calendar_id}, principal=principal, origin=origin_of(request))
     return Response(status_code=204)
 
 

@@ -8,6 +8,7 @@ from chronos_events import feeds, router, transfer
 from chronos_events.search import ensure_sqlite_fts
 from chronos_events.settings import EventsSettings
 from chronos_events.source import LocalSource
+from chronos_events.router import INLINE_READER
 from chronos_events.store import SqlEventStore
 
 
@@ -38,12 +39,10 @@ def register_routers():
 
 @hookimpl
 def register_sources(ctx: PluginContext):
-    settings: EventsSettings = ctx.section("events")
+    settings: EventsSettings = ctx.section(EventsSettings)
     return [LocalSource(settings.local_calendars)]
 
 
 @hookimpl
-async def on_shutdown(ctx: PluginContext):
-    reader = ctx.state.pop("events.inline_reader", None)
-    if reader is not None:
-        reader.close()
+def register_resources():
+    return [INLINE_READER]

@@ -14,6 +14,8 @@ from sqlalchemy import delete, insert, or_, select
 from sqlalchemy.engine import make_url
 
 from chronos.plugin import (
+    PluginContext,
+    Resource,
     EventDraft,
     EventIntake,
     EventKey,
@@ -24,6 +26,7 @@ from chronos.plugin import (
     encode_cursor,
     record_audit,
     require_scope,
+    origin_of,
 )
 
 from chronos_events.models import EventLink
@@ -31,6 +34,7 @@ from chronos_events.query import EventQuery, iso_z, row_to_item
 from chronos_events.query import list_events as run_list
 from chronos_events.query import InlineReader, list_page_sqlite
 from chronos_events.store import PATCHABLE, SqlEventStore, UnknownSubTask
+from chronos_events.settings import EventsSettings
 
 MAX_ID = 2**63 - 1
 EventId = Annotated[int, Path(ge=1, le=MAX_ID, description="The event's id.")]
@@ -47,20 +51,30 @@ def _ctx(request: Request) -> Any:
     return request.app.state.chronos
 
 
-def inline_reader(ctx: Any) -> InlineReader | None:
-    """The process's inline SQLite reader (see :class:`InlineReader`); None for other databases."""
-    key = "events.inline_reader"
-    if key not in ctx.state:
-        reader = None
-        path = make_url(ctx.db.url).database
-        budget = ctx.section("events").inline_read_budget_ms
-        if ctx.db.is_sqlite and budget > 0 and path and path != ":memory:" and not path.startswith("file:"):
-            try:
-                reader = InlineReader(path, budget)
-            except Exception:  # noqa: BLE001 - the threaded path always works
-                reader = None
-        ctx.state[key] = reader
-    return ctx.state[key]
+def _open_inline_reader(ctx: PluginContext) -> InlineReader | None:
+    path = make_url(ctx.db.url).database
+    budget = ctx.section(EventsSettings).inline_read_budget_ms
+    if ctx.db.is_sqlite and budget > 0 and path and path != ":memory:" and not path.startswith("file:"):
+        try:
+            return InlineReader(path, budget)
+        except Exception:  # noqa: BLE001 - the threaded path always works
+            return None
+    return None
+
+
+def _close_inline_reader(reader: InlineReader | None) -> None:
+    if reader is not None:
+        reader.close()
+
+
+#: The process's inline SQLite reader (see :class:`InlineReader`); None for other databases.
+INLINE_READER: Resource[InlineReader | None] = Resource(
+    "events.inline_reader", _open_inline_reader, close=_close_inline_reader
+)
+
+
+def inline_reader(ctx: PluginContext) -> InlineReader | None:
+    return ctx.resource(INLINE_READER)
 
 
 def _store(request: Request) -> SqlEventStore:
@@ -268,7 +282,7 @@ async def create_event(
     principal: Principal = Depends(WRITE),
 ) -> Any:
     ctx = _ctx(request)
-    settings = ctx.section("events")
+    settings = ctx.section(EventsSettings)
     calendar_id = body.calendar_id or settings.local_calendars[0]
     if calendar_id not in settings.local_calendars:
         raise Problem(
@@ -440,7 +454,7 @@ async def patch_event(
             ) from None
         change = body.model_dump(mode="json", exclude_unset=True)
         await record_audit(s, entity="event", action="update", entity_id=event_id, change=change,
-                           principal=principal, request=request)
+                           principal=principal, origin=origin_of(request))
         new_row = await store.row(s, event_id)
     return JSONResponse(stored_item(new_row))
 
@@ -464,7 +478,7 @@ async def delete_event(
             s, entity="event", action="delete", entity_id=event_id,
             change={"source": row.source, "calendar_id": row.calendar_id, "uid": row.uid,
                     "recurrence_id": row.recurrence_id, "title": row.title, "tombstone": hide},
-            principal=principal, request=request,
+            principal=principal, origin=origin_of(request),
         )
     return Response(status_code=204)
 
@@ -525,7 +539,7 @@ async def create_link(
         ).scalar_one()
         await record_audit(s, entity="event_link", action="create", entity_id=new_id,
                            change={"from_event_id": event_id, "to_event_id": body.to_event_id, "type": body.type},
-                           principal=principal, request=request)
+                           principal=principal, origin=origin_of(request))
         row = (await s.execute(select(L).where(L.c.id == new_id))).first()
     return JSONResponse(link_item(row, event_id), status_code=201)
 
@@ -570,7 +584,7 @@ async def delete_link(
         await s.execute(delete(L).where(L.c.id == link_id))
         await record_audit(s, entity="event_link", action="delete", entity_id=link_id,
                            change={"from_event_id": row.from_event_id, "to_event_id": row.to_event_id, "type": row.type},
-                           principal=principal, request=request)
+                           principal=principal, origin=origin_of(request))
     return Response(status_code=204)
 
 
@@ -594,6 +608,6 @@ async def delete_link_to(
         for r in rows:
             await record_audit(s, entity="event_link", action="delete", entity_id=r.id,
                                change={"from_event_id": r.from_event_id, "to_event_id": r.to_event_id, "type": r.type},
-                               principal=principal, request=request)
+                               principal=principal, origin=origin_of(request))
     return Response(status_code=204)
 

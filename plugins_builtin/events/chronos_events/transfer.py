@@ -23,12 +23,13 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 from sqlalchemy import insert, select
 
-from chronos.plugin import CanonicalEvent, EventStore, Principal, Problem, SubTask, record_audit, require_scope
+from chronos.plugin import CanonicalEvent, EventStore, Principal, Problem, SubTask, record_audit, require_scope, origin_of
 
 from chronos_events.models import EventLink
 from chronos_events.query import COLUMNS, iso_z, row_to_item
 from chronos_events.router import validation_problem
 from chronos_events.store import T
+from chronos_events.settings import EventsSettings
 
 FORMAT = "chronos-events"
 VERSION = 1
@@ -170,7 +171,7 @@ async def import_events(
     principal: Principal = Depends(require_scope("events.write")),
 ) -> JSONResponse:
     ctx = _ctx(request)
-    settings = ctx.section("events")
+    settings = ctx.section(EventsSettings)
     raw = await _read_limited(request, settings.import_max_bytes)
     try:
         payload = json.loads(raw)
@@ -278,6 +279,6 @@ async def import_events(
         await record_audit(
             s, entity="event", action="import", entity_id=None,
             change={k: result[k] for k in ("imported", "skipped", "links_imported")} | {"dropped_links": len(dropped)},
-            principal=principal, request=request,
+            principal=principal, origin=origin_of(request),
         )
     return JSONResponse(result)

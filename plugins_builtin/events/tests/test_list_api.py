@@ -256,7 +256,9 @@ async def test_inline_reads_fall_back_to_the_thread_pool(chronos_app, api_client
                 cursor = r.json()["next_cursor"]
                 if not cursor:
                     break
-            reader = app.state.chronos.state.get("events.inline_reader")
+            from chronos_events.router import INLINE_READER
+
+            reader = app.state.chronos.resource(INLINE_READER)
             if database.backend == "sqlite" and budget == 8.0:
                 assert reader is not None and reader.fallbacks == 0, reader.last_error
             if database.backend == "sqlite" and budget == 0.000001:

@@ -118,7 +118,7 @@ async def test_ics_feeds_with_keys_and_tokens(chronos_app, api_client):
         assert [str(e["TRANSP"]) for e in all_cal.walk("VEVENT") if str(e["SUMMARY"]) == "Private"] == ["TRANSPARENT"]
 
         # tokens: per calendar, shown once, stored hashed, revocable
-        anon = await api_client(app, scopes=["mail.send"])  # a key without events.read
+        anon = await api_client(app, scopes=["events.write"])  # a key without events.read
         assert (await anon.get("/api/v1/calendars/work/feed.ics")).status_code == 403
         r = await c.post("/api/v1/calendars/work/feed-tokens", json={"name": "phone"})
         assert r.status_code == 201, r.text

@@ -59,8 +59,11 @@ class IcsSource(Source):
             for c in self.settings.calendars
         ]
 
+    async def aclose(self) -> None:
+        self.close()
+
     def close(self) -> None:
-        """Stop the parser processes (plugin shutdown)."""
+        """Stop the parser processes."""
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None

@@ -57,7 +57,7 @@ async def test_the_api_shows_each_calendar_read_only_flag(chronos_app, api_clien
                                  {"id": "rw", "path": str(tmp_path / "a.ics"), "read_only": False}],
                    "parse_workers": 0}}
     async with chronos_app(plugins=["events", "ics"], config=cfg) as app:
-        pipeline = app.state.chronos.state["pipeline"]
+        pipeline = app.state.runtime.pipeline
         refs = {cid: pipeline.calendar("ics", cid) for cid in ("ro", "rw")}
         assert {cid: ref.calendar.read_only for cid, ref in refs.items()} == {"ro": True, "rw": False}
         assert {cid: ref.source.can_delete(ref.calendar) for cid, ref in refs.items()} == {"ro": False, "rw": False}

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-
-
 from sqlalchemy import func, select
 
 from chronos.plugin import (
@@ -14,6 +12,7 @@ from chronos.plugin import (
     Migrations,
     PluginContext,
     Router,
+    Scope,
     Service,
     SettingsSection,
     hookimpl,
@@ -21,24 +20,17 @@ from chronos.plugin import (
 )
 
 from chronos_mail.models import MailDelivery
-from chronos_mail.queue import SEND_JOB, SqlMailQueue
+from chronos_mail.queue import SEND_JOB, SEND_REQUESTS, SqlMailQueue
 from chronos_mail.router import router
-from chronos_mail.sender import MailSender
+from chronos_mail.sender import SENDER
 from chronos_mail.settings import MailSettings
-
-SENDER_KEY = "mail.sender"
-
-
-def _sender(ctx: PluginContext) -> MailSender:
-    sender = ctx.state.get(SENDER_KEY)
-    if sender is None:
-        sender = ctx.state[SENDER_KEY] = MailSender(ctx)
-    return sender
 
 
 @hookimpl
 def register_settings():
-    return [SettingsSection("mail", MailSettings)]
+    # The password may come from the environment or a password file, never
+    # from the YAML file (which ends up in backups and repositories).
+    return [SettingsSection("mail", MailSettings, env_only=("smtp.password",))]
 
 
 @hookimpl
@@ -52,16 +44,26 @@ def register_migrations():
 
 
 @hookimpl
+def register_scopes():
+    return [Scope("mail.send", "Send mail")]
+
+
+@hookimpl
+def register_resources():
+    return [SEND_REQUESTS, SENDER]
+
+
+@hookimpl
 def register_services():
     return [Service("mail.queue", MailQueue, SqlMailQueue)]
 
 
 @hookimpl
 def register_jobs(ctx: PluginContext):
-    settings: MailSettings = ctx.section("mail")  # type: ignore[assignment]
+    settings: MailSettings = ctx.section(MailSettings)
 
     async def send(job):
-        return await _sender(job.ctx).run(job)
+        return await job.ctx.resource(SENDER).run(job)
 
     interval = settings.poll_interval_seconds
     # POST /mail/send starts the job at once; the schedule is the safety net
@@ -71,7 +73,7 @@ def register_jobs(ctx: PluginContext):
 
 
 async def _queue_health(ctx: PluginContext) -> HealthResult:
-    settings: MailSettings = ctx.section("mail")  # type: ignore[assignment]
+    settings: MailSettings = ctx.section(MailSettings)
     now = utcnow()
     async with ctx.db.read() as s:
         counts = dict((await s.execute(
@@ -98,20 +100,3 @@ async def _queue_health(ctx: PluginContext) -> HealthResult:
 @hookimpl
 def register_health_checks():
     return [HealthCheck("mail.queue", _queue_health)]
-
-
-@hookimpl
-async def on_startup(ctx: PluginContext) -> None:
-    # The password may come from the environment or a password file, never
-    # from the YAML file (which ends up in backups and repositories).
-    origin = ctx.settings.raw.origin(("mail", "smtp", "password"))
-    raw_smtp = (ctx.settings.raw.data.get("mail") or {}).get("smtp") or {}
-    if isinstance(raw_smtp, dict) and raw_smtp.get("password") is not None and ctx.settings.raw.path is not None:
-        if not origin.startswith("env "):
-            raise ValueError(
-                f"mail.smtp.password is set in {origin}; set it in the environment as"
-                " CHRONOS__MAIL__SMTP__PASSWORD or point mail.smtp.password_file at a file"
-            )
-    _sender(ctx)
-
-

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import re
 from email.utils import make_msgid
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from chronos.plugin import (
+    Origin,
+    Resource,
     AttachmentsTooLarge,
     IdempotencyConflict,
     InvalidMail,
@@ -30,7 +33,16 @@ from chronos_mail.models import MailAttachmentRow, MailDelivery
 from chronos_mail.settings import MailSettings
 
 SEND_JOB = "mail.send"
-KICK_KEY = "mail.kicked"
+
+
+@dataclass
+class SendRequests:
+    """Set when mail is queued: a send run under way looks once more before it ends."""
+
+    pending: bool = False
+
+
+SEND_REQUESTS: Resource[SendRequests] = Resource("mail.send_requests", lambda ctx: SendRequests())
 CONTENT_TYPE_RE = re.compile(r"^[a-z0-9][a-z0-9!#$&^_.+-]{0,62}/[a-z0-9][a-z0-9!#$&^_.+-]{0,126}$")
 
 
@@ -43,7 +55,7 @@ def owner_key(idempotency_key: str | None, principal: Principal | None) -> str |
 
 def kick_sender(ctx: PluginContext) -> None:
     """Start the send job now; a running one is told to look again before it ends."""
-    ctx.state[KICK_KEY] = True
+    ctx.resource(SEND_REQUESTS).pending = True
     if ctx.jobs is None or SEND_JOB not in ctx.jobs.jobs:
         return
     try:
@@ -107,7 +119,7 @@ class SqlMailQueue(MailQueue):
 
     @property
     def settings(self) -> MailSettings:
-        return self.ctx.section("mail")  # type: ignore[return-value]
+        return self.ctx.section(MailSettings)
 
     async def replay(
         self, idempotency_key: str, fingerprint: str, *, principal: Principal | None = None
@@ -124,7 +136,7 @@ class SqlMailQueue(MailQueue):
         idempotency_key: str | None = None,
         fingerprint: str | None = None,
         principal: Principal | None = None,
-        request: Any = None,
+        origin: Origin | None = None,
     ) -> QueuedDelivery:
         settings = self.settings
         to, cc, bcc, text = validate_message(message, settings)
@@ -160,8 +172,8 @@ class SqlMailQueue(MailQueue):
                     s, entity="mail_delivery", entity_id=row.id, action="queue",
                     change={"recipients": len(to) + len(cc) + len(bcc), "subject": message.subject[:200],
                             "template_id": message.template_id, "attachments": len(message.attachments)},
-                    principal=principal, request=request,
-                    actor=None if principal or request else "system:mail",
+                    principal=principal, origin=origin,
+                    actor=None if principal or origin else "system:mail",
                 )
                 queued = QueuedDelivery(row.id, row.status, row.message_id)
         except IntegrityError:

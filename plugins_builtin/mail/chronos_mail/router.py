@@ -28,6 +28,7 @@ from chronos.plugin import (
     encode_cursor,
     request_fingerprint,
     require_scope,
+    origin_of,
 )
 
 from chronos_mail.models import MailDelivery
@@ -173,7 +174,7 @@ async def send_mail(
 ) -> JSONResponse:
     """Queue a message; a background job sends it. Answers 202 with the delivery."""
     ctx = _ctx(request)
-    settings: MailSettings = ctx.section("mail")  # type: ignore[assignment]
+    settings: MailSettings = ctx.section(MailSettings)
     queue = ctx.service(MailQueue)
     fingerprint = request_fingerprint(body.model_dump(mode="json"))
     if idempotency_key:
@@ -198,7 +199,7 @@ async def send_mail(
     queued = await queue.enqueue(
         OutgoingMail(to=body.to, cc=body.cc, bcc=body.bcc, subject=subject, html=html, text=text,
                      attachments=attachments, template_id=template_id, template_name=template_name),
-        idempotency_key=idempotency_key, fingerprint=fingerprint, principal=principal, request=request,
+        idempotency_key=idempotency_key, fingerprint=fingerprint, principal=principal, origin=origin_of(request),
     )
     return await _answer(ctx, queued.id, replayed=queued.replayed)
 

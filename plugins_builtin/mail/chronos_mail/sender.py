@@ -33,12 +33,12 @@ import structlog
 from sqlalchemy import or_, select, update
 from sqlalchemy.orm import selectinload
 
-from chronos.plugin import JobContext, PluginContext, utcnow
+from chronos.plugin import JobContext, PluginContext, Resource, utcnow
 
 from chronos_mail.addresses import parse_address
 from chronos_mail.mime import build_message
 from chronos_mail.models import MailDelivery
-from chronos_mail.queue import KICK_KEY
+from chronos_mail.queue import SEND_REQUESTS
 from chronos_mail.settings import MailSettings
 
 log = structlog.get_logger("chronos.mail")
@@ -162,7 +162,7 @@ class MailSender:
 
     @property
     def settings(self) -> MailSettings:
-        return self.ctx.section("mail")  # type: ignore[return-value]
+        return self.ctx.section(MailSettings)
 
     async def run(self, job: JobContext) -> dict[str, int]:
         settings = self.settings
@@ -170,15 +170,16 @@ class MailSender:
             return {"sent": 0, "retrying": 0, "failed": 0}
         counts = {"sent": 0, "retrying": 0, "failed": 0}
         conn = SmtpConnection(settings)
+        requests = self.ctx.resource(SEND_REQUESTS)
         processed = 0
         try:
             while processed < MAX_PER_RUN:
                 # A delivery queued while this run was finishing sets the flag
                 # (its run_now met JobBusy): look once more before returning.
-                self.ctx.state[KICK_KEY] = False
+                requests.pending = False
                 batch = await self.claim(settings.batch_size)
                 if not batch:
-                    if self.ctx.state.get(KICK_KEY):
+                    if requests.pending:
                         continue
                     break
                 for claimed in batch:
@@ -292,3 +293,6 @@ class MailSender:
 
 def _addr_spec(addr: Address) -> str:
     return addr.addr_spec
+
+
+SENDER: Resource[MailSender] = Resource("mail.sender", MailSender)

@@ -17,7 +17,7 @@ from chronos_normalize.stages import (
 
 
 def _settings(ctx: Any) -> NormalizeSettings:
-    return ctx.section("normalize")
+    return ctx.section(NormalizeSettings)
 
 
 @hookimpl

@@ -6,6 +6,7 @@ from chronos.plugin import (
     Migrations,
     PluginContext,
     Router,
+    Scope,
     Service,
     SettingsSection,
     TemplateRenderer,
@@ -13,7 +14,7 @@ from chronos.plugin import (
 )
 
 from chronos_templates.router import router
-from chronos_templates.service import STATE_KEY, StoredTemplateRenderer, get_service
+from chronos_templates.service import SERVICE, StoredTemplateRenderer, get_service
 from chronos_templates.settings import TemplatesSettings
 
 
@@ -33,18 +34,24 @@ def register_migrations():
 
 
 @hookimpl
+def register_scopes():
+    # The test send is guarded by the mail plugin's scope, declared here too so
+    # the route mounts when the mail plugin is disabled (it then answers 503).
+    return [Scope("templates.manage", "Create, change and delete templates"), Scope("mail.send", "Send mail")]
+
+
+@hookimpl
+def register_resources():
+    return [SERVICE]
+
+
+@hookimpl
 def register_services():
     return [Service("templates.renderer", TemplateRenderer, StoredTemplateRenderer)]
 
 
 @hookimpl
 async def on_startup(ctx: PluginContext) -> None:
-    # Build the sandbox now: its self-check refuses an incompatible Jinja2 at startup.
+    # The sandbox is built before on_startup; its self-check refuses an incompatible Jinja2.
     get_service(ctx)
 
-
-@hookimpl
-async def on_shutdown(ctx: PluginContext) -> None:
-    svc = ctx.state.pop(STATE_KEY, None)
-    if svc is not None:
-        svc.close()

@@ -30,6 +30,7 @@ from chronos.plugin import (
     request_fingerprint,
     require_scope,
     utcnow,
+    origin_of,
 )
 
 from chronos_templates.models import Template, TemplateUsage
@@ -173,7 +174,7 @@ async def create_template(body: TemplateIn, request: Request, response: Response
             s.add(row)
             await s.flush()
             await record_audit(s, entity="template", entity_id=row.id, action="create",
-                               change={"name": row.name, "type": row.type}, principal=principal, request=request)
+                               change={"name": row.name, "type": row.type}, principal=principal, origin=origin_of(request))
             view = _view(row)
     except IntegrityError:
         raise _conflict(body.name) from None
@@ -256,7 +257,7 @@ async def import_templates(
                 row.variables_json, row.content, row.updated_at = t.variables_json, content, now
                 await s.flush()
                 await record_audit(s, entity="template", entity_id=row.id, action=action,
-                                   change={"name": t.name, "type": t.type}, principal=principal, request=request)
+                                   change={"name": t.name, "type": t.type}, principal=principal, origin=origin_of(request))
     except IntegrityError:
         raise Problem(409, "A template with one of these names was created meanwhile; import again",
                       type="template-name-taken") from None
@@ -319,7 +320,7 @@ async def _save(request: Request, principal: Principal, template_id: int, fields
             if changed:
                 row.updated_at = utcnow()
                 await record_audit(s, entity="template", entity_id=row.id, action=action,
-                                   change={"fields": changed}, principal=principal, request=request)
+                                   change={"fields": changed}, principal=principal, origin=origin_of(request))
             await s.flush()
             return _view(row)
     except IntegrityError:
@@ -335,7 +336,7 @@ async def delete_template(template_id: TemplateId, request: Request, principal: 
         await s.execute(TemplateUsage.__table__.delete().where(TemplateUsage.template_id == template_id))
         await s.delete(row)
         await record_audit(s, entity="template", entity_id=template_id, action="delete",
-                           change={"name": name}, principal=principal, request=request)
+                           change={"name": name}, principal=principal, origin=origin_of(request))
     return Response(status_code=204)
 
 
@@ -408,7 +409,7 @@ async def use_template(
 ) -> Any:
     """Record a usage; for an event template also create the event through the pipeline."""
     ctx = _ctx(request)
-    settings: TemplatesSettings = ctx.section("templates")  # type: ignore[assignment]
+    settings: TemplatesSettings = ctx.section(TemplatesSettings)
     fingerprint = request_fingerprint({"template_id": template_id, **body.model_dump(mode="json")})
     scoped = f"{principal.key_id}:{idempotency_key}" if idempotency_key else None
     if scoped:
@@ -466,7 +467,7 @@ async def use_template(
             usage.result = out
             await record_audit(s, entity="template", entity_id=tpl.id, action="use",
                                change={"usage_id": usage.id, "event_id": event["id"] if event else None},
-                               principal=principal, request=request)
+                               principal=principal, origin=origin_of(request))
     except IntegrityError:
         # A concurrent retry with the same key won the race: answer with its result.
         replay = await _usage_replay(ctx, scoped or "", fingerprint) if scoped else None
@@ -516,7 +517,7 @@ async def test_send(
     queued = await queue.enqueue(
         OutgoingMail(to=body.to, subject=out["subject"], html=out["html"], text=out["text"],
                      template_id=tpl.id, template_name=tpl.name),
-        idempotency_key=idempotency_key, fingerprint=fingerprint, principal=principal, request=request,
+        idempotency_key=idempotency_key, fingerprint=fingerprint, principal=principal, origin=origin_of(request),
     )
     headers = {"Idempotency-Replayed": "true"} if queued.replayed else {}
     return JSONResponse({"delivery_id": queued.id, "status": queued.status, "message_id": queued.message_id},

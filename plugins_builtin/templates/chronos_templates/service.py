@@ -18,6 +18,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from chronos.plugin import (
+    Resource,
     PluginContext,
     Problem,
     RenderedEmail,
@@ -32,7 +33,6 @@ from chronos_templates.sandbox import Limits, RenderFailure, TemplateSandbox
 from chronos_templates.schemas import CONTENT_MODELS, template_parts
 from chronos_templates.settings import TemplatesSettings
 
-STATE_KEY = "templates.service"
 
 
 def _escape(token: str) -> str:
@@ -44,12 +44,8 @@ def _pointer(prefix: str, path: list[Any]) -> str:
 
 
 def get_service(ctx: PluginContext) -> TemplateService:
-    """The app's one :class:`TemplateService` (created on first use)."""
-    svc = ctx.state.get(STATE_KEY)
-    if svc is None:
-        svc = TemplateService(ctx.section("templates"))  # type: ignore[arg-type]
-        ctx.state[STATE_KEY] = svc
-    return svc
+    """The app's one :class:`TemplateService`."""
+    return ctx.resource(SERVICE)
 
 
 class TemplateService:
@@ -314,3 +310,8 @@ class StoredTemplateRenderer(TemplateRenderer):
             raise TemplateTypeMismatch(template, tpl.type, "email")
         out = await get_service(self.ctx).render(tpl, variables, pointer_prefix)
         return RenderedEmail(tpl.id, tpl.name, out["subject"], out["html"], out["text"])
+
+
+SERVICE: Resource[TemplateService] = Resource(
+    "templates.service", lambda ctx: TemplateService(ctx.section(TemplatesSettings)), close=TemplateService.close
+)
