@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
 from datetime import datetime
 from types import SimpleNamespace
 from typing import Any
@@ -18,25 +17,11 @@ from typing import Any
 from sqlalchemy import insert, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from chronos.keys import Principal
+from chronos.identity import Origin, Principal
 from chronos.db.base import utcnow
 from chronos.db.models import AuditEntry
 
 GENESIS = "0" * 64
-
-
-@dataclass(frozen=True)
-class Origin:
-    """Who caused a change and from where, as the audit log records it.
-
-    The HTTP layer builds one per request (``chronos.plugin.origin_of``);
-    background work passes ``actor="system:<job>"`` instead.
-    """
-
-    principal: Principal | None = None
-    ip: str | None = None
-    request_id: str | None = None
-PG_AUDIT_LOCK = 7_458_142_002
 
 
 def _digest(prev_hash: str, row: dict[str, Any]) -> str:

@@ -13,10 +13,9 @@ from fastapi import Depends, Request
 from fastapi.routing import APIRoute
 from fastapi.security import APIKeyHeader, HTTPBearer
 
-from chronos.audit import Origin
+from chronos.identity import Origin, Principal
 from chronos.context import PluginContext
 from chronos.errors import Problem
-from chronos.keys import Principal
 
 __all__ = [
     "Context", "Principal", "Public", "RequireScope", "authenticate", "current_context", "origin_of", "require_scope",

@@ -14,7 +14,6 @@ import os
 import secrets
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -23,28 +22,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from chronos.context import PluginContext
 from chronos.db.models import ApiKey
+from chronos.identity import Principal
 from chronos.exceptions import InvalidInput
 
 BOOTSTRAP_ID = "bootstrap"
 SECRET_PREFIX = "chr_"
 
-
-
-@dataclass(frozen=True)
-class Principal:
-    """The authenticated caller: key id, its scopes and bound command systems."""
-
-    key_id: str
-    name: str
-    scopes: frozenset[str]
-    systems: frozenset[str] = field(default_factory=frozenset)
-    scope_used: str | None = None
-
-    def has(self, scope: str) -> bool:
-        return "admin" in self.scopes or scope in self.scopes
-
-    def bound_to(self, system: str) -> bool:
-        return system in self.systems
 
 
 def hash_secret(raw: str) -> str:

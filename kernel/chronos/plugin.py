@@ -23,8 +23,8 @@ from __future__ import annotations
 
 import pluggy
 
-from chronos.audit import Origin, record_audit, record_audit_many
-from chronos.auth import Context, Principal, Public, origin_of, require_scope
+from chronos.audit import record_audit, record_audit_many
+from chronos.auth import Context, Public, origin_of, require_scope
 from chronos.context import PluginContext
 from chronos.contracts.events import (
     ApplyResult,
@@ -76,6 +76,7 @@ from chronos.exceptions import (
     Unavailable,
 )
 from chronos.jobs import JobBusy
+from chronos.identity import Origin, Principal
 from chronos.pagination import decode_cursor, encode_cursor
 from chronos.records import (
     CliCommand,

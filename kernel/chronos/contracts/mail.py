@@ -22,8 +22,7 @@ from typing import TYPE_CHECKING, Any
 from chronos.exceptions import ChronosError, Conflict, InvalidInput, NotFound, TooLarge, Unavailable
 
 if TYPE_CHECKING:  # pragma: no cover
-    from chronos.audit import Origin
-    from chronos.keys import Principal
+    from chronos.identity import Origin, Principal
 
 
 # -- errors --------------------------------------------------------------------------
