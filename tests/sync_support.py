@@ -9,9 +9,7 @@ store. It counts the statements that write events.
 from __future__ import annotations
 
 import asyncio
-import copy
 from types import SimpleNamespace
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -20,7 +18,6 @@ from sqlalchemy import JSON, Column, Integer, MetaData, String, Table, UniqueCon
 from chronos.db.base import UTCDateTime, utcnow
 from chronos.plugin import (
     ApplyResult,
-    CalendarSpec,
     CanonicalEvent,
     Enricher,
     EventDraft,
@@ -29,11 +26,9 @@ from chronos.plugin import (
     Normalizer,
     Service,
     Sink,
-    Source,
-    SourceBatch,
-    SourceError,
     StoredEvent,
 )
+from chronos.testing import FakeSource, fake_source_plugin
 from kernel_support import make_plugin
 
 _md = MetaData()
@@ -163,73 +158,6 @@ def draft(uid: str, title: str = "", hours: float = 0, **kw: Any) -> EventDraft:
     return EventDraft(uid=uid, start=at(hours), end=at(hours + 1), title=title or uid, **kw)
 
 
-class FakeSource(Source):
-    """A scriptable source.
-
-    ``mode="full"``: each fetch lists ``items`` (pages of ``page``) with a
-    ``version`` cursor; an unchanged version answers ``not_modified``.
-    ``mode="log"``: an append-only change log read from a ``pos`` cursor, one
-    page per batch (like a sync token), upserts and tombstones.
-    ``fail_at``: raise a SourceError before yielding that batch index.
-    ``gate``: an asyncio.Event awaited before every batch (tests pause runs).
-    """
-
-    name = "fake"
-
-    def __init__(self, calendars: tuple[str, ...] = ("cal",)) -> None:
-        self.cal_ids = calendars
-        self.items: dict[str, list[EventDraft]] = {c: [] for c in calendars}
-        self.errors: dict[str, list[tuple[str, str]]] = {c: [] for c in calendars}
-        self.version = 1
-        self.mode = "full"
-        self.page = 2
-        self.log: list[tuple[str, Any]] = []
-        self.fail_at: int | None = None
-        self.gate: asyncio.Event | None = None
-        self.fetched: list[Any] = []
-
-    def calendars(self):
-        return [CalendarSpec(c, interval_seconds=3600) for c in self.cal_ids]
-
-    async def fetch(self, calendar, cursor) -> AsyncIterator[SourceBatch]:
-        self.fetched.append(copy.deepcopy(cursor))
-        if self.mode == "log":
-            pos = cursor["pos"] if cursor else 0
-            index = 0
-            while pos < len(self.log):
-                if self.gate is not None:
-                    await self.gate.wait()
-                if self.fail_at == index:
-                    raise SourceError(f"connection lost after {index} page(s)")
-                chunk = self.log[pos:pos + self.page]
-                pos += len(chunk)
-                yield SourceBatch(
-                    drafts=[copy.deepcopy(d) for op, d in chunk if op == "upsert"],
-                    deleted=[(uid, "") for op, uid in chunk if op == "delete"],
-                    cursor={"pos": pos},
-                )
-                index += 1
-            return
-        if cursor and cursor.get("version") == self.version:
-            yield SourceBatch(not_modified=True)
-            return
-        items = self.items[calendar.id]
-        pages = [items[i:i + self.page] for i in range(0, len(items), self.page)] or [[]]
-        for index, chunk in enumerate(pages):
-            if self.gate is not None:
-                await self.gate.wait()
-            if self.fail_at == index:
-                raise SourceError(f"connection lost after {index} page(s)")
-            last = index == len(pages) - 1
-            yield SourceBatch(
-                drafts=[copy.deepcopy(d) for d in chunk],
-                errors=list(self.errors[calendar.id]) if last else [],
-                full=True,
-                complete=last,
-                cursor={"version": self.version} if last else None,
-            )
-
-
 class Raising:
     """Mixin: raise on items whose title contains ``trigger`` (or on every call when ``always``)."""
 
@@ -308,11 +236,12 @@ def store_plugin(store: TableStore) -> Any:
 
 
 def pipeline_plugins(source: FakeSource | None = None, store: TableStore | None = None, **stages: Any) -> list[Any]:
-    """(name, plugin) pairs: the store, the source, and optional normalizers/enrichers/sinks."""
+    """(name, plugin) pairs: the store, the source (plugin ``fakesource``), and optional
+    normalizers/enrichers/sinks (plugin ``fakesync``)."""
     out: list[Any] = [("teststore", store_plugin(store or TableStore()))]
-    hooks: dict[str, Any] = {}
     if source is not None:
-        hooks["register_sources"] = lambda: [source]
+        out.append(fake_source_plugin(source))
+    hooks: dict[str, Any] = {}
     for hook in ("normalizers", "enrichers", "sinks"):
         if hook in stages:
             records = stages[hook]

@@ -6,7 +6,8 @@ import asyncio
 
 from chronos.pagination import encode_cursor
 from kernel_support import is_problem
-from sync_support import FakeSource, draft, pipeline_plugins
+from chronos.testing import FakeSource
+from sync_support import draft, pipeline_plugins
 
 
 def pipeline_of(app):
@@ -14,9 +15,9 @@ def pipeline_of(app):
 
 
 def source_with(*calendars: str) -> FakeSource:
-    src = FakeSource(calendars=calendars)
+    src = FakeSource(page=2, calendars=calendars)
     for c in calendars:
-        src.items[c] = [draft(f"{c}-1", "Standup"), draft(f"{c}-2", "Review", hours=2)]
+        src.replace(draft(f"{c}-1", "Standup"), draft(f"{c}-2", "Review", hours=2), calendar=c)
     return src
 
 

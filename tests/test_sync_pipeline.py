@@ -13,9 +13,8 @@ from chronos.db.sync_models import SyncRun, SyncState
 from chronos.plugin import InvalidInput
 from chronos.pipeline import SyncBusy, UnknownCalendar, job_name, sqlite_lock_file
 from chronos.plugin import EventDraft, EventIntake
-from kernel_support import make_plugin
+from chronos.testing import FakeSource, fake_source_plugin
 from sync_support import (
-    FakeSource,
     RaisingNormalizer,
     RecordingSink,
     TableStore,
@@ -48,8 +47,8 @@ def items(n: int, prefix: str = "e") -> list[EventDraft]:
 
 
 async def test_full_sync_stores_the_listing_and_records_the_run(chronos_app):
-    src = FakeSource()
-    src.items["cal"] = items(5)
+    src = FakeSource(page=2)
+    src.replace(*items(5))
     sink = RecordingSink()
     async with chronos_app(plugins=pipeline_plugins(src, sinks=[sink])) as app:
         pipe = pipeline_of(app)
@@ -73,16 +72,15 @@ async def test_full_sync_stores_the_listing_and_records_the_run(chronos_app):
 
 
 async def test_changes_deletions_and_unchanged_items(chronos_app):
-    src = FakeSource()
-    src.items["cal"] = items(4)
+    src = FakeSource(page=2)
+    src.replace(*items(4))
     store = TableStore()
     sink = RecordingSink()
     async with chronos_app(plugins=pipeline_plugins(src, store, sinks=[sink])) as app:
         pipe = pipeline_of(app)
         await pipe.run("fake", "cal")
         writes, seen = store.writes, len(sink.batches)
-        src.version = 2
-        src.items["cal"] = [draft("e0", "Meeting 0 moved", hours=30), *items(4)[1:3], draft("new", "Fresh")]
+        src.replace(draft("e0", "Meeting 0 moved", hours=30), *items(4)[1:3], draft("new", "Fresh"))
         run = await get_run(app, await pipe.run("fake", "cal"))
         assert (run.added, run.updated, run.unchanged, run.deleted, run.failed) == (1, 1, 2, 1, 0)
         assert store.writes - writes == 3  # one insert, one update, one delete: unchanged rows are not written
@@ -104,14 +102,13 @@ async def test_changes_deletions_and_unchanged_items(chronos_app):
 
 
 async def test_full_listing_deletes_nothing_until_complete(chronos_app):
-    src = FakeSource()
-    src.items["cal"] = items(6)
+    src = FakeSource(page=2)
+    src.replace(*items(6))
     async with chronos_app(plugins=pipeline_plugins(src)) as app:
         pipe = pipeline_of(app)
         await pipe.run("fake", "cal")
         # The source now lists only two events, but fails after the first page.
-        src.version = 2
-        src.items["cal"] = items(2)
+        src.replace(*items(2))
         src.page = 1
         src.fail_at = 1
         run = await get_run(app, await pipe.run("fake", "cal"))
@@ -128,9 +125,8 @@ async def test_full_listing_deletes_nothing_until_complete(chronos_app):
 
 @pytest.mark.parametrize("fail_at", [1, 2])
 async def test_crash_between_batches_then_resync_converges(chronos_app, fail_at):
-    src = FakeSource()
-    src.items["cal"] = items(7)
-    src.page = 2
+    src = FakeSource(page=2)
+    src.replace(*items(7))
     src.fail_at = fail_at
     async with chronos_app(plugins=pipeline_plugins(src)) as app:
         pipe = pipeline_of(app)
@@ -146,10 +142,10 @@ async def test_crash_between_batches_then_resync_converges(chronos_app, fail_at)
 
 
 async def test_incremental_source_resumes_from_the_last_committed_page(chronos_app):
-    src = FakeSource()
-    src.mode = "log"
-    src.page = 2
-    src.log = [("upsert", d) for d in items(5)] + [("delete", "e1"), ("upsert", draft("e0", "renamed"))]
+    src = FakeSource(page=2, mode="log")
+    src.add(*items(5))
+    src.remove("e1")
+    src.put("e0", "renamed")
     src.fail_at = 2
     async with chronos_app(plugins=pipeline_plugins(src)) as app:
         pipe = pipeline_of(app)
@@ -165,8 +161,8 @@ async def test_incremental_source_resumes_from_the_last_committed_page(chronos_a
 
 
 async def test_cancelled_mid_batch_rolls_the_batch_back(chronos_app):
-    src = FakeSource()
-    src.items["cal"] = items(4)
+    src = FakeSource(page=2)
+    src.replace(*items(4))
     sink = RecordingSink()
     async with chronos_app(plugins=pipeline_plugins(src, sinks=[sink])) as app:
         pipe = pipeline_of(app)
@@ -184,8 +180,8 @@ async def test_cancelled_mid_batch_rolls_the_batch_back(chronos_app):
 
 
 async def test_a_raising_enricher_fails_only_its_items(chronos_app):
-    src = FakeSource()
-    src.items["cal"] = [draft("a", "fine"), draft("b", "boom here"), draft("c", "also fine")]
+    src = FakeSource(page=2)
+    src.replace(draft("a", "fine"), draft("b", "boom here"), draft("c", "also fine"))
     src.page = 3
     enricher = UpperEnricher()
     sink = RecordingSink()
@@ -210,8 +206,8 @@ async def test_a_raising_enricher_fails_only_its_items(chronos_app):
 
 
 async def test_a_raising_sink_rolls_back_only_its_items(chronos_app):
-    src = FakeSource()
-    src.items["cal"] = [draft("a", "one"), draft("b", "explode"), draft("c", "three"), draft("d", "four")]
+    src = FakeSource(page=2)
+    src.replace(draft("a", "one"), draft("b", "explode"), draft("c", "three"), draft("d", "four"))
     src.page = 4
     sink = RecordingSink()
     async with chronos_app(plugins=pipeline_plugins(src, sinks=[sink])) as app:
@@ -224,12 +220,12 @@ async def test_a_raising_sink_rolls_back_only_its_items(chronos_app):
 
 
 async def test_a_raising_normalizer_and_invalid_drafts_are_isolated(chronos_app):
-    src = FakeSource()
+    src = FakeSource(page=2)
     naive = EventDraft(uid="naive", start=datetime(2026, 3, 2, 9), end=datetime(2026, 3, 2, 10))
     backwards = EventDraft(uid="backwards", start=datetime(2026, 3, 2, 9, tzinfo=UTC),
                            end=datetime(2026, 3, 2, 8, tzinfo=UTC))
     allday = EventDraft(uid="holiday", start=date(2026, 3, 3), end=date(2026, 3, 4), title="Holiday")
-    src.items["cal"] = [draft("ok", "good"), draft("bad", "boom"), naive, backwards, allday]
+    src.replace(draft("ok", "good"), draft("bad", "boom"), naive, backwards, allday)
     src.page = 10
     async with chronos_app(plugins=pipeline_plugins(src, normalizers=[RaisingNormalizer()])) as app:
         run = await get_run(app, await pipeline_of(app).run("fake", "cal"))
@@ -246,14 +242,13 @@ async def test_a_raising_normalizer_and_invalid_drafts_are_isolated(chronos_app)
 
 
 async def test_unreadable_entries_are_reported_and_their_events_kept(chronos_app):
-    src = FakeSource()
-    src.items["cal"] = items(3)
+    src = FakeSource(page=2)
+    src.replace(*items(3))
     async with chronos_app(plugins=pipeline_plugins(src)) as app:
         pipe = pipeline_of(app)
         await pipe.run("fake", "cal")
         # e1 became unreadable at the source (e.g. its RRULE broke): report it, keep the last good copy.
-        src.version = 2
-        src.items["cal"] = [items(3)[0]]
+        src.replace(items(3)[0])
         src.errors["cal"] = [("e1", "invalid RRULE: FREQ=SOMETIMES")]
         run = await get_run(app, await pipe.run("fake", "cal"))
         assert (run.status, run.failed, run.deleted) == ("partial", 1, 1)
@@ -262,17 +257,17 @@ async def test_unreadable_entries_are_reported_and_their_events_kept(chronos_app
 
 
 async def test_runs_fail_clearly_without_an_event_store(chronos_app):
-    src = FakeSource()
-    src.items["cal"] = items(1)
-    async with chronos_app(plugins=[("fakesync", make_plugin(register_sources=lambda: [src]))]) as app:
+    src = FakeSource(page=2)
+    src.replace(*items(1))
+    async with chronos_app(plugins=[fake_source_plugin(src)]) as app:
         run = await get_run(app, await pipeline_of(app).run("fake", "cal"))
         assert run.status == "error" and "enable the `events` plugin" in run.error
 
 
 async def test_one_run_per_calendar_at_a_time(chronos_app, database):
-    src = FakeSource(calendars=("cal", "other"))
-    src.items["cal"] = items(2)
-    src.items["other"] = items(2)
+    src = FakeSource(page=2, calendars=("cal", "other"))
+    src.replace(*items(2))
+    src.replace(*items(2), calendar="other")
     src.gate = asyncio.Event()
     async with chronos_app(plugins=pipeline_plugins(src)) as app:
         pipe = pipeline_of(app)
@@ -306,7 +301,7 @@ async def test_one_run_per_calendar_at_a_time(chronos_app, database):
 
 
 async def test_a_run_left_running_by_a_dead_process_is_marked_interrupted(chronos_app):
-    src = FakeSource()
+    src = FakeSource(page=2)
     async with chronos_app(plugins=pipeline_plugins(src)) as app:
         async with app.state.chronos.db.write() as s:
             ghost = SyncRun(source="fake", calendar_id="cal", trigger="schedule", status="running", errors=[])
@@ -317,8 +312,8 @@ async def test_a_run_left_running_by_a_dead_process_is_marked_interrupted(chrono
 
 
 async def test_each_calendar_gets_a_scheduled_job(chronos_app):
-    src = FakeSource(calendars=("cal", "Team Calendar!"))
-    src.items["cal"] = items(1)
+    src = FakeSource(page=2, calendars=("cal", "Team Calendar!"))
+    src.replace(*items(1))
     async with chronos_app(plugins=pipeline_plugins(src)) as app:
         runner = app.state.chronos.jobs
         assert {"sync.fake.cal", "sync.fake.team-calendar"} <= set(runner.jobs)
@@ -378,8 +373,8 @@ async def test_stages_run_in_ascending_order_then_by_name(chronos_app):
         Mark.name, Mark.order = name, order
         return Mark()
 
-    src = FakeSource()
-    src.items["cal"] = [draft("a", "t")]
+    src = FakeSource(page=2)
+    src.replace(draft("a", "t"))
     stages = {"normalizers": [normalizer("n_late", 200), normalizer("n_b", 100), normalizer("n_a", 100)],
               "enrichers": [enricher("e_first", 1), enricher("e_second", 2)]}
     async with chronos_app(plugins=pipeline_plugins(src, **stages)) as app:

@@ -8,7 +8,8 @@ import pytest
 from sqlalchemy import event
 
 from chronos.db.sync_models import SyncRun
-from sync_support import FakeSource, RecordingSink, UpperEnricher, draft
+from chronos.testing import FakeSource, fake_source_plugin
+from sync_support import RecordingSink, UpperEnricher, draft
 
 pytestmark = pytest.mark.exercises_hook("register_sources", "register_enrichers", "register_sinks")
 
@@ -18,10 +19,8 @@ WRITE_RE = re.compile(r'^\s*(?:INSERT\s+(?:OR\s+\w+\s+)?INTO|UPDATE|DELETE\s+FRO
 def plugins(src, **stages):
     from kernel_support import make_plugin
 
-    hooks = {"register_sources": lambda: [src]}
-    for kind, records in stages.items():
-        hooks[f"register_{kind}"] = (lambda r: lambda: list(r))(records)
-    return ["events", ("fakesync", make_plugin(**hooks))]
+    hooks = {f"register_{kind}": (lambda r: lambda: list(r))(records) for kind, records in stages.items()}
+    return ["events", fake_source_plugin(src), *([("fakesync", make_plugin(**hooks))] if hooks else [])]
 
 
 async def run(app, **kw) -> SyncRun:
@@ -52,9 +51,8 @@ class WriteLog:
 
 
 async def test_crash_resume_deletions_and_unchanged_items_with_the_real_store(chronos_app, api_client):
-    src = FakeSource()
-    src.items["cal"] = [draft(f"e{i}", f"Meeting {i}", hours=i) for i in range(9)]
-    src.page = 2
+    src = FakeSource(page=2)
+    src.replace(*(draft(f"e{i}", f"Meeting {i}", hours=i) for i in range(9)))
     src.fail_at = 3
     async with chronos_app(plugins=plugins(src)) as app:
         c = await api_client(app, scopes=["events.read"])
@@ -71,8 +69,7 @@ async def test_crash_resume_deletions_and_unchanged_items_with_the_real_store(ch
         # No event row was written (the job runner's heartbeat may beat meanwhile).
         assert set(log.tables) - {"job_heartbeats"} <= {"sync_runs", "sync_state"}, log.tables
 
-        src.version = 2
-        src.items["cal"] = [draft("e0", "Meeting 0 moved", hours=40), *src.items["cal"][1:4]]
+        src.replace(draft("e0", "Meeting 0 moved", hours=40), *src.entries()[1:4])
         fourth = await run(app)
         assert (fourth.updated, fourth.deleted, fourth.unchanged) == (1, 5, 3)
         events = await stored(c)
@@ -80,8 +77,8 @@ async def test_crash_resume_deletions_and_unchanged_items_with_the_real_store(ch
 
 
 async def test_failure_isolation_with_the_real_store(chronos_app, api_client):
-    src = FakeSource()
-    src.items["cal"] = [draft("a", "fine"), draft("b", "boom"), draft("c", "explode"), draft("d", "ok too")]
+    src = FakeSource(page=2)
+    src.replace(draft("a", "fine"), draft("b", "boom"), draft("c", "explode"), draft("d", "ok too"))
     src.page = 4
     sink = RecordingSink()
     sink.trigger = "EXPLODE"  # the sink sees titles after the enricher upper-cased them

@@ -11,22 +11,52 @@ Fixtures:
   builds the app on the test database and runs its lifespan.
 * ``api_client`` -- ``await api_client(app, scopes=[...], systems=[...])`` returns
   an ``httpx.AsyncClient`` authenticated with a fresh key holding those scopes.
+
+A source for tests:
+
+* :class:`FakeSource` -- a :class:`chronos.plugin.Source` (name ``"fake"``) kept
+  in memory. ``FakeSource(calendars=("cal",), *, writable=False, mode="full",
+  page=100, interval_seconds=3600)``; a calendar is an id, an ``(id, read_only)``
+  pair or a :class:`~chronos.plugin.CalendarSpec` (read-only unless
+  ``writable``). Entries: ``put(uid, title, *, calendar=None, start=None,
+  **fields)`` (any ``EventDraft`` field; the default start is 2026-03-02 09:00
+  UTC, the end an hour later), ``add(*drafts, calendar=None)``,
+  ``replace(*drafts, calendar=None)`` (the whole listing), ``remove(uid,
+  recurrence_id="", calendar=None)``, ``entries(calendar=None)``; ``errors[cal]``
+  holds ``(uid, message)`` pairs of unreadable entries. ``mode="full"``: every
+  fetch is a full listing in pages of ``page`` with a ``{"version": n}``
+  cursor; n grows at the first fetch after a change and an unchanged version
+  answers ``not_modified``. ``mode="log"``: the changes since the ``{"pos":
+  n}`` cursor, ``page`` per batch, upserts and deletions (like a sync token).
+  Write-back: ``can_delete`` is True for a calendar that is not read-only when
+  ``writable``; ``delete_entry`` records ``(uid, recurrence_id)`` in
+  ``deleted`` and removes the entry, or raises ``SourceError`` when
+  ``fail_deletes`` is set. Scripting: ``fail_at = i`` raises ``SourceError``
+  before batch ``i``; ``gate`` (an ``asyncio.Event``) is awaited before every
+  batch; ``fetched`` lists the cursors each fetch received. Subclass it to set
+  another ``name``.
+* :func:`fake_source_plugin` -- ``fake_source_plugin(*sources,
+  name="fakesource")`` returns a ``(name, plugin)`` pair registering the
+  sources, for ``chronos_app(plugins=["events", fake_source_plugin(src)])``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import copy
 import os
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 import pytest
 
+from chronos.plugin import CalendarSpec, EventDraft, Source, SourceBatch, SourceError, hookimpl
 from chronos.settings import ConfigError  # noqa: F401 - re-exported: what an app with invalid settings raises
 
 DEFAULT_PG_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
@@ -263,6 +293,174 @@ async def api_client() -> AsyncIterator[Callable[..., Any]]:
 
     yield factory
     await asyncio.gather(*(c.aclose() for c in opened))
+
+
+DEFAULT_START = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+
+_Key = tuple[str, str]  # (uid, recurrence_id or "")
+
+
+def _key(draft: EventDraft) -> _Key:
+    return (draft.uid, draft.recurrence_id or "")
+
+
+class FakeSource(Source):
+    """An in-memory source for tests (see the module docstring)."""
+
+    name = "fake"
+
+    def __init__(
+        self, calendars: Iterable[str | tuple[str, bool] | CalendarSpec] = ("cal",), *, writable: bool = False,
+        mode: Literal["full", "log"] = "full", page: int = 100, interval_seconds: float = 3600,
+    ) -> None:
+        self.writable = writable
+        self.mode: Literal["full", "log"] = mode
+        self.page = page
+        self.specs: dict[str, CalendarSpec] = {}
+        for cal in calendars:
+            if isinstance(cal, CalendarSpec):
+                spec = cal
+            elif isinstance(cal, tuple):
+                spec = CalendarSpec(cal[0], interval_seconds=interval_seconds, read_only=cal[1])
+            else:
+                spec = CalendarSpec(cal, interval_seconds=interval_seconds, read_only=not writable)
+            self.specs[spec.id] = spec
+        self.items: dict[str, dict[_Key, EventDraft]] = {c: {} for c in self.specs}
+        self.errors: dict[str, list[tuple[str, str]]] = {c: [] for c in self.specs}
+        self.changes: dict[str, list[tuple[Literal["upsert", "delete"], EventDraft | _Key]]] = {
+            c: [] for c in self.specs
+        }
+        self.versions: dict[str, int] = {c: 0 for c in self.specs}
+        self._dirty: set[str] = set(self.specs)
+        self.fail_at: int | None = None
+        self.fail_deletes = False
+        self.gate: asyncio.Event | None = None
+        self.fetched: list[dict[str, Any] | None] = []
+        self.deleted: list[tuple[str, str]] = []
+
+    # -- entries -------------------------------------------------------------------------
+
+    def _cal(self, calendar: str | None) -> str:
+        if calendar is None:
+            return next(iter(self.specs))
+        if calendar not in self.specs:
+            raise KeyError(f"FakeSource has no calendar {calendar!r} (it has {sorted(self.specs)})")
+        return calendar
+
+    def put(self, uid: str, title: str, *, calendar: str | None = None, start: datetime | None = None,
+            **fields: Any) -> EventDraft:
+        """Add or replace the entry ``uid`` (``fields`` are EventDraft fields); returns its draft."""
+        start = start or DEFAULT_START
+        fields.setdefault("end", start + timedelta(hours=1) if isinstance(start, datetime) else None)
+        draft = EventDraft(uid=uid, start=start, title=title, **fields)
+        self.add(draft, calendar=calendar)
+        return draft
+
+    def add(self, *drafts: EventDraft, calendar: str | None = None) -> None:
+        """Add or replace entries by ``(uid, recurrence_id)``."""
+        cal = self._cal(calendar)
+        for draft in drafts:
+            self.items[cal][_key(draft)] = copy.deepcopy(draft)
+            self.changes[cal].append(("upsert", copy.deepcopy(draft)))
+        self._dirty.add(cal)
+
+    def replace(self, *drafts: EventDraft, calendar: str | None = None) -> None:
+        """Make ``drafts`` the calendar's whole listing (removing every other entry)."""
+        cal = self._cal(calendar)
+        keep = {_key(d) for d in drafts}
+        for key in [k for k in self.items[cal] if k not in keep]:
+            self.remove(key[0], key[1], calendar=cal)
+        self.add(*drafts, calendar=cal)
+
+    def remove(self, uid: str, recurrence_id: str = "", *, calendar: str | None = None) -> bool:
+        """Remove an entry; False when there was none."""
+        cal = self._cal(calendar)
+        if self.items[cal].pop((uid, recurrence_id), None) is None:
+            return False
+        self.changes[cal].append(("delete", (uid, recurrence_id)))
+        self._dirty.add(cal)
+        return True
+
+    def entries(self, calendar: str | None = None) -> list[EventDraft]:
+        return list(self.items[self._cal(calendar)].values())
+
+    # -- the Source contract -------------------------------------------------------------
+
+    def calendars(self) -> list[CalendarSpec]:
+        return [replace(spec) for spec in self.specs.values()]
+
+    async def _before_batch(self, index: int) -> None:
+        if self.gate is not None:
+            await self.gate.wait()
+        if self.fail_at == index:
+            raise SourceError(f"connection lost after {index} page(s)")
+
+    async def fetch(self, calendar: CalendarSpec, cursor: dict[str, Any] | None) -> AsyncIterator[SourceBatch]:
+        cal = self._cal(calendar.id)
+        self.fetched.append(copy.deepcopy(cursor))
+        page = max(1, self.page)
+        if self.mode == "log":
+            pos = int(cursor["pos"]) if cursor else 0
+            log = self.changes[cal]
+            index = 0
+            while pos < len(log):
+                await self._before_batch(index)
+                chunk = log[pos:pos + page]
+                pos += len(chunk)
+                yield SourceBatch(
+                    drafts=[copy.deepcopy(d) for op, d in chunk if op == "upsert" and isinstance(d, EventDraft)],
+                    deleted=[d for op, d in chunk if op == "delete" and isinstance(d, tuple)],
+                    cursor={"pos": pos},
+                )
+                index += 1
+            return
+        if cal in self._dirty:
+            self._dirty.discard(cal)
+            self.versions[cal] += 1
+        version = self.versions[cal]
+        if cursor and cursor.get("version") == version:
+            yield SourceBatch(not_modified=True)
+            return
+        items = list(self.items[cal].values())
+        pages = [items[i:i + page] for i in range(0, len(items), page)] or [[]]
+        for index, chunk in enumerate(pages):
+            await self._before_batch(index)
+            last = index == len(pages) - 1
+            yield SourceBatch(
+                drafts=[copy.deepcopy(d) for d in chunk],
+                errors=list(self.errors[cal]) if last else [],
+                full=True,
+                complete=last,
+                cursor={"version": version} if last else None,
+            )
+
+    def can_delete(self, calendar: CalendarSpec) -> bool:
+        spec = self.specs.get(calendar.id)
+        return self.writable and spec is not None and not spec.read_only
+
+    async def delete_entry(self, calendar: CalendarSpec, uid: str, recurrence_id: str = "") -> None:
+        if not self.can_delete(calendar):
+            raise SourceError(f"source {self.name!r} is read-only for calendar {calendar.id!r}")
+        if self.fail_deletes:
+            raise SourceError("the server said 503")
+        self.deleted.append((uid, recurrence_id))
+        self.remove(uid, recurrence_id, calendar=calendar.id)
+
+
+class _SourcePlugin:
+    """A plugin object contributing sources through ``register_sources``."""
+
+    def __init__(self, sources: Iterable[Source]) -> None:
+        self.sources = list(sources)
+
+    @hookimpl
+    def register_sources(self) -> list[Source]:
+        return list(self.sources)
+
+
+def fake_source_plugin(*sources: Source, name: str = "fakesource") -> tuple[str, Any]:
+    """``(name, plugin)`` registering ``sources``: pass it in ``chronos_app(plugins=[...])``."""
+    return (name, _SourcePlugin(sources))
 
 
 def pytest_configure(config: pytest.Config) -> None:
