@@ -1,11 +1,5 @@
-"""Kernel and cross-plugin tests: shared helpers live in ``kernel_support``."""
+"""Kernel and cross-plugin tests.
 
-from __future__ import annotations
-
-import sys
-from pathlib import Path
-
-# The suite runs with --import-mode=importlib, which leaves sys.path alone; the
-# helper module beside this file is made importable explicitly.
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
+Shared helpers live in ``kernel_support`` and ``sync_support`` beside this
+file; pytest's ``pythonpath`` option (root pyproject.toml) makes them importable.
+"""
