@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, FastAPI, Query, Request, Response
 from fastapi.responses import JSONResponse
@@ -14,13 +14,14 @@ from sqlalchemy import func, select, text
 
 from chronos import __version__, metrics
 from chronos.audit import record_audit
-from chronos.auth import Principal, Public, origin_of, require_scope
+from chronos.auth import Principal, Public, current_context, origin_of, require_scope
 from chronos.db.models import AuditEntry, JobHeartbeat, JobRun
 from chronos.errors import Problem
 from chronos.jobs import JobBusy
 from chronos.keys import SYSTEM_RE, create_key, key_view, list_keys, revoke_key
 from chronos.pagination import decode_cursor, encode_cursor
 from chronos.records import HealthResult
+from chronos.runtime import Runtime
 from chronos.sync_api import router as sync_router, sync_health
 
 SystemId = Annotated[str, StringConstraints(pattern=SYSTEM_RE)]
@@ -57,7 +58,7 @@ class KeyOut(BaseModel):
     prefix: str
     scopes: list[str]
     systems: list[str]
-    status: str
+    status: Literal["active", "revoked", "expired"]
     created_at: datetime
     expires_at: datetime | None
     revoked_at: datetime | None
@@ -96,12 +97,9 @@ class JobOut(BaseModel):
     last_run: dict[str, Any] | None
 
 
-def _ctx(request: Request) -> Any:
-    return request.app.state.chronos
-
-
-def _runtime(request: Request) -> Any:
-    return request.app.state.runtime
+def _runtime(request: Request) -> Runtime:
+    runtime: Runtime = request.app.state.runtime
+    return runtime
 
 
 # -- health and metrics ------------------------------------------------------------
@@ -149,7 +147,7 @@ async def _check_jobs(ctx: Any) -> HealthResult:
 
 
 async def health(request: Request) -> JSONResponse:
-    ctx = _ctx(request)
+    ctx = current_context(request)
     host = _runtime(request).host
     checks: dict[str, dict[str, Any]] = {}
     checks["database"] = await _timed("database", _check_database(ctx))
@@ -192,7 +190,7 @@ ADMIN = Depends(require_scope("admin"))
 
 @keys_router.post("", status_code=201, response_model=KeyCreated)
 async def create_key_route(body: KeyCreate, request: Request, principal: Principal = ADMIN) -> dict[str, Any]:
-    ctx = _ctx(request)
+    ctx = current_context(request)
     from datetime import timedelta
 
     expires = timedelta(seconds=body.expires_in_seconds) if body.expires_in_seconds else None
@@ -216,7 +214,7 @@ async def create_key_route(body: KeyCreate, request: Request, principal: Princip
 
 @keys_router.get("", response_model=list[KeyOut])
 async def list_keys_route(request: Request, _: Principal = ADMIN) -> list[dict[str, Any]]:
-    async with _ctx(request).db.read() as s:
+    async with current_context(request).db.read() as s:
         return [key_view(r) for r in await list_keys(s)]
 
 
@@ -224,7 +222,7 @@ async def list_keys_route(request: Request, _: Principal = ADMIN) -> list[dict[s
 async def revoke_key_route(
     key_id: Annotated[str, StringConstraints(max_length=64)], request: Request, principal: Principal = ADMIN
 ) -> dict[str, Any]:
-    async with _ctx(request).db.write() as s:
+    async with current_context(request).db.write() as s:
         row = await revoke_key(s, key_id)
         if row is None:
             raise Problem(404, f"No key with id {key_id!r}", type="not-found")
@@ -265,7 +263,7 @@ async def audit_list(
     if cursor:
         (last_id,) = decode_cursor("audit", cursor, [int])
         q = q.where(AuditEntry.id < last_id)
-    async with _ctx(request).db.read() as s:
+    async with current_context(request).db.read() as s:
         rows = (await s.execute(q)).scalars().all()
     items = rows[:limit]
     nxt = encode_cursor("audit", [items[-1].id]) if len(rows) > limit else None
@@ -284,7 +282,7 @@ async def plugins_list(request: Request, _: Principal = ADMIN) -> list[dict[str,
 
 @meta_router.get("/scopes")
 async def scopes_list(request: Request, _: Principal = ADMIN) -> dict[str, str]:
-    return dict(sorted(_ctx(request).scopes.items()))
+    return dict(sorted(current_context(request).scopes.items()))
 
 
 def _schedule(job: Any) -> str | None:
@@ -297,7 +295,7 @@ def _schedule(job: Any) -> str | None:
 
 @meta_router.get("/jobs", response_model=list[JobOut])
 async def jobs_list(request: Request, _: Principal = ADMIN) -> list[dict[str, Any]]:
-    ctx = _ctx(request)
+    ctx = current_context(request)
     runner = ctx.jobs
     out = []
     async with ctx.db.read() as s:
@@ -316,7 +314,7 @@ async def jobs_list(request: Request, _: Principal = ADMIN) -> list[dict[str, An
 
 @meta_router.post("/jobs/{name}/run", status_code=202)
 async def jobs_run(name: Annotated[str, StringConstraints(max_length=128)], request: Request, principal: Principal = ADMIN) -> dict[str, Any]:
-    ctx = _ctx(request)
+    ctx = current_context(request)
     if name not in ctx.jobs.jobs:
         raise Problem(404, f"No job named {name!r}", type="not-found")
     try:

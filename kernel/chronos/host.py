@@ -15,7 +15,7 @@ import traceback
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from importlib.metadata import EntryPoint, entry_points
-from typing import Any
+from typing import Any, Literal
 
 import pluggy
 import structlog
@@ -66,6 +66,9 @@ RECORD_HOOKS: dict[str, type] = {
 }
 
 
+PluginStatus = Literal["enabled", "disabled", "failed"]
+
+
 class PluginError(Exception):
     """A plugin problem that stops startup (duplicates, collisions, strict load failures)."""
 
@@ -75,7 +78,7 @@ class PluginInfo:
     name: str
     distribution: str | None
     version: str | None
-    status: str  # enabled | disabled | failed
+    status: PluginStatus
     error: str | None = None
     obj: Any = None
     hooks: list[str] = field(default_factory=list)

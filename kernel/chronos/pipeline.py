@@ -60,7 +60,7 @@ from chronos.contracts.events import (
 from chronos.db.base import utcnow
 from chronos.db.sync_models import SyncRun, SyncState
 from chronos.exceptions import InvalidInput
-from chronos.records import Job, JobContext
+from chronos.records import Job, JobContext, SyncTrigger
 
 if TYPE_CHECKING:  # pragma: no cover
     from chronos.context import PluginContext
@@ -402,7 +402,7 @@ class SyncPipeline:
 
     # -- starting runs -------------------------------------------------------------------
 
-    async def run(self, source: str, calendar_id: str, *, trigger: str = "manual", full: bool = False) -> int:
+    async def run(self, source: str, calendar_id: str, *, trigger: SyncTrigger = "manual", full: bool = False) -> int:
         """Run one sync to the end; returns the run id. Raises ``SyncBusy``/``UnknownCalendar``."""
         ref = self.calendar(source, calendar_id)
         lock = await self._acquire(ref.key)
@@ -418,7 +418,7 @@ class SyncPipeline:
         source: str,
         calendar_id: str,
         *,
-        trigger: str = "manual",
+        trigger: SyncTrigger = "manual",
         full: bool = False,
         audit: Callable[[AsyncSession, int], Awaitable[Any]] | None = None,
     ) -> int:
@@ -474,7 +474,7 @@ class SyncPipeline:
     async def _create_run(
         self,
         ref: CalendarRef,
-        trigger: str,
+        trigger: SyncTrigger,
         full: bool,
         audit: Callable[[AsyncSession, int], Awaitable[Any]] | None = None,
     ) -> int:

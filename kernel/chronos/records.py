@@ -25,6 +25,8 @@ T = TypeVar("T")
 
 #: What started a job run: its schedule, or a caller (API, CLI, another plugin).
 JobTrigger = Literal["schedule", "manual"]
+#: What started a sync run.
+SyncTrigger = Literal["schedule", "manual", "api", "cli"]
 #: A health block's verdict.
 HealthStatus = Literal["ok", "degraded", "error"]
 

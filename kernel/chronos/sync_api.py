@@ -11,12 +11,12 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from chronos.audit import record_audit
-from chronos.auth import origin_of, Principal, require_scope
+from chronos.auth import Principal, current_context, origin_of, require_scope
 from chronos.db.sync_models import SyncRun, SyncState
 from chronos.errors import Problem
 from chronos.pagination import decode_cursor, encode_cursor
 from chronos.pipeline import SyncBusy, SyncPipeline, UnknownCalendar
-from chronos.records import HealthResult
+from chronos.records import HealthResult, SyncTrigger
 
 READ = Depends(require_scope("events.read"))
 WRITE = Depends(require_scope("events.write"))
@@ -38,7 +38,7 @@ class SyncRunOut(BaseModel):
     id: int
     source: str
     calendar_id: str
-    trigger: str = Field(description="schedule, manual or api")
+    trigger: SyncTrigger = Field(description="What started the run")
     full: bool = Field(description="A full resync was asked for (the saved cursor was ignored)")
     status: RunStatus
     not_modified: bool = Field(description="The source reported no change (HTTP 304, same file…)")
@@ -72,7 +72,7 @@ class StartedRun(BaseModel):
     id: int
     source: str
     calendar_id: str
-    status: str = "running"
+    status: Literal["running"] = "running"
 
 
 class SkippedRun(BaseModel):
@@ -128,7 +128,7 @@ async def list_runs(
     if cursor:
         (last_id,) = decode_cursor("sync_runs", cursor, [int])
         q = q.where(SyncRun.id < last_id)
-    async with request.app.state.chronos.db.read() as s:
+    async with current_context(request).db.read() as s:
         rows = (await s.execute(q)).scalars().all()
     items = rows[:limit]
     nxt = encode_cursor("sync_runs", [items[-1].id]) if len(rows) > limit else None
@@ -140,7 +140,7 @@ async def get_run(
     request: Request, run_id: Annotated[int, Path(ge=1, le=2**63 - 1)], _: Principal = READ
 ) -> SyncRunOut:
     """One sync run with its counters and failed items."""
-    async with request.app.state.chronos.db.read() as s:
+    async with current_context(request).db.read() as s:
         row = await s.get(SyncRun, run_id)
     if row is None:
         raise Problem(404, f"No sync run with id {run_id}", type="not-found")
@@ -151,7 +151,7 @@ async def get_run(
 async def list_calendars(request: Request, _: Principal = READ) -> list[dict[str, Any]]:
     """Every calendar of every enabled source with the outcome of its last sync."""
     pipeline = _pipeline(request)
-    async with request.app.state.chronos.db.read() as s:
+    async with current_context(request).db.read() as s:
         states = {(r.source, r.calendar_id): r for r in (await s.execute(select(SyncState))).scalars()}
     out = []
     for key, ref in sorted(pipeline.calendars.items()):

@@ -17,7 +17,7 @@ import json
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from chronos.exceptions import ChronosError, Conflict, InvalidInput, NotFound, TooLarge, Unavailable
 
@@ -158,7 +158,7 @@ class QueuedDelivery:
     request with the same idempotency key created it."""
 
     id: int
-    status: str
+    status: Literal["queued", "retrying", "sent", "failed"]
     message_id: str
     replayed: bool = False
 
