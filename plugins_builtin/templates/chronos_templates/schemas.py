@@ -5,10 +5,24 @@ from __future__ import annotations
 import json
 import re
 from datetime import date as Date, datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Union
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    GetJsonSchemaHandler,
+    StringConstraints,
+    TypeAdapter,
+    create_model,
+    field_validator,
+    model_validator,
+)
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import CoreSchema
+
+from chronos.plugin import CanonicalEvent
 
 TemplateType = Literal["email", "webhook", "event"]
 TEMPLATE_TYPES: tuple[str, ...] = ("email", "webhook", "event")
@@ -35,6 +49,56 @@ def _check_timezone(value: str | None) -> str | None:
     except (ZoneInfoNotFoundError, ValueError):
         raise ValueError(f"unknown time zone {value!r}; use an IANA name such as Europe/Berlin") from None
     return value
+
+
+class DocumentedAs:
+    """Field metadata: OpenAPI shows ``shape``'s schema for a field whose value is
+    checked elsewhere (the template service checks ``content`` against its type,
+    so it can report every problem of a template in one answer)."""
+
+    def __init__(self, shape: Any) -> None:
+        self.shape = shape
+
+    def __get_pydantic_json_schema__(self, core_schema: CoreSchema, handler: GetJsonSchemaHandler) -> JsonSchemaValue:
+        return handler(TypeAdapter(self.shape).core_schema)
+
+
+def _by_type(variants: dict[str, type[BaseModel]]) -> Any:
+    """A union of ``variants`` discriminated by their ``type`` field."""
+    return Annotated[Union[tuple(variants.values())], Field(discriminator="type")]  # noqa: UP007
+
+
+def _variants(suffix: str, base: type[BaseModel], part: str, shapes: dict[str, type[BaseModel]],
+              prefix: bool = True) -> dict[str, type[BaseModel]]:
+    """One model per template type: ``base`` plus ``type`` and the type's ``part`` (documentation only)."""
+    return {
+        t: create_model(  # type: ignore[call-overload]
+            f"{t.capitalize()}{suffix}", __base__=base, __module__=__name__,
+            type=(Literal[t], ...), **{part: (shape, ...)},
+        )
+        for t, shape in shapes.items()
+    }
+
+
+def _partial(model: type[BaseModel]) -> type[BaseModel]:
+    """``model`` with every field optional and nullable: a ``PATCH`` of its keys (documentation only)."""
+    fields: dict[str, Any] = {
+        name: (f.annotation | None, Field(None, description=f.description))  # type: ignore[operator]
+        for name, f in model.model_fields.items()
+    }
+    return create_model(  # type: ignore[call-overload]
+        f"{model.__name__}Patch", __config__=ConfigDict(extra="forbid"), __module__=__name__,
+        __doc__=f"Keys of {model.__name__} to change; null removes a key.", **fields,
+    )
+
+
+def _union_schema(cls: type[BaseModel], variants: dict[str, type[BaseModel]],
+                  handler: GetJsonSchemaHandler) -> JsonSchemaValue:
+    schema = dict(handler(TypeAdapter(_by_type(variants)).core_schema))
+    schema["title"] = cls.__name__
+    if cls.__doc__:
+        schema["description"] = cls.__doc__.strip()
+    return schema
 
 
 class EmailContent(BaseModel):
@@ -107,6 +171,49 @@ class EventContent(BaseModel):
 
 
 CONTENT_MODELS: dict[str, type[BaseModel]] = {"email": EmailContent, "webhook": WebhookContent, "event": EventContent}
+CONTENT_PATCHES: dict[str, type[BaseModel]] = {t: _partial(m) for t, m in CONTENT_MODELS.items()}
+
+
+class EmailOutput(BaseModel):
+    """A rendered email template."""
+
+    subject: str
+    html: str | None
+    text: str | None
+
+
+class WebhookOutput(BaseModel):
+    """A rendered webhook template; ``body`` is the parsed JSON."""
+
+    method: Literal["POST", "PUT", "PATCH", "DELETE", "GET"]
+    url: str | None
+    headers: dict[str, str]
+    body: Any
+
+
+class EventOutput(BaseModel):
+    """A rendered event template: the event's fields and its defaults."""
+
+    title: str
+    description: str
+    duration_minutes: int
+    time_of_day: str | None
+    timezone: str | None
+    calendar: str | None
+    tags: list[str]
+    subtasks: list[str]
+
+
+OUTPUT_MODELS: dict[str, type[BaseModel]] = {"email": EmailOutput, "webhook": WebhookOutput, "event": EventOutput}
+AnyOutput = Union[EmailOutput, WebhookOutput, EventOutput]  # noqa: UP007
+
+
+class CreatedEvent(CanonicalEvent):
+    """The event created by using an event template."""
+
+    id: int
+    created_at: datetime
+    updated_at: datetime
 
 
 def template_parts(type_: str, content: dict[str, Any]) -> dict[str, tuple[str, bool]]:
@@ -135,18 +242,37 @@ def template_parts(type_: str, content: dict[str, Any]) -> dict[str, tuple[str, 
     return parts
 
 
+CONTENT_DESCRIPTION = "The type's parts: see EmailContent, WebhookContent, EventContent."
+VARIABLES_JSON_DESCRIPTION = "JSON Schema of the variables; {} accepts anything."
+
+
+class _TemplateFields(BaseModel):
+    """The fields every template type shares, as written by a client."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: Name
+    description: str = Field("", max_length=5000)
+    tags: list[Tag] = Field(default_factory=list, max_length=50)
+    variables_json: dict[str, Any] = Field(default_factory=dict, description=VARIABLES_JSON_DESCRIPTION)
+
+
+TEMPLATE_IN_VARIANTS = _variants("TemplateIn", _TemplateFields, "content", CONTENT_MODELS)
+
+
 class TemplateIn(BaseModel):
-    """A template as created (POST) or replaced (PUT)."""
+    """A template as created (POST) or replaced (PUT); ``content`` holds the parts of its ``type``."""
 
     model_config = ConfigDict(extra="forbid")
     name: Name
     type: TemplateType
     description: str = Field("", max_length=5000)
     tags: list[Tag] = Field(default_factory=list, max_length=50)
-    variables_json: dict[str, Any] = Field(
-        default_factory=dict, description="JSON Schema of the variables; {} accepts anything."
-    )
-    content: dict[str, Any] = Field(description="The type's parts: see EmailContent, WebhookContent, EventContent.")
+    variables_json: dict[str, Any] = Field(default_factory=dict, description=VARIABLES_JSON_DESCRIPTION)
+    content: dict[str, Any] = Field(description=CONTENT_DESCRIPTION)
+
+    @classmethod
+    def __get_pydantic_json_schema__(cls, core_schema: CoreSchema, handler: GetJsonSchemaHandler) -> JsonSchemaValue:
+        return _union_schema(cls, TEMPLATE_IN_VARIANTS, handler)
 
 
 class TemplatePatch(BaseModel):
@@ -159,10 +285,31 @@ class TemplatePatch(BaseModel):
     description: str | None = Field(None, max_length=5000)
     tags: list[Tag] | None = Field(None, max_length=50)
     variables_json: dict[str, Any] | None = None
-    content: dict[str, Any] | None = None
+    content: Annotated[
+        dict[str, Any] | None,
+        DocumentedAs(Union[tuple(CONTENT_PATCHES.values())] | None),  # noqa: UP007
+        Field(description="Keys to change in the content of the template's (new) type; null removes a key."),
+    ] = None
+
+
+class _StoredFields(BaseModel):
+    id: int
+    name: str
+    description: str
+    tags: list[str]
+    variables_json: dict[str, Any]
+    usage_count: int
+    last_used_at: datetime | None
+    created_at: datetime
+    updated_at: datetime
+
+
+TEMPLATE_OUT_VARIANTS = _variants("TemplateOut", _StoredFields, "content", CONTENT_MODELS)
 
 
 class TemplateOut(BaseModel):
+    """A stored template; ``content`` holds the parts of its ``type``."""
+
     id: int
     name: str
     type: TemplateType
@@ -175,6 +322,10 @@ class TemplateOut(BaseModel):
     created_at: datetime
     updated_at: datetime
 
+    @classmethod
+    def __get_pydantic_json_schema__(cls, core_schema: CoreSchema, handler: GetJsonSchemaHandler) -> JsonSchemaValue:
+        return _union_schema(cls, TEMPLATE_OUT_VARIANTS, handler)
+
 
 class TemplatePage(BaseModel):
     items: list[TemplateOut]
@@ -186,10 +337,23 @@ class RenderIn(BaseModel):
     variables: dict[str, Any] = Field(default_factory=dict)
 
 
+class _RenderFields(BaseModel):
+    template_id: int
+
+
+RENDER_OUT_VARIANTS = _variants("RenderOut", _RenderFields, "output", OUTPUT_MODELS)
+
+
 class RenderOut(BaseModel):
+    """A preview; ``output`` holds the rendered parts of the template's ``type``."""
+
     template_id: int
     type: TemplateType
     output: dict[str, Any] = Field(description="Rendered parts: subject/html/text, url/headers/body, or the event fields.")
+
+    @classmethod
+    def __get_pydantic_json_schema__(cls, core_schema: CoreSchema, handler: GetJsonSchemaHandler) -> JsonSchemaValue:
+        return _union_schema(cls, RENDER_OUT_VARIANTS, handler)
 
 
 class UseIn(BaseModel):
@@ -239,8 +403,14 @@ class UsageOut(BaseModel):
 
 class UseOut(BaseModel):
     usage: UsageOut
-    output: dict[str, Any]
-    event: dict[str, Any] | None = Field(None, description="The created event (event templates only).")
+    output: Annotated[
+        dict[str, Any], DocumentedAs(AnyOutput), Field(description="The rendered parts, as in RenderOut.")
+    ]
+    event: Annotated[
+        dict[str, Any] | None,
+        DocumentedAs(CreatedEvent | None),
+        Field(description="The created event (event templates only)."),
+    ] = None
 
 
 class TestSendIn(BaseModel):
@@ -279,7 +449,12 @@ class VariablesOut(BaseModel):
     variables_json: dict[str, Any]
 
 
+EXPORTED_VARIANTS = _variants("ExportedTemplate", _TemplateFields, "content", CONTENT_MODELS)
+
+
 class ExportedTemplate(BaseModel):
+    """One template of an export document; ``content`` holds the parts of its ``type``."""
+
     model_config = ConfigDict(extra="forbid")
     name: Name
     type: TemplateType
@@ -287,6 +462,10 @@ class ExportedTemplate(BaseModel):
     tags: list[Tag] = Field(default_factory=list, max_length=50)
     variables_json: dict[str, Any] = Field(default_factory=dict)
     content: dict[str, Any]
+
+    @classmethod
+    def __get_pydantic_json_schema__(cls, core_schema: CoreSchema, handler: GetJsonSchemaHandler) -> JsonSchemaValue:
+        return _union_schema(cls, EXPORTED_VARIANTS, handler)
 
 
 EXPORT_FORMAT = "chronos.templates"
