@@ -158,10 +158,6 @@ class Settings:
             return getattr(kernel, name)
         raise AttributeError(name)
 
-    def plugin_raw(self, name: str) -> dict[str, Any] | None:
-        value = self.raw.data.get(name)
-        return value if value is None or isinstance(value, dict) else value
-
     def plugin_names_in_config(self) -> list[str]:
         return [k for k in self.raw.data if k not in KERNEL_SECTIONS]
 
