@@ -8,7 +8,7 @@ from chronos_events import feeds, router, transfer
 from chronos_events.search import ensure_sqlite_fts
 from chronos_events.settings import EventsSettings
 from chronos_events.source import LocalSource
-from chronos_events.router import INLINE_READER
+from chronos_events.state import INLINE_READER
 from chronos_events.store import SqlEventStore
 
 
@@ -39,8 +39,7 @@ def register_routers():
 
 @hookimpl
 def register_sources(ctx: PluginContext):
-    settings: EventsSettings = ctx.section(EventsSettings)
-    return [LocalSource(settings.local_calendars)]
+    return [LocalSource(ctx.section(EventsSettings).local_calendars)]
 
 
 @hookimpl

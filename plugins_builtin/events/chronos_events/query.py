@@ -24,7 +24,7 @@ from typing import Any, Literal
 
 from sqlalchemy import TextClause, text
 
-from chronos.plugin import Problem, decode_cursor, encode_cursor
+from chronos.plugin import InvalidInput, MalformedInput, decode_cursor, encode_cursor
 
 from chronos_events.search import PG_TSVECTOR, SQLITE_FTS_TABLE, fts5_match, parse_query, pg_tsquery
 
@@ -35,6 +35,8 @@ COLUMNS = (
     " all_day, start_date, end_date, timezone, status, transparency, mode, tags, sub_tasks, all_done,"
     ' metadata, content_hash, created_at, updated_at'
 )
+#: The names in :data:`COLUMNS`, in order.
+ITEM_COLUMNS = tuple(c.strip() for c in COLUMNS.split(","))
 
 def _sqlite_iso(column: str) -> str:
     """SQL for :func:`iso_z` on SQLite's fixed-width timestamp text."""
@@ -137,6 +139,12 @@ def row_to_item(row: Any) -> dict[str, Any]:
     }
 
 
+def stored_item(row: Any) -> dict[str, Any]:
+    """A row from ``select(events)`` as the API's JSON object."""
+    m = row._mapping
+    return row_to_item([m[c] for c in ITEM_COLUMNS])
+
+
 @dataclass
 class EventQuery:
     """Validated parameters of ``GET /api/v1/events``."""
@@ -154,8 +162,7 @@ class EventQuery:
 
     def __post_init__(self) -> None:
         if self.start is not None and self.end is not None and self.start > self.end:
-            raise Problem(
-                422,
+            raise InvalidInput(
                 "`from` is after `to`",
                 type="validation",
                 errors=[{"pointer": "/query/from", "location": "query", "detail": "must not be after `to`", "type": "value_error"}],
@@ -210,8 +217,7 @@ class EventQuery:
             return None
         direction, start, event_id, fingerprint = decode_cursor(CURSOR_KIND, self.cursor, [str, str, int, str])
         if direction != self.direction or fingerprint != self.fingerprint():
-            raise Problem(
-                400,
+            raise MalformedInput(
                 "The cursor belongs to a query with other filters; start again without it",
                 type="invalid-cursor",
             )
@@ -221,7 +227,7 @@ class EventQuery:
                 raise ValueError("naive")
             at = at.astimezone(UTC)  # OverflowError past the year 9999 (or before 1) in UTC
         except (ValueError, OverflowError):
-            raise Problem(400, "The cursor is invalid; start again without it", type="invalid-cursor") from None
+            raise MalformedInput("The cursor is invalid; start again without it", type="invalid-cursor") from None
         return at, event_id
 
     def next_cursor(self, last: dict[str, Any]) -> str:

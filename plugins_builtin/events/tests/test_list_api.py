@@ -256,7 +256,7 @@ async def test_inline_reads_fall_back_to_the_thread_pool(chronos_app, api_client
                 cursor = r.json()["next_cursor"]
                 if not cursor:
                     break
-            from chronos_events.router import INLINE_READER
+            from chronos_events.state import INLINE_READER
 
             reader = app.state.chronos.resource(INLINE_READER)
             if database.backend == "sqlite" and budget == 8.0:

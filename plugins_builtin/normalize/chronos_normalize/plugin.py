@@ -16,10 +16,6 @@ from chronos_normalize.stages import (
 )
 
 
-def _settings(ctx: Any) -> NormalizeSettings:
-    return ctx.section(NormalizeSettings)
-
-
 @hookimpl
 def register_settings():
     return [SettingsSection("normalize", NormalizeSettings)]
@@ -27,12 +23,12 @@ def register_settings():
 
 @hookimpl
 def register_normalizers(ctx):
-    return [TimeNormalizer(_settings(ctx)), TextNormalizer()]
+    return [TimeNormalizer(ctx.section(NormalizeSettings)), TextNormalizer()]
 
 
 @hookimpl
 def register_enrichers(ctx):
-    settings = _settings(ctx)
+    settings = ctx.section(NormalizeSettings)
     out: list[Any] = []
     if settings.hashtags:
         out.append(HashtagEnricher())
