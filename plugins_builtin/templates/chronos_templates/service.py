@@ -18,21 +18,22 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from chronos.plugin import (
-    Resource,
+    InvalidInput,
     PluginContext,
-    Problem,
     RenderedEmail,
+    Resource,
     TemplateNotFound,
     TemplateRenderer,
     TemplateRenderError,
     TemplateTypeMismatch,
+    TooLarge,
+    Unavailable,
 )
 
 from chronos_templates.models import Template
 from chronos_templates.sandbox import Limits, RenderFailure, TemplateSandbox
 from chronos_templates.schemas import CONTENT_MODELS, template_parts
 from chronos_templates.settings import TemplatesSettings
-
 
 
 def _escape(token: str) -> str:
@@ -71,7 +72,7 @@ class TemplateService:
         try:
             return await asyncio.wait_for(future, self.settings.render_timeout_seconds * 4 + 5)
         except TimeoutError:
-            raise Problem(503, "The template renderer is busy; try again", type="renderer-busy") from None
+            raise Unavailable("The template renderer is busy; try again", type="renderer-busy") from None
 
     # -- saving ------------------------------------------------------------------------
 
@@ -104,8 +105,7 @@ class TemplateService:
                     })
         if errors:
             first = errors[0]
-            raise Problem(
-                422,
+            raise InvalidInput(
                 f"The template is invalid: {first['pointer']}: {first['detail']}"
                 + (f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""),
                 type="template-invalid",
@@ -157,8 +157,7 @@ class TemplateService:
         """422 naming each missing or wrong variable (JSON pointers under ``prefix``)."""
         size = len(json.dumps(variables, default=str))
         if size > self.settings.max_variables_chars:
-            raise Problem(
-                413,
+            raise TooLarge(
                 f"The variables are {size} characters as JSON; the limit is {self.settings.max_variables_chars}",
                 type="variables-too-large",
             )
