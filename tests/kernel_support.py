@@ -66,7 +66,9 @@ def cli_json(*args: str, **kwargs: Any) -> Any:
     return json.loads(res.stdout)
 
 
-async def wait_until(predicate: Callable[[], Any | Awaitable[Any]], timeout: float = 10.0, what: str = "condition") -> Any:
+async def wait_until(
+    predicate: Callable[[], Any | Awaitable[Any]], timeout: float = 10.0, what: str = "condition"
+) -> Any:
     """Poll ``predicate`` (sync or async) until it returns a truthy value."""
     deadline = time.monotonic() + timeout
     while True:
@@ -108,7 +110,9 @@ def fake_distribution(site: Path, dist: str, entry_points: dict[str, str], modul
     return site
 
 
-def invoke_cli(*args: str, config: Path | None = None, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def invoke_cli(
+    *args: str, config: Path | None = None, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     """Run ``chronos ARGS`` in this process (typer's runner): the same commands without
     paying the interpreter start-up; safe to call from async tests (it runs in a thread)."""
     from typer.testing import CliRunner

@@ -9,8 +9,8 @@ store. It counts the statements that write events.
 from __future__ import annotations
 
 import asyncio
-from types import SimpleNamespace
 from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
 from typing import Any
 
 from sqlalchemy import JSON, Column, Integer, MetaData, String, Table, UniqueConstraint, delete, insert, select, update
@@ -74,8 +74,18 @@ class TableStore(EventStore):
             rows = (await session.execute(select(events_t).where(
                 events_t.c.source == source, events_t.c.calendar_id == cal, events_t.c.uid.in_(uids)))).all()
             existing = {(r.uid, r.recurrence_id): r for r in rows}
-            tombs = {(r.uid, r.recurrence_id) for r in (await session.execute(select(tombstones_t).where(
-                tombstones_t.c.source == source, tombstones_t.c.calendar_id == cal, tombstones_t.c.uid.in_(uids)))).all()}
+            tombs = {
+                (r.uid, r.recurrence_id)
+                for r in (
+                    await session.execute(
+                        select(tombstones_t).where(
+                            tombstones_t.c.source == source,
+                            tombstones_t.c.calendar_id == cal,
+                            tombstones_t.c.uid.in_(uids),
+                        )
+                    )
+                ).all()
+            }
             for ev in evs:
                 k = (ev.uid, ev.recurrence_id)
                 if k in tombs:
@@ -86,24 +96,45 @@ class TableStore(EventStore):
                 row = existing.get(k)
                 now = utcnow()
                 if row is None:
-                    new_id = (await session.execute(insert(events_t).values(
-                        source=source, calendar_id=cal, uid=ev.uid, recurrence_id=ev.recurrence_id, hash=h,
-                        payload=payload, created_at=now, updated_at=now).returning(events_t.c.id))).scalar_one()
+                    new_id = (
+                        await session.execute(
+                            insert(events_t)
+                            .values(
+                                source=source,
+                                calendar_id=cal,
+                                uid=ev.uid,
+                                recurrence_id=ev.recurrence_id,
+                                hash=h,
+                                payload=payload,
+                                created_at=now,
+                                updated_at=now,
+                            )
+                            .returning(events_t.c.id)
+                        )
+                    ).scalar_one()
                     self.writes += 1
                     res.added.append(StoredEvent(new_id, ev, h, now, now))
                     existing[k] = SimpleNamespace(id=new_id, hash=h, payload=payload, created_at=now)
                 elif row.hash == h:
                     res.unchanged += 1
                 else:
-                    await session.execute(update(events_t).where(events_t.c.id == row.id).values(
-                        hash=h, payload=payload, updated_at=now))
+                    await session.execute(
+                        update(events_t).where(events_t.c.id == row.id).values(hash=h, payload=payload, updated_at=now)
+                    )
                     self.writes += 1
                     res.previous[row.id] = CanonicalEvent.model_validate(row.payload)
                     res.updated.append(StoredEvent(row.id, ev, h, row.created_at, now))
         for key in deletions:
-            row = (await session.execute(select(events_t).where(
-                events_t.c.source == key.source, events_t.c.calendar_id == key.calendar_id,
-                events_t.c.uid == key.uid, events_t.c.recurrence_id == key.recurrence_id))).first()
+            row = (
+                await session.execute(
+                    select(events_t).where(
+                        events_t.c.source == key.source,
+                        events_t.c.calendar_id == key.calendar_id,
+                        events_t.c.uid == key.uid,
+                        events_t.c.recurrence_id == key.recurrence_id,
+                    )
+                )
+            ).first()
             if row is not None:
                 await session.execute(delete(events_t).where(events_t.c.id == row.id))
                 self.writes += 1
@@ -111,8 +142,13 @@ class TableStore(EventStore):
         return res
 
     async def keys(self, session, source, calendar_id):
-        rows = (await session.execute(select(events_t.c.uid, events_t.c.recurrence_id).where(
-            events_t.c.source == source, events_t.c.calendar_id == calendar_id))).all()
+        rows = (
+            await session.execute(
+                select(events_t.c.uid, events_t.c.recurrence_id).where(
+                    events_t.c.source == source, events_t.c.calendar_id == calendar_id
+                )
+            )
+        ).all()
         return {EventKey(source, calendar_id, r.uid, r.recurrence_id) for r in rows}
 
     async def get(self, session, event_id):
@@ -125,8 +161,11 @@ class TableStore(EventStore):
             return False
         await session.execute(delete(events_t).where(events_t.c.id == event_id))
         if tombstone:
-            await session.execute(insert(tombstones_t).values(
-                source=row.source, calendar_id=row.calendar_id, uid=row.uid, recurrence_id=row.recurrence_id))
+            await session.execute(
+                insert(tombstones_t).values(
+                    source=row.source, calendar_id=row.calendar_id, uid=row.uid, recurrence_id=row.recurrence_id
+                )
+            )
         return True
 
     async def update_metadata(self, session, event_id, patch):
@@ -140,8 +179,9 @@ class TableStore(EventStore):
 async def stored_rows(app: Any, source: str = "fake", calendar_id: str = "cal") -> dict[tuple[str, str], dict]:
     """(uid, recurrence_id) -> payload of every stored event of one calendar."""
     async with app.state.chronos.db.read() as s:
-        rows = (await s.execute(select(events_t).where(
-            events_t.c.source == source, events_t.c.calendar_id == calendar_id))).all()
+        rows = (
+            await s.execute(select(events_t).where(events_t.c.source == source, events_t.c.calendar_id == calendar_id))
+        ).all()
     return {(r.uid, r.recurrence_id): r.payload for r in rows}
 
 

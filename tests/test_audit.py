@@ -8,9 +8,9 @@ from fastapi import APIRouter, Depends, Request
 from sqlalchemy import delete, func, select, text
 
 from chronos.audit import verify_chain
-from chronos.db.models import AuditEntry, JobRun
 from chronos.db.base import utcnow
-from chronos.plugin import Principal, Problem, Router, Scope, record_audit, require_scope, origin_of
+from chronos.db.models import AuditEntry, JobRun
+from chronos.plugin import Principal, Problem, Router, Scope, origin_of, record_audit, require_scope
 from kernel_support import db_config, invoke_cli_async, is_problem, make_plugin, write_config
 
 AUDIT = "/api/v1/audit"
@@ -38,7 +38,9 @@ def ledger_plugin():
     async def fail(request: Request, principal: Principal = Depends(require_scope("ledger.write"))) -> dict:
         return await write(request, principal, True)
 
-    return make_plugin(register_scopes=lambda: [Scope("ledger.write")], register_routers=lambda: [Router("ledger", router)])
+    return make_plugin(
+        register_scopes=lambda: [Scope("ledger.write")], register_routers=lambda: [Router("ledger", router)]
+    )
 
 
 async def audit_rows(app) -> list[AuditEntry]:
@@ -54,7 +56,9 @@ async def test_failed_mutation_leaves_no_audit_row(chronos_app, api_client):
         rows = await audit_rows(app)
         assert [(r.entity, r.change) for r in rows] == [("ledger", {"fail": False})]
         async with app.state.chronos.db.read() as s:
-            assert (await s.execute(select(func.count()).select_from(JobRun).where(JobRun.job == "ledger"))).scalar() == 1
+            assert (
+                await s.execute(select(func.count()).select_from(JobRun).where(JobRun.job == "ledger"))
+            ).scalar() == 1
         (row,) = rows
         assert row.scope == "ledger.write" and row.actor.startswith("k_")
         assert row.ip == "127.0.0.1" and row.request_id == "req-ok-1"
@@ -75,11 +79,16 @@ async def test_chain_verifies_and_detects_tampering(database, chronos_app, api_c
     async with chronos_app() as app:
         admin = await api_client(app, scopes=["admin"])
         for i in range(4):
-            assert (await admin.post("/api/v1/keys", json={"name": f"k{i}", "scopes": ["events.read"],
-                                                           "expires_in_seconds": 3600})).status_code == 201
+            assert (
+                await admin.post(
+                    "/api/v1/keys", json={"name": f"k{i}", "scopes": ["events.read"], "expires_in_seconds": 3600}
+                )
+            ).status_code == 201
         rows = await audit_rows(app)
         assert len(rows) == 4
-        assert rows[0].prev_hash == "0" * 64 and all(b.prev_hash == a.hash for a, b in zip(rows, rows[1:]))
+        assert rows[0].prev_hash == "0" * 64 and all(
+            b.prev_hash == a.hash for a, b in zip(rows, rows[1:], strict=False)
+        )
 
         res = await invoke_cli_async("audit", "verify", config=cfg)
         assert res.returncode == 0, res.stderr
@@ -94,7 +103,9 @@ async def test_chain_verifies_and_detects_tampering(database, chronos_app, api_c
 
         # Removing a row breaks the link of the one after it.
         async with app.state.chronos.db.write() as s:
-            await s.execute(text("UPDATE audit_log SET actor = :a WHERE id = :id"), {"a": rows[2].actor, "id": rows[2].id})
+            await s.execute(
+                text("UPDATE audit_log SET actor = :a WHERE id = :id"), {"a": rows[2].actor, "id": rows[2].id}
+            )
         async with app.state.chronos.db.read() as s:
             assert await verify_chain(s) == (4, None, None)
         async with app.state.chronos.db.write() as s:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-
+import json
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -12,8 +12,6 @@ from sqlalchemy import select, update
 from chronos.app import create_app, effective_routes, route_scope
 from chronos.db.models import ApiKey
 from chronos.testing import client, create_test_key, make_test_settings
-import json
-
 from kernel_support import db_config, invoke_cli, invoke_cli_async, is_problem, write_config
 
 PUBLIC_PATHS = {"/health", "/metrics", "/docs", "/openapi.json", "/docs/oauth2-redirect", "/redoc"}

@@ -7,10 +7,10 @@ import asyncio
 import pytest
 from sqlalchemy import func, select, text
 
+from chronos.db.base import utcnow
 from chronos.db.engine import Database
 from chronos.db.migrate import migrate
 from chronos.db.models import JobRun
-from chronos.db.base import utcnow
 
 
 async def migrated(database) -> Database:

@@ -55,7 +55,11 @@ def test_every_hookspec_is_documented(name):
 
 def marked_hooks() -> dict[str, list[str]]:
     """hook name -> test files whose source carries ``exercises_hook(name)``."""
-    roots = [ROOT / "tests", *sorted(ROOT.glob("plugins_builtin/*/tests")), *sorted(ROOT.glob("plugins_contrib/*/tests"))]
+    roots = [
+        ROOT / "tests",
+        *sorted(ROOT.glob("plugins_builtin/*/tests")),
+        *sorted(ROOT.glob("plugins_contrib/*/tests")),
+    ]
     found: dict[str, list[str]] = {}
     for root in roots:
         for path in sorted(root.rglob("test_*.py")):
@@ -76,6 +80,7 @@ def test_every_hookspec_is_exercised():
 
 
 # -- a plugin implementing the kernel's hooks ------------------------------------------------
+
 
 class KitchenSettings(BaseModel):
     word: str = Field("hello", description="What the kitchen says.")
@@ -232,7 +237,9 @@ async def test_tryfirst_orders_startup_explicitly(chronos_app):
 
         return SimpleNamespace(on_startup=on_startup)
 
-    async with chronos_app(plugins=[("a", plugin("a", trylast=True)), ("b", plugin("b")), ("c", plugin("c", tryfirst=True))]):
+    async with chronos_app(
+        plugins=[("a", plugin("a", trylast=True)), ("b", plugin("b")), ("c", plugin("c", tryfirst=True))]
+    ):
         assert record == ["c", "b", "a"]
 
 
@@ -254,8 +261,9 @@ async def test_on_startup_timeout(chronos_app):
         await asyncio.sleep(30)
 
     with pytest.raises(PluginError, match="plugin 'slow': on_startup did not finish within 0.2s"):
-        async with chronos_app(plugins=[("slow", make_plugin(on_startup=slow))],
-                               config={"plugins": {"startup_timeout_seconds": 0.2}}):
+        async with chronos_app(
+            plugins=[("slow", make_plugin(on_startup=slow))], config={"plugins": {"startup_timeout_seconds": 0.2}}
+        ):
             pass
 
 
@@ -269,7 +277,9 @@ async def test_on_shutdown_failure_does_not_stop_the_others(chronos_app):
     async def fine(ctx):
         record.append("fine")
 
-    async with chronos_app(plugins=[("a_fine", make_plugin(on_shutdown=fine)), ("b_broken", make_plugin(on_shutdown=broken))]):
+    async with chronos_app(
+        plugins=[("a_fine", make_plugin(on_shutdown=fine)), ("b_broken", make_plugin(on_shutdown=broken))]
+    ):
         pass
     assert record == ["fine"]
 
@@ -289,8 +299,10 @@ async def test_registered_job_runs_on_demand_and_is_listed(chronos_app, api_clie
 
 
 @pytest.mark.exercises_hook("register_health_checks")
-@pytest.mark.parametrize(("health", "critical", "status", "code"),
-                         [("ok", False, "ok", 200), ("degraded", False, "degraded", 200), ("error", True, "error", 503)])
+@pytest.mark.parametrize(
+    ("health", "critical", "status", "code"),
+    [("ok", False, "ok", 200), ("degraded", False, "degraded", 200), ("error", True, "error", 503)],
+)
 async def test_health_checks_become_blocks_of_health(chronos_app, api_client, health, critical, status, code):
     async with chronos_app(plugins=[("kitchen", kitchen([], health=health, critical=critical))]) as app:
         await wait_until(lambda: app.state.chronos.jobs.last_beat, what="first heartbeat")
@@ -318,8 +330,10 @@ def test_registered_schemas_are_exported():
 @pytest.mark.exercises_hook("register_cli")
 def test_cli_records_are_collected():
     group = typer.Typer()
-    app = create_app(load_settings(None, env={}),
-                     plugins=[("kitchen", make_plugin(register_cli=lambda ctx: [CliCommand("kitchen", group, help="Kitchen")]))],
-                     env={})
+    app = create_app(
+        load_settings(None, env={}),
+        plugins=[("kitchen", make_plugin(register_cli=lambda ctx: [CliCommand("kitchen", group, help="Kitchen")]))],
+        env={},
+    )
     ((plugin, rec),) = app.state.runtime.host.cli_commands()
     assert plugin == "kitchen" and rec.app is group and rec.help == "Kitchen"

@@ -59,7 +59,7 @@ async def test_models_match_migrations_for_kernel_and_every_plugin(database):
 async def test_installing_a_plugin_later_applies_only_its_revisions(database):
     first = await migrate(database.url, [], schema=database.schema)
     assert list(first) == ["kernel"]
-    assert KERNEL_TABLES <= await tables(database)
+    assert await tables(database) >= KERNEL_TABLES
     assert "hello_greetings" not in await tables(database)
 
     later = await migrate(database.url, [HELLO], schema=database.schema)

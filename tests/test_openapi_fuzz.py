@@ -17,8 +17,8 @@ import schemathesis
 from hypothesis import HealthCheck, settings
 from schemathesis.config import SchemathesisConfig
 
-from chronos.app import create_app
 from chronos import testing as kit
+from chronos.app import create_app
 
 ADMIN_KEY = "fuzz-admin-key-0123456789abcdef"
 

@@ -157,7 +157,8 @@ def test_hookimpl_with_unknown_argument_fails_registration():
 
 def test_wrong_record_type_is_rejected_naming_the_plugin():
     wrong = make_plugin(register_scopes=lambda: ["events.read"])
-    with pytest.raises(PluginError, match=r"plugin 'wrong': register_scopes returned str, expected chronos.plugin.Scope"):
+    expected = r"plugin 'wrong': register_scopes returned str, expected chronos.plugin.Scope"
+    with pytest.raises(PluginError, match=expected):
         create_app(settings(), plugins=[("wrong", wrong)], env={})
 
 
@@ -167,6 +168,7 @@ def test_invalid_plugin_name_is_refused():
 
 
 # -- conflicts name both plugins ----------------------------------------------------------------
+
 
 def test_duplicate_record_names_name_both_plugins():
     a = make_plugin(register_scopes=lambda: [Scope("shared.read", "Read alpha")])
@@ -181,7 +183,9 @@ def test_plugins_guarding_one_capability_may_declare_its_scope_alike():
     app = create_app(settings(), plugins=[("alpha", a), ("beta", b)], env={})
     assert app.state.chronos.scopes["mail.send"] == "Send mail"
     assert {p["name"]: p["records"].get("scopes") for p in app.state.runtime.host.describe()} == {
-        "alpha": ["mail.send"], "beta": ["mail.send"]}
+        "alpha": ["mail.send"],
+        "beta": ["mail.send"],
+    }
 
 
 def test_duplicate_job_names_name_both_plugins():
@@ -262,6 +266,7 @@ def test_route_with_unregistered_scope_is_refused():
 
 # -- introspection: one function for the CLI and the API ---------------------------------------------
 
+
 @pytest.mark.backends("sqlite")  # the description does not depend on the backend
 async def test_cli_and_api_describe_plugins_identically(database, chronos_app, api_client, tmp_path):
     config = {"plugins": {"enabled": ["hello"], "disabled": []}}
@@ -304,7 +309,8 @@ def test_installed_distributions_are_discovered_and_can_fail_alone(tmp_path, mon
     from kernel_support import fake_distribution, run_cli
 
     site = fake_distribution(
-        tmp_path / "site", "chronos-demo-plugins",
+        tmp_path / "site",
+        "chronos-demo-plugins",
         {"clidemo": "clidemo_plugin", "brokendemo": "brokendemo_plugin"},
         {"clidemo_plugin": CLIDEMO, "brokendemo_plugin": "raise ImportError('missing native library')\n"},
     )

@@ -103,7 +103,11 @@ def test_nested_plugin_keys_from_env_and_file(tmp_path):
         ({"logging": {"level": "verbose"}}, {}, ["logging.level:", "'debug', 'info', 'warning' or 'error'", "[FILE]"]),
         ({"server": {"prot": 80}}, {}, ["server.prot:", "unknown key", "did you mean 'port'", "[FILE]"]),
         ({}, {"CHRONOS__SERVER__HOTS": "x"}, ["server.hots:", "did you mean 'host'", "[env CHRONOS__SERVER__HOTS]"]),
-        ({"database": {"url": "mysql://db"}}, {}, ["database.url:", "sqlite+aiosqlite://", "got 'mysql://db'", "[FILE]"]),
+        (
+            {"database": {"url": "mysql://db"}},
+            {},
+            ["database.url:", "sqlite+aiosqlite://", "got 'mysql://db'", "[FILE]"],
+        ),
         ({"server": 8000}, {}, ["server:", "expected a mapping", "[FILE]"]),
         ({}, {"CHRONOS__SCHEDULER": "often"}, ["scheduler:", "expected a mapping", "[env CHRONOS__SCHEDULER]"]),
         ({}, {"CHRONOS__SERVER": '{"port": "x"}'}, ["server.port:", "valid integer", "[env CHRONOS__SERVER]"]),
@@ -160,11 +164,15 @@ def test_unknown_section_gets_a_suggestion(tmp_path):
 
 # -- plugin sections ---------------------------------------------------------------------
 
+
 def test_plugin_section_errors_name_key_origin_and_expectation(tmp_path):
     cfg = write_config(tmp_path / "c.yaml", {"demo": {"retries": -1, "smtp": {"hots": "x"}}})
     with pytest.raises(ConfigError) as exc:
-        create_app(load_settings(cfg, env={"CHRONOS__DEMO__SMTP__PORT": "none-such"}),
-                   plugins=[("demo", demo_plugin())], env={})
+        create_app(
+            load_settings(cfg, env={"CHRONOS__DEMO__SMTP__PORT": "none-such"}),
+            plugins=[("demo", demo_plugin())],
+            env={},
+        )
     lines = sorted(problems(exc))
     assert len(lines) == 3, lines
     assert lines[0].startswith("demo.retries: input should be greater than or equal to 0") and f"[{cfg}]" in lines[0]
@@ -189,10 +197,13 @@ class OpenSettings(BaseModel):
 
 
 def test_unknown_plugin_keys_are_errors_unless_the_model_allows_them(tmp_path):
-    cfg = write_config(tmp_path / "c.yaml", {"lenient": {"greting": "x", "nested": {"hots": "y"}},
-                                             "open": {"anything": 1}})
-    plugins = [("lenient", make_plugin(register_settings=lambda: [SettingsSection("lenient", LenientSettings)])),
-               ("open", make_plugin(register_settings=lambda: [SettingsSection("open", OpenSettings)]))]
+    cfg = write_config(
+        tmp_path / "c.yaml", {"lenient": {"greting": "x", "nested": {"hots": "y"}}, "open": {"anything": 1}}
+    )
+    plugins = [
+        ("lenient", make_plugin(register_settings=lambda: [SettingsSection("lenient", LenientSettings)])),
+        ("open", make_plugin(register_settings=lambda: [SettingsSection("open", OpenSettings)])),
+    ]
     with pytest.raises(ConfigError) as exc:
         create_app(load_settings(cfg, env={}), plugins=plugins, env={})
     assert sorted(problems(exc)) == [
@@ -229,6 +240,7 @@ def test_plugin_section_must_carry_the_plugin_name():
 
 
 # -- `chronos config check` ------------------------------------------------------------------
+
 
 def test_config_check_cli_exits_2_with_one_line_per_problem(tmp_path):
     cfg = write_config(tmp_path / "c.yaml", {"server": {"prot": 80}, "logging": {"level": "verbose"}})

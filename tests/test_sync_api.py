@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 
 from chronos.pagination import encode_cursor
-from kernel_support import is_problem
 from chronos.testing import FakeSource
+from kernel_support import is_problem
 from sync_support import draft, pipeline_plugins
 
 
@@ -88,7 +88,9 @@ async def test_list_runs_filters_and_pages(chronos_app, api_client):
         assert len(errors) == 1
         is_problem(await c.get("/api/v1/sync/runs", params={"cursor": "garbage!"}), 400)
         for beyond_bigint in (2**63, 2**70, -(2**70)):  # well-formed, but no BIGINT can hold it
-            is_problem(await c.get("/api/v1/sync/runs", params={"cursor": encode_cursor("sync_runs", [beyond_bigint])}), 400)
+            is_problem(
+                await c.get("/api/v1/sync/runs", params={"cursor": encode_cursor("sync_runs", [beyond_bigint])}), 400
+            )
         is_problem(await c.get("/api/v1/sync/runs", params={"status": "weird"}), 422)
         is_problem(await c.get("/api/v1/sync/runs", params={"limit": 0}), 422)
         is_problem(await c.get("/api/v1/sync/runs/999999"), 404)

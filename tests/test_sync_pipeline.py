@@ -10,9 +10,8 @@ import pytest
 from sqlalchemy import text
 
 from chronos.db.sync_models import SyncRun, SyncState
-from chronos.plugin import InvalidInput
 from chronos.pipeline import SyncBusy, UnknownCalendar, job_name, sqlite_lock_file
-from chronos.plugin import EventDraft, EventIntake
+from chronos.plugin import EventDraft, EventIntake, InvalidInput
 from chronos.testing import FakeSource, fake_source_plugin
 from sync_support import (
     RaisingNormalizer,
@@ -25,7 +24,9 @@ from sync_support import (
     stored_rows,
 )
 
-pytestmark = pytest.mark.exercises_hook("register_sources", "register_normalizers", "register_enrichers", "register_sinks")
+pytestmark = pytest.mark.exercises_hook(
+    "register_sources", "register_normalizers", "register_enrichers", "register_sinks"
+)
 
 
 def pipeline_of(app):
@@ -222,8 +223,9 @@ async def test_a_raising_sink_rolls_back_only_its_items(chronos_app):
 async def test_a_raising_normalizer_and_invalid_drafts_are_isolated(chronos_app):
     src = FakeSource(page=2)
     naive = EventDraft(uid="naive", start=datetime(2026, 3, 2, 9), end=datetime(2026, 3, 2, 10))
-    backwards = EventDraft(uid="backwards", start=datetime(2026, 3, 2, 9, tzinfo=UTC),
-                           end=datetime(2026, 3, 2, 8, tzinfo=UTC))
+    backwards = EventDraft(
+        uid="backwards", start=datetime(2026, 3, 2, 9, tzinfo=UTC), end=datetime(2026, 3, 2, 8, tzinfo=UTC)
+    )
     allday = EventDraft(uid="holiday", start=date(2026, 3, 3), end=date(2026, 3, 4), title="Holiday")
     src.replace(draft("ok", "good"), draft("bad", "boom"), naive, backwards, allday)
     src.page = 10
@@ -332,8 +334,9 @@ async def test_event_intake_runs_drafts_through_every_stage(chronos_app):
     async with chronos_app(plugins=pipeline_plugins(enrichers=[enricher], sinks=[sink])) as app:
         ctx = app.state.chronos
         intake = ctx.service(EventIntake)
-        stored = await intake.ingest("local", "notes", [draft("x1", "plan the week"), draft("x2", "ACTION: deploy")],
-                                     actor="system:test")
+        stored = await intake.ingest(
+            "local", "notes", [draft("x1", "plan the week"), draft("x2", "ACTION: deploy")], actor="system:test"
+        )
         assert [s.event.title for s in stored] == ["PLAN THE WEEK"]  # the ACTION entry was consumed by the sink
         assert sorted(await stored_rows(app, "local", "notes")) == [("x1", "")]
         async with ctx.db.read() as s:
@@ -341,8 +344,9 @@ async def test_event_intake_runs_drafts_through_every_stage(chronos_app):
         assert [tuple(a) for a in actions] == [("system:test", "create", "event")]
 
         with pytest.raises(InvalidInput) as err:
-            await intake.ingest("local", "notes", [draft("ok", "fine"),
-                                                   EventDraft(uid="n", start=datetime(2026, 1, 1, 9))])
+            await intake.ingest(
+                "local", "notes", [draft("ok", "fine"), EventDraft(uid="n", start=datetime(2026, 1, 1, 9))]
+            )
         assert err.value.errors is not None and err.value.errors[0]["pointer"] == "/1"
         assert sorted(await stored_rows(app, "local", "notes")) == [("x1", "")]  # all or nothing
 
@@ -362,6 +366,7 @@ async def test_stages_run_in_ascending_order_then_by_name(chronos_app):
             async def normalize(self, drafts, ctx):
                 for d in drafts:
                     d.title += f"|{self.name}"
+
         Mark.name, Mark.order = name, order
         return Mark()
 
@@ -370,13 +375,16 @@ async def test_stages_run_in_ascending_order_then_by_name(chronos_app):
             async def enrich(self, events, session, ctx):
                 for e in events:
                     e.title += f"|{self.name}"
+
         Mark.name, Mark.order = name, order
         return Mark()
 
     src = FakeSource(page=2)
     src.replace(draft("a", "t"))
-    stages = {"normalizers": [normalizer("n_late", 200), normalizer("n_b", 100), normalizer("n_a", 100)],
-              "enrichers": [enricher("e_first", 1), enricher("e_second", 2)]}
+    stages = {
+        "normalizers": [normalizer("n_late", 200), normalizer("n_b", 100), normalizer("n_a", 100)],
+        "enrichers": [enricher("e_first", 1), enricher("e_second", 2)],
+    }
     async with chronos_app(plugins=pipeline_plugins(src, **stages)) as app:
         await pipeline_of(app).run("fake", "cal")
         rows = await stored_rows(app)

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import os
 import random
@@ -88,10 +89,8 @@ class CommandWorker:
                 log.warning("poll failed: %s", exc)
                 done = 0
             if not done:
-                try:
+                with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), self.idle_seconds)
-                except TimeoutError:
-                    pass
 
     async def run_once(self) -> int:
         """Lease one batch and handle it; returns how many commands were handled."""

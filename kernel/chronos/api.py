@@ -10,7 +10,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, FastAPI, Query, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints
-from sqlalchemy import func, select, text
+from sqlalchemy import select, text
 
 from chronos import __version__, metrics
 from chronos.audit import record_audit
@@ -127,7 +127,8 @@ async def _check_search(ctx: Any) -> HealthResult:
         if ctx.db.is_sqlite:
             await s.execute(text("CREATE VIRTUAL TABLE IF NOT EXISTS temp.chronos_fts_probe USING fts5(x)"))
             return HealthResult("ok", {"engine": "fts5"})
-        ok = (await s.execute(text("SELECT to_tsvector('simple', 'chronos') @@ plainto_tsquery('simple', 'chronos')"))).scalar()
+        probe = text("SELECT to_tsvector('simple', 'chronos') @@ plainto_tsquery('simple', 'chronos')")
+        ok = (await s.execute(probe)).scalar()
         return HealthResult("ok" if ok else "degraded", {"engine": "tsvector"})
 
 
@@ -136,10 +137,15 @@ async def _check_jobs(ctx: Any) -> HealthResult:
     async with ctx.db.read() as s:
         rows = (await s.execute(select(JobHeartbeat))).scalars().all()
     if not rows:
-        return HealthResult("degraded", {"detail": "no job runner has reported; start `chronos worker` or serve with jobs"})
+        return HealthResult(
+            "degraded", {"detail": "no job runner has reported; start `chronos worker` or serve with jobs"}
+        )
     newest = max(r.beat_at for r in rows)
     age = (datetime.now(UTC) - newest).total_seconds()
-    leader = next((r.runner_id for r in rows if r.is_leader and (datetime.now(UTC) - r.beat_at).total_seconds() <= stale_after), None)
+    leader = next(
+        (r.runner_id for r in rows if r.is_leader and (datetime.now(UTC) - r.beat_at).total_seconds() <= stale_after),
+        None,
+    )
     detail = {"heartbeat_age_seconds": round(age, 1), "runners": len(rows), "leader": leader}
     if age > stale_after:
         return HealthResult("error", {**detail, "detail": f"last heartbeat older than {stale_after:g}s"})
@@ -206,9 +212,15 @@ async def create_key_route(body: KeyCreate, request: Request, principal: Princip
             created_by=principal.key_id,
         )
         view = key_view(row)
-        await record_audit(s, entity="api_key", entity_id=row.id, action="create",
-                           change={k: v for k, v in view.items() if k in ("name", "scopes", "systems", "expires_at")},
-                           principal=principal, origin=origin_of(request))
+        await record_audit(
+            s,
+            entity="api_key",
+            entity_id=row.id,
+            action="create",
+            change={k: v for k, v in view.items() if k in ("name", "scopes", "systems", "expires_at")},
+            principal=principal,
+            origin=origin_of(request),
+        )
     return {**view, "secret": secret}
 
 
@@ -226,7 +238,9 @@ async def revoke_key_route(
         row = await revoke_key(s, key_id)
         if row is None:
             raise Problem(404, f"No key with id {key_id!r}", type="not-found")
-        await record_audit(s, entity="api_key", entity_id=key_id, action="revoke", principal=principal, origin=origin_of(request))
+        await record_audit(
+            s, entity="api_key", entity_id=key_id, action="revoke", principal=principal, origin=origin_of(request)
+        )
         view = key_view(row)
     _runtime(request).keys.forget(key_id)
     return view
@@ -251,14 +265,23 @@ async def audit_list(
     cursor: Annotated[str | None, Query(max_length=2048)] = None,
 ) -> dict[str, Any]:
     q = select(AuditEntry).order_by(AuditEntry.id.desc()).limit(limit + 1)
-    for col, val in ((AuditEntry.entity, entity), (AuditEntry.entity_id, entity_id), (AuditEntry.actor, actor), (AuditEntry.action, action)):
+    for col, val in (
+        (AuditEntry.entity, entity),
+        (AuditEntry.entity_id, entity_id),
+        (AuditEntry.actor, actor),
+        (AuditEntry.action, action),
+    ):
         if val is not None:
             q = q.where(col == val)
     for bound, op in ((since, "ge"), (until, "lt")):
         if bound is not None:
             if bound.tzinfo is None:
-                raise Problem(422, "since/until need a UTC offset (e.g. 2026-01-01T00:00:00Z)", type="validation",
-                              errors=[{"pointer": "/query/since" if op == "ge" else "/query/until", "detail": "missing offset"}])
+                raise Problem(
+                    422,
+                    "since/until need a UTC offset (e.g. 2026-01-01T00:00:00Z)",
+                    type="validation",
+                    errors=[{"pointer": "/query/since" if op == "ge" else "/query/until", "detail": "missing offset"}],
+                )
             q = q.where(AuditEntry.at >= bound if op == "ge" else AuditEntry.at < bound)
     if cursor:
         (last_id,) = decode_cursor("audit", cursor, [int])
@@ -300,20 +323,35 @@ async def jobs_list(request: Request, _: Principal = ADMIN) -> list[dict[str, An
     out = []
     async with ctx.db.read() as s:
         for name, (plugin, job) in sorted(runner.jobs.items()):
-            last = (await s.execute(select(JobRun).where(JobRun.job == name).order_by(JobRun.id.desc()).limit(1))).scalar()
+            last = (
+                await s.execute(select(JobRun).where(JobRun.job == name).order_by(JobRun.id.desc()).limit(1))
+            ).scalar()
             task = runner.running.get(name)
-            out.append({
-                "name": name, "plugin": plugin, "schedule": _schedule(job), "description": job.description,
-                "running": bool(task and not task.done()),
-                "last_run": None if last is None else {
-                    "status": last.status, "trigger": last.trigger, "started_at": last.started_at,
-                    "finished_at": last.finished_at, "error": last.error},
-            })
+            out.append(
+                {
+                    "name": name,
+                    "plugin": plugin,
+                    "schedule": _schedule(job),
+                    "description": job.description,
+                    "running": bool(task and not task.done()),
+                    "last_run": None
+                    if last is None
+                    else {
+                        "status": last.status,
+                        "trigger": last.trigger,
+                        "started_at": last.started_at,
+                        "finished_at": last.finished_at,
+                        "error": last.error,
+                    },
+                }
+            )
     return out
 
 
 @meta_router.post("/jobs/{name}/run", status_code=202)
-async def jobs_run(name: Annotated[str, StringConstraints(max_length=128)], request: Request, principal: Principal = ADMIN) -> dict[str, Any]:
+async def jobs_run(
+    name: Annotated[str, StringConstraints(max_length=128)], request: Request, principal: Principal = ADMIN
+) -> dict[str, Any]:
     ctx = current_context(request)
     if name not in ctx.jobs.jobs:
         raise Problem(404, f"No job named {name!r}", type="not-found")
@@ -322,15 +360,24 @@ async def jobs_run(name: Annotated[str, StringConstraints(max_length=128)], requ
     except JobBusy as exc:
         raise Problem(409, str(exc), type="job-busy") from None
     async with ctx.db.write() as s:
-        await record_audit(s, entity="job", entity_id=name, action="run", principal=principal, origin=origin_of(request))
+        await record_audit(
+            s, entity="job", entity_id=name, action="run", principal=principal, origin=origin_of(request)
+        )
     return {"job": name, "status": "started"}
 
 
 def mount_kernel_routes(app: FastAPI) -> None:
     public = [Depends(Public("health and metrics are unauthenticated"))]
-    app.add_api_route("/health", health, methods=["GET"], tags=["health"], dependencies=public,
-                      responses={503: {"description": "The database is unreachable or the job runner is stale"}})
-    app.add_api_route("/metrics", metrics_endpoint, methods=["GET"], tags=["health"], dependencies=public,
-                      response_class=Response)
+    app.add_api_route(
+        "/health",
+        health,
+        methods=["GET"],
+        tags=["health"],
+        dependencies=public,
+        responses={503: {"description": "The database is unreachable or the job runner is stale"}},
+    )
+    app.add_api_route(
+        "/metrics", metrics_endpoint, methods=["GET"], tags=["health"], dependencies=public, response_class=Response
+    )
     for router in (keys_router, audit_router, meta_router, sync_router):
         app.include_router(router, prefix="/api/v1")

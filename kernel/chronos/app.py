@@ -18,7 +18,14 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from chronos import __version__, api, metrics
 from chronos.auth import route_scope
-from chronos.errors import PROBLEM_MEDIA_TYPE, Problem, ProblemModel, install_handlers, problem_response, unhandled_response
+from chronos.errors import (
+    PROBLEM_MEDIA_TYPE,
+    Problem,
+    ProblemModel,
+    install_handlers,
+    problem_response,
+    unhandled_response,
+)
 from chronos.host import PluginError, PluginSpec
 from chronos.logs import configure_logging
 from chronos.routes import effective_routes
@@ -75,7 +82,9 @@ class RequestContextMiddleware:
         try:
             problem = None
             if header_bytes > self.max_headers:
-                problem = Problem(431, f"Request headers exceed {self.max_headers} bytes", title="Request Header Fields Too Large")
+                problem = Problem(
+                    431, f"Request headers exceed {self.max_headers} bytes", title="Request Header Fields Too Large"
+                )
             elif declared_length is not None and declared_length < 0:
                 problem = Problem(400, "Content-Length is not a number")
             elif declared_length is not None and declared_length > self.max_body:
@@ -207,7 +216,7 @@ def _problem_openapi(app: FastAPI) -> Any:
         components = schema.get("components", {}).get("schemas", {})
         text = json.dumps(schema.get("paths", {}))
         for unused in ("HTTPValidationError", "ValidationError"):
-            if unused in components and f"/{unused}\"" not in text:
+            if unused in components and f'/{unused}"' not in text:
                 del components[unused]
         return schema
 

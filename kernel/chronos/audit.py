@@ -17,9 +17,9 @@ from typing import Any
 from sqlalchemy import insert, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from chronos.identity import Origin, Principal
 from chronos.db.base import utcnow
 from chronos.db.models import AuditEntry
+from chronos.identity import PG_AUDIT_LOCK, Origin, Principal
 
 GENESIS = "0" * 64
 
@@ -150,8 +150,14 @@ async def verify_chain(session: AsyncSession, batch: int = 5000) -> tuple[int, i
     last_id = 0
     while True:
         rows = (
-            await session.execute(select(AuditEntry).where(AuditEntry.id > last_id).order_by(AuditEntry.id).limit(batch))
-        ).scalars().all()
+            (
+                await session.execute(
+                    select(AuditEntry).where(AuditEntry.id > last_id).order_by(AuditEntry.id).limit(batch)
+                )
+            )
+            .scalars()
+            .all()
+        )
         if not rows:
             return checked, None, None
         for e in rows:

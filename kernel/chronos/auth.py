@@ -7,15 +7,15 @@ missing key or scope into 401/403.
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.routing import APIRoute
 from fastapi.security import APIKeyHeader, HTTPBearer
 
-from chronos.identity import Origin, Principal
 from chronos.context import PluginContext
 from chronos.errors import Problem
+from chronos.identity import Origin, Principal
 
 __all__ = [
     "Context", "Principal", "Public", "RequireScope", "authenticate", "current_context", "origin_of", "require_scope",

@@ -6,9 +6,8 @@ import asyncio
 import json
 import os
 import sys
-from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any
 
 import typer
 
@@ -34,7 +33,7 @@ ConfigOpt = typer.Option(None, "--config", "-c", help="Config file (default: $CH
 
 
 class _State:
-    config: Optional[str] = None
+    config: str | None = None
 
 
 STATE = _State()
@@ -87,7 +86,7 @@ async def _migrated(settings: Settings) -> Runtime:
 
 
 @app.callback()
-def _main(config: Optional[str] = ConfigOpt) -> None:
+def _main(config: str | None = ConfigOpt) -> None:
     STATE.config = config
 
 
@@ -95,9 +94,9 @@ def _main(config: Optional[str] = ConfigOpt) -> None:
 
 @app.command()
 def serve(
-    config: Optional[str] = ConfigOpt,
-    host: Optional[str] = typer.Option(None, help="Bind address (default: server.host, 127.0.0.1)."),
-    port: Optional[int] = typer.Option(None, help="Port (default: server.port, 8000)."),
+    config: str | None = ConfigOpt,
+    host: str | None = typer.Option(None, help="Bind address (default: server.host, 127.0.0.1)."),
+    port: int | None = typer.Option(None, help="Port (default: server.port, 8000)."),
     no_jobs: bool = typer.Option(False, "--no-jobs", help="Serve the API only; run jobs in `chronos worker`."),
     no_migrate: bool = typer.Option(False, "--no-migrate", help="Do not apply migrations on start."),
 ) -> None:
@@ -132,7 +131,7 @@ def serve(
 
 
 @app.command()
-def worker(config: Optional[str] = ConfigOpt) -> None:
+def worker(config: str | None = ConfigOpt) -> None:
     """Run the job runner without HTTP (for a separate worker process)."""
     import signal
 
@@ -154,11 +153,11 @@ def worker(config: Optional[str] = ConfigOpt) -> None:
 
 @app.command("sync")
 def sync_cmd(
-    source: Optional[str] = typer.Option(None, "--source", help="Only this source (default: every source)."),
-    calendar: Optional[str] = typer.Option(None, "--calendar", help="Only this calendar id."),
+    source: str | None = typer.Option(None, "--source", help="Only this source (default: every source)."),
+    calendar: str | None = typer.Option(None, "--calendar", help="Only this calendar id."),
     full: bool = typer.Option(False, "--full", help="Ignore saved cursors and list everything again."),
     as_json: bool = typer.Option(False, "--json"),
-    config: Optional[str] = ConfigOpt,
+    config: str | None = ConfigOpt,
 ) -> None:
     """Sync calendars now, in the foreground, and print each run (exit 1 if one failed)."""
     from chronos.db.sync_models import SyncRun
@@ -207,7 +206,7 @@ def sync_cmd(
 
 
 @app.command("migrate")
-def migrate_cmd(config: Optional[str] = ConfigOpt) -> None:
+def migrate_cmd(config: str | None = ConfigOpt) -> None:
     """Apply pending migrations of the kernel and every enabled plugin."""
     settings = _settings(config)
     applied = _run(_runtime(settings).migrate())
@@ -218,7 +217,7 @@ def migrate_cmd(config: Optional[str] = ConfigOpt) -> None:
 
 
 @migrations_app.command("current")
-def migrations_current(config: Optional[str] = ConfigOpt, as_json: bool = typer.Option(False, "--json")) -> None:
+def migrations_current(config: str | None = ConfigOpt, as_json: bool = typer.Option(False, "--json")) -> None:
     """Show each owner's current revision and head."""
     from chronos.db.migrate import current
 
@@ -230,16 +229,17 @@ def migrations_current(config: Optional[str] = ConfigOpt, as_json: bool = typer.
         return
     for owner, st in status.items():
         mark = "ok" if st["up_to_date"] else "PENDING"
-        typer.echo(f"{owner:20} current={','.join(st['current']) or '-':24} head={','.join(st['heads']) or '-':24} {mark}")
+        applied, heads = ",".join(st["current"]) or "-", ",".join(st["heads"]) or "-"
+        typer.echo(f"{owner:20} current={applied:24} head={heads:24} {mark}")
 
 
 @migrations_app.command("revision")
 def migrations_revision(
     owner: str = typer.Argument(..., help="'kernel' or a plugin name."),
     message: str = typer.Option(..., "-m", "--message"),
-    rev_id: Optional[str] = typer.Option(None, "--rev-id", help="Readable id, e.g. hello0002 (max 32 chars)."),
+    rev_id: str | None = typer.Option(None, "--rev-id", help="Readable id, e.g. hello0002 (max 32 chars)."),
     autogenerate: bool = typer.Option(True, "--autogenerate/--empty"),
-    config: Optional[str] = ConfigOpt,
+    config: str | None = ConfigOpt,
 ) -> None:
     """Write a new revision into OWNER's versions directory (run against an up-to-date database)."""
     from alembic import command
@@ -260,9 +260,16 @@ def migrations_revision(
         engine = make_engine(dbs.url, role="migrate", schema=dbs.schema_name)
         try:
             async with engine.begin() as conn:
-                await conn.run_sync(lambda c: command.revision(
-                    owners[owner].config(c), message=message, autogenerate=autogenerate, rev_id=rev_id,
-                    head="heads", version_path=owners[owner].versions_dir))
+                await conn.run_sync(
+                    lambda c: command.revision(
+                        owners[owner].config(c),
+                        message=message,
+                        autogenerate=autogenerate,
+                        rev_id=rev_id,
+                        head="heads",
+                        version_path=owners[owner].versions_dir,
+                    )
+                )
         finally:
             await engine.dispose()
 
@@ -274,7 +281,7 @@ def _has_revisions(m: Any) -> bool:
 
 
 @migrations_app.command("check")
-def migrations_check(config: Optional[str] = ConfigOpt) -> None:
+def migrations_check(config: str | None = ConfigOpt) -> None:
     """Fail when models and migrations differ (database must be migrated first)."""
     from chronos.db.migrate import diff_models
 
@@ -291,8 +298,9 @@ def migrations_check(config: Optional[str] = ConfigOpt) -> None:
 
 # -- plugins ---------------------------------------------------------------------------
 
+
 @app.command()
-def plugins(config: Optional[str] = ConfigOpt, as_json: bool = typer.Option(False, "--json")) -> None:
+def plugins(config: str | None = ConfigOpt, as_json: bool = typer.Option(False, "--json")) -> None:
     """List installed plugins: status, distribution, hooks, records, routes."""
     from chronos.app import create_app
 
@@ -320,22 +328,22 @@ def plugins(config: Optional[str] = ConfigOpt, as_json: bool = typer.Option(Fals
 
 # -- keys ----------------------------------------------------------------------------
 
+
 @keys_app.command("create")
 def keys_create(
     name: str = typer.Option(..., "--name", help="What the key is for."),
     scope: list[str] = typer.Option(..., "--scope", help="Scope to grant (repeat for several)."),
     system: list[str] = typer.Option([], "--system", help="Command system the key is bound to (repeatable)."),
-    expires: Optional[str] = typer.Option(None, "--expires", help="Lifetime such as 30d, 12h, 2w."),
+    expires: str | None = typer.Option(None, "--expires", help="Lifetime such as 30d, 12h, 2w."),
     as_json: bool = typer.Option(False, "--json"),
-    config: Optional[str] = ConfigOpt,
+    config: str | None = ConfigOpt,
 ) -> None:
     """Create a key; the secret is printed once."""
     import re
 
     from chronos.audit import record_audit
-    from chronos.keys import parse_duration
     from chronos.exceptions import ChronosError
-    from chronos.keys import SYSTEM_RE, create_key, key_view
+    from chronos.keys import SYSTEM_RE, create_key, key_view, parse_duration
 
     try:
         lifetime = parse_duration(expires) if expires else None
@@ -351,11 +359,24 @@ def keys_create(
         try:
             async with ctx.db.write() as s:
                 row, secret = await create_key(
-                    s, name=name, scopes=list(scope), known_scopes=ctx.scopes, systems=list(system),
-                    expires_in=lifetime, max_lifetime_days=settings.kernel.auth.max_key_lifetime_days, created_by="cli")
+                    s,
+                    name=name,
+                    scopes=list(scope),
+                    known_scopes=ctx.scopes,
+                    systems=list(system),
+                    expires_in=lifetime,
+                    max_lifetime_days=settings.kernel.auth.max_key_lifetime_days,
+                    created_by="cli",
+                )
                 view = key_view(row)
-                await record_audit(s, entity="api_key", entity_id=row.id, action="create", actor="cli",
-                                   change={"name": name, "scopes": view["scopes"], "systems": view["systems"]})
+                await record_audit(
+                    s,
+                    entity="api_key",
+                    entity_id=row.id,
+                    action="create",
+                    actor="cli",
+                    change={"name": name, "scopes": view["scopes"], "systems": view["systems"]},
+                )
             return view, secret
         finally:
             await ctx.db.dispose()
@@ -372,7 +393,7 @@ def keys_create(
 
 
 @keys_app.command("list")
-def keys_list(as_json: bool = typer.Option(False, "--json"), config: Optional[str] = ConfigOpt) -> None:
+def keys_list(as_json: bool = typer.Option(False, "--json"), config: str | None = ConfigOpt) -> None:
     """List keys (never their secrets)."""
     from chronos.keys import key_view, list_keys
 
@@ -392,11 +413,13 @@ def keys_list(as_json: bool = typer.Option(False, "--json"), config: Optional[st
         return
     for r in rows:
         exp = r["expires_at"].isoformat() if r["expires_at"] else "never"
-        typer.echo(f"{r['id']}  {r['status']:8} {r['prefix']}…  {r['name']}  scopes={','.join(r['scopes'])} expires={exp}")
+        typer.echo(
+            f"{r['id']}  {r['status']:8} {r['prefix']}…  {r['name']}  scopes={','.join(r['scopes'])} expires={exp}"
+        )
 
 
 @keys_app.command("revoke")
-def keys_revoke(key_id: str = typer.Argument(...), config: Optional[str] = ConfigOpt) -> None:
+def keys_revoke(key_id: str = typer.Argument(...), config: str | None = ConfigOpt) -> None:
     """Revoke a key by id; it stops working at once."""
     from chronos.audit import record_audit
     from chronos.keys import revoke_key
@@ -422,8 +445,9 @@ def keys_revoke(key_id: str = typer.Argument(...), config: Optional[str] = Confi
 
 # -- audit, config, schemas ------------------------------------------------------------
 
+
 @audit_app.command("verify")
-def audit_verify(config: Optional[str] = ConfigOpt) -> None:
+def audit_verify(config: str | None = ConfigOpt) -> None:
     """Check the audit log's hash chain; exit 1 at the first broken row."""
     from chronos.audit import verify_chain
 
@@ -444,7 +468,7 @@ def audit_verify(config: Optional[str] = ConfigOpt) -> None:
 
 
 @config_app.command("check")
-def config_check(config: Optional[str] = ConfigOpt) -> None:
+def config_check(config: str | None = ConfigOpt) -> None:
     """Validate the configuration and every enabled plugin's section."""
     settings = _settings(config)
     host = _runtime(settings).host
@@ -505,7 +529,9 @@ def _add_plugin_commands() -> None:
 def _kernel_command_requested(argv: list[str]) -> bool:
     """True when argv names one of the kernel's own commands (no plugin lookup needed)."""
     kernel = {c.name or c.callback.__name__ for c in app.registered_commands} | {g.name for g in app.registered_groups}
-    words = [a for i, a in enumerate(argv) if not a.startswith("-") and (i == 0 or argv[i - 1] not in ("--config", "-c"))]
+    words = [
+        a for i, a in enumerate(argv) if not a.startswith("-") and (i == 0 or argv[i - 1] not in ("--config", "-c"))
+    ]
     return bool(words) and words[0] in kernel
 
 

@@ -35,7 +35,15 @@ from chronos.records import (
     Service,
     SettingsSection,
 )
-from chronos.settings import KERNEL_SECTIONS, ConfigError, Settings, no_plugins, strict_plugins, suggest, validate_section
+from chronos.settings import (
+    KERNEL_SECTIONS,
+    ConfigError,
+    Settings,
+    no_plugins,
+    strict_plugins,
+    suggest,
+    validate_section,
+)
 
 GROUP = "chronos.plugins"
 PLUGIN_NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,46}$")
@@ -149,7 +157,8 @@ class PluginHost:
             for name in listed:
                 if name not in installed:
                     problems.append(
-                        f"plugins.{key}: unknown plugin {name!r}{suggest(name, names)}; installed: {', '.join(names) or 'none'}"
+                        f"plugins.{key}: unknown plugin {name!r}{suggest(name, names)}; "
+                        f"installed: {', '.join(names) or 'none'}"
                         f" [{self.settings.raw.origin(('plugins', key))}]"
                     )
         wanted = cfg.enabled if cfg.enabled is not None else names
@@ -245,7 +254,8 @@ class PluginHost:
                     )
                 if rec.name != plugin:
                     raise PluginError(
-                        f"plugin {plugin!r} declares settings section {rec.name!r}; a plugin's section must be named after it"
+                        f"plugin {plugin!r} declares settings section {rec.name!r}; "
+                        "a plugin's section must be named after it"
                     )
                 owner[rec.name] = plugin
                 self.sections[rec.name] = rec
@@ -308,7 +318,8 @@ class PluginHost:
                         continue
                     if key in owners:
                         raise PluginError(
-                            f"{rtype.__name__.lower()} {rec.name!r} is registered by both {owners[key]!r} and {plugin!r}"
+                            f"{rtype.__name__.lower()} {rec.name!r} is registered by both "
+                            f"{owners[key]!r} and {plugin!r}"
                         )
                     owners[key] = plugin
                     if rtype is Scope:
@@ -419,7 +430,8 @@ def _check_types(hook_name: str, plugin: str, records: list[Any], rtype: type) -
     for rec in records:
         if not isinstance(rec, rtype):
             raise PluginError(
-                f"plugin {plugin!r}: {hook_name} returned {type(rec).__name__}, expected chronos.plugin.{rtype.__name__}"
+                f"plugin {plugin!r}: {hook_name} returned {type(rec).__name__}, "
+                f"expected chronos.plugin.{rtype.__name__}"
             )
 
 

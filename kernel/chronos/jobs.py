@@ -72,7 +72,9 @@ class JobRunner:
 
     # -- running jobs -------------------------------------------------------------
 
-    def run_now(self, name: str, args: dict[str, Any] | None = None, *, trigger: JobTrigger = "manual") -> asyncio.Task[Any]:
+    def run_now(
+        self, name: str, args: dict[str, Any] | None = None, *, trigger: JobTrigger = "manual"
+    ) -> asyncio.Task[Any]:
         """Start ``name`` now; raises :class:`JobBusy` if a run is in progress."""
         if name not in self.jobs:
             raise KeyError(f"unknown job {name!r}")
@@ -120,7 +122,9 @@ class JobRunner:
                 with contextlib.suppress(Exception):
                     async with self.ctx.db.write() as s:
                         await s.execute(
-                            update(JobRun).where(JobRun.id == run_id).values(status=status, error=error, finished_at=utcnow())
+                            update(JobRun)
+                            .where(JobRun.id == run_id)
+                            .values(status=status, error=error, finished_at=utcnow())
                         )
         return result
 
@@ -218,9 +222,19 @@ class JobRunner:
             try:
                 now = utcnow()
                 async with self.ctx.db.write() as s:
-                    row = (await s.execute(select(JobHeartbeat).where(JobHeartbeat.runner_id == self.runner_id))).scalar()
+                    row = (
+                        await s.execute(select(JobHeartbeat).where(JobHeartbeat.runner_id == self.runner_id))
+                    ).scalar()
                     if row is None:
-                        s.add(JobHeartbeat(runner_id=self.runner_id, host=host, is_leader=self.is_leader, started_at=started, beat_at=now))
+                        s.add(
+                            JobHeartbeat(
+                                runner_id=self.runner_id,
+                                host=host,
+                                is_leader=self.is_leader,
+                                started_at=started,
+                                beat_at=now,
+                            )
+                        )
                     else:
                         row.beat_at, row.is_leader = now, self.is_leader
                 self.last_beat = now.timestamp()
@@ -263,7 +277,5 @@ class JobRunner:
             self._lock_file = None
         with contextlib.suppress(Exception):
             async with self.ctx.db.write() as s:
-                await s.execute(
-                    JobHeartbeat.__table__.delete().where(JobHeartbeat.runner_id == self.runner_id)
-                )
+                await s.execute(JobHeartbeat.__table__.delete().where(JobHeartbeat.runner_id == self.runner_id))
         self.is_leader = False

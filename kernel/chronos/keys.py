@@ -22,8 +22,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from chronos.context import PluginContext
 from chronos.db.models import ApiKey
-from chronos.identity import Principal
 from chronos.exceptions import InvalidInput
+from chronos.identity import Principal
 
 BOOTSTRAP_ID = "bootstrap"
 SECRET_PREFIX = "chr_"

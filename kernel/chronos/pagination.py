@@ -25,7 +25,9 @@ def encode_cursor(kind: str, values: list[Any]) -> str:
 
 def decode_cursor(kind: str, cursor: str, types: list[type]) -> list[Any]:
     """Decode ``cursor`` for list ``kind``; each value must match ``types`` in order."""
-    bad = MalformedInput("The cursor is invalid or belongs to another query; start again without it", type="invalid-cursor")
+    bad = MalformedInput(
+        "The cursor is invalid or belongs to another query; start again without it", type="invalid-cursor"
+    )
     if len(cursor) > 2048:
         raise bad
     try:
@@ -38,7 +40,9 @@ def decode_cursor(kind: str, cursor: str, types: list[type]) -> list[Any]:
     if len(values) != len(types):
         raise bad
     for value, typ in zip(values, types, strict=True):
-        if typ is int and (isinstance(value, bool) or not isinstance(value, int) or not INT64_MIN <= value <= INT64_MAX):
+        if typ is int and (
+            isinstance(value, bool) or not isinstance(value, int) or not INT64_MIN <= value <= INT64_MAX
+        ):
             raise bad
         if typ is not int and not isinstance(value, typ):
             raise bad

@@ -606,7 +606,8 @@ class SyncPipeline:
         duration_ms = int((time.perf_counter() - started) * 1000)
         if status == "partial":
             first = tally.errors[0] if tally.errors else {}
-            error = f"{tally.failed} item(s) failed; first: {first.get('stage')} {first.get('plugin')}: {first.get('message')}"
+            where = f"{first.get('stage')} {first.get('plugin')}"
+            error = f"{tally.failed} item(s) failed; first: {where}: {first.get('message')}"
         state_values: dict[str, Any] = {"last_run_id": run_id, "last_status": status, "updated_at": now}
         if status == "ok":
             state_values.update(last_success_at=now, last_error=None)
@@ -617,9 +618,16 @@ class SyncPipeline:
         try:
             async with self.ctx.db.write() as s:
                 await s.execute(
-                    update(SyncRun).where(SyncRun.id == run_id).values(
-                        status=status, error=error, finished_at=now, duration_ms=duration_ms,
-                        not_modified=not_modified, cursor=cursor, **tally.values(),
+                    update(SyncRun)
+                    .where(SyncRun.id == run_id)
+                    .values(
+                        status=status,
+                        error=error,
+                        finished_at=now,
+                        duration_ms=duration_ms,
+                        not_modified=not_modified,
+                        cursor=cursor,
+                        **tally.values(),
                     )
                 )
                 await s.execute(
@@ -631,9 +639,19 @@ class SyncPipeline:
             log.error("sync_record_failed", run_id=run_id, error=_describe(exc))
         metrics.SYNC_RUNS.labels(source=source, status=status).inc()
         log.info(
-            "sync_run", run_id=run_id, source=source, calendar_id=calendar_id, status=status,
-            not_modified=not_modified, duration_ms=duration_ms, added=tally.added, updated=tally.updated,
-            unchanged=tally.unchanged, deleted=tally.deleted, failed=tally.failed, error=error,
+            "sync_run",
+            run_id=run_id,
+            source=source,
+            calendar_id=calendar_id,
+            status=status,
+            not_modified=not_modified,
+            duration_ms=duration_ms,
+            added=tally.added,
+            updated=tally.updated,
+            unchanged=tally.unchanged,
+            deleted=tally.deleted,
+            failed=tally.failed,
+            error=error,
         )
 
     # -- the stages ----------------------------------------------------------------------
@@ -653,7 +671,8 @@ class SyncPipeline:
                 return Outcome(failures=[self._failure(exc, drafts[0] if drafts else deletions[0])])
         outcome = Outcome()
         items: list[tuple[list[EventDraft], list[EventKey], EventDraft | EventKey]] = [
-            *(([d], [], d) for d in drafts), *(([], [k], k) for k in deletions)
+            *(([d], [], d) for d in drafts),
+            *(([], [k], k) for k in deletions),
         ]
         for one_draft, one_deletion, item in items:
             try:
@@ -701,8 +720,14 @@ class SyncPipeline:
                 events.append(CanonicalEvent.from_draft(draft))
             except (ValueError, TypeError) as exc:
                 outcome.failures.append(
-                    ItemFailure("validate", "kernel", "canonical_event", draft.uid, draft.recurrence_id or "",
-                                _validation_message(exc))
+                    ItemFailure(
+                        "validate",
+                        "kernel",
+                        "canonical_event",
+                        draft.uid,
+                        draft.recurrence_id or "",
+                        _validation_message(exc),
+                    )
                 )
         if strict and outcome.failures:
             return outcome
@@ -717,8 +742,13 @@ class SyncPipeline:
         outcome.result = result
         if result.added or result.updated or result.deleted:
             batch = SinkBatch(
-                source=at.source, calendar_id=at.calendar_id, added=list(result.added), updated=list(result.updated),
-                previous=dict(result.previous), deleted=list(result.deleted), run_id=at.run_id,
+                source=at.source,
+                calendar_id=at.calendar_id,
+                added=list(result.added),
+                updated=list(result.updated),
+                previous=dict(result.previous),
+                deleted=list(result.deleted),
+                run_id=at.run_id,
             )
             for plugin, sink in self.sinks:
                 try:
@@ -801,7 +831,9 @@ class KernelEventIntake(EventIntake):
                 ],
             )
         stored: list[StoredEvent] = []
-        for item, action in [(e, "create") for e in outcome.result.added] + [(e, "update") for e in outcome.result.updated]:
+        for item, action in [(e, "create") for e in outcome.result.added] + [
+            (e, "update") for e in outcome.result.updated
+        ]:
             # A sink may have consumed the event (an ACTION: entry became a command).
             current = await store.get(s, item.id)
             if current is None:
@@ -809,15 +841,21 @@ class KernelEventIntake(EventIntake):
             stored.append(current)
             if actor is not None:
                 await record_audit(
-                    s, entity="event", entity_id=current.id, action=action, actor=actor,
-                    change={"source": source, "calendar_id": calendar_id, "uid": current.event.uid,
-                            "title": current.event.title},
+                    s,
+                    entity="event",
+                    entity_id=current.id,
+                    action=action,
+                    actor=actor,
+                    change={
+                        "source": source,
+                        "calendar_id": calendar_id,
+                        "uid": current.event.uid,
+                        "title": current.event.title,
+                    },
                 )
         return stored
 
-    async def rederive(
-        self, session: AsyncSession, previous: CanonicalEvent, edited: CanonicalEvent
-    ) -> CanonicalEvent:
+    async def rederive(self, session: AsyncSession, previous: CanonicalEvent, edited: CanonicalEvent) -> CanonicalEvent:
         """See :meth:`EventIntake.rederive`: two enricher passes, one over the old text
         (to tell derived tags and checkboxes from the rest) and one over the new."""
         pipeline = self.pipeline

@@ -75,8 +75,8 @@ from chronos.exceptions import (
     TooLarge,
     Unavailable,
 )
-from chronos.jobs import JobBusy
 from chronos.identity import Origin, Principal
+from chronos.jobs import JobBusy
 from chronos.pagination import decode_cursor, encode_cursor
 from chronos.records import (
     CliCommand,

@@ -70,7 +70,7 @@ class Router:
     """
 
     name: str
-    router: "APIRouter"
+    router: APIRouter
 
     def __post_init__(self) -> None:
         _check_name("router", self.name)
@@ -109,8 +109,8 @@ class Migrations:
 class JobContext:
     """What a job function receives: the plugin context and the run's trigger."""
 
-    ctx: "PluginContext"
-    job: "Job"
+    ctx: PluginContext
+    job: Job
     trigger: JobTrigger
     args: dict[str, Any] = field(default_factory=dict)
 
@@ -157,7 +157,7 @@ class CliCommand:
     """A sub-command group added to the ``chronos`` command line."""
 
     name: str
-    app: "typer.Typer"
+    app: typer.Typer
     help: str = ""
 
     def __post_init__(self) -> None:
@@ -176,7 +176,7 @@ class Service:
 
     name: str
     interface: type
-    factory: Callable[["PluginContext"], Any]
+    factory: Callable[[PluginContext], Any]
 
     def __post_init__(self) -> None:
         _check_name("service", self.name)
@@ -192,7 +192,7 @@ class HealthCheck:
     """
 
     name: str
-    func: Callable[["PluginContext"], Awaitable["HealthResult"]]
+    func: Callable[[PluginContext], Awaitable[HealthResult]]
     critical: bool = False
 
     def __post_init__(self) -> None:
@@ -233,7 +233,7 @@ class Resource(Generic[T]):
     """
 
     name: str
-    factory: Callable[["PluginContext"], T]
+    factory: Callable[[PluginContext], T]
     close: Callable[[T], Awaitable[None] | None] | None = None
 
     def __post_init__(self) -> None:

@@ -6,7 +6,6 @@ from collections.abc import Iterable
 from typing import Any
 
 
-
 def effective_routes(routes: Iterable[Any]) -> list[Any]:
     """Every route with its final path and dependencies.
 

@@ -15,7 +15,7 @@ import inspect
 from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import asynccontextmanager
 from types import MappingProxyType
-from typing import Any, Literal
+from typing import Literal
 
 import structlog
 

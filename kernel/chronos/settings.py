@@ -162,7 +162,9 @@ class Settings:
         return [k for k in self.raw.data if k not in KERNEL_SECTIONS]
 
 
-def resolve_config_path(explicit: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None) -> Path | None:
+def resolve_config_path(
+    explicit: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None
+) -> Path | None:
     env = os.environ if env is None else env
     if explicit:
         return Path(explicit)
@@ -205,9 +207,7 @@ def _deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def read_raw_config(
-    path: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None
-) -> RawConfig:
+def read_raw_config(path: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None) -> RawConfig:
     env = os.environ if env is None else env
     cfg_path = resolve_config_path(path, env)
     data: dict[str, Any] = {}
@@ -226,7 +226,9 @@ def read_raw_config(
         if loaded is None:
             loaded = {}
         if not isinstance(loaded, dict):
-            raise ConfigError([f"{cfg_path}: expected a mapping of sections at the top level, got {type(loaded).__name__}"])
+            raise ConfigError(
+                [f"{cfg_path}: expected a mapping of sections at the top level, got {type(loaded).__name__}"]
+            )
         bad = [k for k in loaded if not isinstance(k, str)]
         if bad:
             raise ConfigError([f"{cfg_path}: section names must be strings, got {bad[0]!r}"])
@@ -235,7 +237,7 @@ def read_raw_config(
     for name in sorted(env):
         if not name.upper().startswith(ENV_PREFIX):
             continue
-        keys = [k.lower() for k in name[len(ENV_PREFIX):].split("__")]
+        keys = [k.lower() for k in name[len(ENV_PREFIX) :].split("__")]
         if not all(keys):
             continue
         _set_path(data, keys, _env_value(env[name]))
@@ -326,14 +328,14 @@ def no_plugins(env: Mapping[str, str] | None = None) -> bool:
     return env.get("CHRONOS_NO_PLUGINS", "").strip().lower() in ("1", "true", "yes", "on")
 
 
-def validate_section(
-    settings: Settings, name: str, model: type[BaseModel]
-) -> tuple[BaseModel | None, list[str]]:
+def validate_section(settings: Settings, name: str, model: type[BaseModel]) -> tuple[BaseModel | None, list[str]]:
     value = settings.raw.data.get(name)
     if value is None:
         value = {}
     if not isinstance(value, dict):
-        return None, [f"{name}: expected a mapping of keys, got {type(value).__name__} [{settings.raw.origin((name,))}]"]
+        return None, [
+            f"{name}: expected a mapping of keys, got {type(value).__name__} [{settings.raw.origin((name,))}]"
+        ]
     # pydantic ignores unknown keys by default; a typo in a plugin's section must
     # not pass silently, so they are errors unless the model chose an ``extra`` policy.
     ignored = _ignored_keys(model, value, (name,), settings.raw)
@@ -366,7 +368,9 @@ def _ignored_keys(model: type[BaseModel], value: Any, loc: tuple[str, ...], raw:
         finfo = by_key.get(key)
         if finfo is None:
             if model.model_config.get("extra") is None:
-                out.append(f"{'.'.join((*loc, str(key)))}: unknown key{_suggest(str(key), names)} [{raw.origin((*loc, key))}]")
+                out.append(
+                    f"{'.'.join((*loc, str(key)))}: unknown key{_suggest(str(key), names)} [{raw.origin((*loc, key))}]"
+                )
             continue
         nested = _nested_model(finfo.annotation)
         if nested is not None:

@@ -105,7 +105,9 @@ async def temporary_database(backend: str, tmp_path: Path) -> AsyncIterator[Test
     try:
         await _pg_admin(url, f'CREATE SCHEMA "{schema}"')
     except Exception as exc:  # noqa: BLE001
-        pytest.fail(f"PostgreSQL at {url} is unreachable ({type(exc).__name__}: {exc}); start it, never skip", pytrace=False)
+        pytest.fail(
+            f"PostgreSQL at {url} is unreachable ({type(exc).__name__}: {exc}); start it, never skip", pytrace=False
+        )
     try:
         yield TestDatabase("postgresql", url, schema)
     finally:
@@ -125,7 +127,9 @@ async def database(db_backend: str, tmp_path: Path) -> AsyncIterator[TestDatabas
 
 
 def make_test_settings(
-    database: TestDatabase, config: dict[str, Any] | None = None, env: dict[str, str] | None = None,
+    database: TestDatabase,
+    config: dict[str, Any] | None = None,
+    env: dict[str, str] | None = None,
     path: str | Path | None = None,
 ) -> Any:
     """Settings for a test: the test database, fast heartbeats, plus ``config``
@@ -147,8 +151,13 @@ def make_test_settings(
 
 
 def make_test_app(
-    database: TestDatabase, plugins: Iterable[Any] | None = (), config: dict[str, Any] | None = None, *,
-    run_jobs: bool = False, env: dict[str, str] | None = None, path: str | Path | None = None,
+    database: TestDatabase,
+    plugins: Iterable[Any] | None = (),
+    config: dict[str, Any] | None = None,
+    *,
+    run_jobs: bool = False,
+    env: dict[str, str] | None = None,
+    path: str | Path | None = None,
 ) -> Any:
     """An app (lifespan not started; see :func:`running_app`) on the test database.
 
@@ -179,7 +188,9 @@ def chronos_app(database: TestDatabase) -> Callable[..., Any]:
 
     @asynccontextmanager
     async def factory(
-        plugins: Iterable[Any] | None = (), config: dict[str, Any] | None = None, run_jobs: bool = False,
+        plugins: Iterable[Any] | None = (),
+        config: dict[str, Any] | None = None,
+        run_jobs: bool = False,
         env: dict[str, str] | None = None,
     ) -> AsyncIterator[Any]:
         async with running_app(make_test_app(database, plugins, config, run_jobs=run_jobs, env=env)) as app:
@@ -310,8 +321,13 @@ class FakeSource(Source):
     name = "fake"
 
     def __init__(
-        self, calendars: Iterable[str | tuple[str, bool] | CalendarSpec] = ("cal",), *, writable: bool = False,
-        mode: Literal["full", "log"] = "full", page: int = 100, interval_seconds: float = 3600,
+        self,
+        calendars: Iterable[str | tuple[str, bool] | CalendarSpec] = ("cal",),
+        *,
+        writable: bool = False,
+        mode: Literal["full", "log"] = "full",
+        page: int = 100,
+        interval_seconds: float = 3600,
     ) -> None:
         self.writable = writable
         self.mode: Literal["full", "log"] = mode
@@ -347,8 +363,9 @@ class FakeSource(Source):
             raise KeyError(f"FakeSource has no calendar {calendar!r} (it has {sorted(self.specs)})")
         return calendar
 
-    def put(self, uid: str, title: str, *, calendar: str | None = None, start: datetime | None = None,
-            **fields: Any) -> EventDraft:
+    def put(
+        self, uid: str, title: str, *, calendar: str | None = None, start: datetime | None = None, **fields: Any
+    ) -> EventDraft:
         """Add or replace the entry ``uid`` (``fields`` are EventDraft fields); returns its draft."""
         start = start or DEFAULT_START
         fields.setdefault("end", start + timedelta(hours=1) if isinstance(start, datetime) else None)
@@ -405,7 +422,7 @@ class FakeSource(Source):
             index = 0
             while pos < len(log):
                 await self._before_batch(index)
-                chunk = log[pos:pos + page]
+                chunk = log[pos : pos + page]
                 pos += len(chunk)
                 yield SourceBatch(
                     drafts=[copy.deepcopy(d) for op, d in chunk if op == "upsert" and isinstance(d, EventDraft)],
@@ -422,7 +439,7 @@ class FakeSource(Source):
             yield SourceBatch(not_modified=True)
             return
         items = list(self.items[cal].values())
-        pages = [items[i:i + page] for i in range(0, len(items), page)] or [[]]
+        pages = [items[i : i + page] for i in range(0, len(items), page)] or [[]]
         for index, chunk in enumerate(pages):
             await self._before_batch(index)
             last = index == len(pages) - 1
@@ -466,7 +483,8 @@ def fake_source_plugin(*sources: Source, name: str = "fakesource") -> tuple[str,
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "backends(*names): run only on these storage backends")
     config.addinivalue_line(
-        "markers", "exercises_hook(*names): the test asserts the effect of these hookspecs (the kernel checks every hook has one)"
+        "markers",
+        "exercises_hook(*names): the test asserts the effect of these hookspecs (the kernel checks every hook has one)",
     )
 
 

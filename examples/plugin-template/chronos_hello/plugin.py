@@ -15,11 +15,10 @@ from chronos.plugin import (
     Scope,
     SettingsSection,
     hookimpl,
+    origin_of,
     record_audit,
     require_scope,
-    origin_of,
 )
-
 from chronos_hello.models import Greeting
 
 

@@ -302,7 +302,7 @@ class Source(ABC):
         """
         raise SourceError(f"source {self.name!r} is read-only")
 
-    async def aclose(self) -> None:
+    async def aclose(self) -> None:  # noqa: B027 - an optional hook: most sources hold nothing
         """Release what the source holds (connections, worker processes).
 
         The kernel awaits it once when the runtime stops, after the last run.

@@ -45,7 +45,9 @@ class TemplateRenderError(InvalidInput):
     point at the template part (``/content/html``) and carry ``line``.
     """
 
-    def __init__(self, detail: str, errors: list[dict[str, Any]] | None = None, *, type: str = "template-render") -> None:
+    def __init__(
+        self, detail: str, errors: list[dict[str, Any]] | None = None, *, type: str = "template-render"
+    ) -> None:
         super().__init__(detail, type=type, errors=errors or [])
         self.errors: list[dict[str, Any]] = errors or []
 
@@ -145,9 +147,16 @@ class OutgoingMail:
     def fingerprint(self) -> str:
         """A stable hash of the content (the default idempotency fingerprint)."""
         payload = {
-            "to": self.to, "cc": self.cc, "bcc": self.bcc, "subject": self.subject, "html": self.html,
-            "text": self.text, "template_id": self.template_id,
-            "attachments": [[a.filename, a.content_type, hashlib.sha256(a.content).hexdigest()] for a in self.attachments],
+            "to": self.to,
+            "cc": self.cc,
+            "bcc": self.bcc,
+            "subject": self.subject,
+            "html": self.html,
+            "text": self.text,
+            "template_id": self.template_id,
+            "attachments": [
+                [a.filename, a.content_type, hashlib.sha256(a.content).hexdigest()] for a in self.attachments
+            ],
         }
         return request_fingerprint(payload)
 

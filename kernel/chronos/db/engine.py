@@ -10,6 +10,7 @@ PostgreSQL reads and writes share one pool.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 import time
 from collections.abc import AsyncIterator
@@ -64,10 +65,8 @@ class _SQLiteConnection(sqlite3.Connection):
         cancelled mid-statement ends with SQLAlchemy closing the connection without a
         rollback, so without this every later writer would see "database is locked"."""
         if self.in_transaction:
-            try:
+            with contextlib.suppress(sqlite3.Error):
                 self.execute("ROLLBACK")
-            except sqlite3.Error:
-                pass
         super().close()
 
 
@@ -170,9 +169,8 @@ class Database:
             async with self._write_sessions() as session, session.begin():
                 yield session
             return
-        async with self._write_lock:
-            async with self._write_sessions() as session, session.begin():
-                yield session
+        async with self._write_lock, self._write_sessions() as session, session.begin():
+            yield session
 
     async def ping(self) -> None:
         async with self.reader.connect() as conn:

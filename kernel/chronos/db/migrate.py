@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from alembic import command
+from alembic.autogenerate import compare_metadata
 from alembic.config import Config
 from alembic.migration import MigrationContext
-from alembic.autogenerate import compare_metadata
 from alembic.script import ScriptDirectory
 from sqlalchemy import inspect, text
 from sqlalchemy.engine import Connection
@@ -169,7 +169,9 @@ async def migrate(url: str, migrations: Iterable[Migrations], *, schema: str | N
         await engine.dispose()
 
 
-async def downgrade(url: str, migrations: Iterable[Migrations], owner: str, target: str = "base", *, schema: str | None = None) -> None:
+async def downgrade(
+    url: str, migrations: Iterable[Migrations], owner: str, target: str = "base", *, schema: str | None = None
+) -> None:
     owners = {o.name: o for o in owners_for(migrations)}
     if owner not in owners:
         raise KeyError(f"no migrations owner named {owner!r}")
@@ -181,7 +183,9 @@ async def downgrade(url: str, migrations: Iterable[Migrations], owner: str, targ
         await engine.dispose()
 
 
-async def current(url: str, migrations: Iterable[Migrations], *, schema: str | None = None) -> dict[str, dict[str, Any]]:
+async def current(
+    url: str, migrations: Iterable[Migrations], *, schema: str | None = None
+) -> dict[str, dict[str, Any]]:
     owners = owners_for(migrations)
     engine = make_engine(url, role="migrate", schema=schema)
 
@@ -216,8 +220,9 @@ async def diff_models(url: str, *, schema: str | None = None) -> list[Any]:
         def include_name(name: str | None, type_: str, parent: Any) -> bool:
             if type_ == "table" and name is not None:
                 return name not in skip and not name.startswith("alembic_version") and not name.startswith("sqlite_")
-            if type_ == "index" and name in metadata.info.get("unmapped_indexes", ()):
-                return False  # raw DDL in a revision (Base.metadata.info["unmapped_indexes"])
+            if type_ == "index":
+                # Raw DDL in a revision (Base.metadata.info["unmapped_indexes"]) is not in the models.
+                return name not in metadata.info.get("unmapped_indexes", ())
             return True
 
         mc = MigrationContext.configure(conn, opts={"compare_type": True, "include_name": include_name})

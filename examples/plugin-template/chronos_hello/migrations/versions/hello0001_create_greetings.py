@@ -1,14 +1,13 @@
 """create greetings
 
 Revision ID: hello0001
-Revises: 
+Revises:
 Create Date: 2026-11-28 15:04:38.768048
 """
 from __future__ import annotations
 
-from alembic import op
 import sqlalchemy as sa
-
+from alembic import op
 
 revision = 'hello0001'
 down_revision = None
