@@ -18,7 +18,6 @@ from icalendar import Event as IcsEvent
 from sqlalchemy import insert, select, text, update
 
 from chronos.plugin import NotFound, Origin, PluginContext, Principal, decode_cursor, encode_cursor, record_audit
-
 from chronos_events.models import FeedToken
 from chronos_events.query import EventQuery, QueryBuilder, iso_z
 from chronos_events.settings import EventsSettings
@@ -117,7 +116,8 @@ def feed(ctx: PluginContext, calendar_id: str | None) -> AsyncIterator[bytes]:
     """
     settings = ctx.section(EventsSettings)
     now = datetime.now(UTC)
-    q = EventQuery(start=now - timedelta(days=settings.feed_past_days), end=now + timedelta(days=settings.feed_future_days),
+    q = EventQuery(start=now - timedelta(days=settings.feed_past_days),
+                   end=now + timedelta(days=settings.feed_future_days),
                    calendars=[calendar_id] if calendar_id else [], direction="all", limit=FEED_PAGE, now=now)
     builder = QueryBuilder(ctx.db.dialect)
 

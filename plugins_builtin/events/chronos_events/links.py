@@ -7,8 +7,16 @@ from typing import Any
 
 from sqlalchemy import delete, insert, or_, select
 
-from chronos.plugin import Conflict, NotFound, Origin, PluginContext, Principal, decode_cursor, encode_cursor, record_audit
-
+from chronos.plugin import (
+    Conflict,
+    NotFound,
+    Origin,
+    PluginContext,
+    Principal,
+    decode_cursor,
+    encode_cursor,
+    record_audit,
+)
 from chronos_events.models import EventLink
 from chronos_events.query import iso_z
 from chronos_events.schemas import LinkType

@@ -11,7 +11,6 @@ from datetime import UTC, datetime
 from typing import Any, cast
 
 from chronos.plugin import InvalidInput
-
 from chronos_events.query import Direction, EventQuery
 
 _TRUE = {"true", "1", "yes", "on", "t", "y"}

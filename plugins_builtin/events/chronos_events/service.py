@@ -24,8 +24,7 @@ from chronos.plugin import (
     Unavailable,
     record_audit,
 )
-
-from chronos_events.query import EventQuery, list_page_sqlite, list_events as run_list, stored_item
+from chronos_events.query import EventQuery, list_events as run_list, list_page_sqlite, stored_item
 from chronos_events.schemas import EventCreate, EventPatch
 from chronos_events.settings import EventsSettings
 from chronos_events.source import LOCAL_SOURCE

@@ -231,6 +231,19 @@ def merge_overrides(current: dict[str, Any] | None, **changes: dict[str, Any]) -
     return out
 
 
+def _follow_rederived(overrides: dict[str, Any], base: CanonicalEvent, json_fields: dict[str, Any]) -> None:
+    """Adjust earlier local edits (in place) to an event whose derived fields were re-derived."""
+    earlier = overrides.get("fields") or {}
+    if "tags" in earlier and "tags" not in json_fields:
+        earlier["tags"] = list(base.tags)
+    flags = overrides.get("sub_tasks_done") or {}
+    if flags:
+        # Keep the flags that still hold; the others belong to items that
+        # are gone or whose box the new text sets.
+        now_done = {t.id: t.done for t in base.sub_tasks}
+        overrides["sub_tasks_done"] = {k: v for k, v in flags.items() if now_done.get(k) == v}
+
+
 def _chunks(items: Sequence[Any], size: int = CHUNK) -> Iterable[Sequence[Any]]:
     for i in range(0, len(items), size):
         yield items[i : i + size]
@@ -309,41 +322,7 @@ class SqlEventStore(EventStore):
         for event in upserts:
             by_key[event.key] = event  # the last version of a key in a batch wins
         now = utcnow()
-        inserts: list[tuple[CanonicalEvent, dict[str, Any]]] = []
-        updates: list[tuple[Any, CanonicalEvent, dict[str, Any]]] = []
-        if by_key:
-            existing = {
-                EventKey(r.source, r.calendar_id, r.uid, r.recurrence_id): r
-                for r in await self._rows_by_keys(session, by_key, NARROW)
-            }
-            hidden = {
-                EventKey(r.source, r.calendar_id, r.uid, r.recurrence_id)
-                for r in await self._rows_by_keys(session, [k for k in by_key if k not in existing], TOMB_KEY)
-            }
-            changed: list[tuple[Any, CanonicalEvent, str]] = []
-            for key, event in by_key.items():
-                if key in hidden:
-                    result.suppressed += 1
-                    continue
-                source_hash = event.content_hash()
-                row = existing.get(key)
-                if row is None:
-                    values = row_values(event)
-                    values.update(content_hash=source_hash, source_hash=source_hash, local_overrides=None,
-                                  created_at=now, updated_at=now)
-                    inserts.append((event, values))
-                elif row.source_hash == source_hash:
-                    result.unchanged += 1
-                else:
-                    changed.append((row, event, source_hash))
-            if changed:
-                # Full rows only for what changed: sinks get the previous version.
-                full = {r.id: r for r in await self._rows_by_ids(session, [row.id for row, _, _ in changed])}
-                for row, event, source_hash in changed:
-                    stored = await self.with_overrides(session, event, row.local_overrides)
-                    values = row_values(stored)
-                    values.update(content_hash=stored.content_hash(), source_hash=source_hash, updated_at=now)
-                    updates.append((full[row.id], stored, values))
+        inserts, updates = await self._plan(session, by_key, result, now) if by_key else ([], [])
         if inserts:
             ids = await self._insert_rows(session, [v for _, v in inserts])
             for (event, values), new_id in zip(inserts, ids, strict=True):
@@ -354,14 +333,64 @@ class SqlEventStore(EventStore):
                 result.updated.append(StoredEvent(row.id, stored, values["content_hash"], row.created_at, now))
                 result.previous[row.id] = row_to_event(row)
         if deletions:
-            rows = await self._rows_by_keys(session, set(deletions))
-            if rows:
-                ids = [r.id for r in rows]
-                for chunk in _chunks(ids):
-                    await session.execute(delete(T).where(T.c.id.in_(list(chunk))))
-                result.deleted.extend(row_to_stored(r) for r in rows)
+            await self._delete_keys(session, deletions, result)
         await self.widen_spans(session, [e for e, _ in inserts] + [s for _, s, _ in updates])
         return result
+
+    async def _plan(
+        self, session: AsyncSession, by_key: dict[EventKey, CanonicalEvent], result: ApplyResult, now: datetime
+    ) -> tuple[list[tuple[CanonicalEvent, dict[str, Any]]], list[tuple[Any, CanonicalEvent, dict[str, Any]]]]:
+        """Sort the upserts into new rows and changed rows (counting suppressed and unchanged ones)."""
+        inserts: list[tuple[CanonicalEvent, dict[str, Any]]] = []
+        existing = {
+            EventKey(r.source, r.calendar_id, r.uid, r.recurrence_id): r
+            for r in await self._rows_by_keys(session, by_key, NARROW)
+        }
+        hidden = {
+            EventKey(r.source, r.calendar_id, r.uid, r.recurrence_id)
+            for r in await self._rows_by_keys(session, [k for k in by_key if k not in existing], TOMB_KEY)
+        }
+        changed: list[tuple[Any, CanonicalEvent, str]] = []
+        for key, event in by_key.items():
+            if key in hidden:
+                result.suppressed += 1
+                continue
+            source_hash = event.content_hash()
+            row = existing.get(key)
+            if row is None:
+                values = row_values(event)
+                values.update(content_hash=source_hash, source_hash=source_hash, local_overrides=None,
+                              created_at=now, updated_at=now)
+                inserts.append((event, values))
+            elif row.source_hash == source_hash:
+                result.unchanged += 1
+            else:
+                changed.append((row, event, source_hash))
+        return inserts, await self._changed_rows(session, changed, now)
+
+    async def _changed_rows(
+        self, session: AsyncSession, changed: list[tuple[Any, CanonicalEvent, str]], now: datetime
+    ) -> list[tuple[Any, CanonicalEvent, dict[str, Any]]]:
+        """(previous full row, new stored event, column values) per changed event, local edits re-applied."""
+        if not changed:
+            return []
+        # Full rows only for what changed: sinks get the previous version.
+        full = {r.id: r for r in await self._rows_by_ids(session, [row.id for row, _, _ in changed])}
+        updates = []
+        for row, event, source_hash in changed:
+            stored = await self.with_overrides(session, event, row.local_overrides)
+            values = row_values(stored)
+            values.update(content_hash=stored.content_hash(), source_hash=source_hash, updated_at=now)
+            updates.append((full[row.id], stored, values))
+        return updates
+
+    async def _delete_keys(self, session: AsyncSession, deletions: list[EventKey], result: ApplyResult) -> None:
+        rows = await self._rows_by_keys(session, set(deletions))
+        if rows:
+            ids = [r.id for r in rows]
+            for chunk in _chunks(ids):
+                await session.execute(delete(T).where(T.c.id.in_(list(chunk))))
+            result.deleted.extend(row_to_stored(r) for r in rows)
 
     async def widen_spans(self, session: AsyncSession, events: Iterable[CanonicalEvent]) -> None:
         """Raise ``events_spans`` to cover the durations of ``events`` (one statement)."""
@@ -503,15 +532,7 @@ class SqlEventStore(EventStore):
         rederived = await self._rederive(session, previous, json_fields)
         if rederived is not None:
             base = rederived
-            earlier = overrides.get("fields") or {}
-            if "tags" in earlier and "tags" not in json_fields:
-                earlier["tags"] = list(base.tags)
-            flags = overrides.get("sub_tasks_done") or {}
-            if flags:
-                # Keep the flags that still hold; the others belong to items that
-                # are gone or whose box the new text sets.
-                now_done = {t.id: t.done for t in base.sub_tasks}
-                overrides["sub_tasks_done"] = {k: v for k, v in flags.items() if now_done.get(k) == v}
+            _follow_rederived(overrides, base, json_fields)
         if sub_tasks_done:
             known = {t.id for t in base.sub_tasks}
             for task_id in sub_tasks_done:
@@ -519,7 +540,11 @@ class SqlEventStore(EventStore):
                     raise UnknownSubTask(task_id)
             overrides = merge_overrides(overrides, sub_tasks_done=sub_tasks_done)
         overrides = {k: v for k, v in overrides.items() if v}
-        stored = apply_overrides(base, overrides)
+        return await self._write_patch(session, row, apply_overrides(base, overrides), overrides), previous
+
+    async def _write_patch(
+        self, session: AsyncSession, row: Any, stored: CanonicalEvent, overrides: dict[str, Any]
+    ) -> StoredEvent:
         now = utcnow()
         values = row_values(stored)
         for k in ("source", "calendar_id", "uid", "recurrence_id"):
@@ -527,7 +552,7 @@ class SqlEventStore(EventStore):
         values.update(content_hash=stored.content_hash(), local_overrides=overrides, updated_at=now)
         await session.execute(update(T).where(T.c.id == row.id).values(values))
         await self.widen_spans(session, [stored])
-        return StoredEvent(row.id, stored, values["content_hash"], row.created_at, now), previous
+        return StoredEvent(row.id, stored, values["content_hash"], row.created_at, now)
 
     async def insert_many(self, session: AsyncSession, events: list[CanonicalEvent]) -> list[int]:
         """Insert new rows (import): returns their ids in order."""

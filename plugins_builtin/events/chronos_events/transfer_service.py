@@ -33,7 +33,6 @@ from chronos.plugin import (
     TooLarge,
     record_audit,
 )
-
 from chronos_events.models import EventLink
 from chronos_events.query import iso_z, stored_item
 from chronos_events.service import event_store, validation_error
@@ -84,7 +83,8 @@ async def _link_chunks(s: Any, calendars: list[str]) -> AsyncIterator[list[str]]
         rows = (await s.execute(stmt.order_by(L.c.id).limit(PAGE))).all()
         if not rows:
             return
-        yield [json.dumps({"from_event_id": r.from_event_id, "to_event_id": r.to_event_id, "type": r.type}) for r in rows]
+        yield [json.dumps({"from_event_id": r.from_event_id, "to_event_id": r.to_event_id, "type": r.type})
+               for r in rows]
         last = rows[-1].id
 
 
@@ -168,7 +168,8 @@ def parse_document(raw: bytes, settings: EventsSettings) -> ImportDocument:
         payload = json.loads(raw)
     except (ValueError, UnicodeDecodeError):
         raise MalformedInput("The request body is not valid JSON", type="malformed-body") from None
-    if isinstance(payload, dict) and isinstance(payload.get("events"), list) and len(payload["events"]) > settings.import_max_events:
+    events = payload.get("events") if isinstance(payload, dict) else None
+    if isinstance(events, list) and len(events) > settings.import_max_events:
         raise TooLarge(f"An import may hold at most {settings.import_max_events} events (events.import_max_events)",
                        type=TOO_LARGE)
     try:

@@ -63,6 +63,51 @@ async def read_file(path: Path, *, max_bytes: int, known: dict[str, Any] | None)
     return data, validators
 
 
+def _request_headers(etag: str | None, last_modified: str | None) -> dict[str, str]:
+    headers = {"User-Agent": USER_AGENT, "Accept": "text/calendar, */*;q=0.5"}
+    if etag:
+        headers["If-None-Match"] = etag
+    if last_modified:
+        headers["If-Modified-Since"] = last_modified
+    return headers
+
+
+async def _read_body(resp: httpx.Response, shown: str, max_bytes: int) -> tuple[bytes, dict[str, Any]]:
+    """The body of a successful answer (at most ``max_bytes``) and its cache validators."""
+    if resp.status_code >= 400 or resp.status_code < 200 or resp.status_code == 204:
+        reason = resp.reason_phrase or ""
+        raise SourceError(f"HTTP {resp.status_code} {reason} from {redact(str(resp.url))}".rstrip())
+    declared = resp.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > max_bytes:
+        raise SourceError(
+            f"{shown} announces {_mb(int(declared))}, more than the limit of {_mb(max_bytes)} (ics.max_bytes)"
+        )
+    body = bytearray()
+    async for chunk in resp.aiter_bytes():
+        body += chunk
+        if len(body) > max_bytes:
+            raise SourceError(f"{shown} sent more than the limit of {_mb(max_bytes)} (ics.max_bytes)")
+    validators = {
+        "etag": resp.headers.get("etag"),
+        "last_modified": resp.headers.get("last-modified"),
+        "content_type": resp.headers.get("content-type"),
+    }
+    return bytes(body), validators
+
+
+def _failure(exc: Exception, shown: str, timeout: float, max_redirects: int) -> SourceError:
+    """What a failed download reports (the URL redacted)."""
+    if isinstance(exc, (TimeoutError, httpx.TimeoutException)):
+        return SourceError(f"no complete answer from {shown} within {timeout:g}s (ics.timeout_seconds)")
+    if isinstance(exc, httpx.TooManyRedirects):
+        return SourceError(f"more than {max_redirects} redirects from {shown} (a redirect loop?)")
+    if isinstance(exc, httpx.UnsupportedProtocol):
+        return SourceError(f"{shown} redirected to a scheme other than http or https")
+    if isinstance(exc, httpx.ConnectError):
+        return SourceError(f"cannot connect to {shown}: {exc or type(exc).__name__}")
+    return SourceError(f"download from {shown} failed: {type(exc).__name__}: {exc}")
+
+
 async def download(
     url: str,
     *,
@@ -80,51 +125,18 @@ async def download(
     hold a sync forever); only http and https are followed.
     """
     shown = redact(url)
-    headers = {"User-Agent": USER_AGENT, "Accept": "text/calendar, */*;q=0.5"}
-    if etag:
-        headers["If-None-Match"] = etag
-    if last_modified:
-        headers["If-Modified-Since"] = last_modified
     client = httpx.AsyncClient(
         follow_redirects=True, max_redirects=max_redirects, timeout=httpx.Timeout(timeout), transport=transport
     )
     try:
         async with asyncio.timeout(timeout):
-            async with client.stream("GET", url, headers=headers) as resp:
+            async with client.stream("GET", url, headers=_request_headers(etag, last_modified)) as resp:
                 if resp.status_code == 304:
                     return None, {"etag": etag, "last_modified": last_modified}
-                if resp.status_code >= 400 or resp.status_code < 200 or resp.status_code == 204:
-                    reason = resp.reason_phrase or ""
-                    raise SourceError(f"HTTP {resp.status_code} {reason} from {redact(str(resp.url))}".rstrip())
-                declared = resp.headers.get("content-length")
-                if declared and declared.isdigit() and int(declared) > max_bytes:
-                    raise SourceError(
-                        f"{shown} announces {_mb(int(declared))}, more than the limit of {_mb(max_bytes)} (ics.max_bytes)"
-                    )
-                body = bytearray()
-                async for chunk in resp.aiter_bytes():
-                    body += chunk
-                    if len(body) > max_bytes:
-                        raise SourceError(f"{shown} sent more than the limit of {_mb(max_bytes)} (ics.max_bytes)")
-                validators = {
-                    "etag": resp.headers.get("etag"),
-                    "last_modified": resp.headers.get("last-modified"),
-                    "content_type": resp.headers.get("content-type"),
-                }
-                return bytes(body), validators
+                return await _read_body(resp, shown, max_bytes)
     except SourceError:
         raise
-    except TimeoutError:
-        raise SourceError(f"no complete answer from {shown} within {timeout:g}s (ics.timeout_seconds)") from None
-    except httpx.TooManyRedirects:
-        raise SourceError(f"more than {max_redirects} redirects from {shown} (a redirect loop?)") from None
-    except httpx.UnsupportedProtocol:
-        raise SourceError(f"{shown} redirected to a scheme other than http or https") from None
-    except httpx.TimeoutException:
-        raise SourceError(f"no complete answer from {shown} within {timeout:g}s (ics.timeout_seconds)") from None
-    except httpx.ConnectError as exc:
-        raise SourceError(f"cannot connect to {shown}: {exc or type(exc).__name__}") from None
-    except httpx.HTTPError as exc:
-        raise SourceError(f"download from {shown} failed: {type(exc).__name__}: {exc}") from None
+    except (TimeoutError, httpx.HTTPError) as exc:
+        raise _failure(exc, shown, timeout, max_redirects) from None
     finally:
         await client.aclose()

@@ -473,13 +473,11 @@ def _fast_time(params: str, value: str, x_wr_zone: ZoneInfo | None) -> date | da
     return value_dt.replace(tzinfo=x_wr_zone) if x_wr_zone is not None else value_dt
 
 
-def _fast_single(block: str, uid: str, window: Window, x_wr: str | None, out: Parsed) -> None:
-    """A plain single event without icalendar; raises ``_Slow`` when it is not plain."""
-    x_wr_zone = None
-    if x_wr:
-        x_wr_zone = _iana(x_wr)
-        if x_wr_zone is None:
-            raise _Slow
+def _plain_props(block: str) -> tuple[dict[str, tuple[str, str]], list[str]]:
+    """The top-level properties of a VEVENT block (name -> (params, value)) and its categories.
+
+    Raises ``_Slow`` for anything the fast path does not handle.
+    """
     text = _UNFOLD.sub("", block) if ("\n " in block or "\n\t" in block) else block
     props: dict[str, tuple[str, str]] = {}
     tags: list[str] = []
@@ -512,6 +510,25 @@ def _fast_single(block: str, uid: str, window: Window, x_wr: str | None, out: Pa
         if name in props:
             raise _Slow
         props[name] = (params, value)
+    return props, tags
+
+
+def _fast_zone_name(start: date | datetime, window: Window) -> str | None:
+    if isinstance(start, datetime) and start.tzinfo is not None:
+        return str(start.tzinfo.key)  # type: ignore[attr-defined]
+    if isinstance(start, datetime):
+        return window.default_timezone
+    return None
+
+
+def _fast_single(block: str, uid: str, window: Window, x_wr: str | None, out: Parsed) -> None:
+    """A plain single event without icalendar; raises ``_Slow`` when it is not plain."""
+    x_wr_zone = None
+    if x_wr:
+        x_wr_zone = _iana(x_wr)
+        if x_wr_zone is None:
+            raise _Slow
+    props, tags = _plain_props(block)
     if "DTSTART" not in props:
         raise _Slow
     start = _fast_time(*props["DTSTART"], x_wr_zone)
@@ -526,12 +543,7 @@ def _fast_single(block: str, uid: str, window: Window, x_wr: str | None, out: Pa
     if get("STATUS").strip().upper() == "CANCELLED":
         out.deleted.append((uid, ""))
         return
-    if isinstance(start, datetime) and start.tzinfo is not None:
-        tz_name = start.tzinfo.key  # type: ignore[attr-defined]
-    elif isinstance(start, datetime):
-        tz_name = window.default_timezone
-    else:
-        tz_name = None
+    tz_name = _fast_zone_name(start, window)
     start, end = _moved(start, end, window)
     out.drafts.append(_make_draft(
         uid, "", start, end, tz_name,
