@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-from sqlalchemy import func, select
-
 from chronos.plugin import (
     HealthCheck,
-    HealthResult,
     Job,
     MailQueue,
     Migrations,
@@ -16,11 +13,9 @@ from chronos.plugin import (
     Service,
     SettingsSection,
     hookimpl,
-    utcnow,
 )
 
-from chronos_mail.models import MailDelivery
-from chronos_mail.queue import SEND_JOB, SEND_REQUESTS, SqlMailQueue
+from chronos_mail.queue import SEND_JOB, SEND_REQUESTS, SqlMailQueue, queue_health
 from chronos_mail.router import router
 from chronos_mail.sender import SENDER
 from chronos_mail.settings import MailSettings
@@ -72,31 +67,6 @@ def register_jobs(ctx: PluginContext):
                 description="Send queued mail and due retries")]
 
 
-async def _queue_health(ctx: PluginContext) -> HealthResult:
-    settings: MailSettings = ctx.section(MailSettings)
-    now = utcnow()
-    async with ctx.db.read() as s:
-        counts = dict((await s.execute(
-            select(MailDelivery.status, func.count()).where(MailDelivery.status.in_(("queued", "retrying")))
-            .group_by(MailDelivery.status)
-        )).all())
-        oldest = (await s.execute(
-            select(func.min(MailDelivery.next_attempt_at)).where(MailDelivery.status.in_(("queued", "retrying")))
-        )).scalar()
-    detail = {"queued": counts.get("queued", 0), "retrying": counts.get("retrying", 0),
-              "configured": bool(settings.from_)}
-    if oldest is not None:
-        if oldest.tzinfo is None:  # SQLite's MIN() bypasses the column type
-            from datetime import UTC
-
-            oldest = oldest.replace(tzinfo=UTC)
-        overdue = (now - oldest).total_seconds()
-        detail["oldest_due_seconds"] = round(max(0.0, overdue), 1)
-        if overdue > max(600.0, settings.poll_interval_seconds * 10):
-            return HealthResult("degraded", {**detail, "detail": "due mail is not being sent"})
-    return HealthResult("ok", detail)
-
-
 @hookimpl
 def register_health_checks():
-    return [HealthCheck("mail.queue", _queue_health)]
+    return [HealthCheck("mail.queue", queue_health)]

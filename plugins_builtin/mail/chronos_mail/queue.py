@@ -3,26 +3,28 @@
 from __future__ import annotations
 
 import re
-from email.utils import make_msgid
 from dataclasses import dataclass
+from datetime import UTC
+from email.utils import make_msgid
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
 from chronos.plugin import (
-    Origin,
-    Resource,
     AttachmentsTooLarge,
+    HealthResult,
     IdempotencyConflict,
     InvalidMail,
     JobBusy,
     MailNotConfigured,
     MailQueue,
+    Origin,
     OutgoingMail,
     PluginContext,
     Principal,
     QueuedDelivery,
+    Resource,
     record_audit,
     utcnow,
 )
@@ -193,3 +195,27 @@ def _replayed(row: MailDelivery, fingerprint: str) -> QueuedDelivery:
     if row.request_hash != fingerprint:
         raise IdempotencyConflict(row.id)
     return QueuedDelivery(row.id, row.status, row.message_id, replayed=True)
+
+
+async def queue_health(ctx: PluginContext) -> HealthResult:
+    """The ``mail.queue`` health check: degraded when due mail is not being sent."""
+    settings: MailSettings = ctx.section(MailSettings)
+    now = utcnow()
+    async with ctx.db.read() as s:
+        counts = dict((await s.execute(
+            select(MailDelivery.status, func.count()).where(MailDelivery.status.in_(("queued", "retrying")))
+            .group_by(MailDelivery.status)
+        )).all())
+        oldest = (await s.execute(
+            select(func.min(MailDelivery.next_attempt_at)).where(MailDelivery.status.in_(("queued", "retrying")))
+        )).scalar()
+    detail = {"queued": counts.get("queued", 0), "retrying": counts.get("retrying", 0),
+              "configured": bool(settings.from_)}
+    if oldest is not None:
+        if oldest.tzinfo is None:  # SQLite's MIN() bypasses the column type
+            oldest = oldest.replace(tzinfo=UTC)
+        overdue = (now - oldest).total_seconds()
+        detail["oldest_due_seconds"] = round(max(0.0, overdue), 1)
+        if overdue > max(600.0, settings.poll_interval_seconds * 10):
+            return HealthResult("degraded", {**detail, "detail": "due mail is not being sent"})
+    return HealthResult("ok", detail)
