@@ -15,9 +15,10 @@ from sqlalchemy import select, text
 from chronos import __version__, metrics
 from chronos.audit import record_audit
 from chronos.auth import Principal, Public, current_context, origin_of, require_scope
+from chronos.context import PluginContext
 from chronos.db.models import AuditEntry, JobHeartbeat, JobRun
 from chronos.errors import Problem
-from chronos.jobs import JobBusy
+from chronos.jobs import JobBusy, JobRunner
 from chronos.keys import SYSTEM_RE, create_key, key_view, list_keys, revoke_key
 from chronos.pagination import decode_cursor, encode_cursor
 from chronos.records import HealthResult
@@ -316,10 +317,16 @@ def _schedule(job: Any) -> str | None:
     return None
 
 
+def _job_runner(ctx: PluginContext) -> JobRunner:
+    if ctx.jobs is None:  # only before the lifespan started the runtime
+        raise Problem(503, "The job runner is not running", type="unavailable")
+    return ctx.jobs
+
+
 @meta_router.get("/jobs", response_model=list[JobOut])
 async def jobs_list(request: Request, _: Principal = ADMIN) -> list[dict[str, Any]]:
     ctx = current_context(request)
-    runner = ctx.jobs
+    runner = _job_runner(ctx)
     out = []
     async with ctx.db.read() as s:
         for name, (plugin, job) in sorted(runner.jobs.items()):
@@ -353,10 +360,11 @@ async def jobs_run(
     name: Annotated[str, StringConstraints(max_length=128)], request: Request, principal: Principal = ADMIN
 ) -> dict[str, Any]:
     ctx = current_context(request)
-    if name not in ctx.jobs.jobs:
+    runner = _job_runner(ctx)
+    if name not in runner.jobs:
         raise Problem(404, f"No job named {name!r}", type="not-found")
     try:
-        ctx.jobs.run_now(name)
+        runner.run_now(name)
     except JobBusy as exc:
         raise Problem(409, str(exc), type="job-busy") from None
     async with ctx.db.write() as s:

@@ -12,9 +12,9 @@ import hashlib
 import json
 from datetime import datetime
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import insert, select, text
+from sqlalchemy import Table, insert, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from chronos.db.base import utcnow
@@ -139,7 +139,7 @@ async def record_audit_many(session: AsyncSession, records: list[dict[str, Any]]
         entry.hash = prev = _digest(entry.prev_hash, _content(entry))  # type: ignore[arg-type]
         entries.append(vars(entry))
     # Core executemany: the ORM would insert row by row to learn each id, which nobody needs here.
-    await session.execute(insert(AuditEntry.__table__), entries)
+    await session.execute(insert(cast(Table, AuditEntry.__table__)), entries)
     return len(entries)
 
 

@@ -50,7 +50,7 @@ def _unauthorized(detail: str) -> Problem:
 
 async def authenticate(request: Request) -> Principal:
     """Resolve the caller from ``Authorization: Bearer`` or ``X-API-Key``; 401 otherwise."""
-    cached = getattr(request.state, "principal", None)
+    cached: Principal | None = getattr(request.state, "principal", None)
     if cached is not None:
         return cached
     runtime = request.app.state.runtime
@@ -66,7 +66,7 @@ async def authenticate(request: Request) -> Principal:
         secret = request.headers["x-api-key"].strip()
     if not secret:
         raise _unauthorized("An API key is required (Authorization: Bearer <key> or X-API-Key)")
-    principal = await runtime.keys.verify(secret)
+    principal: Principal | None = await runtime.keys.verify(secret)
     if principal is None:
         raise _unauthorized("The API key is unknown, revoked or expired")
     request.state.principal = principal

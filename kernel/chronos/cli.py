@@ -528,7 +528,8 @@ def _add_plugin_commands() -> None:
 
 def _kernel_command_requested(argv: list[str]) -> bool:
     """True when argv names one of the kernel's own commands (no plugin lookup needed)."""
-    kernel = {c.name or c.callback.__name__ for c in app.registered_commands} | {g.name for g in app.registered_groups}
+    kernel = {c.name or getattr(c.callback, "__name__", "") for c in app.registered_commands}
+    kernel |= {g.name for g in app.registered_groups}
     words = [
         a for i, a in enumerate(argv) if not a.startswith("-") and (i == 0 or argv[i - 1] not in ("--config", "-c"))
     ]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, TypeVar, overload
+from typing import TYPE_CHECKING, Any, TypeVar, cast, overload
 
 import structlog
 from pydantic import BaseModel
@@ -90,7 +90,7 @@ class PluginContext:
     def service(self, interface: type[T]) -> T:
         """The enabled implementation of ``interface``; ``LookupError`` if none."""
         try:
-            return self._services[interface]
+            return cast(T, self._services[interface])
         except KeyError:
             raise LookupError(f"no enabled plugin provides {interface.__name__}") from None
 
@@ -100,7 +100,7 @@ class PluginContext:
     def resource(self, resource: Resource[T]) -> T:
         """The object ``resource`` declares, built by the kernel on first use."""
         try:
-            return self._resources[resource]
+            return cast(T, self._resources[resource])
         except KeyError:
             pass
         if resource not in self._declared:

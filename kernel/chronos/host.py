@@ -218,7 +218,7 @@ class PluginHost:
     def _impls(self, hook_name: str) -> list[tuple[str, Any]]:
         """(plugin name, hookimpl) for one hook, in explicit order: tryfirst, normal, trylast, then by name."""
         hook = getattr(self.pm.hook, hook_name)
-        impls = [(self.pm.get_name(i.plugin), i) for i in hook.get_hookimpls()]
+        impls = [(self.pm.get_name(i.plugin) or "", i) for i in hook.get_hookimpls()]
         rank = lambda i: 0 if i.tryfirst else (2 if i.trylast else 1)  # noqa: E731
         return sorted(impls, key=lambda p: (rank(p[1]), p[0]))
 

@@ -19,13 +19,13 @@ import random
 import socket
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import structlog
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
-from sqlalchemy import select, text, update
+from sqlalchemy import Table, select, text, update
 from sqlalchemy.engine import make_url
 
 from chronos.context import PluginContext
@@ -277,5 +277,6 @@ class JobRunner:
             self._lock_file = None
         with contextlib.suppress(Exception):
             async with self.ctx.db.write() as s:
-                await s.execute(JobHeartbeat.__table__.delete().where(JobHeartbeat.runner_id == self.runner_id))
+                heartbeats = cast(Table, JobHeartbeat.__table__)
+                await s.execute(heartbeats.delete().where(JobHeartbeat.runner_id == self.runner_id))
         self.is_leader = False

@@ -7,11 +7,12 @@ import re
 import sys
 
 import structlog
+from structlog.typing import EventDict, Processor
 
 _SECRET_KEYS = re.compile(r"(password|secret|token|authorization|api[_-]?key)", re.I)
 
 
-def _redact(_logger: object, _name: str, event: dict) -> dict:
+def _redact(_logger: object, _name: str, event: EventDict) -> EventDict:
     for key in list(event):
         if _SECRET_KEYS.search(key) and event[key] is not None:
             event[key] = "***"
@@ -21,7 +22,7 @@ def _redact(_logger: object, _name: str, event: dict) -> dict:
 def configure_logging(level: str = "info", fmt: str = "json") -> None:
     lvl = getattr(logging, level.upper(), logging.INFO)
     renderer = structlog.processors.JSONRenderer() if fmt == "json" else structlog.dev.ConsoleRenderer(colors=False)
-    shared = [
+    shared: list[Processor] = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),

@@ -36,7 +36,7 @@ def decode_cursor(kind: str, cursor: str, types: list[type]) -> list[Any]:
         raise bad from None
     if not isinstance(data, dict) or data.get("k") != kind or not isinstance(data.get("v"), list):
         raise bad
-    values = data["v"]
+    values: list[Any] = data["v"]
     if len(values) != len(types):
         raise bad
     for value, typ in zip(values, types, strict=True):

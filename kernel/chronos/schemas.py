@@ -23,7 +23,7 @@ def config_schema(host: PluginHost) -> dict[str, Any]:
     fields: dict[str, Any] = {name: (f.annotation, f) for name, f in KernelSettings.model_fields.items()}
     for name, section in sorted(host.sections.items()):
         fields[name] = (section.model | None, None)
-    model: type[BaseModel] = create_model("ChronosConfig", **fields)  # type: ignore[call-overload]
+    model: type[BaseModel] = create_model("ChronosConfig", **fields)
     schema = model.model_json_schema(by_alias=True)
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["title"] = "Chronos Engine configuration (config/chronos.yaml)"

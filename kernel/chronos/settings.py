@@ -358,10 +358,10 @@ def _ignored_keys(model: type[BaseModel], value: Any, loc: tuple[str, ...], raw:
     if not isinstance(value, dict):
         return []
     by_key: dict[str, Any] = {}
-    for fname, finfo in model.model_fields.items():
-        by_key[fname] = finfo
-        if finfo.alias:
-            by_key[finfo.alias] = finfo
+    for fname, info in model.model_fields.items():
+        by_key[fname] = info
+        if info.alias:
+            by_key[info.alias] = info
     names = [f.alias or n for n, f in model.model_fields.items()]
     out: list[str] = []
     for key, sub in value.items():

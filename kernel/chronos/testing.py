@@ -117,7 +117,7 @@ async def temporary_database(backend: str, tmp_path: Path) -> AsyncIterator[Test
 @pytest.fixture(params=backends())
 def db_backend(request: pytest.FixtureRequest) -> str:
     """The storage backend under test: 'sqlite' or 'postgresql'."""
-    return request.param
+    return str(request.param)
 
 
 @pytest.fixture
@@ -418,11 +418,11 @@ class FakeSource(Source):
         page = max(1, self.page)
         if self.mode == "log":
             pos = int(cursor["pos"]) if cursor else 0
-            log = self.changes[cal]
+            changes = self.changes[cal]
             index = 0
-            while pos < len(log):
+            while pos < len(changes):
                 await self._before_batch(index)
-                chunk = log[pos : pos + page]
+                chunk = changes[pos : pos + page]
                 pos += len(chunk)
                 yield SourceBatch(
                     drafts=[copy.deepcopy(d) for op, d in chunk if op == "upsert" and isinstance(d, EventDraft)],
@@ -440,11 +440,11 @@ class FakeSource(Source):
             return
         items = list(self.items[cal].values())
         pages = [items[i : i + page] for i in range(0, len(items), page)] or [[]]
-        for index, chunk in enumerate(pages):
+        for index, listed in enumerate(pages):
             await self._before_batch(index)
             last = index == len(pages) - 1
             yield SourceBatch(
-                drafts=[copy.deepcopy(d) for d in chunk],
+                drafts=[copy.deepcopy(d) for d in listed],
                 errors=list(self.errors[cal]) if last else [],
                 full=True,
                 complete=last,
@@ -490,7 +490,8 @@ def pytest_configure(config: pytest.Config) -> None:
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Deselect backend parametrisations a ``@pytest.mark.backends(...)`` test does not want."""
-    keep, drop = [], []
+    keep: list[pytest.Item] = []
+    drop: list[pytest.Item] = []
     for item in items:
         marker = item.get_closest_marker("backends")
         backend = getattr(getattr(item, "callspec", None), "params", {}).get("db_backend")

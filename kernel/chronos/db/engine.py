@@ -143,9 +143,13 @@ class Database:
         self.schema = schema
         self.dialect = "sqlite" if is_sqlite(url) else "postgresql"
         self.busy_timeout_ms = busy_timeout_ms
-        opts = dict(schema=schema, pool_size=pool_size, busy_timeout_ms=busy_timeout_ms, echo=echo)
-        self.reader = make_engine(url, role="read", **opts)
-        self.writer = make_engine(url, role="write", **opts) if self.is_sqlite else self.reader
+        def engine(role: str) -> AsyncEngine:
+            return make_engine(
+                url, role=role, schema=schema, pool_size=pool_size, busy_timeout_ms=busy_timeout_ms, echo=echo
+            )
+
+        self.reader = engine("read")
+        self.writer = engine("write") if self.is_sqlite else self.reader
         self._read_sessions = async_sessionmaker(self.reader, expire_on_commit=False)
         self._write_sessions = async_sessionmaker(self.writer, expire_on_commit=False)
         self._write_lock = asyncio.Lock() if self.is_sqlite else None

@@ -20,7 +20,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.config import Config
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import inspect, text
+from sqlalchemy import Table, inspect, text
 from sqlalchemy.engine import Connection
 
 from chronos.db.base import Base, metadata
@@ -42,7 +42,7 @@ def tables_of(package: str) -> set[str]:
     """Tables whose ORM class lives in ``package`` (the ownership rule)."""
     out = set()
     for mapper in Base.registry.mappers:
-        if mapper.class_.__module__.split(".")[0] == package:
+        if mapper.class_.__module__.split(".")[0] == package and isinstance(mapper.local_table, Table):
             out.add(mapper.local_table.name)
     return out
 
@@ -226,7 +226,7 @@ async def diff_models(url: str, *, schema: str | None = None) -> list[Any]:
             return True
 
         mc = MigrationContext.configure(conn, opts={"compare_type": True, "include_name": include_name})
-        return compare_metadata(mc, metadata)
+        return list(compare_metadata(mc, metadata))
 
     try:
         async with engine.connect() as conn:
