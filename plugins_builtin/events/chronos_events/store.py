@@ -33,11 +33,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from chronos.plugin import ApplyResult, CanonicalEvent, EventIntake, EventKey, EventStore, StoredEvent, utcnow
 
-from chronos_events.models import Event, EventSpan, EventTombstone
+from chronos_events.models import Event, EventTombstone
 
 T = Event.__table__
 TOMB = EventTombstone.__table__
-SPANS = EventSpan.__table__
 CHUNK = 400  # keys per IN (...) list: well below every driver's parameter limit
 
 PATCHABLE = (
