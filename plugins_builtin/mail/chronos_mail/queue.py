@@ -146,28 +146,15 @@ class SqlMailQueue(MailQueue):
             raise MailNotConfigured("Mail cannot be sent: set mail.from (the sender address) in the configuration")
         fingerprint = fingerprint or message.fingerprint()
         key = owner_key(idempotency_key, principal)
-        sender = parse_address(settings.from_, allow_single_label=True)
-        domain = settings.message_id_domain or sender.domain
-        now = utcnow()
         try:
             async with self.ctx.db.write() as s:
                 if key is not None:
                     prior = (await s.execute(select(MailDelivery).where(MailDelivery.idempotency_key == key))).scalar()
                     if prior is not None:
                         return _replayed(prior, fingerprint)
-                row = MailDelivery(
-                    message_id=make_msgid(domain=domain), status="queued", from_addr=settings.from_,
-                    to_addrs=to, cc_addrs=cc, bcc_addrs=bcc, subject=message.subject, html=message.html, text=text,
-                    template_id=message.template_id, template_name=message.template_name, attempts=0,
-                    idempotency_key=key, request_hash=fingerprint,
-                    created_by=principal.key_id if principal else None,
-                    next_attempt_at=now, created_at=now, updated_at=now,
-                )
-                row.attachments = [
-                    MailAttachmentRow(position=i, filename=a.filename, content_type=a.content_type,
-                                      size=len(a.content), content=a.content)
-                    for i, a in enumerate(message.attachments)
-                ]
+                row = _new_delivery(message, settings, (to, cc, bcc), text)
+                row.idempotency_key, row.request_hash = key, fingerprint
+                row.created_by = principal.key_id if principal else None
                 s.add(row)
                 await s.flush()
                 await record_audit(
@@ -189,6 +176,28 @@ class SqlMailQueue(MailQueue):
             return _replayed(prior, fingerprint)
         kick_sender(self.ctx)
         return queued
+
+
+def _new_delivery(
+    message: OutgoingMail, settings: MailSettings, recipients: tuple[list[str], list[str], list[str]], text: str
+) -> MailDelivery:
+    """A queued delivery row of a validated message (with its normalised recipients and text part)."""
+    sender = parse_address(settings.from_ or "", allow_single_label=True)
+    domain = settings.message_id_domain or sender.domain
+    to, cc, bcc = recipients
+    now = utcnow()
+    row = MailDelivery(
+        message_id=make_msgid(domain=domain), status="queued", from_addr=settings.from_,
+        to_addrs=to, cc_addrs=cc, bcc_addrs=bcc, subject=message.subject, html=message.html, text=text,
+        template_id=message.template_id, template_name=message.template_name, attempts=0,
+        next_attempt_at=now, created_at=now, updated_at=now,
+    )
+    row.attachments = [
+        MailAttachmentRow(position=i, filename=a.filename, content_type=a.content_type,
+                          size=len(a.content), content=a.content)
+        for i, a in enumerate(message.attachments)
+    ]
+    return row
 
 
 def _replayed(row: MailDelivery, fingerprint: str) -> QueuedDelivery:

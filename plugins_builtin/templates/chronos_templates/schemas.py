@@ -25,7 +25,6 @@ from pydantic_core import CoreSchema
 from chronos.plugin import CanonicalEvent
 
 TemplateType = Literal["email", "webhook", "event"]
-TEMPLATE_TYPES: tuple[str, ...] = ("email", "webhook", "event")
 
 _NO_CONTROL = r"^[^\x00-\x1f\x7f]*$"
 Name = Annotated[str, StringConstraints(min_length=1, max_length=200, strip_whitespace=True, pattern=_NO_CONTROL)]
