@@ -29,7 +29,6 @@ from chronos.plugin import (
     encode_cursor,
     request_fingerprint,
 )
-
 from chronos_mail.models import MailDelivery
 from chronos_mail.schemas import AttachmentIn, DeliveryDetail, DeliveryOut, SendIn
 from chronos_mail.settings import MailSettings
@@ -51,7 +50,9 @@ def view(row: MailDelivery, *, detail: bool = False) -> dict[str, Any]:
         "template_id": row.template_id, "template_name": row.template_name, "attempts": row.attempts,
         "last_smtp_code": row.last_smtp_code, "last_smtp_text": row.last_smtp_text,
         "refused_recipients": row.refused_recipients,
-        "attachments": [{"filename": a.filename, "content_type": a.content_type, "size": a.size} for a in row.attachments],
+        "attachments": [
+            {"filename": a.filename, "content_type": a.content_type, "size": a.size} for a in row.attachments
+        ],
         "created_at": row.created_at, "updated_at": row.updated_at, "last_attempt_at": row.last_attempt_at,
         "next_attempt_at": row.next_attempt_at if row.status in ("queued", "retrying") else None,
         "sent_at": row.sent_at,

@@ -14,7 +14,6 @@ from chronos.plugin import (
     SettingsSection,
     hookimpl,
 )
-
 from chronos_mail.queue import SEND_JOB, SEND_REQUESTS, SqlMailQueue, queue_health
 from chronos_mail.router import router
 from chronos_mail.sender import SENDER

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 from dataclasses import dataclass
 from datetime import UTC
@@ -28,7 +29,6 @@ from chronos.plugin import (
     record_audit,
     utcnow,
 )
-
 from chronos_mail.addresses import header_problem, parse_address
 from chronos_mail.mime import html_to_text
 from chronos_mail.models import MailAttachmentRow, MailDelivery
@@ -60,10 +60,8 @@ def kick_sender(ctx: PluginContext) -> None:
     ctx.resource(SEND_REQUESTS).pending = True
     if ctx.jobs is None or SEND_JOB not in ctx.jobs.jobs:
         return
-    try:
+    with contextlib.suppress(JobBusy):
         ctx.jobs.run_now(SEND_JOB)
-    except JobBusy:
-        pass
 
 
 def validate_message(message: OutgoingMail, settings: MailSettings) -> tuple[list[str], list[str], list[str], str]:
@@ -96,7 +94,8 @@ def validate_message(message: OutgoingMail, settings: MailSettings) -> tuple[lis
             errors.append({"pointer": f"/{part}", "detail": f"longer than {settings.max_body_chars} characters"})
     for i, att in enumerate(message.attachments):
         problem = header_problem(att.filename)
-        if problem or not att.filename.strip() or len(att.filename) > 255 or "/" in att.filename or "\\" in att.filename:
+        name = att.filename
+        if problem or not name.strip() or len(name) > 255 or "/" in name or "\\" in name:
             errors.append({"pointer": f"/attachments/{i}/filename",
                            "detail": problem or "give a plain file name (no path), at most 255 characters"})
         if not CONTENT_TYPE_RE.match(att.content_type) or att.content_type.split("/")[0] in ("multipart", "message"):

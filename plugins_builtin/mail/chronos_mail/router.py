@@ -8,7 +8,6 @@ from fastapi import APIRouter, Depends, Header, Path, Query, Request
 from fastapi.responses import JSONResponse
 
 from chronos.plugin import Context, Principal, origin_of, require_scope
-
 from chronos_mail import deliveries
 from chronos_mail.schemas import DeliveryDetail, DeliveryOut, DeliveryPage, SendIn, Status
 

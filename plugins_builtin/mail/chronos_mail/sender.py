@@ -34,7 +34,6 @@ from sqlalchemy import or_, select, update
 from sqlalchemy.orm import selectinload
 
 from chronos.plugin import JobContext, PluginContext, Resource, utcnow
-
 from chronos_mail.addresses import parse_address
 from chronos_mail.mime import build_message
 from chronos_mail.models import MailDelivery

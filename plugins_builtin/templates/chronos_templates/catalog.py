@@ -25,7 +25,6 @@ from chronos.plugin import (
     record_audit,
     utcnow,
 )
-
 from chronos_templates.models import Template, TemplateUsage
 from chronos_templates.schemas import ExportDocument, ExportedTemplate, TemplateIn, TemplateOut
 from chronos_templates.service import get_service, load_template

@@ -12,7 +12,6 @@ from chronos.plugin import (
     TemplateRenderer,
     hookimpl,
 )
-
 from chronos_templates.router import router
 from chronos_templates.service import SERVICE, StoredTemplateRenderer, get_service
 from chronos_templates.settings import TemplatesSettings

@@ -9,7 +9,6 @@ from fastapi.responses import JSONResponse
 from pydantic import Field
 
 from chronos.plugin import Context, Principal, origin_of, require_scope
-
 from chronos_templates import catalog, usage
 from chronos_templates.schemas import (
     ExportDocument,
@@ -59,7 +58,9 @@ async def list_templates(
     ctx: Context,
     _: Principal = READ,
     type: Annotated[Literal["email", "webhook", "event"] | None, Query(description="Only this type.")] = None,
-    q: Annotated[str | None, Query(max_length=500, description="Every word must match name, description or tags.")] = None,
+    q: Annotated[
+        str | None, Query(max_length=500, description="Every word must match name, description or tags.")
+    ] = None,
     sort: Annotated[Literal["usage", "name", "updated", "created"], Query()] = "usage",
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     cursor: Annotated[str | None, Query(max_length=2048)] = None,
@@ -99,7 +100,9 @@ async def import_templates(
     ctx: Context,
     request: Request,
     principal: Principal = MANAGE,
-    on_conflict: Annotated[Literal["fail", "skip", "replace"], Query(description="When a name exists already.")] = "fail",
+    on_conflict: Annotated[
+        Literal["fail", "skip", "replace"], Query(description="When a name exists already.")
+    ] = "fail",
 ) -> dict[str, Any]:
     """Import an export document, all or nothing: every template is checked first."""
     return await catalog.import_templates(ctx, doc, on_conflict, principal=principal, origin=origin_of(request))

@@ -151,7 +151,9 @@ class EventContent(BaseModel):
     time_of_day: str | None = Field(None, description="Default start time, HH:MM (24h).")
     timezone: str | None = Field(None, description="IANA zone of time_of_day (default UTC).")
     calendar: str | None = Field(None, min_length=1, max_length=200)
-    tags: list[Annotated[str, StringConstraints(min_length=1, max_length=200)]] = Field(default_factory=list, max_length=50)
+    tags: list[Annotated[str, StringConstraints(min_length=1, max_length=200)]] = Field(
+        default_factory=list, max_length=50
+    )
     subtasks: list[Annotated[str, StringConstraints(min_length=1, max_length=2000)]] = Field(
         default_factory=list, max_length=100
     )
@@ -348,7 +350,9 @@ class RenderOut(BaseModel):
 
     template_id: int
     type: TemplateType
-    output: dict[str, Any] = Field(description="Rendered parts: subject/html/text, url/headers/body, or the event fields.")
+    output: dict[str, Any] = Field(
+        description="Rendered parts: subject/html/text, url/headers/body, or the event fields."
+    )
 
     @classmethod
     def __get_pydantic_json_schema__(cls, core_schema: CoreSchema, handler: GetJsonSchemaHandler) -> JsonSchemaValue:

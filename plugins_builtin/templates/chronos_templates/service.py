@@ -29,7 +29,6 @@ from chronos.plugin import (
     TooLarge,
     Unavailable,
 )
-
 from chronos_templates.models import Template
 from chronos_templates.sandbox import Limits, RenderFailure, TemplateSandbox
 from chronos_templates.schemas import CONTENT_MODELS, template_parts
@@ -201,11 +200,13 @@ class TemplateService:
             if f.variable:
                 return TemplateRenderError(
                     f"Variable {f.variable!r} is missing{at}",
-                    [{"pointer": f"{prefix}/{_escape(f.variable)}", "detail": f"variable {f.variable!r} is undefined", "line": f.line}],
+                    [{"pointer": f"{prefix}/{_escape(f.variable)}", "detail": f"variable {f.variable!r} is undefined",
+                      "line": f.line}],
                     type="template-variables",
                 )
             return TemplateRenderError(
-                f"{f.message}{at}", [{"pointer": prefix, "detail": f.message, "line": f.line}], type="template-variables"
+                f"{f.message}{at}", [{"pointer": prefix, "detail": f.message, "line": f.line}],
+                type="template-variables",
             )
         slug = {"limit": "template-limit", "unsafe": "template-unsafe"}.get(f.kind, "template-render")
         err: dict[str, Any] = {"pointer": f"/content/{f.part}", "detail": f.message, "line": f.line}
@@ -224,7 +225,8 @@ class TemplateService:
             except json.JSONDecodeError as exc:
                 raise TemplateRenderError(
                     f"The rendered body is not JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}",
-                    [{"pointer": "/content/body", "detail": f"not JSON: {exc.msg}", "line": exc.lineno, "column": exc.colno}],
+                    [{"pointer": "/content/body", "detail": f"not JSON: {exc.msg}",
+                      "line": exc.lineno, "column": exc.colno}],
                 ) from None
             headers = {}
             for name in c.get("headers", {}):
@@ -232,7 +234,8 @@ class TemplateService:
                 if "\r" in value or "\n" in value:
                     raise TemplateRenderError(
                         f"Header {name!r} renders with a line break",
-                        [{"pointer": f"/content/headers/{_escape(name)}", "detail": "line breaks are not allowed in headers"}],
+                        [{"pointer": f"/content/headers/{_escape(name)}",
+                          "detail": "line breaks are not allowed in headers"}],
                     )
                 headers[name] = value
             return {"method": c.get("method", "POST"), "url": out.get("url"), "headers": headers, "body": body}

@@ -31,7 +31,6 @@ from chronos.plugin import (
     request_fingerprint,
     utcnow,
 )
-
 from chronos_templates.models import Template, TemplateUsage
 from chronos_templates.schemas import TestSendIn, UseIn, UseOut
 from chronos_templates.service import get_service, load_template
@@ -218,7 +217,8 @@ async def send_test(
         tpl = await load_template(s, template_id)
     if tpl.type != "email":
         raise InvalidInput(f"Template {tpl.id} is a {tpl.type} template; only email templates can be test-sent",
-                           type="template-type", errors=[{"pointer": "/template_id", "detail": "not an email template"}])
+                           type="template-type",
+                           errors=[{"pointer": "/template_id", "detail": "not an email template"}])
     out = await get_service(ctx).render(tpl, body.variables)
     queued = await queue.enqueue(
         OutgoingMail(to=body.to, subject=out["subject"], html=out["html"], text=out["text"],
