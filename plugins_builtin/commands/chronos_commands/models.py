@@ -17,10 +17,6 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from chronos.plugin import Base, BigIntPK, JSONType, UTCDateTime, utcnow
 
-STATUSES = ("pending", "processing", "completed", "failed", "dead", "cancelled")
-ORIGINS = ("api", "calendar", "workflow")
-
-
 class ExternalCommand(Base):
     """The command queue: one row per command, leased by pollers of its target system."""
 

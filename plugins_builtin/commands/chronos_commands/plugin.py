@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import func, insert, select, update
-from sqlalchemy.exc import IntegrityError
-
 from chronos.plugin import (
-    Scope,
     HealthCheck,
     HealthResult,
     Job,
@@ -15,21 +11,19 @@ from chronos.plugin import (
     Migrations,
     PluginContext,
     Router,
+    Scope,
     SettingsSection,
     hookimpl,
-    record_audit,
-    utcnow,
 )
 
+from chronos_commands import command_router, notes_links_router, whitelist_router, workflow_router
+from chronos_commands.command_router import CommandOut
 from chronos_commands.consume import CommandEntries, CommandHints, calendar_upkeep
-from chronos_commands.models import ExternalCommand, WhitelistEntry
-from chronos_commands.router import CommandOut, router
 from chronos_commands.settings import CommandsSettings
 from chronos_commands.state import QUEUE, queue_of
+from chronos_commands.whitelist_service import seed_from_config
 
 NAME = "commands"
-WL = WhitelistEntry.__table__
-SEEDED_FIELDS = ("allowed_params_json", "enabled", "schedule", "max_attempts", "description")
 
 
 @hookimpl
@@ -39,7 +33,13 @@ def register_settings():
 
 @hookimpl
 def register_routers():
-    return [Router(NAME, router)]
+    # Path matching follows this order; the features' paths do not overlap.
+    return [
+        Router(NAME, command_router.router),
+        Router(f"{NAME}-whitelists", whitelist_router.router),
+        Router(f"{NAME}-workflows", workflow_router.router),
+        Router(f"{NAME}-notes-links", notes_links_router.router),
+    ]
 
 
 @hookimpl
@@ -94,10 +94,7 @@ def register_sinks(ctx: PluginContext):
 
 
 async def _queue_health(ctx: PluginContext) -> HealthResult:
-    T = ExternalCommand.__table__
-    async with ctx.db.read() as s:
-        rows = (await s.execute(select(T.c.status, func.count()).group_by(T.c.status))).all()
-    counts = {status: n for status, n in rows}
+    counts = await queue_of(ctx).counts()
     return HealthResult("ok", {"pending": counts.get("pending", 0), "processing": counts.get("processing", 0),
                                "dead": counts.get("dead", 0)})
 
@@ -107,47 +104,6 @@ def register_health_checks():
     return [HealthCheck("commands.queue", _queue_health)]
 
 
-async def seed_whitelist(ctx: PluginContext, settings: CommandsSettings) -> None:
-    """Apply the ``commands.whitelist`` entries: insert missing ones, update changed ones.
-
-    Pending commands of an entry whose params changed (or that is created anew) are re-checked
-    against the new rules, as for a change through the API.
-    """
-    if not settings.whitelist:
-        return
-    queue = queue_of(ctx)
-    async with ctx.db.write() as s:
-        for seed in settings.whitelist:
-            action = seed.action.upper()
-            wanted = {"allowed_params_json": seed.params, "enabled": seed.enabled, "schedule": seed.schedule,
-                      "max_attempts": seed.max_attempts, "description": seed.description}
-            row = (await s.execute(select(WL).where(WL.c.system == seed.system, WL.c.action == action))).mappings().first()
-            now = utcnow()
-            if row is None:
-                new = (await s.execute(insert(WL).values(system=seed.system, action=action, origin="config",
-                                                         created_at=now, updated_at=now, **wanted)
-                                       .returning(WL.c.id))).scalar_one()
-                await record_audit(s, entity="whitelist", entity_id=new, action="create",
-                                   change={"system": seed.system, "action": action, **wanted}, actor="system:config")
-                await queue.recheck_pending(s, {"id": new, "system": seed.system, "action": action, **wanted},
-                                            actor="system:config")
-                continue
-            diff = {k: {"from": row[k], "to": v} for k, v in wanted.items() if row[k] != v}
-            if diff:
-                await s.execute(update(WL).where(WL.c.id == row["id"]).values(updated_at=now, origin="config", **wanted))
-                await record_audit(s, entity="whitelist", entity_id=row["id"], action="update", change=diff,
-                                   actor="system:config")
-                if "allowed_params_json" in diff:
-                    await queue.recheck_pending(s, {**row, **wanted}, actor="system:config")
-
-
 @hookimpl
 async def on_startup(ctx: PluginContext) -> None:
-    settings: CommandsSettings = ctx.section(CommandsSettings)
-    queue_of(ctx)
-    try:
-        await seed_whitelist(ctx, settings)
-    except IntegrityError:
-        # Another replica seeded the same entries at the same moment; once more sees them.
-        await seed_whitelist(ctx, settings)
-
+    await seed_from_config(queue_of(ctx), ctx.section(CommandsSettings))

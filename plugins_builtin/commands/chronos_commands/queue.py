@@ -31,11 +31,14 @@ from sqlalchemy import bindparam, case, exists, false, func, insert, literal, or
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from chronos.plugin import (
-    Origin,
+    ChronosError,
+    Conflict,
     JSONType,
+    NotFound,
+    NotPermitted,
+    Origin,
     PluginContext,
     Principal,
-    Problem,
     UTCDateTime,
     decode_cursor,
     encode_cursor,
@@ -46,7 +49,7 @@ from chronos.plugin import (
 
 from chronos_commands.models import ExternalCommand, WhitelistEntry, Workflow
 from chronos_commands.settings import CommandsSettings
-from chronos_commands.whitelist import Violation, check_against, check_params, check_payload, storable_text
+from chronos_commands.whitelist import Violation, check_against, check_params, check_payload, refusal, storable_text
 
 T = ExternalCommand.__table__
 W = WhitelistEntry.__table__
@@ -184,12 +187,8 @@ class Rejected(Exception):
         self.violations = violations
         self.kind = kind
 
-    def problem(self) -> Problem:
-        first = self.violations[0]
-        return Problem(
-            422, f"The command is refused: {first.pointer}: {first.detail}", type=self.kind,
-            errors=[{**v.as_error(), "type": self.kind} for v in self.violations],
-        )
+    def error(self) -> ChronosError:
+        return refusal(self.violations, self.kind, "The command is refused")
 
 
 @dataclass
@@ -243,8 +242,7 @@ class CommandQueue:
         """403 ``forbidden-system`` unless ``principal`` may act on ``system``'s commands."""
         if not self.may_act(principal, system):
             bound = ", ".join(sorted(principal.systems)) if principal else ""
-            raise Problem(
-                403,
+            raise NotPermitted(
                 f"This key is bound to {bound or 'no system'} and may not act on commands of {system!r}",
                 type="forbidden-system",
             )
@@ -436,19 +434,19 @@ class CommandQueue:
     async def _locked(self, s: AsyncSession, command_id: int) -> Any:
         row = (await s.execute(select(T).where(T.c.id == command_id).with_for_update())).mappings().first()
         if row is None:
-            raise Problem(404, f"No command with id {command_id}", type="not-found")
+            raise NotFound(f"No command with id {command_id}", type="not-found")
         return row
 
     def _own_lease(self, row: Any, token: str, verb: str) -> None:
         """409 unless ``row`` is processing under the caller's lease (``token``)."""
         if row["status"] != "processing":
-            raise Problem(
-                409, f"Cannot {verb} command {row['id']}: its status is {row['status']!r}, not 'processing'",
+            raise Conflict(
+                f"Cannot {verb} command {row['id']}: its status is {row['status']!r}, not 'processing'",
                 type="conflict", status_now=row["status"],
             )
         if token != row["lease_token"]:
-            raise Problem(
-                409, f"Cannot {verb} command {row['id']}: the lease expired and it was handed to another poller",
+            raise Conflict(
+                f"Cannot {verb} command {row['id']}: the lease expired and it was handed to another poller",
                 type="lease-lost", status_now=row["status"],
             )
 
@@ -481,7 +479,7 @@ class CommandQueue:
                 row = await self._locked(s, command_id)
                 self._authorize(principal, row)
                 self._own_lease(row, token, "extend")
-                raise Problem(409, f"Cannot extend command {command_id}", type="conflict")  # pragma: no cover
+                raise Conflict(f"Cannot extend command {command_id}", type="conflict")  # pragma: no cover
         return command_view(row)
 
     async def complete(
@@ -536,8 +534,8 @@ class CommandQueue:
             for i, item in enumerate(batch):
                 try:
                     outcomes[i] = self._decide_completion(rows.get(item.command_id), item, now, done)
-                except Problem as problem:
-                    outcomes[i] = problem
+                except ChronosError as refused:
+                    outcomes[i] = refused
             if done:
                 await s.execute(
                     _COMPLETE_WRITE, [{"cid": row["id"], "result": item.result, "now": now} for row, item in done]
@@ -561,7 +559,7 @@ class CommandQueue:
     ) -> dict[str, Any]:
         """The answer to one complete call; a winner updates ``row`` in place and joins ``done``."""
         if row is None:
-            raise Problem(404, f"No command with id {item.command_id}", type="not-found")
+            raise NotFound(f"No command with id {item.command_id}", type="not-found")
         self._authorize(item.principal, row)
         if row["status"] == "processing" and item.token == row["lease_token"]:
             row.update(status="completed", result_json=item.result, completed_at=now, updated_at=now,
@@ -574,13 +572,13 @@ class CommandQueue:
             same = canonical(row["result_json"]) == canonical(item.result)
             if same and item.token == row["lease_token"]:
                 return command_view(row)
-            raise Problem(
-                409, f"Command {item.command_id} is already completed with a different result"
+            raise Conflict(
+                f"Command {item.command_id} is already completed with a different result"
                 if not same else f"Command {item.command_id} was completed under another lease",
                 type="conflict", status_now="completed",
             )
         self._own_lease(row, item.token, "complete")
-        raise Problem(409, f"Cannot complete command {item.command_id}", type="conflict")  # pragma: no cover
+        raise Conflict(f"Cannot complete command {item.command_id}", type="conflict")  # pragma: no cover
 
     def backoff(self, attempts: int) -> float:
         """Exponential backoff with equal jitter: between half and all of base * 2^(attempts-1)."""
@@ -631,8 +629,8 @@ class CommandQueue:
             row = await self._locked(s, command_id)
             self._authorize(principal, row)
             if row["status"] not in ("dead", "failed"):
-                raise Problem(
-                    409, f"Only dead or failed commands can be retried; command {command_id} is {row['status']!r}",
+                raise Conflict(
+                    f"Only dead or failed commands can be retried; command {command_id} is {row['status']!r}",
                     type="conflict", status_now=row["status"],
                 )
             now = utcnow()
@@ -666,8 +664,8 @@ class CommandQueue:
         if row["status"] == "cancelled":
             return command_view(row)
         if row["status"] not in ("pending", "processing"):
-            raise Problem(
-                409, f"Command {command_id} is {row['status']!r} and can no longer be cancelled",
+            raise Conflict(
+                f"Command {command_id} is {row['status']!r} and can no longer be cancelled",
                 type="conflict", status_now=row["status"],
             )
         now = utcnow()
@@ -750,11 +748,6 @@ class CommandQueue:
         return [cid for cid, _ in refused]
 
     # -- reading ---------------------------------------------------------------------
-
-    async def get(self, command_id: int) -> dict[str, Any] | None:
-        async with self.ctx.db.read() as s:
-            row = (await s.execute(select(T).where(T.c.id == command_id))).mappings().first()
-        return command_view(row) if row is not None else None
 
     async def list(
         self, *, status: list[str] | None = None, system: str | None = None, command: str | None = None,

@@ -26,6 +26,8 @@ except ImportError:  # pragma: no cover
     import sre_constants as _sre_c  # type: ignore[no-redef]
     import sre_parse as _sre_p  # type: ignore[no-redef]
 
+from chronos.plugin import InvalidInput
+
 from chronos_commands.syntax import COMMAND_RE, PARAM_KEY_RE, SYSTEM_RE
 
 MAX_PATTERN = 200
@@ -55,6 +57,17 @@ class Violation:
 
     def as_error(self) -> dict[str, str]:
         return {"pointer": self.pointer, "detail": self.detail, "type": "not-whitelisted"}
+
+
+def refusal(
+    violations: list[Violation], kind: str = "validation", lead: str = "The request is invalid",
+) -> InvalidInput:
+    """The 422 for ``violations``: the first one in the detail, all of them (typed ``kind``) in ``errors``."""
+    first = violations[0]
+    return InvalidInput(
+        f"{lead}: {first.pointer}: {first.detail}", type=kind,
+        errors=[{**v.as_error(), "type": kind} for v in violations],
+    )
 
 
 # -- param specs ------------------------------------------------------------------

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+import functools
+from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 
 import pytest
 from sqlalchemy import update
 
-from chronos.plugin import CalendarSpec, EventDraft, Source, SourceBatch, SourceError, hookimpl
+from chronos.testing import FakeSource, fake_source_plugin
 
 WHITELIST = [
     {
@@ -36,55 +38,10 @@ def commands_app(chronos_app):
 SCHEDULED = {"system": "garden", "action": "WATER", "params": {"minutes": r"\d{1,3}"}, "schedule": "event_start"}
 
 
-class FakeSource(Source):
-    """One calendar ``cal``, a full listing on every sync; optionally writable, with failing deletes."""
-
-    name = "fake"
-
-    def __init__(self, *, writable: bool = False) -> None:
-        self.items: dict[str, EventDraft] = {}
-        self.writable = writable
-        self.fail_deletes = False
-        self.deleted: list[tuple[str, str]] = []
-
-    def put(self, uid: str, title: str, *, start: datetime | None = None, description: str = "",
-            status: str = "confirmed") -> None:
-        start = start or datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
-        self.items[uid] = EventDraft(uid=uid, start=start, end=start + timedelta(hours=1), title=title,
-                                     description=description, status=status)
-
-    def calendars(self) -> list[CalendarSpec]:
-        return [CalendarSpec("cal", interval_seconds=0, read_only=not self.writable)]
-
-    async def fetch(self, calendar: CalendarSpec, cursor: Any):
-        fields = ("uid", "recurrence_id", "start", "end", "title", "description", "status")
-        drafts = [EventDraft(**{k: getattr(d, k) for k in fields}) for d in self.items.values()]
-        yield SourceBatch(drafts=drafts, full=True, complete=True)
-
-    def can_delete(self, calendar: CalendarSpec) -> bool:
-        return self.writable
-
-    async def delete_entry(self, calendar: CalendarSpec, uid: str, recurrence_id: str = "") -> None:
-        if self.fail_deletes:
-            raise SourceError("the server said 503")
-        self.deleted.append((uid, recurrence_id))
-        self.items = {k: d for k, d in self.items.items() if (d.uid, d.recurrence_id or "") != (uid, recurrence_id)}
-
-
-class SourcePlugin:
-    """A plugin object contributing one source (registered as ``("fakesource", SourcePlugin(src))``)."""
-
-    def __init__(self, source: FakeSource) -> None:
-        self.source = source
-
-    @hookimpl
-    def register_sources(self):
-        return [self.source]
-
-
 @pytest.fixture
-def fake_source() -> type[FakeSource]:
-    return FakeSource
+def fake_source() -> Callable[..., FakeSource]:
+    """``fake_source(writable=False)``: one calendar ``cal``, synced only when a test runs the pipeline."""
+    return functools.partial(FakeSource, ("cal",), interval_seconds=0)
 
 
 @pytest.fixture
@@ -93,7 +50,7 @@ def calendar_app(chronos_app):
 
     def factory(source: FakeSource, **settings: Any):
         section = {"whitelist": [*WHITELIST, SCHEDULED], **settings}
-        return chronos_app(plugins=["events", "commands", ("fakesource", SourcePlugin(source))],
+        return chronos_app(plugins=["events", "commands", fake_source_plugin(source)],
                            config={"commands": section})
 
     return factory

@@ -429,7 +429,7 @@ async def test_d_an_expiry_that_is_not_the_last_attempt_fires_nothing(commands_a
 
 
 async def sync(app) -> None:
-    await app.state.runtime.pipeline.run("fake", "cal")
+    await app.state.runtime.pipeline.run("fake", "cal", full=True)
 
 
 async def test_d_editing_a_scheduled_action_into_text_or_a_note_cancels_its_command(

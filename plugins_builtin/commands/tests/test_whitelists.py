@@ -213,6 +213,38 @@ async def test_a_config_change_of_params_rechecks_queued_commands(commands_app, 
         assert gone["status"] == "cancelled" and "/params/n" in gone["error"]
 
 
+async def test_config_seeding_that_narrows_an_entry_rechecks_like_the_api(commands_app, api_client, helpers):
+    light = {"target_system": "homeserver", "command": "LIGHT"}
+    async with commands_app() as app:
+        c = await api_client(app, scopes=["commands.manage"])
+        leased = (await c.post("/api/v1/commands", json={**light, "params": {"room": "cellar"}})).json()
+        assert [x["id"] for x in (await c.get("/api/v1/commands/homeserver")).json()["items"]] == [leased["id"]]
+        kitchen = (await c.post("/api/v1/commands", json={**light, "params": {"room": "kitchen"}})).json()
+        hall = (await c.post("/api/v1/commands", json={**light, "params": {"room": "hall", "level": "on"}})).json()
+    narrowed = [{"system": "homeserver", "action": "light", "params": {"room": "hall", "level": ["on", "off"]}}]
+    async with commands_app(whitelist=narrowed) as app:
+        admin = await api_client(app, scopes=["admin"])
+        c = await api_client(app, scopes=["commands.manage"])
+        entry = {e["action"]: e for e in (await admin.get("/api/v1/whitelists")).json()["items"]}["LIGHT"]
+        assert entry["origin"] == "config"
+        states = {x["id"]: x for x in (await c.get("/api/v1/commands")).json()["items"]}
+        gone = states[kitchen["id"]]
+        # The same outcome as a PATCH through the API: cancelled with the reason, audited per command.
+        assert gone["status"] == "cancelled" and gone["completed_at"]
+        assert f"homeserver/LIGHT (id {entry['id']}) no longer allows it" in gone["error"]
+        assert "/params/room" in gone["error"] and "'hall'" in gone["error"]
+        assert states[hall["id"]]["status"] == "pending"
+        assert states[leased["id"]]["status"] == "processing"  # already handed out: left to its worker
+        cancels = [a for a in await helpers.audit(admin, entity="command", action="cancel")
+                   if a["entity_id"] == str(kitchen["id"])]
+        update = (await helpers.audit(admin, entity="whitelist", action="update"))[-1]
+        assert list(update["change"]) == ["allowed_params_json"] and update["actor"] == "system:config"
+        assert len(cancels) == 1 and cancels[0]["actor"] == "system:config"
+        assert cancels[0]["change"]["whitelist_id"] == entry["id"] and cancels[0]["change"]["reason"] == gone["error"]
+        items = (await c.get("/api/v1/commands/homeserver", params={"limit": 100})).json()["items"]
+        assert [x["id"] for x in items] == [hall["id"]]
+
+
 async def test_idempotency_key(commands_app, api_client):
     async with commands_app() as app:
         c = await api_client(app, scopes=["commands.manage"])
