@@ -1,3 +1,6 @@
+"""ORM models. Every table is prefixed with the plugin name (``hello_``) and
+changes only through the revisions in ``migrations/versions/``."""
+
 from __future__ import annotations
 
 from datetime import datetime
@@ -9,7 +12,6 @@ from chronos.plugin import Base, UTCDateTime, utcnow
 
 
 class Greeting(Base):
-    # Plugin tables are prefixed with the plugin name.
     __tablename__ = "hello_greetings"
 
     id: Mapped[int] = mapped_column(primary_key=True)

@@ -2,74 +2,35 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Any
 
-from fastapi import APIRouter, Depends, Request
-from pydantic import BaseModel, Field, StringConstraints
-from sqlalchemy import func, select
-
-from chronos.plugin import (
-    Migrations,
-    Principal,
-    Router,
-    Scope,
-    SettingsSection,
-    hookimpl,
-    origin_of,
-    record_audit,
-    require_scope,
-)
-from chronos_hello.models import Greeting
-
-
-class HelloSettings(BaseModel):
-    """Section `hello:` in config/chronos.yaml."""
-
-    greeting: str = Field("Hello", max_length=50, description="Word used to greet.")
-
-
-class GreetIn(BaseModel):
-    name: Annotated[str, StringConstraints(min_length=1, max_length=100, strip_whitespace=True)]
-
-
-class GreetOut(BaseModel):
-    message: str
-    times_greeted: int
-
-
-router = APIRouter(prefix="/hello", tags=["hello"])
-
-
-@router.post("", response_model=GreetOut, status_code=201)
-async def greet(
-    body: GreetIn, request: Request, principal: Principal = Depends(require_scope("hello.write"))
-) -> GreetOut:
-    ctx = request.app.state.chronos
-    settings: HelloSettings = ctx.section(HelloSettings)
-    async with ctx.db.write() as s:
-        s.add(Greeting(name=body.name))
-        await s.flush()
-        count = (await s.execute(select(func.count()).where(Greeting.name == body.name))).scalar_one()
-        await record_audit(s, entity="hello_greeting", action="create", change={"name": body.name},
-                           principal=principal, origin=origin_of(request))
-    return GreetOut(message=f"{settings.greeting}, {body.name}!", times_greeted=count)
+from chronos.plugin import Migrations, Router, Scope, SettingsSection, hookimpl
+from chronos_hello.router import router
+from chronos_hello.service import GREETER
+from chronos_hello.settings import HelloSettings
 
 
 @hookimpl
-def register_settings():
+def register_settings() -> list[SettingsSection]:
     return [SettingsSection("hello", HelloSettings)]
 
 
 @hookimpl
-def register_scopes():
-    return [Scope("hello.write", "Greet people")]
+def register_scopes() -> list[Scope]:
+    return [Scope("hello.write", "Greet people"), Scope("hello.read", "Read recorded greetings")]
 
 
 @hookimpl
-def register_routers():
+def register_resources() -> list[Any]:
+    return [GREETER]
+
+
+@hookimpl
+def register_routers() -> list[Router]:
     return [Router("hello", router)]
 
 
 @hookimpl
-def register_migrations():
+def register_migrations() -> list[Migrations]:
+    # Revisions in chronos_hello/migrations/versions/, version table alembic_version_hello.
     return [Migrations("hello", "chronos_hello")]
