@@ -24,7 +24,7 @@ Two pipeline stages and a job:
 from __future__ import annotations
 
 import hashlib
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import delete, insert, select, update
@@ -237,23 +237,7 @@ class CommandEntries(Sink):
             new.not_before, new.entry_kept = not_before, scheduled
             row, _ = await self.queue.insert(s, new, entry=rule, actor=ACTOR)
         else:
-            row = existing
-            if existing["status"] == "pending" and rule["schedule"] == "event_start" and (
-                existing["not_before"] != not_before or existing["event_start"] != event.start_utc
-            ):
-                row = (
-                    await s.execute(
-                        update(T).where(T.c.id == existing["id"])
-                        .values(not_before=not_before, event_start=event.start_utc, event_id=stored.id,
-                                entry_kept=scheduled, updated_at=now)
-                        .returning(*T.c)
-                    )
-                ).mappings().one()
-                await record_audit(
-                    s, entity="command", entity_id=existing["id"], action="retime", actor=ACTOR,
-                    change={"not_before": {"from": iso(existing["not_before"]), "to": iso(not_before)},
-                            "event_id": stored.id},
-                )
+            row = await self._retime(s, existing, rule, stored, not_before, scheduled, now)
         if scheduled and row["status"] == "pending":
             await store.update_metadata(s, stored.id, {"command": {
                 "id": row["id"], "status": "scheduled", "not_before": iso(row["not_before"]),
@@ -262,6 +246,31 @@ class CommandEntries(Sink):
         if row["entry_kept"]:
             await s.execute(update(T).where(T.c.id == row["id"]).values(entry_kept=False))
         await self._consume(s, store, batch.source, batch.calendar_id, stored, f"consumed by command {row['id']}")
+
+    async def _retime(
+        self, s: AsyncSession, existing: Any, rule: dict[str, Any], stored: StoredEvent, not_before: datetime,
+        scheduled: bool, now: datetime,
+    ) -> Any:
+        """A pending scheduled command follows its entry's new start; anything else stays as it is."""
+        event = stored.event
+        if not (existing["status"] == "pending" and rule["schedule"] == "event_start" and (
+            existing["not_before"] != not_before or existing["event_start"] != event.start_utc
+        )):
+            return existing
+        row = (
+            await s.execute(
+                update(T).where(T.c.id == existing["id"])
+                .values(not_before=not_before, event_start=event.start_utc, event_id=stored.id,
+                        entry_kept=scheduled, updated_at=now)
+                .returning(*T.c)
+            )
+        ).mappings().one()
+        await record_audit(
+            s, entity="command", entity_id=existing["id"], action="retime", actor=ACTOR,
+            change={"not_before": {"from": iso(existing["not_before"]), "to": iso(not_before)},
+                    "event_id": stored.id},
+        )
+        return row
 
     async def _consume(
         self, s: AsyncSession, store: EventStore, source: str, calendar_id: str, stored: StoredEvent, reason: str

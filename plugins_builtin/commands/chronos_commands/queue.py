@@ -179,6 +179,36 @@ class NewCommand:
     entry_kept: bool = False
 
 
+def _insert_values(new: NewCommand, max_attempts: int, now: datetime) -> dict[str, Any]:
+    """The columns of a new pending command."""
+    return dict(
+        target_system=new.target_system,
+        command=new.command,
+        params_json=new.params,
+        args=new.args,
+        status="pending",
+        attempts=0,
+        max_attempts=max_attempts,
+        not_before=new.not_before or now,
+        idempotency_key=new.idempotency_key,
+        request_hash=new.request_hash,
+        origin=new.origin,
+        source=new.source,
+        calendar_id=new.calendar_id,
+        source_uid=new.source_uid,
+        recurrence_id=new.recurrence_id,
+        event_id=new.event_id,
+        event_start=new.event_start,
+        parent_command_id=new.parent_command_id,
+        workflow_id=new.workflow_id,
+        workflow_depth=new.workflow_depth,
+        entry_kept=new.entry_kept,
+        created_by=new.created_by,
+        created_at=now,
+        updated_at=now,
+    )
+
+
 class Rejected(Exception):
     """The whitelist (or the payload check) refused a command."""
 
@@ -309,38 +339,8 @@ class CommandQueue:
             entry = await self.check(s, new, lock=True)
         now = utcnow()
         max_attempts = new.max_attempts or entry.get("max_attempts") or self.settings.default_max_attempts
-        row = (
-            await s.execute(
-                insert(T)
-                .values(
-                    target_system=new.target_system,
-                    command=new.command,
-                    params_json=new.params,
-                    args=new.args,
-                    status="pending",
-                    attempts=0,
-                    max_attempts=max_attempts,
-                    not_before=new.not_before or now,
-                    idempotency_key=new.idempotency_key,
-                    request_hash=new.request_hash,
-                    origin=new.origin,
-                    source=new.source,
-                    calendar_id=new.calendar_id,
-                    source_uid=new.source_uid,
-                    recurrence_id=new.recurrence_id,
-                    event_id=new.event_id,
-                    event_start=new.event_start,
-                    parent_command_id=new.parent_command_id,
-                    workflow_id=new.workflow_id,
-                    workflow_depth=new.workflow_depth,
-                    entry_kept=new.entry_kept,
-                    created_by=new.created_by,
-                    created_at=now,
-                    updated_at=now,
-                )
-                .returning(*T.c)
-            )
-        ).mappings().one()
+        values = _insert_values(new, max_attempts, now)
+        row = (await s.execute(insert(T).values(**values).returning(*T.c))).mappings().one()
         await record_audit(
             s, entity="command", entity_id=row["id"], action="create",
             change={

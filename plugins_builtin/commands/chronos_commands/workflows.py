@@ -133,6 +133,26 @@ def _plain(value: Any) -> Any:
     raise ValueError(f"the template produced a {type(value).__name__}, not a JSON value (use result['key'])")
 
 
+def _render_params(rule: Any, trigger: Any, outcome: str) -> dict[str, Any]:
+    """The follow-up command's params: the rule's template over the triggering command."""
+    context = {
+        "params": trigger["params_json"] or {},
+        "args": trigger["args"] or [],
+        "result": trigger["result_json"],
+        "error": trigger["error"],
+        "command": trigger["command"],
+        "target": trigger["target_system"],
+        "id": trigger["id"],
+        "attempts": trigger["attempts"],
+        "status": trigger["status"],
+        "outcome": outcome,
+    }
+    params = render(rule["params_template_json"] or {}, context)
+    if not isinstance(params, dict):
+        raise ValueError("the template must render to a JSON object")
+    return params
+
+
 def workflow_view(row: Any) -> dict[str, Any]:
     from chronos_commands.queue import iso
 
@@ -227,33 +247,9 @@ class WorkflowEngine:
         depth = (trigger["workflow_depth"] or 0) + 1
         base = {"workflow_id": rule["id"], "workflow": rule["name"], "trigger_command_id": trigger["id"]}
         if depth > self.settings.workflow_max_depth:
-            chain = await self._chain(s, trigger)
-            detail = (
-                f"stopped: the chain is {depth - 1} workflow steps deep"
-                f" (commands.workflow_max_depth = {self.settings.workflow_max_depth})"
-            )
-            await self._record(s, rule, trigger, "depth_limit", detail, None)
-            await record_audit(
-                s, entity="workflow", entity_id=rule["id"], action="stopped",
-                change={**base, "reason": detail, "chain": chain}, **who,
-            )
-            return {**base, "outcome": "depth_limit", "detail": detail}
-        context = {
-            "params": trigger["params_json"] or {},
-            "args": trigger["args"] or [],
-            "result": trigger["result_json"],
-            "error": trigger["error"],
-            "command": trigger["command"],
-            "target": trigger["target_system"],
-            "id": trigger["id"],
-            "attempts": trigger["attempts"],
-            "status": trigger["status"],
-            "outcome": outcome,
-        }
+            return await self._stop_deep_chain(s, rule, trigger, depth, base, who)
         try:
-            params = render(rule["params_template_json"] or {}, context)
-            if not isinstance(params, dict):
-                raise ValueError("the template must render to a JSON object")
+            params = _render_params(rule, trigger, outcome)
         except (TemplateError, SecurityError, ValueError, TypeError, ArithmeticError) as exc:
             detail = storable_text(f"params template failed: {type(exc).__name__}: {exc}")[:1000]
             await self._record(s, rule, trigger, "error", detail, None)
@@ -277,17 +273,38 @@ class WorkflowEngine:
         try:
             row, _created = await self.queue.insert(s, new, **who)
         except Rejected as exc:
-            detail = storable_text(f"refused by the whitelist: {exc}")[:1000]
-            await self._record(s, rule, trigger, "rejected", detail, None)
-            # The refused params are quoted only when they can be stored: a NUL byte or a
-            # non-finite number would make the audit insert (and the transaction) fail.
-            ok, why = storable_json(params, "/params")
-            shown = {"params": params} if ok else {"params": None, "params_not_stored": why}
-            await record_audit(s, entity="workflow", entity_id=rule["id"], action="rejected",
-                               change={**base, "reason": detail, **shown}, **who)
-            return {**base, "outcome": "rejected", "detail": detail}
+            return await self._rejected(s, rule, trigger, params, exc, base, who)
         await self._record(s, rule, trigger, "enqueued", None, row["id"])
         return {**base, "outcome": "enqueued", "follow_command_id": row["id"]}
+
+    async def _stop_deep_chain(
+        self, s: AsyncSession, rule: Any, trigger: Any, depth: int, base: dict[str, Any], who: dict[str, Any]
+    ) -> dict[str, Any]:
+        chain = await self._chain(s, trigger)
+        detail = (
+            f"stopped: the chain is {depth - 1} workflow steps deep"
+            f" (commands.workflow_max_depth = {self.settings.workflow_max_depth})"
+        )
+        await self._record(s, rule, trigger, "depth_limit", detail, None)
+        await record_audit(
+            s, entity="workflow", entity_id=rule["id"], action="stopped",
+            change={**base, "reason": detail, "chain": chain}, **who,
+        )
+        return {**base, "outcome": "depth_limit", "detail": detail}
+
+    async def _rejected(
+        self, s: AsyncSession, rule: Any, trigger: Any, params: dict[str, Any], exc: Rejected,
+        base: dict[str, Any], who: dict[str, Any],
+    ) -> dict[str, Any]:
+        detail = storable_text(f"refused by the whitelist: {exc}")[:1000]
+        await self._record(s, rule, trigger, "rejected", detail, None)
+        # The refused params are quoted only when they can be stored: a NUL byte or a
+        # non-finite number would make the audit insert (and the transaction) fail.
+        ok, why = storable_json(params, "/params")
+        shown = {"params": params} if ok else {"params": None, "params_not_stored": why}
+        await record_audit(s, entity="workflow", entity_id=rule["id"], action="rejected",
+                           change={**base, "reason": detail, **shown}, **who)
+        return {**base, "outcome": "rejected", "detail": detail}
 
     async def _record(self, s: AsyncSession, rule: Any, trigger: Any, outcome: str, detail: str | None,
                       follow_id: int | None) -> None:
