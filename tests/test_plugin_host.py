@@ -48,6 +48,8 @@ def router_plugin(path="/thing", scope="events.read", method="get", name="r"):
 
 # -- discovery and selection -------------------------------------------------------------
 
+HELLO_ROUTES = ["GET /api/v1/hello/greetings/{greeting_id}", "POST /api/v1/hello"]
+
 def test_the_example_plugin_is_discovered_through_its_entry_point():
     eps = installed_plugins()
     assert "hello" in eps
@@ -60,9 +62,11 @@ def test_the_example_plugin_is_discovered_through_its_entry_point():
         "version": "0.1.0",
         "status": "enabled",
         "error": None,
-        "hooks": ["register_migrations", "register_routers", "register_scopes", "register_settings"],
-        "records": {"migrations": ["hello"], "routers": ["hello"], "scopes": ["hello.write"], "settings": ["hello"]},
-        "routes": ["POST /api/v1/hello"],
+        "hooks": ["register_migrations", "register_resources", "register_routers", "register_scopes",
+                  "register_settings"],
+        "records": {"migrations": ["hello"], "resources": ["hello.greeter"], "routers": ["hello"],
+                    "scopes": ["hello.read", "hello.write"], "settings": ["hello"]},
+        "routes": HELLO_ROUTES,
     }
     assert "/api/v1/hello" in paths(app)
     assert "hello.write" in app.state.chronos.scopes
@@ -278,7 +282,7 @@ async def test_cli_and_api_describe_plugins_identically(database, chronos_app, a
         assert r.status_code == 200
         assert r.json() == from_cli
         assert [p["name"] for p in from_cli if p["status"] == "enabled"] == ["hello"]
-        assert from_cli[[p["name"] for p in from_cli].index("hello")]["routes"] == ["POST /api/v1/hello"]
+        assert from_cli[[p["name"] for p in from_cli].index("hello")]["routes"] == HELLO_ROUTES
         # The listing is admin-only.
         other = await api_client(app, scopes=["events.read"])
         assert (await other.get("/api/v1/plugins")).status_code == 403
