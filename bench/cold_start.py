@@ -58,8 +58,14 @@ def start_to_healthy(env: dict[str, str], timeout: float = 120.0) -> tuple[float
     """Spawn `chronos serve`; return (wall ms until /health is 200, CPU ms it used, the body)."""
     port = free_port()
     started = time.perf_counter()
-    proc = subprocess.Popen([CHRONOS, "serve", "--port", str(port)], env=env, cwd=ROOT,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [CHRONOS, "serve", "--port", str(port)],
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         with httpx.Client(timeout=2) as client:
             while time.perf_counter() - started < timeout:
@@ -96,11 +102,13 @@ async def pg_schema(sql: str) -> None:
 
 def env_for(url: str, schema: str | None) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.upper().startswith("CHRONOS")}
-    env.update({
-        "CHRONOS__DATABASE__URL": url,
-        "CHRONOS__PLUGINS__DISABLED": '["hello"]',
-        "CHRONOS__LOGGING__LEVEL": "warning",
-    })
+    env.update(
+        {
+            "CHRONOS__DATABASE__URL": url,
+            "CHRONOS__PLUGINS__DISABLED": '["hello"]',
+            "CHRONOS__LOGGING__LEVEL": "warning",
+        }
+    )
     if schema:
         env["CHRONOS__DATABASE__SCHEMA"] = schema
     return env
@@ -142,19 +150,24 @@ def main() -> None:
     for backend in [b.strip() for b in args.backends.split(",") if b.strip()]:
         results += bench_backend(backend, args.runs)
 
-    plugins = sorted(n for n, s in results[-1][3].get("checks", {}).get("plugins", {}).get("plugins", {}).items()
-                     if s == "enabled")
+    plugins = sorted(
+        n for n, s in results[-1][3].get("checks", {}).get("plugins", {}).get("plugins", {}).items() if s == "enabled"
+    )
     print("# cold start to healthy: `chronos serve` until GET /health is 200")
-    print(f"# {platform.python_implementation()} {platform.python_version()}, {os.cpu_count()} CPUs,"
-          f" load average {os.getloadavg()[0]:.2f}; {args.runs} runs per row")
+    print(
+        f"# {platform.python_implementation()} {platform.python_version()}, {os.cpu_count()} CPUs,"
+        f" load average {os.getloadavg()[0]:.2f}; {args.runs} runs per row"
+    )
     print(f"# plugins enabled: {', '.join(plugins) or 'none'}")
     # Wall time depends on what else the machine runs; CPU time of the server process much less so.
     print(f"{'backend':<11} {'database':<9} {'min ms':>8} {'median ms':>10} {'max ms':>8} {'median cpu ms':>14}")
     for backend, case, values, _body in results:
         walls = [w for w, _ in values]
         cpus = [c for _, c in values]
-        print(f"{backend:<11} {case:<9} {min(walls):>8.0f} {statistics.median(walls):>10.0f} {max(walls):>8.0f}"
-              f" {statistics.median(cpus):>14.0f}")
+        print(
+            f"{backend:<11} {case:<9} {min(walls):>8.0f} {statistics.median(walls):>10.0f} {max(walls):>8.0f}"
+            f" {statistics.median(cpus):>14.0f}"
+        )
 
 
 if __name__ == "__main__":

@@ -54,8 +54,12 @@ def settings_for(url: str, schema: str | None) -> Any:
     if schema:
         database["schema"] = schema
     return load_settings(
-        path=None, env={}, database=database, logging={"level": "error"},
-        plugins={"enabled": ["commands"]}, commands={"whitelist": WHITELIST},
+        path=None,
+        env={},
+        database=database,
+        logging={"level": "error"},
+        plugins={"enabled": ["commands"]},
+        commands={"whitelist": WHITELIST},
     )
 
 
@@ -64,18 +68,31 @@ async def seed(app: Any, n: int) -> None:
     from sqlalchemy import insert
 
     from chronos.plugin import utcnow
+
     from chronos_commands.models import ExternalCommand
 
     now = utcnow()
     rows = [
-        dict(target_system="bench", command="PING", params_json={"n": i}, args=[], status="pending", attempts=0,
-             max_attempts=5, not_before=now, idempotency_key=f"bench:{uuid.uuid4().hex}", origin="api",
-             workflow_depth=0, created_at=now, updated_at=now)
+        dict(
+            target_system="bench",
+            command="PING",
+            params_json={"n": i},
+            args=[],
+            status="pending",
+            attempts=0,
+            max_attempts=5,
+            not_before=now,
+            idempotency_key=f"bench:{uuid.uuid4().hex}",
+            origin="api",
+            workflow_depth=0,
+            created_at=now,
+            updated_at=now,
+        )
         for i in range(n)
     ]
     async with app.state.chronos.db.write() as s:
         for i in range(0, n, 1000):
-            await s.execute(insert(ExternalCommand.__table__), rows[i:i + 1000])
+            await s.execute(insert(ExternalCommand.__table__), rows[i : i + 1000])
 
 
 async def verify(app: Any, n: int) -> int:
@@ -119,8 +136,9 @@ async def run_http(base: str, secret: str, workers: int, limit: int, mode: str) 
 
     async def done(c: httpx.AsyncClient, item: dict[str, Any]) -> None:
         seen.append(item["id"])
-        r = await c.post(f"/api/v1/commands/{item['id']}/complete",
-                         json={"result": {"ok": True}, "lease_token": item["lease_token"]})
+        r = await c.post(
+            f"/api/v1/commands/{item['id']}/complete", json={"result": {"ok": True}, "lease_token": item["lease_token"]}
+        )
         r.raise_for_status()
 
     async def worker(c: httpx.AsyncClient) -> None:
@@ -132,8 +150,15 @@ async def run_http(base: str, secret: str, workers: int, limit: int, mode: str) 
                 return
             if mode == "ack":  # the whole leased batch acknowledged in one request
                 seen.extend(item["id"] for item in items)
-                r = await c.post("/api/v1/command-completions", json={"items": [
-                    {"id": item["id"], "lease_token": item["lease_token"], "result": {"ok": True}} for item in items]})
+                r = await c.post(
+                    "/api/v1/command-completions",
+                    json={
+                        "items": [
+                            {"id": item["id"], "lease_token": item["lease_token"], "result": {"ok": True}}
+                            for item in items
+                        ]
+                    },
+                )
                 r.raise_for_status()
                 assert all(o["status"] == 200 for o in r.json()["items"]), r.text
             elif concurrent:
@@ -206,8 +231,15 @@ async def one_run(backend: str, path: str, workers: int, n: int, limit: int, tmp
         if schema:
             await make_schema(schema, drop=True)
     return {
-        "backend": backend, "path": path, "mode": mode, "workers": workers, "cycles": len(seen), "seconds": elapsed,
-        "rate": len(seen) / elapsed if elapsed else 0.0, "dup": len(seen) - len(set(seen)), "done": done == n,
+        "backend": backend,
+        "path": path,
+        "mode": mode,
+        "workers": workers,
+        "cycles": len(seen),
+        "seconds": elapsed,
+        "rate": len(seen) / elapsed if elapsed else 0.0,
+        "dup": len(seen) - len(set(seen)),
+        "done": done == n,
     }
 
 
@@ -237,11 +269,20 @@ def serve() -> None:
 
     from chronos.app import create_app
 
-    app = create_app(settings_for(os.environ["BENCH_DB_URL"], os.environ["BENCH_DB_SCHEMA"] or None),
-                     run_jobs=False, env={})
+    app = create_app(
+        settings_for(os.environ["BENCH_DB_URL"], os.environ["BENCH_DB_SCHEMA"] or None), run_jobs=False, env={}
+    )
     # A long keep-alive: idle pooled connections must not be closed under the clients' feet.
-    uvicorn.run(app, host="127.0.0.1", port=int(os.environ["BENCH_PORT"]), log_level="error",
-                access_log=False, loop="asyncio", timeout_keep_alive=300, backlog=4096)
+    uvicorn.run(
+        app,
+        host="127.0.0.1",
+        port=int(os.environ["BENCH_PORT"]),
+        log_level="error",
+        access_log=False,
+        loop="asyncio",
+        timeout_keep_alive=300,
+        backlog=4096,
+    )
 
 
 async def main() -> None:
@@ -251,10 +292,13 @@ async def main() -> None:
     parser.add_argument("--workers", default="1,4,8")
     parser.add_argument("-n", type=int, default=4000, help="commands per run")
     parser.add_argument("--limit", type=int, default=10, help="commands per lease (poll)")
-    parser.add_argument("--modes", default="one-by-one,batch,ack",
-                        help="one-by-one: a worker completes its leased commands one after another;"
-                             " batch: all at once, as examples/clients/command_worker.py does;"
-                             " ack: the leased batch acknowledged with one POST /command-completions (http only)")
+    parser.add_argument(
+        "--modes",
+        default="one-by-one,batch,ack",
+        help="one-by-one: a worker completes its leased commands one after another;"
+        " batch: all at once, as examples/clients/command_worker.py does;"
+        " ack: the leased batch acknowledged with one POST /command-completions (http only)",
+    )
     args = parser.parse_args()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -269,23 +313,40 @@ async def main() -> None:
                         try:
                             row = await one_run(backend, path, workers, n, args.limit, tmp, mode)
                         except Exception as exc:  # noqa: BLE001 - report the failed run in the table
-                            row = {"backend": backend, "path": path, "mode": mode, "workers": workers, "cycles": 0,
-                                   "seconds": 0.0, "rate": 0.0, "dup": 0, "done": False,
-                                   "error": f"{type(exc).__name__}: {exc}"[:80]}
+                            row = {
+                                "backend": backend,
+                                "path": path,
+                                "mode": mode,
+                                "workers": workers,
+                                "cycles": 0,
+                                "seconds": 0.0,
+                                "rate": 0.0,
+                                "dup": 0,
+                                "done": False,
+                                "error": f"{type(exc).__name__}: {exc}"[:80],
+                            }
                         rows.append(row)
-                        print(f"  {backend:10} {path:8} {mode:10} {workers} workers: {row['rate']:8.0f} cycles/s",
-                              file=sys.stderr)
-    print(f"\nlease-and-complete cycles/s (limit={args.limit} per poll)  —  {platform.python_implementation()} "
-          f"{platform.python_version()}, {os.cpu_count()} CPUs, {platform.machine()}, load avg "
-          f"{os.getloadavg()[0]:.1f}; one SQLite write transaction with one UPDATE through the kernel's "
-          f"Database took {calibration * 1000:.2f} ms (median) on this machine during the run")
-    print(f"| {'backend':10} | {'path':8} | {'mode':10} | {'workers':>7} | {'cycles':>7} | {'seconds':>8} | "
-          f"{'cycles/s':>9} | {'dup':>3} | all completed |")
+                        print(
+                            f"  {backend:10} {path:8} {mode:10} {workers} workers: {row['rate']:8.0f} cycles/s",
+                            file=sys.stderr,
+                        )
+    print(
+        f"\nlease-and-complete cycles/s (limit={args.limit} per poll)  —  {platform.python_implementation()} "
+        f"{platform.python_version()}, {os.cpu_count()} CPUs, {platform.machine()}, load avg "
+        f"{os.getloadavg()[0]:.1f}; one SQLite write transaction with one UPDATE through the kernel's "
+        f"Database took {calibration * 1000:.2f} ms (median) on this machine during the run"
+    )
+    print(
+        f"| {'backend':10} | {'path':8} | {'mode':10} | {'workers':>7} | {'cycles':>7} | {'seconds':>8} | "
+        f"{'cycles/s':>9} | {'dup':>3} | all completed |"
+    )
     print(f"|{'-' * 12}|{'-' * 10}|{'-' * 12}|{'-' * 9}|{'-' * 9}|{'-' * 10}|{'-' * 11}|{'-' * 5}|{'-' * 15}|")
     for r in rows:
-        print(f"| {r['backend']:10} | {r['path']:8} | {r['mode']:10} | {r['workers']:>7} | {r['cycles']:>7} | "
-              f"{r['seconds']:>8.2f} | {r['rate']:>9.0f} | {r['dup']:>3} | {'yes' if r['done'] else 'NO':13} |"
-              + (f" failed: {r['error']}" if r.get("error") else ""))
+        print(
+            f"| {r['backend']:10} | {r['path']:8} | {r['mode']:10} | {r['workers']:>7} | {r['cycles']:>7} | "
+            f"{r['seconds']:>8.2f} | {r['rate']:>9.0f} | {r['dup']:>3} | {'yes' if r['done'] else 'NO':13} |"
+            + (f" failed: {r['error']}" if r.get("error") else "")
+        )
     bad = [r for r in rows if r["dup"] or not r["done"]]
     if bad:
         print(f"\nFAILED: {len(bad)} run(s) handed a command out twice or left commands unfinished", file=sys.stderr)

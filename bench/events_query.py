@@ -35,7 +35,6 @@ import sqlite3
 import subprocess
 import sys
 import tempfile
-import textwrap
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -150,17 +149,28 @@ def query_mix(rng: random.Random, count: int) -> dict[str, list[dict[str, Any]]]
     def day(margin: int = 30) -> datetime:
         return EPOCH + timedelta(days=rng.randrange(margin, span_days - margin))
 
-    mix: dict[str, list[dict[str, Any]]] = {"7d one calendar": [], "1d all calendars": [],
-                                             "text rare, 30d": [], "text common, 30d": [], "deep page (20th)": []}
+    mix: dict[str, list[dict[str, Any]]] = {
+        "7d one calendar": [],
+        "1d all calendars": [],
+        "text rare, 30d": [],
+        "text common, 30d": [],
+        "deep page (20th)": [],
+    }
     for _ in range(count):
         d = day()
-        mix["7d one calendar"].append({"from": d, "to": d + timedelta(days=7), "calendar_id": [f"cal-{rng.randrange(1, 21):02d}"]})
+        mix["7d one calendar"].append(
+            {"from": d, "to": d + timedelta(days=7), "calendar_id": [f"cal-{rng.randrange(1, 21):02d}"]}
+        )
         d = day()
         mix["1d all calendars"].append({"from": d, "to": d + timedelta(days=1)})
         d = day()
-        mix["text rare, 30d"].append({"from": d, "to": d + timedelta(days=30), "text": rng.choice(["firmware", "wanda", "tournament", "kotlin"])})
+        mix["text rare, 30d"].append(
+            {"from": d, "to": d + timedelta(days=30), "text": rng.choice(["firmware", "wanda", "tournament", "kotlin"])}
+        )
         d = day()
-        mix["text common, 30d"].append({"from": d, "to": d + timedelta(days=30), "text": rng.choice(["meeting", "team", "review"])})
+        mix["text common, 30d"].append(
+            {"from": d, "to": d + timedelta(days=30), "text": rng.choice(["meeting", "team", "review"])}
+        )
         d = day()
         mix["deep page (20th)"].append({"from": d, "to": d + timedelta(days=90), "page": 20})
     return mix
@@ -170,8 +180,12 @@ def make_query(params: dict[str, Any], cursor: str | None = None) -> Any:
     from chronos_events.query import EventQuery
 
     return EventQuery(
-        start=params["from"], end=params["to"], calendars=params.get("calendar_id", []),
-        text=params.get("text"), limit=50, cursor=cursor,
+        start=params["from"],
+        end=params["to"],
+        calendars=params.get("calendar_id", []),
+        text=params.get("text"),
+        limit=50,
+        cursor=cursor,
     )
 
 
@@ -198,6 +212,7 @@ def pct(values: list[float], p: float) -> float:
 async def server_side(db: Path, mix: dict[str, list[dict[str, Any]]], rounds: int) -> dict[str, dict[str, float]]:
     """p50/p95 (ms) of the API's query path and of the same SQL in raw sqlite3."""
     from chronos.db.engine import Database
+
     from chronos_events.query import InlineReader, QueryBuilder, list_page_sqlite
 
     database = Database(f"sqlite+aiosqlite:///{db}")
@@ -235,8 +250,10 @@ async def server_side(db: Path, mix: dict[str, list[dict[str, Any]]], rounds: in
                     raw.execute(compiled.sql, compiled.params).fetchall()
                     columns.append(time.perf_counter() - t)
             out[name] = {
-                "p50": pct(ours, 50) * 1000, "p95": pct(ours, 95) * 1000,
-                "raw_p50": pct(plain, 50) * 1000, "raw_p95": pct(plain, 95) * 1000,
+                "p50": pct(ours, 50) * 1000,
+                "p95": pct(ours, 95) * 1000,
+                "raw_p50": pct(plain, 50) * 1000,
+                "raw_p95": pct(plain, 95) * 1000,
                 "cols_p50": pct(columns, 50) * 1000,
             }
     finally:
@@ -335,8 +352,18 @@ def wrk_run(urls: list[str], headers: dict[str, str], concurrency: int, seconds:
         script = fh.name
     try:
         out = subprocess.run(
-            ["wrk", "-t1", f"-c{concurrency}", f"-d{seconds:g}s", "-s", script, f"{base.scheme}://{base.host}:{base.port}"],
-            capture_output=True, text=True, check=True,
+            [
+                "wrk",
+                "-t1",
+                f"-c{concurrency}",
+                f"-d{seconds:g}s",
+                "-s",
+                script,
+                f"{base.scheme}://{base.host}:{base.port}",
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
         ).stdout
     finally:
         os.unlink(script)
@@ -358,6 +385,7 @@ async def hammer(urls: list[str], headers: dict[str, str], concurrency: int, sec
     stop = time.perf_counter() + seconds
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     async with httpx.AsyncClient(headers=headers, limits=limits, timeout=30) as c:
+
         async def worker(offset: int) -> None:
             nonlocal done, errors
             i = offset
@@ -367,6 +395,7 @@ async def hammer(urls: list[str], headers: dict[str, str], concurrency: int, sec
                     errors += 1
                 done += 1
                 i += concurrency
+
         started = time.perf_counter()
         await asyncio.gather(*(worker(k) for k in range(concurrency)))
         elapsed = time.perf_counter() - started
@@ -385,8 +414,9 @@ def stop_server(proc: subprocess.Popen) -> None:
         proc.kill()
 
 
-async def http_bench(db: Path, mix: dict[str, list[dict[str, Any]]], workers: int, concurrency: int,
-                     seconds: float, rounds: int) -> dict[str, Any]:
+async def http_bench(
+    db: Path, mix: dict[str, list[dict[str, Any]]], workers: int, concurrency: int, seconds: float, rounds: int
+) -> dict[str, Any]:
     """Requests/s of every contender per query class: the servers run side by
     side and are measured in interleaved rounds (chronos, floor, datasette,
     chronos, …); the median round counts, so a burst of other load on the
@@ -413,8 +443,22 @@ async def http_bench(db: Path, mix: dict[str, list[dict[str, Any]]], workers: in
     )
     port = free_port()
     procs["chronos"] = start_server(
-        [py, "-m", "uvicorn", "serve_chronos:app", "--port", str(port), "--workers", str(workers),
-         "--no-access-log", "--log-level", "warning"], {**os.environ, "CHRONOS_CONFIG": str(cfg)}, work)
+        [
+            py,
+            "-m",
+            "uvicorn",
+            "serve_chronos:app",
+            "--port",
+            str(port),
+            "--workers",
+            str(workers),
+            "--no-access-log",
+            "--log-level",
+            "warning",
+        ],
+        {**os.environ, "CHRONOS_CONFIG": str(cfg)},
+        work,
+    )
     headers["chronos"] = {"Authorization": f"Bearer {secret}"}
     urls["chronos"] = {}
     for name in classes:
@@ -432,10 +476,28 @@ async def http_bench(db: Path, mix: dict[str, list[dict[str, Any]]], workers: in
     sql_all = builder.page(EventQuery(start=probe, end=probe, limit=50)).sql
     (work / "floor_app.py").write_text(FLOOR_APP)
     port = free_port()
-    floor_env = {**os.environ, "FLOOR_DB": str(db),
-                 "FLOOR_SQL": json.dumps({"one": sql_one, "all": sql_all, "columns": COLUMNS})}
-    procs["floor"] = start_server([py, "-m", "uvicorn", "floor_app:app", "--port", str(port), "--workers", str(workers),
-                                   "--no-access-log", "--log-level", "warning"], floor_env, work)
+    floor_env = {
+        **os.environ,
+        "FLOOR_DB": str(db),
+        "FLOOR_SQL": json.dumps({"one": sql_one, "all": sql_all, "columns": COLUMNS}),
+    }
+    procs["floor"] = start_server(
+        [
+            py,
+            "-m",
+            "uvicorn",
+            "floor_app:app",
+            "--port",
+            str(port),
+            "--workers",
+            str(workers),
+            "--no-access-log",
+            "--log-level",
+            "warning",
+        ],
+        floor_env,
+        work,
+    )
     headers["floor"] = {}
     urls["floor"] = {}
     for name in classes:
@@ -451,16 +513,35 @@ async def http_bench(db: Path, mix: dict[str, list[dict[str, Any]]], workers: in
     if datasette:
         port = free_port()
         procs["datasette"] = start_server(
-            [datasette, "serve", str(db), "--port", str(port), "--setting", "sql_time_limit_ms", "10000",
-             "--setting", "num_sql_threads", "3"], dict(os.environ), work)
+            [
+                datasette,
+                "serve",
+                str(db),
+                "--port",
+                str(port),
+                "--setting",
+                "sql_time_limit_ms",
+                "10000",
+                "--setting",
+                "num_sql_threads",
+                "3",
+            ],
+            dict(os.environ),
+            work,
+        )
         headers["datasette"] = {}
         urls["datasette"] = {}
         for name in classes:
             urls["datasette"][name] = []
             for p in mix[name]:
                 sql = sql_one if p.get("calendar_id") else sql_all
-                qs = {"sql": sql, "lower": sqlite_time(p["from"]), "upper": sqlite_time(p["to"]), "limit": "51",
-                      "_shape": "array"}
+                qs = {
+                    "sql": sql,
+                    "lower": sqlite_time(p["from"]),
+                    "upper": sqlite_time(p["to"]),
+                    "limit": "51",
+                    "_shape": "array",
+                }
                 if p.get("calendar_id"):
                     qs["cal0"] = p["calendar_id"][0]
                 urls["datasette"][name].append(str(httpx.URL(f"http://127.0.0.1:{port}/{db.stem}.json", params=qs)))
@@ -481,7 +562,8 @@ async def http_bench(db: Path, mix: dict[str, list[dict[str, Any]]], workers: in
             for name in classes:
                 for contender in procs:
                     samples[contender][name].append(
-                        await hammer(urls[contender][name], headers[contender], concurrency, seconds))
+                        await hammer(urls[contender][name], headers[contender], concurrency, seconds)
+                    )
         for contender in procs:
             for name in classes:
                 rates = sorted(rate for rate, _ in samples[contender][name])
@@ -515,8 +597,10 @@ def machine() -> str:
                 break
     except OSError:
         pass
-    return (f"{cpu}, {os.cpu_count()} CPUs, Python {platform.python_version()}, SQLite {sqlite3.sqlite_version},"
-            f" {platform.system()} {platform.release()}")
+    return (
+        f"{cpu}, {os.cpu_count()} CPUs, Python {platform.python_version()}, SQLite {sqlite3.sqlite_version},"
+        f" {platform.system()} {platform.release()}"
+    )
 
 
 def main() -> None:
@@ -547,32 +631,49 @@ def main() -> None:
     mix = query_mix(random.Random(42), args.cases)
     print("server-side query mix …", file=sys.stderr)
     side = asyncio.run(server_side(db, mix, args.rounds))
-    http = None if args.no_http else asyncio.run(http_bench(db, mix, args.workers, args.concurrency, args.seconds, args.rounds_http))
+    http = (
+        None
+        if args.no_http
+        else asyncio.run(http_bench(db, mix, args.workers, args.concurrency, args.seconds, args.rounds_http))
+    )
 
     print()
     print(f"Machine: {machine()}")
-    print(f"Data: {args.events:,} events, {CALENDARS} calendars, {YEARS} years, file {db.stat().st_size / 2**20:,.0f} MB")
+    print(
+        f"Data: {args.events:,} events, {CALENDARS} calendars, {YEARS} years, file {db.stat().st_size / 2**20:,.0f} MB"
+    )
     if load_info:
-        print(f"Bulk load: {load_info['seconds']:.1f} s in all ({load_info['rate']:,.0f} events/s, including generating"
-              f" the events and building CanonicalEvents); EventStore.apply alone {load_info['store_seconds']:.1f} s"
-              f" ({load_info['store_rate']:,.0f} events/s, batches of {args.batch})")
+        print(
+            f"Bulk load: {load_info['seconds']:.1f} s in all ({load_info['rate']:,.0f} events/s, including generating"
+            f" the events and building CanonicalEvents); EventStore.apply alone {load_info['store_seconds']:.1f} s"
+            f" ({load_info['store_rate']:,.0f} events/s, batches of {args.batch})"
+        )
     print()
-    print("Server-side: the route's path after auth (SQL on the inline reader or a thread, response bytes);"
-          " raw: the same SQL in sqlite3, execute + fetchall")
-    print(f"{'query class':<20} {'p50 ms':>8} {'p95 ms':>8} {'raw p50':>8} {'raw p95':>8} {'ratio p50':>9}"
-          f" {'raw p50 plain columns':>22}")
+    print(
+        "Server-side: the route's path after auth (SQL on the inline reader or a thread, response bytes);"
+        " raw: the same SQL in sqlite3, execute + fetchall"
+    )
+    print(
+        f"{'query class':<20} {'p50 ms':>8} {'p95 ms':>8} {'raw p50':>8} {'raw p95':>8} {'ratio p50':>9}"
+        f" {'raw p50 plain columns':>22}"
+    )
     for name, r in side.items():
         ratio = r["p50"] / r["raw_p50"] if r["raw_p50"] else float("nan")
-        print(f"{name:<20} {r['p50']:>8.2f} {r['p95']:>8.2f} {r['raw_p50']:>8.2f} {r['raw_p95']:>8.2f} {ratio:>8.2f}x"
-              f" {r['cols_p50']:>22.2f}")
+        print(
+            f"{name:<20} {r['p50']:>8.2f} {r['p95']:>8.2f} {r['raw_p50']:>8.2f} {r['raw_p95']:>8.2f} {ratio:>8.2f}x"
+            f" {r['cols_p50']:>22.2f}"
+        )
     if http:
         print()
         has_ds = bool(http["datasette"])
-        head = (f"{'HTTP req/s':<20} {'chronos':>9} {'floor':>9} {'share':>7}"
-                + (f" {'datasette':>10}" if has_ds else ""))
-        print(head + f"   (uvicorn, {args.workers} worker(s), {args.concurrency} connections, "
-              f"{'wrk' if shutil.which('wrk') else 'httpx'} client, median of {args.rounds_http} interleaved rounds"
-              f" of {args.seconds:g} s)")
+        head = f"{'HTTP req/s':<20} {'chronos':>9} {'floor':>9} {'share':>7}" + (
+            f" {'datasette':>10}" if has_ds else ""
+        )
+        print(
+            head + f"   (uvicorn, {args.workers} worker(s), {args.concurrency} connections, "
+            f"{'wrk' if shutil.which('wrk') else 'httpx'} client, median of {args.rounds_http} interleaved rounds"
+            f" of {args.seconds:g} s)"
+        )
         for name in http["chronos"]:
             ours, err = http["chronos"][name]
             floor, _ = http["floor"][name]
@@ -585,9 +686,13 @@ def main() -> None:
         if not has_ds:
             print("(Datasette not installed: column skipped)")
     print()
-    print("Peak RSS: " + ", ".join(
-        [f"loader/bench process {loader_rss:,.0f} MB"] + [f"{k} {v:,.0f} MB" for k, v in (http or {}).get("rss", {}).items()]
-    ))
+    print(
+        "Peak RSS: "
+        + ", ".join(
+            [f"loader/bench process {loader_rss:,.0f} MB"]
+            + [f"{k} {v:,.0f} MB" for k, v in (http or {}).get("rss", {}).items()]
+        )
+    )
 
 
 if __name__ == "__main__":

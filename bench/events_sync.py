@@ -52,10 +52,16 @@ def _settings(db: Path, ics: Path):
     from chronos.settings import load_settings
 
     return load_settings(
-        path=None, env={}, database={"url": f"sqlite+aiosqlite:///{db}"}, logging={"level": "warning"},
-        ics={"calendars": [{"id": "bench", "path": str(ics), "past_days": 3650, "horizon_days": 3650,
-                            "interval_seconds": 0}],
-             "max_bytes": 1024 * 1024 * 1024},
+        path=None,
+        env={},
+        database={"url": f"sqlite+aiosqlite:///{db}"},
+        logging={"level": "warning"},
+        ics={
+            "calendars": [
+                {"id": "bench", "path": str(ics), "past_days": 3650, "horizon_days": 3650, "interval_seconds": 0}
+            ],
+            "max_bytes": 1024 * 1024 * 1024,
+        },
     )
 
 
@@ -77,8 +83,15 @@ async def _pipeline(db: Path, ics: Path) -> dict:
             elapsed = time.perf_counter() - t
             async with app.state.chronos.db.read() as s:
                 run = await s.get(SyncRun, run_id)
-            out[label] = {"seconds": elapsed, "status": run.status, "added": run.added, "unchanged": run.unchanged,
-                          "updated": run.updated, "failed": run.failed, "not_modified": run.not_modified}
+            out[label] = {
+                "seconds": elapsed,
+                "status": run.status,
+                "added": run.added,
+                "unchanged": run.unchanged,
+                "updated": run.updated,
+                "failed": run.failed,
+                "not_modified": run.not_modified,
+            }
         # Parser processes are children of the forkserver, not of this process: read their peak RSS directly.
         pool = app.state.chronos.state["ics.source"]._pool
         peaks = [_peak_rss_mb(pid) for pid in (getattr(pool, "_processes", None) or {})]
@@ -90,10 +103,33 @@ async def _pipeline(db: Path, ics: Path) -> dict:
 
 # -- the floor side --------------------------------------------------------------------------
 
-COLUMNS = ("source", "calendar_id", "uid", "recurrence_id", "title", "description", "location", "start_utc",
-           "end_utc", "duration_seconds", "all_day", "start_date", "end_date", "timezone", "status", "transparency",
-           "mode", "tags", "sub_tasks", "all_done", "metadata", "content_hash", "source_hash", "created_at",
-           "updated_at")
+COLUMNS = (
+    "source",
+    "calendar_id",
+    "uid",
+    "recurrence_id",
+    "title",
+    "description",
+    "location",
+    "start_utc",
+    "end_utc",
+    "duration_seconds",
+    "all_day",
+    "start_date",
+    "end_date",
+    "timezone",
+    "status",
+    "transparency",
+    "mode",
+    "tags",
+    "sub_tasks",
+    "all_done",
+    "metadata",
+    "content_hash",
+    "source_hash",
+    "created_at",
+    "updated_at",
+)
 
 
 async def _migrate(db: Path, ics: Path) -> None:
@@ -125,14 +161,35 @@ def _parse_rows(ics: Path) -> list[tuple]:
         cats = ev.get("CATEGORIES")
         tags = [str(c) for c in cats.cats] if cats is not None else []
         h = hashlib.sha256(f"{title}\0{desc}\0{loc}\0{s_utc}\0{e_utc}".encode()).hexdigest()
-        rows.append((
-            "ics", "bench", str(ev["UID"]), "", title, desc, loc,
-            s_utc.strftime("%Y-%m-%d %H:%M:%S.%f"), e_utc.strftime("%Y-%m-%d %H:%M:%S.%f"),
-            int((e_utc - s_utc).total_seconds()), int(all_day),
-            start.isoformat() if isinstance(start, date) and all_day else None,
-            end.isoformat() if isinstance(end, date) and all_day else None,
-            None, "confirmed", "busy", "free", json.dumps(tags), "[]", 0, "{}", h, h, now, now,
-        ))
+        rows.append(
+            (
+                "ics",
+                "bench",
+                str(ev["UID"]),
+                "",
+                title,
+                desc,
+                loc,
+                s_utc.strftime("%Y-%m-%d %H:%M:%S.%f"),
+                e_utc.strftime("%Y-%m-%d %H:%M:%S.%f"),
+                int((e_utc - s_utc).total_seconds()),
+                int(all_day),
+                start.isoformat() if isinstance(start, date) and all_day else None,
+                end.isoformat() if isinstance(end, date) and all_day else None,
+                None,
+                "confirmed",
+                "busy",
+                "free",
+                json.dumps(tags),
+                "[]",
+                0,
+                "{}",
+                h,
+                h,
+                now,
+                now,
+            )
+        )
     return rows
 
 
@@ -152,8 +209,11 @@ def _floor(db: Path, ics: Path) -> dict:
     conn.execute("COMMIT")
     out["insert_seconds"] = time.perf_counter() - t
     keys = ("source", "calendar_id", "uid", "recurrence_id")
-    upsert = insert + f" ON CONFLICT ({', '.join(keys)}) DO UPDATE SET " + ", ".join(
-        f"{c} = excluded.{c}" for c in COLUMNS if c not in keys and c != "created_at")
+    upsert = (
+        insert
+        + f" ON CONFLICT ({', '.join(keys)}) DO UPDATE SET "
+        + ", ".join(f"{c} = excluded.{c}" for c in COLUMNS if c not in keys and c != "created_at")
+    )
     t = time.perf_counter()
     conn.execute("BEGIN IMMEDIATE")
     conn.executemany(upsert, rows)
@@ -185,8 +245,10 @@ def _machine() -> str:
                 break
     except OSError:
         pass
-    return (f"{cpu or 'unknown CPU'}, {os.cpu_count()} cores, {platform.system()} {platform.release()}, "
-            f"Python {platform.python_version()}, SQLite {sqlite3.sqlite_version}")
+    return (
+        f"{cpu or 'unknown CPU'}, {os.cpu_count()} cores, {platform.system()} {platform.release()}, "
+        f"Python {platform.python_version()}, SQLite {sqlite3.sqlite_version}"
+    )
 
 
 def main() -> None:
@@ -200,7 +262,7 @@ def main() -> None:
     if "--keep" in args:
         i = args.index("--keep")
         keep = Path(args[i + 1])
-        del args[i:i + 2]
+        del args[i : i + 2]
     n = int(args[0]) if args else 100_000
     from gen_events import write_ics
 
@@ -211,8 +273,10 @@ def main() -> None:
         t = time.perf_counter()
         if not ics.exists():
             write_ics(ics, n)
-        print(f"generated {ics} ({ics.stat().st_size / 1e6:.1f} MB, {n} events) in {time.perf_counter() - t:.1f}s",
-              file=sys.stderr)
+        print(
+            f"generated {ics} ({ics.stat().st_size / 1e6:.1f} MB, {n} events) in {time.perf_counter() - t:.1f}s",
+            file=sys.stderr,
+        )
         for name in ("pipeline.db", "floor.db"):
             for suffix in ("", "-wal", "-shm"):
                 (work / (name + suffix)).unlink(missing_ok=True)
@@ -224,15 +288,31 @@ def main() -> None:
     floor_resync = floor["parse_seconds"] + floor["upsert_seconds"]
     assert pipe["full"]["added"] == n == floor["rows"], (pipe, floor)
     rows = [
-        ("(a) full sync", f"{full:.1f} s  ({n / full:,.0f} ev/s)",
-         f"{floor_full:.1f} s  ({n / floor_full:,.0f} ev/s)  parse {floor['parse_seconds']:.1f} + insert "
-         f"{floor['insert_seconds']:.1f}", f"{floor_full / full:.2f}x"),
-        ("(b) re-sync, unchanged file", f"{pipe['unchanged']['seconds'] * 1000:.0f} ms  (not modified)",
-         f"{floor['upsert_seconds']:.1f} s  raw upsert", f"{floor['upsert_seconds'] / pipe['unchanged']['seconds']:,.0f}x"),
-        ("(b) forced re-sync, all hashed", f"{pipe['forced']['seconds']:.1f} s  ({pipe['forced']['unchanged']:,} unchanged, 0 writes)",
-         f"{floor_resync:.1f} s  parse + raw upsert", f"{floor_resync / pipe['forced']['seconds']:.2f}x"),
-        ("(c) peak RSS", f"{pipe['rss_mb']:.0f} MB  (+ {pipe['workers']} parser processes, {pipe['workers_rss_mb']:.0f} MB each at most)",
-         f"{floor['rss_mb']:.0f} MB", ""),
+        (
+            "(a) full sync",
+            f"{full:.1f} s  ({n / full:,.0f} ev/s)",
+            f"{floor_full:.1f} s  ({n / floor_full:,.0f} ev/s)  parse {floor['parse_seconds']:.1f} + insert "
+            f"{floor['insert_seconds']:.1f}",
+            f"{floor_full / full:.2f}x",
+        ),
+        (
+            "(b) re-sync, unchanged file",
+            f"{pipe['unchanged']['seconds'] * 1000:.0f} ms  (not modified)",
+            f"{floor['upsert_seconds']:.1f} s  raw upsert",
+            f"{floor['upsert_seconds'] / pipe['unchanged']['seconds']:,.0f}x",
+        ),
+        (
+            "(b) forced re-sync, all hashed",
+            f"{pipe['forced']['seconds']:.1f} s  ({pipe['forced']['unchanged']:,} unchanged, 0 writes)",
+            f"{floor_resync:.1f} s  parse + raw upsert",
+            f"{floor_resync / pipe['forced']['seconds']:.2f}x",
+        ),
+        (
+            "(c) peak RSS",
+            f"{pipe['rss_mb']:.0f} MB  (+ {pipe['workers']} parser processes, {pipe['workers_rss_mb']:.0f} MB each at most)",
+            f"{floor['rss_mb']:.0f} MB",
+            "",
+        ),
     ]
     w0 = max(len(r[0]) for r in rows)
     w1 = max(len(r[1]) for r in rows)

@@ -29,50 +29,335 @@ from pathlib import Path
 # The window every generated event falls into: `years` years from this start.
 EPOCH = datetime(2025, 1, 1, tzinfo=UTC)
 
-_ACTIVITIES = (
-    "meeting review sync standup planning retro call interview workshop demo onboarding lunch "
-    "training deploy release audit checkup appointment presentation briefing handover kickoff "
-    "brainstorm offsite conference webinar dinner gym dentist haircut pickup delivery inspection "
-    "maintenance backup migration rollout hotfix incident postmortem budget forecast payroll "
-    "invoice renewal celebration birthday anniversary farewell hackathon office-hours mentoring "
-    "coaching tutoring rehearsal concert recital match practice tournament trip flight train"
-).split()
+_ACTIVITIES = [
+    "meeting",
+    "review",
+    "sync",
+    "standup",
+    "planning",
+    "retro",
+    "call",
+    "interview",
+    "workshop",
+    "demo",
+    "onboarding",
+    "lunch",
+    "training",
+    "deploy",
+    "release",
+    "audit",
+    "checkup",
+    "appointment",
+    "presentation",
+    "briefing",
+    "handover",
+    "kickoff",
+    "brainstorm",
+    "offsite",
+    "conference",
+    "webinar",
+    "dinner",
+    "gym",
+    "dentist",
+    "haircut",
+    "pickup",
+    "delivery",
+    "inspection",
+    "maintenance",
+    "backup",
+    "migration",
+    "rollout",
+    "hotfix",
+    "incident",
+    "postmortem",
+    "budget",
+    "forecast",
+    "payroll",
+    "invoice",
+    "renewal",
+    "celebration",
+    "birthday",
+    "anniversary",
+    "farewell",
+    "hackathon",
+    "office-hours",
+    "mentoring",
+    "coaching",
+    "tutoring",
+    "rehearsal",
+    "concert",
+    "recital",
+    "match",
+    "practice",
+    "tournament",
+    "trip",
+    "flight",
+    "train",
+]
 
-_SUBJECTS = (
-    "team project client product design marketing sales support backend frontend infra security "
-    "data finance legal hr board quarterly weekly monthly roadmap platform mobile web api database "
-    "network billing search analytics customer vendor partner investor hiring ops research "
-    "compliance privacy accessibility performance reliability observability documentation "
-    "localization pricing growth retention churn launch beta alpha pilot prototype migration "
-    "kubernetes postgres redis kafka terraform ansible grafana prometheus nginx django react "
-    "typescript rust golang python java swift kotlin android ios windows linux macos firmware"
-).split()
+_SUBJECTS = [
+    "team",
+    "project",
+    "client",
+    "product",
+    "design",
+    "marketing",
+    "sales",
+    "support",
+    "backend",
+    "frontend",
+    "infra",
+    "security",
+    "data",
+    "finance",
+    "legal",
+    "hr",
+    "board",
+    "quarterly",
+    "weekly",
+    "monthly",
+    "roadmap",
+    "platform",
+    "mobile",
+    "web",
+    "api",
+    "database",
+    "network",
+    "billing",
+    "search",
+    "analytics",
+    "customer",
+    "vendor",
+    "partner",
+    "investor",
+    "hiring",
+    "ops",
+    "research",
+    "compliance",
+    "privacy",
+    "accessibility",
+    "performance",
+    "reliability",
+    "observability",
+    "documentation",
+    "localization",
+    "pricing",
+    "growth",
+    "retention",
+    "churn",
+    "launch",
+    "beta",
+    "alpha",
+    "pilot",
+    "prototype",
+    "migration",
+    "kubernetes",
+    "postgres",
+    "redis",
+    "kafka",
+    "terraform",
+    "ansible",
+    "grafana",
+    "prometheus",
+    "nginx",
+    "django",
+    "react",
+    "typescript",
+    "rust",
+    "golang",
+    "python",
+    "java",
+    "swift",
+    "kotlin",
+    "android",
+    "ios",
+    "windows",
+    "linux",
+    "macos",
+    "firmware",
+]
 
-_NAMES = (
-    "Anna Ben Clara David Emma Felix Greta Hannah Ivan Julia Karl Lena Max Nina Oskar Paula "
-    "Quentin Rosa Simon Tina Ulrich Vera Walter Xenia Yusuf Zoe Amir Bea Carlos Dana Elif "
-    "Farid Gina Hugo Ines Jonas Kim Lars Mia Noah Olga Pia Rafael Sara Theo Uma Viktor Wanda"
-).split()
+_NAMES = [
+    "Anna",
+    "Ben",
+    "Clara",
+    "David",
+    "Emma",
+    "Felix",
+    "Greta",
+    "Hannah",
+    "Ivan",
+    "Julia",
+    "Karl",
+    "Lena",
+    "Max",
+    "Nina",
+    "Oskar",
+    "Paula",
+    "Quentin",
+    "Rosa",
+    "Simon",
+    "Tina",
+    "Ulrich",
+    "Vera",
+    "Walter",
+    "Xenia",
+    "Yusuf",
+    "Zoe",
+    "Amir",
+    "Bea",
+    "Carlos",
+    "Dana",
+    "Elif",
+    "Farid",
+    "Gina",
+    "Hugo",
+    "Ines",
+    "Jonas",
+    "Kim",
+    "Lars",
+    "Mia",
+    "Noah",
+    "Olga",
+    "Pia",
+    "Rafael",
+    "Sara",
+    "Theo",
+    "Uma",
+    "Viktor",
+    "Wanda",
+]
 
-_FILLER = (
-    "the a to and of for with on in about next steps notes agenda please bring prepare "
-    "discuss update status open questions decision follow-up action items owner deadline "
-    "draft final version share slides document link feedback blocker risk dependency "
-    "estimate scope priority timeline milestone goal metric target result summary context "
-    "background proposal option tradeoff cost benefit impact customer request issue ticket "
-    "bug fix test coverage release note changelog migration plan rollback window downtime "
-    "capacity latency throughput error budget alert dashboard report review approve sign-off "
-    "zeitplan besprechung protokoll aufgabe termin erinnerung rechnung vertrag angebot"
-).split()
+_FILLER = [
+    "the",
+    "a",
+    "to",
+    "and",
+    "of",
+    "for",
+    "with",
+    "on",
+    "in",
+    "about",
+    "next",
+    "steps",
+    "notes",
+    "agenda",
+    "please",
+    "bring",
+    "prepare",
+    "discuss",
+    "update",
+    "status",
+    "open",
+    "questions",
+    "decision",
+    "follow-up",
+    "action",
+    "items",
+    "owner",
+    "deadline",
+    "draft",
+    "final",
+    "version",
+    "share",
+    "slides",
+    "document",
+    "link",
+    "feedback",
+    "blocker",
+    "risk",
+    "dependency",
+    "estimate",
+    "scope",
+    "priority",
+    "timeline",
+    "milestone",
+    "goal",
+    "metric",
+    "target",
+    "result",
+    "summary",
+    "context",
+    "background",
+    "proposal",
+    "option",
+    "tradeoff",
+    "cost",
+    "benefit",
+    "impact",
+    "customer",
+    "request",
+    "issue",
+    "ticket",
+    "bug",
+    "fix",
+    "test",
+    "coverage",
+    "release",
+    "note",
+    "changelog",
+    "migration",
+    "plan",
+    "rollback",
+    "window",
+    "downtime",
+    "capacity",
+    "latency",
+    "throughput",
+    "error",
+    "budget",
+    "alert",
+    "dashboard",
+    "report",
+    "review",
+    "approve",
+    "sign-off",
+    "zeitplan",
+    "besprechung",
+    "protokoll",
+    "aufgabe",
+    "termin",
+    "erinnerung",
+    "rechnung",
+    "vertrag",
+    "angebot",
+]
 
-_PLACES = (
-    "Room 1.01|Room 2.14|Room 3.07|Main Hall|Cafeteria|Board Room|Lab A|Lab B|Garage|"
-    "Berlin Office|Munich Office|Hamburg Office|Vienna Office|Zurich Office|Online|Zoom|"
-    "Google Meet|Teams|Client Site|Coworking Space|Home|Gym|Dentist Dr. Weber|Train Station|"
-    "Airport BER|Hotel Adlon|Conference Center|Library|Park|Stadium"
-).split("|")
+_PLACES = [
+    "Room 1.01",
+    "Room 2.14",
+    "Room 3.07",
+    "Main Hall",
+    "Cafeteria",
+    "Board Room",
+    "Lab A",
+    "Lab B",
+    "Garage",
+    "Berlin Office",
+    "Munich Office",
+    "Hamburg Office",
+    "Vienna Office",
+    "Zurich Office",
+    "Online",
+    "Zoom",
+    "Google Meet",
+    "Teams",
+    "Client Site",
+    "Coworking Space",
+    "Home",
+    "Gym",
+    "Dentist Dr. Weber",
+    "Train Station",
+    "Airport BER",
+    "Hotel Adlon",
+    "Conference Center",
+    "Library",
+    "Park",
+    "Stadium",
+]
 
-_TAGS = "work private urgent deploy ops family health travel finance learning".split()
+_TAGS = ["work", "private", "urgent", "deploy", "ops", "family", "health", "travel", "finance", "learning"]
 
 
 def _zipf(words: list[str]) -> tuple[list[str], list[float]]:
@@ -138,10 +423,12 @@ def iter_events(n: int, seed: int = 1, calendars: int = 20, years: int = 3) -> I
             title += " #" + _pick(rng, _T)[0]
         parts = [_sentence(rng, 4, 14) for _ in range(_randint(rng, 0, 3))]
         if rng.random() < 0.15:
-            parts.append("\n".join(
-                f"[{'x' if rng.random() < 0.4 else ' '}] {' '.join(_pick(rng, _F, _randint(rng, 2, 5)))}"
-                for _ in range(_randint(rng, 1, 4))
-            ))
+            parts.append(
+                "\n".join(
+                    f"[{'x' if rng.random() < 0.4 else ' '}] {' '.join(_pick(rng, _F, _randint(rng, 2, 5)))}"
+                    for _ in range(_randint(rng, 1, 4))
+                )
+            )
         description = "\n".join(parts)
         location = _pick(rng, _P)[0] if rng.random() < 0.7 else ""
         all_day = rng.random() < 0.08

@@ -38,7 +38,6 @@ import socket
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -64,8 +63,11 @@ your order #{{ order.id }} is on its way.
 SCHEMA = {
     "type": "object",
     "properties": {
-        "user": {"type": "object", "properties": {"name": {"type": "string"}, "vip": {"type": "boolean"}},
-                 "required": ["name"]},
+        "user": {
+            "type": "object",
+            "properties": {"name": {"type": "string"}, "vip": {"type": "boolean"}},
+            "required": ["name"],
+        },
         "order": {"type": "object", "required": ["id", "items", "total"]},
     },
     "required": ["user", "order"],
@@ -76,8 +78,12 @@ def variables() -> dict[str, Any]:
     items = [{"name": f"item number {i}", "qty": i % 3 + 1, "price": 3.5 + i} for i in range(10)]
     return {
         "user": {"name": "Ada <Lovelace>", "vip": True},
-        "order": {"id": 48213, "date": "2026-11-28", "items": items,
-                  "total": sum(i["qty"] * i["price"] for i in items)},
+        "order": {
+            "id": 48213,
+            "date": "2026-11-28",
+            "items": items,
+            "total": sum(i["qty"] * i["price"] for i in items),
+        },
     }
 
 
@@ -161,15 +167,24 @@ def message_body(i: int, html: str) -> dict[str, Any]:
 async def bench_raw_smtp(port: int, sink: Sink, n: int, html: str) -> float:
     import aiosmtplib
 
+    from chronos.plugin import utcnow
+
     from chronos_mail.addresses import parse_address
     from chronos_mail.mime import build_message, html_to_text
-    from chronos.plugin import utcnow
 
     sender = parse_address("Shop <shop@example.com>")
     msgs = [
-        build_message(sender=sender, to=[parse_address(f"user{i}@example.com")], cc=[], subject=f"Order #{i}",
-                      html=html, text=html_to_text(html), attachments=[], message_id=f"<{i}.bench@example.com>",
-                      date=utcnow())
+        build_message(
+            sender=sender,
+            to=[parse_address(f"user{i}@example.com")],
+            cc=[],
+            subject=f"Order #{i}",
+            html=html,
+            text=html_to_text(html),
+            attachments=[],
+            message_id=f"<{i}.bench@example.com>",
+            date=utcnow(),
+        )
         for i in range(n)
     ]
     before = sink.count
@@ -191,16 +206,23 @@ async def bench_chronos_mail(backend: str, port: int, sink: Sink, n: int, html: 
     from chronos.plugin import MailQueue, OutgoingMail
     from chronos.settings import load_settings
     from chronos.testing import running_app, temporary_database
+
     from chronos_mail.models import MailDelivery
 
     with tempfile.TemporaryDirectory() as tmp:
         async with temporary_database(backend, Path(tmp)) as db:
             database = {**db.settings_section(), "pool_size": 10}
             settings = load_settings(
-                path=None, env={}, database=database, logging={"level": "error"},
+                path=None,
+                env={},
+                database=database,
+                logging={"level": "error"},
                 plugins={"enabled": ["mail"]},
-                mail={"from": "Shop <shop@example.com>", "batch_size": 50,
-                      "smtp": {"host": "127.0.0.1", "port": port, "starttls": False}},
+                mail={
+                    "from": "Shop <shop@example.com>",
+                    "batch_size": 50,
+                    "smtp": {"host": "127.0.0.1", "port": port, "starttls": False},
+                },
             )
             app = create_app(settings, plugins=["mail"], run_jobs=False, env={})
             async with running_app(app):
@@ -223,8 +245,10 @@ async def bench_chronos_mail(backend: str, port: int, sink: Sink, n: int, html: 
                 async with ctx.db.read() as s:
                     sent = (await s.execute(select(func.count()).where(MailDelivery.status == "sent"))).scalar_one()
                 assert sent == n
-    return [(f"enqueue (MailQueue.enqueue), {backend}", enqueue_rate),
-            (f"mail.send job (claim, MIME, SMTP, record), {backend}", send_rate)]
+    return [
+        (f"enqueue (MailQueue.enqueue), {backend}", enqueue_rate),
+        (f"mail.send job (claim, MIME, SMTP, record), {backend}", send_rate),
+    ]
 
 
 async def main() -> None:
@@ -236,8 +260,10 @@ async def main() -> None:
     for sub in ("templates", "mail"):
         sys.path.insert(0, str(ROOT / "plugins_builtin" / sub))
 
-    print(f"# Python {platform.python_version()} on {platform.machine()}, {os.cpu_count()} CPUs; "
-          f"{args.renders} renders, {args.messages} messages\n")
+    print(
+        f"# Python {platform.python_version()} on {platform.machine()}, {os.cpu_count()} CPUs; "
+        f"{args.renders} renders, {args.messages} messages\n"
+    )
     rows = await bench_render(args.renders)
     floor = rows[0][1]
     print("Rendering a typical email template (subject + HTML with a 10-row loop + text)")

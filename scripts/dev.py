@@ -52,7 +52,7 @@ def fingerprint() -> str:
 
 
 def setup() -> None:
-    if sys.version_info < (3, 11):
+    if sys.version_info < (3, 11):  # noqa: UP036 - this script runs before any venv exists
         sys.exit("error: Python 3.11 or newer is required (run with python3.11)")
     if not PY.exists():
         log("creating .venv")
@@ -65,8 +65,18 @@ def setup() -> None:
     # caldav pulls in urllib3-future, which by default overwrites urllib3 itself;
     # this keeps it in its own namespace (see requirements.lock).
     env["URLLIB3_NO_OVERRIDE"] = "1"
-    cmd = [str(PY), "-m", "pip", "install", "--disable-pip-version-check", "-q",
-           "--no-binary", "urllib3-future", "-c", str(ROOT / "requirements.lock")]
+    cmd = [
+        str(PY),
+        "-m",
+        "pip",
+        "install",
+        "--disable-pip-version-check",
+        "-q",
+        "--no-binary",
+        "urllib3-future",
+        "-c",
+        str(ROOT / "requirements.lock"),
+    ]
     for pkg in local_packages():
         target = str(pkg) + ("[test]" if pkg == ROOT else "")
         cmd += ["-e", target]

@@ -50,14 +50,20 @@ def db_config(database: Any, **sections: Any) -> dict[str, Any]:
     return out
 
 
-def run_cli(*args: str, config: Path | None = None, env: dict[str, str] | None = None, cwd: Path | None = None,
-            timeout: float = 60) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    *args: str,
+    config: Path | None = None,
+    env: dict[str, str] | None = None,
+    cwd: Path | None = None,
+    timeout: float = 60,
+) -> subprocess.CompletedProcess[str]:
     """Run ``chronos ARGS`` in a subprocess with a clean environment."""
     cmd = [CHRONOS, *args]
     if config is not None:
         cmd += ["--config", str(config)]
-    return subprocess.run(cmd, capture_output=True, text=True, env=clean_env(**(env or {})), cwd=cwd or ROOT,
-                          timeout=timeout)
+    return subprocess.run(
+        cmd, capture_output=True, text=True, env=clean_env(**(env or {})), cwd=cwd or ROOT, timeout=timeout
+    )
 
 
 def cli_json(*args: str, **kwargs: Any) -> Any:

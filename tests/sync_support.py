@@ -33,7 +33,8 @@ from kernel_support import make_plugin
 
 _md = MetaData()
 events_t = Table(
-    "teststore_events", _md,
+    "teststore_events",
+    _md,
     Column("id", Integer, primary_key=True, autoincrement=True),
     Column("source", String(64), nullable=False),
     Column("calendar_id", String(200), nullable=False),
@@ -46,7 +47,8 @@ events_t = Table(
     UniqueConstraint("source", "calendar_id", "uid", "recurrence_id", name="uq_teststore_key"),
 )
 tombstones_t = Table(
-    "teststore_tombstones", _md,
+    "teststore_tombstones",
+    _md,
     Column("source", String(64), primary_key=True),
     Column("calendar_id", String(200), primary_key=True),
     Column("uid", String(1024), primary_key=True),
@@ -71,8 +73,13 @@ class TableStore(EventStore):
             by_cal.setdefault((ev.source, ev.calendar_id), []).append(ev)
         for (source, cal), evs in by_cal.items():
             uids = sorted({e.uid for e in evs})
-            rows = (await session.execute(select(events_t).where(
-                events_t.c.source == source, events_t.c.calendar_id == cal, events_t.c.uid.in_(uids)))).all()
+            rows = (
+                await session.execute(
+                    select(events_t).where(
+                        events_t.c.source == source, events_t.c.calendar_id == cal, events_t.c.uid.in_(uids)
+                    )
+                )
+            ).all()
             existing = {(r.uid, r.recurrence_id): r for r in rows}
             tombs = {
                 (r.uid, r.recurrence_id)

@@ -24,8 +24,15 @@ def ledger_plugin():
         ctx = request.app.state.chronos
         async with ctx.db.write() as s:
             s.add(JobRun(job="ledger", trigger="manual", status="ok", started_at=utcnow()))
-            await record_audit(s, entity="ledger", entity_id="1", action="post", change={"fail": fail},
-                               principal=principal, origin=origin_of(request))
+            await record_audit(
+                s,
+                entity="ledger",
+                entity_id="1",
+                action="post",
+                change={"fail": fail},
+                principal=principal,
+                origin=origin_of(request),
+            )
             if fail:
                 raise Problem(409, "The ledger is closed", type="conflict")
         return {"ok": True}

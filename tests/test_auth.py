@@ -84,8 +84,11 @@ async def test_revoked_and_expired_keys_get_401(chronos_app, api_client):
             assert (await c.get(KEYS)).status_code == 200
             ctx = app.state.chronos
             async with ctx.db.write() as s:
-                await s.execute(update(ApiKey).where(ApiKey.id == keys["expiring"])
-                                .values(expires_at=datetime.now(UTC) - timedelta(seconds=1)))
+                await s.execute(
+                    update(ApiKey)
+                    .where(ApiKey.id == keys["expiring"])
+                    .values(expires_at=datetime.now(UTC) - timedelta(seconds=1))
+                )
             unauthorized(await c.get(KEYS))
         listed = {k["name"]: k["status"] for k in (await admin.get(KEYS)).json()}
         assert listed["victim"] == "revoked" and listed["expiring"] == "expired"
@@ -114,13 +117,20 @@ async def test_bootstrap_admin_key_from_environment(chronos_app, monkeypatch):
 async def test_keys_api_shows_the_secret_once_and_never_the_hash(chronos_app, api_client):
     async with chronos_app() as app:
         admin = await api_client(app, scopes=["admin"])
-        r = await admin.post(KEYS, json={"name": "robot", "scopes": ["events.read", "events.write"],
-                                         "systems": ["home-1"], "expires_in_seconds": 3600})
+        r = await admin.post(
+            KEYS,
+            json={
+                "name": "robot",
+                "scopes": ["events.read", "events.write"],
+                "systems": ["home-1"],
+                "expires_in_seconds": 3600,
+            },
+        )
         assert r.status_code == 201, r.text
         created = r.json()
         secret = created["secret"]
         assert secret.startswith(f"chr_{created['id']}_")
-        assert created["prefix"] == secret[:len(created["prefix"])] and len(created["prefix"]) < len(secret) // 2
+        assert created["prefix"] == secret[: len(created["prefix"])] and len(created["prefix"]) < len(secret) // 2
         assert created["scopes"] == ["events.read", "events.write"] and created["systems"] == ["home-1"]
         expires = datetime.fromisoformat(created["expires_at"].replace("Z", "+00:00"))
         assert timedelta(minutes=59) < expires - datetime.now(UTC) <= timedelta(hours=1)
@@ -163,19 +173,36 @@ async def test_max_key_lifetime_is_enforced(chronos_app, api_client):
     async with chronos_app(config={"auth": {"max_key_lifetime_days": 7}}) as app:
         admin = await api_client(app, scopes=["admin"])
         is_problem(await admin.post(KEYS, json={"name": "forever", "scopes": ["events.read"]}), 422)
-        is_problem(await admin.post(KEYS, json={"name": "long", "scopes": ["events.read"],
-                                                "expires_in_seconds": 8 * 86400}), 422)
+        is_problem(
+            await admin.post(KEYS, json={"name": "long", "scopes": ["events.read"], "expires_in_seconds": 8 * 86400}),
+            422,
+        )
         r = await admin.post(KEYS, json={"name": "ok", "scopes": ["events.read"], "expires_in_seconds": 86400})
         assert r.status_code == 201, r.text
 
 
 # -- the CLI -----------------------------------------------------------------------------------
 
+
 async def test_keys_cli_create_list_revoke(database, chronos_app, tmp_path):
     cfg = write_config(tmp_path / "c.yaml", db_config(database, plugins={"enabled": []}))
     # No plugin is enabled: only the kernel's scopes exist (plugins register the others).
-    res = await invoke_cli_async("keys", "create", "--name", "poller", "--scope", "events.read", "--scope",
-                                 "events.write", "--system", "home-1", "--expires", "30d", "--json", config=cfg)
+    res = await invoke_cli_async(
+        "keys",
+        "create",
+        "--name",
+        "poller",
+        "--scope",
+        "events.read",
+        "--scope",
+        "events.write",
+        "--system",
+        "home-1",
+        "--expires",
+        "30d",
+        "--json",
+        config=cfg,
+    )
     assert res.returncode == 0, res.stderr
     created = json.loads(res.stdout)
     assert set(created) >= {"id", "secret", "scopes", "systems", "expires_at", "prefix"}
@@ -201,7 +228,9 @@ async def test_keys_cli_create_list_revoke(database, chronos_app, tmp_path):
         async with app.state.chronos.db.read() as s:
             rows = (await s.execute(select(AuditEntry).order_by(AuditEntry.id))).scalars().all()
         assert [(r.entity_id, r.action, r.actor) for r in rows] == [
-            (created["id"], "create", "cli"), (created["id"], "revoke", "cli")]
+            (created["id"], "create", "cli"),
+            (created["id"], "revoke", "cli"),
+        ]
 
 
 @pytest.mark.backends("sqlite")
@@ -218,6 +247,7 @@ def test_keys_cli_rejects_bad_input(database, tmp_path):
 
 
 # -- every route declares a scope ---------------------------------------------------------------
+
 
 def test_every_route_declares_its_scope(database):
     """With every installed plugin enabled, no route is reachable without a declared scope."""

@@ -30,9 +30,13 @@ def plugin_distributions() -> list[Path]:
 def packages_of(dist: Path) -> set[str]:
     """Top-level import packages a distribution directory ships."""
     return {
-        p.name for p in dist.iterdir()
-        if p.is_dir() and p.name not in ("tests", "build", "dist") and not p.name.endswith(".egg-info")
-        and not p.name.startswith(".") and any(p.rglob("*.py"))
+        p.name
+        for p in dist.iterdir()
+        if p.is_dir()
+        and p.name not in ("tests", "build", "dist")
+        and not p.name.endswith(".egg-info")
+        and not p.name.startswith(".")
+        and any(p.rglob("*.py"))
     }
 
 
@@ -93,7 +97,10 @@ def test_scanners_catch_violations():
     assert plugin_violations("from chronos_events.models import Event", own, packages)
     assert not plugin_violations(
         "from chronos.plugin import hookimpl\nfrom chronos import plugin, testing\nimport chronos.testing\n"
-        "from chronos_hello.models import Greeting\nimport sqlalchemy as sa", own, packages)
+        "from chronos_hello.models import Greeting\nimport sqlalchemy as sa",
+        own,
+        packages,
+    )
 
 
 def test_kernel_never_imports_a_plugin_package():

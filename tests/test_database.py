@@ -62,8 +62,10 @@ async def test_sqlite_pragmas_are_in_effect(database):
     try:
         for session_factory in (db.read, db.write):
             async with session_factory() as s:
-                got = {p: (await s.execute(text(f"PRAGMA {p}"))).scalar() for p in
-                       ("journal_mode", "foreign_keys", "busy_timeout", "synchronous")}
+                got = {
+                    p: (await s.execute(text(f"PRAGMA {p}"))).scalar()
+                    for p in ("journal_mode", "foreign_keys", "busy_timeout", "synchronous")
+                }
             assert got == {"journal_mode": "wal", "foreign_keys": 1, "busy_timeout": 15_000, "synchronous": 1}, got
     finally:
         await db.dispose()
@@ -103,7 +105,6 @@ async def test_timestamps_come_back_as_utc(database):
                 s.add(JobRun(job="naive", trigger="manual", status="ok", started_at=datetime(2026, 1, 1)))
     finally:
         await db.dispose()
-
 
 
 SLOW_QUERY = text(
@@ -186,7 +187,6 @@ async def test_cancelled_writers_leave_no_transaction_behind(database):
     finally:
         await db.dispose()
         await other.dispose()
-
 
 
 @pytest.mark.backends("sqlite")

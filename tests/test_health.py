@@ -25,8 +25,11 @@ async def test_healthy_service_reports_every_check(chronos_app, db_backend):
         assert code == 200 and body["status"] == "ok", body
         checks = body["checks"]
         assert checks["database"]["status"] == "ok" and checks["database"]["dialect"] == db_backend
-        assert checks["search"] == {**checks["search"], "status": "ok",
-                                    "engine": "fts5" if db_backend == "sqlite" else "tsvector"}
+        assert checks["search"] == {
+            **checks["search"],
+            "status": "ok",
+            "engine": "fts5" if db_backend == "sqlite" else "tsvector",
+        }
         assert checks["jobs"]["status"] == "ok" and checks["jobs"]["runners"] == 1
         assert checks["jobs"]["heartbeat_age_seconds"] >= 0
         assert checks["plugins"]["status"] == "ok"

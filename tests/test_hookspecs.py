@@ -41,6 +41,7 @@ HOOK_NAMES = sorted(n for n, f in vars(hookspecs).items() if callable(f) and has
 
 # -- documentation and coverage ------------------------------------------------------------
 
+
 def test_hookspecs_exist():
     assert {"register_settings", "register_routers", "register_jobs", "on_startup", "on_shutdown"} <= set(HOOK_NAMES)
 

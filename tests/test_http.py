@@ -42,6 +42,7 @@ def log_lines(captured: str) -> list[dict]:
 
 # -- problem+json for every error ------------------------------------------------------------
 
+
 async def test_unknown_route_is_404_problem(chronos_app, api_client):
     async with chronos_app() as app:
         c = await api_client(app, scopes=["admin"])
@@ -100,8 +101,14 @@ async def test_uncaught_exception_is_500_without_internals(chronos_app, api_clie
 # -- request ids -------------------------------------------------------------------------------
 
 REQUEST_IDS = [
-    ("abc-123", True), ("trace:4bf92f3577b34da6.a3ce929d0e0e4736@edge/1", True), ("abc\x01def", False),
-    ("new\nline", False), ("x" * 200, False), ("sp ace", False), ("", False), (None, False),
+    ("abc-123", True),
+    ("trace:4bf92f3577b34da6.a3ce929d0e0e4736@edge/1", True),
+    ("abc\x01def", False),
+    ("new\nline", False),
+    ("x" * 200, False),
+    ("sp ace", False),
+    ("", False),
+    (None, False),
 ]
 
 
@@ -124,6 +131,7 @@ async def test_generated_request_ids_are_unique(chronos_app):
 
 # -- size limits ---------------------------------------------------------------------------------
 
+
 async def test_huge_headers_get_431(chronos_app, api_client):
     async with chronos_app(config={"server": {"max_header_bytes": 4096}}) as app:
         c = await api_client(app, scopes=["admin"])
@@ -140,18 +148,23 @@ async def test_body_over_limit_gets_413_declared_or_streamed(chronos_app, api_cl
 
         async def chunks():
             for i in range(0, len(big), 512):
-                yield big[i:i + 512]
+                yield big[i : i + 512]
 
         r = await c.post("/api/v1/keys", content=chunks(), headers={"content-type": "application/json"})
         assert "content-length" not in r.request.headers
         body = is_problem(r, 413)
         assert "2048 bytes" in body["detail"]
-        is_problem(await c.post("/api/v1/keys", content=b"{}", headers={"content-type": "application/json",
-                                                                         "content-length": "abc"}), 400)
+        is_problem(
+            await c.post(
+                "/api/v1/keys", content=b"{}", headers={"content-type": "application/json", "content-length": "abc"}
+            ),
+            400,
+        )
         assert len((await c.get("/api/v1/keys")).json()) == 1  # only the test's own key
 
 
 # -- logs and metrics -------------------------------------------------------------------------------
+
 
 async def test_logs_are_json_lines_with_request_id_and_redacted_secrets(chronos_app, api_client, capsys):
     async with chronos_app(plugins=[("probe", probe_plugin())], config={"logging": {"level": "info"}}) as app:

@@ -66,8 +66,9 @@ async def test_runs_of_one_job_never_overlap(chronos_app, api_client):
             active[0] -= 1
 
     # Scheduled every 0.05 s while one run blocks: the schedule must skip, not stack.
-    async with chronos_app(plugins=[("t", jobs_plugin(Job("t.slow", slow, interval_seconds=0.05)))],
-                           run_jobs=True) as app:
+    async with chronos_app(
+        plugins=[("t", jobs_plugin(Job("t.slow", slow, interval_seconds=0.05)))], run_jobs=True
+    ) as app:
         runner = app.state.chronos.jobs
         await wait_until(lambda: "t.slow" in runner.running, what="first run")
         with pytest.raises(JobBusy):
@@ -244,9 +245,16 @@ async def test_leader_whose_connection_dies_is_replaced(database):
                 except Exception:  # noqa: BLE001 - the old leader has not noticed yet
                     return False
                 async with admin.read() as s:
-                    lock_pids = (await s.execute(text(
-                        "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND objid = :k AND granted"),
-                        {"k": PG_LEADER_LOCK & 0xFFFFFFFF})).scalars().all()
+                    lock_pids = (
+                        (
+                            await s.execute(
+                                text("SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND objid = :k AND granted"),
+                                {"k": PG_LEADER_LOCK & 0xFFFFFFFF},
+                            )
+                        )
+                        .scalars()
+                        .all()
+                    )
                 return holder_pid != pid and lock_pids == [holder_pid]
 
             await wait_until(settled, timeout=15, what="a single live leader holding the lock")

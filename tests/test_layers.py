@@ -16,12 +16,28 @@ KERNEL = ROOT / "kernel" / "chronos"
 
 #: Bottom to top. A module may import from its own layer and the layers below.
 LAYERS: list[tuple[str, set[str]]] = [
-    ("foundation", {
-        "chronos", "chronos.exceptions", "chronos.identity", "chronos.records", "chronos.settings", "chronos.logs",
-        "chronos.metrics", "chronos.pagination", "chronos.contracts", "chronos.contracts.events",
-        "chronos.contracts.mail", "chronos.db", "chronos.db.base", "chronos.db.engine", "chronos.db.models",
-        "chronos.db.sync_models", "chronos.db.migrate",
-    }),
+    (
+        "foundation",
+        {
+            "chronos",
+            "chronos.exceptions",
+            "chronos.identity",
+            "chronos.records",
+            "chronos.settings",
+            "chronos.logs",
+            "chronos.metrics",
+            "chronos.pagination",
+            "chronos.contracts",
+            "chronos.contracts.events",
+            "chronos.contracts.mail",
+            "chronos.db",
+            "chronos.db.base",
+            "chronos.db.engine",
+            "chronos.db.models",
+            "chronos.db.sync_models",
+            "chronos.db.migrate",
+        },
+    ),
     ("context", {"chronos.context", "chronos.hookspecs"}),
     ("core", {"chronos.host", "chronos.jobs", "chronos.pipeline", "chronos.audit", "chronos.keys", "chronos.schemas"}),
     ("runtime", {"chronos.runtime"}),
@@ -58,7 +74,12 @@ def runtime_imports(source: str, known: set[str]) -> list[tuple[int, str]]:
             continue
         if isinstance(node, ast.Import):
             out += [(node.lineno, a.name) for a in node.names if a.name.split(".")[0] == "chronos"]
-        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module and node.module.split(".")[0] == "chronos":
+        elif (
+            isinstance(node, ast.ImportFrom)
+            and node.level == 0
+            and node.module
+            and node.module.split(".")[0] == "chronos"
+        ):
             for alias in node.names:
                 # `from chronos import api` imports the module chronos.api; `from chronos import __version__` does not.
                 sub = f"{node.module}.{alias.name}"
@@ -102,7 +123,11 @@ def test_the_check_catches_upward_imports_even_inside_functions():
     errors = KERNEL / "errors.py"
     assert violations(errors, "def f():\n    from chronos.app import create_app\n", layers)
     assert violations(errors, "from chronos import app\n", layers)
-    assert not violations(errors, "from chronos import __version__\nfrom chronos.routes import effective_routes\n", layers)
+    assert not violations(
+        errors, "from chronos import __version__\nfrom chronos.routes import effective_routes\n", layers
+    )
     records = KERNEL / "records.py"
-    assert not violations(records, "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from chronos.context import X\n", layers)
+    assert not violations(
+        records, "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from chronos.context import X\n", layers
+    )
     assert violations(records, "import chronos.context\n", layers)

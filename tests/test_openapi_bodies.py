@@ -104,7 +104,7 @@ def _walk(doc: dict[str, Any], schema: Any, where: str, seen: set[str], found: d
         assert ref.startswith(SCHEMAS), f"{where}: unexpected $ref {ref}"
         if ref not in seen:
             seen.add(ref)
-            _walk(doc, doc["components"]["schemas"][ref[len(SCHEMAS):]], ref, seen, found, route)
+            _walk(doc, doc["components"]["schemas"][ref[len(SCHEMAS) :]], ref, seen, found, route)
         return
     if _is_free_object(schema):
         found.setdefault(where, route)

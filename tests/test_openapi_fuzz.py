@@ -26,9 +26,13 @@ ADMIN_KEY = "fuzz-admin-key-0123456789abcdef"
 # touches the database until its lifespan starts with the first request.
 _DATA = Path(tempfile.mkdtemp(prefix="chronos-fuzz-"))
 APP = create_app(
-    kit.make_test_settings(kit.TestDatabase("sqlite", f"sqlite+aiosqlite:///{_DATA / 'fuzz.db'}"),
-                       {"plugins": {"strict": True}, "logging": {"level": "error"}}),
-    plugins=None, run_jobs=False, env={},
+    kit.make_test_settings(
+        kit.TestDatabase("sqlite", f"sqlite+aiosqlite:///{_DATA / 'fuzz.db'}"),
+        {"plugins": {"strict": True}, "logging": {"level": "error"}},
+    ),
+    plugins=None,
+    run_jobs=False,
+    env={},
 )
 # Valid-by-schema requests may still be refused for reasons a schema cannot
 # express: a forged opaque cursor (400) or a semantic rule such as an unknown

@@ -50,6 +50,7 @@ def router_plugin(path="/thing", scope="events.read", method="get", name="r"):
 
 HELLO_ROUTES = ["GET /api/v1/hello/greetings/{greeting_id}", "POST /api/v1/hello"]
 
+
 def test_the_example_plugin_is_discovered_through_its_entry_point():
     eps = installed_plugins()
     assert "hello" in eps
@@ -62,10 +63,20 @@ def test_the_example_plugin_is_discovered_through_its_entry_point():
         "version": "0.1.0",
         "status": "enabled",
         "error": None,
-        "hooks": ["register_migrations", "register_resources", "register_routers", "register_scopes",
-                  "register_settings"],
-        "records": {"migrations": ["hello"], "resources": ["hello.greeter"], "routers": ["hello"],
-                    "scopes": ["hello.read", "hello.write"], "settings": ["hello"]},
+        "hooks": [
+            "register_migrations",
+            "register_resources",
+            "register_routers",
+            "register_scopes",
+            "register_settings",
+        ],
+        "records": {
+            "migrations": ["hello"],
+            "resources": ["hello.greeter"],
+            "routers": ["hello"],
+            "scopes": ["hello.read", "hello.write"],
+            "settings": ["hello"],
+        },
         "routes": HELLO_ROUTES,
     }
     assert "/api/v1/hello" in paths(app)
@@ -114,6 +125,7 @@ async def test_no_plugins_app_serves(database, api_client):
 
 # -- failing plugins: strict and non-strict ------------------------------------------------
 
+
 def test_failed_import_is_recorded_and_skipped_when_not_strict():
     good = ("good", make_plugin(register_scopes=lambda: [Scope("good.read")]))
     app = create_app(settings(plugins={"strict": False}), plugins=[broken_entry_point(), good], env={})
@@ -131,8 +143,9 @@ def test_failed_import_stops_startup_in_strict_mode(strict_setting, env):
 
 
 def test_strict_env_zero_overrides_the_setting():
-    app = create_app(settings(plugins={"strict": True}), plugins=[broken_entry_point()],
-                     env={"CHRONOS_STRICT_PLUGINS": "0"})
+    app = create_app(
+        settings(plugins={"strict": True}), plugins=[broken_entry_point()], env={"CHRONOS_STRICT_PLUGINS": "0"}
+    )
     assert describe(app, "broken")["status"] == "failed"
 
 

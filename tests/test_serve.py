@@ -36,8 +36,14 @@ def raw_get(port: int, headers: dict[str, str]) -> tuple[int, dict[str, str], by
 def test_serve_migrates_answers_and_stops_gracefully(database, tmp_path):
     port = free_port()
     cfg = write_config(tmp_path / "c.yaml", db_config(database, plugins={"enabled": ["hello"]}))
-    proc = subprocess.Popen([CHRONOS, "serve", "--config", str(cfg), "--port", str(port)], cwd=ROOT,
-                            env=clean_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [CHRONOS, "serve", "--config", str(cfg), "--port", str(port)],
+        cwd=ROOT,
+        env=clean_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         deadline = time.monotonic() + 60
         body = None

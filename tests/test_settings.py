@@ -41,9 +41,11 @@ def only_line(exc_info) -> str:
 
 # -- sources and merging ---------------------------------------------------------------
 
+
 def test_yaml_and_env_merge_with_env_winning(tmp_path):
-    cfg = write_config(tmp_path / "c.yaml", {"server": {"host": "10.0.0.1", "port": 9001},
-                                             "logging": {"level": "debug"}})
+    cfg = write_config(
+        tmp_path / "c.yaml", {"server": {"host": "10.0.0.1", "port": 9001}, "logging": {"level": "debug"}}
+    )
     s = load_settings(cfg, env={"CHRONOS__SERVER__PORT": "9100", "CHRONOS__LOGGING__FORMAT": "console"})
     assert s.server.host == "10.0.0.1"  # from the file, kept
     assert s.server.port == 9100  # env wins over the file
@@ -93,6 +95,7 @@ def test_nested_plugin_keys_from_env_and_file(tmp_path):
 
 
 # -- every error kind: one line with key, origin and expectation -------------------------
+
 
 @pytest.mark.parametrize(
     ("data", "env", "expected"),
@@ -247,12 +250,14 @@ def test_config_check_cli_exits_2_with_one_line_per_problem(tmp_path):
     res = run_cli("config", "check", config=cfg, env={"CHRONOS__SERVER__PORT": "abc"})
     assert res.returncode == 2, res
     lines = sorted(res.stderr.strip().splitlines())
-    assert lines == sorted([
-        f"config error: logging.level: input should be 'debug', 'info', 'warning' or 'error', got 'verbose' [{cfg}]",
-        "config error: server.port: input should be a valid integer, unable to parse string as an integer, got 'abc'"
-        " [env CHRONOS__SERVER__PORT]",
-        f"config error: server.prot: unknown key (did you mean 'port'?) [{cfg}]",
-    ])
+    assert lines == sorted(
+        [
+            f"config error: logging.level: input should be 'debug', 'info', 'warning' or 'error', got 'verbose' [{cfg}]",
+            "config error: server.port: input should be a valid integer, unable to parse string as an integer, got 'abc'"
+            " [env CHRONOS__SERVER__PORT]",
+            f"config error: server.prot: unknown key (did you mean 'port'?) [{cfg}]",
+        ]
+    )
     assert res.stdout == ""
 
 

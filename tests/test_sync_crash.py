@@ -47,12 +47,18 @@ async def test_a_killed_sync_resumes_to_exactly_the_source(database, tmp_path):
     ics = tmp_path / "big.ics"
     old = [f"old-{i}" for i in range(20)]
     ics.write_text(calendar(old, "First"), encoding="utf-8")
-    cfg = write_config(tmp_path / "c.yaml", db_config(
-        database,
-        plugins={"enabled": ["events", "ics", "normalize"]},
-        ics={"calendars": [{"id": "big", "path": str(ics), "interval_seconds": 0}], "batch_size": BATCH,
-             "parse_workers": 0},
-    ))
+    cfg = write_config(
+        tmp_path / "c.yaml",
+        db_config(
+            database,
+            plugins={"enabled": ["events", "ics", "normalize"]},
+            ics={
+                "calendars": [{"id": "big", "path": str(ics), "interval_seconds": 0}],
+                "batch_size": BATCH,
+                "parse_workers": 0,
+            },
+        ),
+    )
     first = run_cli("sync", "--json", config=cfg, timeout=120)
     assert first.returncode == 0, first.stderr
 
@@ -61,8 +67,14 @@ async def test_a_killed_sync_resumes_to_exactly_the_source(database, tmp_path):
     wanted = sorted(new + old[:10])
     ics.write_text(calendar(new + old[:10], "Second"), encoding="utf-8")
 
-    proc = subprocess.Popen([CHRONOS, "sync", "--config", str(cfg)], cwd=ROOT, env=clean_env(),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    proc = subprocess.Popen(
+        [CHRONOS, "sync", "--config", str(cfg)],
+        cwd=ROOT,
+        env=clean_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
     try:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:

@@ -30,8 +30,10 @@ async def run(app, **kw) -> SyncRun:
 
 
 async def stored(client) -> dict[str, dict]:
-    r = await client.get("/api/v1/events", params={"calendar_id": "cal", "from": "2026-01-01T00:00:00Z",
-                                                    "to": "2027-01-01T00:00:00Z", "limit": 500})
+    r = await client.get(
+        "/api/v1/events",
+        params={"calendar_id": "cal", "from": "2026-01-01T00:00:00Z", "to": "2027-01-01T00:00:00Z", "limit": 500},
+    )
     assert r.status_code == 200, r.text
     return {e["uid"]: e for e in r.json()["items"]}
 

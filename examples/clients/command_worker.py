@@ -105,8 +105,9 @@ class CommandWorker:
     async def handle(self, command: dict[str, Any]) -> None:
         handler = self.handlers.get(command["command"])
         if handler is None:
-            await self._report(command, "fail", {"error": f"this worker has no handler for {command['command']}",
-                                                  "retry": False})
+            await self._report(
+                command, "fail", {"error": f"this worker has no handler for {command['command']}", "retry": False}
+            )
             return
         heartbeat = asyncio.create_task(self._heartbeat(command))
         try:
@@ -204,8 +205,9 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
 
     async def run() -> None:
-        worker = CommandWorker(args.url, key, args.system, EXAMPLE_HANDLERS,
-                               lease_seconds=args.lease_seconds, batch=args.batch)
+        worker = CommandWorker(
+            args.url, key, args.system, EXAMPLE_HANDLERS, lease_seconds=args.lease_seconds, batch=args.batch
+        )
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):

@@ -105,6 +105,7 @@ def _runtime(request: Request) -> Runtime:
 
 # -- health and metrics ------------------------------------------------------------
 
+
 async def _timed(name: str, coro: Any, timeout: float = 2.0) -> dict[str, Any]:
     start = time.perf_counter()
     try:

@@ -18,7 +18,14 @@ from chronos.errors import Problem
 from chronos.identity import Origin, Principal
 
 __all__ = [
-    "Context", "Principal", "Public", "RequireScope", "authenticate", "current_context", "origin_of", "require_scope",
+    "Context",
+    "Principal",
+    "Public",
+    "RequireScope",
+    "authenticate",
+    "current_context",
+    "origin_of",
+    "require_scope",
 ]
 
 _bearer = HTTPBearer(auto_error=False, description="API key as a bearer token")

@@ -16,8 +16,12 @@ from chronos.settings import ConfigError, Settings, load_settings
 if TYPE_CHECKING:  # pragma: no cover
     from chronos.runtime import Runtime
 
-app = typer.Typer(help="Chronos Engine: calendars, commands, templates and mail in sync.", no_args_is_help=True,
-                  pretty_exceptions_enable=False, add_completion=False)
+app = typer.Typer(
+    help="Chronos Engine: calendars, commands, templates and mail in sync.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
 keys_app = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help=True)
 audit_app = typer.Typer(help="Inspect the audit log.", no_args_is_help=True)
 config_app = typer.Typer(help="Check the configuration; write the documented example.", no_args_is_help=True)
@@ -91,6 +95,7 @@ def _main(config: str | None = ConfigOpt) -> None:
 
 
 # -- serving -------------------------------------------------------------------------
+
 
 @app.command()
 def serve(
@@ -184,9 +189,25 @@ def sync_cmd(
                     continue
                 async with ctx.db.read() as s:
                     row = await s.get(SyncRun, run_id)
-                results.append({k: getattr(row, k) for k in (
-                    "id", "source", "calendar_id", "status", "not_modified", "duration_ms", "added", "updated",
-                    "unchanged", "deleted", "failed", "error")})
+                results.append(
+                    {
+                        k: getattr(row, k)
+                        for k in (
+                            "id",
+                            "source",
+                            "calendar_id",
+                            "status",
+                            "not_modified",
+                            "duration_ms",
+                            "added",
+                            "updated",
+                            "unchanged",
+                            "deleted",
+                            "failed",
+                            "error",
+                        )
+                    }
+                )
         return results
 
     results = _run(main())
@@ -198,9 +219,11 @@ def sync_cmd(
         for r in results:
             counts = " ".join(f"{k}={r[k]}" for k in ("added", "updated", "unchanged", "deleted", "failed") if k in r)
             extra = " (not modified)" if r.get("not_modified") else ""
-            typer.echo(f"{r['source']}/{r['calendar_id']}: {r['status']}{extra} {counts}"
-                       + (f" in {r['duration_ms']} ms" if r.get("duration_ms") is not None else "")
-                       + (f" — {r['error']}" if r.get("error") else ""))
+            typer.echo(
+                f"{r['source']}/{r['calendar_id']}: {r['status']}{extra} {counts}"
+                + (f" in {r['duration_ms']} ms" if r.get("duration_ms") is not None else "")
+                + (f" — {r['error']}" if r.get("error") else "")
+            )
     if any(r["status"] in ("error", "busy") for r in results):
         raise typer.Exit(1)
 

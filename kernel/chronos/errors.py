@@ -187,8 +187,15 @@ def install_handlers(app: FastAPI) -> None:
         if exc.status_code == 400 and detail == "There was an error parsing the body":
             # FastAPI's answer to a body it cannot even decode (not UTF-8, say).
             detail = "The request body could not be read as JSON (is it UTF-8 encoded?)"
-            return problem_response(Problem(400, detail, type="malformed-body", errors=[
-                {"pointer": "", "location": "body", "detail": detail, "type": "body_undecodable"}]), request)
+            return problem_response(
+                Problem(
+                    400,
+                    detail,
+                    type="malformed-body",
+                    errors=[{"pointer": "", "location": "body", "detail": detail, "type": "body_undecodable"}],
+                ),
+                request,
+            )
         if exc.status_code == 405:
             if detail == "Method Not Allowed":
                 detail = f"{request.method} is not allowed on {request.url.path}"
@@ -209,8 +216,12 @@ def install_handlers(app: FastAPI) -> None:
             offset = invalid[0].get("loc", ("body", 0))[-1]
             detail = f"The request body is not valid JSON: {reason} at character {offset}"
             return problem_response(
-                Problem(400, detail, type="malformed-body",
-                        errors=[{"pointer": "", "location": "body", "detail": detail, "type": "json_invalid"}]),
+                Problem(
+                    400,
+                    detail,
+                    type="malformed-body",
+                    errors=[{"pointer": "", "location": "body", "detail": detail, "type": "json_invalid"}],
+                ),
                 request,
             )
         summary = "; ".join(f"{e['pointer'] or '/'}: {e['detail']}" for e in errors[:5])

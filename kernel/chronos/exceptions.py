@@ -23,8 +23,9 @@ class ChronosError(Exception):
     #: Default problem type slug of the kind.
     default_type: str = "error"
 
-    def __init__(self, detail: str, *, type: str | None = None, errors: list[dict[str, Any]] | None = None,
-                 **extra: Any) -> None:
+    def __init__(
+        self, detail: str, *, type: str | None = None, errors: list[dict[str, Any]] | None = None, **extra: Any
+    ) -> None:
         super().__init__(detail)
         self.detail = detail
         self.type = type or self.default_type

@@ -29,7 +29,6 @@ BOOTSTRAP_ID = "bootstrap"
 SECRET_PREFIX = "chr_"
 
 
-
 def hash_secret(raw: str) -> str:
     return hashlib.sha256(raw.encode("utf-8")).hexdigest()
 
@@ -50,7 +49,7 @@ def parse_secret(secret: str) -> str | None:
     """The key id inside a well-formed secret, else None."""
     if not secret.startswith(SECRET_PREFIX + "k_"):
         return None
-    rest = secret[len(SECRET_PREFIX):]
+    rest = secret[len(SECRET_PREFIX) :]
     key_id, sep, token = rest[:14], rest[14:15], rest[15:]
     if sep != "_" or not token or len(secret) > 200:
         return None
@@ -174,8 +173,10 @@ async def create_key(
     if max_lifetime_days is not None:
         limit = timedelta(days=max_lifetime_days)
         if expires_in is None or expires_in > limit:
-            raise InvalidInput(f"Keys must expire within {max_lifetime_days} days (auth.max_key_lifetime_days)",
-                               errors=[{"pointer": "/expires_in_seconds", "detail": "too long or missing"}])
+            raise InvalidInput(
+                f"Keys must expire within {max_lifetime_days} days (auth.max_key_lifetime_days)",
+                errors=[{"pointer": "/expires_in_seconds", "detail": "too long or missing"}],
+            )
     key_id, secret, digest = new_secret()
     now = datetime.now(UTC)
     row = ApiKey(

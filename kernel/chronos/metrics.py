@@ -8,7 +8,9 @@ HTTP_REQUESTS = Counter(
     "chronos_http_requests_total", "HTTP requests by method, route template and status", ["method", "route", "status"]
 )
 HTTP_LATENCY = Histogram(
-    "chronos_http_request_seconds", "HTTP request latency by route template", ["route"],
+    "chronos_http_request_seconds",
+    "HTTP request latency by route template",
+    ["route"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10),
 )
 JOB_RUNS = Counter("chronos_job_runs_total", "Job runs by job and outcome", ["job", "status"])

@@ -197,9 +197,7 @@ def _clone(draft: EventDraft) -> EventDraft:
     out = object.__new__(EventDraft)
     out.__dict__.update(draft.__dict__)
     out.tags = list(draft.tags)
-    out.metadata = {
-        k: copy.deepcopy(v) if isinstance(v, (dict, list)) else v for k, v in draft.metadata.items()
-    }
+    out.metadata = {k: copy.deepcopy(v) if isinstance(v, (dict, list)) else v for k, v in draft.metadata.items()}
     return out
 
 
@@ -242,7 +240,11 @@ class _Lock:
     advisory lock's connection on PostgreSQL, a locked file on SQLite)."""
 
     def __init__(
-        self, pipeline: SyncPipeline, key: tuple[str, str], conn: Any = None, pg_key: int | None = None,
+        self,
+        pipeline: SyncPipeline,
+        key: tuple[str, str],
+        conn: Any = None,
+        pg_key: int | None = None,
         file: Any = None,
     ):
         self.pipeline, self.key, self.conn, self.pg_key, self.file = pipeline, key, conn, pg_key, file
@@ -272,9 +274,7 @@ class SyncPipeline:
         self.normalizers: list[tuple[str, Normalizer]] = sorted(
             host.normalizers(), key=lambda p: (p[1].order, p[1].name)
         )
-        self.enrichers: list[tuple[str, Enricher]] = sorted(
-            host.enrichers(), key=lambda p: (p[1].order, p[1].name)
-        )
+        self.enrichers: list[tuple[str, Enricher]] = sorted(host.enrichers(), key=lambda p: (p[1].order, p[1].name))
         self.sinks: list[tuple[str, Sink]] = sorted(host.sinks(), key=lambda p: (p[1].order, p[1].name))
         self.calendars: dict[tuple[str, str], CalendarRef] = {}
         for name, (plugin, src) in sorted(self.sources.items()):
@@ -323,18 +323,20 @@ class SyncPipeline:
             taken.add(name)
             interval = ref.calendar.interval_seconds
             scheduled = interval is not None and interval > 0
-            out.append((
-                "kernel",
-                Job(
-                    name,
-                    partial(self._job, source, calendar_id),
-                    interval_seconds=interval if scheduled else None,
-                    # Spread calendars that share an interval so they do not all fire at once.
-                    jitter_seconds=min(interval * 0.1, 60.0) if scheduled else 0,
-                    run_at_start=True,
-                    description=f"Sync calendar {calendar_id!r} from source {source!r}",
-                ),
-            ))
+            out.append(
+                (
+                    "kernel",
+                    Job(
+                        name,
+                        partial(self._job, source, calendar_id),
+                        interval_seconds=interval if scheduled else None,
+                        # Spread calendars that share an interval so they do not all fire at once.
+                        jitter_seconds=min(interval * 0.1, 60.0) if scheduled else 0,
+                        run_at_start=True,
+                        description=f"Sync calendar {calendar_id!r} from source {source!r}",
+                    ),
+                )
+            )
         return out
 
     async def _job(self, source: str, calendar_id: str, job: JobContext) -> dict[str, Any]:
@@ -489,8 +491,13 @@ class SyncPipeline:
                 .values(status="error", error="interrupted: the process stopped during the run", finished_at=now)
             )
             row = SyncRun(
-                source=source, calendar_id=calendar_id, trigger=trigger[:16], full=full, status="running",
-                started_at=now, errors=[],
+                source=source,
+                calendar_id=calendar_id,
+                trigger=trigger[:16],
+                full=full,
+                status="running",
+                started_at=now,
+                errors=[],
             )
             s.add(row)
             if await s.get(SyncState, (source, calendar_id)) is None:
@@ -570,8 +577,16 @@ class SyncPipeline:
                     await aclose()
             status = "partial" if tally.failed else "ok"
         except asyncio.CancelledError:
-            await self._finish(run_id, ref, "error", "cancelled: the service stopped during the run",
-                               tally, saved_cursor, not_modified, started)
+            await self._finish(
+                run_id,
+                ref,
+                "error",
+                "cancelled: the service stopped during the run",
+                tally,
+                saved_cursor,
+                not_modified,
+                started,
+            )
             raise
         except Exception as exc:  # noqa: BLE001 - a failing source fails its run, not the service
             status, error = "error", _describe(exc)

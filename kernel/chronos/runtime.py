@@ -136,8 +136,12 @@ class Runtime:
                     if inspect.isawaitable(result):
                         await result
             except Exception as exc:  # noqa: BLE001 - the others still close
-                log.error("resource_close_failed", plugin=declared.get(rec), resource=rec.name,
-                          error=f"{type(exc).__name__}: {exc}")
+                log.error(
+                    "resource_close_failed",
+                    plugin=declared.get(rec),
+                    resource=rec.name,
+                    error=f"{type(exc).__name__}: {exc}",
+                )
         self.ctx._resources.clear()
 
     def _all_jobs(self, pipeline: SyncPipeline) -> list[tuple[str, Job]]:

@@ -65,7 +65,9 @@ class DatabaseSettings(_Section):
 class AuthSettings(_Section):
     accept_x_api_key: bool = Field(True, description="Also accept keys in the X-API-Key header.")
     key_cache_seconds: float = Field(
-        5.0, ge=0, le=300,
+        5.0,
+        ge=0,
+        le=300,
         description="How long a verified key is remembered in memory; a revocation made in another process"
         " takes effect within this time (0 disables the cache).",
     )

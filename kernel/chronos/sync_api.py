@@ -156,13 +156,20 @@ async def list_calendars(request: Request, _: Principal = READ) -> list[dict[str
     out = []
     for key, ref in sorted(pipeline.calendars.items()):
         st = states.get(key)
-        out.append({
-            "source": key[0], "calendar_id": key[1], "interval_seconds": ref.calendar.interval_seconds,
-            "read_only": ref.calendar.read_only, "running": pipeline.is_running(*key),
-            "last_run_id": st.last_run_id if st else None, "last_status": st.last_status if st else None,
-            "last_success_at": st.last_success_at if st else None, "last_error_at": st.last_error_at if st else None,
-            "last_error": st.last_error if st else None,
-        })
+        out.append(
+            {
+                "source": key[0],
+                "calendar_id": key[1],
+                "interval_seconds": ref.calendar.interval_seconds,
+                "read_only": ref.calendar.read_only,
+                "running": pipeline.is_running(*key),
+                "last_run_id": st.last_run_id if st else None,
+                "last_status": st.last_status if st else None,
+                "last_success_at": st.last_success_at if st else None,
+                "last_error_at": st.last_error_at if st else None,
+                "last_error": st.last_error if st else None,
+            }
+        )
     return out
 
 
@@ -196,9 +203,15 @@ async def start_sync(
         source, calendar_id = ref.key
 
         async def audit(s: AsyncSession, run_id: int, source: str = source, calendar_id: str = calendar_id) -> None:
-            await record_audit(s, entity="sync_run", entity_id=run_id, action="start", principal=principal,
-                               origin=origin_of(request), change={"source": source, "calendar_id": calendar_id,
-                                                        "full": body.full})
+            await record_audit(
+                s,
+                entity="sync_run",
+                entity_id=run_id,
+                action="start",
+                principal=principal,
+                origin=origin_of(request),
+                change={"source": source, "calendar_id": calendar_id, "full": body.full},
+            )
 
         try:
             run_id = await pipeline.start(source, calendar_id, trigger="api", full=body.full, audit=audit)
@@ -207,8 +220,12 @@ async def start_sync(
             continue
         runs.append({"id": run_id, "source": source, "calendar_id": calendar_id})
     if skipped and not runs:
-        raise Problem(409, "; ".join(s["reason"] for s in skipped), type="sync-running",
-                      running=[{"source": s["source"], "calendar_id": s["calendar_id"]} for s in skipped])
+        raise Problem(
+            409,
+            "; ".join(s["reason"] for s in skipped),
+            type="sync-running",
+            running=[{"source": s["source"], "calendar_id": s["calendar_id"]} for s in skipped],
+        )
     return {"runs": runs, "skipped": skipped}
 
 
@@ -227,7 +244,9 @@ async def sync_health(ctx: Any, pipeline: SyncPipeline | None) -> HealthResult:
             calendars[name] = {"status": "never synced", "running": pipeline.is_running(*key)}
             continue
         calendars[name] = {
-            "status": st.last_status, "running": pipeline.is_running(*key), "last_run_id": st.last_run_id,
+            "status": st.last_status,
+            "running": pipeline.is_running(*key),
+            "last_run_id": st.last_run_id,
             "last_success_at": st.last_success_at.isoformat().replace("+00:00", "Z") if st.last_success_at else None,
         }
         if st.last_status in ("error", "partial"):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from chronos.plugin import Migrations, Router, Scope, SettingsSection, hookimpl
+
 from chronos_hello.router import router
 from chronos_hello.service import GREETER
 from chronos_hello.settings import HelloSettings

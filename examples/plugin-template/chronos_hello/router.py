@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Path, Request
 
 from chronos.plugin import Context, Principal, origin_of, require_scope
+
 from chronos_hello import service
 from chronos_hello.schemas import GreetIn, GreetingOut, GreetOut
 

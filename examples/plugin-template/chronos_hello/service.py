@@ -7,6 +7,7 @@ from __future__ import annotations
 from sqlalchemy import func, select
 
 from chronos.plugin import InvalidInput, NotFound, Origin, PluginContext, Resource, record_audit
+
 from chronos_hello.models import Greeting
 from chronos_hello.schemas import GreetingOut, GreetOut
 from chronos_hello.settings import HelloSettings
@@ -41,8 +42,9 @@ async def greet(ctx: PluginContext, name: str, *, origin: Origin | None = None) 
         s.add(row)
         await s.flush()
         count = (await s.execute(select(func.count()).where(Greeting.name == name))).scalar_one()
-        await record_audit(s, entity="hello_greeting", entity_id=row.id, action="create", change={"name": name},
-                           origin=origin)
+        await record_audit(
+            s, entity="hello_greeting", entity_id=row.id, action="create", change={"name": name}, origin=origin
+        )
     return GreetOut(id=row.id, message=ctx.resource(GREETER).phrase(name), times_greeted=count)
 
 

@@ -1,6 +1,7 @@
 """The plugin's own tests, using the fixtures and helpers from chronos.testing."""
 
 from chronos import testing as kit
+
 from chronos_hello.service import GREETER
 
 

@@ -467,9 +467,7 @@ class EventIntake(ABC):
         the source's :class:`SourceError` when it fails."""
         raise LookupError(f"calendar {calendar_id!r} of source {source!r} is not configured")
 
-    async def rederive(
-        self, session: AsyncSession, previous: CanonicalEvent, edited: CanonicalEvent
-    ) -> CanonicalEvent:
+    async def rederive(self, session: AsyncSession, previous: CanonicalEvent, edited: CanonicalEvent) -> CanonicalEvent:
         """Run the enrichers again after a local edit of an event's text, so that
         what they derive (tags, sub-tasks, hints in metadata) follows the new text.
 

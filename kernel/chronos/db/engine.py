@@ -143,6 +143,7 @@ class Database:
         self.schema = schema
         self.dialect = "sqlite" if is_sqlite(url) else "postgresql"
         self.busy_timeout_ms = busy_timeout_ms
+
         def engine(role: str) -> AsyncEngine:
             return make_engine(
                 url, role=role, schema=schema, pool_size=pool_size, busy_timeout_ms=busy_timeout_ms, echo=echo

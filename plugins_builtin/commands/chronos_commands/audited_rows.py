@@ -11,8 +11,16 @@ from chronos.plugin import Origin, Principal, record_audit, utcnow
 
 
 async def update_audited(
-    s: AsyncSession, table: Any, row_id: int, entity: str, before: Any, changes: dict[str, Any], *,
-    unaudited: dict[str, Any] | None = None, principal: Principal | None = None, origin: Origin | None = None,
+    s: AsyncSession,
+    table: Any,
+    row_id: int,
+    entity: str,
+    before: Any,
+    changes: dict[str, Any],
+    *,
+    unaudited: dict[str, Any] | None = None,
+    principal: Principal | None = None,
+    origin: Origin | None = None,
     actor: str | None = None,
 ) -> Any:
     """Apply ``changes`` to one row and audit each field's old and new value; no changes, no write.
@@ -23,10 +31,19 @@ async def update_audited(
     if not changes:
         return before
     values = {**changes, **(unaudited or {}), "updated_at": utcnow()}
-    row = (await s.execute(update(table).where(table.c.id == row_id).values(**values).returning(*table.c))).mappings().one()
+    row = (
+        (await s.execute(update(table).where(table.c.id == row_id).values(**values).returning(*table.c)))
+        .mappings()
+        .one()
+    )
     await record_audit(
-        s, entity=entity, entity_id=row_id, action="update",
+        s,
+        entity=entity,
+        entity_id=row_id,
+        action="update",
         change={k: {"from": before[k], "to": v} for k, v in changes.items()},
-        principal=principal, origin=origin, actor=actor,
+        principal=principal,
+        origin=origin,
+        actor=actor,
     )
     return row

@@ -114,7 +114,9 @@ class ExtendIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    lease_seconds: StrictInt | None = Field(None, ge=1, le=86_400, description="The lease now ends this many seconds from now.")
+    lease_seconds: StrictInt | None = Field(
+        None, ge=1, le=86_400, description="The lease now ends this many seconds from now."
+    )
     lease_token: LeaseToken = Field(description=TOKEN_DOC)
 
 
@@ -144,7 +146,9 @@ class CompleteManyIn(BaseModel):
 
 class CompletionOutcome(BaseModel):
     id: int
-    status: int = Field(description="What ``POST /commands/{id}/complete`` would have answered: 200, 403, 404, 409 or 422.")
+    status: int = Field(
+        description="What ``POST /commands/{id}/complete`` would have answered: 200, 403, 404, 409 or 422."
+    )
     command: CommandOut | None = Field(None, description="The command, when ``status`` is 200.")
     problem: dict[str, Any] | None = Field(None, description="The problem details otherwise (RFC 9457 members).")
 
@@ -191,7 +195,9 @@ def _outcome(command_id: int, outcome: dict[str, Any] | ChronosError) -> dict[st
 async def list_commands(
     ctx: Context,
     principal: Principal = Depends(MANAGE),
-    status: Annotated[list[Literal["pending", "processing", "completed", "failed", "dead", "cancelled"]] | None, Query()] = None,
+    status: Annotated[
+        list[Literal["pending", "processing", "completed", "failed", "dead", "cancelled"]] | None, Query()
+    ] = None,
     system: Annotated[str | None, Query(pattern=SYSTEM_PATTERN)] = None,
     command: Annotated[str | None, Query(pattern=COMMAND_PATTERN)] = None,
     origin: Literal["api", "calendar", "workflow"] | None = None,
@@ -203,13 +209,23 @@ async def list_commands(
     A key bound to systems lists those systems' commands only (403 for ``system`` naming another).
     """
     return await queue_of(ctx).list(
-        status=status, system=system, command=command, origin=origin, limit=limit, cursor=cursor,
+        status=status,
+        system=system,
+        command=command,
+        origin=origin,
+        limit=limit,
+        cursor=cursor,
         principal=principal,
     )
 
 
-@router.post("/commands", response_model=CommandOut, status_code=201, tags=["commands"],
-             responses={200: {"model": CommandOut, "description": "A replay of an earlier request with this Idempotency-Key"}})
+@router.post(
+    "/commands",
+    response_model=CommandOut,
+    status_code=201,
+    tags=["commands"],
+    responses={200: {"model": CommandOut, "description": "A replay of an earlier request with this Idempotency-Key"}},
+)
 async def enqueue(
     body: EnqueueIn,
     ctx: Context,
@@ -222,10 +238,20 @@ async def enqueue(
 
     A key bound to systems may enqueue for those systems only (403 otherwise).
     """
-    wanted = EnqueueRequest(target_system=body.target_system, command=body.command, params=body.params,
-                            args=body.args, not_before=body.not_before, max_attempts=body.max_attempts)
+    wanted = EnqueueRequest(
+        target_system=body.target_system,
+        command=body.command,
+        params=body.params,
+        args=body.args,
+        not_before=body.not_before,
+        max_attempts=body.max_attempts,
+    )
     command, created = await command_service.enqueue(
-        queue_of(ctx), wanted, principal=principal, idempotency_key=idempotency_key, origin=origin_of(request),
+        queue_of(ctx),
+        wanted,
+        principal=principal,
+        idempotency_key=idempotency_key,
+        origin=origin_of(request),
     )
     if not created:
         response.status_code = 200
@@ -246,28 +272,40 @@ async def poll(
 
     A key bound to systems may poll those systems only, whatever its scopes (403 otherwise).
     """
-    items = await command_service.poll(queue_of(ctx), system_id, limit=limit, lease_seconds=lease_seconds,
-                                       principal=principal)
+    items = await command_service.poll(
+        queue_of(ctx), system_id, limit=limit, lease_seconds=lease_seconds, principal=principal
+    )
     return {"items": items}
 
 
-@router.post("/commands/{command_id}/extend", response_model=CommandOut, tags=["commands"], responses=problems(404, 409))
+@router.post(
+    "/commands/{command_id}/extend", response_model=CommandOut, tags=["commands"], responses=problems(404, 409)
+)
 async def extend(
-    command_id: CommandId, body: ExtendIn, ctx: Context, principal: Principal = Depends(CALLBACK),
+    command_id: CommandId,
+    body: ExtendIn,
+    ctx: Context,
+    principal: Principal = Depends(CALLBACK),
 ) -> dict[str, Any]:
     """Heartbeat: the lease now ends ``lease_seconds`` from now.
 
     Send the poll's ``lease_token`` (422 without it); 409 ``lease-lost`` when the lease expired and the
     command went to another poller, 409 ``conflict`` when it is no longer processing.
     """
-    return await command_service.extend(queue_of(ctx), command_id, lease_seconds=body.lease_seconds,
-                                        token=body.lease_token, principal=principal)
+    return await command_service.extend(
+        queue_of(ctx), command_id, lease_seconds=body.lease_seconds, token=body.lease_token, principal=principal
+    )
 
 
-@router.post("/commands/{command_id}/complete", response_model=CommandOut, tags=["commands"],
-             responses=problems(404, 409))
+@router.post(
+    "/commands/{command_id}/complete", response_model=CommandOut, tags=["commands"], responses=problems(404, 409)
+)
 async def complete(
-    command_id: CommandId, body: CompleteIn, ctx: Context, request: Request, principal: Principal = Depends(CALLBACK),
+    command_id: CommandId,
+    body: CompleteIn,
+    ctx: Context,
+    request: Request,
+    principal: Principal = Depends(CALLBACK),
 ) -> dict[str, Any]:
     """Report success under the caller's lease: send the poll's ``lease_token`` (422 without it).
 
@@ -275,13 +313,17 @@ async def complete(
     other than the one of the lease that completed the command, 409. A callback after the lease
     expired and the command went to another poller gets 409 ``lease-lost``.
     """
-    return await command_service.complete(queue_of(ctx), command_id, body.result, token=body.lease_token,
-                                          principal=principal, origin=origin_of(request))
+    return await command_service.complete(
+        queue_of(ctx), command_id, body.result, token=body.lease_token, principal=principal, origin=origin_of(request)
+    )
 
 
 @router.post("/command-completions", response_model=CompleteManyOut, tags=["commands"])
 async def complete_many(
-    body: CompleteManyIn, ctx: Context, request: Request, principal: Principal = Depends(CALLBACK),
+    body: CompleteManyIn,
+    ctx: Context,
+    request: Request,
+    principal: Principal = Depends(CALLBACK),
 ) -> dict[str, Any]:
     """Report several successes at once (up to 100), each under its own lease.
 
@@ -291,14 +333,17 @@ async def complete_many(
     others. A worker that leases a batch acknowledges it with one request instead of one per command.
     """
     items = [Completion(item.id, item.result, item.lease_token) for item in body.items]
-    outcomes = await command_service.complete_many(queue_of(ctx), items, principal=principal,
-                                                   origin=origin_of(request))
+    outcomes = await command_service.complete_many(queue_of(ctx), items, principal=principal, origin=origin_of(request))
     return {"items": [_outcome(item.id, outcome) for item, outcome in zip(body.items, outcomes, strict=True)]}
 
 
 @router.post("/commands/{command_id}/fail", response_model=CommandOut, tags=["commands"], responses=problems(404, 409))
 async def fail(
-    command_id: CommandId, body: FailIn, ctx: Context, request: Request, principal: Principal = Depends(CALLBACK),
+    command_id: CommandId,
+    body: FailIn,
+    ctx: Context,
+    request: Request,
+    principal: Principal = Depends(CALLBACK),
 ) -> dict[str, Any]:
     """Report failure; ``retry`` queues it again after a backoff until ``max_attempts``, then it is dead.
 
@@ -306,22 +351,36 @@ async def fail(
     the same 200, a callback after the lease went to another poller 409 ``lease-lost``.
     """
     return await command_service.fail(
-        queue_of(ctx), command_id, body.error, retry=body.retry, retry_after_seconds=body.retry_after_seconds,
-        token=body.lease_token, principal=principal, origin=origin_of(request),
+        queue_of(ctx),
+        command_id,
+        body.error,
+        retry=body.retry,
+        retry_after_seconds=body.retry_after_seconds,
+        token=body.lease_token,
+        principal=principal,
+        origin=origin_of(request),
     )
 
 
 @router.post("/commands/{command_id}/retry", response_model=CommandOut, tags=["commands"], responses=problems(404, 409))
 async def retry(
-    command_id: CommandId, ctx: Context, request: Request, principal: Principal = Depends(MANAGE),
+    command_id: CommandId,
+    ctx: Context,
+    request: Request,
+    principal: Principal = Depends(MANAGE),
 ) -> dict[str, Any]:
     """Put a dead or failed command back in the queue (attempts start again at 0)."""
     return await queue_of(ctx).retry(command_id, principal=principal, origin=origin_of(request))
 
 
-@router.post("/commands/{command_id}/cancel", response_model=CommandOut, tags=["commands"], responses=problems(404, 409))
+@router.post(
+    "/commands/{command_id}/cancel", response_model=CommandOut, tags=["commands"], responses=problems(404, 409)
+)
 async def cancel(
-    command_id: CommandId, ctx: Context, request: Request, principal: Principal = Depends(MANAGE),
+    command_id: CommandId,
+    ctx: Context,
+    request: Request,
+    principal: Principal = Depends(MANAGE),
     body: Annotated[CancelIn | None, Body()] = None,
 ) -> dict[str, Any]:
     """Cancel a pending or processing command."""

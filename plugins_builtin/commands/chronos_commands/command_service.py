@@ -66,14 +66,24 @@ def _new_command(req: EnqueueRequest, principal: Principal, idempotency_key: str
     # Without a header every request is a new command; keys are scoped to the API key.
     key = f"api:{principal.key_id}:{idempotency_key}" if idempotency_key else f"api:auto:{uuid.uuid4().hex}"
     return NewCommand(
-        target_system=req.target_system, command=command, params=req.params, args=req.args,
-        idempotency_key=key, origin="api", not_before=req.not_before, max_attempts=req.max_attempts,
-        request_hash=fingerprint, created_by=principal.key_id,
+        target_system=req.target_system,
+        command=command,
+        params=req.params,
+        args=req.args,
+        idempotency_key=key,
+        origin="api",
+        not_before=req.not_before,
+        max_attempts=req.max_attempts,
+        request_hash=fingerprint,
+        created_by=principal.key_id,
     )
 
 
 async def _insert_once(
-    queue: CommandQueue, new: NewCommand, principal: Principal, origin: Origin | None,
+    queue: CommandQueue,
+    new: NewCommand,
+    principal: Principal,
+    origin: Origin | None,
 ) -> tuple[Any, bool]:
     for attempt in range(2):
         try:
@@ -89,7 +99,11 @@ async def _insert_once(
 
 
 async def enqueue(
-    queue: CommandQueue, req: EnqueueRequest, *, principal: Principal, idempotency_key: str | None,
+    queue: CommandQueue,
+    req: EnqueueRequest,
+    *,
+    principal: Principal,
+    idempotency_key: str | None,
     origin: Origin | None,
 ) -> tuple[dict[str, Any], bool]:
     """Enqueue a command under the whitelist: (command, created). A retry with the same
@@ -99,14 +113,20 @@ async def enqueue(
     row, created = await _insert_once(queue, new, principal, origin)
     if not created and row["request_hash"] != new.request_hash:
         raise InvalidInput(
-            "This Idempotency-Key was already used with a different request", type="idempotency-key-reused",
+            "This Idempotency-Key was already used with a different request",
+            type="idempotency-key-reused",
             command_id=row["id"],
         )
     return command_view(row), created
 
 
 async def poll(
-    queue: CommandQueue, system: str, *, limit: int, lease_seconds: int | None, principal: Principal,
+    queue: CommandQueue,
+    system: str,
+    *,
+    limit: int,
+    lease_seconds: int | None,
+    principal: Principal,
 ) -> list[dict[str, Any]]:
     """Lease up to ``limit`` due commands of ``system``; an unknown system is not found."""
     _check_lease_seconds(queue, lease_seconds, "/query/lease_seconds")
@@ -117,7 +137,12 @@ async def poll(
 
 
 async def extend(
-    queue: CommandQueue, command_id: int, *, lease_seconds: int | None, token: str, principal: Principal,
+    queue: CommandQueue,
+    command_id: int,
+    *,
+    lease_seconds: int | None,
+    token: str,
+    principal: Principal,
 ) -> dict[str, Any]:
     """Heartbeat: the lease now ends ``lease_seconds`` from now."""
     _check_lease_seconds(queue, lease_seconds, "/lease_seconds")
@@ -125,7 +150,13 @@ async def extend(
 
 
 async def complete(
-    queue: CommandQueue, command_id: int, result: Any, *, token: str, principal: Principal, origin: Origin | None,
+    queue: CommandQueue,
+    command_id: int,
+    result: Any,
+    *,
+    token: str,
+    principal: Principal,
+    origin: Origin | None,
 ) -> dict[str, Any]:
     """Report success under the caller's lease (the result checked first)."""
     _check_result(result, "/result")
@@ -133,15 +164,20 @@ async def complete(
 
 
 async def complete_many(
-    queue: CommandQueue, items: list[Completion], *, principal: Principal, origin: Origin | None,
+    queue: CommandQueue,
+    items: list[Completion],
+    *,
+    principal: Principal,
+    origin: Origin | None,
 ) -> list[dict[str, Any] | ChronosError]:
     """Each item decided as :func:`complete` decides it: the command, or the refusal, per item in order."""
 
     async def one(i: int, item: Completion) -> dict[str, Any] | ChronosError:
         try:
             _check_result(item.result, f"/items/{i}/result")
-            return await queue.complete(item.command_id, item.result, token=item.token, principal=principal,
-                                        origin=origin)
+            return await queue.complete(
+                item.command_id, item.result, token=item.token, principal=principal, origin=origin
+            )
         except ChronosError as refused:
             return refused
 
@@ -150,12 +186,26 @@ async def complete_many(
 
 
 async def fail(
-    queue: CommandQueue, command_id: int, error: str, *, retry: bool, retry_after_seconds: float | None, token: str,
-    principal: Principal, origin: Origin | None,
+    queue: CommandQueue,
+    command_id: int,
+    error: str,
+    *,
+    retry: bool,
+    retry_after_seconds: float | None,
+    token: str,
+    principal: Principal,
+    origin: Origin | None,
 ) -> dict[str, Any]:
     """Report failure under the caller's lease (the error text checked first)."""
     why = text_problem(error)
     if why:
         raise refusal([Violation("/error", why)])
-    return await queue.fail(command_id, error, retry=retry, retry_after_seconds=retry_after_seconds, token=token,
-                            principal=principal, origin=origin)
+    return await queue.fail(
+        command_id,
+        error,
+        retry=retry,
+        retry_after_seconds=retry_after_seconds,
+        token=token,
+        principal=principal,
+        origin=origin,
+    )

@@ -31,8 +31,8 @@ from sqlalchemy import delete, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from chronos.plugin import (
-    EventIntake,
     Enricher,
+    EventIntake,
     EventKey,
     EventStore,
     PluginContext,
@@ -109,8 +109,11 @@ class CommandHints(Enricher):
                 except Rejected as exc:
                     # The reason may quote a refused key (a NUL byte in a description's JSON): escaped,
                     # so that the hint can be stored on every backend.
-                    hint = {"status": "rejected", "kind": "action",
-                            "reason": storable_text(f"refused by the whitelist: {exc}")}
+                    hint = {
+                        "status": "rejected",
+                        "kind": "action",
+                        "reason": storable_text(f"refused by the whitelist: {exc}"),
+                    }
             if hint is None:
                 event.metadata.pop("command_hint", None)
             else:
@@ -137,7 +140,11 @@ class CommandEntries(Sink):
                 await self._cancel(session, row["id"], "the calendar entry was deleted")
 
     async def _cancel(
-        self, s: AsyncSession, command_id: int, reason: str, store: EventStore | None = None,
+        self,
+        s: AsyncSession,
+        command_id: int,
+        reason: str,
+        store: EventStore | None = None,
         stored: StoredEvent | None = None,
     ) -> None:
         """Cancel because of an edit; the entry no longer waits for this command.
@@ -147,20 +154,34 @@ class CommandEntries(Sink):
         await self.queue.cancel(command_id, reason=reason, actor=ACTOR, session=s)
         await s.execute(update(T).where(T.c.id == command_id).values(entry_kept=False))
         if store is not None and stored is not None:
-            await store.update_metadata(s, stored.id, {"command": {
-                "id": command_id, "status": "cancelled", "reason": reason,
-            }})
+            await store.update_metadata(
+                s,
+                stored.id,
+                {
+                    "command": {
+                        "id": command_id,
+                        "status": "cancelled",
+                        "reason": reason,
+                    }
+                },
+            )
 
     async def _pending(self, s: AsyncSession, key: EventKey) -> list[Any]:
         return list(
             (
                 await s.execute(
                     select(T).where(
-                        T.c.source == key.source, T.c.source_uid == key.uid, T.c.calendar_id == key.calendar_id,
-                        T.c.recurrence_id == key.recurrence_id, T.c.origin == "calendar", T.c.status == "pending",
+                        T.c.source == key.source,
+                        T.c.source_uid == key.uid,
+                        T.c.calendar_id == key.calendar_id,
+                        T.c.recurrence_id == key.recurrence_id,
+                        T.c.origin == "calendar",
+                        T.c.status == "pending",
                     )
                 )
-            ).mappings().all()
+            )
+            .mappings()
+            .all()
         )
 
     async def _changed(self, s: AsyncSession, store: EventStore, batch: SinkBatch, stored: StoredEvent) -> None:
@@ -176,7 +197,11 @@ class CommandEntries(Sink):
             await self._note_or_link(s, store, batch, stored, entry)
         elif isinstance(entry, NotTaken) and entry.status == "rejected":
             await record_audit(
-                s, entity="event", entity_id=stored.id, action="command_rejected", actor=ACTOR,
+                s,
+                entity="event",
+                entity_id=stored.id,
+                action="command_rejected",
+                actor=ACTOR,
                 change={"title": event.title[:500], "kind": entry.kind, "reason": entry.reason},
             )
 
@@ -189,9 +214,15 @@ class CommandEntries(Sink):
         exists = (await s.execute(select(table.c.id).where(table.c.consumption_key == key))).first()
         if exists is None:
             common = dict(
-                description=entry.description, timestamp=event.start_utc, calendar_id=event.calendar_id,
-                source=event.source, source_uid=event.uid, recurrence_id=event.recurrence_id, event_id=stored.id,
-                consumption_key=key, created_at=utcnow(),
+                description=entry.description,
+                timestamp=event.start_utc,
+                calendar_id=event.calendar_id,
+                source=event.source,
+                source_uid=event.uid,
+                recurrence_id=event.recurrence_id,
+                event_id=stored.id,
+                consumption_key=key,
+                created_at=utcnow(),
             )
             if isinstance(entry, NoteEntry):
                 values = {"content": entry.content, **common}
@@ -200,14 +231,27 @@ class CommandEntries(Sink):
             new_id = (await s.execute(insert(table).values(**values).returning(table.c.id))).scalar_one()
             kind = "note" if isinstance(entry, NoteEntry) else "link"
             await record_audit(
-                s, entity=kind, entity_id=new_id, action="create", actor=ACTOR,
-                change={"event_id": stored.id, "source": event.source, "uid": event.uid,
-                        **({"url": entry.url} if isinstance(entry, LinkEntry) else {})},
+                s,
+                entity=kind,
+                entity_id=new_id,
+                action="create",
+                actor=ACTOR,
+                change={
+                    "event_id": stored.id,
+                    "source": event.source,
+                    "uid": event.uid,
+                    **({"url": entry.url} if isinstance(entry, LinkEntry) else {}),
+                },
             )
         await self._consume(s, store, batch.source, batch.calendar_id, stored, "consumed as a note or link")
 
     async def _action(
-        self, s: AsyncSession, store: EventStore, batch: SinkBatch, stored: StoredEvent, entry: ActionEntry,
+        self,
+        s: AsyncSession,
+        store: EventStore,
+        batch: SinkBatch,
+        stored: StoredEvent,
+        entry: ActionEntry,
         pending: list[Any],
     ) -> None:
         event = stored.event
@@ -226,7 +270,11 @@ class CommandEntries(Sink):
             rule = await self.queue.check(s, new, lock=True)  # the insert below relies on this entry
         except Rejected as exc:
             await record_audit(
-                s, entity="event", entity_id=stored.id, action="command_rejected", actor=ACTOR,
+                s,
+                entity="event",
+                entity_id=stored.id,
+                action="command_rejected",
+                actor=ACTOR,
                 change={"title": event.title[:500], "kind": "action", "reason": storable_text(str(exc))[:1000]},
             )
             return
@@ -239,36 +287,65 @@ class CommandEntries(Sink):
         else:
             row = await self._retime(s, existing, rule, stored, not_before, scheduled, now)
         if scheduled and row["status"] == "pending":
-            await store.update_metadata(s, stored.id, {"command": {
-                "id": row["id"], "status": "scheduled", "not_before": iso(row["not_before"]),
-            }})
+            await store.update_metadata(
+                s,
+                stored.id,
+                {
+                    "command": {
+                        "id": row["id"],
+                        "status": "scheduled",
+                        "not_before": iso(row["not_before"]),
+                    }
+                },
+            )
             return
         if row["entry_kept"]:
             await s.execute(update(T).where(T.c.id == row["id"]).values(entry_kept=False))
         await self._consume(s, store, batch.source, batch.calendar_id, stored, f"consumed by command {row['id']}")
 
     async def _retime(
-        self, s: AsyncSession, existing: Any, rule: dict[str, Any], stored: StoredEvent, not_before: datetime,
-        scheduled: bool, now: datetime,
+        self,
+        s: AsyncSession,
+        existing: Any,
+        rule: dict[str, Any],
+        stored: StoredEvent,
+        not_before: datetime,
+        scheduled: bool,
+        now: datetime,
     ) -> Any:
         """A pending scheduled command follows its entry's new start; anything else stays as it is."""
         event = stored.event
-        if not (existing["status"] == "pending" and rule["schedule"] == "event_start" and (
-            existing["not_before"] != not_before or existing["event_start"] != event.start_utc
-        )):
+        if not (
+            existing["status"] == "pending"
+            and rule["schedule"] == "event_start"
+            and (existing["not_before"] != not_before or existing["event_start"] != event.start_utc)
+        ):
             return existing
         row = (
-            await s.execute(
-                update(T).where(T.c.id == existing["id"])
-                .values(not_before=not_before, event_start=event.start_utc, event_id=stored.id,
-                        entry_kept=scheduled, updated_at=now)
-                .returning(*T.c)
+            (
+                await s.execute(
+                    update(T)
+                    .where(T.c.id == existing["id"])
+                    .values(
+                        not_before=not_before,
+                        event_start=event.start_utc,
+                        event_id=stored.id,
+                        entry_kept=scheduled,
+                        updated_at=now,
+                    )
+                    .returning(*T.c)
+                )
             )
-        ).mappings().one()
+            .mappings()
+            .one()
+        )
         await record_audit(
-            s, entity="command", entity_id=existing["id"], action="retime", actor=ACTOR,
-            change={"not_before": {"from": iso(existing["not_before"]), "to": iso(not_before)},
-                    "event_id": stored.id},
+            s,
+            entity="command",
+            entity_id=existing["id"],
+            action="retime",
+            actor=ACTOR,
+            change={"not_before": {"from": iso(existing["not_before"]), "to": iso(not_before)}, "event_id": stored.id},
         )
         return row
 
@@ -279,7 +356,12 @@ class CommandEntries(Sink):
 
 
 async def consume_entry(
-    queue: CommandQueue, s: AsyncSession, store: EventStore, source: str, calendar_id: str, event_id: int,
+    queue: CommandQueue,
+    s: AsyncSession,
+    store: EventStore,
+    source: str,
+    calendar_id: str,
+    event_id: int,
     reason: str,
 ) -> None:
     """Remove a consumed entry: a tombstone for read-only sources, a queued deletion for writable ones."""
@@ -299,16 +381,26 @@ async def consume_entry(
         hit = (
             await s.execute(
                 select(DELETIONS.c.id).where(
-                    DELETIONS.c.source == key.source, DELETIONS.c.calendar_id == key.calendar_id,
-                    DELETIONS.c.uid == key.uid, DELETIONS.c.recurrence_id == key.recurrence_id,
+                    DELETIONS.c.source == key.source,
+                    DELETIONS.c.calendar_id == key.calendar_id,
+                    DELETIONS.c.uid == key.uid,
+                    DELETIONS.c.recurrence_id == key.recurrence_id,
                 )
             )
         ).first()
         if hit is None:
-            await s.execute(insert(DELETIONS).values(
-                source=key.source, calendar_id=key.calendar_id, uid=key.uid, recurrence_id=key.recurrence_id,
-                reason=reason[:200], attempts=0, next_attempt_at=utcnow(), created_at=utcnow(),
-            ))
+            await s.execute(
+                insert(DELETIONS).values(
+                    source=key.source,
+                    calendar_id=key.calendar_id,
+                    uid=key.uid,
+                    recurrence_id=key.recurrence_id,
+                    reason=reason[:200],
+                    attempts=0,
+                    next_attempt_at=utcnow(),
+                    created_at=utcnow(),
+                )
+            )
 
 
 async def calendar_upkeep(queue: CommandQueue, *, limit: int = 100) -> dict[str, int]:
@@ -321,26 +413,37 @@ async def calendar_upkeep(queue: CommandQueue, *, limit: int = 100) -> dict[str,
             rows = (
                 await s.execute(
                     select(T.c.id, T.c.event_id, T.c.source, T.c.calendar_id)
-                    .where(T.c.entry_kept.is_(True), T.c.status != "pending").limit(limit)
+                    .where(T.c.entry_kept.is_(True), T.c.status != "pending")
+                    .limit(limit)
                 )
             ).all()
             for row in rows:
                 if row.event_id is not None:
-                    await consume_entry(queue, s, store, row.source, row.calendar_id, row.event_id,
-                                        f"consumed by command {row.id}")
+                    await consume_entry(
+                        queue, s, store, row.source, row.calendar_id, row.event_id, f"consumed by command {row.id}"
+                    )
                 await s.execute(update(T).where(T.c.id == row.id).values(entry_kept=False))
                 released += 1
     async with ctx.db.read() as s:
         due = (
-            await s.execute(select(DELETIONS).where(DELETIONS.c.next_attempt_at <= utcnow())
-                            .order_by(DELETIONS.c.id).limit(limit))
-        ).mappings().all()
+            (
+                await s.execute(
+                    select(DELETIONS)
+                    .where(DELETIONS.c.next_attempt_at <= utcnow())
+                    .order_by(DELETIONS.c.id)
+                    .limit(limit)
+                )
+            )
+            .mappings()
+            .all()
+        )
     for item in due:
         error = None
         try:
             # Network I/O happens outside any write transaction.
             await ctx.service(EventIntake).delete_at_source(
-                item["source"], item["calendar_id"], item["uid"], item["recurrence_id"])
+                item["source"], item["calendar_id"], item["uid"], item["recurrence_id"]
+            )
         except LookupError as exc:
             error = str(exc)
         except Exception as exc:  # noqa: BLE001 - any failure is retried later
@@ -348,14 +451,26 @@ async def calendar_upkeep(queue: CommandQueue, *, limit: int = 100) -> dict[str,
         async with ctx.db.write() as s:
             if error is None:
                 await s.execute(delete(DELETIONS).where(DELETIONS.c.id == item["id"]))
-                await record_audit(s, entity="event_source", entity_id=item["uid"][:128], action="delete_at_source",
-                                   actor=ACTOR, change={"source": item["source"], "calendar_id": item["calendar_id"],
-                                                        "recurrence_id": item["recurrence_id"]})
+                await record_audit(
+                    s,
+                    entity="event_source",
+                    entity_id=item["uid"][:128],
+                    action="delete_at_source",
+                    actor=ACTOR,
+                    change={
+                        "source": item["source"],
+                        "calendar_id": item["calendar_id"],
+                        "recurrence_id": item["recurrence_id"],
+                    },
+                )
                 deleted += 1
             else:
                 attempts = item["attempts"] + 1
                 delay = min(6 * 3600, 30 * 2 ** min(attempts, 10))
-                await s.execute(update(DELETIONS).where(DELETIONS.c.id == item["id"]).values(
-                    attempts=attempts, last_error=error, next_attempt_at=utcnow() + timedelta(seconds=delay)))
+                await s.execute(
+                    update(DELETIONS)
+                    .where(DELETIONS.c.id == item["id"])
+                    .values(attempts=attempts, last_error=error, next_attempt_at=utcnow() + timedelta(seconds=delay))
+                )
                 failed += 1
     return {"released": released, "deleted_at_source": deleted, "delete_failures": failed}

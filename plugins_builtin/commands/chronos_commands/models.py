@@ -17,6 +17,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from chronos.plugin import Base, BigIntPK, JSONType, UTCDateTime, utcnow
 
+
 class ExternalCommand(Base):
     """The command queue: one row per command, leased by pollers of its target system."""
 

@@ -57,7 +57,8 @@ class LinkPage(BaseModel):
 
 @router.get("/notes", response_model=NotePage, tags=["notes"])
 async def list_notes(
-    ctx: Context, _: Principal = Depends(READ),
+    ctx: Context,
+    _: Principal = Depends(READ),
     calendar_id: Annotated[list[str] | None, Query(max_length=50)] = None,
     start: Annotated[IsoDateTime | None, Query(alias="from")] = None,
     end: Annotated[IsoDateTime | None, Query(alias="to")] = None,
@@ -65,13 +66,15 @@ async def list_notes(
     cursor: Annotated[str | None, Query(max_length=2048)] = None,
 ) -> dict[str, Any]:
     """Notes taken from ``NOTIZ:``/``NOTE:`` entries, newest first."""
-    return await notes_links_service.list_notes(ctx, calendar_id=calendar_id, start=start, end=end,
-                                                limit=limit, cursor=cursor)
+    return await notes_links_service.list_notes(
+        ctx, calendar_id=calendar_id, start=start, end=end, limit=limit, cursor=cursor
+    )
 
 
 @router.get("/links", response_model=LinkPage, tags=["links"])
 async def list_links(
-    ctx: Context, _: Principal = Depends(READ),
+    ctx: Context,
+    _: Principal = Depends(READ),
     calendar_id: Annotated[list[str] | None, Query(max_length=50)] = None,
     start: Annotated[IsoDateTime | None, Query(alias="from")] = None,
     end: Annotated[IsoDateTime | None, Query(alias="to")] = None,
@@ -79,5 +82,6 @@ async def list_links(
     cursor: Annotated[str | None, Query(max_length=2048)] = None,
 ) -> dict[str, Any]:
     """Links taken from ``URL:`` entries, newest first."""
-    return await notes_links_service.list_links(ctx, calendar_id=calendar_id, start=start, end=end,
-                                                limit=limit, cursor=cursor)
+    return await notes_links_service.list_links(
+        ctx, calendar_id=calendar_id, start=start, end=end, limit=limit, cursor=cursor
+    )

@@ -20,20 +20,38 @@ _BAD_CURSOR = "The cursor is invalid or belongs to another query; start again wi
 
 
 def _ref(row: Any) -> dict[str, Any]:
-    return {"source": row["source"], "calendar_id": row["calendar_id"], "uid": row["source_uid"],
-            "recurrence_id": row["recurrence_id"], "event_id": row["event_id"]}
+    return {
+        "source": row["source"],
+        "calendar_id": row["calendar_id"],
+        "uid": row["source_uid"],
+        "recurrence_id": row["recurrence_id"],
+        "event_id": row["event_id"],
+    }
 
 
 def note_view(row: Any) -> dict[str, Any]:
-    return {"id": row["id"], "content": row["content"], "description": row["description"],
-            "timestamp": iso(row["timestamp"]), "calendar_id": row["calendar_id"], "source": _ref(row),
-            "created_at": iso(row["created_at"])}
+    return {
+        "id": row["id"],
+        "content": row["content"],
+        "description": row["description"],
+        "timestamp": iso(row["timestamp"]),
+        "calendar_id": row["calendar_id"],
+        "source": _ref(row),
+        "created_at": iso(row["created_at"]),
+    }
 
 
 def link_view(row: Any) -> dict[str, Any]:
-    return {"id": row["id"], "url": row["url"], "title": row["title"], "description": row["description"],
-            "timestamp": iso(row["timestamp"]), "calendar_id": row["calendar_id"], "source": _ref(row),
-            "created_at": iso(row["created_at"])}
+    return {
+        "id": row["id"],
+        "url": row["url"],
+        "title": row["title"],
+        "description": row["description"],
+        "timestamp": iso(row["timestamp"]),
+        "calendar_id": row["calendar_id"],
+        "source": _ref(row),
+        "created_at": iso(row["created_at"]),
+    }
 
 
 def _after_cursor(table: Any, kind: str, cursor: str) -> Any:
@@ -49,8 +67,16 @@ def _after_cursor(table: Any, kind: str, cursor: str) -> Any:
 
 
 async def _page(
-    ctx: PluginContext, table: Any, kind: str, view: Callable[[Any], dict[str, Any]], *,
-    calendar_id: list[str] | None, start: datetime | None, end: datetime | None, limit: int, cursor: str | None,
+    ctx: PluginContext,
+    table: Any,
+    kind: str,
+    view: Callable[[Any], dict[str, Any]],
+    *,
+    calendar_id: list[str] | None,
+    start: datetime | None,
+    end: datetime | None,
+    limit: int,
+    cursor: str | None,
 ) -> dict[str, Any]:
     if start is not None and end is not None and start > end:
         raise refusal([Violation("/query/from", "must not be after 'to'")])
@@ -73,18 +99,30 @@ async def _page(
 
 
 async def list_notes(
-    ctx: PluginContext, *, calendar_id: list[str] | None, start: datetime | None, end: datetime | None,
-    limit: int, cursor: str | None,
+    ctx: PluginContext,
+    *,
+    calendar_id: list[str] | None,
+    start: datetime | None,
+    end: datetime | None,
+    limit: int,
+    cursor: str | None,
 ) -> dict[str, Any]:
     """Notes newest first, optionally of some calendars and within [start, end)."""
-    return await _page(ctx, NT, "notes", note_view, calendar_id=calendar_id, start=start, end=end,
-                       limit=limit, cursor=cursor)
+    return await _page(
+        ctx, NT, "notes", note_view, calendar_id=calendar_id, start=start, end=end, limit=limit, cursor=cursor
+    )
 
 
 async def list_links(
-    ctx: PluginContext, *, calendar_id: list[str] | None, start: datetime | None, end: datetime | None,
-    limit: int, cursor: str | None,
+    ctx: PluginContext,
+    *,
+    calendar_id: list[str] | None,
+    start: datetime | None,
+    end: datetime | None,
+    limit: int,
+    cursor: str | None,
 ) -> dict[str, Any]:
     """Links newest first, optionally of some calendars and within [start, end)."""
-    return await _page(ctx, LT, "links", link_view, calendar_id=calendar_id, start=start, end=end,
-                       limit=limit, cursor=cursor)
+    return await _page(
+        ctx, LT, "links", link_view, calendar_id=calendar_id, start=start, end=end, limit=limit, cursor=cursor
+    )

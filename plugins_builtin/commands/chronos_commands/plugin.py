@@ -76,10 +76,20 @@ def register_jobs(ctx: PluginContext):
     interval = settings.recover_interval_seconds
     upkeep = settings.calendar.upkeep_interval_seconds
     return [
-        Job("commands.recover", _recover, interval_seconds=interval, jitter_seconds=min(5.0, interval / 5),
-            description="Return commands whose lease expired to the queue (or mark them dead)."),
-        Job("commands.calendar", _calendar, interval_seconds=upkeep, jitter_seconds=min(5.0, upkeep / 5),
-            description="Consume entries of handed-out scheduled commands; delete consumed entries at their sources."),
+        Job(
+            "commands.recover",
+            _recover,
+            interval_seconds=interval,
+            jitter_seconds=min(5.0, interval / 5),
+            description="Return commands whose lease expired to the queue (or mark them dead).",
+        ),
+        Job(
+            "commands.calendar",
+            _calendar,
+            interval_seconds=upkeep,
+            jitter_seconds=min(5.0, upkeep / 5),
+            description="Consume entries of handed-out scheduled commands; delete consumed entries at their sources.",
+        ),
     ]
 
 
@@ -95,8 +105,10 @@ def register_sinks(ctx: PluginContext):
 
 async def _queue_health(ctx: PluginContext) -> HealthResult:
     counts = await queue_of(ctx).counts()
-    return HealthResult("ok", {"pending": counts.get("pending", 0), "processing": counts.get("processing", 0),
-                               "dead": counts.get("dead", 0)})
+    return HealthResult(
+        "ok",
+        {"pending": counts.get("pending", 0), "processing": counts.get("processing", 0), "dead": counts.get("dead", 0)},
+    )
 
 
 @hookimpl

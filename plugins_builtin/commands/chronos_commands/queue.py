@@ -63,8 +63,12 @@ def _has_rules(outcome: str) -> Any:
     so the common case, no rules, costs no extra round trip)."""
     return (
         exists()
-        .where(WF.c.trigger_command == T.c.command, WF.c.on_status == outcome, WF.c.enabled.is_(True),
-               or_(WF.c.trigger_target.is_(None), WF.c.trigger_target == T.c.target_system))
+        .where(
+            WF.c.trigger_command == T.c.command,
+            WF.c.on_status == outcome,
+            WF.c.enabled.is_(True),
+            or_(WF.c.trigger_target.is_(None), WF.c.trigger_target == T.c.target_system),
+        )
         .label("has_rules")
     )
 
@@ -234,15 +238,21 @@ class _Completion:
 _LEASE = _lease_statement()
 # Completion: read (and lock) a batch's rows at once, then one executemany UPDATE.
 _COMPLETE_READ = (
-    select(T, _has_rules("completed")).where(T.c.id.in_(bindparam("ids", expanding=True))).order_by(T.c.id)
+    select(T, _has_rules("completed"))
+    .where(T.c.id.in_(bindparam("ids", expanding=True)))
+    .order_by(T.c.id)
     .with_for_update(of=T)
 )
 _COMPLETE_WRITE = (
     update(T)
     .where(T.c.id == bindparam("cid"))
-    .values(status="completed", result_json=bindparam("result", type_=JSONType),
-            completed_at=bindparam("now", type_=UTCDateTime()), updated_at=bindparam("now", type_=UTCDateTime()),
-            lease_expires_at=None)
+    .values(
+        status="completed",
+        result_json=bindparam("result", type_=JSONType),
+        completed_at=bindparam("now", type_=UTCDateTime()),
+        updated_at=bindparam("now", type_=UTCDateTime()),
+        lease_expires_at=None,
+    )
 )
 
 
@@ -296,7 +306,11 @@ class CommandQueue:
         return dict(row) if row is not None else None
 
     async def check(
-        self, s: AsyncSession, new: NewCommand, *, cache: dict[tuple[str, str], Any] | None = None,
+        self,
+        s: AsyncSession,
+        new: NewCommand,
+        *,
+        cache: dict[tuple[str, str], Any] | None = None,
         lock: bool = False,
     ) -> dict[str, Any]:
         """Payload shape and whitelist; returns the whitelist entry or raises :class:`Rejected`.
@@ -324,8 +338,14 @@ class CommandQueue:
         return (await s.execute(select(T).where(T.c.idempotency_key == key))).mappings().first()
 
     async def insert(
-        self, s: AsyncSession, new: NewCommand, *, entry: dict[str, Any] | None = None,
-        principal: Principal | None = None, origin: Origin | None = None, actor: str | None = None,
+        self,
+        s: AsyncSession,
+        new: NewCommand,
+        *,
+        entry: dict[str, Any] | None = None,
+        principal: Principal | None = None,
+        origin: Origin | None = None,
+        actor: str | None = None,
     ) -> tuple[Any, bool]:
         """Check and insert ``new`` unless its idempotency key exists: (row, created).
 
@@ -342,15 +362,27 @@ class CommandQueue:
         values = _insert_values(new, max_attempts, now)
         row = (await s.execute(insert(T).values(**values).returning(*T.c))).mappings().one()
         await record_audit(
-            s, entity="command", entity_id=row["id"], action="create",
+            s,
+            entity="command",
+            entity_id=row["id"],
+            action="create",
             change={
-                "target_system": new.target_system, "command": new.command, "params": new.params,
-                "args": new.args, "origin": new.origin, "not_before": iso(row["not_before"]),
-                **({"workflow_id": new.workflow_id, "parent_command_id": new.parent_command_id}
-                   if new.workflow_id else {}),
+                "target_system": new.target_system,
+                "command": new.command,
+                "params": new.params,
+                "args": new.args,
+                "origin": new.origin,
+                "not_before": iso(row["not_before"]),
+                **(
+                    {"workflow_id": new.workflow_id, "parent_command_id": new.parent_command_id}
+                    if new.workflow_id
+                    else {}
+                ),
                 **({"source": new.source, "uid": new.source_uid} if new.source else {}),
             },
-            principal=principal, origin=origin, actor=actor,
+            principal=principal,
+            origin=origin,
+            actor=actor,
         )
         return row, True
 
@@ -380,11 +412,23 @@ class CommandQueue:
         return [command_view(r) for r in sorted(rows, key=lambda r: (r["not_before"], r["id"]))]
 
     async def _lease(
-        self, s: AsyncSession, system: str, limit: int, seconds: int, token: str, principal: Principal | None,
+        self,
+        s: AsyncSession,
+        system: str,
+        limit: int,
+        seconds: int,
+        token: str,
+        principal: Principal | None,
         now: datetime,
     ) -> list[Any]:
-        params = {"system": system, "now": now, "lim": limit, "expires": now + timedelta(seconds=seconds),
-                  "token": token, "by": principal.key_id if principal else None}
+        params = {
+            "system": system,
+            "now": now,
+            "lim": limit,
+            "expires": now + timedelta(seconds=seconds),
+            "token": token,
+            "by": principal.key_id if principal else None,
+        }
         return list((await s.execute(_LEASE, params)).mappings().all())
 
     async def recover(self, s: AsyncSession, now: datetime, *, system: str | None = None) -> int:
@@ -397,27 +441,37 @@ class CommandQueue:
         if system is not None:
             cond.insert(0, T.c.target_system == system)
         stalled = (
-            select(T.c.id).where(*cond).with_for_update(skip_locked=True).cte("stalled")
+            select(T.c.id)
+            .where(*cond)
+            .with_for_update(skip_locked=True)
+            .cte("stalled")
             .prefix_with("MATERIALIZED", dialect="postgresql")
         )
         last = T.c.attempts >= T.c.max_attempts
         rows = (
-            await s.execute(
-                update(T)
-                .where(T.c.id.in_(select(stalled.c.id)), T.c.status == "processing")
-                .values(
-                    status=case((last, "dead"), else_="pending"),
-                    completed_at=case((last, literal(now, UTCDateTime())), else_=None),
-                    error=case((last, "lease expired on the last attempt"), else_="lease expired"),
-                    lease_expires_at=None,
-                    updated_at=now,
+            (
+                await s.execute(
+                    update(T)
+                    .where(T.c.id.in_(select(stalled.c.id)), T.c.status == "processing")
+                    .values(
+                        status=case((last, "dead"), else_="pending"),
+                        completed_at=case((last, literal(now, UTCDateTime())), else_=None),
+                        error=case((last, "lease expired on the last attempt"), else_="lease expired"),
+                        lease_expires_at=None,
+                        updated_at=now,
+                    )
+                    .returning(*T.c)
                 )
-                .returning(*T.c)
             )
-        ).mappings().all()
+            .mappings()
+            .all()
+        )
         for r in sorted(rows, key=lambda r: r["id"]):
             await record_audit(
-                s, entity="command", entity_id=r["id"], action="dead" if r["status"] == "dead" else "lease_expired",
+                s,
+                entity="command",
+                entity_id=r["id"],
+                action="dead" if r["status"] == "dead" else "lease_expired",
                 change={"status": r["status"], "attempts": r["attempts"], "error": r["error"]},
                 actor="system:commands.recover",
             )
@@ -442,12 +496,14 @@ class CommandQueue:
         if row["status"] != "processing":
             raise Conflict(
                 f"Cannot {verb} command {row['id']}: its status is {row['status']!r}, not 'processing'",
-                type="conflict", status_now=row["status"],
+                type="conflict",
+                status_now=row["status"],
             )
         if token != row["lease_token"]:
             raise Conflict(
                 f"Cannot {verb} command {row['id']}: the lease expired and it was handed to another poller",
-                type="lease-lost", status_now=row["status"],
+                type="lease-lost",
+                status_now=row["status"],
             )
 
     def _bound(self, principal: Principal | None) -> Any:
@@ -459,22 +515,30 @@ class CommandQueue:
         return true() if principal.has(MANAGE) else false()
 
     async def extend(
-        self, command_id: int, *, token: str, lease_seconds: int | None = None,
+        self,
+        command_id: int,
+        *,
+        token: str,
+        lease_seconds: int | None = None,
         principal: Principal | None = None,
     ) -> dict[str, Any]:
         """Heartbeat: push the lease expiry to now + ``lease_seconds``; ``token`` is the poll's lease token."""
         seconds = lease_seconds or self.settings.default_lease_seconds
         async with self.ctx.db.write() as s:
             now = utcnow()
-            cond = [T.c.id == command_id, T.c.status == "processing", T.c.lease_token == token,
-                    self._bound(principal)]
+            cond = [T.c.id == command_id, T.c.status == "processing", T.c.lease_token == token, self._bound(principal)]
             row = (
-                await s.execute(
-                    update(T).where(*cond)
-                    .values(lease_expires_at=now + timedelta(seconds=seconds), updated_at=now)
-                    .returning(*T.c)
+                (
+                    await s.execute(
+                        update(T)
+                        .where(*cond)
+                        .values(lease_expires_at=now + timedelta(seconds=seconds), updated_at=now)
+                        .returning(*T.c)
+                    )
                 )
-            ).mappings().first()
+                .mappings()
+                .first()
+            )
             if row is None:
                 row = await self._locked(s, command_id)
                 self._authorize(principal, row)
@@ -483,8 +547,13 @@ class CommandQueue:
         return command_view(row)
 
     async def complete(
-        self, command_id: int, result: Any, *, token: str,
-        principal: Principal | None = None, origin: Origin | None = None,
+        self,
+        command_id: int,
+        result: Any,
+        *,
+        token: str,
+        principal: Principal | None = None,
+        origin: Origin | None = None,
     ) -> dict[str, Any]:
         """Mark a leased command completed; ``token`` is the lease token its poll returned.
 
@@ -540,18 +609,27 @@ class CommandQueue:
                 await s.execute(
                     _COMPLETE_WRITE, [{"cid": row["id"], "result": item.result, "now": now} for row, item in done]
                 )
-                await record_audit_many(s, [
-                    {"entity": "command", "entity_id": row["id"], "action": "complete",
-                     "change": {"status": "completed", "attempts": row["attempts"]},
-                     "principal": item.principal, "origin": item.origin}
-                    for row, item in done
-                ])
+                await record_audit_many(
+                    s,
+                    [
+                        {
+                            "entity": "command",
+                            "entity_id": row["id"],
+                            "action": "complete",
+                            "change": {"status": "completed", "attempts": row["attempts"]},
+                            "principal": item.principal,
+                            "origin": item.origin,
+                        }
+                        for row, item in done
+                    ],
+                )
             triggers = [(row, item) for row, item in done if row["has_rules"]]
             if triggers and self.workflows is not None:
                 rules = await self.workflows.rules_for(s, {row["command"] for row, _ in triggers}, "completed")
                 for row, item in triggers:
-                    await self.workflows.fire(s, row, "completed", principal=item.principal,
-                                              origin=item.origin, rules=rules)
+                    await self.workflows.fire(
+                        s, row, "completed", principal=item.principal, origin=item.origin, rules=rules
+                    )
         return outcomes
 
     def _decide_completion(
@@ -562,8 +640,9 @@ class CommandQueue:
             raise NotFound(f"No command with id {item.command_id}", type="not-found")
         self._authorize(item.principal, row)
         if row["status"] == "processing" and item.token == row["lease_token"]:
-            row.update(status="completed", result_json=item.result, completed_at=now, updated_at=now,
-                       lease_expires_at=None)
+            row.update(
+                status="completed", result_json=item.result, completed_at=now, updated_at=now, lease_expires_at=None
+            )
             done.append((row, item))
             return command_view(row)
         if row["status"] == "completed":
@@ -574,8 +653,10 @@ class CommandQueue:
                 return command_view(row)
             raise Conflict(
                 f"Command {item.command_id} is already completed with a different result"
-                if not same else f"Command {item.command_id} was completed under another lease",
-                type="conflict", status_now="completed",
+                if not same
+                else f"Command {item.command_id} was completed under another lease",
+                type="conflict",
+                status_now="completed",
             )
         self._own_lease(row, item.token, "complete")
         raise Conflict(f"Cannot complete command {item.command_id}", type="conflict")  # pragma: no cover
@@ -587,8 +668,15 @@ class CommandQueue:
         return delay / 2 + random.random() * delay / 2
 
     async def fail(
-        self, command_id: int, error: str, *, token: str, retry: bool = False,
-        retry_after_seconds: float | None = None, principal: Principal | None = None, origin: Origin | None = None,
+        self,
+        command_id: int,
+        error: str,
+        *,
+        token: str,
+        retry: bool = False,
+        retry_after_seconds: float | None = None,
+        principal: Principal | None = None,
+        origin: Origin | None = None,
     ) -> dict[str, Any]:
         """Report a failure: ``retry`` queues it again after a backoff, up to ``max_attempts``.
 
@@ -598,8 +686,10 @@ class CommandQueue:
         async with self.ctx.db.write() as s:
             row = await self._locked(s, command_id)
             self._authorize(principal, row)
-            if row["status"] in ("failed", "dead", "pending") and row["error"] == error and (
-                row["lease_token"] is not None and token == row["lease_token"]
+            if (
+                row["status"] in ("failed", "dead", "pending")
+                and row["error"] == error
+                and (row["lease_token"] is not None and token == row["lease_token"])
             ):
                 return command_view(row)  # the same report again
             self._own_lease(row, token, "fail")
@@ -611,19 +701,32 @@ class CommandQueue:
             else:
                 values.update(status="dead" if retry else "failed", completed_at=now)
             new = (
-                await s.execute(update(T).where(T.c.id == command_id).values(**values).returning(*T.c))
-            ).mappings().one()
+                (await s.execute(update(T).where(T.c.id == command_id).values(**values).returning(*T.c)))
+                .mappings()
+                .one()
+            )
             await record_audit(
-                s, entity="command", entity_id=command_id, action="fail",
-                change={"status": new["status"], "attempts": new["attempts"], "error": error[:500], "retry": retry,
-                        "not_before": iso(new["not_before"]) if new["status"] == "pending" else None},
-                principal=principal, origin=origin,
+                s,
+                entity="command",
+                entity_id=command_id,
+                action="fail",
+                change={
+                    "status": new["status"],
+                    "attempts": new["attempts"],
+                    "error": error[:500],
+                    "retry": retry,
+                    "not_before": iso(new["not_before"]) if new["status"] == "pending" else None,
+                },
+                principal=principal,
+                origin=origin,
             )
             if new["status"] in ("failed", "dead") and self.workflows is not None:
                 await self.workflows.fire(s, new, "failed", principal=principal, origin=origin)
         return command_view(new)
 
-    async def retry(self, command_id: int, *, principal: Principal | None = None, origin: Origin | None = None) -> dict[str, Any]:
+    async def retry(
+        self, command_id: int, *, principal: Principal | None = None, origin: Origin | None = None
+    ) -> dict[str, Any]:
         """Put a dead or failed command back in the queue with a fresh attempt budget."""
         async with self.ctx.db.write() as s:
             row = await self._locked(s, command_id)
@@ -631,33 +734,57 @@ class CommandQueue:
             if row["status"] not in ("dead", "failed"):
                 raise Conflict(
                     f"Only dead or failed commands can be retried; command {command_id} is {row['status']!r}",
-                    type="conflict", status_now=row["status"],
+                    type="conflict",
+                    status_now=row["status"],
                 )
             now = utcnow()
             new = (
-                await s.execute(
-                    update(T).where(T.c.id == command_id)
-                    .values(status="pending", attempts=0, not_before=now, lease_token=None, lease_expires_at=None,
-                            completed_at=None, updated_at=now)
-                    .returning(*T.c)
+                (
+                    await s.execute(
+                        update(T)
+                        .where(T.c.id == command_id)
+                        .values(
+                            status="pending",
+                            attempts=0,
+                            not_before=now,
+                            lease_token=None,
+                            lease_expires_at=None,
+                            completed_at=None,
+                            updated_at=now,
+                        )
+                        .returning(*T.c)
+                    )
                 )
-            ).mappings().one()
+                .mappings()
+                .one()
+            )
             await record_audit(
-                s, entity="command", entity_id=command_id, action="retry",
+                s,
+                entity="command",
+                entity_id=command_id,
+                action="retry",
                 change={"status": "pending", "previous_status": row["status"], "previous_attempts": row["attempts"]},
-                principal=principal, origin=origin,
+                principal=principal,
+                origin=origin,
             )
         return command_view(new)
 
     async def cancel(
-        self, command_id: int, *, reason: str = "cancelled", principal: Principal | None = None,
-        origin: Origin | None = None, actor: str | None = None, session: AsyncSession | None = None,
+        self,
+        command_id: int,
+        *,
+        reason: str = "cancelled",
+        principal: Principal | None = None,
+        origin: Origin | None = None,
+        actor: str | None = None,
+        session: AsyncSession | None = None,
     ) -> dict[str, Any]:
         """Cancel a pending or processing command (a worker's later callback gets 409)."""
         if session is None:
             async with self.ctx.db.write() as s:
-                return await self.cancel(command_id, reason=reason, principal=principal, origin=origin,
-                                         actor=actor, session=s)
+                return await self.cancel(
+                    command_id, reason=reason, principal=principal, origin=origin, actor=actor, session=s
+                )
         s = session
         row = await self._locked(s, command_id)
         self._authorize(principal, row)
@@ -666,20 +793,31 @@ class CommandQueue:
         if row["status"] not in ("pending", "processing"):
             raise Conflict(
                 f"Command {command_id} is {row['status']!r} and can no longer be cancelled",
-                type="conflict", status_now=row["status"],
+                type="conflict",
+                status_now=row["status"],
             )
         now = utcnow()
         new = (
-            await s.execute(
-                update(T).where(T.c.id == command_id)
-                .values(status="cancelled", lease_expires_at=None, completed_at=now, updated_at=now, error=reason)
-                .returning(*T.c)
+            (
+                await s.execute(
+                    update(T)
+                    .where(T.c.id == command_id)
+                    .values(status="cancelled", lease_expires_at=None, completed_at=now, updated_at=now, error=reason)
+                    .returning(*T.c)
+                )
             )
-        ).mappings().one()
+            .mappings()
+            .one()
+        )
         await record_audit(
-            s, entity="command", entity_id=command_id, action="cancel",
+            s,
+            entity="command",
+            entity_id=command_id,
+            action="cancel",
             change={"status": "cancelled", "previous_status": row["status"], "reason": reason},
-            principal=principal, origin=origin, actor=actor,
+            principal=principal,
+            origin=origin,
+            actor=actor,
         )
         return command_view(new)
 
@@ -698,7 +836,12 @@ class CommandQueue:
         )
 
     async def recheck_pending(
-        self, s: AsyncSession, entry: Any, *, principal: Principal | None = None, origin: Origin | None = None,
+        self,
+        s: AsyncSession,
+        entry: Any,
+        *,
+        principal: Principal | None = None,
+        origin: Origin | None = None,
         actor: str | None = None,
     ) -> list[int]:
         """Cancel the pending commands of ``entry``'s (system, action) that its params no longer allow.
@@ -711,13 +854,19 @@ class CommandQueue:
         """
         allowed = entry["allowed_params_json"] or {}
         rows = (
-            await s.execute(
-                select(T.c.id, T.c.params_json)
-                .where(T.c.target_system == entry["system"], T.c.command == entry["action"], T.c.status == "pending")
-                .order_by(T.c.id)
-                .with_for_update(of=T)
+            (
+                await s.execute(
+                    select(T.c.id, T.c.params_json)
+                    .where(
+                        T.c.target_system == entry["system"], T.c.command == entry["action"], T.c.status == "pending"
+                    )
+                    .order_by(T.c.id)
+                    .with_for_update(of=T)
+                )
             )
-        ).mappings().all()
+            .mappings()
+            .all()
+        )
         refused: list[tuple[int, str]] = []
         for row in rows:
             violations = check_params(allowed, row["params_json"] or {})
@@ -734,24 +883,45 @@ class CommandQueue:
         await s.execute(
             update(T)
             .where(T.c.id == bindparam("cid"), T.c.status == "pending")
-            .values(status="cancelled", error=bindparam("reason"), lease_expires_at=None, completed_at=now,
-                    updated_at=now),
+            .values(
+                status="cancelled", error=bindparam("reason"), lease_expires_at=None, completed_at=now, updated_at=now
+            ),
             [{"cid": cid, "reason": reason} for cid, reason in refused],
         )
-        await record_audit_many(s, [
-            {"entity": "command", "entity_id": cid, "action": "cancel",
-             "change": {"status": "cancelled", "previous_status": "pending", "reason": reason,
-                        "whitelist_id": entry["id"]},
-             "principal": principal, "origin": origin, "actor": actor}
-            for cid, reason in refused
-        ])
+        await record_audit_many(
+            s,
+            [
+                {
+                    "entity": "command",
+                    "entity_id": cid,
+                    "action": "cancel",
+                    "change": {
+                        "status": "cancelled",
+                        "previous_status": "pending",
+                        "reason": reason,
+                        "whitelist_id": entry["id"],
+                    },
+                    "principal": principal,
+                    "origin": origin,
+                    "actor": actor,
+                }
+                for cid, reason in refused
+            ],
+        )
         return [cid for cid, _ in refused]
 
     # -- reading ---------------------------------------------------------------------
 
     async def list(
-        self, *, status: list[str] | None = None, system: str | None = None, command: str | None = None,
-        origin: str | None = None, limit: int = 50, cursor: str | None = None, principal: Principal | None = None,
+        self,
+        *,
+        status: list[str] | None = None,
+        system: str | None = None,
+        command: str | None = None,
+        origin: str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+        principal: Principal | None = None,
     ) -> dict[str, Any]:
         """Newest first, keyset-paginated on id; a key bound to systems sees their commands only."""
         q = select(T)
@@ -792,5 +962,3 @@ class CommandQueue:
         async with self.ctx.db.read() as s:
             rows = (await s.execute(select(T.c.status, func.count()).group_by(T.c.status))).all()
         return {status: n for status, n in rows}
-
-

@@ -47,7 +47,9 @@ class CalendarSettings(BaseModel):
         True, description="Delete consumed entries at sources that can write; read-only sources get a local tombstone."
     )
     upkeep_interval_seconds: float = Field(
-        30.0, gt=0, le=86_400,
+        30.0,
+        gt=0,
+        le=86_400,
         description="How often kept entries of handed-out commands are consumed and source deletions retried.",
     )
 
@@ -64,7 +66,10 @@ class CommandsSettings(BaseModel):
     backoff_max_seconds: float = Field(3600.0, ge=0, le=7 * 86_400, description="Cap of the exponential backoff.")
     workflow_max_depth: int = Field(5, ge=1, le=50, description="Longest chain of workflow-created commands.")
     recover_interval_seconds: float = Field(
-        15.0, gt=0, le=3600, description="How often expired leases are returned to the queue (polls that find fewer than `limit` due commands also recover their system)."
+        15.0,
+        gt=0,
+        le=3600,
+        description="How often expired leases are returned to the queue (polls that find fewer than `limit` due commands also recover their system).",
     )
     whitelist: list[WhitelistSeed] = Field(default_factory=list, description="Whitelist entries seeded at startup.")
     calendar: CalendarSettings = Field(

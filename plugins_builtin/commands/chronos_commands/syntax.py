@@ -255,16 +255,20 @@ def _action(rest: str, description: str | None) -> Entry:
     except ValueError as exc:
         return NotTaken("action", "rejected", f"cannot split the action: {exc}")
     if len(tokens) < 2:
-        return NotTaken("action", "rejected", "ACTION needs a command and a target: 'ACTION: <COMMAND> <TARGET> [args...]'")
+        return NotTaken(
+            "action", "rejected", "ACTION needs a command and a target: 'ACTION: <COMMAND> <TARGET> [args...]'"
+        )
     command, target = tokens[0].upper(), tokens[1]
     if not COMMAND_RE.match(command):
         return NotTaken(
-            "action", "rejected",
+            "action",
+            "rejected",
             f"command {tokens[0]!r} is invalid: a letter, then letters, digits, '_', '.', '-' (at most 64)",
         )
     if not SYSTEM_RE.match(target):
         return NotTaken(
-            "action", "rejected",
+            "action",
+            "rejected",
             f"target {target!r} is invalid: letters, digits, '.', '_', '-' (at most 64, starting with a letter or digit)",
         )
     params: dict[str, Any] = {}

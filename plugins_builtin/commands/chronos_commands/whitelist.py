@@ -60,12 +60,15 @@ class Violation:
 
 
 def refusal(
-    violations: list[Violation], kind: str = "validation", lead: str = "The request is invalid",
+    violations: list[Violation],
+    kind: str = "validation",
+    lead: str = "The request is invalid",
 ) -> InvalidInput:
     """The 422 for ``violations``: the first one in the detail, all of them (typed ``kind``) in ``errors``."""
     first = violations[0]
     return InvalidInput(
-        f"{lead}: {first.pointer}: {first.detail}", type=kind,
+        f"{lead}: {first.pointer}: {first.detail}",
+        type=kind,
         errors=[{**v.as_error(), "type": kind} for v in violations],
     )
 
@@ -160,7 +163,9 @@ def _backtrack_bound(items: list[Any], *, inside_repeat: bool) -> int:
                 if inside_repeat:
                     raise ValueError("the regex nests one repeat inside another (such as (a+)+); this can take forever")
                 if _has_branch(list(sub)):
-                    raise ValueError("the regex repeats an alternation (such as (a|b)+); use a character class or an enum")
+                    raise ValueError(
+                        "the regex repeats an alternation (such as (a|b)+); use a character class or an enum"
+                    )
                 count *= min(hi, MAX_MATCH_INPUT) + 1
             count *= _backtrack_bound(list(sub), inside_repeat=inside_repeat or hi != 1)
         elif op == _sre_c.SUBPATTERN:
@@ -302,7 +307,9 @@ def check_payload(system: str, command: str, params: Any, args: Any) -> list[Vio
     """The shape every command must have, whatever path creates it."""
     out: list[Violation] = []
     if not isinstance(system, str) or not SYSTEM_RE.match(system):
-        out.append(Violation("/target_system", "must be 1-64 letters, digits, '.', '_', '-', starting with a letter or digit"))
+        out.append(
+            Violation("/target_system", "must be 1-64 letters, digits, '.', '_', '-', starting with a letter or digit")
+        )
     if not isinstance(command, str) or not COMMAND_RE.match(command):
         out.append(Violation("/command", "must be a letter, then letters, digits, '_', '.', '-' (at most 64)"))
     if not isinstance(params, dict):
@@ -322,7 +329,7 @@ def check_payload(system: str, command: str, params: Any, args: Any) -> list[Vio
     else:
         if len(args) > MAX_ARGS:
             out.append(Violation("/args", f"has more than {MAX_ARGS} entries"))
-        for i, arg in enumerate(args[:MAX_ARGS + 1]):
+        for i, arg in enumerate(args[: MAX_ARGS + 1]):
             if not isinstance(arg, str):
                 out.append(Violation(f"/args/{i}", "must be a string"))
             elif len(arg) > MAX_ARG:

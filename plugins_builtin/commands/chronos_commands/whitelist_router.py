@@ -63,7 +63,8 @@ class WhitelistPage(BaseModel):
 
 @router.get("/whitelists", response_model=WhitelistPage, tags=["whitelists"])
 async def list_whitelists(
-    ctx: Context, _: Principal = Depends(ADMIN),
+    ctx: Context,
+    _: Principal = Depends(ADMIN),
     system: Annotated[str | None, Query(pattern=SYSTEM_PATTERN)] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
     cursor: Annotated[str | None, Query(max_length=2048)] = None,
@@ -73,11 +74,15 @@ async def list_whitelists(
 
 @router.post("/whitelists", response_model=WhitelistOut, status_code=201, tags=["whitelists"], responses=problems(409))
 async def create_whitelist(
-    body: WhitelistIn, ctx: Context, request: Request, principal: Principal = Depends(ADMIN),
+    body: WhitelistIn,
+    ctx: Context,
+    request: Request,
+    principal: Principal = Depends(ADMIN),
 ) -> dict[str, Any]:
     rules = body.model_dump(include=set(whitelist_service.RULE_FIELDS))
-    return await whitelist_service.create_entry(queue_of(ctx), body.system, body.action, rules,
-                                                principal=principal, origin=origin_of(request))
+    return await whitelist_service.create_entry(
+        queue_of(ctx), body.system, body.action, rules, principal=principal, origin=origin_of(request)
+    )
 
 
 @router.get("/whitelists/{entry_id}", response_model=WhitelistOut, tags=["whitelists"], responses=problems(404))
@@ -86,19 +91,22 @@ async def get_whitelist(entry_id: EntryId, ctx: Context, _: Principal = Depends(
 
 
 @router.patch("/whitelists/{entry_id}", response_model=WhitelistOut, tags=["whitelists"], responses=problems(404))
-async def patch_whitelist(entry_id: EntryId, body: WhitelistPatch, ctx: Context, request: Request,
-                          principal: Principal = Depends(ADMIN)) -> dict[str, Any]:
+async def patch_whitelist(
+    entry_id: EntryId, body: WhitelistPatch, ctx: Context, request: Request, principal: Principal = Depends(ADMIN)
+) -> dict[str, Any]:
     """Change an entry. New ``allowed_params_json`` applies to queued commands as well: pending commands
     of this (system, action) that the new rules refuse are cancelled in the same transaction, each with
     the reason as its ``error`` and an audit row. ``enabled: false`` holds pending commands instead
     (nothing is handed out until the entry is enabled again)."""
-    return await whitelist_service.update_entry(queue_of(ctx), entry_id, body.model_dump(exclude_unset=True),
-                                                principal=principal, origin=origin_of(request))
+    return await whitelist_service.update_entry(
+        queue_of(ctx), entry_id, body.model_dump(exclude_unset=True), principal=principal, origin=origin_of(request)
+    )
 
 
 @router.delete("/whitelists/{entry_id}", status_code=204, tags=["whitelists"], responses=problems(404))
-async def delete_whitelist(entry_id: EntryId, ctx: Context, request: Request,
-                           principal: Principal = Depends(ADMIN)) -> Response:
+async def delete_whitelist(
+    entry_id: EntryId, ctx: Context, request: Request, principal: Principal = Depends(ADMIN)
+) -> Response:
     """Delete an entry. Like disabling it, this holds its pending commands: none is handed out, and an
     entry created again for the same (system, action) re-checks them against its rules."""
     await whitelist_service.delete_entry(ctx, entry_id, principal=principal, origin=origin_of(request))

@@ -41,10 +41,17 @@ CONFIG_ACTOR = "system:config"
 def entry_view(row: Any) -> dict[str, Any]:
     """The public JSON shape of a whitelist entry."""
     return {
-        "id": row["id"], "system": row["system"], "action": row["action"],
-        "allowed_params_json": row["allowed_params_json"] or {}, "enabled": row["enabled"],
-        "schedule": row["schedule"], "max_attempts": row["max_attempts"], "description": row["description"],
-        "origin": row["origin"], "created_at": iso(row["created_at"]), "updated_at": iso(row["updated_at"]),
+        "id": row["id"],
+        "system": row["system"],
+        "action": row["action"],
+        "allowed_params_json": row["allowed_params_json"] or {},
+        "enabled": row["enabled"],
+        "schedule": row["schedule"],
+        "max_attempts": row["max_attempts"],
+        "description": row["description"],
+        "origin": row["origin"],
+        "created_at": iso(row["created_at"]),
+        "updated_at": iso(row["updated_at"]),
     }
 
 
@@ -69,8 +76,16 @@ async def _entry_row(s: AsyncSession, entry_id: int) -> Any:
 
 
 async def add_entry(
-    s: AsyncSession, queue: CommandQueue, system: str, action: str, rules: dict[str, Any], *, source: str,
-    principal: Principal | None = None, origin: Origin | None = None, actor: str | None = None,
+    s: AsyncSession,
+    queue: CommandQueue,
+    system: str,
+    action: str,
+    rules: dict[str, Any],
+    *,
+    source: str,
+    principal: Principal | None = None,
+    origin: Origin | None = None,
+    actor: str | None = None,
 ) -> Any:
     """Insert an entry for (system, action) with ``rules`` (see :data:`RULE_FIELDS`); 409 if one exists.
 
@@ -79,21 +94,45 @@ async def add_entry(
     """
     dup = (await s.execute(select(WL.c.id).where(WL.c.system == system, WL.c.action == action))).first()
     if dup is not None:
-        raise Conflict(f"{system}/{action} is already whitelisted (entry {dup.id})", type="conflict",
-                       existing_id=dup.id)
+        raise Conflict(
+            f"{system}/{action} is already whitelisted (entry {dup.id})", type="conflict", existing_id=dup.id
+        )
     now = utcnow()
-    row = (await s.execute(insert(WL).values(system=system, action=action, origin=source, created_at=now,
-                                             updated_at=now, **rules).returning(*WL.c))).mappings().one()
-    await record_audit(s, entity="whitelist", entity_id=row["id"], action="create",
-                       change={"system": system, "action": action, **rules},
-                       principal=principal, origin=origin, actor=actor)
+    row = (
+        (
+            await s.execute(
+                insert(WL)
+                .values(system=system, action=action, origin=source, created_at=now, updated_at=now, **rules)
+                .returning(*WL.c)
+            )
+        )
+        .mappings()
+        .one()
+    )
+    await record_audit(
+        s,
+        entity="whitelist",
+        entity_id=row["id"],
+        action="create",
+        change={"system": system, "action": action, **rules},
+        principal=principal,
+        origin=origin,
+        actor=actor,
+    )
     await queue.recheck_pending(s, row, principal=principal, origin=origin, actor=actor)
     return row
 
 
 async def change_entry(
-    s: AsyncSession, queue: CommandQueue, before: Any, changes: dict[str, Any], *, source: str | None = None,
-    principal: Principal | None = None, origin: Origin | None = None, actor: str | None = None,
+    s: AsyncSession,
+    queue: CommandQueue,
+    before: Any,
+    changes: dict[str, Any],
+    *,
+    source: str | None = None,
+    principal: Principal | None = None,
+    origin: Origin | None = None,
+    actor: str | None = None,
 ) -> Any:
     """Apply ``changes`` to the entry ``before`` (audited per field).
 
@@ -104,9 +143,18 @@ async def change_entry(
     recheck = "allowed_params_json" in changes
     if recheck:
         await queue.lock_pending(s, before["system"], before["action"])
-    row = await update_audited(s, WL, before["id"], "whitelist", before, changes,
-                               unaudited={"origin": source} if source else None,
-                               principal=principal, origin=origin, actor=actor)
+    row = await update_audited(
+        s,
+        WL,
+        before["id"],
+        "whitelist",
+        before,
+        changes,
+        unaudited={"origin": source} if source else None,
+        principal=principal,
+        origin=origin,
+        actor=actor,
+    )
     if recheck:
         # After the update: an insert that share-locked the entry has committed by now and is seen.
         await queue.recheck_pending(s, row, principal=principal, origin=origin, actor=actor)
@@ -128,8 +176,10 @@ async def list_entries(ctx: PluginContext, *, system: str | None, limit: int, cu
         rows = (await s.execute(q.order_by(WL.c.id).limit(limit + 1))).mappings().all()
     more = len(rows) > limit
     rows = rows[:limit]
-    return {"items": [entry_view(r) for r in rows],
-            "next_cursor": encode_cursor("whitelists", [rows[-1]["id"]]) if more else None}
+    return {
+        "items": [entry_view(r) for r in rows],
+        "next_cursor": encode_cursor("whitelists", [rows[-1]["id"]]) if more else None,
+    }
 
 
 async def get_entry(ctx: PluginContext, entry_id: int) -> dict[str, Any]:
@@ -138,7 +188,12 @@ async def get_entry(ctx: PluginContext, entry_id: int) -> dict[str, Any]:
 
 
 async def create_entry(
-    queue: CommandQueue, system: str, action: str, rules: dict[str, Any], *, principal: Principal,
+    queue: CommandQueue,
+    system: str,
+    action: str,
+    rules: dict[str, Any],
+    *,
+    principal: Principal,
     origin: Origin | None,
 ) -> dict[str, Any]:
     """Create an entry through the API (``action`` upper-cased, params checked); 409 if it exists."""
@@ -165,7 +220,12 @@ def _checked_changes(changes: dict[str, Any]) -> dict[str, Any]:
 
 
 async def update_entry(
-    queue: CommandQueue, entry_id: int, changes: dict[str, Any], *, principal: Principal, origin: Origin | None,
+    queue: CommandQueue,
+    entry_id: int,
+    changes: dict[str, Any],
+    *,
+    principal: Principal,
+    origin: Origin | None,
 ) -> dict[str, Any]:
     """Change an entry through the API (see :func:`change_entry`)."""
     changes = _checked_changes(changes)
@@ -180,17 +240,28 @@ async def delete_entry(ctx: PluginContext, entry_id: int, *, principal: Principa
     async with ctx.db.write() as s:
         before = await _entry_row(s, entry_id)
         await s.execute(delete(WL).where(WL.c.id == entry_id))
-        await record_audit(s, entity="whitelist", entity_id=entry_id, action="delete",
-                           change={"system": before["system"], "action": before["action"]},
-                           principal=principal, origin=origin)
+        await record_audit(
+            s,
+            entity="whitelist",
+            entity_id=entry_id,
+            action="delete",
+            change={"system": before["system"], "action": before["action"]},
+            principal=principal,
+            origin=origin,
+        )
 
 
 # -- configuration ------------------------------------------------------------------------------
 
 
 def _seed_rules(seed: WhitelistSeed) -> dict[str, Any]:
-    return {"allowed_params_json": seed.params, "enabled": seed.enabled, "schedule": seed.schedule,
-            "max_attempts": seed.max_attempts, "description": seed.description}
+    return {
+        "allowed_params_json": seed.params,
+        "enabled": seed.enabled,
+        "schedule": seed.schedule,
+        "max_attempts": seed.max_attempts,
+        "description": seed.description,
+    }
 
 
 async def _apply_seeds(queue: CommandQueue, seeds: list[WhitelistSeed]) -> None:

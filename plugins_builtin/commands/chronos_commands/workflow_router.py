@@ -28,7 +28,7 @@ class WorkflowIn(BaseModel):
     params_template_json: dict[str, Any] = Field(
         default_factory=dict,
         description="JSON object; every string is a sandboxed Jinja2 template over params, args, result, error, "
-                    "command, target, id, attempts, status and outcome of the triggering command.",
+        "command, target, id, attempts, status and outcome of the triggering command.",
     )
     delay_seconds: StrictInt = Field(0, ge=0, le=30 * 86_400)
     enabled: StrictBool = True
@@ -70,7 +70,8 @@ class WorkflowPage(BaseModel):
 
 @router.get("/workflows", response_model=WorkflowPage, tags=["workflows"])
 async def list_workflows(
-    ctx: Context, _: Principal = Depends(ADMIN),
+    ctx: Context,
+    _: Principal = Depends(ADMIN),
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
     cursor: Annotated[str | None, Query(max_length=2048)] = None,
 ) -> dict[str, Any]:
@@ -78,10 +79,12 @@ async def list_workflows(
 
 
 @router.post("/workflows", response_model=WorkflowOut, status_code=201, tags=["workflows"])
-async def create_workflow(body: WorkflowIn, ctx: Context, request: Request,
-                          principal: Principal = Depends(ADMIN)) -> dict[str, Any]:
-    return await workflow_service.create_workflow(ctx, body.model_dump(), principal=principal,
-                                                  origin=origin_of(request))
+async def create_workflow(
+    body: WorkflowIn, ctx: Context, request: Request, principal: Principal = Depends(ADMIN)
+) -> dict[str, Any]:
+    return await workflow_service.create_workflow(
+        ctx, body.model_dump(), principal=principal, origin=origin_of(request)
+    )
 
 
 @router.get("/workflows/{workflow_id}", response_model=WorkflowOut, tags=["workflows"], responses=problems(404))
@@ -90,14 +93,17 @@ async def get_workflow(workflow_id: WorkflowId, ctx: Context, _: Principal = Dep
 
 
 @router.patch("/workflows/{workflow_id}", response_model=WorkflowOut, tags=["workflows"], responses=problems(404))
-async def patch_workflow(workflow_id: WorkflowId, body: WorkflowPatch, ctx: Context, request: Request,
-                         principal: Principal = Depends(ADMIN)) -> dict[str, Any]:
-    return await workflow_service.update_workflow(ctx, workflow_id, body.model_dump(exclude_unset=True),
-                                                  principal=principal, origin=origin_of(request))
+async def patch_workflow(
+    workflow_id: WorkflowId, body: WorkflowPatch, ctx: Context, request: Request, principal: Principal = Depends(ADMIN)
+) -> dict[str, Any]:
+    return await workflow_service.update_workflow(
+        ctx, workflow_id, body.model_dump(exclude_unset=True), principal=principal, origin=origin_of(request)
+    )
 
 
 @router.delete("/workflows/{workflow_id}", status_code=204, tags=["workflows"], responses=problems(404))
-async def delete_workflow(workflow_id: WorkflowId, ctx: Context, request: Request,
-                          principal: Principal = Depends(ADMIN)) -> Response:
+async def delete_workflow(
+    workflow_id: WorkflowId, ctx: Context, request: Request, principal: Principal = Depends(ADMIN)
+) -> Response:
     await workflow_service.delete_workflow(ctx, workflow_id, principal=principal, origin=origin_of(request))
     return Response(status_code=204)

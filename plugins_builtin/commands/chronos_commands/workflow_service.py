@@ -43,8 +43,11 @@ def _workflow_values(data: dict[str, Any]) -> dict[str, Any]:
         if not errors:
             errors = [v.as_error() for v in check_json_value(tpl, "/params_template_json")]
         if errors:
-            raise InvalidInput(f"The request is invalid: {errors[0]['pointer']}: {errors[0]['detail']}",
-                               type="validation", errors=errors)
+            raise InvalidInput(
+                f"The request is invalid: {errors[0]['pointer']}: {errors[0]['detail']}",
+                type="validation",
+                errors=errors,
+            )
     return out
 
 
@@ -58,8 +61,10 @@ async def _workflow_row(s: AsyncSession, workflow_id: int) -> Any:
 async def _check_action_whitelisted(s: AsyncSession, target: str, command: str) -> None:
     hit = (await s.execute(select(WL.c.id).where(WL.c.system == target, WL.c.action == command))).first()
     if hit is None:
-        raise refusal([Violation("/action_command", f"{command!r} on system {target!r} has no whitelist entry")],
-                      kind="not-whitelisted")
+        raise refusal(
+            [Violation("/action_command", f"{command!r} on system {target!r} has no whitelist entry")],
+            kind="not-whitelisted",
+        )
 
 
 async def list_workflows(ctx: PluginContext, *, limit: int, cursor: str | None) -> dict[str, Any]:
@@ -72,12 +77,18 @@ async def list_workflows(ctx: PluginContext, *, limit: int, cursor: str | None) 
         rows = (await s.execute(q.order_by(WF.c.id).limit(limit + 1))).mappings().all()
     more = len(rows) > limit
     rows = rows[:limit]
-    return {"items": [workflow_view(r) for r in rows],
-            "next_cursor": encode_cursor("workflows", [rows[-1]["id"]]) if more else None}
+    return {
+        "items": [workflow_view(r) for r in rows],
+        "next_cursor": encode_cursor("workflows", [rows[-1]["id"]]) if more else None,
+    }
 
 
 async def create_workflow(
-    ctx: PluginContext, data: dict[str, Any], *, principal: Principal, origin: Origin | None,
+    ctx: PluginContext,
+    data: dict[str, Any],
+    *,
+    principal: Principal,
+    origin: Origin | None,
 ) -> dict[str, Any]:
     """Create a rule; its action must be whitelisted."""
     values = _workflow_values(data)
@@ -86,9 +97,15 @@ async def create_workflow(
         await _check_action_whitelisted(s, values["action_target"], values["action_command"])
         inserted = await s.execute(insert(WF).values(**values, created_at=now, updated_at=now).returning(*WF.c))
         row = inserted.mappings().one()
-        await record_audit(s, entity="workflow", entity_id=row["id"], action="create",
-                           change=workflow_view(row) | {"created_at": None, "updated_at": None},
-                           principal=principal, origin=origin)
+        await record_audit(
+            s,
+            entity="workflow",
+            entity_id=row["id"],
+            action="create",
+            change=workflow_view(row) | {"created_at": None, "updated_at": None},
+            principal=principal,
+            origin=origin,
+        )
     return workflow_view(row)
 
 
@@ -98,7 +115,12 @@ async def get_workflow(ctx: PluginContext, workflow_id: int) -> dict[str, Any]:
 
 
 async def update_workflow(
-    ctx: PluginContext, workflow_id: int, data: dict[str, Any], *, principal: Principal, origin: Origin | None,
+    ctx: PluginContext,
+    workflow_id: int,
+    data: dict[str, Any],
+    *,
+    principal: Principal,
+    origin: Origin | None,
 ) -> dict[str, Any]:
     """Change a rule (audited per field); a changed action must be whitelisted."""
     for key, value in data.items():
@@ -119,5 +141,12 @@ async def delete_workflow(ctx: PluginContext, workflow_id: int, *, principal: Pr
     async with ctx.db.write() as s:
         before = await _workflow_row(s, workflow_id)
         await s.execute(delete(WF).where(WF.c.id == workflow_id))
-        await record_audit(s, entity="workflow", entity_id=workflow_id, action="delete",
-                           change={"name": before["name"]}, principal=principal, origin=origin)
+        await record_audit(
+            s,
+            entity="workflow",
+            entity_id=workflow_id,
+            action="delete",
+            change={"name": before["name"]},
+            principal=principal,
+            origin=origin,
+        )

@@ -91,7 +91,9 @@ def template_errors(template: Any, pointer: str = "/params_template_json") -> li
     out: list[dict[str, str]] = []
     if isinstance(template, str):
         if len(template) > MAX_TEMPLATE:
-            out.append({"pointer": pointer, "detail": f"template longer than {MAX_TEMPLATE} characters", "type": "template"})
+            out.append(
+                {"pointer": pointer, "detail": f"template longer than {MAX_TEMPLATE} characters", "type": "template"}
+            )
             return out
         try:
             _compile(template)
@@ -185,23 +187,35 @@ class WorkflowEngine:
             (
                 await s.execute(
                     select(WF)
-                    .where(WF.c.trigger_command.in_(sorted(commands)), WF.c.on_status == outcome,
-                           WF.c.enabled.is_(True))
+                    .where(
+                        WF.c.trigger_command.in_(sorted(commands)), WF.c.on_status == outcome, WF.c.enabled.is_(True)
+                    )
                     .order_by(WF.c.id)
                 )
-            ).mappings().all()
+            )
+            .mappings()
+            .all()
         )
 
     async def fire(
-        self, s: AsyncSession, trigger: Any, outcome: str, *, principal: Principal | None = None,
-        origin: Origin | None = None, actor: str | None = None, rules: list[Any] | None = None,
+        self,
+        s: AsyncSession,
+        trigger: Any,
+        outcome: str,
+        *,
+        principal: Principal | None = None,
+        origin: Origin | None = None,
+        actor: str | None = None,
+        rules: list[Any] | None = None,
     ) -> list[dict[str, Any]]:
         """Apply every enabled rule for ``outcome`` of ``trigger``; returns one record per rule."""
         if rules is None:
             rules = await self.rules_for(s, {trigger["command"]}, outcome)
         rules = [
-            r for r in rules
-            if r["trigger_command"] == trigger["command"] and r["on_status"] == outcome
+            r
+            for r in rules
+            if r["trigger_command"] == trigger["command"]
+            and r["on_status"] == outcome
             and r["trigger_target"] in (None, trigger["target_system"])
         ]
         if not rules:
@@ -234,11 +248,13 @@ class WorkflowEngine:
         try:
             async with s.begin_nested():
                 await self._record(s, rule, trigger, "error", detail, None)
-                await record_audit(s, entity="workflow", entity_id=rule["id"], action="error",
-                                   change={**base, "reason": detail}, **who)
+                await record_audit(
+                    s, entity="workflow", entity_id=rule["id"], action="error", change={**base, "reason": detail}, **who
+                )
         except Exception:  # noqa: BLE001 - even the record failed: the log line above is what remains
-            log.exception("workflow %s on command %s: the failed firing could not be recorded",
-                          rule["id"], trigger["id"])
+            log.exception(
+                "workflow %s on command %s: the failed firing could not be recorded", rule["id"], trigger["id"]
+            )
         return {**base, "outcome": "error", "detail": detail}
 
     async def _fire_one(
@@ -253,8 +269,14 @@ class WorkflowEngine:
         except (TemplateError, SecurityError, ValueError, TypeError, ArithmeticError) as exc:
             detail = storable_text(f"params template failed: {type(exc).__name__}: {exc}")[:1000]
             await self._record(s, rule, trigger, "error", detail, None)
-            await record_audit(s, entity="workflow", entity_id=rule["id"], action="template_error",
-                               change={**base, "reason": detail}, **who)
+            await record_audit(
+                s,
+                entity="workflow",
+                entity_id=rule["id"],
+                action="template_error",
+                change={**base, "reason": detail},
+                **who,
+            )
             return {**base, "outcome": "error", "detail": detail}
         now = utcnow()
         new = NewCommand(
@@ -287,14 +309,24 @@ class WorkflowEngine:
         )
         await self._record(s, rule, trigger, "depth_limit", detail, None)
         await record_audit(
-            s, entity="workflow", entity_id=rule["id"], action="stopped",
-            change={**base, "reason": detail, "chain": chain}, **who,
+            s,
+            entity="workflow",
+            entity_id=rule["id"],
+            action="stopped",
+            change={**base, "reason": detail, "chain": chain},
+            **who,
         )
         return {**base, "outcome": "depth_limit", "detail": detail}
 
     async def _rejected(
-        self, s: AsyncSession, rule: Any, trigger: Any, params: dict[str, Any], exc: Rejected,
-        base: dict[str, Any], who: dict[str, Any],
+        self,
+        s: AsyncSession,
+        rule: Any,
+        trigger: Any,
+        params: dict[str, Any],
+        exc: Rejected,
+        base: dict[str, Any],
+        who: dict[str, Any],
     ) -> dict[str, Any]:
         detail = storable_text(f"refused by the whitelist: {exc}")[:1000]
         await self._record(s, rule, trigger, "rejected", detail, None)
@@ -302,16 +334,27 @@ class WorkflowEngine:
         # non-finite number would make the audit insert (and the transaction) fail.
         ok, why = storable_json(params, "/params")
         shown = {"params": params} if ok else {"params": None, "params_not_stored": why}
-        await record_audit(s, entity="workflow", entity_id=rule["id"], action="rejected",
-                           change={**base, "reason": detail, **shown}, **who)
+        await record_audit(
+            s,
+            entity="workflow",
+            entity_id=rule["id"],
+            action="rejected",
+            change={**base, "reason": detail, **shown},
+            **who,
+        )
         return {**base, "outcome": "rejected", "detail": detail}
 
-    async def _record(self, s: AsyncSession, rule: Any, trigger: Any, outcome: str, detail: str | None,
-                      follow_id: int | None) -> None:
+    async def _record(
+        self, s: AsyncSession, rule: Any, trigger: Any, outcome: str, detail: str | None, follow_id: int | None
+    ) -> None:
         await s.execute(
             insert(F).values(
-                workflow_id=rule["id"], trigger_command_id=trigger["id"], follow_command_id=follow_id,
-                outcome=outcome, detail=detail, created_at=utcnow(),
+                workflow_id=rule["id"],
+                trigger_command_id=trigger["id"],
+                follow_command_id=follow_id,
+                outcome=outcome,
+                detail=detail,
+                created_at=utcnow(),
             )
         )
 
@@ -322,8 +365,11 @@ class WorkflowEngine:
         for _ in range(self.settings.workflow_max_depth + 1):
             if parent is None:
                 break
-            row = (await s.execute(select(T.c.id, T.c.command, T.c.target_system, T.c.parent_command_id)
-                                   .where(T.c.id == parent))).first()
+            row = (
+                await s.execute(
+                    select(T.c.id, T.c.command, T.c.target_system, T.c.parent_command_id).where(T.c.id == parent)
+                )
+            ).first()
             if row is None:
                 break
             chain.append({"id": row.id, "command": row.command, "target": row.target_system})

@@ -50,8 +50,7 @@ def calendar_app(chronos_app):
 
     def factory(source: FakeSource, **settings: Any):
         section = {"whitelist": [*WHITELIST, SCHEDULED], **settings}
-        return chronos_app(plugins=["events", "commands", fake_source_plugin(source)],
-                           config={"commands": section})
+        return chronos_app(plugins=["events", "commands", fake_source_plugin(source)], config={"commands": section})
 
     return factory
 
@@ -74,9 +73,7 @@ class Helpers:
 
         T = ExternalCommand.__table__
         async with app.state.chronos.db.write() as s:
-            await s.execute(
-                update(T).where(T.c.id.in_(ids)).values(**{k: utcnow() - v for k, v in columns.items()})
-            )
+            await s.execute(update(T).where(T.c.id.in_(ids)).values(**{k: utcnow() - v for k, v in columns.items()}))
 
     @staticmethod
     async def shift_deletions(app: Any) -> None:
@@ -98,7 +95,8 @@ class Helpers:
         async with app.state.chronos.db.write() as s:
             for i in range(n):
                 row, _ = await queue.insert(
-                    s, NewCommand(system, command, {"n": str(i % 1000)}, [], f"test:{system}:{i}", "api"),
+                    s,
+                    NewCommand(system, command, {"n": str(i % 1000)}, [], f"test:{system}:{i}", "api"),
                     actor="test",
                 )
                 ids.append(row["id"])

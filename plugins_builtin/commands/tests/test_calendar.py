@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+
 import pytest
 
 from chronos.plugin import CalendarSpec, EventDraft
@@ -45,7 +46,10 @@ async def test_entries_become_notes_links_and_commands_once(calendar_app, fake_s
         left = await events(c)
         assert sorted(left) == ["h1", "p1", "r1", "r2", "r3", "r4"]
         assert left["h1"]["metadata"]["command_hint"] == {
-            "status": "ignored", "kind": "note", "reason": "'Notiz:' needs a space after the colon; write 'NOTIZ: ...'"}
+            "status": "ignored",
+            "kind": "note",
+            "reason": "'Notiz:' needs a space after the colon; write 'NOTIZ: ...'",
+        }
         assert left["r1"]["metadata"]["command_hint"]["status"] == "rejected"
         assert "not whitelisted" in left["r1"]["metadata"]["command_hint"]["reason"]
         assert "needs a command and a target" in left["r2"]["metadata"]["command_hint"]["reason"]
@@ -65,8 +69,11 @@ async def test_entries_become_notes_links_and_commands_once(calendar_app, fake_s
         cmds = await commands(c)
         assert len(cmds) == 1
         cmd = cmds[0]
-        assert (cmd["command"], cmd["target_system"], cmd["params"]) == ("LIGHT", "homeserver",
-                                                                        {"room": "kitchen", "level": "on"})
+        assert (cmd["command"], cmd["target_system"], cmd["params"]) == (
+            "LIGHT",
+            "homeserver",
+            {"room": "kitchen", "level": "on"},
+        )
         assert cmd["origin"] == "calendar" and cmd["status"] == "pending"
         assert cmd["source"]["uid"] == "a1" and cmd["source"]["event_start"] == "2026-03-02T09:00:00Z"
 
@@ -212,9 +219,15 @@ async def test_each_instance_of_a_recurring_action_is_one_command(calendar_app, 
     base = datetime(2026, 3, 2, 9, tzinfo=UTC)
     for i in range(3):
         start = base + timedelta(days=i)
-        src.add(EventDraft(
-            uid="series", recurrence_id=start.strftime("%Y%m%dT%H%M%SZ"), start=start,
-            end=start + timedelta(hours=1), title="ACTION: PING homeserver n=1"))
+        src.add(
+            EventDraft(
+                uid="series",
+                recurrence_id=start.strftime("%Y%m%dT%H%M%SZ"),
+                start=start,
+                end=start + timedelta(hours=1),
+                title="ACTION: PING homeserver n=1",
+            )
+        )
     async with calendar_app(src) as app:
         c = await api_client(app, scopes=["admin"])
         await sync(app)
@@ -241,14 +254,18 @@ async def test_notes_and_links_pages(calendar_app, fake_source, api_client):
             if not cursor:
                 break
         assert len(seen) == 7 and seen == sorted(seen, reverse=True)
-        r = await reader.get("/api/v1/notes", params={"from": "2026-03-02T10:00:00+01:00", "to": "2026-03-02T09:30:00Z"})
+        r = await reader.get(
+            "/api/v1/notes", params={"from": "2026-03-02T10:00:00+01:00", "to": "2026-03-02T09:30:00Z"}
+        )
         assert sorted(x["content"] for x in r.json()["items"]) == ["note 0", "note 3", "note 6"]
         assert (await reader.get("/api/v1/notes", params={"calendar_id": "other"})).json()["items"] == []
         assert (await reader.get("/api/v1/notes", params={"cursor": "bogus"})).status_code == 400
         links_cursor = (await reader.get("/api/v1/links", params={"limit": 1})).json()
         assert links_cursor["next_cursor"] is None and len(links_cursor["items"]) == 1
-        r = await reader.get("/api/v1/links", params={"cursor": (await reader.get(
-            "/api/v1/notes", params={"limit": 1})).json()["next_cursor"]})
+        r = await reader.get(
+            "/api/v1/links",
+            params={"cursor": (await reader.get("/api/v1/notes", params={"limit": 1})).json()["next_cursor"]},
+        )
         assert r.status_code == 400  # a notes cursor is not a links cursor
         r = await reader.get("/api/v1/notes", params={"from": "2026-03-03T00:00:00Z", "to": "2026-03-01T00:00:00Z"})
         assert r.status_code == 422
@@ -259,11 +276,16 @@ async def test_notes_and_links_pages(calendar_app, fake_source, api_client):
 
 
 async def test_an_action_created_through_the_event_api_is_handled_like_a_synced_one(chronos_app, api_client):
-    async with chronos_app(plugins=["events", "commands"], config={"commands": {"whitelist": [
-            {"system": "homeserver", "action": "PING", "params": {"n": None}}]}}) as app:
+    async with chronos_app(
+        plugins=["events", "commands"],
+        config={"commands": {"whitelist": [{"system": "homeserver", "action": "PING", "params": {"n": None}}]}},
+    ) as app:
         c = await api_client(app, scopes=["admin"])
-        body = {"title": "ACTION: ping homeserver n=3", "start": "2026-03-02T10:00:00+01:00",
-                "end": "2026-03-02T11:00:00+01:00"}
+        body = {
+            "title": "ACTION: ping homeserver n=3",
+            "start": "2026-03-02T10:00:00+01:00",
+            "end": "2026-03-02T11:00:00+01:00",
+        }
         r = await c.post("/api/v1/events", json=body, headers={"Idempotency-Key": "k1"})
         assert r.status_code == 202 and r.json()["status"] == "consumed", r.text
         r = await c.post("/api/v1/events", json=body, headers={"Idempotency-Key": "k1"})

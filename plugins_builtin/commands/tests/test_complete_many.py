@@ -27,8 +27,9 @@ async def test_a_leased_batch_is_acknowledged_in_one_request(commands_app, api_c
         outcomes = r.json()["items"]
         assert [o["id"] for o in outcomes] == [x["id"] for x in leased]  # the request's order
         assert all(o["status"] == 200 and o["problem"] is None for o in outcomes)
-        assert all(o["command"]["status"] == "completed" and o["command"]["result"] == {"ok": o["id"]}
-                   for o in outcomes)
+        assert all(
+            o["command"]["status"] == "completed" and o["command"]["result"] == {"ok": o["id"]} for o in outcomes
+        )
         # Each completion is audited on its own; a replay answers the same.
         completes = await helpers.audit(admin, entity="command", action="complete")
         assert sorted(int(a["entity_id"]) for a in completes) == ids
@@ -45,13 +46,15 @@ async def test_refused_items_do_not_hold_up_the_others(commands_app, api_client)
         office = await _enqueue(manager, target_system="office", command="PRINT", params={"doc": "a.pdf"})
         (lease,) = (await home.get("/api/v1/commands/homeserver")).json()["items"]
         (office_lease,) = (await manager.get("/api/v1/commands/office")).json()["items"]
-        body = {"items": [
-            {"id": mine["id"], "lease_token": "0" * 32, "result": 1},                 # not this lease
-            {"id": office["id"], "lease_token": office_lease["lease_token"]},         # another system's command
-            {"id": 2**62, "lease_token": lease["lease_token"]},                       # no such command
-            {"id": mine["id"], "lease_token": lease["lease_token"], "result": {"x": "INFINITY"}},  # not finite
-            {"id": mine["id"], "lease_token": lease["lease_token"], "result": "done"},  # the real one
-        ]}
+        body = {
+            "items": [
+                {"id": mine["id"], "lease_token": "0" * 32, "result": 1},  # not this lease
+                {"id": office["id"], "lease_token": office_lease["lease_token"]},  # another system's command
+                {"id": 2**62, "lease_token": lease["lease_token"]},  # no such command
+                {"id": mine["id"], "lease_token": lease["lease_token"], "result": {"x": "INFINITY"}},  # not finite
+                {"id": mine["id"], "lease_token": lease["lease_token"], "result": "done"},  # the real one
+            ]
+        }
         raw = json.dumps(body).replace('"INFINITY"', "1e400")
         r = await home.post("/api/v1/command-completions", content=raw, headers={"content-type": "application/json"})
         assert r.status_code == 200, r.text

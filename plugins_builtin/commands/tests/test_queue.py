@@ -52,10 +52,13 @@ async def test_enqueue_lease_complete_roundtrip(commands_app, api_client, helper
         r3 = await c.post(f"/api/v1/commands/{cmd['id']}/complete", json={**body, "lease_token": "someone-else"})
         assert r3.status_code == 409 and "another lease" in r3.json()["detail"]
         # A different result, or fail after complete: conflict.
-        r = await c.post(f"/api/v1/commands/{cmd['id']}/complete",
-                         json={"result": {"ok": False}, "lease_token": got["lease_token"]})
+        r = await c.post(
+            f"/api/v1/commands/{cmd['id']}/complete", json={"result": {"ok": False}, "lease_token": got["lease_token"]}
+        )
         assert r.status_code == 409 and r.headers["content-type"] == "application/problem+json"
-        r = await c.post(f"/api/v1/commands/{cmd['id']}/fail", json={"error": "late", "lease_token": got["lease_token"]})
+        r = await c.post(
+            f"/api/v1/commands/{cmd['id']}/fail", json={"error": "late", "lease_token": got["lease_token"]}
+        )
         assert r.status_code == 409 and r.json()["status_now"] == "completed"
 
         actions = [(a["entity_id"], a["action"]) for a in await helpers.audit(admin, entity="command")]
@@ -81,8 +84,13 @@ async def test_complete_after_fail_is_a_conflict(commands_app, api_client):
 async def test_unknown_ids_and_systems(commands_app, api_client):
     async with commands_app() as app:
         c = await api_client(app, scopes=["commands.manage"])
-        for verb, body in (("complete", {"lease_token": "t"}), ("fail", {"error": "x", "lease_token": "t"}),
-                           ("extend", {"lease_token": "t"}), ("retry", None), ("cancel", None)):
+        for verb, body in (
+            ("complete", {"lease_token": "t"}),
+            ("fail", {"error": "x", "lease_token": "t"}),
+            ("extend", {"lease_token": "t"}),
+            ("retry", None),
+            ("cancel", None),
+        ):
             r = await c.post(f"/api/v1/commands/987654/{verb}", json=body)
             assert r.status_code == 404, (verb, r.text)
             assert r.headers["content-type"] == "application/problem+json"
@@ -109,8 +117,10 @@ async def test_many_concurrent_pollers_never_share_a_command(commands_app, api_c
                 for item in items:
                     seen.append(item["id"])
                     assert item["attempts"] == 1
-                    r = await c.post(f"/api/v1/commands/{item['id']}/complete",
-                                     json={"result": None, "lease_token": item["lease_token"]})
+                    r = await c.post(
+                        f"/api/v1/commands/{item['id']}/complete",
+                        json={"result": None, "lease_token": item["lease_token"]},
+                    )
                     assert r.status_code == 200, r.text
 
         await asyncio.gather(*(worker(c) for c in clients))
@@ -164,7 +174,9 @@ async def test_expired_lease_returns_to_the_queue_and_counts_the_attempt(command
         for verb, body in (("complete", {"result": 1}), ("fail", {"error": "x"}), ("extend", {})):
             r = await c.post(f"/api/v1/commands/{cmd['id']}/{verb}", json={**body, "lease_token": first["lease_token"]})
             assert r.status_code == 409 and r.json()["type"].endswith("lease-lost"), (verb, r.text)
-        r = await c.post(f"/api/v1/commands/{cmd['id']}/complete", json={"result": 2, "lease_token": second["lease_token"]})
+        r = await c.post(
+            f"/api/v1/commands/{cmd['id']}/complete", json={"result": 2, "lease_token": second["lease_token"]}
+        )
         assert r.status_code == 200 and r.json()["attempts"] == 2
         expired = await helpers.audit(admin, entity="command", action="lease_expired")
         assert [a["entity_id"] for a in expired] == [str(cmd["id"])]
@@ -196,8 +208,10 @@ async def test_fail_with_retry_backs_off_then_goes_dead(commands_app, api_client
         cmd = await _enqueue(c)
         before = datetime.now().astimezone()
         item = (await _poll(c))[0]
-        r = await c.post(f"/api/v1/commands/{cmd['id']}/fail",
-                         json={"error": "busy", "retry": True, "lease_token": item["lease_token"]})
+        r = await c.post(
+            f"/api/v1/commands/{cmd['id']}/fail",
+            json={"error": "busy", "retry": True, "lease_token": item["lease_token"]},
+        )
         assert r.status_code == 200 and r.json()["status"] == "pending"
         not_before = datetime.fromisoformat(r.json()["not_before"].replace("Z", "+00:00"))
         # Backoff after the first attempt: between half and all of 60 s.
@@ -205,15 +219,19 @@ async def test_fail_with_retry_backs_off_then_goes_dead(commands_app, api_client
         assert await _poll(c) == []  # not due yet
         await helpers.shift(app, [cmd["id"]], not_before=timedelta(seconds=1))
         item = (await _poll(c))[0]
-        r = await c.post(f"/api/v1/commands/{cmd['id']}/fail",
-                         json={"error": "busy", "retry": True, "retry_after_seconds": 5, "lease_token": item["lease_token"]})
+        r = await c.post(
+            f"/api/v1/commands/{cmd['id']}/fail",
+            json={"error": "busy", "retry": True, "retry_after_seconds": 5, "lease_token": item["lease_token"]},
+        )
         nb = datetime.fromisoformat(r.json()["not_before"].replace("Z", "+00:00"))
         assert timedelta(seconds=3) < nb - datetime.now(nb.tzinfo) <= timedelta(seconds=5)
         await helpers.shift(app, [cmd["id"]], not_before=timedelta(seconds=1))
         item = (await _poll(c))[0]
         assert item["attempts"] == 3
-        r = await c.post(f"/api/v1/commands/{cmd['id']}/fail",
-                         json={"error": "still busy", "retry": True, "lease_token": item["lease_token"]})
+        r = await c.post(
+            f"/api/v1/commands/{cmd['id']}/fail",
+            json={"error": "still busy", "retry": True, "lease_token": item["lease_token"]},
+        )
         assert r.status_code == 200 and r.json()["status"] == "dead"
         dead = (await c.get("/api/v1/commands", params={"status": "dead"})).json()["items"]
         assert [x["id"] for x in dead] == [cmd["id"]]
@@ -235,12 +253,15 @@ async def test_extend_moves_the_lease(commands_app, api_client):
         c = await api_client(app, scopes=["commands.manage"])
         cmd = await _enqueue(c)
         item = (await _poll(c, lease_seconds=5))[0]
-        r = await c.post(f"/api/v1/commands/{cmd['id']}/extend", json={"lease_seconds": 500, "lease_token": item["lease_token"]})
+        r = await c.post(
+            f"/api/v1/commands/{cmd['id']}/extend", json={"lease_seconds": 500, "lease_token": item["lease_token"]}
+        )
         assert r.status_code == 200
         exp = datetime.fromisoformat(r.json()["lease_expires_at"].replace("Z", "+00:00"))
         assert exp - datetime.now(exp.tzinfo) > timedelta(seconds=400)
-        r = await c.post(f"/api/v1/commands/{cmd['id']}/extend",
-                         json={"lease_seconds": 601, "lease_token": item["lease_token"]})
+        r = await c.post(
+            f"/api/v1/commands/{cmd['id']}/extend", json={"lease_seconds": 601, "lease_token": item["lease_token"]}
+        )
         assert r.status_code == 422 and r.json()["errors"][0]["pointer"] == "/lease_seconds"
         r = await c.get("/api/v1/commands/homeserver", params={"lease_seconds": 601})
         assert r.status_code == 422
@@ -279,8 +300,9 @@ async def test_keys_bound_to_a_system_act_only_on_that_system(commands_app, api_
         r = await home.post(f"/api/v1/commands/{cmd['id']}/complete", json={"result": "done", "lease_token": token})
         assert r.status_code == 200
         # Unauthenticated: 401.
-        r = await home.post(f"/api/v1/commands/{cmd['id']}/complete", json={"lease_token": token},
-                            headers={"Authorization": ""})
+        r = await home.post(
+            f"/api/v1/commands/{cmd['id']}/complete", json={"lease_token": token}, headers={"Authorization": ""}
+        )
         assert r.status_code == 401
 
         # The binding restricts whatever the scopes: commands.manage or admin do not widen it.
@@ -292,8 +314,9 @@ async def test_keys_bound_to_a_system_act_only_on_that_system(commands_app, api_
             assert r.status_code == 403 and r.headers["content-type"] == "application/problem+json", r.text
             assert r.json()["type"].endswith("forbidden-system")
             for verb, body in (("complete", {"result": 1}), ("fail", {"error": "x"}), ("extend", {})):
-                r = await bound.post(f"/api/v1/commands/{held[0]['id']}/{verb}",
-                                     json={**body, "lease_token": held[0]["lease_token"]})
+                r = await bound.post(
+                    f"/api/v1/commands/{held[0]['id']}/{verb}", json={**body, "lease_token": held[0]["lease_token"]}
+                )
                 assert r.status_code == 403 and r.json()["type"].endswith("forbidden-system"), (scopes, verb, r.text)
             for verb in ("cancel", "retry"):
                 r = await bound.post(f"/api/v1/commands/{office['id']}/{verb}")
@@ -328,8 +351,9 @@ async def test_a_stale_callback_never_wins_over_the_current_lease(commands_app, 
         r = await c.post(f"/api/v1/commands/{cmd['id']}/complete")  # no body at all
         assert r.status_code == 422
         # ... and with its own token it has lost the lease.
-        r = await c.post(f"/api/v1/commands/{cmd['id']}/complete",
-                         json={"result": "stale", "lease_token": first["lease_token"]})
+        r = await c.post(
+            f"/api/v1/commands/{cmd['id']}/complete", json={"result": "stale", "lease_token": first["lease_token"]}
+        )
         assert r.status_code == 409 and r.json()["type"].endswith("lease-lost")
         # The current holder's completion wins, and only its token replays it.
         body = {"result": "fresh", "lease_token": second["lease_token"]}
@@ -337,8 +361,9 @@ async def test_a_stale_callback_never_wins_over_the_current_lease(commands_app, 
         assert r.status_code == 200 and r.json()["result"] == "fresh"
         again = await c.post(f"/api/v1/commands/{cmd['id']}/complete", json=body)
         assert again.status_code == 200 and again.json() == r.json()
-        r = await c.post(f"/api/v1/commands/{cmd['id']}/complete",
-                         json={"result": "fresh", "lease_token": first["lease_token"]})
+        r = await c.post(
+            f"/api/v1/commands/{cmd['id']}/complete", json={"result": "fresh", "lease_token": first["lease_token"]}
+        )
         assert r.status_code == 409
 
 
@@ -352,7 +377,11 @@ async def test_non_finite_numbers_are_refused(commands_app, api_client):
             assert r.status_code == 422, (number, r.text)
             assert r.headers["content-type"] == "application/problem+json"
             assert r.json()["errors"][0]["pointer"] == "/params/note", r.json()
-            raw = b'{"target_system": "homeserver", "command": "LIGHT", "params": {"note": {"deep": [1, ' + number + b"]}}}"
+            raw = (
+                b'{"target_system": "homeserver", "command": "LIGHT", "params": {"note": {"deep": [1, '
+                + number
+                + b"]}}}"
+            )
             r = await c.post("/api/v1/commands", content=raw, headers=json_ct)
             assert r.status_code == 422 and r.json()["errors"][0]["pointer"] == "/params/note/deep/1", r.text
         assert (await c.get("/api/v1/commands")).json()["items"] == []  # nothing stored, nothing turned into null
@@ -366,8 +395,11 @@ async def test_non_finite_numbers_are_refused(commands_app, api_client):
             assert r.status_code == 422, (result, r.text)
             assert r.headers["content-type"] == "application/problem+json"
             assert r.json()["errors"][0]["pointer"].startswith("/result"), r.json()
-        r = await c.post(f"/api/v1/commands/{cmd['id']}/fail", headers=json_ct,
-                         content=b'{"error": "x", "retry": true, "retry_after_seconds": Infinity, "lease_token": "t"}')
+        r = await c.post(
+            f"/api/v1/commands/{cmd['id']}/fail",
+            headers=json_ct,
+            content=b'{"error": "x", "retry": true, "retry_after_seconds": Infinity, "lease_token": "t"}',
+        )
         assert r.status_code == 422, r.text
         # Nothing was lost: the command is still leased and completes with a finite number.
         r = await c.post(url, json={"result": 1e300, "lease_token": token})
@@ -416,10 +448,12 @@ async def test_concurrent_duplicate_callbacks_have_one_winner(commands_app, api_
         assert len({r.text for r in rs}) == 1
 
         tok = items[diff["id"]]["lease_token"]
-        rs = await asyncio.gather(*(
-            c.post(f"/api/v1/commands/{diff['id']}/complete", json={"result": {"v": i}, "lease_token": tok})
-            for i in range(10)
-        ))
+        rs = await asyncio.gather(
+            *(
+                c.post(f"/api/v1/commands/{diff['id']}/complete", json={"result": {"v": i}, "lease_token": tok})
+                for i in range(10)
+            )
+        )
         assert sorted(r.status_code for r in rs) == [200] + [409] * 9
         completes = await helpers.audit(admin, entity="command", action="complete")
         assert sorted(a["entity_id"] for a in completes) == sorted([str(same["id"]), str(diff["id"])])

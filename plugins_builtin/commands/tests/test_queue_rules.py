@@ -37,8 +37,14 @@ async def _get(c, command_id: int) -> dict[str, Any]:
 
 
 async def _rule(admin, **fields: Any) -> dict[str, Any]:
-    body = {"name": "on failure", "trigger_command": "PING", "on": "failed", "action_command": "PRINT",
-            "action_target": "office", "params_template_json": {"doc": "{{ id }}: {{ error }}"}} | fields
+    body = {
+        "name": "on failure",
+        "trigger_command": "PING",
+        "on": "failed",
+        "action_command": "PRINT",
+        "action_target": "office",
+        "params_template_json": {"doc": "{{ id }}: {{ error }}"},
+    } | fields
     r = await admin.post("/api/v1/workflows", json=body)
     assert r.status_code == 201, r.text
     return r.json()
@@ -55,10 +61,13 @@ async def _firings(app, trigger_id: int) -> list[tuple[int, str, int | None]]:
 
     F = WorkflowFiring.__table__
     async with app.state.chronos.db.read() as s:
-        rows = (await s.execute(
-            select(F.c.workflow_id, F.c.outcome, F.c.follow_command_id)
-            .where(F.c.trigger_command_id == trigger_id).order_by(F.c.id)
-        )).all()
+        rows = (
+            await s.execute(
+                select(F.c.workflow_id, F.c.outcome, F.c.follow_command_id)
+                .where(F.c.trigger_command_id == trigger_id)
+                .order_by(F.c.id)
+            )
+        ).all()
     return [tuple(r) for r in rows]
 
 
@@ -85,9 +94,16 @@ async def test_a_one_at_a_time_polls_follow_not_before_then_id(commands_app, api
         now = datetime.now(UTC).replace(microsecond=0)
         tie = _ts(now - timedelta(minutes=30))
         # Enqueued deliberately out of order; two pairs share a not_before so the id breaks the tie.
-        offsets = [("n", None), ("t1", tie), ("h3", _ts(now - timedelta(hours=3))), ("t2", tie),
-                   ("m5", _ts(now - timedelta(minutes=5))), ("h1", _ts(now - timedelta(hours=1))),
-                   ("t3", tie), ("h3b", _ts(now - timedelta(hours=3)))]
+        offsets = [
+            ("n", None),
+            ("t1", tie),
+            ("h3", _ts(now - timedelta(hours=3))),
+            ("t2", tie),
+            ("m5", _ts(now - timedelta(minutes=5))),
+            ("h1", _ts(now - timedelta(hours=1))),
+            ("t3", tie),
+            ("h3b", _ts(now - timedelta(hours=3))),
+        ]
         made: dict[str, int] = {}
         for i, (label, nb) in enumerate(offsets):
             fields: dict[str, Any] = {"params": {"n": str(i)}}
@@ -114,8 +130,10 @@ async def test_a_a_multi_item_poll_takes_the_oldest_and_returns_them_in_order(co
         c = await api_client(app, scopes=["commands.manage"])
         now = datetime.now(UTC).replace(microsecond=0)
         minutes_ago = (1, 50, 10, 40, 20, 30)
-        made = [(await _enqueue(c, params={"n": str(i)}, not_before=_ts(now - timedelta(minutes=m))))["id"]
-                for i, m in enumerate(minutes_ago)]
+        made = [
+            (await _enqueue(c, params={"n": str(i)}, not_before=_ts(now - timedelta(minutes=m))))["id"]
+            for i, m in enumerate(minutes_ago)
+        ]
         expected = [cid for _, cid in sorted(zip(minutes_ago, made, strict=True), reverse=True)]
         got = [x["id"] for x in await _poll(c, limit=3, lease_seconds=300)]
         assert got == expected[:3], f"a limit-3 poll must take the three oldest, in order: {expected[:3]} vs {got}"
@@ -126,9 +144,7 @@ async def test_a_a_multi_item_poll_takes_the_oldest_and_returns_them_in_order(co
 # -- b. a workflow fires once per (trigger, rule) -----------------------------------------------------
 
 
-async def test_b_a_failure_rule_fires_once_per_trigger_across_retries_and_revivals(
-    commands_app, api_client, helpers
-):
+async def test_b_a_failure_rule_fires_once_per_trigger_across_retries_and_revivals(commands_app, api_client, helpers):
     async with commands_app(default_max_attempts=2) as app:
         admin = await api_client(app, scopes=["admin"])
         c = await api_client(app, scopes=["commands.manage"])
@@ -137,24 +153,30 @@ async def test_b_a_failure_rule_fires_once_per_trigger_across_retries_and_reviva
 
         # Attempt 1: a retryable failure is not final, so nothing fires.
         item = (await _poll(c))[0]
-        r = await c.post(f"/api/v1/commands/{cmd['id']}/fail",
-                         json={"error": "e1", "retry": True, "lease_token": item["lease_token"]})
+        r = await c.post(
+            f"/api/v1/commands/{cmd['id']}/fail",
+            json={"error": "e1", "retry": True, "lease_token": item["lease_token"]},
+        )
         assert r.status_code == 200 and r.json()["status"] == "pending", r.text
         assert await _prints(c) == []
 
         # Attempt 2: the last one, so the command is dead and the rule fires.
         await helpers.shift(app, [cmd["id"]], not_before=timedelta(seconds=1))
         item = (await _poll(c))[0]
-        r = await c.post(f"/api/v1/commands/{cmd['id']}/fail",
-                         json={"error": "e2", "retry": True, "lease_token": item["lease_token"]})
+        r = await c.post(
+            f"/api/v1/commands/{cmd['id']}/fail",
+            json={"error": "e2", "retry": True, "lease_token": item["lease_token"]},
+        )
         assert r.status_code == 200 and r.json()["status"] == "dead", r.text
         prints = await _prints(c)
         assert len(prints) == 1 and prints[0]["params"] == {"doc": f"{cmd['id']}: e2"}
         assert prints[0]["parent_command_id"] == cmd["id"] and prints[0]["workflow_id"] == rule["id"]
 
         # The same failure report again changes nothing.
-        again = await c.post(f"/api/v1/commands/{cmd['id']}/fail",
-                             json={"error": "e2", "retry": True, "lease_token": item["lease_token"]})
+        again = await c.post(
+            f"/api/v1/commands/{cmd['id']}/fail",
+            json={"error": "e2", "retry": True, "lease_token": item["lease_token"]},
+        )
         assert again.status_code == 200 and again.json()["status"] == "dead"
 
         # Revived and failed for good, twice over: still one follow-up from this rule.
@@ -163,8 +185,9 @@ async def test_b_a_failure_rule_fires_once_per_trigger_across_retries_and_reviva
             assert r.status_code == 200 and r.json()["status"] == "pending", r.text
             item = (await _poll(c))[0]
             assert item["id"] == cmd["id"]
-            r = await c.post(f"/api/v1/commands/{cmd['id']}/fail",
-                             json={"error": error, "lease_token": item["lease_token"]})
+            r = await c.post(
+                f"/api/v1/commands/{cmd['id']}/fail", json={"error": error, "lease_token": item["lease_token"]}
+            )
             assert r.status_code == 200 and r.json()["status"] == "failed", r.text
 
         prints = await _prints(c)
@@ -172,8 +195,11 @@ async def test_b_a_failure_rule_fires_once_per_trigger_across_retries_and_reviva
             f"rule {rule['id']} fired more than once for command {cmd['id']}: {prints}"
         )
         assert await _firings(app, cmd["id"]) == [(rule["id"], "enqueued", prints[0]["id"])]
-        creates = [a for a in await helpers.audit(admin, entity="command", action="create")
-                   if a["change"].get("origin") == "workflow"]
+        creates = [
+            a
+            for a in await helpers.audit(admin, entity="command", action="create")
+            if a["change"].get("origin") == "workflow"
+        ]
         assert len(creates) == 1
 
 
@@ -184,16 +210,18 @@ async def test_b_once_is_per_rule_a_rule_added_later_still_fires_once(commands_a
         first = await _rule(admin, name="first")
         cmd = await _enqueue(c, max_attempts=1)
         item = (await _poll(c))[0]
-        r = await c.post(f"/api/v1/commands/{cmd['id']}/fail",
-                         json={"error": "x", "retry": True, "lease_token": item["lease_token"]})
+        r = await c.post(
+            f"/api/v1/commands/{cmd['id']}/fail", json={"error": "x", "retry": True, "lease_token": item["lease_token"]}
+        )
         assert r.json()["status"] == "dead"
         second = await _rule(admin, name="second", params_template_json={"doc": "second {{ id }}"})
 
         for error in ("y", "z"):
             assert (await c.post(f"/api/v1/commands/{cmd['id']}/retry")).status_code == 200
             item = (await _poll(c))[0]
-            r = await c.post(f"/api/v1/commands/{cmd['id']}/fail",
-                             json={"error": error, "lease_token": item["lease_token"]})
+            r = await c.post(
+                f"/api/v1/commands/{cmd['id']}/fail", json={"error": error, "lease_token": item["lease_token"]}
+            )
             assert r.status_code == 200 and r.json()["status"] == "failed"
 
         by_rule: dict[int, int] = {}
@@ -245,10 +273,14 @@ async def _row_held(app, command_id: int):
                 # The first waiter waits on the holder; later ones queue on the first waiter's
                 # tuple lock, so count every backend whose chain of blockers reaches the holder.
                 async with db.read() as r:
-                    edges = (await r.execute(text(
-                        "SELECT pid, pg_blocking_pids(pid) FROM pg_stat_activity"
-                        " WHERE cardinality(pg_blocking_pids(pid)) > 0"
-                    ))).all()
+                    edges = (
+                        await r.execute(
+                            text(
+                                "SELECT pid, pg_blocking_pids(pid) FROM pg_stat_activity"
+                                " WHERE cardinality(pg_blocking_pids(pid)) > 0"
+                            )
+                        )
+                    ).all()
                 reached = {holder_pid}
                 grew = True
                 while grew:
@@ -310,8 +342,10 @@ async def test_c_different_completions_from_two_processes_one_wins_the_other_con
         url = f"/api/v1/commands/{cmd['id']}/complete"
 
         async with _row_held(app_b, cmd["id"]) as blocked:
-            tasks = [asyncio.create_task(ca.post(url, json={"result": {"by": "a"}, "lease_token": token})),
-                     asyncio.create_task(cb.post(url, json={"result": {"by": "b"}, "lease_token": token}))]
+            tasks = [
+                asyncio.create_task(ca.post(url, json={"result": {"by": "a"}, "lease_token": token})),
+                asyncio.create_task(cb.post(url, json={"result": {"by": "b"}, "lease_token": token})),
+            ]
             waiting = await blocked(2)
         ra, rb = await asyncio.wait_for(asyncio.gather(*tasks), 20)
         if database.backend == "postgresql":
@@ -330,9 +364,7 @@ async def test_c_different_completions_from_two_processes_one_wins_the_other_con
         assert await _audit_actions(admin, cmd["id"]) == ["create", "complete"]
 
 
-async def test_c_complete_racing_fail_from_two_processes_has_one_consistent_winner(
-    commands_app, api_client, database
-):
+async def test_c_complete_racing_fail_from_two_processes_has_one_consistent_winner(commands_app, api_client, database):
     async with _two_apps(commands_app, api_client) as (app_a, app_b, ca, cb):
         admin = await api_client(app_a, scopes=["admin"])
         outcomes = []
@@ -344,7 +376,9 @@ async def test_c_complete_racing_fail_from_two_processes_has_one_consistent_winn
                 # Alternate which process completes, so either may be first in line.
                 completer, failer = (ca, cb) if round_ % 2 == 0 else (cb, ca)
                 tasks = [
-                    asyncio.create_task(completer.post(f"{base}/complete", json={"result": "ok", "lease_token": token})),
+                    asyncio.create_task(
+                        completer.post(f"{base}/complete", json={"result": "ok", "lease_token": token})
+                    ),
                     asyncio.create_task(failer.post(f"{base}/fail", json={"error": "boom", "lease_token": token})),
                 ]
                 waiting = await blocked(2)
@@ -495,8 +529,9 @@ async def test_e_a_non_json_callback_body_is_a_400_malformed_body_and_changes_no
 
         for verb in ("complete", "fail", "extend"):
             for raw in (b"not json", b"{not json", b'{"result": 1', b"{'result': 1}", b"result=1"):
-                r = await c.post(f"/api/v1/commands/{cmd['id']}/{verb}", content=raw,
-                                 headers={"content-type": "application/json"})
+                r = await c.post(
+                    f"/api/v1/commands/{cmd['id']}/{verb}", content=raw, headers={"content-type": "application/json"}
+                )
                 assert r.status_code == 400, (verb, raw, r.status_code, r.text)
                 assert r.headers["content-type"] == "application/problem+json", (verb, raw)
                 problem = r.json()
@@ -508,8 +543,9 @@ async def test_e_a_non_json_callback_body_is_a_400_malformed_body_and_changes_no
         assert after == before, f"a malformed callback changed the command: {before} -> {after}"
         assert await helpers.audit(admin, entity="command") == audit_before
         # The lease is intact: the real callback still wins.
-        r = await c.post(f"/api/v1/commands/{cmd['id']}/complete",
-                         json={"result": "ok", "lease_token": leased["lease_token"]})
+        r = await c.post(
+            f"/api/v1/commands/{cmd['id']}/complete", json={"result": "ok", "lease_token": leased["lease_token"]}
+        )
         assert r.status_code == 200 and r.json()["status"] == "completed", r.text
 
 
@@ -548,8 +584,11 @@ async def test_e_a_callback_body_that_is_not_even_utf8_is_the_same_malformed_bod
         leased = (await _poll(c, lease_seconds=300))[0]
         before = await _get(c, cmd["id"])
         audit_before = await helpers.audit(admin, entity="command")
-        r = await c.post(f"/api/v1/commands/{cmd['id']}/complete", content=b"\xff\xfe\x00binary",
-                         headers={"content-type": "application/json"})
+        r = await c.post(
+            f"/api/v1/commands/{cmd['id']}/complete",
+            content=b"\xff\xfe\x00binary",
+            headers={"content-type": "application/json"},
+        )
         assert r.status_code == 400 and r.headers["content-type"] == "application/problem+json", r.text
         assert await _get(c, cmd["id"]) == before
         assert await helpers.audit(admin, entity="command") == audit_before
@@ -557,6 +596,7 @@ async def test_e_a_callback_body_that_is_not_even_utf8_is_the_same_malformed_bod
             f"BUG: a body that is not UTF-8 (so not JSON) is answered with problem type {r.json()['type']!r} "
             f"instead of {MALFORMED!r}, the type every other non-JSON body gets: {r.json()}"
         )
-        r = await c.post(f"/api/v1/commands/{cmd['id']}/complete",
-                         json={"result": "ok", "lease_token": leased["lease_token"]})
+        r = await c.post(
+            f"/api/v1/commands/{cmd['id']}/complete", json={"result": "ok", "lease_token": leased["lease_token"]}
+        )
         assert r.status_code == 200

@@ -7,8 +7,17 @@ import pytest
 from chronos_commands.syntax import ActionEntry, LinkEntry, NoteEntry, NotTaken, parse_entry, tokenize
 
 
-@pytest.mark.parametrize("title", ["NOTIZ: Milch kaufen", "notiz: Milch kaufen", "Notiz:\tMilch kaufen",
-                                   "  NOTE: Milch kaufen", "note:   Milch kaufen  ", "NoTe:\u00a0Milch kaufen"])
+@pytest.mark.parametrize(
+    "title",
+    [
+        "NOTIZ: Milch kaufen",
+        "notiz: Milch kaufen",
+        "Notiz:\tMilch kaufen",
+        "  NOTE: Milch kaufen",
+        "note:   Milch kaufen  ",
+        "NoTe:\u00a0Milch kaufen",
+    ],
+)
 def test_notes(title):
     assert parse_entry(title) == NoteEntry("Milch kaufen")
 
@@ -38,19 +47,33 @@ def test_near_misses_carry_a_hint(title, reason):
     assert entry.hint() == {"status": "ignored", "kind": entry.kind, "reason": entry.reason}
 
 
-@pytest.mark.parametrize("title", ["Team meeting", "Notizen: sortieren", "Note to self: buy milk", "URLaub planen",
-                                   "Actionplan: review", "", "   ", "NOTIZ", "x NOTIZ: y"])
+@pytest.mark.parametrize(
+    "title",
+    [
+        "Team meeting",
+        "Notizen: sortieren",
+        "Note to self: buy milk",
+        "URLaub planen",
+        "Actionplan: review",
+        "",
+        "   ",
+        "NOTIZ",
+        "x NOTIZ: y",
+    ],
+)
 def test_ordinary_events(title):
     assert parse_entry(title) is None
 
 
 def test_links():
     assert parse_entry("URL: https://example.org/a?b=c#d Read later") == LinkEntry(
-        "https://example.org/a?b=c#d", "Read later")
+        "https://example.org/a?b=c#d", "Read later"
+    )
     # Without a title the event's title is the link's title.
     assert parse_entry("url: http://example.org") == LinkEntry("http://example.org", "url: http://example.org")
     assert parse_entry("URL:  HTTPS://Example.org:8443/x\tTab title") == LinkEntry(
-        "HTTPS://Example.org:8443/x", "Tab title")
+        "HTTPS://Example.org:8443/x", "Tab title"
+    )
     assert parse_entry("URL: https://example.org", "notes").description == "notes"
 
 
@@ -73,8 +96,13 @@ def test_invalid_links_are_rejected_with_a_reason(title, reason):
 
 def test_actions():
     entry = parse_entry("ACTION: light homeserver room=kitchen level=50 now please")
-    assert entry == ActionEntry("LIGHT", "homeserver", {"room": "kitchen", "level": "50"}, ("now", "please"),
-                                "ACTION: LIGHT homeserver room=kitchen level=50 now please")
+    assert entry == ActionEntry(
+        "LIGHT",
+        "homeserver",
+        {"room": "kitchen", "level": "50"},
+        ("now", "please"),
+        "ACTION: LIGHT homeserver room=kitchen level=50 now please",
+    )
     # The target is kept as written; the command is upper-cased.
     assert parse_entry("action: reboot HomeServer-2").target == "HomeServer-2"
     assert parse_entry("action: reboot HomeServer-2").command == "REBOOT"
@@ -103,13 +131,13 @@ def test_normalised_text_ignores_spacing_and_case_but_not_meaning():
 
 
 def test_description_json_adds_params():
-    desc = "Switch it on.\n\n```json\n{\"level\": 80, \"colour\": {\"r\": 1}}\n```\n"
+    desc = 'Switch it on.\n\n```json\n{"level": 80, "colour": {"r": 1}}\n```\n'
     entry = parse_entry("ACTION: LIGHT homeserver room=hall", desc)
     assert entry.params == {"room": "hall", "level": 80, "colour": {"r": 1}}
     assert entry.normalized.endswith('{"colour":{"r":1},"level":80}')
-    plain = parse_entry("ACTION: LIGHT homeserver", "```\n{\"level\": 1}\n```")
+    plain = parse_entry("ACTION: LIGHT homeserver", '```\n{"level": 1}\n```')
     assert plain.params == {"level": 1}
-    other_lang = parse_entry("ACTION: LIGHT homeserver", "```python\n{\"level\": 1}\n```")
+    other_lang = parse_entry("ACTION: LIGHT homeserver", '```python\n{"level": 1}\n```')
     assert other_lang.params == {}
 
 
@@ -122,7 +150,7 @@ def test_description_json_adds_params():
         ("ACTION: LIGHT home/server", None, "target 'home/server' is invalid"),
         ("ACTION: LIGHT homeserver a=1 a=2", None, "given twice"),
         ('ACTION: SAY speaker msg="unclosed', None, "quote is not closed"),
-        ("ACTION: LIGHT homeserver room=a", "```json\n{\"room\": \"b\"}\n```", "both the title and the description"),
+        ("ACTION: LIGHT homeserver room=a", '```json\n{"room": "b"}\n```', "both the title and the description"),
         ("ACTION: LIGHT homeserver", "```json\n{not json}\n```", "not valid JSON"),
         ("ACTION: LIGHT homeserver", "```json\n[1, 2]\n```", "must be a JSON object"),
         ("ACTION: LIGHT homeserver " + "x" * 4001, None, "longer than 4000"),
@@ -137,4 +165,4 @@ def test_invalid_actions_are_rejected_with_a_reason(title, description, reason):
 
 def test_binary_and_control_characters_do_not_crash_the_parser():
     for title in ("ACTION: LIGHT homeserver \x00\x01\x02", "NOTIZ: \udcff", "URL: https://x.org/\x00", "\x00NOTIZ: x"):
-        parse_entry(title, "\x00```json\n{\"a\": \"\\u0000\"}\n```")
+        parse_entry(title, '\x00```json\n{"a": "\\u0000"}\n```')

@@ -17,12 +17,19 @@ async def test_seeded_entries_and_crud(commands_app, api_client, helpers):
         light = next(e for e in items if e["action"] == "LIGHT")
         assert light["origin"] == "config" and light["system"] == "homeserver"
         assert light["allowed_params_json"] == {
-            "room": {"regex": "[a-z_]{1,20}"}, "level": {"enum": ["on", "off", 0, 50, 100]}, "note": None,
+            "room": {"regex": "[a-z_]{1,20}"},
+            "level": {"enum": ["on", "off", 0, 50, 100]},
+            "note": None,
         }
         assert next(e for e in items if e["action"] == "RUN")["max_attempts"] == 2
 
-        body = {"system": "garage", "action": "open", "allowed_params_json": {"door": ["left", "right"]},
-                "schedule": "event_start", "description": "Garage doors"}
+        body = {
+            "system": "garage",
+            "action": "open",
+            "allowed_params_json": {"door": ["left", "right"]},
+            "schedule": "event_start",
+            "description": "Garage doors",
+        }
         r = await admin.post("/api/v1/whitelists", json=body)
         assert r.status_code == 201, r.text
         entry = r.json()
@@ -119,8 +126,15 @@ async def test_enqueue_applies_the_whitelist(commands_app, api_client):
 
         # Accepted: enum values match by their JSON text; any-value params keep Unicode, SQL and HTML as given.
         nasty = "Grüße 🌍 '; DROP TABLE external_commands; -- <script>alert(1)</script>"
-        r = await c.post("/api/v1/commands", json={**light, "command": "light", "params": {
-            "room": "living_room", "level": 50, "note": nasty}, "args": ["ünïcode", "<b>"]})
+        r = await c.post(
+            "/api/v1/commands",
+            json={
+                **light,
+                "command": "light",
+                "params": {"room": "living_room", "level": 50, "note": nasty},
+                "args": ["ünïcode", "<b>"],
+            },
+        )
         assert r.status_code == 201, r.text
         assert r.json()["command"] == "LIGHT" and r.json()["params"]["note"] == nasty
         r = await c.post("/api/v1/commands", json={**light, "params": {"level": "100"}})
@@ -140,8 +154,11 @@ async def test_narrowed_params_cancel_the_queued_commands_they_no_longer_allow(c
         hall = (await c.post("/api/v1/commands", json={**light, "params": {"room": "hall", "level": "on"}})).json()
         attic = (await c.post("/api/v1/commands", json={**light, "params": {"room": "attic"}})).json()
         await c.post(f"/api/v1/commands/{attic['id']}/cancel")  # cancelled before: stays as it was
-        ping = (await c.post("/api/v1/commands", json={"target_system": "homeserver", "command": "PING",
-                                                       "params": {"n": "1"}})).json()
+        ping = (
+            await c.post(
+                "/api/v1/commands", json={"target_system": "homeserver", "command": "PING", "params": {"n": "1"}}
+            )
+        ).json()
         entries = {e["action"]: e for e in (await admin.get("/api/v1/whitelists")).json()["items"]}
         entry = entries["LIGHT"]
 
@@ -161,8 +178,11 @@ async def test_narrowed_params_cancel_the_queued_commands_they_no_longer_allow(c
         assert "/params/room" in gone["error"] and "'hall'" in gone["error"]
         assert states[leased["id"]]["status"] == "processing"  # already handed out: left to its worker
         assert states[attic["id"]]["error"] == "cancelled through the API"
-        cancels = [a for a in await helpers.audit(admin, entity="command", action="cancel")
-                   if a["entity_id"] == str(kitchen["id"])]
+        cancels = [
+            a
+            for a in await helpers.audit(admin, entity="command", action="cancel")
+            if a["entity_id"] == str(kitchen["id"])
+        ]
         update = (await helpers.audit(admin, entity="whitelist", action="update"))[-1]
         assert "allowed_params_json" in update["change"]
         assert len(cancels) == 1 and cancels[0]["actor"] == update["actor"] and update["actor"].startswith("k_")
@@ -177,10 +197,16 @@ async def test_narrowed_params_cancel_the_queued_commands_they_no_longer_allow(c
 
         # Disabling holds pending commands (released when enabled again); deleting holds them too, and a
         # new entry for the same pair re-checks them against its own rules.
-        a = (await c.post("/api/v1/commands", json={"target_system": "office", "command": "PRINT",
-                                                    "params": {"doc": "a.pdf"}})).json()
-        b = (await c.post("/api/v1/commands", json={"target_system": "office", "command": "PRINT",
-                                                    "params": {"doc": "b.txt"}})).json()
+        a = (
+            await c.post(
+                "/api/v1/commands", json={"target_system": "office", "command": "PRINT", "params": {"doc": "a.pdf"}}
+            )
+        ).json()
+        b = (
+            await c.post(
+                "/api/v1/commands", json={"target_system": "office", "command": "PRINT", "params": {"doc": "b.txt"}}
+            )
+        ).json()
         office = entries["PRINT"]
         assert (await admin.patch(f"/api/v1/whitelists/{office['id']}", json={"enabled": False})).status_code == 200
         assert (await c.get("/api/v1/commands/office")).json()["items"] == []
@@ -188,22 +214,33 @@ async def test_narrowed_params_cancel_the_queued_commands_they_no_longer_allow(c
         assert (await c.get("/api/v1/commands/office")).json()["items"] == []
         pending = (await c.get("/api/v1/commands", params={"system": "office", "status": "pending"})).json()["items"]
         assert sorted(x["id"] for x in pending) == sorted([a["id"], b["id"]])
-        r = await admin.post("/api/v1/whitelists", json={"system": "office", "action": "PRINT",
-                                                         "allowed_params_json": {"doc": r"[a-z]+\.pdf"}})
+        r = await admin.post(
+            "/api/v1/whitelists",
+            json={"system": "office", "action": "PRINT", "allowed_params_json": {"doc": r"[a-z]+\.pdf"}},
+        )
         assert r.status_code == 201
         assert [x["id"] for x in (await c.get("/api/v1/commands/office")).json()["items"]] == [a["id"]]
-        b_now = next(x for x in (await c.get("/api/v1/commands", params={"system": "office"})).json()["items"]
-                     if x["id"] == b["id"])
+        b_now = next(
+            x
+            for x in (await c.get("/api/v1/commands", params={"system": "office"})).json()["items"]
+            if x["id"] == b["id"]
+        )
         assert b_now["status"] == "cancelled" and "/params/doc" in b_now["error"]
 
 
 async def test_a_config_change_of_params_rechecks_queued_commands(commands_app, api_client):
     async with commands_app() as app:
         c = await api_client(app, scopes=["commands.manage"])
-        big = (await c.post("/api/v1/commands", json={"target_system": "homeserver", "command": "PING",
-                                                      "params": {"n": "500"}})).json()
-        small = (await c.post("/api/v1/commands", json={"target_system": "homeserver", "command": "PING",
-                                                        "params": {"n": "5"}})).json()
+        big = (
+            await c.post(
+                "/api/v1/commands", json={"target_system": "homeserver", "command": "PING", "params": {"n": "500"}}
+            )
+        ).json()
+        small = (
+            await c.post(
+                "/api/v1/commands", json={"target_system": "homeserver", "command": "PING", "params": {"n": "5"}}
+            )
+        ).json()
     changed = [{"system": "homeserver", "action": "PING", "params": {"n": r"\d"}}]
     async with commands_app(whitelist=changed) as app:
         c = await api_client(app, scopes=["commands.manage"])
@@ -235,8 +272,11 @@ async def test_config_seeding_that_narrows_an_entry_rechecks_like_the_api(comman
         assert "/params/room" in gone["error"] and "'hall'" in gone["error"]
         assert states[hall["id"]]["status"] == "pending"
         assert states[leased["id"]]["status"] == "processing"  # already handed out: left to its worker
-        cancels = [a for a in await helpers.audit(admin, entity="command", action="cancel")
-                   if a["entity_id"] == str(kitchen["id"])]
+        cancels = [
+            a
+            for a in await helpers.audit(admin, entity="command", action="cancel")
+            if a["entity_id"] == str(kitchen["id"])
+        ]
         update = (await helpers.audit(admin, entity="whitelist", action="update"))[-1]
         assert list(update["change"]) == ["allowed_params_json"] and update["actor"] == "system:config"
         assert len(cancels) == 1 and cancels[0]["actor"] == "system:config"
@@ -255,7 +295,9 @@ async def test_idempotency_key(commands_app, api_client):
         r2 = await c.post("/api/v1/commands", json=body, headers={"Idempotency-Key": "order-1"})
         assert r2.status_code == 200 and r2.headers["Idempotent-Replayed"] == "true"
         assert r2.json()["id"] == r1.json()["id"]
-        r3 = await c.post("/api/v1/commands", json={**body, "params": {"doc": "b.pdf"}}, headers={"Idempotency-Key": "order-1"})
+        r3 = await c.post(
+            "/api/v1/commands", json={**body, "params": {"doc": "b.pdf"}}, headers={"Idempotency-Key": "order-1"}
+        )
         assert r3.status_code == 422 and r3.json()["command_id"] == r1.json()["id"]
         # Keys are scoped to the API key that sent them.
         r4 = await other.post("/api/v1/commands", json=body, headers={"Idempotency-Key": "order-1"})
@@ -263,9 +305,9 @@ async def test_idempotency_key(commands_app, api_client):
         r = await c.post("/api/v1/commands", json=body, headers={"Idempotency-Key": "bad key\twith tab"})
         assert r.status_code == 400
         # Concurrent retries of one request create one command.
-        rs = await asyncio.gather(*(
-            c.post("/api/v1/commands", json=body, headers={"Idempotency-Key": "order-2"}) for _ in range(6)
-        ))
+        rs = await asyncio.gather(
+            *(c.post("/api/v1/commands", json=body, headers={"Idempotency-Key": "order-2"}) for _ in range(6))
+        )
         assert sorted(r.status_code for r in rs) == [200] * 5 + [201]
         assert len({r.json()["id"] for r in rs}) == 1
         # Without the header every request is a new command.

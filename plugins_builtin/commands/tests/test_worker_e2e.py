@@ -60,8 +60,9 @@ async def test_the_example_worker_end_to_end(commands_app, api_client, live_serv
         key = await create_test_key(app, ["events.read"], systems=["homeserver"], name="worker")
 
         async def enqueue(command, params):
-            r = await manager.post("/api/v1/commands", json={"target_system": "homeserver", "command": command,
-                                                             "params": params})
+            r = await manager.post(
+                "/api/v1/commands", json={"target_system": "homeserver", "command": command, "params": params}
+            )
             assert r.status_code == 201, r.text
             return r.json()["id"]
 
@@ -102,8 +103,9 @@ async def test_the_example_worker_end_to_end(commands_app, api_client, live_serv
         assert done[slow_id]["status"] == "completed" and done[slow_id]["attempts"] == 1
 
         # Failures: a retry request goes back to the queue; an unknown command fails for good.
-        office = await manager.post("/api/v1/commands", json={"target_system": "office", "command": "PRINT",
-                                                              "params": {"doc": "x"}})
+        office = await manager.post(
+            "/api/v1/commands", json={"target_system": "office", "command": "PRINT", "params": {"doc": "x"}}
+        )
         office_key = await create_test_key(app, ["events.read"], systems=["office"], name="office")
         w2 = mod.CommandWorker(base, office_key, "office", {"PRINT": flaky}, lease_seconds=5, idle_seconds=0.1)
         assert await w2.run_once() == 1
@@ -117,5 +119,7 @@ async def test_the_example_worker_end_to_end(commands_app, api_client, live_serv
         await w2.close()
         await w3.close()
         states = {c["id"]: c for c in (await manager.get("/api/v1/commands")).json()["items"]}
-        assert states[office.json()["id"]]["status"] == "pending" and states[office.json()["id"]]["error"] == "device busy"
+        assert (
+            states[office.json()["id"]]["status"] == "pending" and states[office.json()["id"]]["error"] == "device busy"
+        )
         assert states[unknown]["status"] == "failed" and "no handler for PING" in states[unknown]["error"]

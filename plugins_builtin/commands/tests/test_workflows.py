@@ -7,8 +7,8 @@ from datetime import datetime, timedelta
 
 import pytest
 from jinja2 import TemplateError
-from sqlalchemy import text
 from jinja2.sandbox import SecurityError
+from sqlalchemy import text
 
 from chronos_commands.workflows import render, template_errors
 
@@ -24,8 +24,13 @@ async def _run(c, body):
 
 
 async def _rule(admin, **fields):
-    body = {"name": "rule", "trigger_command": "PING", "on": "completed", "action_command": "LIGHT",
-            "action_target": "homeserver"} | fields
+    body = {
+        "name": "rule",
+        "trigger_command": "PING",
+        "on": "completed",
+        "action_command": "LIGHT",
+        "action_target": "homeserver",
+    } | fields
     r = await admin.post("/api/v1/workflows", json=body)
     assert r.status_code == 201, r.text
     return r.json()
@@ -39,11 +44,15 @@ async def test_a_completion_enqueues_the_follow_up_once(commands_app, api_client
     async with commands_app() as app:
         admin = await api_client(app, scopes=["admin"])
         c = await api_client(app, scopes=["commands.manage"])
-        rule = await _rule(admin, params_template_json={
-            "room": "{{ params.room | default('hall') }}",
-            "level": "{{ result.level }}",
-            "note": "PING {{ id }} said {{ result.words | join(' ') }} ({{ params.text | upper }})",
-        }, delay_seconds=120)
+        rule = await _rule(
+            admin,
+            params_template_json={
+                "room": "{{ params.room | default('hall') }}",
+                "level": "{{ result.level }}",
+                "note": "PING {{ id }} said {{ result.words | join(' ') }} ({{ params.text | upper }})",
+            },
+            delay_seconds=120,
+        )
         assert rule["on"] == "completed" and rule["params_template_json"]["level"] == "{{ result.level }}"
 
         item = await _run(c, PING)
@@ -63,8 +72,11 @@ async def test_a_completion_enqueues_the_follow_up_once(commands_app, api_client
         # The same completion again, or the command's later retry, never fires the rule twice.
         assert (await c.post(f"/api/v1/commands/{item['id']}/complete", json=body)).status_code == 200
         assert len([x for x in await _commands(c) if x["command"] == "LIGHT"]) == 1
-        creates = [a for a in await helpers.audit(admin, entity="command", action="create")
-                   if a["change"].get("origin") == "workflow"]
+        creates = [
+            a
+            for a in await helpers.audit(admin, entity="command", action="create")
+            if a["change"].get("origin") == "workflow"
+        ]
         assert len(creates) == 1 and creates[0]["change"]["workflow_id"] == rule["id"]
 
 
@@ -72,19 +84,34 @@ async def test_failure_rules_fire_on_final_failure_only(commands_app, api_client
     async with commands_app(default_max_attempts=2) as app:
         admin = await api_client(app, scopes=["admin"])
         c = await api_client(app, scopes=["commands.manage"])
-        await _rule(admin, on="failed", action_command="PRINT", action_target="office",
-                    params_template_json={"doc": "{{ command }} on {{ target }} failed: {{ error }}"})
-        await _rule(admin, name="other target", trigger_target="elsewhere", on="failed",
-                    action_command="PRINT", action_target="office")
+        await _rule(
+            admin,
+            on="failed",
+            action_command="PRINT",
+            action_target="office",
+            params_template_json={"doc": "{{ command }} on {{ target }} failed: {{ error }}"},
+        )
+        await _rule(
+            admin,
+            name="other target",
+            trigger_target="elsewhere",
+            on="failed",
+            action_command="PRINT",
+            action_target="office",
+        )
         item = await _run(c, PING)
-        r = await c.post(f"/api/v1/commands/{item['id']}/fail",
-                         json={"error": "timeout", "retry": True, "lease_token": item["lease_token"]})
+        r = await c.post(
+            f"/api/v1/commands/{item['id']}/fail",
+            json={"error": "timeout", "retry": True, "lease_token": item["lease_token"]},
+        )
         assert r.json()["status"] == "pending"
         assert [x["command"] for x in await _commands(c)] == ["PING"]  # a retry is not a failure yet
         await helpers.shift(app, [item["id"]], not_before=timedelta(seconds=1))
         items = (await c.get("/api/v1/commands/homeserver")).json()["items"]
-        r = await c.post(f"/api/v1/commands/{item['id']}/fail",
-                         json={"error": "timeout again", "retry": True, "lease_token": items[0]["lease_token"]})
+        r = await c.post(
+            f"/api/v1/commands/{item['id']}/fail",
+            json={"error": "timeout again", "retry": True, "lease_token": items[0]["lease_token"]},
+        )
         assert r.json()["status"] == "dead"
         prints = [x for x in await _commands(c) if x["command"] == "PRINT"]
         assert len(prints) == 1 and prints[0]["params"] == {"doc": "PING on homeserver failed: timeout again"}
@@ -94,27 +121,45 @@ async def test_a_loop_stops_at_the_depth_limit_and_is_audited(commands_app, api_
     async with commands_app(workflow_max_depth=3) as app:
         admin = await api_client(app, scopes=["admin"])
         c = await api_client(app, scopes=["commands.manage"])
-        await _rule(admin, name="A to B", action_command="PRINT", action_target="office",
-                    params_template_json={"doc": "from {{ id }}"})
-        await _rule(admin, name="B to A", trigger_command="PRINT", action_command="PING", action_target="homeserver",
-                    params_template_json={"n": "{{ (params.doc.split(' ')[1] | int) % 1000 }}"})
+        await _rule(
+            admin,
+            name="A to B",
+            action_command="PRINT",
+            action_target="office",
+            params_template_json={"doc": "from {{ id }}"},
+        )
+        await _rule(
+            admin,
+            name="B to A",
+            trigger_command="PRINT",
+            action_command="PING",
+            action_target="homeserver",
+            params_template_json={"n": "{{ (params.doc.split(' ')[1] | int) % 1000 }}"},
+        )
         first = await _run(c, PING)
-        r = await c.post(f"/api/v1/commands/{first['id']}/complete",
-                         json={"result": "ok", "lease_token": first["lease_token"]})
+        r = await c.post(
+            f"/api/v1/commands/{first['id']}/complete", json={"result": "ok", "lease_token": first["lease_token"]}
+        )
         assert r.status_code == 200
         for _ in range(6):  # work the chain until nothing is left
             progressed = False
             for system in ("homeserver", "office"):
                 for item in (await c.get(f"/api/v1/commands/{system}")).json()["items"]:
-                    r = await c.post(f"/api/v1/commands/{item['id']}/complete",
-                                     json={"result": "ok", "lease_token": item["lease_token"]})
+                    r = await c.post(
+                        f"/api/v1/commands/{item['id']}/complete",
+                        json={"result": "ok", "lease_token": item["lease_token"]},
+                    )
                     assert r.status_code == 200
                     progressed = True
             if not progressed:
                 break
         chain = sorted(await _commands(c), key=lambda x: x["id"])
         assert [(x["command"], x["workflow_depth"]) for x in chain] == [
-            ("PING", 0), ("PRINT", 1), ("PING", 2), ("PRINT", 3)]
+            ("PING", 0),
+            ("PRINT", 1),
+            ("PING", 2),
+            ("PRINT", 3),
+        ]
         assert all(x["status"] == "completed" for x in chain)
         stopped = await helpers.audit(admin, entity="workflow", action="stopped")
         assert len(stopped) == 1
@@ -134,8 +179,9 @@ async def test_broken_or_refused_follow_ups_are_audited_and_do_not_block(command
         await _rule(admin, name="refused", params_template_json={"room": "NOT VALID"})
         await _rule(admin, name="fine", params_template_json={"room": "hall"})
         item = await _run(c, PING)
-        r = await c.post(f"/api/v1/commands/{item['id']}/complete",
-                         json={"result": {}, "lease_token": item["lease_token"]})
+        r = await c.post(
+            f"/api/v1/commands/{item['id']}/complete", json={"result": {}, "lease_token": item["lease_token"]}
+        )
         assert r.status_code == 200 and r.json()["status"] == "completed"
         follow = [x for x in await _commands(c) if x["command"] == "LIGHT"]
         assert [x["params"] for x in follow] == [{"room": "hall"}]
@@ -156,14 +202,19 @@ async def test_a_template_rendering_unstorable_params_does_not_fail_the_batch(co
         await _rule(admin, name="nul", params_template_json={"note": "{{ '\\x00' }}"})
         await _rule(admin, name="infinite", params_template_json={"room": "hall", "note": "{{ 1e308 * 10 }}"})
         trigger = (await c.post("/api/v1/commands", json=PING)).json()["id"]
-        bystander = (await c.post("/api/v1/commands", json={"target_system": "homeserver", "command": "LIGHT",
-                                                            "params": {"room": "hall"}})).json()["id"]
+        bystander = (
+            await c.post(
+                "/api/v1/commands", json={"target_system": "homeserver", "command": "LIGHT", "params": {"room": "hall"}}
+            )
+        ).json()["id"]
         items = {i["id"]: i for i in (await c.get("/api/v1/commands/homeserver")).json()["items"]}
         # Sent together, the two completions share one transaction.
-        rs = await asyncio.gather(*(
-            c.post(f"/api/v1/commands/{cid}/complete", json={"result": n, "lease_token": items[cid]["lease_token"]})
-            for n, cid in enumerate((trigger, bystander))
-        ))
+        rs = await asyncio.gather(
+            *(
+                c.post(f"/api/v1/commands/{cid}/complete", json={"result": n, "lease_token": items[cid]["lease_token"]})
+                for n, cid in enumerate((trigger, bystander))
+            )
+        )
         assert [r.status_code for r in rs] == [200, 200], [r.text for r in rs]
         states = {x["id"]: x["status"] for x in await _commands(c)}
         assert states == {trigger: "completed", bystander: "completed"}  # no follow-up was enqueued
@@ -195,18 +246,26 @@ async def test_a_firing_that_fails_in_the_database_is_isolated(commands_app, api
 
         monkeypatch.setattr(engine.queue, "insert", insert)
         trigger = (await c.post("/api/v1/commands", json=PING)).json()["id"]
-        bystander = (await c.post("/api/v1/commands", json={"target_system": "homeserver", "command": "LIGHT",
-                                                            "params": {"room": "hall"}})).json()["id"]
+        bystander = (
+            await c.post(
+                "/api/v1/commands", json={"target_system": "homeserver", "command": "LIGHT", "params": {"room": "hall"}}
+            )
+        ).json()["id"]
         items = {i["id"]: i for i in (await c.get("/api/v1/commands/homeserver")).json()["items"]}
-        rs = await asyncio.gather(*(
-            c.post(f"/api/v1/commands/{cid}/complete", json={"result": 1, "lease_token": items[cid]["lease_token"]})
-            for cid in (trigger, bystander)
-        ))
+        rs = await asyncio.gather(
+            *(
+                c.post(f"/api/v1/commands/{cid}/complete", json={"result": 1, "lease_token": items[cid]["lease_token"]})
+                for cid in (trigger, bystander)
+            )
+        )
         assert [r.status_code for r in rs] == [200, 200], [r.text for r in rs]
         follow = [x for x in await _commands(c) if x["origin"] == "workflow"]
         assert [x["params"] for x in follow] == [{"room": "hall"}]  # the broken rule's insert was rolled back
-        creates = [a for a in await helpers.audit(admin, entity="command", action="create")
-                   if a["change"].get("origin") == "workflow"]
+        creates = [
+            a
+            for a in await helpers.audit(admin, entity="command", action="create")
+            if a["change"].get("origin") == "workflow"
+        ]
         assert [a["entity_id"] for a in creates] == [str(follow[0]["id"])]
         errors = await helpers.audit(admin, entity="workflow", action="error")
         assert len(errors) == 1 and errors[0]["entity_id"] == str(broken["id"])
@@ -219,8 +278,9 @@ async def test_a_firing_that_fails_in_the_database_is_isolated(commands_app, api
 
         F = WorkflowFiring.__table__
         async with app.state.chronos.db.read() as s:
-            firings = (await s.execute(select(F.c.workflow_id, F.c.outcome).where(
-                F.c.trigger_command_id == trigger))).all()
+            firings = (
+                await s.execute(select(F.c.workflow_id, F.c.outcome).where(F.c.trigger_command_id == trigger))
+            ).all()
         assert sorted(tuple(f) for f in firings) == sorted([(broken["id"], "error"), (fine["id"], "enqueued")])
 
 
@@ -229,19 +289,47 @@ async def test_workflow_crud(commands_app, api_client):
         admin = await api_client(app, scopes=["admin"])
         rule = await _rule(admin, trigger_command="ping", action_command="light")
         assert rule["trigger_command"] == "PING" and rule["action_command"] == "LIGHT"
-        r = await admin.post("/api/v1/workflows", json={
-            "name": "x", "trigger_command": "PING", "on": "completed", "action_command": "NUKE", "action_target": "homeserver"})
+        r = await admin.post(
+            "/api/v1/workflows",
+            json={
+                "name": "x",
+                "trigger_command": "PING",
+                "on": "completed",
+                "action_command": "NUKE",
+                "action_target": "homeserver",
+            },
+        )
         assert r.status_code == 422 and r.json()["errors"][0]["pointer"] == "/action_command"
-        r = await admin.post("/api/v1/workflows", json={
-            "name": "x", "trigger_command": "PING", "on": "started", "action_command": "LIGHT", "action_target": "homeserver"})
+        r = await admin.post(
+            "/api/v1/workflows",
+            json={
+                "name": "x",
+                "trigger_command": "PING",
+                "on": "started",
+                "action_command": "LIGHT",
+                "action_target": "homeserver",
+            },
+        )
         assert r.status_code == 422 and r.json()["errors"][0]["pointer"] == "/on"
-        r = await admin.post("/api/v1/workflows", json={
-            "name": "x", "trigger_command": "PING", "on": "completed", "action_command": "LIGHT",
-            "action_target": "homeserver", "params_template_json": {"room": "{{ unclosed"}})
+        r = await admin.post(
+            "/api/v1/workflows",
+            json={
+                "name": "x",
+                "trigger_command": "PING",
+                "on": "completed",
+                "action_command": "LIGHT",
+                "action_target": "homeserver",
+                "params_template_json": {"room": "{{ unclosed"},
+            },
+        )
         assert r.status_code == 422 and r.json()["errors"][0]["pointer"] == "/params_template_json/room"
-        r = await admin.patch(f"/api/v1/workflows/{rule['id']}", json={"enabled": False, "delay_seconds": 30, "on": "failed"})
+        r = await admin.patch(
+            f"/api/v1/workflows/{rule['id']}", json={"enabled": False, "delay_seconds": 30, "on": "failed"}
+        )
         assert r.status_code == 200 and r.json()["enabled"] is False and r.json()["on"] == "failed"
-        assert (await admin.patch(f"/api/v1/workflows/{rule['id']}", json={"action_target": "office"})).status_code == 422
+        assert (
+            await admin.patch(f"/api/v1/workflows/{rule['id']}", json={"action_target": "office"})
+        ).status_code == 422
         assert (await admin.get(f"/api/v1/workflows/{rule['id']}")).json()["delay_seconds"] == 30
         assert len((await admin.get("/api/v1/workflows")).json()["items"]) == 1
         assert (await admin.delete(f"/api/v1/workflows/{rule['id']}")).status_code == 204
@@ -255,24 +343,36 @@ async def test_workflow_crud(commands_app, api_client):
 
 def test_single_expressions_keep_their_json_type():
     ctx = {"params": {"n": "3"}, "result": {"count": 4, "items": [1, 2], "ok": True, "none": None}}
-    out = render({"a": "{{ result.count }}", "b": "{{ result['items'] }}", "c": " {{ result.ok }} ",
-                  "d": "{{ result.none }}", "e": "n={{ params.n }}", "f": ["{{ params.n | int + 1 }}", 5],
-                  "g": "{{ result.count }}{{ result.count }}"}, ctx)
+    out = render(
+        {
+            "a": "{{ result.count }}",
+            "b": "{{ result['items'] }}",
+            "c": " {{ result.ok }} ",
+            "d": "{{ result.none }}",
+            "e": "n={{ params.n }}",
+            "f": ["{{ params.n | int + 1 }}", 5],
+            "g": "{{ result.count }}{{ result.count }}",
+        },
+        ctx,
+    )
     assert out == {"a": 4, "b": [1, 2], "c": True, "d": None, "e": "n=3", "f": [4, 5], "g": "44"}
 
 
-@pytest.mark.parametrize("template", [
-    "{{ missing }}",
-    "{{ ''.__class__ }}",
-    "{{ params.__class__.__init__.__globals__ }}",
-    "{{ 'a' * 20000 }}",
-    "{{ [1] * 20000 }}",
-    "{{ 2 ** 1000 }}",
-    "{% for i in range(100000) %}x{% endfor %}",
-    "{{ params.pop('n') }}",
-    "{{ params.items }}",
-    "{% for i in range(1000) %}{{ 'x' * 10 }}{% endfor %}",
-])
+@pytest.mark.parametrize(
+    "template",
+    [
+        "{{ missing }}",
+        "{{ ''.__class__ }}",
+        "{{ params.__class__.__init__.__globals__ }}",
+        "{{ 'a' * 20000 }}",
+        "{{ [1] * 20000 }}",
+        "{{ 2 ** 1000 }}",
+        "{% for i in range(100000) %}x{% endfor %}",
+        "{{ params.pop('n') }}",
+        "{{ params.items }}",
+        "{% for i in range(1000) %}{{ 'x' * 10 }}{% endfor %}",
+    ],
+)
 def test_the_sandbox_refuses(template):
     with pytest.raises((TemplateError, SecurityError, ValueError)):
         render({"x": template}, {"params": {"n": "1"}})
@@ -280,4 +380,7 @@ def test_the_sandbox_refuses(template):
 
 def test_template_syntax_is_checked_with_pointers():
     errors = template_errors({"ok": "{{ a }}", "bad": {"deeper/x": ["{% if %}"]}, "long": "x" * 5000})
-    assert sorted(e["pointer"] for e in errors) == ["/params_template_json/bad/deeper~1x/0", "/params_template_json/long"]
+    assert sorted(e["pointer"] for e in errors) == [
+        "/params_template_json/bad/deeper~1x/0",
+        "/params_template_json/long",
+    ]

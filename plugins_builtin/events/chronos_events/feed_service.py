@@ -18,6 +18,7 @@ from icalendar import Event as IcsEvent
 from sqlalchemy import insert, select, text, update
 
 from chronos.plugin import NotFound, Origin, PluginContext, Principal, decode_cursor, encode_cursor, record_audit
+
 from chronos_events.models import FeedToken
 from chronos_events.query import EventQuery, QueryBuilder, iso_z
 from chronos_events.settings import EventsSettings
@@ -104,8 +105,9 @@ async def _vevents(s: Any, builder: QueryBuilder, q: EventQuery) -> AsyncIterato
             return
         last = rows[-1]._mapping
         cursor = q.next_cursor({"start_utc": iso_z(last["start_utc"]), "id": last["id"]})
-        q = EventQuery(start=q.start, end=q.end, calendars=q.calendars, direction="all", limit=FEED_PAGE,
-                       cursor=cursor, now=q.now)
+        q = EventQuery(
+            start=q.start, end=q.end, calendars=q.calendars, direction="all", limit=FEED_PAGE, cursor=cursor, now=q.now
+        )
 
 
 def feed(ctx: PluginContext, calendar_id: str | None) -> AsyncIterator[bytes]:
@@ -116,9 +118,14 @@ def feed(ctx: PluginContext, calendar_id: str | None) -> AsyncIterator[bytes]:
     """
     settings = ctx.section(EventsSettings)
     now = datetime.now(UTC)
-    q = EventQuery(start=now - timedelta(days=settings.feed_past_days),
-                   end=now + timedelta(days=settings.feed_future_days),
-                   calendars=[calendar_id] if calendar_id else [], direction="all", limit=FEED_PAGE, now=now)
+    q = EventQuery(
+        start=now - timedelta(days=settings.feed_past_days),
+        end=now + timedelta(days=settings.feed_future_days),
+        calendars=[calendar_id] if calendar_id else [],
+        direction="all",
+        limit=FEED_PAGE,
+        now=now,
+    )
     builder = QueryBuilder(ctx.db.dialect)
 
     async def body() -> AsyncIterator[bytes]:
@@ -157,13 +164,25 @@ async def create_token(
     token_id = "ft_" + secrets.token_hex(6)
     secret = TOKEN_PREFIX + secrets.token_urlsafe(24)
     values = {
-        "id": token_id, "calendar_id": calendar_id, "name": name, "prefix": secret[:10],
-        "token_hash": hash_token(secret), "created_at": datetime.now(UTC), "created_by": principal.key_id,
+        "id": token_id,
+        "calendar_id": calendar_id,
+        "name": name,
+        "prefix": secret[:10],
+        "token_hash": hash_token(secret),
+        "created_at": datetime.now(UTC),
+        "created_by": principal.key_id,
     }
     async with ctx.db.write() as s:
         await s.execute(insert(FT).values(values))
-        await record_audit(s, entity="feed_token", action="create", entity_id=token_id,
-                           change={"calendar_id": calendar_id, "name": name}, principal=principal, origin=origin)
+        await record_audit(
+            s,
+            entity="feed_token",
+            action="create",
+            entity_id=token_id,
+            change={"calendar_id": calendar_id, "name": name},
+            principal=principal,
+            origin=origin,
+        )
         row = (await s.execute(select(FT).where(FT.c.id == token_id))).first()
     path = f"/api/v1/calendars/{calendar_id}/feed.ics" if calendar_id else "/api/v1/calendars/feed.ics"
     return {**token_view(row), "token": secret, "feed_url": f"{path}?token={secret}"}
@@ -193,5 +212,12 @@ async def revoke_token(
             raise NotFound(f"No feed token {token_id!r} for this feed", type="not-found")
         if row.revoked_at is None:
             await s.execute(update(FT).where(FT.c.id == token_id).values(revoked_at=datetime.now(UTC)))
-            await record_audit(s, entity="feed_token", action="revoke", entity_id=token_id,
-                               change={"calendar_id": calendar_id}, principal=principal, origin=origin)
+            await record_audit(
+                s,
+                entity="feed_token",
+                action="revoke",
+                entity_id=token_id,
+                change={"calendar_id": calendar_id},
+                principal=principal,
+                origin=origin,
+            )

@@ -57,7 +57,7 @@ def _feed_response(ctx: Context, calendar_id: str | None) -> StreamingResponse:
     # Header values are Latin-1: an ASCII fallback name plus the RFC 5987 UTF-8 form.
     raw_name = calendar_id or "all"
     ascii_name = re.sub(r"[^A-Za-z0-9._-]", "_", raw_name)[:100] or "calendar"
-    disposition = f'inline; filename="{ascii_name}.ics"; filename*=UTF-8\'\'{quote(raw_name, safe="")}.ics'
+    disposition = f"inline; filename=\"{ascii_name}.ics\"; filename*=UTF-8''{quote(raw_name, safe='')}.ics"
     return StreamingResponse(
         feed_service.feed(ctx, calendar_id),
         media_type="text/calendar; charset=utf-8",
@@ -65,17 +65,27 @@ def _feed_response(ctx: Context, calendar_id: str | None) -> StreamingResponse:
     )
 
 
-ICS_RESPONSE = {200: {"description": "An iCalendar (RFC 5545) feed", "content": {"text/calendar": {"schema": {"type": "string"}}}}}
+ICS_RESPONSE = {
+    200: {"description": "An iCalendar (RFC 5545) feed", "content": {"text/calendar": {"schema": {"type": "string"}}}}
+}
 
 
-@router.get("/calendars/feed.ics", summary="ICS feed of every calendar (key or ?token=)",
-            response_class=StreamingResponse, responses=ICS_RESPONSE)
+@router.get(
+    "/calendars/feed.ics",
+    summary="ICS feed of every calendar (key or ?token=)",
+    response_class=StreamingResponse,
+    responses=ICS_RESPONSE,
+)
 async def feed_all(ctx: Context, _who: str = Depends(FeedAccess())) -> StreamingResponse:
     return _feed_response(ctx, None)
 
 
-@router.get("/calendars/{calendar_id}/feed.ics", summary="ICS feed of one calendar (key or ?token=)",
-            response_class=StreamingResponse, responses=ICS_RESPONSE)
+@router.get(
+    "/calendars/{calendar_id}/feed.ics",
+    summary="ICS feed of one calendar (key or ?token=)",
+    response_class=StreamingResponse,
+    responses=ICS_RESPONSE,
+)
 async def feed_one(calendar_id: CalendarId, ctx: Context, _who: str = Depends(FeedAccess())) -> StreamingResponse:
     return _feed_response(ctx, calendar_id)
 
@@ -98,19 +108,28 @@ async def create_all_token(
 
 
 @router.get("/calendars/feed-tokens", summary="Tokens of the feed of every calendar")
-async def list_all_tokens(ctx: Context, limit: Limit = 100, cursor: Cursor = None, _p: Principal = Depends(WRITE)) -> JSONResponse:
+async def list_all_tokens(
+    ctx: Context, limit: Limit = 100, cursor: Cursor = None, _p: Principal = Depends(WRITE)
+) -> JSONResponse:
     return JSONResponse(await feed_service.list_tokens(ctx, None, limit, cursor))
 
 
-@router.delete("/calendars/feed-tokens/{token_id}", status_code=204, summary="Revoke a token of the feed of every calendar")
-async def revoke_all_token(token_id: TokenId, request: Request, ctx: Context, principal: Principal = Depends(WRITE)) -> Response:
+@router.delete(
+    "/calendars/feed-tokens/{token_id}", status_code=204, summary="Revoke a token of the feed of every calendar"
+)
+async def revoke_all_token(
+    token_id: TokenId, request: Request, ctx: Context, principal: Principal = Depends(WRITE)
+) -> Response:
     await feed_service.revoke_token(ctx, None, token_id, principal=principal, origin=origin_of(request))
     return Response(status_code=204)
 
 
 @router.post("/calendars/{calendar_id}/feed-tokens", status_code=201, summary="Create a token for one calendar's feed")
 async def create_token(
-    calendar_id: CalendarId, request: Request, ctx: Context, body: TokenCreate | None = None,
+    calendar_id: CalendarId,
+    request: Request,
+    ctx: Context,
+    body: TokenCreate | None = None,
     principal: Principal = Depends(WRITE),
 ) -> JSONResponse:
     name = (body or TokenCreate()).name
@@ -125,7 +144,9 @@ async def list_tokens(
     return JSONResponse(await feed_service.list_tokens(ctx, calendar_id, limit, cursor))
 
 
-@router.delete("/calendars/{calendar_id}/feed-tokens/{token_id}", status_code=204, summary="Revoke a token of one calendar's feed")
+@router.delete(
+    "/calendars/{calendar_id}/feed-tokens/{token_id}", status_code=204, summary="Revoke a token of one calendar's feed"
+)
 async def revoke_token(
     calendar_id: CalendarId, token_id: TokenId, request: Request, ctx: Context, principal: Principal = Depends(WRITE)
 ) -> Response:

@@ -17,6 +17,7 @@ from chronos.plugin import (
     encode_cursor,
     record_audit,
 )
+
 from chronos_events.models import EventLink
 from chronos_events.query import iso_z
 from chronos_events.schemas import LinkType
@@ -59,8 +60,13 @@ async def _refuse_duplicate(s: Any, event_id: int, to_event_id: int, link_type: 
 
 
 async def create_link(
-    ctx: PluginContext, event_id: int, to_event_id: int, link_type: LinkType, *,
-    principal: Principal, origin: Origin | None,
+    ctx: PluginContext,
+    event_id: int,
+    to_event_id: int,
+    link_type: LinkType,
+    *,
+    principal: Principal,
+    origin: Origin | None,
 ) -> dict[str, Any]:
     """Link ``event_id`` to ``to_event_id``; returns the new link."""
     if to_event_id == event_id:
@@ -70,13 +76,26 @@ async def create_link(
         await _refuse_duplicate(s, event_id, to_event_id, link_type)
         new_id = (
             await s.execute(
-                insert(L).values(from_event_id=event_id, to_event_id=to_event_id, type=link_type,
-                                 created_at=datetime.now(UTC), created_by=principal.key_id).returning(L.c.id)
+                insert(L)
+                .values(
+                    from_event_id=event_id,
+                    to_event_id=to_event_id,
+                    type=link_type,
+                    created_at=datetime.now(UTC),
+                    created_by=principal.key_id,
+                )
+                .returning(L.c.id)
             )
         ).scalar_one()
-        await record_audit(s, entity="event_link", action="create", entity_id=new_id,
-                           change={"from_event_id": event_id, "to_event_id": to_event_id, "type": link_type},
-                           principal=principal, origin=origin)
+        await record_audit(
+            s,
+            entity="event_link",
+            action="create",
+            entity_id=new_id,
+            change={"from_event_id": event_id, "to_event_id": to_event_id, "type": link_type},
+            principal=principal,
+            origin=origin,
+        )
         row = (await s.execute(select(L).where(L.c.id == new_id))).first()
     return link_item(row, event_id)
 
@@ -108,13 +127,25 @@ async def delete_link(
         if row is None:
             raise NotFound(f"Event {event_id} has no link {link_id}", type="not-found")
         await s.execute(delete(L).where(L.c.id == link_id))
-        await record_audit(s, entity="event_link", action="delete", entity_id=link_id, change=_link_change(row),
-                           principal=principal, origin=origin)
+        await record_audit(
+            s,
+            entity="event_link",
+            action="delete",
+            entity_id=link_id,
+            change=_link_change(row),
+            principal=principal,
+            origin=origin,
+        )
 
 
 async def delete_links_to(
-    ctx: PluginContext, event_id: int, to: int, link_type: LinkType | None, *,
-    principal: Principal, origin: Origin | None,
+    ctx: PluginContext,
+    event_id: int,
+    to: int,
+    link_type: LinkType | None,
+    *,
+    principal: Principal,
+    origin: Origin | None,
 ) -> None:
     """Remove the links from ``event_id`` to ``to`` (of one type, or all)."""
     async with ctx.db.write() as s:
@@ -126,5 +157,12 @@ async def delete_links_to(
             raise NotFound(f"Event {event_id} has no link to event {to}", type="not-found")
         await s.execute(delete(L).where(L.c.id.in_([r.id for r in rows])))
         for r in rows:
-            await record_audit(s, entity="event_link", action="delete", entity_id=r.id, change=_link_change(r),
-                               principal=principal, origin=origin)
+            await record_audit(
+                s,
+                entity="event_link",
+                action="delete",
+                entity_id=r.id,
+                change=_link_change(r),
+                principal=principal,
+                origin=origin,
+            )

@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from typing import Any, cast
 
 from chronos.plugin import InvalidInput
+
 from chronos_events.query import Direction, EventQuery
 
 _TRUE = {"true", "1", "yes", "on", "t", "y"}
@@ -65,8 +66,14 @@ class _Params:
             self.err(name, f"at most {most} values")
         for i, v in enumerate(values):
             if not 1 <= len(v) <= 200:
-                self.errors.append({"pointer": f"/query/{name}/{i}", "location": "query",
-                                    "detail": "must be 1 to 200 characters", "type": "string_too_long"})
+                self.errors.append(
+                    {
+                        "pointer": f"/query/{name}/{i}",
+                        "location": "query",
+                        "detail": "must be 1 to 200 characters",
+                        "type": "string_too_long",
+                    }
+                )
         return values
 
     def short(self, name: str, most: int) -> str | None:
@@ -114,7 +121,16 @@ def parse_list_query(params: Any, now: datetime | None = None) -> tuple[EventQue
     include_completed = p.flag("include_completed", True)
     analytics = p.flag("analytics", False)
     p.raise_if_invalid()
-    q = EventQuery(start=start, end=end, calendars=calendars, direction=direction, text=text,
-                   include_completed=include_completed, tags=tags, limit=limit, cursor=cursor,
-                   **({"now": now} if now else {}))
+    q = EventQuery(
+        start=start,
+        end=end,
+        calendars=calendars,
+        direction=direction,
+        text=text,
+        include_completed=include_completed,
+        tags=tags,
+        limit=limit,
+        cursor=cursor,
+        **({"now": now} if now else {}),
+    )
     return q, analytics

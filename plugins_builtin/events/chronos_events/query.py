@@ -17,9 +17,9 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from functools import lru_cache
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
+from functools import lru_cache
 from typing import Any, Literal
 
 from sqlalchemy import TextClause, text
@@ -33,10 +33,11 @@ Direction = Literal["future", "past", "all"]
 COLUMNS = (
     "id, source, calendar_id, uid, recurrence_id, title, description, location, start_utc, end_utc,"
     " all_day, start_date, end_date, timezone, status, transparency, mode, tags, sub_tasks, all_done,"
-    ' metadata, content_hash, created_at, updated_at'
+    " metadata, content_hash, created_at, updated_at"
 )
 #: The names in :data:`COLUMNS`, in order.
 ITEM_COLUMNS = tuple(c.strip() for c in COLUMNS.split(","))
+
 
 def _sqlite_iso(column: str) -> str:
     """SQL for :func:`iso_z` on SQLite's fixed-width timestamp text."""
@@ -108,9 +109,32 @@ def _date(value: Any) -> str | None:
 
 def row_to_item(row: Any) -> dict[str, Any]:
     """One result row (in :data:`COLUMNS` order) as the API's JSON object."""
-    (id_, source, calendar_id, uid, recurrence_id, title, description, location, start, end, all_day, start_date,
-     end_date, timezone, status, transparency, mode, tags, sub_tasks, all_done, metadata, content_hash, created,
-     updated) = row
+    (
+        id_,
+        source,
+        calendar_id,
+        uid,
+        recurrence_id,
+        title,
+        description,
+        location,
+        start,
+        end,
+        all_day,
+        start_date,
+        end_date,
+        timezone,
+        status,
+        transparency,
+        mode,
+        tags,
+        sub_tasks,
+        all_done,
+        metadata,
+        content_hash,
+        created,
+        updated,
+    ) = row
     return {
         "id": id_,
         "source": source,
@@ -165,7 +189,14 @@ class EventQuery:
             raise InvalidInput(
                 "`from` is after `to`",
                 type="validation",
-                errors=[{"pointer": "/query/from", "location": "query", "detail": "must not be after `to`", "type": "value_error"}],
+                errors=[
+                    {
+                        "pointer": "/query/from",
+                        "location": "query",
+                        "detail": "must not be after `to`",
+                        "type": "value_error",
+                    }
+                ],
             )
         if self.direction is None:
             self.direction = "all" if (self.start is not None or self.end is not None) else "future"
@@ -309,7 +340,9 @@ class QueryBuilder:
                 lower, upper = q.bounds()
                 bounded = lower is not None and upper is not None and upper - lower <= WINDOW_FIRST_MAX_SPAN
                 column = "+id" if bounded else "id"
-                clauses.append(f"{column} IN (SELECT rowid FROM {SQLITE_FTS_TABLE} WHERE {SQLITE_FTS_TABLE} MATCH :fts)")
+                clauses.append(
+                    f"{column} IN (SELECT rowid FROM {SQLITE_FTS_TABLE} WHERE {SQLITE_FTS_TABLE} MATCH :fts)"
+                )
             else:
                 params["fts"] = pg_tsquery(terms)
                 clauses.append(f"{PG_TSVECTOR} @@ to_tsquery('simple', :fts)")
@@ -341,7 +374,11 @@ class QueryBuilder:
         if clauses is None:
             return None
         where = (" WHERE " + " AND ".join(clauses)) if clauses else ""
-        day = "substr(start_utc, 1, 10)" if self.dialect == "sqlite" else "to_char(start_utc AT TIME ZONE 'UTC', 'YYYY-MM-DD')"
+        day = (
+            "substr(start_utc, 1, 10)"
+            if self.dialect == "sqlite"
+            else "to_char(start_utc AT TIME ZONE 'UTC', 'YYYY-MM-DD')"
+        )
         if self.dialect == "sqlite":
             tag_sql = f"SELECT j.value, COUNT(*) FROM events, json_each(events.tags) AS j{where} GROUP BY j.value"
         else:

@@ -26,23 +26,55 @@ WRITE = require_scope("events.write")
 # The list route parses its query string itself (chronos_events.list_params):
 # the parameters are documented for OpenAPI by hand here.
 LIST_PARAMETERS = [
-    {"name": "from", "in": "query", "schema": {"type": "string", "format": "date-time"},
-     "description": "Window start, ISO 8601 with offset (overlap: events ending after it)."},
-    {"name": "to", "in": "query", "schema": {"type": "string", "format": "date-time"},
-     "description": "Window end, exclusive, ISO 8601 with offset (events starting before it)."},
-    {"name": "calendar_id", "in": "query", "schema": {"type": "array", "items": {"type": "string", "maxLength": 200}, "maxItems": 100},
-     "style": "form", "explode": True, "description": "Repeatable."},
-    {"name": "direction", "in": "query", "schema": {"type": "string", "enum": ["future", "past", "all"]},
-     "description": "future: not ended at `from`/now; past: started before `to`/`from`/now, newest first; all: the window."},
-    {"name": "text", "in": "query", "schema": {"type": "string", "maxLength": 500},
-     "description": 'Full-text over title, description, location; "a phrase", prefix*.'},
+    {
+        "name": "from",
+        "in": "query",
+        "schema": {"type": "string", "format": "date-time"},
+        "description": "Window start, ISO 8601 with offset (overlap: events ending after it).",
+    },
+    {
+        "name": "to",
+        "in": "query",
+        "schema": {"type": "string", "format": "date-time"},
+        "description": "Window end, exclusive, ISO 8601 with offset (events starting before it).",
+    },
+    {
+        "name": "calendar_id",
+        "in": "query",
+        "schema": {"type": "array", "items": {"type": "string", "maxLength": 200}, "maxItems": 100},
+        "style": "form",
+        "explode": True,
+        "description": "Repeatable.",
+    },
+    {
+        "name": "direction",
+        "in": "query",
+        "schema": {"type": "string", "enum": ["future", "past", "all"]},
+        "description": "future: not ended at `from`/now; past: started before `to`/`from`/now, newest first; all: the window.",
+    },
+    {
+        "name": "text",
+        "in": "query",
+        "schema": {"type": "string", "maxLength": 500},
+        "description": 'Full-text over title, description, location; "a phrase", prefix*.',
+    },
     {"name": "include_completed", "in": "query", "schema": {"type": "boolean", "default": True}},
-    {"name": "tag", "in": "query", "schema": {"type": "array", "items": {"type": "string", "maxLength": 200}, "maxItems": 20},
-     "style": "form", "explode": True, "description": "Repeatable; every tag must be present."},
+    {
+        "name": "tag",
+        "in": "query",
+        "schema": {"type": "array", "items": {"type": "string", "maxLength": 200}, "maxItems": 20},
+        "style": "form",
+        "explode": True,
+        "description": "Repeatable; every tag must be present.",
+    },
     {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 500, "default": 50}},
     {"name": "cursor", "in": "query", "schema": {"type": "string", "maxLength": 2048}},
-    {"name": "analytics", "in": "query", "schema": {"type": "boolean", "default": False},
-     "description": "Add counts per calendar, day and tag and busy minutes over every match."},
+    {
+        "name": "analytics",
+        "in": "query",
+        "schema": {"type": "boolean", "default": False},
+        "description": "Add counts per calendar, day and tag and busy minutes over every match.",
+    },
 ]
 
 
@@ -69,8 +101,12 @@ async def list_events(request: Request, ctx: Context, _p: Principal = Depends(RE
 # -- create through the pipeline --------------------------------------------------------------
 
 
-@router.post("/events", status_code=201, summary="Create an event in a local calendar (through the pipeline)",
-             responses={200: {"description": "A repeat with the same Idempotency-Key: the event created before"}})
+@router.post(
+    "/events",
+    status_code=201,
+    summary="Create an event in a local calendar (through the pipeline)",
+    responses={200: {"description": "A repeat with the same Idempotency-Key: the event created before"}},
+)
 async def create_event(
     body: EventCreate,
     ctx: Context,
@@ -105,7 +141,10 @@ async def delete_event(
     event_id: EventId,
     request: Request,
     ctx: Context,
-    tombstone: Annotated[bool | None, Query(description="Hide the source key from later syncs (default: true unless the event is local).")] = None,
+    tombstone: Annotated[
+        bool | None,
+        Query(description="Hide the source key from later syncs (default: true unless the event is local)."),
+    ] = None,
     principal: Principal = Depends(WRITE),
 ) -> Response:
     """Deletes the stored event and its links. Nothing is written back to the source:
@@ -121,8 +160,9 @@ async def delete_event(
 async def create_link(
     event_id: EventId, body: LinkCreate, request: Request, ctx: Context, principal: Principal = Depends(WRITE)
 ) -> JSONResponse:
-    item = await links.create_link(ctx, event_id, body.to_event_id, body.type,
-                                   principal=principal, origin=origin_of(request))
+    item = await links.create_link(
+        ctx, event_id, body.to_event_id, body.type, principal=principal, origin=origin_of(request)
+    )
     return JSONResponse(item, status_code=201)
 
 

@@ -59,7 +59,9 @@ def _pg_field(column: str, weight: str) -> str:
 # columns are separate), which weighted lexemes in the query express. Queries
 # must spell this expression exactly as the index does (revision events0002),
 # or the planner cannot use the index.
-PG_TSVECTOR = "(" + " || ".join(_pg_field(c, w) for c, w in (("title", "A"), ("description", "B"), ("location", "C"))) + ")"
+PG_TSVECTOR = (
+    "(" + " || ".join(_pg_field(c, w) for c, w in (("title", "A"), ("description", "B"), ("location", "C"))) + ")"
+)
 PG_INDEX = "ix_events_search"
 
 SQLITE_CREATE_FTS = (

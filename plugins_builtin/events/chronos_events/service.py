@@ -24,6 +24,7 @@ from chronos.plugin import (
     Unavailable,
     record_audit,
 )
+
 from chronos_events.query import EventQuery, list_events as run_list, list_page_sqlite, stored_item
 from chronos_events.schemas import EventCreate, EventPatch
 from chronos_events.settings import EventsSettings
@@ -41,8 +42,11 @@ def event_store(ctx: PluginContext) -> SqlEventStore:
 
 def invalid(detail: str, pointer: str, problem: str) -> InvalidInput:
     """A 422 for one bad body field."""
-    return InvalidInput(detail, type="validation",
-                        errors=[{"pointer": pointer, "location": "body", "detail": problem, "type": "value_error"}])
+    return InvalidInput(
+        detail,
+        type="validation",
+        errors=[{"pointer": pointer, "location": "body", "detail": problem, "type": "value_error"}],
+    )
 
 
 def validation_error(exc: ValidationError, prefix: str = "") -> InvalidInput:
@@ -96,7 +100,8 @@ def _local_calendar(settings: EventsSettings, calendar_id: str | None) -> str:
     if calendar_id not in settings.local_calendars:
         raise invalid(
             f"Calendar {calendar_id!r} is not a local (writable) calendar; local calendars: {settings.local_calendars}",
-            "/calendar_id", "not a local calendar",
+            "/calendar_id",
+            "not a local calendar",
         )
     return calendar_id
 
@@ -114,8 +119,9 @@ def _intake(ctx: PluginContext) -> EventIntake:
     try:
         return ctx.service(EventIntake)
     except LookupError:
-        raise Unavailable("The sync pipeline is unavailable, so events cannot be created",
-                          type="pipeline-unavailable") from None
+        raise Unavailable(
+            "The sync pipeline is unavailable, so events cannot be created", type="pipeline-unavailable"
+        ) from None
 
 
 def idempotent_uid(key_id: str, idempotency_key: str) -> str:
@@ -216,8 +222,15 @@ async def _apply_patch(s: Any, store: SqlEventStore, row: Any, body: EventPatch,
         raise InvalidInput(
             "The change would make the event invalid: " + "; ".join(e["msg"] for e in exc.errors()[:3]),
             type="validation",
-            errors=[{"pointer": "/" + "/".join(map(str, e["loc"])) if e["loc"] else "", "location": "body",
-                     "detail": e["msg"], "type": e["type"]} for e in exc.errors()],
+            errors=[
+                {
+                    "pointer": "/" + "/".join(map(str, e["loc"])) if e["loc"] else "",
+                    "location": "body",
+                    "detail": e["msg"],
+                    "type": e["type"],
+                }
+                for e in exc.errors()
+            ],
         ) from None
     except UnknownSubTask as exc:
         # Checked against the sub-tasks after the edit (a new description has new ones).
@@ -237,8 +250,9 @@ async def patch_event(
         _all_day_instants(fields, row)
         await _apply_patch(s, store, row, body, fields)
         change = body.model_dump(mode="json", exclude_unset=True)
-        await record_audit(s, entity="event", action="update", entity_id=event_id, change=change,
-                           principal=principal, origin=origin)
+        await record_audit(
+            s, entity="event", action="update", entity_id=event_id, change=change, principal=principal, origin=origin
+        )
         new_row = await store.row(s, event_id)
     return stored_item(new_row)
 
@@ -253,8 +267,18 @@ async def delete_event(
         hide = tombstone if tombstone is not None else row.source != LOCAL_SOURCE
         await store.remove(s, event_id, tombstone=hide, reason="deleted through the API")
         await record_audit(
-            s, entity="event", action="delete", entity_id=event_id,
-            change={"source": row.source, "calendar_id": row.calendar_id, "uid": row.uid,
-                    "recurrence_id": row.recurrence_id, "title": row.title, "tombstone": hide},
-            principal=principal, origin=origin,
+            s,
+            entity="event",
+            action="delete",
+            entity_id=event_id,
+            change={
+                "source": row.source,
+                "calendar_id": row.calendar_id,
+                "uid": row.uid,
+                "recurrence_id": row.recurrence_id,
+                "title": row.title,
+                "tombstone": hide,
+            },
+            principal=principal,
+            origin=origin,
         )

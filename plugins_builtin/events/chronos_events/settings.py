@@ -14,13 +14,21 @@ class EventsSettings(BaseModel):
         default_factory=lambda: ["local"],
         description="Writable calendars of the built-in source `local`: POST /api/v1/events creates events here.",
     )
-    feed_past_days: int = Field(90, ge=0, le=3650, description="ICS feeds include events that ended this many days ago.")
-    feed_future_days: int = Field(400, ge=1, le=3650, description="ICS feeds include events starting up to this many days ahead.")
+    feed_past_days: int = Field(
+        90, ge=0, le=3650, description="ICS feeds include events that ended this many days ago."
+    )
+    feed_future_days: int = Field(
+        400, ge=1, le=3650, description="ICS feeds include events starting up to this many days ahead."
+    )
     import_max_bytes: int = Field(
-        50 * 1024 * 1024, ge=1024, description="Largest accepted body of POST /api/v1/events/import (also bounded by server.max_body_bytes)."
+        50 * 1024 * 1024,
+        ge=1024,
+        description="Largest accepted body of POST /api/v1/events/import (also bounded by server.max_body_bytes).",
     )
     import_max_events: int = Field(200_000, ge=1, description="Most events one import may contain.")
     inline_read_budget_ms: float = Field(
-        8.0, ge=0, le=1000,
+        8.0,
+        ge=0,
+        le=1000,
         description="SQLite: list pages run on the event loop for up to this long, then move to a thread (0: always a thread).",
     )

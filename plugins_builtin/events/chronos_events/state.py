@@ -5,6 +5,7 @@ from __future__ import annotations
 from sqlalchemy.engine import make_url
 
 from chronos.plugin import PluginContext, Resource
+
 from chronos_events.query import InlineReader
 from chronos_events.settings import EventsSettings
 

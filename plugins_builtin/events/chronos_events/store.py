@@ -75,9 +75,7 @@ KEY_COLUMNS = ("source", "calendar_id", "uid", "recurrence_id")
 INSERT_COLUMNS = tuple(c.name for c in T.columns if c.name != "id")
 # local_overrides change only through patch(); a sync keeps them.
 UPDATE_COLUMNS = tuple(c for c in INSERT_COLUMNS if c not in KEY_COLUMNS and c not in ("created_at", "local_overrides"))
-SQLITE_INSERT = (
-    f"INSERT INTO events ({', '.join(INSERT_COLUMNS)}) VALUES ({', '.join('?' for _ in INSERT_COLUMNS)})"
-)
+SQLITE_INSERT = f"INSERT INTO events ({', '.join(INSERT_COLUMNS)}) VALUES ({', '.join('?' for _ in INSERT_COLUMNS)})"
 SQLITE_UPDATE = f"UPDATE events SET {', '.join(f'{c} = ?' for c in UPDATE_COLUMNS)} WHERE id = ?"
 _JSON_COLUMNS = {"tags", "sub_tasks", "metadata", "local_overrides"}
 
@@ -358,8 +356,13 @@ class SqlEventStore(EventStore):
             row = existing.get(key)
             if row is None:
                 values = row_values(event)
-                values.update(content_hash=source_hash, source_hash=source_hash, local_overrides=None,
-                              created_at=now, updated_at=now)
+                values.update(
+                    content_hash=source_hash,
+                    source_hash=source_hash,
+                    local_overrides=None,
+                    created_at=now,
+                    updated_at=now,
+                )
                 inserts.append((event, values))
             elif row.source_hash == source_hash:
                 result.unchanged += 1
@@ -440,7 +443,9 @@ class SqlEventStore(EventStore):
             await aio.executemany(SQLITE_UPDATE, [(*_sqlite_row(v, UPDATE_COLUMNS), event_id) for event_id, v in rows])
             return
         stmt = update(T).where(T.c.id == bindparam("_id")).values({c: bindparam("v_" + c) for c in UPDATE_COLUMNS})
-        await session.execute(stmt, [{"_id": event_id, **{"v_" + c: v[c] for c in UPDATE_COLUMNS}} for event_id, v in rows])
+        await session.execute(
+            stmt, [{"_id": event_id, **{"v_" + c: v[c] for c in UPDATE_COLUMNS}} for event_id, v in rows]
+        )
 
     async def keys(self, session: AsyncSession, source: str, calendar_id: str) -> set[EventKey]:
         stmt = select(T.c.uid, T.c.recurrence_id).where(T.c.source == source, T.c.calendar_id == calendar_id)
@@ -473,8 +478,14 @@ class SqlEventStore(EventStore):
                 " VALUES (:s, :c, :u, :r, :reason, :at) ON CONFLICT (source, calendar_id, uid, recurrence_id)"
                 " DO UPDATE SET reason = excluded.reason"
             ).bindparams(bindparam("at", type_=T.c.created_at.type)),
-            {"s": key.source, "c": key.calendar_id, "u": key.uid, "r": key.recurrence_id,
-             "reason": reason[:200], "at": utcnow()},
+            {
+                "s": key.source,
+                "c": key.calendar_id,
+                "u": key.uid,
+                "r": key.recurrence_id,
+                "reason": reason[:200],
+                "at": utcnow(),
+            },
         )
 
     async def update_metadata(self, session: AsyncSession, event_id: int, patch: dict[str, Any]) -> None:

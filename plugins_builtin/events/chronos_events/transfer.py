@@ -23,7 +23,9 @@ router = APIRouter(tags=["events"])
 )
 async def export_events(
     ctx: Context,
-    calendar_id: Annotated[list[Annotated[str, StringConstraints(min_length=1, max_length=200)]], Query(max_length=100)] = [],  # noqa: B006
+    calendar_id: Annotated[
+        list[Annotated[str, StringConstraints(min_length=1, max_length=200)]], Query(max_length=100)
+    ] = [],  # noqa: B006
     _p: Principal = Depends(require_scope("events.read")),
 ) -> StreamingResponse:
     return StreamingResponse(

@@ -33,6 +33,7 @@ from chronos.plugin import (
     TooLarge,
     record_audit,
 )
+
 from chronos_events.models import EventLink
 from chronos_events.query import iso_z, stored_item
 from chronos_events.service import event_store, validation_error
@@ -83,8 +84,9 @@ async def _link_chunks(s: Any, calendars: list[str]) -> AsyncIterator[list[str]]
         rows = (await s.execute(stmt.order_by(L.c.id).limit(PAGE))).all()
         if not rows:
             return
-        yield [json.dumps({"from_event_id": r.from_event_id, "to_event_id": r.to_event_id, "type": r.type})
-               for r in rows]
+        yield [
+            json.dumps({"from_event_id": r.from_event_id, "to_event_id": r.to_event_id, "type": r.type}) for r in rows
+        ]
         last = rows[-1].id
 
 
@@ -170,8 +172,9 @@ def parse_document(raw: bytes, settings: EventsSettings) -> ImportDocument:
         raise MalformedInput("The request body is not valid JSON", type="malformed-body") from None
     events = payload.get("events") if isinstance(payload, dict) else None
     if isinstance(events, list) and len(events) > settings.import_max_events:
-        raise TooLarge(f"An import may hold at most {settings.import_max_events} events (events.import_max_events)",
-                       type=TOO_LARGE)
+        raise TooLarge(
+            f"An import may hold at most {settings.import_max_events} events (events.import_max_events)", type=TOO_LARGE
+        )
     try:
         return ImportDocument.model_validate(payload)
     except ValidationError as exc:
@@ -229,8 +232,10 @@ async def _existing_ids(s: Any, keys: Iterable[SourceKey]) -> dict[SourceKey, in
 
 
 def _refuse_conflicts(existing: dict[SourceKey, int]) -> None:
-    sample = [{"source": k[0], "calendar_id": k[1], "uid": k[2], "recurrence_id": k[3], "id": v}
-              for k, v in list(existing.items())[:20]]
+    sample = [
+        {"source": k[0], "calendar_id": k[1], "uid": k[2], "recurrence_id": k[3], "id": v}
+        for k, v in list(existing.items())[:20]
+    ]
     raise Conflict(
         f"{len(existing)} event(s) of the import exist already; nothing was imported"
         " (use on_conflict=skip to keep the stored ones)",
@@ -274,8 +279,10 @@ async def _insert_links(s: Any, links: list[Triple], created_by: str) -> None:
         now = datetime.now(UTC)
         await s.execute(
             insert(L),
-            [{"from_event_id": a, "to_event_id": b, "type": t, "created_at": now, "created_by": created_by}
-             for a, b, t in links],
+            [
+                {"from_event_id": a, "to_event_id": b, "type": t, "created_at": now, "created_by": created_by}
+                for a, b, t in links
+            ],
         )
 
 
@@ -306,8 +313,12 @@ async def import_document(
             "id_map": id_map,
         }
         await record_audit(
-            s, entity="event", action="import", entity_id=None,
+            s,
+            entity="event",
+            action="import",
+            entity_id=None,
             change={k: result[k] for k in ("imported", "skipped", "links_imported")} | {"dropped_links": len(dropped)},
-            principal=principal, origin=origin,
+            principal=principal,
+            origin=origin,
         )
     return result

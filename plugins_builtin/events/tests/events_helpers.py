@@ -10,7 +10,9 @@ from chronos.plugin import CanonicalEvent, EventKey, EventStore
 T0 = datetime(2030, 3, 4, 9, 0, tzinfo=UTC)
 
 
-def ev(uid: str, start: datetime, minutes: float = 60, *, calendar: str = "work", source: str = "ics", **kw: Any) -> CanonicalEvent:
+def ev(
+    uid: str, start: datetime, minutes: float = 60, *, calendar: str = "work", source: str = "ics", **kw: Any
+) -> CanonicalEvent:
     return CanonicalEvent(
         source=source,
         calendar_id=calendar,

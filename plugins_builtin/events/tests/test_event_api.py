@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from chronos import testing as kit
 from chronos.plugin import EventIntake, encode_cursor
-
 from events_helpers import T0, apply, ev, z
 
 PLUGINS = ["events"]
@@ -26,15 +25,20 @@ async def test_patch_fields_and_subtasks_recompute_all_done_and_hash(chronos_app
         r = await c.patch(f"/api/v1/events/{eid}", json={"sub_tasks": [{"id": "a", "done": True}]})
         assert r.status_code == 200, r.text
         assert r.json()["all_done"] is False and r.json()["content_hash"] != before["content_hash"]
-        r = await c.patch(f"/api/v1/events/{eid}", json={"sub_tasks": [{"id": "b", "done": True}], "title": "Renamed",
-                                                          "metadata": {"room": "2.14"}})
+        r = await c.patch(
+            f"/api/v1/events/{eid}",
+            json={"sub_tasks": [{"id": "b", "done": True}], "title": "Renamed", "metadata": {"room": "2.14"}},
+        )
         body = r.json()
         assert body["all_done"] is True and body["title"] == "Renamed" and body["metadata"] == {"room": "2.14"}
         # include_completed=false hides it now
         lst = (await c.get("/api/v1/events", params={"from": z(T0), "include_completed": "false"})).json()
         assert lst["items"] == []
         # moving it in time
-        r = await c.patch(f"/api/v1/events/{eid}", json={"start_utc": "2030-03-05T10:00:00+02:00", "end_utc": "2030-03-05T11:30:00+02:00"})
+        r = await c.patch(
+            f"/api/v1/events/{eid}",
+            json={"start_utc": "2030-03-05T10:00:00+02:00", "end_utc": "2030-03-05T11:30:00+02:00"},
+        )
         assert (r.json()["start_utc"], r.json()["end_utc"]) == ("2030-03-05T08:00:00Z", "2030-03-05T09:30:00Z")
         # a re-sync of the unchanged source entry keeps every local edit
         res = await apply(app, [ev("m", T0, sub_tasks=tasks, tags=["work"])])
@@ -85,23 +89,42 @@ async def test_links(chronos_app, api_client):
         r = await c.post(f"/api/v1/events/{a}/links", json={"to_event_id": b, "type": "blocks"})
         assert r.status_code == 201, r.text
         link = r.json()
-        assert (link["from_event_id"], link["to_event_id"], link["type"], link["direction"]) == (a, b, "blocks", "outgoing")
+        assert (link["from_event_id"], link["to_event_id"], link["type"], link["direction"]) == (
+            a,
+            b,
+            "blocks",
+            "outgoing",
+        )
         assert (await c.post(f"/api/v1/events/{a}/links", json={"to_event_id": b, "type": "blocks"})).status_code == 409
-        assert (await c.post(f"/api/v1/events/{a}/links", json={"to_event_id": b, "type": "relates"})).status_code == 201
-        assert (await c.post(f"/api/v1/events/{cc}/links", json={"to_event_id": a, "type": "follows"})).status_code == 201
+        assert (
+            await c.post(f"/api/v1/events/{a}/links", json={"to_event_id": b, "type": "relates"})
+        ).status_code == 201
+        assert (
+            await c.post(f"/api/v1/events/{cc}/links", json={"to_event_id": a, "type": "follows"})
+        ).status_code == 201
         r = await c.post(f"/api/v1/events/{a}/links", json={"to_event_id": a, "type": "relates"})
         assert r.status_code == 422 and r.json()["errors"][0]["pointer"] == "/to_event_id"
-        assert (await c.post(f"/api/v1/events/{a}/links", json={"to_event_id": 999999, "type": "relates"})).status_code == 422
+        assert (
+            await c.post(f"/api/v1/events/{a}/links", json={"to_event_id": 999999, "type": "relates"})
+        ).status_code == 422
         assert (await c.post(f"/api/v1/events/{a}/links", json={"to_event_id": b, "type": "likes"})).status_code == 422
-        assert (await c.post("/api/v1/events/999999/links", json={"to_event_id": b, "type": "blocks"})).status_code == 404
+        assert (
+            await c.post("/api/v1/events/999999/links", json={"to_event_id": b, "type": "blocks"})
+        ).status_code == 404
 
         page = (await c.get(f"/api/v1/events/{a}/links", params={"limit": 2})).json()
         rest = (await c.get(f"/api/v1/events/{a}/links", params={"cursor": page["next_cursor"]})).json()
         items = page["items"] + rest["items"]
-        assert [(i["type"], i["direction"]) for i in items] == [("blocks", "outgoing"), ("relates", "outgoing"), ("follows", "incoming")]
+        assert [(i["type"], i["direction"]) for i in items] == [
+            ("blocks", "outgoing"),
+            ("relates", "outgoing"),
+            ("follows", "incoming"),
+        ]
         assert (await c.get(f"/api/v1/events/{b}/links", params={"cursor": page["next_cursor"]})).status_code == 400
         for beyond_bigint in (2**63, 2**70, -(2**70)):  # well-formed, but no BIGINT can hold it
-            r = await c.get(f"/api/v1/events/{a}/links", params={"cursor": encode_cursor(f"event-links:{a}", [beyond_bigint])})
+            r = await c.get(
+                f"/api/v1/events/{a}/links", params={"cursor": encode_cursor(f"event-links:{a}", [beyond_bigint])}
+            )
             assert r.status_code == 400 and r.headers["content-type"].startswith("application/problem+json"), r.text
 
         assert (await c.delete(f"/api/v1/events/{a}/links/{link['id']}")).status_code == 204
@@ -137,7 +160,7 @@ async def test_create_runs_through_the_pipeline(chronos_app, api_client):
         body = r.json()
         assert body["source"] == "local" and body["calendar_id"] == "local"
         assert body["start_utc"] == "2030-03-04T11:00:00Z"
-        assert "release" in body["tags"]                      # enriched: hashtag
+        assert "release" in body["tags"]  # enriched: hashtag
         assert [t["done"] for t in body["sub_tasks"]] == [False, True]  # enriched: checklist
         assert r.headers["location"] == f"/api/v1/events/{body['id']}"
         again = await c.post("/api/v1/events", json=payload, headers={"Idempotency-Key": "k-1"})
@@ -147,17 +170,23 @@ async def test_create_runs_through_the_pipeline(chronos_app, api_client):
 
         day = await c.post("/api/v1/events", json={"title": "Holiday", "start": "2030-03-06", "end": "2030-03-07"})
         assert day.status_code == 201, day.text
-        assert (day.json()["all_day"], day.json()["start_date"], day.json()["end_date"]) == (True, "2030-03-06", "2030-03-07")
+        assert (day.json()["all_day"], day.json()["start_date"], day.json()["end_date"]) == (
+            True,
+            "2030-03-06",
+            "2030-03-07",
+        )
 
         for bad, status in [
-            ({"title": "x", "start": "2030-03-04T12:00:00"}, 422),                                  # naive
-            ({"title": "x", "start": "2030-03-04T12:00:00Z", "calendar_id": "work"}, 422),         # not local
+            ({"title": "x", "start": "2030-03-04T12:00:00"}, 422),  # naive
+            ({"title": "x", "start": "2030-03-04T12:00:00Z", "calendar_id": "work"}, 422),  # not local
             ({"title": "x", "start": "2030-03-04T12:00:00Z", "end": "2030-03-04T11:00:00Z"}, 422),  # end before start
             ({"title": "", "start": "2030-03-04T12:00:00Z"}, 422),
         ]:
             r = await c.post("/api/v1/events", json=bad)
             assert r.status_code == status, (bad, r.text)
-        assert (await c.post("/api/v1/events", content=b"{nope", headers={"content-type": "application/json"})).status_code == 400
+        assert (
+            await c.post("/api/v1/events", content=b"{nope", headers={"content-type": "application/json"})
+        ).status_code == 400
 
 
 async def test_create_with_an_unknown_time_zone_is_422(chronos_app, api_client):

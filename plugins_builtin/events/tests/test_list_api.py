@@ -5,8 +5,9 @@ from __future__ import annotations
 from datetime import UTC, date, datetime, timedelta
 
 from chronos.plugin import encode_cursor
-from chronos_events.query import EventQuery
 from events_helpers import T0, all_day, apply, ev, z
+
+from chronos_events.query import EventQuery
 
 PLUGINS = ["events"]
 H = timedelta(hours=1)
@@ -21,16 +22,19 @@ async def _ids(c, **params):
 async def test_window_overlap_edges_and_long_events(chronos_app, api_client):
     async with chronos_app(plugins=PLUGINS) as app:
         frm, to = T0, T0 + 2 * H
-        await apply(app, [
-            ev("ends-at-from", T0 - H, 60),            # [8,9): excluded (end is exclusive)
-            ev("starts-at-to", T0 + 2 * H, 30),        # [11,...): excluded
-            ev("inside", T0 + H, 30),
-            ev("spans", T0 - H, 240),                   # covers the whole window
-            ev("week-long", T0 - timedelta(days=5), 60 * 24 * 6),  # started 5 days before, still running
-            ev("long-ago", T0 - timedelta(days=20), 60 * 24 * 2),
-            ev("zero", T0, 0),                           # an instant at `from`: [9,9) overlaps nothing
-            ev("other-cal", T0 + H, 30, calendar="home"),
-        ])
+        await apply(
+            app,
+            [
+                ev("ends-at-from", T0 - H, 60),  # [8,9): excluded (end is exclusive)
+                ev("starts-at-to", T0 + 2 * H, 30),  # [11,...): excluded
+                ev("inside", T0 + H, 30),
+                ev("spans", T0 - H, 240),  # covers the whole window
+                ev("week-long", T0 - timedelta(days=5), 60 * 24 * 6),  # started 5 days before, still running
+                ev("long-ago", T0 - timedelta(days=20), 60 * 24 * 2),
+                ev("zero", T0, 0),  # an instant at `from`: [9,9) overlaps nothing
+                ev("other-cal", T0 + H, 30, calendar="home"),
+            ],
+        )
         c = await api_client(app, scopes=["events.read"])
         got = await _ids(c, **{"from": z(frm), "to": z(to)})
         assert got == ["week-long", "spans", "inside", "other-cal"]
@@ -39,7 +43,9 @@ async def test_window_overlap_edges_and_long_events(chronos_app, api_client):
         got = await _ids(c, **{"from": z(frm), "to": z(to), "calendar_id": ["work", "home"]})
         assert got == ["week-long", "spans", "inside", "other-cal"]
         # an offset other than Z means the same instant
-        got = await _ids(c, **{"from": "2030-03-04T10:00:00+01:00", "to": "2030-03-04T13:00:00+02:00", "calendar_id": "work"})
+        got = await _ids(
+            c, **{"from": "2030-03-04T10:00:00+01:00", "to": "2030-03-04T13:00:00+02:00", "calendar_id": "work"}
+        )
         assert got == ["week-long", "spans", "inside"]
 
 
@@ -64,7 +70,12 @@ async def test_direction_future_past_all(chronos_app, api_client):
         # past relative to `from`: started before T0, newest first
         assert await _ids(c, direction="past", **{"from": z(T0)}) == ["e-1", "running", "e-2", "e-3"]
         # past with a window: the window, descending
-        assert await _ids(c, direction="past", **{"from": z(T0 - H), "to": z(T0 + 2 * H)}) == ["e1", "e0", "e-1", "running"]
+        assert await _ids(c, direction="past", **{"from": z(T0 - H), "to": z(T0 + 2 * H)}) == [
+            "e1",
+            "e0",
+            "e-1",
+            "running",
+        ]
         assert await _ids(c, direction="all") == ["e-3", "e-2", "running", "e-1", "e0", "e1", "e2", "e3"]
         # relative to now (2030 is in the future): everything is future, nothing past
         assert len(await _ids(c)) == 8
@@ -106,13 +117,22 @@ async def test_keyset_cursor_is_stable_under_inserts(chronos_app, api_client):
         # a cursor from another filter, or a forged one, is a 400 problem
         other = await c.get("/api/v1/events", params={**params, "cursor": page1["next_cursor"], "calendar_id": "x"})
         assert other.status_code == 400 and other.headers["content-type"].startswith("application/problem+json")
-        for forged in ("garbage", "eyJrIjoiZXZlbnRzIiwidiI6WzEsMiwzXX0", "eyJrIjoiZXZlbnRzIiwidiI6WyJhbGwiLCJub3QgYSBkYXRlIiwxLCJ4Il19"):
+        for forged in (
+            "garbage",
+            "eyJrIjoiZXZlbnRzIiwidiI6WzEsMiwzXX0",
+            "eyJrIjoiZXZlbnRzIiwidiI6WyJhbGwiLCJub3QgYSBkYXRlIiwxLCJ4Il19",
+        ):
             r = await c.get("/api/v1/events", params={**params, "cursor": forged})
             assert r.status_code == 400, (forged, r.text)
         # forged with the right filter fingerprint: ids beyond BIGINT, instants beyond UTC's range
         fingerprint = EventQuery(start=T0 - H, end=T0 + 10 * H).fingerprint()
-        for start, event_id in [(z(T0), 2**70), (z(T0), -(2**70)), ("0001-01-01T00:00:00+01:00", 1),
-                                ("9999-12-31T23:59:59-05:00", 1), ("2030-03-04T09:00:00", 1)]:
+        for start, event_id in [
+            (z(T0), 2**70),
+            (z(T0), -(2**70)),
+            ("0001-01-01T00:00:00+01:00", 1),
+            ("9999-12-31T23:59:59-05:00", 1),
+            ("2030-03-04T09:00:00", 1),
+        ]:
             forged = encode_cursor("events", ["all", start, event_id, fingerprint])
             for extra in ({}, {"analytics": "true"}):
                 r = await c.get("/api/v1/events", params={**params, **extra, "cursor": forged})
@@ -125,26 +145,48 @@ async def test_filters_tags_completed_and_text(chronos_app, api_client):
     async with chronos_app(plugins=PLUGINS) as app:
         done = [{"id": "1", "text": "a", "done": True}]
         open_ = [{"id": "1", "text": "a", "done": False}]
-        await apply(app, [
-            ev("q", T0, title="Quarterly planning review", description="Budget for the next year", tags=["work"]),
-            ev("d", T0 + H, title="Dentist", location="Dr. Weber, Main street", tags=["health", "private"], sub_tasks=done),
-            ev("p", T0 + 2 * H, title="Plan the offsite", description="two words together", sub_tasks=open_),
-            ev("w", T0 + 3 * H, title="Words two", description="words, two"),
-        ])
+        await apply(
+            app,
+            [
+                ev("q", T0, title="Quarterly planning review", description="Budget for the next year", tags=["work"]),
+                ev(
+                    "d",
+                    T0 + H,
+                    title="Dentist",
+                    location="Dr. Weber, Main street",
+                    tags=["health", "private"],
+                    sub_tasks=done,
+                ),
+                ev("p", T0 + 2 * H, title="Plan the offsite", description="two words together", sub_tasks=open_),
+                ev("w", T0 + 3 * H, title="Words two", description="words, two"),
+            ],
+        )
         c = await api_client(app, scopes=["events.read"])
         w = {"from": z(T0 - H), "to": z(T0 + 5 * H)}
         assert await _ids(c, **w, tag="health") == ["d"]
         assert await _ids(c, **w, tag=["health", "private"]) == ["d"]
         assert await _ids(c, **w, tag=["health", "work"]) == []
         assert await _ids(c, **w, include_completed="false") == ["q", "p", "w"]
-        assert await _ids(c, **w, text="plan*") == ["q", "p"]          # prefix
-        assert await _ids(c, **w, text="PLANNING") == ["q"]            # case-insensitive, no prefix
-        assert await _ids(c, **w, text="weber") == ["d"]               # location is searched
-        assert await _ids(c, **w, text="budget year") == ["q"]         # all terms, any order
-        assert await _ids(c, **w, text='"two words"') == ["p"]        # phrase
+        assert await _ids(c, **w, text="plan*") == ["q", "p"]  # prefix
+        assert await _ids(c, **w, text="PLANNING") == ["q"]  # case-insensitive, no prefix
+        assert await _ids(c, **w, text="weber") == ["d"]  # location is searched
+        assert await _ids(c, **w, text="budget year") == ["q"]  # all terms, any order
+        assert await _ids(c, **w, text='"two words"') == ["p"]  # phrase
         assert await _ids(c, **w, text="two words") == ["p", "w"]
         assert await _ids(c, **w, text='"words two"') == ["w"]
-        for garbage in ['"', '""', "*", "AND OR NOT", '" * ( ) : ^ - + NEAR(', "'; DROP TABLE events; --", "\\", "a:b", "(((", "-x", "NOT"]:
+        for garbage in [
+            '"',
+            '""',
+            "*",
+            "AND OR NOT",
+            '" * ( ) : ^ - + NEAR(',
+            "'; DROP TABLE events; --",
+            "\\",
+            "a:b",
+            "(((",
+            "-x",
+            "NOT",
+        ]:
             r = await c.get("/api/v1/events", params={**w, "text": garbage})
             assert r.status_code == 200, (garbage, r.text)
         assert await _ids(c, **w, text='"') == []
@@ -154,16 +196,21 @@ async def test_filters_tags_completed_and_text(chronos_app, api_client):
 
 async def test_analytics_over_the_whole_filtered_set(chronos_app, api_client):
     async with chronos_app(plugins=PLUGINS) as app:
-        await apply(app, [
-            ev("a", T0 + 2 * H, 60, tags=["x"]),
-            ev("b", T0 + timedelta(minutes=150), 60, tags=["x", "y"]),    # overlaps a: union 90 min
-            ev("c", T0 + timedelta(days=1), 45, calendar="home"),
-            ev("free", T0 + timedelta(days=1), 600, transparency="free"),
-            ev("gone", T0 + timedelta(days=1), 600, status="cancelled"),
-            ev("edge", T0 - timedelta(minutes=30), 60, calendar="home"),  # clipped to 30 min inside the window
-        ])
+        await apply(
+            app,
+            [
+                ev("a", T0 + 2 * H, 60, tags=["x"]),
+                ev("b", T0 + timedelta(minutes=150), 60, tags=["x", "y"]),  # overlaps a: union 90 min
+                ev("c", T0 + timedelta(days=1), 45, calendar="home"),
+                ev("free", T0 + timedelta(days=1), 600, transparency="free"),
+                ev("gone", T0 + timedelta(days=1), 600, status="cancelled"),
+                ev("edge", T0 - timedelta(minutes=30), 60, calendar="home"),  # clipped to 30 min inside the window
+            ],
+        )
         c = await api_client(app, scopes=["events.read"])
-        r = await c.get("/api/v1/events", params={"from": z(T0), "to": z(T0 + timedelta(days=2)), "analytics": "true", "limit": 1})
+        r = await c.get(
+            "/api/v1/events", params={"from": z(T0), "to": z(T0 + timedelta(days=2)), "analytics": "true", "limit": 1}
+        )
         body = r.json()
         assert len(body["items"]) == 1 and body["next_cursor"]
         a = body["analytics"]
@@ -172,7 +219,9 @@ async def test_analytics_over_the_whole_filtered_set(chronos_app, api_client):
         assert a["per_day"] == {"2030-03-04": 3, "2030-03-05": 3}
         assert a["per_tag"] == {"x": 2, "y": 1}
         assert a["busy_minutes"] == 90 + 45 + 30
-        r = await c.get("/api/v1/events", params={"from": z(T0), "to": z(T0 + timedelta(days=2)), "analytics": "true", "text": "#"})
+        r = await c.get(
+            "/api/v1/events", params={"from": z(T0), "to": z(T0 + timedelta(days=2)), "analytics": "true", "text": "#"}
+        )
         assert r.json()["analytics"]["total"] == 0 and r.json()["items"] == []
 
 
@@ -215,21 +264,35 @@ async def test_client_errors_are_problems(chronos_app, api_client):
 async def test_windows_reach_from_year_one_to_year_9999(chronos_app, api_client):
     """The extreme ends of the range answer alike on both databases (years below 1000 included)."""
     async with chronos_app(plugins=PLUGINS) as app:
-        await apply(app, [ev("first", datetime(1, 1, 1, 1, tzinfo=UTC)), ev("antique", datetime(500, 6, 1, tzinfo=UTC)),
-                          ev("now", T0), ev("last", datetime(9999, 12, 31, 22, tzinfo=UTC))])
+        await apply(
+            app,
+            [
+                ev("first", datetime(1, 1, 1, 1, tzinfo=UTC)),
+                ev("antique", datetime(500, 6, 1, tzinfo=UTC)),
+                ev("now", T0),
+                ev("last", datetime(9999, 12, 31, 22, tzinfo=UTC)),
+            ],
+        )
         c = await api_client(app, scopes=["events.read"])
         everything = {"from": "0001-01-01T00:00:00Z", "to": "9999-12-31T23:59:59Z"}
         for extra in ({}, {"analytics": "true"}):
             got, cursor = [], None
             while True:
-                r = await c.get("/api/v1/events", params={**everything, **extra, "limit": 1} | ({"cursor": cursor} if cursor else {}))
+                r = await c.get(
+                    "/api/v1/events",
+                    params={**everything, **extra, "limit": 1} | ({"cursor": cursor} if cursor else {}),
+                )
                 assert r.status_code == 200, r.text
                 got += [(i["uid"], i["start_utc"]) for i in r.json()["items"]]
                 cursor = r.json()["next_cursor"]
                 if not cursor:
                     break
-            assert got == [("first", "0001-01-01T01:00:00Z"), ("antique", "0500-06-01T00:00:00Z"),
-                           ("now", z(T0)), ("last", "9999-12-31T22:00:00Z")], extra
+            assert got == [
+                ("first", "0001-01-01T01:00:00Z"),
+                ("antique", "0500-06-01T00:00:00Z"),
+                ("now", z(T0)),
+                ("last", "9999-12-31T22:00:00Z"),
+            ], extra
         assert await _ids(c, **{"from": "0400-01-01T00:00:00Z", "to": "0600-01-01T00:00:00Z"}) == ["antique"]
         assert await _ids(c, direction="past", **{"from": "0500-06-01T01:00:00+00:30"}) == ["antique", "first"]
         r = await c.get("/api/v1/events", params={**everything, "analytics": "true"})
@@ -244,8 +307,13 @@ async def test_inline_reads_fall_back_to_the_thread_pool(chronos_app, api_client
     for budget in (8.0, 0.000001, 0):
         async with chronos_app(plugins=PLUGINS, config={"events": {"inline_read_budget_ms": budget}}) as app:
             if expected is None:
-                await apply(app, [ev(f"f{i:03d}", T0 + timedelta(minutes=7 * i), calendar=f"c{i % 4}", tags=["t"])
-                                  for i in range(300)])
+                await apply(
+                    app,
+                    [
+                        ev(f"f{i:03d}", T0 + timedelta(minutes=7 * i), calendar=f"c{i % 4}", tags=["t"])
+                        for i in range(300)
+                    ],
+                )
             c = await api_client(app, scopes=["events.read"])
             pages, cursor = [], None
             while True:
@@ -272,10 +340,20 @@ async def test_inline_reads_fall_back_to_the_thread_pool(chronos_app, api_client
 async def test_list_items_equal_single_event_items(chronos_app, api_client):
     """The list (item JSON built by SQLite on SQLite) and GET /events/{id} (built in Python) agree exactly."""
     async with chronos_app(plugins=PLUGINS) as app:
-        tricky = ev("u\"1", T0 + timedelta(microseconds=123400), 61.5, title='Quote " backslash \\ ünï ✓ \n line',
-                    description="tab\there", tags=["a", "ß"], metadata={"n": 1.5, "x": [None, True]},
-                    sub_tasks=[{"id": "1", "text": "t", "done": True}], timezone="Europe/Berlin", status="tentative",
-                    transparency="free", mode="auto-plan")
+        tricky = ev(
+            'u"1',
+            T0 + timedelta(microseconds=123400),
+            61.5,
+            title='Quote " backslash \\ ünï ✓ \n line',
+            description="tab\there",
+            tags=["a", "ß"],
+            metadata={"n": 1.5, "x": [None, True]},
+            sub_tasks=[{"id": "1", "text": "t", "done": True}],
+            timezone="Europe/Berlin",
+            status="tentative",
+            transparency="free",
+            mode="auto-plan",
+        )
         await apply(app, [tricky, all_day("day", date(2030, 3, 4), days=2)])
         c = await api_client(app, scopes=["events.read"])
         items = (await c.get("/api/v1/events", params={"from": z(T0 - H), "to": z(T0 + H)})).json()["items"]

@@ -19,13 +19,17 @@ async def page(c, **params) -> dict:
     return r.json()
 
 
-@pytest.mark.parametrize("extra", [{}, {"analytics": "true"}, {"calendar_id": "work", "tag": "t"}],
-                         ids=["window", "analytics", "filtered"])
+@pytest.mark.parametrize(
+    "extra", [{}, {"analytics": "true"}, {"calendar_id": "work", "tag": "t"}], ids=["window", "analytics", "filtered"]
+)
 async def test_sixty_events_make_a_page_of_fifty_then_ten(chronos_app, api_client, extra):
     async with chronos_app(plugins=PLUGINS) as app:
         # 60 events inside the window (every 30 minutes), plus one just outside.
-        await apply(app, [ev(f"e{i:02}", T0 + i * M, 15, tags=["t"]) for i in range(60)]
-                    + [ev("outside", T0 + 120 * M, 15, tags=["t"])])
+        await apply(
+            app,
+            [ev(f"e{i:02}", T0 + i * M, 15, tags=["t"]) for i in range(60)]
+            + [ev("outside", T0 + 120 * M, 15, tags=["t"])],
+        )
         c = await api_client(app, scopes=["events.read"])
 
         first = await page(c, **WINDOW, **extra)

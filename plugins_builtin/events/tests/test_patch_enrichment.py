@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from chronos import testing as kit
 from chronos.plugin import EventDraft, EventIntake
-
 from events_helpers import T0
 
 PLUGINS = ["events", "normalize"]
@@ -47,13 +46,20 @@ async def test_a_new_checklist_replaces_the_sub_tasks(chronos_app, api_client):
         new_id = body["sub_tasks"][0]["id"]
         body = await _patch(c, eid, sub_tasks=[{"id": new_id, "done": False}])
         assert _tasks(body) == [("only new task", False)] and body["all_done"] is False
-        r = await c.patch(f"/api/v1/events/{eid}", json={"sub_tasks": [{"id": created["sub_tasks"][0]["id"], "done": True}]})
+        r = await c.patch(
+            f"/api/v1/events/{eid}", json={"sub_tasks": [{"id": created["sub_tasks"][0]["id"], "done": True}]}
+        )
         assert r.status_code == 422 and r.json()["errors"][0]["pointer"] == "/sub_tasks/0/id"
 
         # A description without a checklist leaves no sub-tasks.
         body = await _patch(c, eid, description="just prose")
         assert body["sub_tasks"] == [] and body["all_done"] is False
-        assert [e["action"] for e in await kit.audit_entries(app, "event", eid)] == ["create", "update", "update", "update"]
+        assert [e["action"] for e in await kit.audit_entries(app, "event", eid)] == [
+            "create",
+            "update",
+            "update",
+            "update",
+        ]
 
 
 async def test_derived_tags_follow_the_title_and_description(chronos_app, api_client):
@@ -93,10 +99,13 @@ async def test_explicit_fields_in_the_same_patch_win(chronos_app, api_client):
         assert body["tags"] == ["four", "mine"]
 
         # Done flags given with the new text apply to the new checklist.
-        body = await _patch(c, eid, description="[ ] a\n[ ] c", sub_tasks=[{"id": a, "done": True}],
-                            metadata={"k": "v"})
+        body = await _patch(
+            c, eid, description="[ ] a\n[ ] c", sub_tasks=[{"id": a, "done": True}], metadata={"k": "v"}
+        )
         assert _tasks(body) == [("a", True), ("c", False)] and body["metadata"] == {"k": "v"}
-        r = await c.patch(f"/api/v1/events/{eid}", json={"description": "[ ] d", "sub_tasks": [{"id": a, "done": True}]})
+        r = await c.patch(
+            f"/api/v1/events/{eid}", json={"description": "[ ] d", "sub_tasks": [{"id": a, "done": True}]}
+        )
         assert r.status_code == 422 and r.json()["errors"][0]["pointer"] == "/sub_tasks/0/id"
         assert _tasks((await c.get(f"/api/v1/events/{eid}")).json()) == [("a", True), ("c", False)]
 

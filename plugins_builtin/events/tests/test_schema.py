@@ -8,7 +8,6 @@ from datetime import timedelta
 from sqlalchemy import text
 
 from chronos import testing as kit
-
 from events_helpers import T0, apply, ev
 
 from chronos_events.query import EventQuery, QueryBuilder
@@ -54,9 +53,14 @@ async def test_window_queries_use_an_index(chronos_app):
         plan_past = await _plan(app, past)
         plan_text = await _plan(app, text_q)
         if sqlite:
-            assert "USING INDEX ix_events_calendar_start (calendar_id=? AND start_utc>? AND start_utc<?)" in plan_one, plan_one
+            assert "USING INDEX ix_events_calendar_start (calendar_id=? AND start_utc>? AND start_utc<?)" in plan_one, (
+                plan_one
+            )
             assert "USING INDEX ix_events_start (start_utc>? AND start_utc<?)" in plan_all, plan_all
-            assert "SCAN events USING INDEX ix_events_start" in plan_past or "SEARCH events USING INDEX ix_events_start" in plan_past, plan_past
+            assert (
+                "SCAN events USING INDEX ix_events_start" in plan_past
+                or "SEARCH events USING INDEX ix_events_start" in plan_past
+            ), plan_past
             assert "TEMP B-TREE" not in plan_one + plan_all + plan_past
             # text in a window: the start index drives, the FTS matches are built once
             assert "USING INDEX ix_events_start (start_utc>? AND start_utc<?)" in plan_text, plan_text
@@ -91,7 +95,15 @@ async def test_fts_triggers_are_recreated_after_a_rebuild(chronos_app, database)
             await conn.run_sync(ensure_sqlite_fts)  # idempotent
         await apply(app, [ev("c", T0, title="charlie")])
         async with ctx.db.read() as s:
-            found = {w: (await s.execute(text("SELECT count(*) FROM events_fts WHERE events_fts MATCH :q"), {"q": w})).scalar()
-                     for w in ("alpha", "bravo", "charlie")}
-            triggers = (await s.execute(text("SELECT count(*) FROM sqlite_master WHERE type='trigger' AND name LIKE 'events_fts_%'"))).scalar()
+            found = {
+                w: (
+                    await s.execute(text("SELECT count(*) FROM events_fts WHERE events_fts MATCH :q"), {"q": w})
+                ).scalar()
+                for w in ("alpha", "bravo", "charlie")
+            }
+            triggers = (
+                await s.execute(
+                    text("SELECT count(*) FROM sqlite_master WHERE type='trigger' AND name LIKE 'events_fts_%'")
+                )
+            ).scalar()
         assert found == {"alpha": 1, "bravo": 1, "charlie": 1} and triggers == 3

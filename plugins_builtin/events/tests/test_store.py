@@ -7,7 +7,6 @@ from datetime import timedelta
 from sqlalchemy import func, select
 
 from chronos.plugin import EventKey, EventStore
-
 from events_helpers import T0, apply, ev
 
 PLUGINS = ["events"]
@@ -47,7 +46,9 @@ async def test_apply_uses_a_fixed_number_of_statements(chronos_app):
 
         sa_event.listen(ctx.db.writer.sync_engine, "before_cursor_execute", count)
         try:
-            batch = [ev(f"u{i}", T0 + timedelta(minutes=i), title="changed" if i % 2 else f"Event u{i}") for i in range(300)]
+            batch = [
+                ev(f"u{i}", T0 + timedelta(minutes=i), title="changed" if i % 2 else f"Event u{i}") for i in range(300)
+            ]
             batch += [ev(f"n{i}", T0) for i in range(200)]
             r = await apply(app, batch, [EventKey("ics", "work", f"u{i}") for i in range(250, 260)])
         finally:
@@ -74,7 +75,9 @@ async def test_tombstone_suppresses_reimport(chronos_app):
 
 async def test_local_edits_survive_resync(chronos_app):
     async with chronos_app(plugins=PLUGINS) as app:
-        base = ev("m", T0, description="[ ] one\n[ ] two", sub_tasks=[{"id": "1", "text": "one"}, {"id": "2", "text": "two"}])
+        base = ev(
+            "m", T0, description="[ ] one\n[ ] two", sub_tasks=[{"id": "1", "text": "one"}, {"id": "2", "text": "two"}]
+        )
         r = await apply(app, [base])
         eid = r.added[0].id
         ctx = app.state.chronos

@@ -14,9 +14,7 @@ from datetime import timedelta
 from sqlalchemy import text
 
 from chronos import testing as kit
-
 from events_helpers import T0, apply, ev, z
-
 
 from chronos_events.plugin import register_migrations
 from chronos_events.query import EventQuery, QueryBuilder
@@ -28,9 +26,20 @@ H = timedelta(hours=1)
 EVENTS = [
     ev("deploy", T0, title="Deploy web-1 version=1.2 to example.com", description="Rollback plan"),
     ev("mail", T0 + H, title="Mail jane.doe@example.org re: e-mail"),
-    ev("docs", T0 + 2 * H, title="Docs", description="See https://example.net/guide?q=1", location="/srv/www/index.html"),
-    ev("unicode", T0 + 3 * H, title="Größenänderung der Übersicht", description="Встреча в Москве — 会議 東京 Αθήνα",
-       location="नमस्ते दुनिया"),
+    ev(
+        "docs",
+        T0 + 2 * H,
+        title="Docs",
+        description="See https://example.net/guide?q=1",
+        location="/srv/www/index.html",
+    ),
+    ev(
+        "unicode",
+        T0 + 3 * H,
+        title="Größenänderung der Übersicht",
+        description="Встреча в Москве — 会議 東京 Αθήνα",
+        location="नमस्ते दुनिया",
+    ),
     ev("plain", T0 + 4 * H, title="Weekly sync", description="examination room"),
 ]
 
@@ -111,8 +120,12 @@ async def test_edits_are_searchable_with_the_new_words(chronos_app, api_client):
 async def _index_definition(app) -> str | None:
     ctx = app.state.chronos
     async with ctx.db.read() as s:
-        return (await s.execute(text("SELECT indexdef FROM pg_indexes WHERE indexname = :n AND schemaname = current_schema()"),
-                                {"n": PG_INDEX})).scalar()
+        return (
+            await s.execute(
+                text("SELECT indexdef FROM pg_indexes WHERE indexname = :n AND schemaname = current_schema()"),
+                {"n": PG_INDEX},
+            )
+        ).scalar()
 
 
 async def test_postgresql_queries_use_the_search_index(chronos_app):

@@ -16,11 +16,14 @@ NOW = datetime.now(UTC).replace(microsecond=0)
 async def test_export_import_round_trip_with_a_dangling_link(chronos_app, api_client):
     async with chronos_app(plugins=PLUGINS) as app:
         tasks = [{"id": "1", "text": "x", "done": True}]
-        r = await apply(app, [
-            ev("a", NOW, tags=["t"], sub_tasks=tasks, metadata={"k": [1, 2]}, description="Ünïcode ✓"),
-            ev("b", NOW + timedelta(hours=1), calendar="home"),
-            all_day("c", date(2030, 1, 1), days=2),
-        ])
+        r = await apply(
+            app,
+            [
+                ev("a", NOW, tags=["t"], sub_tasks=tasks, metadata={"k": [1, 2]}, description="Ünïcode ✓"),
+                ev("b", NOW + timedelta(hours=1), calendar="home"),
+                all_day("c", date(2030, 1, 1), days=2),
+            ],
+        )
         a, b, c_ = (x.id for x in r.added)
         c = await api_client(app, scopes=["events.read", "events.write"])
         await c.post(f"/api/v1/events/{a}/links", json={"to_event_id": b, "type": "blocks"})
@@ -43,8 +46,14 @@ async def test_export_import_round_trip_with_a_dangling_link(chronos_app, api_cl
         assert r.status_code == 200, r.text
         res = r.json()
         assert res["imported"] == 3 and res["links_imported"] == 2
-        assert res["dropped_links"] == [{"from_event_id": a, "to_event_id": 987654, "type": "relates",
-                                         "reason": "an end of the link is not in the import"}]
+        assert res["dropped_links"] == [
+            {
+                "from_event_id": a,
+                "to_event_id": 987654,
+                "type": "relates",
+                "reason": "an end of the link is not in the import",
+            }
+        ]
         new_a = res["id_map"][str(a)]
         assert new_a != a
         got = (await c.get(f"/api/v1/events/{new_a}")).json()
@@ -62,39 +71,66 @@ async def test_export_import_round_trip_with_a_dangling_link(chronos_app, api_cl
 async def test_import_is_all_or_nothing_and_bounded(chronos_app, api_client):
     async with chronos_app(plugins=PLUGINS, config={"events": {"import_max_bytes": 4096}}) as app:
         c = await api_client(app, scopes=["events.read", "events.write"])
-        good = {"id": 1, "source": "ics", "calendar_id": "w", "uid": "u1",
-                "start_utc": "2030-01-01T10:00:00Z", "end_utc": "2030-01-01T11:00:00Z"}
+        good = {
+            "id": 1,
+            "source": "ics",
+            "calendar_id": "w",
+            "uid": "u1",
+            "start_utc": "2030-01-01T10:00:00Z",
+            "end_utc": "2030-01-01T11:00:00Z",
+        }
         bad = {**good, "id": 2, "uid": "u2", "end_utc": "2029-01-01T00:00:00Z"}
-        r = await c.post("/api/v1/events/import", json={"format": "chronos-events", "version": 1, "events": [good, bad]})
+        r = await c.post(
+            "/api/v1/events/import", json={"format": "chronos-events", "version": 1, "events": [good, bad]}
+        )
         assert r.status_code == 422 and r.json()["errors"][0]["pointer"].startswith("/events/1")
         for field, value in [("end_utc", "9999-12-31T23:59:59-05:00"), ("start_utc", "0001-01-01T00:00:00+01:00")]:
             # a valid date-time that is out of range once in UTC
             far = {**good, "id": 2, "uid": "u2", field: value}
-            r = await c.post("/api/v1/events/import", json={"format": "chronos-events", "version": 1, "events": [good, far]})
+            r = await c.post(
+                "/api/v1/events/import", json={"format": "chronos-events", "version": 1, "events": [good, far]}
+            )
             assert r.status_code == 422 and r.headers["content-type"].startswith("application/problem+json"), r.text
             assert r.json()["errors"][0]["pointer"] == f"/events/1/{field}", r.json()
         dup = {**good, "id": 3}
-        r = await c.post("/api/v1/events/import", json={"format": "chronos-events", "version": 1, "events": [good, dup]})
+        r = await c.post(
+            "/api/v1/events/import", json={"format": "chronos-events", "version": 1, "events": [good, dup]}
+        )
         assert r.status_code == 422 and r.json()["errors"][0]["pointer"] == "/events/1/uid"
         r = await c.post("/api/v1/events/import", json={"format": "other", "version": 1, "events": []})
         assert r.status_code == 422 and r.json()["errors"][0]["pointer"] == "/format"
         r = await c.post("/api/v1/events/import", content=b"[1,", headers={"content-type": "application/json"})
         assert r.status_code == 400
-        big = {"format": "chronos-events", "version": 1, "events": [{**good, "id": i, "uid": f"u{i}"} for i in range(50)]}
-        r = await c.post("/api/v1/events/import", content=json.dumps(big).encode(), headers={"content-type": "application/json"})
+        big = {
+            "format": "chronos-events",
+            "version": 1,
+            "events": [{**good, "id": i, "uid": f"u{i}"} for i in range(50)],
+        }
+        r = await c.post(
+            "/api/v1/events/import", content=json.dumps(big).encode(), headers={"content-type": "application/json"}
+        )
         assert r.status_code == 413 and r.headers["content-type"].startswith("application/problem+json")
         assert (await c.get("/api/v1/events", params={"direction": "all"})).json()["items"] == []
 
 
 async def test_ics_feeds_with_keys_and_tokens(chronos_app, api_client):
     async with chronos_app(plugins=PLUGINS) as app:
-        await apply(app, [
-            ev("m1", NOW + timedelta(days=1), title="Standup, daily; team", description="line1\nline2", tags=["work"]),
-            ev("m1", NOW + timedelta(days=2), recurrence_id="20300102T090000Z", title="Standup instance"),
-            all_day("h", (NOW + timedelta(days=3)).date(), days=2, title="Holiday"),
-            ev("p", NOW + timedelta(days=1), calendar="home", title="Private", transparency="free"),
-            ev("old", NOW - timedelta(days=400), title="Too old"),
-        ])
+        await apply(
+            app,
+            [
+                ev(
+                    "m1",
+                    NOW + timedelta(days=1),
+                    title="Standup, daily; team",
+                    description="line1\nline2",
+                    tags=["work"],
+                ),
+                ev("m1", NOW + timedelta(days=2), recurrence_id="20300102T090000Z", title="Standup instance"),
+                all_day("h", (NOW + timedelta(days=3)).date(), days=2, title="Holiday"),
+                ev("p", NOW + timedelta(days=1), calendar="home", title="Private", transparency="free"),
+                ev("old", NOW - timedelta(days=400), title="Too old"),
+            ],
+        )
         c = await api_client(app, scopes=["events.read", "events.write"])
         r = await c.get("/api/v1/calendars/work/feed.ics")
         assert r.status_code == 200 and r.headers["content-type"].startswith("text/calendar")
@@ -114,7 +150,12 @@ async def test_ics_feeds_with_keys_and_tokens(chronos_app, api_client):
         assert [str(e["UID"]) for e in again.walk("VEVENT")] == uids
 
         all_cal = icalendar.Calendar.from_ical((await c.get("/api/v1/calendars/feed.ics")).content)
-        assert sorted(str(e["SUMMARY"]) for e in all_cal.walk("VEVENT")) == ["Holiday", "Private", "Standup instance", "Standup, daily; team"]
+        assert sorted(str(e["SUMMARY"]) for e in all_cal.walk("VEVENT")) == [
+            "Holiday",
+            "Private",
+            "Standup instance",
+            "Standup, daily; team",
+        ]
         assert [str(e["TRANSP"]) for e in all_cal.walk("VEVENT") if str(e["SUMMARY"]) == "Private"] == ["TRANSPARENT"]
 
         # tokens: per calendar, shown once, stored hashed, revocable
@@ -124,8 +165,9 @@ async def test_ics_feeds_with_keys_and_tokens(chronos_app, api_client):
         assert r.status_code == 201, r.text
         tok = r.json()
         assert tok["feed_url"].endswith(tok["token"])
-        from chronos_events.models import FeedToken
         from sqlalchemy import select
+
+        from chronos_events.models import FeedToken
 
         async with app.state.chronos.db.read() as s:
             stored = (await s.execute(select(FeedToken.token_hash))).scalars().all()
@@ -137,19 +179,27 @@ async def test_ics_feeds_with_keys_and_tokens(chronos_app, api_client):
         try:
             r = await bare.get("/api/v1/calendars/work/feed.ics", params={"token": tok["token"]})
             assert r.status_code == 200 and len(icalendar.Calendar.from_ical(r.content).walk("VEVENT")) == 3
-            assert (await bare.get("/api/v1/calendars/home/feed.ics", params={"token": tok["token"]})).status_code == 401
+            assert (
+                await bare.get("/api/v1/calendars/home/feed.ics", params={"token": tok["token"]})
+            ).status_code == 401
             assert (await bare.get("/api/v1/calendars/feed.ics", params={"token": tok["token"]})).status_code == 401
-            assert (await bare.get("/api/v1/calendars/work/feed.ics", params={"token": "cft_forged"})).status_code == 401
+            assert (
+                await bare.get("/api/v1/calendars/work/feed.ics", params={"token": "cft_forged"})
+            ).status_code == 401
             assert (await bare.get("/api/v1/calendars/work/feed.ics")).status_code == 401
             # an all-calendars token opens every feed
             all_tok = (await c.post("/api/v1/calendars/feed-tokens")).json()
             assert (await bare.get("/api/v1/calendars/feed.ics", params={"token": all_tok["token"]})).status_code == 200
-            assert (await bare.get("/api/v1/calendars/home/feed.ics", params={"token": all_tok["token"]})).status_code == 200
+            assert (
+                await bare.get("/api/v1/calendars/home/feed.ics", params={"token": all_tok["token"]})
+            ).status_code == 200
 
             listed = (await c.get("/api/v1/calendars/work/feed-tokens")).json()["items"]
             assert [t["id"] for t in listed] == [tok["id"]] and "token" not in listed[0]
             assert (await c.delete(f"/api/v1/calendars/work/feed-tokens/{tok['id']}")).status_code == 204
-            assert (await bare.get("/api/v1/calendars/work/feed.ics", params={"token": tok["token"]})).status_code == 401
+            assert (
+                await bare.get("/api/v1/calendars/work/feed.ics", params={"token": tok["token"]})
+            ).status_code == 401
             assert (await c.delete(f"/api/v1/calendars/home/feed-tokens/{tok['id']}")).status_code == 404
             reader = await api_client(app, scopes=["events.read"])
             assert (await reader.post("/api/v1/calendars/work/feed-tokens")).status_code == 403

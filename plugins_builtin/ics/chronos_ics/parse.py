@@ -13,6 +13,7 @@ raises :class:`CalendarFormatError`.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import re
 from dataclasses import dataclass, field
@@ -108,7 +109,7 @@ def _blocks(text: str, name: str) -> tuple[list[str], int]:
             continue
         eol = text.find("\n", stop + len(end))
         eol = len(text) if eol < 0 else eol + 1
-        out.append(text[pos + 1:eol])
+        out.append(text[pos + 1 : eol])
         pos = nxt if nxt > stop else text.find(begin, eol - 1)
     return out, opened
 
@@ -117,8 +118,8 @@ def _uid(block: str) -> str:
     i = block.find("\nUID:")
     if i >= 0:  # the common case, without a regular expression
         j = block.find("\n", i + 5)
-        if j >= 0 and block[j + 1:j + 2] not in (" ", "\t"):
-            return block[i + 5:j].strip()
+        if j >= 0 and block[j + 1 : j + 2] not in (" ", "\t"):
+            return block[i + 5 : j].strip()
     m = _UID.search(block)
     if m is None:
         return ""
@@ -135,7 +136,7 @@ def _recurs(block: str) -> bool:
 def split_calendar(text: str) -> Split:
     """Cut ``text`` into the calendar prefix and VEVENT groups by UID."""
     start = re.match(r"[\ufeff \t\r\n]*", text).end()  # type: ignore[union-attr]
-    if not text[start:start + 15].upper().startswith("BEGIN:VCALENDAR"):
+    if not text[start : start + 15].upper().startswith("BEGIN:VCALENDAR"):
         raise CalendarFormatError("not an iCalendar file: it does not start with BEGIN:VCALENDAR")
     if not re.search(r"^END:VCALENDAR[ \t]*\r?$", text[-65536:], re.M | re.I):
         raise CalendarFormatError("truncated iCalendar file: END:VCALENDAR is missing")
@@ -147,7 +148,7 @@ def split_calendar(text: str) -> Split:
         raise CalendarFormatError(f"{opened - len(blocks)} VEVENT(s) are not closed with END:VEVENT")
     timezones, _ = _blocks(text, "VTIMEZONE")
     first = text.find("\nBEGIN:", 2)
-    header = text[1:first + 1] if first >= 0 else text[1:]
+    header = text[1 : first + 1] if first >= 0 else text[1:]
     header = re.sub(r"^END:VCALENDAR.*$", "", header, flags=re.M | re.I | re.S)
     if not header.endswith("\n"):
         header += "\r\n"
@@ -160,16 +161,26 @@ def split_calendar(text: str) -> Split:
             # RFC 5545 requires a UID; derive a stable one from the content so
             # the entry still syncs (an edit then reads as delete + add).
             uid = "nouid-" + hashlib.sha1(block.encode("utf-8", "replace")).hexdigest()[:20]
-            block = re.sub(r"^(BEGIN:VEVENT[ \t]*\r?\n)", lambda mm: mm.group(1) + f"UID:{uid}\r\n", block,
-                           count=1, flags=re.M | re.I)
+            uid_line = f"UID:{uid}\r\n"
+            block = re.sub(
+                r"^(BEGIN:VEVENT[ \t]*\r?\n)",
+                lambda mm, line=uid_line: mm.group(1) + line,
+                block,
+                count=1,
+                flags=re.M | re.I,
+            )
         group = groups.get(uid)
         if group is None:
             group = groups[uid] = Group(uid, [], False)
         group.blocks.append(block if block.endswith("\n") else block + "\r\n")
         if not group.recurring and _recurs(block):
             group.recurring = True
-    return Split(prefix, list(groups.values()), tz_match.group(1).strip() if tz_match else None,
-                 any(g.recurring for g in groups.values()))
+    return Split(
+        prefix,
+        list(groups.values()),
+        tz_match.group(1).strip() if tz_match else None,
+        any(g.recurring for g in groups.values()),
+    )
 
 
 def chunks(groups: list[Group], size: int) -> list[list[Group]]:
@@ -269,16 +280,37 @@ def _draft(comp: Any, uid: str, rid: str, start: Any, end: Any, window: Window, 
     tz_name = _zone_of(comp, start, window, x_wr)
     start, end = _moved(start, end, window)
     return _make_draft(
-        uid, rid, start, end, tz_name,
-        title=_text(comp, "SUMMARY"), description=_text(comp, "DESCRIPTION"), location=_text(comp, "LOCATION"),
-        status=_text(comp, "STATUS"), transp=_text(comp, "TRANSP"), mode=_text(comp, "X-CHRONOS-MODE"),
-        url=_text(comp, "URL"), tags=_categories(comp),
+        uid,
+        rid,
+        start,
+        end,
+        tz_name,
+        title=_text(comp, "SUMMARY"),
+        description=_text(comp, "DESCRIPTION"),
+        location=_text(comp, "LOCATION"),
+        status=_text(comp, "STATUS"),
+        transp=_text(comp, "TRANSP"),
+        mode=_text(comp, "X-CHRONOS-MODE"),
+        url=_text(comp, "URL"),
+        tags=_categories(comp),
     )
 
 
 def _make_draft(
-    uid: str, rid: str, start: Any, end: Any, tz_name: str | None, *, title: str, description: str, location: str,
-    status: str, transp: str, mode: str, url: str, tags: list[str],
+    uid: str,
+    rid: str,
+    start: Any,
+    end: Any,
+    tz_name: str | None,
+    *,
+    title: str,
+    description: str,
+    location: str,
+    status: str,
+    transp: str,
+    mode: str,
+    url: str,
+    tags: list[str],
 ) -> EventDraft:
     metadata: dict[str, Any] = {}
     if url.strip():
@@ -381,8 +413,21 @@ def _series(comps: list[Any], timezones: list[Any], uid: str, window: Window, x_
 # icalendar instead, which gives the same result for everything this path takes
 # (a test compares both on generated and hand-written entries).
 
-_FAST_PROPS = frozenset({"UID", "DTSTART", "DTEND", "SUMMARY", "DESCRIPTION", "LOCATION", "STATUS", "TRANSP",
-                         "CATEGORIES", "URL", "X-CHRONOS-MODE"})
+_FAST_PROPS = frozenset(
+    {
+        "UID",
+        "DTSTART",
+        "DTEND",
+        "SUMMARY",
+        "DESCRIPTION",
+        "LOCATION",
+        "STATUS",
+        "TRANSP",
+        "CATEGORIES",
+        "URL",
+        "X-CHRONOS-MODE",
+    }
+)
 _SLOW_PROPS = frozenset({"RRULE", "RDATE", "EXDATE", "EXRULE", "RECURRENCE-ID", "DURATION"})
 _NAME = re.compile(r"[A-Za-z0-9-]+\Z")
 _DATE_TIME = re.compile(r"(\d{4})(\d{2})(\d{2})(?:T(\d{2})(\d{2})(\d{2})(Z?))?\Z")
@@ -442,7 +487,7 @@ def _content_line(line: str) -> tuple[str, str, str]:
     name = head if semi < 0 else head[:semi]
     if not _NAME.match(name):
         raise _Slow
-    return name.upper(), ("" if semi < 0 else head[semi:]), line[colon + 1:]
+    return name.upper(), ("" if semi < 0 else head[semi:]), line[colon + 1 :]
 
 
 _UTC_ZONE = ZoneInfo("UTC")
@@ -545,12 +590,23 @@ def _fast_single(block: str, uid: str, window: Window, x_wr: str | None, out: Pa
         return
     tz_name = _fast_zone_name(start, window)
     start, end = _moved(start, end, window)
-    out.drafts.append(_make_draft(
-        uid, "", start, end, tz_name,
-        title=_unescape(get("SUMMARY")), description=_unescape(get("DESCRIPTION")),
-        location=_unescape(get("LOCATION")), status=get("STATUS"), transp=get("TRANSP"),
-        mode=get("X-CHRONOS-MODE"), url=get("URL"), tags=tags,
-    ))
+    out.drafts.append(
+        _make_draft(
+            uid,
+            "",
+            start,
+            end,
+            tz_name,
+            title=_unescape(get("SUMMARY")),
+            description=_unescape(get("DESCRIPTION")),
+            location=_unescape(get("LOCATION")),
+            status=get("STATUS"),
+            transp=get("TRANSP"),
+            mode=get("X-CHRONOS-MODE"),
+            url=get("URL"),
+            tags=tags,
+        )
+    )
     out.instances += 1
 
 
@@ -611,10 +667,9 @@ def _parse_slow(prefix: str, groups: list[Group], window: Window, x_wr: str | No
     if x_wr:
         import x_wr_timezone
 
-        try:
+        # An unknown X-WR-TIMEZONE leaves times as written.
+        with contextlib.suppress(Exception):
             cal = x_wr_timezone.to_standard(cal)
-        except Exception:  # noqa: BLE001 - an unknown X-WR-TIMEZONE leaves times as written
-            pass
     timezones = [c for c in cal.subcomponents if c.name == "VTIMEZONE"]
     by_uid: dict[str, list[Any]] = {}
     for comp in cal.subcomponents:

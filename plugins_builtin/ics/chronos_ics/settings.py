@@ -75,7 +75,9 @@ class IcsSettings(BaseModel):
     max_redirects: int = Field(5, ge=0, le=20, description="Redirects followed before giving up.")
     batch_size: int = Field(500, ge=1, le=10_000, description="Events per pipeline batch (one transaction each).")
     parse_workers: int | None = Field(
-        None, ge=0, le=32,
+        None,
+        ge=0,
+        le=32,
         description="Processes parsing large files in parallel (default: one per CPU core, at most 4);"
         " 0 parses in a thread of the service.",
     )
@@ -83,7 +85,9 @@ class IcsSettings(BaseModel):
         2000, ge=1, description="Files with at least this many entries are parsed by the worker processes."
     )
     max_instances_per_event: int = Field(
-        2000, ge=1, le=1_000_000,
+        2000,
+        ge=1,
+        le=1_000_000,
         description="A recurring event expanding to more instances inside the window is reported as an error.",
     )
 

@@ -20,11 +20,11 @@ import asyncio
 import hashlib
 import json
 import multiprocessing
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ProcessPoolExecutor
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from chronos.plugin import CalendarSpec, EventDraft, Source, SourceBatch, SourceError
 
@@ -54,8 +54,9 @@ class IcsSource(Source):
 
     def calendars(self) -> list[CalendarSpec]:
         return [
-            CalendarSpec(c.id, interval_seconds=c.interval_seconds, read_only=c.read_only,
-                         options=c.model_dump(mode="json"))
+            CalendarSpec(
+                c.id, interval_seconds=c.interval_seconds, read_only=c.read_only, options=c.model_dump(mode="json")
+            )
             for c in self.settings.calendars
         ]
 
@@ -85,8 +86,13 @@ class IcsSource(Source):
 
     def _fingerprint(self, cfg: IcsCalendar, window: Window) -> str:
         relevant = {
-            "v": PARSER_VERSION, "past": cfg.past_days, "horizon": cfg.horizon_days, "tz": cfg.default_timezone,
-            "shift": window.shift.days, "max": window.max_instances, "where": cfg.path or cfg.url,
+            "v": PARSER_VERSION,
+            "past": cfg.past_days,
+            "horizon": cfg.horizon_days,
+            "tz": cfg.default_timezone,
+            "shift": window.shift.days,
+            "max": window.max_instances,
+            "where": cfg.path or cfg.url,
         }
         return hashlib.sha256(json.dumps(relevant, sort_keys=True, default=str).encode()).hexdigest()[:16]
 

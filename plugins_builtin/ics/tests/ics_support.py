@@ -36,8 +36,11 @@ def build_app(feed: Feed) -> Starlette:
         feed.requests.append(dict(request.headers))
         if request.headers.get("if-none-match") == feed.etag:
             return Response(status_code=304, headers={"ETag": feed.etag})
-        return Response(feed.body, media_type="text/calendar",
-                        headers={"ETag": feed.etag, "Last-Modified": "Sat, 28 Nov 2026 10:00:00 GMT"})
+        return Response(
+            feed.body,
+            media_type="text/calendar",
+            headers={"ETag": feed.etag, "Last-Modified": "Sat, 28 Nov 2026 10:00:00 GMT"},
+        )
 
     async def missing(request: Request) -> Response:
         return Response("no such calendar", status_code=404)
@@ -59,6 +62,7 @@ def build_app(feed: Feed) -> Starlette:
             yield b"BEGIN:VCALENDAR\r\n"
             for _ in range(50):
                 yield b"X" * 10_000
+
         return StreamingResponse(chunks(), media_type="text/calendar")
 
     async def slow(request: Request) -> Response:
@@ -66,16 +70,25 @@ def build_app(feed: Feed) -> Starlette:
             yield b"BEGIN:VCALENDAR\r\n"
             await asyncio.sleep(30)
             yield b"END:VCALENDAR\r\n"
+
         return StreamingResponse(drip(), media_type="text/calendar")
 
     async def html(request: Request) -> Response:
         return HTMLResponse("<html><body>Please sign in</body></html>")
 
-    return Starlette(routes=[
-        Route("/cal.ics", calendar), Route("/missing.ics", missing), Route("/loop", loop), Route("/hop", hop),
-        Route("/ftp", to_ftp), Route("/big", big), Route("/big-stream", big_stream), Route("/slow", slow),
-        Route("/html", html),
-    ])
+    return Starlette(
+        routes=[
+            Route("/cal.ics", calendar),
+            Route("/missing.ics", missing),
+            Route("/loop", loop),
+            Route("/hop", hop),
+            Route("/ftp", to_ftp),
+            Route("/big", big),
+            Route("/big-stream", big_stream),
+            Route("/slow", slow),
+            Route("/html", html),
+        ]
+    )
 
 
 def free_port() -> int:
@@ -97,8 +110,9 @@ def feed_server() -> Iterator[FeedServer]:
     """A real uvicorn on a free port serving :func:`build_app`."""
     feed = Feed()
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(build_app(feed), host="127.0.0.1", port=port, log_level="warning",
-                                           lifespan="off"))
+    server = uvicorn.Server(
+        uvicorn.Config(build_app(feed), host="127.0.0.1", port=port, log_level="warning", lifespan="off")
+    )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 10

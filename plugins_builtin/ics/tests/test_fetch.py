@@ -7,8 +7,9 @@ import os
 import pytest
 
 from chronos.plugin import SourceError
-from chronos_ics.fetch import download, read_file, redact
 from ics_support import ics, single
+
+from chronos_ics.fetch import download, read_file, redact
 
 LIMITS = {"max_bytes": 100_000, "timeout": 5, "max_redirects": 3}
 
@@ -18,8 +19,9 @@ async def test_conditional_get_answers_not_modified(feed_server):
     data, validators = await download(feed_server.url("/cal.ics"), **LIMITS)
     assert data == feed_server.feed.body and validators["etag"] == feed_server.feed.etag
     assert validators["last_modified"] == "Sat, 28 Nov 2026 10:00:00 GMT"
-    data, _ = await download(feed_server.url("/cal.ics"), etag=validators["etag"],
-                             last_modified=validators["last_modified"], **LIMITS)
+    data, _ = await download(
+        feed_server.url("/cal.ics"), etag=validators["etag"], last_modified=validators["last_modified"], **LIMITS
+    )
     assert data is None
     sent = feed_server.feed.requests[-1]
     assert sent["if-none-match"] == validators["etag"] and sent["if-modified-since"] == validators["last_modified"]
@@ -38,11 +40,14 @@ async def test_redirects_are_followed_up_to_the_limit(feed_server):
         await download(feed_server.url("/ftp"), **LIMITS)
 
 
-@pytest.mark.parametrize(("path", "message"), [
-    ("/missing.ics", r"HTTP 404 Not Found from http://127\.0\.0\.1:\d+/missing\.ics"),
-    ("/big", r"announces 200,017 B, more than the limit of 100,000 B"),
-    ("/big-stream", r"sent more than the limit of 100,000 B"),
-])
+@pytest.mark.parametrize(
+    ("path", "message"),
+    [
+        ("/missing.ics", r"HTTP 404 Not Found from http://127\.0\.0\.1:\d+/missing\.ics"),
+        ("/big", r"announces 200,017 B, more than the limit of 100,000 B"),
+        ("/big-stream", r"sent more than the limit of 100,000 B"),
+    ],
+)
 async def test_http_errors_and_size_limits(feed_server, path, message):
     with pytest.raises(SourceError, match=message):
         await download(feed_server.url(path), **LIMITS)
@@ -62,7 +67,8 @@ async def test_unreachable_hosts_fail_clearly():
 
 def test_urls_are_redacted_in_messages():
     assert redact("https://user:pw@cal.example.org:8443/feed/x.ics?token=s3cret#frag") == (
-        "https://cal.example.org:8443/feed/x.ics?…")
+        "https://cal.example.org:8443/feed/x.ics?…"
+    )
 
 
 async def test_files_unchanged_by_mtime_and_size_are_not_read(tmp_path):

@@ -44,7 +44,11 @@ def test_weekly_meeting_stays_at_nine_local_across_the_november_change():
     assert all(d.end - d.start == timedelta(minutes=30) for d in out.drafts)
     assert {d.timezone for d in out.drafts} == {"America/New_York"}
     assert [d.recurrence_id for d in out.drafts] == [
-        "20261019T130000Z", "20261026T130000Z", "20261102T140000Z", "20261109T140000Z"]
+        "20261019T130000Z",
+        "20261026T130000Z",
+        "20261102T140000Z",
+        "20261109T140000Z",
+    ]
 
 
 def test_exception_exdate_and_cancelled_instance():
@@ -91,7 +95,9 @@ SUMMARY:Daily
 
 
 def test_all_day_events_are_dates_and_single_events_ignore_the_window():
-    out = parse(cal("""
+    out = parse(
+        cal(
+            """
 UID:holiday@test
 DTSTART;VALUE=DATE:20200101
 SUMMARY:Long ago
@@ -100,13 +106,16 @@ CATEGORIES:extra
 TRANSP:TRANSPARENT
 STATUS:TENTATIVE
 URL:https://example.org/h
-""", """
+""",
+            """
 UID:conf@test
 DTSTART;VALUE=DATE:20260301
 DTEND;VALUE=DATE:20260304
 SUMMARY:Conference
 X-CHRONOS-MODE:auto-plan
-"""))
+""",
+        )
+    )
     h, c = out.drafts
     assert (h.start, h.end, h.recurrence_id) == (date(2020, 1, 1), date(2020, 1, 2), "")
     assert h.tags == ["Holiday", "Family", "extra"] and h.transparency == "free" and h.status == "tentative"
@@ -115,17 +124,23 @@ X-CHRONOS-MODE:auto-plan
 
 
 def test_cancelled_single_event_is_a_deletion_and_duplicates_keep_the_latest_sequence():
-    out = parse(cal("UID:gone@test\nDTSTART:20260101T090000Z\nSTATUS:CANCELLED",
-                    "UID:dup@test\nSEQUENCE:2\nDTSTART:20260101T090000Z\nSUMMARY:new",
-                    "UID:dup@test\nSEQUENCE:1\nDTSTART:20260101T090000Z\nSUMMARY:old"))
+    out = parse(
+        cal(
+            "UID:gone@test\nDTSTART:20260101T090000Z\nSTATUS:CANCELLED",
+            "UID:dup@test\nSEQUENCE:2\nDTSTART:20260101T090000Z\nSUMMARY:new",
+            "UID:dup@test\nSEQUENCE:1\nDTSTART:20260101T090000Z\nSUMMARY:old",
+        )
+    )
     assert out.deleted == [("gone@test", "")]
     assert [(d.uid, d.title) for d in out.drafts] == [("dup@test", "new")]
     assert out.drafts[0].end == out.drafts[0].start  # RFC 5545: a date-time without end is an instant
 
 
 def test_floating_times_take_x_wr_timezone():
-    text = cal("UID:f@test\nDTSTART:20260701T090000\nDTEND:20260701T100000\nSUMMARY:Floating",
-               header="X-WR-TIMEZONE:Europe/Berlin\r\n")
+    text = cal(
+        "UID:f@test\nDTSTART:20260701T090000\nDTEND:20260701T100000\nSUMMARY:Floating",
+        header="X-WR-TIMEZONE:Europe/Berlin\r\n",
+    )
     [d] = parse(text).drafts
     assert d.start == datetime(2026, 7, 1, 7, tzinfo=UTC) and d.timezone == "Europe/Berlin"
 
@@ -140,27 +155,34 @@ def test_floating_times_without_x_wr_timezone_stay_floating_for_the_normaliser()
 
 
 def test_demo_shift_moves_whole_weeks_and_keeps_local_times():
-    text = cal("UID:s@test\nDTSTART;TZID=Europe/Berlin:20260112T093000\nDTEND;TZID=Europe/Berlin:20260112T100000\n"
-               "RRULE:FREQ=WEEKLY;COUNT=2\nSUMMARY:Standup")
+    text = cal(
+        "UID:s@test\nDTSTART;TZID=Europe/Berlin:20260112T093000\nDTEND;TZID=Europe/Berlin:20260112T100000\n"
+        "RRULE:FREQ=WEEKLY;COUNT=2\nSUMMARY:Standup"
+    )
     shift = timedelta(weeks=26)  # January (CET) to July (CEST)
     out = parse(text, Window(datetime(2026, 7, 1, tzinfo=UTC), datetime(2026, 8, 1, tzinfo=UTC), shift=shift))
     assert [d.start.astimezone(BERLIN).strftime("%Y-%m-%d %H:%M") for d in out.drafts] == [
-        "2026-07-13 09:30", "2026-07-20 09:30"]
+        "2026-07-13 09:30",
+        "2026-07-20 09:30",
+    ]
     assert out.drafts[0].recurrence_id == "20260713T073000Z"
 
 
-@pytest.mark.parametrize(("entry", "message"), [
-    ("UID:a@test\nSUMMARY:no start", "no DTSTART"),
-    ("UID:b@test\nDTSTART:20260101T090000Z\nRRULE:FREQ=SOMETIMES", "RRULE"),
-    ("UID:c@test\nDTSTART:2026-01-01\nSUMMARY:bad date", "DTSTART"),
-    ("UID:d@test\nDTSTART:20260101T090000Z\nthis line is broken\nSUMMARY:x", "could not be parsed"),
-    ("UID:e@test\nDTSTART;TZID=Mars/Olympus:20260101T090000\nSUMMARY:x", "TZID='Mars/Olympus'"),
-    # Dates at the edge of what Python can hold: the end or the UTC time overflows.
-    ("UID:f@test\nDTSTART;VALUE=DATE:99991231\nSUMMARY:last day", "out of range"),
-    ("UID:g@test\nDTSTART;TZID=America/New_York:99991231T230000\nSUMMARY:x", "out of range"),
-    ("UID:h@test\nDTSTART;TZID=Europe/Berlin:00010101T000000\nSUMMARY:x", "out of range"),
-    ("UID:i@test\nDTSTART:99991231T230000Z\nDURATION:PT2H\nSUMMARY:x", "out of range"),
-])
+@pytest.mark.parametrize(
+    ("entry", "message"),
+    [
+        ("UID:a@test\nSUMMARY:no start", "no DTSTART"),
+        ("UID:b@test\nDTSTART:20260101T090000Z\nRRULE:FREQ=SOMETIMES", "RRULE"),
+        ("UID:c@test\nDTSTART:2026-01-01\nSUMMARY:bad date", "DTSTART"),
+        ("UID:d@test\nDTSTART:20260101T090000Z\nthis line is broken\nSUMMARY:x", "could not be parsed"),
+        ("UID:e@test\nDTSTART;TZID=Mars/Olympus:20260101T090000\nSUMMARY:x", "TZID='Mars/Olympus'"),
+        # Dates at the edge of what Python can hold: the end or the UTC time overflows.
+        ("UID:f@test\nDTSTART;VALUE=DATE:99991231\nSUMMARY:last day", "out of range"),
+        ("UID:g@test\nDTSTART;TZID=America/New_York:99991231T230000\nSUMMARY:x", "out of range"),
+        ("UID:h@test\nDTSTART;TZID=Europe/Berlin:00010101T000000\nSUMMARY:x", "out of range"),
+        ("UID:i@test\nDTSTART:99991231T230000Z\nDURATION:PT2H\nSUMMARY:x", "out of range"),
+    ],
+)
 def test_a_bad_entry_is_an_error_for_its_uid_only(entry, message):
     out = parse(cal(entry, "UID:good@test\nDTSTART:20260101T090000Z\nSUMMARY:fine"))
     assert [d.uid for d in out.drafts] == ["good@test"]
@@ -169,28 +191,38 @@ def test_a_bad_entry_is_an_error_for_its_uid_only(entry, message):
 
 
 def test_an_endless_too_frequent_rrule_is_capped():
-    text = cal("UID:spam@test\nDTSTART:20260101T000000Z\nRRULE:FREQ=MINUTELY\nSUMMARY:spam",
-               "UID:ok@test\nDTSTART:20260101T090000Z\nRRULE:FREQ=WEEKLY\nSUMMARY:endless but fine")
+    text = cal(
+        "UID:spam@test\nDTSTART:20260101T000000Z\nRRULE:FREQ=MINUTELY\nSUMMARY:spam",
+        "UID:ok@test\nDTSTART:20260101T090000Z\nRRULE:FREQ=WEEKLY\nSUMMARY:endless but fine",
+    )
     out = parse(text, Window(datetime(2026, 1, 1, tzinfo=UTC), datetime(2026, 3, 1, tzinfo=UTC), max_instances=50))
     assert [u for u, _ in out.errors] == ["spam@test"] and "more than 50 instances" in out.errors[0][1]
     assert len(out.drafts) == 9 and {d.uid for d in out.drafts} == {"ok@test"}
 
 
-@pytest.mark.parametrize(("text", "message"), [
-    ("<html><body>Sign in</body></html>", "does not start with BEGIN:VCALENDAR"),
-    ("BEGIN:VCALENDAR\r\nVERSION:2.0\r\nBEGIN:VEVENT\r\nUID:x\r\n", "END:VCALENDAR is missing"),
-    ("BEGIN:VCALENDAR\r\nBEGIN:VEVENT\r\nUID:x\r\nBEGIN:VEVENT\r\nUID:y\r\nEND:VEVENT\r\nEND:VCALENDAR\r\n",
-     "not closed"),
-])
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("<html><body>Sign in</body></html>", "does not start with BEGIN:VCALENDAR"),
+        ("BEGIN:VCALENDAR\r\nVERSION:2.0\r\nBEGIN:VEVENT\r\nUID:x\r\n", "END:VCALENDAR is missing"),
+        (
+            "BEGIN:VCALENDAR\r\nBEGIN:VEVENT\r\nUID:x\r\nBEGIN:VEVENT\r\nUID:y\r\nEND:VEVENT\r\nEND:VCALENDAR\r\n",
+            "not closed",
+        ),
+    ],
+)
 def test_files_that_are_not_icalendar(text, message):
     with pytest.raises(CalendarFormatError, match=message):
         split_calendar(text)
 
 
 def test_missing_uid_gets_a_stable_one_and_groups_stay_whole():
-    text = cal("DTSTART:20260101T090000Z\nSUMMARY:anonymous", WEEKLY_NY,
-               "UID:weekly@test\nRECURRENCE-ID;TZID=America/New_York:20261026T090000\n"
-               "DTSTART;TZID=America/New_York:20261026T100000\nSUMMARY:moved")
+    text = cal(
+        "DTSTART:20260101T090000Z\nSUMMARY:anonymous",
+        WEEKLY_NY,
+        "UID:weekly@test\nRECURRENCE-ID;TZID=America/New_York:20261026T090000\n"
+        "DTSTART;TZID=America/New_York:20261026T100000\nSUMMARY:moved",
+    )
     first, second = split_calendar(text), split_calendar(text)
     assert first.groups[0].uid == second.groups[0].uid and first.groups[0].uid.startswith("nouid-")
     assert [(g.uid, len(g.blocks), g.recurring) for g in first.groups[1:]] == [("weekly@test", 2, True)]
@@ -202,7 +234,7 @@ def test_missing_uid_gets_a_stable_one_and_groups_stay_whole():
 # -- the fast path for plain single events agrees with icalendar ------------------------------
 
 PLAIN = [
-    "UID:tz@t\nDTSTART;TZID=America/New_York:20261102T090000\nDTEND;TZID=\"Europe/Berlin\":20261102T170000\n"
+    'UID:tz@t\nDTSTART;TZID=America/New_York:20261102T090000\nDTEND;TZID="Europe/Berlin":20261102T170000\n'
     "SUMMARY:Zones",
     "UID:utc@t\nDTSTART:20260301T090000Z\nDTEND:20260301T093000Z\nSUMMARY:UTC",
     "UID:float@t\nDTSTART:20260301T090000\nDTEND:20260301T100000\nSUMMARY:Floating",
@@ -212,7 +244,7 @@ PLAIN = [
     "LOCATION:Café Zürich\\, Raum 2",
     "UID:alarm@t\nDTSTART:20260301T090000Z\nDTEND:20260301T100000Z\nSUMMARY:With alarm\nDESCRIPTION:outer\n"
     "BEGIN:VALARM\nACTION:DISPLAY\nDESCRIPTION:inner\nTRIGGER:-PT15M\nEND:VALARM",
-    "UID:quoted@t\nDTSTART:20260301T090000Z\nORGANIZER;CN=\"Doe: John\":mailto:john@example.org\nSUMMARY:Quoted",
+    'UID:quoted@t\nDTSTART:20260301T090000Z\nORGANIZER;CN="Doe: John":mailto:john@example.org\nSUMMARY:Quoted',
     "UID:meta@t\nDTSTART:20260301T090000Z\nSTATUS:TENTATIVE\nTRANSP:TRANSPARENT\nX-CHRONOS-MODE:auto-plan\n"
     "URL:https://example.org/x?a=1\nCATEGORIES:One,Two\nCATEGORIES:Three\nsummary:lower-case name",
     "UID:gone@t\nDTSTART:20260301T090000Z\nSTATUS:CANCELLED",
@@ -240,8 +272,10 @@ def test_fast_path_equals_icalendar(header):
     sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "bench"))
     from gen_events import event_to_vevent, iter_events
 
-    generated = [event_to_vevent(e).replace("\r\n", "\n").strip().split("\n", 1)[1].rsplit("\n", 1)[0]
-                 for e in iter_events(300, seed=3)]
+    generated = [
+        event_to_vevent(e).replace("\r\n", "\n").strip().split("\n", 1)[1].rsplit("\n", 1)[0]
+        for e in iter_events(300, seed=3)
+    ]
     split = split_calendar(cal(*PLAIN, *generated, header=header))
     window = Window(YEAR.start, YEAR.end, shift=timedelta(weeks=2), default_timezone="Asia/Tokyo")
     fast = Parsed()

@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 
 from chronos.plugin import CalendarSpec
+from ics_support import ics, single
+
 from chronos_ics.settings import IcsSettings
 from chronos_ics.source import IcsSource
-from ics_support import ics, single
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -35,8 +36,10 @@ async def test_a_new_day_reparses_only_files_with_recurring_series(tmp_path, rec
     rule = "\nRRULE:FREQ=DAILY" if recurring else ""
     path.write_text(ics(f"UID:x\nDTSTART:20260601T090000Z\nDTEND:20260601T100000Z{rule}\nSUMMARY:x"))
     clock = Clock()
-    src = IcsSource(IcsSettings(calendars=[{"id": "c", "path": str(path), "past_days": 0, "horizon_days": 2}],
-                                parse_workers=0), clock=clock)
+    src = IcsSource(
+        IcsSettings(calendars=[{"id": "c", "path": str(path), "past_days": 0, "horizon_days": 2}], parse_workers=0),
+        clock=clock,
+    )
     batches, cursor = await listing(src, "c", None)
     assert batches[-1].complete and cursor["recurring"] is recurring
     first = [d.recurrence_id for b in batches for d in b.drafts]
@@ -79,10 +82,13 @@ async def test_worker_processes_parse_exactly_like_the_thread(tmp_path):
     path = write_ics(tmp_path / "big.ics", 600, seed=7)
     text = path.read_text()
     # Add a recurring series with an exception so groups must stay whole across chunks.
-    text = text.replace("END:VCALENDAR", ics(
-        "UID:series\nDTSTART:20260105T090000Z\nDTEND:20260105T100000Z\nRRULE:FREQ=WEEKLY;COUNT=10\nSUMMARY:S",
-        "UID:series\nRECURRENCE-ID:20260112T090000Z\nDTSTART:20260112T110000Z\nDTEND:20260112T120000Z\nSUMMARY:moved",
-    ).split("PRODID:-//test//EN\r\n", 1)[1])
+    text = text.replace(
+        "END:VCALENDAR",
+        ics(
+            "UID:series\nDTSTART:20260105T090000Z\nDTEND:20260105T100000Z\nRRULE:FREQ=WEEKLY;COUNT=10\nSUMMARY:S",
+            "UID:series\nRECURRENCE-ID:20260112T090000Z\nDTSTART:20260112T110000Z\nDTEND:20260112T120000Z\nSUMMARY:moved",
+        ).split("PRODID:-//test//EN\r\n", 1)[1],
+    )
     path.write_text(text)
     cal = {"id": "c", "path": str(path), "past_days": 3650, "horizon_days": 3650}
     threaded = IcsSource(IcsSettings(calendars=[cal], parse_workers=0))
@@ -95,8 +101,11 @@ async def test_worker_processes_parse_exactly_like_the_thread(tmp_path):
         parallel.close()
 
     def keyed(batches):
-        return sorted((d.uid, d.recurrence_id, d.title, str(d.start), str(d.end), tuple(d.tags))
-                      for b in batches for d in b.drafts)
+        return sorted(
+            (d.uid, d.recurrence_id, d.title, str(d.start), str(d.end), tuple(d.tags))
+            for b in batches
+            for d in b.drafts
+        )
 
     assert keyed(one) == keyed(two) and len(keyed(one)) == 610
     assert ("series", "20260112T090000Z", "moved") in {k[:3] for k in keyed(two)}

@@ -16,18 +16,22 @@ from sqlalchemy import select
 
 from chronos import testing as kit
 from chronos.plugin import CalendarSpec, SourceError
+from ics_support import ics, single
+
 from chronos_ics.settings import IcsSettings
 from chronos_ics.source import IcsSource
-from ics_support import ics, single
 
 pytestmark = pytest.mark.exercises_hook("register_sources")
 
 
 def settings(tmp_path, **second) -> IcsSettings:
-    return IcsSettings(calendars=[
-        {"id": "file", "path": str(tmp_path / "a.ics")},
-        {"id": "feed", "url": "https://cal.example.org/x.ics?token=s3cret", "interval_seconds": 0, **second},
-    ], parse_workers=0)
+    return IcsSettings(
+        calendars=[
+            {"id": "file", "path": str(tmp_path / "a.ics")},
+            {"id": "feed", "url": "https://cal.example.org/x.ics?token=s3cret", "interval_seconds": 0, **second},
+        ],
+        parse_workers=0,
+    )
 
 
 def test_calendars_carry_read_only_and_the_source_cannot_delete(tmp_path):
@@ -53,9 +57,15 @@ async def test_delete_entry_is_refused(tmp_path):
 
 async def test_the_api_shows_each_calendar_read_only_flag(chronos_app, api_client, tmp_path):
     (tmp_path / "a.ics").write_text(ics(single("a", "Alpha")))
-    cfg = {"ics": {"calendars": [{"id": "ro", "path": str(tmp_path / "a.ics")},
-                                 {"id": "rw", "path": str(tmp_path / "a.ics"), "read_only": False}],
-                   "parse_workers": 0}}
+    cfg = {
+        "ics": {
+            "calendars": [
+                {"id": "ro", "path": str(tmp_path / "a.ics")},
+                {"id": "rw", "path": str(tmp_path / "a.ics"), "read_only": False},
+            ],
+            "parse_workers": 0,
+        }
+    }
     async with chronos_app(plugins=["events", "ics"], config=cfg) as app:
         pipeline = app.state.runtime.pipeline
         refs = {cid: pipeline.calendar("ics", cid) for cid in ("ro", "rw")}
@@ -69,15 +79,20 @@ async def test_the_api_shows_each_calendar_read_only_flag(chronos_app, api_clien
 
 
 @pytest.mark.parametrize("read_only", [True, False], ids=["read-only", "configured-writable"])
-async def test_a_consumed_ics_entry_gets_a_tombstone_not_a_deletion_at_the_source(chronos_app, api_client,
-                                                                                   tmp_path, read_only):
+async def test_a_consumed_ics_entry_gets_a_tombstone_not_a_deletion_at_the_source(
+    chronos_app, api_client, tmp_path, read_only
+):
     from chronos_commands.models import SourceDeletion
     from chronos_events.models import EventTombstone
 
     path = tmp_path / "team.ics"
     path.write_text(ics(single("note-1", "NOTIZ: Milch kaufen"), single("plain", "Team meeting", days=2)))
-    cfg = {"ics": {"calendars": [{"id": "team", "path": str(path), "read_only": read_only, "interval_seconds": 0}],
-                   "parse_workers": 0}}
+    cfg = {
+        "ics": {
+            "calendars": [{"id": "team", "path": str(path), "read_only": read_only, "interval_seconds": 0}],
+            "parse_workers": 0,
+        }
+    }
     async with chronos_app(plugins=["events", "normalize", "ics", "commands"], config=cfg) as app:
         c = await api_client(app, scopes=["admin"])
         run = await kit.sync_now(app, "ics", "team")
@@ -85,22 +100,27 @@ async def test_a_consumed_ics_entry_gets_a_tombstone_not_a_deletion_at_the_sourc
 
         notes = (await c.get("/api/v1/notes")).json()["items"]
         assert [(n["content"], n["source"]["uid"]) for n in notes] == [("Milch kaufen", "note-1")]
-        r = await c.get("/api/v1/events", params={"calendar_id": "team", "from": "2000-01-01T00:00:00Z",
-                                                  "to": "2100-01-01T00:00:00Z"})
+        r = await c.get(
+            "/api/v1/events",
+            params={"calendar_id": "team", "from": "2000-01-01T00:00:00Z", "to": "2100-01-01T00:00:00Z"},
+        )
         assert [e["uid"] for e in r.json()["items"]] == ["plain"]
 
         async with app.state.chronos.db.read() as s:
             tombstones = (await s.execute(select(EventTombstone))).scalars().all()
             deletions = (await s.execute(select(SourceDeletion))).scalars().all()
         assert [(t.source, t.calendar_id, t.uid, t.recurrence_id) for t in tombstones] == [
-            ("ics", "team", "note-1", "")]
+            ("ics", "team", "note-1", "")
+        ]
         assert deletions == [], "an ics entry must never be queued for deletion at its source"
 
         # The file still has the entry: a full listing finds the tombstone and neither
         # restores the event nor creates the note twice.
         run = await kit.sync_now(app, "ics", "team", full=True)
         assert (run.status, run.added, run.deleted) == ("ok", 0, 0), run
-        r = await c.get("/api/v1/events", params={"calendar_id": "team", "from": "2000-01-01T00:00:00Z",
-                                                  "to": "2100-01-01T00:00:00Z"})
+        r = await c.get(
+            "/api/v1/events",
+            params={"calendar_id": "team", "from": "2000-01-01T00:00:00Z", "to": "2100-01-01T00:00:00Z"},
+        )
         assert [e["uid"] for e in r.json()["items"]] == ["plain"]
         assert len((await c.get("/api/v1/notes")).json()["items"]) == 1

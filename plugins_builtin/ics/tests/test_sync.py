@@ -69,11 +69,17 @@ async def test_the_demo_calendar(chronos_app, api_client):
         assert holiday["all_day"] and holiday["start_date"] == str(last_monday + timedelta(days=1))
         assert holiday["end_date"] == str(last_monday + timedelta(days=2)) and holiday["transparency"] == "free"
         [conf] = by_uid["conference@demo.chronos"]
-        assert (conf["start_date"], conf["end_date"]) == (str(monday + timedelta(days=2)), str(monday + timedelta(days=5)))
+        assert (conf["start_date"], conf["end_date"]) == (
+            str(monday + timedelta(days=2)),
+            str(monday + timedelta(days=5)),
+        )
 
         planning = by_uid["planning@demo.chronos"][0]
         assert [(t["text"], t["done"]) for t in planning["sub_tasks"]] == [
-            ("review last sprint", True), ("estimate the migration stories", False), ("agree on the sprint goal", False)]
+            ("review last sprint", True),
+            ("estimate the migration stories", False),
+            ("agree on the sprint goal", False),
+        ]
         assert {"team", "planning", "work"} <= set(planning["tags"])
         [migration] = by_uid["migration@demo.chronos"]
         assert migration["all_done"] and migration["mode"] == "auto-plan" and "maintenance" in migration["tags"]
@@ -104,8 +110,12 @@ async def test_file_changes_become_updates_and_deletions(chronos_app, tmp_path):
 
 async def test_dst_through_the_pipeline(chronos_app, api_client, tmp_path):
     path = tmp_path / "ny.ics"
-    path.write_text(ics("UID:w@test\nDTSTART;TZID=America/New_York:20261019T090000\n"
-                        "DTEND;TZID=America/New_York:20261019T100000\nRRULE:FREQ=WEEKLY;COUNT=4\nSUMMARY:Weekly"))
+    path.write_text(
+        ics(
+            "UID:w@test\nDTSTART;TZID=America/New_York:20261019T090000\n"
+            "DTEND;TZID=America/New_York:20261019T100000\nRRULE:FREQ=WEEKLY;COUNT=4\nSUMMARY:Weekly"
+        )
+    )
     cal = {"id": "ny", "path": str(path), "past_days": 3650, "horizon_days": 3650}
     async with chronos_app(plugins=PLUGINS, config=config(cal)) as app:
         assert (await sync(app, "ny")).added == 4
@@ -147,8 +157,13 @@ async def test_bad_entries_fail_alone(chronos_app, api_client, tmp_path):
     path.write_text(ics(single("a", "Alpha"), single("b", "Beta")))
     async with chronos_app(plugins=PLUGINS, config=config({"id": "team", "path": str(path)})) as app:
         await sync(app, "team")
-        path.write_text(ics(single("a", "Alpha"), "UID:b\nSUMMARY:Beta lost its start",
-                            "UID:c\nDTSTART:20260101T000000Z\nRRULE:FREQ=SOMETIMES\nSUMMARY:bad rule"))
+        path.write_text(
+            ics(
+                single("a", "Alpha"),
+                "UID:b\nSUMMARY:Beta lost its start",
+                "UID:c\nDTSTART:20260101T000000Z\nRRULE:FREQ=SOMETIMES\nSUMMARY:bad rule",
+            )
+        )
         run = await sync(app, "team")
         assert (run.status, run.failed, run.deleted) == ("partial", 2, 0)
         errors = {e["uid"]: e for e in run.errors}
@@ -164,10 +179,15 @@ async def test_an_entry_with_an_out_of_range_date_fails_alone(chronos_app, api_c
     cfg = {**config({"id": "team", "path": str(path)}), "normalize": {"default_timezone": "Europe/Berlin"}}
     async with chronos_app(plugins=PLUGINS, config=cfg) as app:
         await sync(app, "team")
-        path.write_text(ics(single("a", "Alpha renamed"), single("b", "Beta"),
-                            "UID:z\nDTSTART;VALUE=DATE:99991231\nSUMMARY:the last day",
-                            "UID:y\nDTSTART;TZID=America/New_York:99991231T230000\nSUMMARY:late",
-                            "UID:x\nDTSTART:00010101T000000\nSUMMARY:floating: Berlin time, before year 1 in UTC"))
+        path.write_text(
+            ics(
+                single("a", "Alpha renamed"),
+                single("b", "Beta"),
+                "UID:z\nDTSTART;VALUE=DATE:99991231\nSUMMARY:the last day",
+                "UID:y\nDTSTART;TZID=America/New_York:99991231T230000\nSUMMARY:late",
+                "UID:x\nDTSTART:00010101T000000\nSUMMARY:floating: Berlin time, before year 1 in UTC",
+            )
+        )
         run = await sync(app, "team")
         assert (run.status, run.updated, run.unchanged, run.failed, run.deleted) == ("partial", 1, 1, 3, 0)
         assert {e["uid"] for e in run.errors} == {"x", "y", "z"}
@@ -178,9 +198,11 @@ async def test_an_entry_with_an_out_of_range_date_fails_alone(chronos_app, api_c
 
 async def test_http_feed_uses_conditional_get(chronos_app, feed_server):
     feed_server.feed.body = ics(single("h1", "From the web"), single("h2", "Also from the web")).encode()
-    cals = [{"id": "web", "url": feed_server.url("/cal.ics?token=s3cret")},
-            {"id": "gone", "url": feed_server.url("/missing.ics")},
-            {"id": "loop", "url": feed_server.url("/loop")}]
+    cals = [
+        {"id": "web", "url": feed_server.url("/cal.ics?token=s3cret")},
+        {"id": "gone", "url": feed_server.url("/missing.ics")},
+        {"id": "loop", "url": feed_server.url("/loop")},
+    ]
     async with chronos_app(plugins=PLUGINS, config=config(*cals)) as app:
         run = await sync(app, "web")
         assert (run.status, run.added) == ("ok", 2) and run.cursor["etag"] == feed_server.feed.etag
@@ -205,16 +227,23 @@ async def test_the_sync_command_line(database, tmp_path):
     path = tmp_path / "team.ics"
     path.write_text(ics(single("a", "Alpha"), "UID:b\nSUMMARY:no start"))
     cfg = tmp_path / "chronos.yaml"
-    cfg.write_text(yaml.safe_dump({
-        "database": database.settings_section(), "logging": {"level": "warning"},
-        "plugins": {"enabled": PLUGINS}, **config({"id": "team", "path": str(path)}),
-    }))
+    cfg.write_text(
+        yaml.safe_dump(
+            {
+                "database": database.settings_section(),
+                "logging": {"level": "warning"},
+                "plugins": {"enabled": PLUGINS},
+                **config({"id": "team", "path": str(path)}),
+            }
+        )
+    )
     env = {k: v for k, v in os.environ.items() if not k.upper().startswith("CHRONOS")}
     chronos = str(Path(sys.executable).parent / "chronos")
 
     def run(*args):
-        return subprocess.run([chronos, "--config", str(cfg), "sync", *args], capture_output=True, text=True,
-                              env=env, timeout=120)
+        return subprocess.run(
+            [chronos, "--config", str(cfg), "sync", *args], capture_output=True, text=True, env=env, timeout=120
+        )
 
     res = run("--json")
     assert res.returncode == 0, res.stderr

@@ -55,10 +55,12 @@ def switch_app(switch: Switch) -> Starlette:
         if switch.mode == "big":  # announced by Content-Length
             return Response(b"BEGIN:VCALENDAR\r\n" + b"X" * (4 * SMALL_LIMIT), media_type="text/calendar")
         if switch.mode == "big-stream":  # no Content-Length: only counting the bytes finds it
+
             async def chunks():
                 yield b"BEGIN:VCALENDAR\r\n"
                 for _ in range(8):
                     yield b"X" * 1024
+
             return StreamingResponse(chunks(), media_type="text/calendar")
         return Response(switch.body, media_type="text/calendar")
 
@@ -72,8 +74,9 @@ class Server:
         self.switch = switch
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
-        self._server = uvicorn.Server(uvicorn.Config(switch_app(switch), host="127.0.0.1", port=self.port,
-                                                     log_level="warning", lifespan="off"))
+        self._server = uvicorn.Server(
+            uvicorn.Config(switch_app(switch), host="127.0.0.1", port=self.port, log_level="warning", lifespan="off")
+        )
         self._thread = threading.Thread(target=self._server.run, daemon=True)
 
     def start(self) -> Server:
@@ -145,14 +148,19 @@ GOOD = ics(single("a", "Alpha"), single("b", "Beta", days=2))
 # -- http feeds -----------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("mode", "message"), [
-    ("404", r"^HTTP 404 Not Found from http://127\.0\.0\.1:\d+/feed\?…$"),
-    ("loop", r"^more than 5 redirects from http://127\.0\.0\.1:\d+/feed\?… \(a redirect loop\?\)$"),
-    ("big", r"announces .* more than the limit of .* \(ics\.max_bytes\)$"),
-    ("big-stream", r"sent more than the limit of .* \(ics\.max_bytes\)$"),
-], ids=["404", "redirect-loop", "too-large", "too-large-stream"])
-async def test_a_failing_feed_degrades_health_and_keeps_the_last_good_data(chronos_app, api_client, feed, mode,
-                                                                          message):
+@pytest.mark.parametrize(
+    ("mode", "message"),
+    [
+        ("404", r"^HTTP 404 Not Found from http://127\.0\.0\.1:\d+/feed\?…$"),
+        ("loop", r"^more than 5 redirects from http://127\.0\.0\.1:\d+/feed\?… \(a redirect loop\?\)$"),
+        ("big", r"announces .* more than the limit of .* \(ics\.max_bytes\)$"),
+        ("big-stream", r"sent more than the limit of .* \(ics\.max_bytes\)$"),
+    ],
+    ids=["404", "redirect-loop", "too-large", "too-large-stream"],
+)
+async def test_a_failing_feed_degrades_health_and_keeps_the_last_good_data(
+    chronos_app, api_client, feed, mode, message
+):
     feed.switch.mode, feed.switch.body = "ok", GOOD.encode()
     assert len(feed.switch.body) < SMALL_LIMIT
     cal = {"id": "web", "url": feed.base + "/feed?token=s3cret", "interval_seconds": 0}
@@ -186,8 +194,10 @@ async def test_an_unreachable_feed_degrades_health_and_keeps_the_last_good_data(
     switch = Switch()
     switch.body = GOOD.encode()
     server = Server(switch).start()
-    cals = [{"id": "web", "url": server.base + "/feed?token=s3cret", "interval_seconds": 0},
-            {"id": "never", "url": f"http://127.0.0.1:{free_port()}/cal.ics", "interval_seconds": 0}]
+    cals = [
+        {"id": "web", "url": server.base + "/feed?token=s3cret", "interval_seconds": 0},
+        {"id": "never", "url": f"http://127.0.0.1:{free_port()}/cal.ics", "interval_seconds": 0},
+    ]
     try:
         async with chronos_app(plugins=PLUGINS, config=config(*cals)) as app:
             c = await api_client(app, scopes=["events.read"])
@@ -259,8 +269,10 @@ async def test_the_size_error_states_sizes_a_reader_can_tell_apart(chronos_app, 
 def daily_forever(uid: str, freq: str = "DAILY") -> str:
     """A series that started 30 days ago at 09:00 UTC and never ends (no COUNT, no UNTIL)."""
     start = datetime.combine(today() - timedelta(days=30), datetime.min.time(), UTC).replace(hour=9)
-    return (f"UID:{uid}\nDTSTART:{stamp(start)}\nDTEND:{stamp(start + timedelta(minutes=30))}\n"
-            f"RRULE:FREQ={freq}\nSUMMARY:Forever {freq.lower()}")
+    return (
+        f"UID:{uid}\nDTSTART:{stamp(start)}\nDTEND:{stamp(start + timedelta(minutes=30))}\n"
+        f"RRULE:FREQ={freq}\nSUMMARY:Forever {freq.lower()}"
+    )
 
 
 async def test_an_endless_rrule_is_expanded_inside_the_window_only(chronos_app, api_client, tmp_path):

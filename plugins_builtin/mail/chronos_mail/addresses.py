@@ -50,7 +50,9 @@ def parse_address(raw: str, *, allow_single_label: bool = False) -> Address:
     if not local or not domain:
         raise ValueError(f"{raw!r} needs a local part and a domain")
     if len(local) > 64 or not _LOCAL.match(local) or local.startswith(".") or local.endswith(".") or ".." in local:
-        raise ValueError(f"the local part {local!r} is not valid (plain ASCII letters, digits and !#$%&'*+/=?^_`{{|}}~.-)")
+        raise ValueError(
+            f"the local part {local!r} is not valid (plain ASCII letters, digits and !#$%&'*+/=?^_`{{|}}~.-)"
+        )
     if domain.startswith("["):
         raise ValueError("address literals are not supported; use a domain name")
     try:

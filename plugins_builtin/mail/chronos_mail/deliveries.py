@@ -29,6 +29,7 @@ from chronos.plugin import (
     encode_cursor,
     request_fingerprint,
 )
+
 from chronos_mail.models import MailDelivery
 from chronos_mail.schemas import AttachmentIn, DeliveryDetail, DeliveryOut, SendIn
 from chronos_mail.settings import MailSettings
@@ -45,15 +46,26 @@ class Queued:
 def view(row: MailDelivery, *, detail: bool = False) -> dict[str, Any]:
     """The JSON answer for a delivery row (with its text and HTML parts when ``detail``)."""
     out = {
-        "id": row.id, "message_id": row.message_id, "status": row.status, "from": row.from_addr,
-        "to": row.to_addrs, "cc": row.cc_addrs or [], "bcc": row.bcc_addrs or [], "subject": row.subject,
-        "template_id": row.template_id, "template_name": row.template_name, "attempts": row.attempts,
-        "last_smtp_code": row.last_smtp_code, "last_smtp_text": row.last_smtp_text,
+        "id": row.id,
+        "message_id": row.message_id,
+        "status": row.status,
+        "from": row.from_addr,
+        "to": row.to_addrs,
+        "cc": row.cc_addrs or [],
+        "bcc": row.bcc_addrs or [],
+        "subject": row.subject,
+        "template_id": row.template_id,
+        "template_name": row.template_name,
+        "attempts": row.attempts,
+        "last_smtp_code": row.last_smtp_code,
+        "last_smtp_text": row.last_smtp_text,
         "refused_recipients": row.refused_recipients,
         "attachments": [
             {"filename": a.filename, "content_type": a.content_type, "size": a.size} for a in row.attachments
         ],
-        "created_at": row.created_at, "updated_at": row.updated_at, "last_attempt_at": row.last_attempt_at,
+        "created_at": row.created_at,
+        "updated_at": row.updated_at,
+        "last_attempt_at": row.last_attempt_at,
         "next_attempt_at": row.next_attempt_at if row.status in ("queued", "retrying") else None,
         "sent_at": row.sent_at,
     }
@@ -99,19 +111,39 @@ def decode_attachments(items: list[AttachmentIn], settings: MailSettings) -> lis
 async def _message(ctx: PluginContext, body: SendIn, attachments: list[MailAttachment]) -> OutgoingMail:
     """The message to queue: ``body``'s own parts, or its template rendered with its variables."""
     if body.template_id is None:
-        return OutgoingMail(to=body.to, cc=body.cc, bcc=body.bcc, subject=body.subject or "", html=body.html,
-                            text=body.text, attachments=attachments)
+        return OutgoingMail(
+            to=body.to,
+            cc=body.cc,
+            bcc=body.bcc,
+            subject=body.subject or "",
+            html=body.html,
+            text=body.text,
+            attachments=attachments,
+        )
     if not ctx.has_service(TemplateRenderer):
-        raise Unavailable("Sending a template needs the templates plugin, which is not enabled",
-                          type="plugin-not-enabled", plugin="templates")
+        raise Unavailable(
+            "Sending a template needs the templates plugin, which is not enabled",
+            type="plugin-not-enabled",
+            plugin="templates",
+        )
     try:
         rendered = await ctx.service(TemplateRenderer).render_email(body.template_id, body.variables)
     except TemplateNotFound:
-        raise InvalidInput(f"No template with id {body.template_id}",
-                           errors=[{"pointer": "/template_id", "detail": "no such template"}]) from None
-    return OutgoingMail(to=body.to, cc=body.cc, bcc=body.bcc, subject=rendered.subject, html=rendered.html,
-                        text=rendered.text, attachments=attachments, template_id=rendered.template_id,
-                        template_name=rendered.template_name)
+        raise InvalidInput(
+            f"No template with id {body.template_id}",
+            errors=[{"pointer": "/template_id", "detail": "no such template"}],
+        ) from None
+    return OutgoingMail(
+        to=body.to,
+        cc=body.cc,
+        bcc=body.bcc,
+        subject=rendered.subject,
+        html=rendered.html,
+        text=rendered.text,
+        attachments=attachments,
+        template_id=rendered.template_id,
+        template_name=rendered.template_name,
+    )
 
 
 async def _queued(ctx: PluginContext, delivery_id: int, *, replayed: bool) -> Queued:
@@ -132,7 +164,10 @@ async def send(
     attachments = decode_attachments(body.attachments, ctx.section(MailSettings))
     queued = await queue.enqueue(
         await _message(ctx, body, attachments),
-        idempotency_key=idempotency_key, fingerprint=fingerprint, principal=principal, origin=origin,
+        idempotency_key=idempotency_key,
+        fingerprint=fingerprint,
+        principal=principal,
+        origin=origin,
     )
     return await _queued(ctx, queued.id, replayed=queued.replayed)
 

@@ -14,6 +14,7 @@ from chronos.plugin import (
     SettingsSection,
     hookimpl,
 )
+
 from chronos_mail.queue import SEND_JOB, SEND_REQUESTS, SqlMailQueue, queue_health
 from chronos_mail.router import router
 from chronos_mail.sender import SENDER
@@ -62,8 +63,16 @@ def register_jobs(ctx: PluginContext):
     interval = settings.poll_interval_seconds
     # POST /mail/send starts the job at once; the schedule is the safety net
     # for retries that come due and for anything queued while it was busy.
-    return [Job(SEND_JOB, send, interval_seconds=interval, jitter_seconds=min(5.0, interval / 10), run_at_start=True,
-                description="Send queued mail and due retries")]
+    return [
+        Job(
+            SEND_JOB,
+            send,
+            interval_seconds=interval,
+            jitter_seconds=min(5.0, interval / 10),
+            run_at_start=True,
+            description="Send queued mail and due retries",
+        )
+    ]
 
 
 @hookimpl

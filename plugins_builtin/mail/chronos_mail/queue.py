@@ -29,6 +29,7 @@ from chronos.plugin import (
     record_audit,
     utcnow,
 )
+
 from chronos_mail.addresses import header_problem, parse_address
 from chronos_mail.mime import html_to_text
 from chronos_mail.models import MailAttachmentRow, MailDelivery
@@ -96,11 +97,19 @@ def validate_message(message: OutgoingMail, settings: MailSettings) -> tuple[lis
         problem = header_problem(att.filename)
         name = att.filename
         if problem or not name.strip() or len(name) > 255 or "/" in name or "\\" in name:
-            errors.append({"pointer": f"/attachments/{i}/filename",
-                           "detail": problem or "give a plain file name (no path), at most 255 characters"})
+            errors.append(
+                {
+                    "pointer": f"/attachments/{i}/filename",
+                    "detail": problem or "give a plain file name (no path), at most 255 characters",
+                }
+            )
         if not CONTENT_TYPE_RE.match(att.content_type) or att.content_type.split("/")[0] in ("multipart", "message"):
-            errors.append({"pointer": f"/attachments/{i}/content_type",
-                           "detail": "a lower-case type/subtype, not multipart/* or message/*"})
+            errors.append(
+                {
+                    "pointer": f"/attachments/{i}/content_type",
+                    "detail": "a lower-case type/subtype, not multipart/* or message/*",
+                }
+            )
     if errors:
         raise InvalidMail(
             "The message is invalid: " + "; ".join(f"{e['pointer']}: {e['detail']}" for e in errors[:5]), errors
@@ -157,10 +166,18 @@ class SqlMailQueue(MailQueue):
                 s.add(row)
                 await s.flush()
                 await record_audit(
-                    s, entity="mail_delivery", entity_id=row.id, action="queue",
-                    change={"recipients": len(to) + len(cc) + len(bcc), "subject": message.subject[:200],
-                            "template_id": message.template_id, "attachments": len(message.attachments)},
-                    principal=principal, origin=origin,
+                    s,
+                    entity="mail_delivery",
+                    entity_id=row.id,
+                    action="queue",
+                    change={
+                        "recipients": len(to) + len(cc) + len(bcc),
+                        "subject": message.subject[:200],
+                        "template_id": message.template_id,
+                        "attachments": len(message.attachments),
+                    },
+                    principal=principal,
+                    origin=origin,
                     actor=None if principal or origin else "system:mail",
                 )
                 queued = QueuedDelivery(row.id, row.status, row.message_id)
@@ -186,14 +203,26 @@ def _new_delivery(
     to, cc, bcc = recipients
     now = utcnow()
     row = MailDelivery(
-        message_id=make_msgid(domain=domain), status="queued", from_addr=settings.from_,
-        to_addrs=to, cc_addrs=cc, bcc_addrs=bcc, subject=message.subject, html=message.html, text=text,
-        template_id=message.template_id, template_name=message.template_name, attempts=0,
-        next_attempt_at=now, created_at=now, updated_at=now,
+        message_id=make_msgid(domain=domain),
+        status="queued",
+        from_addr=settings.from_,
+        to_addrs=to,
+        cc_addrs=cc,
+        bcc_addrs=bcc,
+        subject=message.subject,
+        html=message.html,
+        text=text,
+        template_id=message.template_id,
+        template_name=message.template_name,
+        attempts=0,
+        next_attempt_at=now,
+        created_at=now,
+        updated_at=now,
     )
     row.attachments = [
-        MailAttachmentRow(position=i, filename=a.filename, content_type=a.content_type,
-                          size=len(a.content), content=a.content)
+        MailAttachmentRow(
+            position=i, filename=a.filename, content_type=a.content_type, size=len(a.content), content=a.content
+        )
         for i, a in enumerate(message.attachments)
     ]
     return row
@@ -210,15 +239,25 @@ async def queue_health(ctx: PluginContext) -> HealthResult:
     settings: MailSettings = ctx.section(MailSettings)
     now = utcnow()
     async with ctx.db.read() as s:
-        counts = dict((await s.execute(
-            select(MailDelivery.status, func.count()).where(MailDelivery.status.in_(("queued", "retrying")))
-            .group_by(MailDelivery.status)
-        )).all())
-        oldest = (await s.execute(
-            select(func.min(MailDelivery.next_attempt_at)).where(MailDelivery.status.in_(("queued", "retrying")))
-        )).scalar()
-    detail = {"queued": counts.get("queued", 0), "retrying": counts.get("retrying", 0),
-              "configured": bool(settings.from_)}
+        counts = dict(
+            (
+                await s.execute(
+                    select(MailDelivery.status, func.count())
+                    .where(MailDelivery.status.in_(("queued", "retrying")))
+                    .group_by(MailDelivery.status)
+                )
+            ).all()
+        )
+        oldest = (
+            await s.execute(
+                select(func.min(MailDelivery.next_attempt_at)).where(MailDelivery.status.in_(("queued", "retrying")))
+            )
+        ).scalar()
+    detail = {
+        "queued": counts.get("queued", 0),
+        "retrying": counts.get("retrying", 0),
+        "configured": bool(settings.from_),
+    }
     if oldest is not None:
         if oldest.tzinfo is None:  # SQLite's MIN() bypasses the column type
             oldest = oldest.replace(tzinfo=UTC)

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Depends, Header, Path, Query, Request
 from fastapi.responses import JSONResponse
 
 from chronos.plugin import Context, Principal, origin_of, require_scope
+
 from chronos_mail import deliveries
 from chronos_mail.schemas import DeliveryDetail, DeliveryOut, DeliveryPage, SendIn, Status
 
@@ -15,10 +16,17 @@ router = APIRouter(prefix="/mail", tags=["mail"])
 SEND = Depends(require_scope("mail.send"))
 
 
-@router.post("/send", status_code=202, response_model=DeliveryOut, response_model_by_alias=True,
-             responses={409: {"description": "Idempotency-Key reused with another body"},
-                        413: {"description": "Attachments over the size limit"},
-                        503: {"description": "Mail not configured, or templates plugin not enabled"}})
+@router.post(
+    "/send",
+    status_code=202,
+    response_model=DeliveryOut,
+    response_model_by_alias=True,
+    responses={
+        409: {"description": "Idempotency-Key reused with another body"},
+        413: {"description": "Attachments over the size limit"},
+        503: {"description": "Mail not configured, or templates plugin not enabled"},
+    },
+)
 async def send_mail(
     body: SendIn,
     ctx: Context,
@@ -26,13 +34,19 @@ async def send_mail(
     principal: Principal = SEND,
     idempotency_key: Annotated[
         str | None,
-        Header(alias="Idempotency-Key", min_length=1, max_length=200, pattern=r"^[\x21-\x7e]+$",
-               description="A retry with the same key and body returns the first delivery; never sends twice."),
+        Header(
+            alias="Idempotency-Key",
+            min_length=1,
+            max_length=200,
+            pattern=r"^[\x21-\x7e]+$",
+            description="A retry with the same key and body returns the first delivery; never sends twice.",
+        ),
     ] = None,
 ) -> JSONResponse:
     """Queue a message; a background job sends it. Answers 202 with the delivery."""
-    queued = await deliveries.send(ctx, body, principal=principal, idempotency_key=idempotency_key,
-                                   origin=origin_of(request))
+    queued = await deliveries.send(
+        ctx, body, principal=principal, idempotency_key=idempotency_key, origin=origin_of(request)
+    )
     headers = {"Location": f"/api/v1/mail/deliveries/{queued.delivery['id']}"}
     if queued.replayed:
         headers["Idempotency-Replayed"] = "true"
@@ -51,8 +65,12 @@ async def list_deliveries(
     return await deliveries.list_deliveries(ctx, status=status, limit=limit, cursor=cursor)
 
 
-@router.get("/deliveries/{delivery_id:int}", response_model=DeliveryDetail, response_model_by_alias=True,
-            responses={404: {"description": "No delivery with this id"}})
+@router.get(
+    "/deliveries/{delivery_id:int}",
+    response_model=DeliveryDetail,
+    response_model_by_alias=True,
+    responses={404: {"description": "No delivery with this id"}},
+)
 async def get_delivery(
     delivery_id: Annotated[int, Path(ge=1, le=2**63 - 1)], ctx: Context, _: Principal = SEND
 ) -> dict[str, Any]:

@@ -19,6 +19,7 @@ server's last code and text are recorded either way.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import random
 import socket
@@ -34,6 +35,7 @@ from sqlalchemy import or_, select, update
 from sqlalchemy.orm import selectinload
 
 from chronos.plugin import JobContext, PluginContext, Resource, utcnow
+
 from chronos_mail.addresses import parse_address
 from chronos_mail.mime import build_message
 from chronos_mail.models import MailDelivery
@@ -115,18 +117,14 @@ class SmtpConnection:
 
     def reset(self) -> None:
         if self.client is not None:
-            try:
+            with contextlib.suppress(Exception):  # closing a broken session
                 self.client.close()
-            except Exception:  # noqa: BLE001 - closing a broken session
-                pass
         self.client = None
 
     async def close(self) -> None:
         if self.client is not None and self.client.is_connected:
-            try:
+            with contextlib.suppress(Exception):  # QUIT is a courtesy
                 await asyncio.wait_for(self.client.quit(), self.settings.smtp.timeout_seconds)
-            except Exception:  # noqa: BLE001 - QUIT is a courtesy
-                pass
         self.reset()
 
 
@@ -137,8 +135,12 @@ def classify(exc: BaseException) -> Outcome:
         codes = [r.code for r in exc.recipients]
         first = exc.recipients[0] if exc.recipients else None
         temporary = any(400 <= c < 500 for c in codes)
-        return Outcome("retry" if temporary else "failed", first.code if first else None,
-                       "; ".join(f"{k}: {v}" for k, v in refused.items()), refused)
+        return Outcome(
+            "retry" if temporary else "failed",
+            first.code if first else None,
+            "; ".join(f"{k}: {v}" for k, v in refused.items()),
+            refused,
+        )
     if isinstance(exc, aiosmtplib.SMTPResponseException) and exc.code >= 0:
         status = "failed" if 500 <= exc.code < 600 else "retry"
         return Outcome(status, exc.code, exc.message)
@@ -212,21 +214,40 @@ class MailSender:
             await s.execute(
                 update(MailDelivery)
                 .where(MailDelivery.id.in_(ids))
-                .values(locked_by=self.runner_id, locked_until=lease, attempts=MailDelivery.attempts + 1,
-                        last_attempt_at=now, updated_at=now)
+                .values(
+                    locked_by=self.runner_id,
+                    locked_until=lease,
+                    attempts=MailDelivery.attempts + 1,
+                    last_attempt_at=now,
+                    updated_at=now,
+                )
                 .execution_options(synchronize_session=False)
             )
             rows = (
-                await s.execute(
-                    select(MailDelivery).options(selectinload(MailDelivery.attachments))
-                    .where(MailDelivery.id.in_(ids)).order_by(MailDelivery.next_attempt_at, MailDelivery.id)
-                    .execution_options(populate_existing=True)
+                (
+                    await s.execute(
+                        select(MailDelivery)
+                        .options(selectinload(MailDelivery.attachments))
+                        .where(MailDelivery.id.in_(ids))
+                        .order_by(MailDelivery.next_attempt_at, MailDelivery.id)
+                        .execution_options(populate_existing=True)
+                    )
                 )
-            ).scalars().all()
+                .scalars()
+                .all()
+            )
             return [
                 _Claimed(
-                    r.id, r.attempts, r.message_id, r.from_addr, list(r.to_addrs), list(r.cc_addrs or []),
-                    list(r.bcc_addrs or []), r.subject, r.html, r.text,
+                    r.id,
+                    r.attempts,
+                    r.message_id,
+                    r.from_addr,
+                    list(r.to_addrs),
+                    list(r.cc_addrs or []),
+                    list(r.bcc_addrs or []),
+                    r.subject,
+                    r.html,
+                    r.text,
                     [_Attachment(a.filename, a.content_type, a.content) for a in r.attachments],
                 )
                 for r in rows
@@ -240,8 +261,15 @@ class MailSender:
             cc = [parse_address(a) for a in d.cc]
             bcc = [parse_address(a) for a in d.bcc]
             message = build_message(
-                sender=sender, to=to, cc=cc, subject=d.subject, html=d.html, text=d.text,
-                attachments=d.attachments, message_id=d.message_id, date=utcnow(),
+                sender=sender,
+                to=to,
+                cc=cc,
+                subject=d.subject,
+                html=d.html,
+                text=d.text,
+                attachments=d.attachments,
+                message_id=d.message_id,
+                date=utcnow(),
             )
         except Exception as exc:  # noqa: BLE001 - validated on enqueue; a stored row that no longer builds is permanent
             return await self.record(d, Outcome("failed", None, f"message could not be built: {exc}"[:1000]))
@@ -250,7 +278,9 @@ class MailSender:
             async with asyncio.timeout(settings.send_timeout_seconds):
                 refused, reply = await conn.send(message, _addr_spec(sender), recipients)
             outcome = Outcome(
-                "sent", 250, (reply or "OK")[:1000],
+                "sent",
+                250,
+                (reply or "OK")[:1000],
                 {k: f"{v.code} {v.message}" for k, v in refused.items()} if refused else None,
             )
         except asyncio.CancelledError:
@@ -265,8 +295,11 @@ class MailSender:
         settings = self.settings
         now = utcnow()
         values: dict[str, Any] = {
-            "last_smtp_code": outcome.code, "last_smtp_text": outcome.text, "updated_at": now,
-            "locked_by": None, "locked_until": None,
+            "last_smtp_code": outcome.code,
+            "last_smtp_text": outcome.text,
+            "updated_at": now,
+            "locked_by": None,
+            "locked_until": None,
         }
         if outcome.refused is not None:
             values["refused_recipients"] = outcome.refused
@@ -275,7 +308,9 @@ class MailSender:
             values.update(status="sent", sent_at=now, next_attempt_at=None)
         elif outcome.status == "retry" and d.attempts < settings.retry.max_attempts:
             status = "retrying"
-            values.update(status="retrying", next_attempt_at=now + timedelta(seconds=backoff_seconds(d.attempts, settings)))
+            values.update(
+                status="retrying", next_attempt_at=now + timedelta(seconds=backoff_seconds(d.attempts, settings))
+            )
         else:
             status = "failed"
             values.update(status="failed", next_attempt_at=None)

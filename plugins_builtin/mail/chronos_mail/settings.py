@@ -15,7 +15,9 @@ class SmtpSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     host: str = Field("localhost", min_length=1, max_length=255, description="SMTP server host name or IP.")
-    port: int | None = Field(None, ge=1, le=65535, description="Port; default 465 with tls, else 25 (587 is usual with starttls).")
+    port: int | None = Field(
+        None, ge=1, le=65535, description="Port; default 465 with tls, else 25 (587 is usual with starttls)."
+    )
     tls: bool = Field(False, description="Implicit TLS from the first byte (SMTPS, port 465).")
     starttls: bool | None = Field(
         None, description="true: require STARTTLS; false: never; null: upgrade when the server offers it."
@@ -27,7 +29,9 @@ class SmtpSettings(BaseModel):
     )
     password_file: Path | None = Field(None, description="A file holding the password (e.g. a container secret).")
     timeout_seconds: float = Field(30.0, gt=0, le=600, description="Timeout of each SMTP command, connect included.")
-    local_hostname: str | None = Field(None, max_length=255, description="Name sent in EHLO (default: this host's FQDN).")
+    local_hostname: str | None = Field(
+        None, max_length=255, description="Name sent in EHLO (default: this host's FQDN)."
+    )
 
 
 class RetrySettings(BaseModel):
@@ -62,7 +66,9 @@ class MailSettings(BaseModel):
         5 * 1024 * 1024, ge=0, description="Total decoded size of a message's attachments; larger gets 413."
     )
     max_body_chars: int = Field(2_000_000, ge=1000, description="Largest html or text part.")
-    message_id_domain: str | None = Field(None, max_length=255, description="Domain of Message-IDs (default: the sender's).")
+    message_id_domain: str | None = Field(
+        None, max_length=255, description="Domain of Message-IDs (default: the sender's)."
+    )
 
     @field_validator("from_")
     @classmethod

@@ -13,7 +13,6 @@ import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 
-
 # aiosmtpd logs every connection at INFO from its own thread, which can outlive
 # the captured stream of the test that configured logging; keep it to warnings.
 logging.getLogger("mail.log").setLevel(logging.WARNING)
@@ -91,8 +90,14 @@ def smtpd_auth():
             return AuthResult(success=ok, handled=False)  # unhandled failure: the server answers 535
         return AuthResult(success=False, handled=False)
 
-    controller = Controller(mailbox, hostname="127.0.0.1", port=free_port(), authenticator=authenticator,
-                            auth_required=True, auth_require_tls=False)
+    controller = Controller(
+        mailbox,
+        hostname="127.0.0.1",
+        port=free_port(),
+        authenticator=authenticator,
+        auth_required=True,
+        auth_require_tls=False,
+    )
     controller.start()
     try:
         yield SmtpServer(controller.hostname, controller.port, mailbox)
@@ -101,8 +106,12 @@ def smtpd_auth():
 
 
 def mail_config(server: SmtpServer | None = None, **extra: Any) -> dict[str, Any]:
-    smtp = {"host": server.host if server else "127.0.0.1", "port": server.port if server else free_port(),
-            "starttls": False, "timeout_seconds": 5}
+    smtp = {
+        "host": server.host if server else "127.0.0.1",
+        "port": server.port if server else free_port(),
+        "starttls": False,
+        "timeout_seconds": 5,
+    }
     smtp.update(extra.pop("smtp", {}))
     cfg = {"from": "Chronos <chronos@example.com>", "smtp": smtp, "retry": {"base_seconds": 0, "max_attempts": 3}}
     cfg.update(extra)

@@ -19,8 +19,14 @@ def _config(database, server, **smtp):
         "logging": {"level": "info"},
         "mail": {
             "from": "chronos@example.com",
-            "smtp": {"host": server.host, "port": server.port, "starttls": False, "username": "chronos",
-                     "timeout_seconds": 5, **smtp},
+            "smtp": {
+                "host": server.host,
+                "port": server.port,
+                "starttls": False,
+                "username": "chronos",
+                "timeout_seconds": 5,
+                **smtp,
+            },
             "retry": {"base_seconds": 0, "max_attempts": 2},
         },
     }
@@ -29,7 +35,9 @@ def _config(database, server, **smtp):
 async def _send_one(app, drain):
     c = client(app, await create_test_key(app, ["mail.send"]))
     async with c:
-        did = (await c.post("/api/v1/mail/send", json={"to": ["a@example.com"], "subject": "s", "text": "x"})).json()["id"]
+        did = (await c.post("/api/v1/mail/send", json={"to": ["a@example.com"], "subject": "s", "text": "x"})).json()[
+            "id"
+        ]
         await drain(app)
         return (await c.get(f"/api/v1/mail/deliveries/{did}")).json(), (await c.get("/api/v1/mail/deliveries")).text
 
@@ -37,8 +45,9 @@ async def _send_one(app, drain):
 async def test_password_from_the_environment(database, tmp_path, smtpd_auth, drain, capfd):
     path = tmp_path / "chronos.yaml"
     path.write_text(yaml.safe_dump(_config(database, smtpd_auth)))
-    app = make_test_app(database, ["mail"], {"logging": {"level": "info"}}, path=path,
-                        env={"CHRONOS__MAIL__SMTP__PASSWORD": PASSWORD})
+    app = make_test_app(
+        database, ["mail"], {"logging": {"level": "info"}}, path=path, env={"CHRONOS__MAIL__SMTP__PASSWORD": PASSWORD}
+    )
     async with running_app(app):
         delivery, listing = await _send_one(app, drain)
         assert delivery["status"] == "sent", delivery
@@ -61,7 +70,9 @@ async def test_password_file(database, tmp_path, smtpd_auth, drain):
 
 async def test_wrong_password_fails_with_the_servers_reply(database, tmp_path, smtpd_auth, drain):
     # Overrides stand in for the file; the password still comes from the environment.
-    app = make_test_app(database, ["mail"], _config(database, smtpd_auth), env={"CHRONOS__MAIL__SMTP__PASSWORD": "wrong"})
+    app = make_test_app(
+        database, ["mail"], _config(database, smtpd_auth), env={"CHRONOS__MAIL__SMTP__PASSWORD": "wrong"}
+    )
     async with running_app(app):
         delivery, _ = await _send_one(app, drain)
         assert (delivery["status"], delivery["last_smtp_code"], delivery["attempts"]) == ("failed", 535, 1)

@@ -34,10 +34,14 @@ BAD = [
     ({"attachments": [{"filename": "a.txt", "content": "YWJj="}]}, "/attachments/0/content"),
     ({"attachments": [{"filename": "a\r\nContent-Type: text/html", "content": "YWJj"}]}, "/attachments/0/filename"),
     ({"attachments": [{"filename": "../../etc/passwd", "content": "YWJj"}]}, "/attachments/0/filename"),
-    ({"attachments": [{"filename": "a.eml", "content_type": "multipart/mixed", "content": "YWJj"}]},
-     "/attachments/0/content_type"),
-    ({"attachments": [{"filename": "a.bin", "content_type": "text/html\r\nX: y", "content": "YWJj"}]},
-     "/attachments/0/content_type"),
+    (
+        {"attachments": [{"filename": "a.eml", "content_type": "multipart/mixed", "content": "YWJj"}]},
+        "/attachments/0/content_type",
+    ),
+    (
+        {"attachments": [{"filename": "a.bin", "content_type": "text/html\r\nX: y", "content": "YWJj"}]},
+        "/attachments/0/content_type",
+    ),
 ]
 
 
@@ -68,12 +72,19 @@ async def test_limits_and_shapes(chronos_app, api_client, smtpd, mail_config, dr
         r = await c.post("/api/v1/mail/send", json={**OK, "attachments": [{"filename": "ok.bin", "content": wrapped}]})
         assert r.status_code == 202, r.text
 
-        r = await c.post("/api/v1/mail/send", json={**OK, "to": ["a@example.com", "b@example.com"], "cc": ["c@example.com"],
-                                                     "bcc": ["d@example.com"]})
+        r = await c.post(
+            "/api/v1/mail/send",
+            json={**OK, "to": ["a@example.com", "b@example.com"], "cc": ["c@example.com"], "bcc": ["d@example.com"]},
+        )
         assert r.status_code == 422 and "limit is 3" in r.text
-        for body in ({"to": [], "subject": "s", "text": "x"}, {"to": ["a@example.com"], "text": "x"},
-                     {"to": ["a@example.com"], "subject": "s"}, {**OK, "template_id": 1},
-                     {**OK, "unknown": 1}, {"to": "a@example.com", "subject": "s", "text": "x"}):
+        for body in (
+            {"to": [], "subject": "s", "text": "x"},
+            {"to": ["a@example.com"], "text": "x"},
+            {"to": ["a@example.com"], "subject": "s"},
+            {**OK, "template_id": 1},
+            {**OK, "unknown": 1},
+            {"to": "a@example.com", "subject": "s", "text": "x"},
+        ):
             r = await c.post("/api/v1/mail/send", json=body)
             assert r.status_code == 422, (body, r.text)
         r = await c.post("/api/v1/mail/send", content=b"{not json", headers={"content-type": "application/json"})

@@ -26,7 +26,7 @@ MESSAGE = {
     "cc": ["carol@example.net"],
     "bcc": ["dave@example.com"],
     "subject": "Your report — März",
-    "html": "<h1>Hello Ada</h1><p>See <a href=\"https://example.com/r/1\">the report</a>.</p><ul><li>one</li><li>two</li></ul>",
+    "html": '<h1>Hello Ada</h1><p>See <a href="https://example.com/r/1">the report</a>.</p><ul><li>one</li><li>two</li></ul>',
     "attachments": [
         {"filename": "report.pdf", "content_type": "application/pdf", "content": b64(PDF)},
         {"filename": "invite.ics", "content_type": "text/calendar", "content": b64(ICS)},
@@ -46,7 +46,9 @@ async def test_html_mail_with_attachments_is_sent(chronos_app, api_client, smtpd
         assert len(smtpd.mailbox.received) == 1
         got = smtpd.mailbox.received[0]
         assert got.mail_from == "chronos@example.com"
-        assert sorted(got.rcpt_tos) == sorted(["ada@example.com", "bob@example.org", "carol@example.net", "dave@example.com"])
+        assert sorted(got.rcpt_tos) == sorted(
+            ["ada@example.com", "bob@example.org", "carol@example.net", "dave@example.com"]
+        )
         msg = got.message
         assert msg["From"] == "Chronos <chronos@example.com>"
         assert msg["To"] == "Ada Lovelace <ada@example.com>, bob@example.org"
@@ -64,7 +66,9 @@ async def test_html_mail_with_attachments_is_sent(chronos_app, api_client, smtpd
         assert "<" not in text
         atts = list(msg.iter_attachments())
         assert [(a.get_filename(), a.get_content_type()) for a in atts] == [
-            ("report.pdf", "application/pdf"), ("invite.ics", "text/calendar")]
+            ("report.pdf", "application/pdf"),
+            ("invite.ics", "text/calendar"),
+        ]
         assert atts[0].get_payload(decode=True) == PDF
         assert atts[1].get_payload(decode=True) == ICS
 
@@ -86,7 +90,9 @@ async def test_html_mail_with_attachments_is_sent(chronos_app, api_client, smtpd
 async def test_text_only_and_both_parts(chronos_app, api_client, smtpd, mail_config, drain):
     async with chronos_app(plugins=["mail"], config=mail_config(smtpd)) as app:
         c = await api_client(app, scopes=["mail.send"])
-        assert (await c.post("/api/v1/mail/send", json={"to": ["a@example.com"], "subject": "t", "text": "only text"})).status_code == 202
+        assert (
+            await c.post("/api/v1/mail/send", json={"to": ["a@example.com"], "subject": "t", "text": "only text"})
+        ).status_code == 202
         both = {"to": ["a@example.com"], "subject": "b", "text": "my text", "html": "<p>my html</p>"}
         assert (await c.post("/api/v1/mail/send", json=both)).status_code == 202
         await drain(app)
@@ -101,7 +107,9 @@ async def test_temporary_failure_is_retried_and_sent_once(chronos_app, api_clien
     smtpd.mailbox.data_replies = ["451 4.3.0 Try again later"]
     async with chronos_app(plugins=["mail"], config=mail_config(smtpd, retry={"base_seconds": 3600})) as app:
         c = await api_client(app, scopes=["mail.send"])
-        did = (await c.post("/api/v1/mail/send", json={"to": ["a@example.com"], "subject": "s", "text": "x"})).json()["id"]
+        did = (await c.post("/api/v1/mail/send", json={"to": ["a@example.com"], "subject": "s", "text": "x"})).json()[
+            "id"
+        ]
         await drain(app)
         d = (await c.get(f"/api/v1/mail/deliveries/{did}")).json()
         assert (d["status"], d["attempts"], d["last_smtp_code"]) == ("retrying", 1, 451)
@@ -113,8 +121,9 @@ async def test_temporary_failure_is_retried_and_sent_once(chronos_app, api_clien
         # Not due yet: nothing happens. Make it due, as time passing would.
         await drain(app)
         assert smtpd.mailbox.data_attempts == 1
-        from chronos_mail.models import MailDelivery
         from chronos.plugin import utcnow
+
+        from chronos_mail.models import MailDelivery
 
         async with app.state.chronos.db.write() as s:
             row = await s.get(MailDelivery, did)
@@ -129,7 +138,9 @@ async def test_permanent_failure_is_not_retried(chronos_app, api_client, smtpd, 
     smtpd.mailbox.data_replies = ["550 5.1.1 Mailbox unavailable"]
     async with chronos_app(plugins=["mail"], config=mail_config(smtpd)) as app:
         c = await api_client(app, scopes=["mail.send"])
-        did = (await c.post("/api/v1/mail/send", json={"to": ["a@example.com"], "subject": "s", "text": "x"})).json()["id"]
+        did = (await c.post("/api/v1/mail/send", json={"to": ["a@example.com"], "subject": "s", "text": "x"})).json()[
+            "id"
+        ]
         await drain(app)
         await drain(app)
         d = (await c.get(f"/api/v1/mail/deliveries/{did}")).json()
@@ -142,9 +153,14 @@ async def test_refused_recipients(chronos_app, api_client, smtpd, mail_config, d
     smtpd.mailbox.rcpt_replies = {"gone@example.com": "550 5.1.1 No such user"}
     async with chronos_app(plugins=["mail"], config=mail_config(smtpd)) as app:
         c = await api_client(app, scopes=["mail.send"])
-        partial = (await c.post("/api/v1/mail/send", json={"to": ["a@example.com", "gone@example.com"], "subject": "s",
-                                                           "text": "x"})).json()["id"]
-        alone = (await c.post("/api/v1/mail/send", json={"to": ["gone@example.com"], "subject": "s", "text": "x"})).json()["id"]
+        partial = (
+            await c.post(
+                "/api/v1/mail/send", json={"to": ["a@example.com", "gone@example.com"], "subject": "s", "text": "x"}
+            )
+        ).json()["id"]
+        alone = (
+            await c.post("/api/v1/mail/send", json={"to": ["gone@example.com"], "subject": "s", "text": "x"})
+        ).json()["id"]
         await drain(app)
         p = (await c.get(f"/api/v1/mail/deliveries/{partial}")).json()
         assert p["status"] == "sent" and p["refused_recipients"] == {"gone@example.com": "550 5.1.1 No such user"}
@@ -156,7 +172,9 @@ async def test_refused_recipients(chronos_app, api_client, smtpd, mail_config, d
 async def test_connection_refused_retries_until_max_attempts(chronos_app, api_client, mail_config, drain):
     async with chronos_app(plugins=["mail"], config=mail_config(None)) as app:  # nothing listens on the port
         c = await api_client(app, scopes=["mail.send"])
-        did = (await c.post("/api/v1/mail/send", json={"to": ["a@example.com"], "subject": "s", "text": "x"})).json()["id"]
+        did = (await c.post("/api/v1/mail/send", json={"to": ["a@example.com"], "subject": "s", "text": "x"})).json()[
+            "id"
+        ]
         await drain(app)
         d = (await c.get(f"/api/v1/mail/deliveries/{did}")).json()
         # base_seconds=0: each retry is due at once, so one run uses all three attempts.
@@ -194,7 +212,9 @@ async def test_concurrent_runners_never_send_twice(chronos_app, api_client, smtp
         # Queue without waking the job, then let three independent runners race.
         ctx.jobs.jobs.pop("mail.send")
         for i in range(12):
-            assert (await c.post("/api/v1/mail/send", json={"to": ["a@example.com"], "subject": f"m{i}", "text": "x"})).status_code == 202
+            assert (
+                await c.post("/api/v1/mail/send", json={"to": ["a@example.com"], "subject": f"m{i}", "text": "x"})
+            ).status_code == 202
         runners = [MailSender(ctx) for _ in range(3)]
         claims = await asyncio.gather(*(r.claim(5) for r in runners))
         ids = [d.id for batch in claims for d in batch]
@@ -219,8 +239,12 @@ async def test_concurrent_runners_never_send_twice(chronos_app, api_client, smtp
 async def test_list_and_cursor(chronos_app, api_client, smtpd, mail_config):
     async with chronos_app(plugins=["mail"], config=mail_config(smtpd)) as app:
         c = await api_client(app, scopes=["mail.send"])
-        ids = [(await c.post("/api/v1/mail/send", json={"to": ["a@example.com"], "subject": str(i), "text": "x"})).json()["id"]
-               for i in range(5)]
+        ids = [
+            (await c.post("/api/v1/mail/send", json={"to": ["a@example.com"], "subject": str(i), "text": "x"})).json()[
+                "id"
+            ]
+            for i in range(5)
+        ]
         page = (await c.get("/api/v1/mail/deliveries", params={"limit": 2})).json()
         seen = [d["id"] for d in page["items"]]
         while page["next_cursor"]:
@@ -234,4 +258,6 @@ async def test_list_and_cursor(chronos_app, api_client, smtpd, mail_config):
         assert health["status"] == "ok" and health["configured"] is True and "queued" in health
         reader = await api_client(app, scopes=["events.read"])
         assert (await reader.get("/api/v1/mail/deliveries")).status_code == 403
-        assert (await reader.post("/api/v1/mail/send", json={"to": ["a@example.com"], "subject": "s", "text": "x"})).status_code == 403
+        assert (
+            await reader.post("/api/v1/mail/send", json={"to": ["a@example.com"], "subject": "s", "text": "x"})
+        ).status_code == 403

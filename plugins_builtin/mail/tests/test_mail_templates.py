@@ -7,8 +7,11 @@ from sqlalchemy import func, select
 RECEIPT = {
     "name": "receipt",
     "type": "email",
-    "variables_json": {"type": "object", "properties": {"name": {"type": "string"}, "total": {"type": "number"}},
-                       "required": ["name", "total"]},
+    "variables_json": {
+        "type": "object",
+        "properties": {"name": {"type": "string"}, "total": {"type": "number"}},
+        "required": ["name", "total"],
+    },
     "content": {
         "subject": "Receipt for {{ name }}",
         "html": "<p>Thanks {{ name }}!</p><p>Total: <b>{{ '%.2f'|format(total) }} €</b></p>",
@@ -41,7 +44,9 @@ async def test_send_with_a_template(chronos_app, api_client, smtpd, mail_config,
         assert "Thanks <Ada>!" in text and "Total: 12.50 €" in text  # derived from the HTML
 
         # A retry after the template changed is still the same request: replayed, not a 409.
-        assert (await c.patch(f"/api/v1/templates/{tid}", json={"content": {"subject": "New {{ name }}"}})).status_code == 200
+        assert (
+            await c.patch(f"/api/v1/templates/{tid}", json={"content": {"subject": "New {{ name }}"}})
+        ).status_code == 200
         again = await c.post("/api/v1/mail/send", json=body, headers={"Idempotency-Key": "receipt-1"})
         assert again.status_code == 202 and again.json()["id"] == d["id"]
         await drain(app)
@@ -55,7 +60,9 @@ async def test_template_problems_are_422_and_nothing_is_queued(chronos_app, api_
         hook = {"name": "hook", "type": "webhook", "content": {"body": "{}"}}
         hook_id = (await c.post("/api/v1/templates", json=hook)).json()["id"]
 
-        r = await c.post("/api/v1/mail/send", json={"to": ["a@example.com"], "template_id": tid, "variables": {"total": 1}})
+        r = await c.post(
+            "/api/v1/mail/send", json={"to": ["a@example.com"], "template_id": tid, "variables": {"total": 1}}
+        )
         assert r.status_code == 422 and r.json()["errors"][0]["pointer"] == "/variables/name"
         r = await c.post("/api/v1/mail/send", json={"to": ["a@example.com"], "template_id": 999999})
         assert r.status_code == 422 and r.json()["errors"][0]["pointer"] == "/template_id"

@@ -11,23 +11,46 @@ from chronos_mail.sender import backoff_seconds, classify
 from chronos_mail.settings import MailSettings
 
 
-@pytest.mark.parametrize("raw,expected", [
-    ("ada@example.com", "ada@example.com"),
-    ("Ada Lovelace <ada@example.com>", "Ada Lovelace <ada@example.com>"),
-    ('"Lovelace, Ada" <ada@EXAMPLE.com>', '"Lovelace, Ada" <ada@example.com>'),
-    ("Jürgen <j@bücher.example>", "Jürgen <j@xn--bcher-kva.example>"),
-    ("first.last+tag@sub.example.co.uk", "first.last+tag@sub.example.co.uk"),
-])
+@pytest.mark.parametrize(
+    "raw,expected",
+    [
+        ("ada@example.com", "ada@example.com"),
+        ("Ada Lovelace <ada@example.com>", "Ada Lovelace <ada@example.com>"),
+        ('"Lovelace, Ada" <ada@EXAMPLE.com>', '"Lovelace, Ada" <ada@example.com>'),
+        ("Jürgen <j@bücher.example>", "Jürgen <j@xn--bcher-kva.example>"),
+        ("first.last+tag@sub.example.co.uk", "first.last+tag@sub.example.co.uk"),
+    ],
+)
 def test_valid_addresses(raw, expected):
     assert str(parse_address(raw)) == expected
 
 
-@pytest.mark.parametrize("raw", [
-    "", "plain", "a@b", "@example.com", "a@", "a@@example.com", "a@example..com", "a@-x.com", "a@x-.com",
-    "a@[127.0.0.1]", "a@example.123", "ä@example.com", ".a@example.com", "a.@example.com", "a b@example.com",
-    "a@example.com\r\nBcc: b@example.com", "a@example.com\n", "A\x00 <a@example.com>", "a@example.com, b@example.com",
-    "x" * 65 + "@example.com", "a@" + "x" * 64 + ".com",
-])
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "",
+        "plain",
+        "a@b",
+        "@example.com",
+        "a@",
+        "a@@example.com",
+        "a@example..com",
+        "a@-x.com",
+        "a@x-.com",
+        "a@[127.0.0.1]",
+        "a@example.123",
+        "ä@example.com",
+        ".a@example.com",
+        "a.@example.com",
+        "a b@example.com",
+        "a@example.com\r\nBcc: b@example.com",
+        "a@example.com\n",
+        "A\x00 <a@example.com>",
+        "a@example.com, b@example.com",
+        "x" * 65 + "@example.com",
+        "a@" + "x" * 64 + ".com",
+    ],
+)
 def test_invalid_addresses(raw):
     with pytest.raises(ValueError):
         parse_address(raw)
@@ -65,8 +88,12 @@ def test_classification():
     assert classify(ConnectionRefusedError(111, "Connection refused")).status == "retry"
     assert classify(aiosmtplib.SMTPReadTimeoutError("timed out")).status == "retry"
     assert classify(aiosmtplib.SMTPServerDisconnected("gone")).status == "retry"
-    both = aiosmtplib.SMTPRecipientsRefused([aiosmtplib.SMTPRecipientRefused(550, "no", "a@example.com"),
-                                              aiosmtplib.SMTPRecipientRefused(450, "later", "b@example.com")])
+    both = aiosmtplib.SMTPRecipientsRefused(
+        [
+            aiosmtplib.SMTPRecipientRefused(550, "no", "a@example.com"),
+            aiosmtplib.SMTPRecipientRefused(450, "later", "b@example.com"),
+        ]
+    )
     assert classify(both).status == "retry"  # one recipient may still work later
     perm = aiosmtplib.SMTPRecipientsRefused([aiosmtplib.SMTPRecipientRefused(550, "no", "a@example.com")])
     out = classify(perm)

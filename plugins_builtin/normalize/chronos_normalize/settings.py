@@ -28,9 +28,7 @@ class NormalizeSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    default_timezone: str = Field(
-        "UTC", description="IANA zone for naive (floating) times whose entry names no zone."
-    )
+    default_timezone: str = Field("UTC", description="IANA zone for naive (floating) times whose entry names no zone.")
     default_duration_minutes: int = Field(
         60, ge=0, le=7 * 24 * 60, description="Length of a timed entry that has neither an end nor a duration."
     )

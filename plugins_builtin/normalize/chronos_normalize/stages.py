@@ -202,7 +202,9 @@ class LabelEnricher(Enricher):
                 r.tag,
                 tuple(r.fields),
                 re.compile(
-                    r"(?<!\w)(?:" + "|".join(re.escape(k) for k in sorted(r.keywords, key=len, reverse=True)) + r")(?!\w)",
+                    r"(?<!\w)(?:"
+                    + "|".join(re.escape(k) for k in sorted(r.keywords, key=len, reverse=True))
+                    + r")(?!\w)",
                     re.IGNORECASE,
                 ),
             )

@@ -37,8 +37,8 @@ async def test_configured_keywords_tag_created_events(chronos_app, api_client):
         in_description = await create(c, title="Release", description="We roll out at noon.")
         at_hq = await create(c, title="Visit", location="Berlin HQ")
         kept = await create(c, title="Planning #team", tags=["Work"])
-        not_a_word = await create(c, title="Redeployment review")       # no whole-word match
-        wrong_field = await create(c, title="HQ visit")                 # "HQ" is only looked for in location
+        not_a_word = await create(c, title="Redeployment review")  # no whole-word match
+        wrong_field = await create(c, title="HQ visit")  # "HQ" is only looked for in location
         nothing = await create(c, title="Lunch", description="sandwiches", location="canteen")
 
         assert in_title["tags"] == ["deploy"]
@@ -48,8 +48,9 @@ async def test_configured_keywords_tag_created_events(chronos_app, api_client):
         assert not_a_word["tags"] == [] and wrong_field["tags"] == [] and nothing["tags"] == []
 
         # Stored, not only answered: the tag filter finds exactly the labelled events.
-        r = await c.get("/api/v1/events", params={"from": "2030-03-01T00:00:00Z", "to": "2030-03-08T00:00:00Z",
-                                                  "tag": "deploy"})
+        r = await c.get(
+            "/api/v1/events", params={"from": "2030-03-01T00:00:00Z", "to": "2030-03-08T00:00:00Z", "tag": "deploy"}
+        )
         assert r.status_code == 200, r.text
         assert sorted(e["id"] for e in r.json()["items"]) == sorted([in_title["id"], in_description["id"]])
 
@@ -66,14 +67,18 @@ async def test_configured_keywords_tag_synced_events(chronos_app, api_client, tm
         f"BEGIN:VEVENT\r\nUID:n\r\nDTSTART:{stamp}T110000Z\r\nSUMMARY:Deployed yesterday\r\nEND:VEVENT\r\n"
         "END:VCALENDAR\r\n"
     )
-    config = {"normalize": {"labels": LABELS},
-              "ics": {"calendars": [{"id": "team", "path": str(path), "interval_seconds": 0}], "parse_workers": 0}}
+    config = {
+        "normalize": {"labels": LABELS},
+        "ics": {"calendars": [{"id": "team", "path": str(path), "interval_seconds": 0}], "parse_workers": 0},
+    }
     async with chronos_app(plugins=["events", "normalize", "ics"], config=config) as app:
         run = await kit.sync_now(app, "ics", "team")
         assert (run.status, run.added) == ("ok", 3), run
         c = await api_client(app, scopes=["events.read"])
-        r = await c.get("/api/v1/events", params={"calendar_id": "team", "from": f"{day}T00:00:00Z",
-                                                  "to": f"{day + timedelta(days=1)}T00:00:00Z"})
+        r = await c.get(
+            "/api/v1/events",
+            params={"calendar_id": "team", "from": f"{day}T00:00:00Z", "to": f"{day + timedelta(days=1)}T00:00:00Z"},
+        )
         assert {e["uid"]: e["tags"] for e in r.json()["items"]} == {"d": ["deploy"], "h": ["onsite"], "n": []}
 
 
@@ -86,7 +91,8 @@ async def test_without_rules_no_keyword_tags_are_added(chronos_app, api_client):
 @pytest.mark.backends("sqlite")  # configuration, not storage, is under test
 async def test_an_invalid_rule_is_a_configuration_error(chronos_app):
     with pytest.raises(ConfigError) as caught:
-        async with chronos_app(plugins=["events", "normalize"],
-                               config={"normalize": {"labels": [{"tag": "two words", "keywords": ["x"]}]}}):
+        async with chronos_app(
+            plugins=["events", "normalize"], config={"normalize": {"labels": [{"tag": "two words", "keywords": ["x"]}]}}
+        ):
             pass
     assert "normalize.labels.0.tag" in str(caught.value), caught.value

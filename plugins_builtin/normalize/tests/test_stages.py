@@ -9,6 +9,7 @@ import pytest
 from pydantic import ValidationError
 
 from chronos.plugin import CanonicalEvent, EventDraft
+
 from chronos_normalize.settings import LabelRule, NormalizeSettings
 from chronos_normalize.stages import (
     ChecklistEnricher,
@@ -35,23 +36,27 @@ async def normalized(d: EventDraft, **settings) -> CanonicalEvent:
 
 
 async def test_naive_times_take_the_entry_zone_and_become_utc():
-    e = await normalized(EventDraft(uid="a", start=datetime(2026, 11, 2, 9), end=datetime(2026, 11, 2, 10),
-                                    timezone="America/New_York"))
+    e = await normalized(
+        EventDraft(uid="a", start=datetime(2026, 11, 2, 9), end=datetime(2026, 11, 2, 10), timezone="America/New_York")
+    )
     assert e.start_utc == datetime(2026, 11, 2, 14, tzinfo=UTC)  # EST, after the November change
     assert e.end_utc == datetime(2026, 11, 2, 15, tzinfo=UTC)
     assert e.timezone == "America/New_York" and not e.all_day
 
 
 async def test_aware_times_keep_their_zone_name():
-    e = await normalized(EventDraft(uid="a", start=datetime(2026, 10, 26, 9, tzinfo=NY),
-                                    end=datetime(2026, 10, 26, 9, 30, tzinfo=NY)))
+    e = await normalized(
+        EventDraft(uid="a", start=datetime(2026, 10, 26, 9, tzinfo=NY), end=datetime(2026, 10, 26, 9, 30, tzinfo=NY))
+    )
     assert e.start_utc == datetime(2026, 10, 26, 13, tzinfo=UTC)  # EDT
     assert e.timezone == "America/New_York"
 
 
 async def test_floating_times_use_the_default_zone():
-    e = await normalized(EventDraft(uid="a", start=datetime(2026, 7, 1, 9), end=datetime(2026, 7, 1, 10)),
-                         default_timezone="Europe/Berlin")
+    e = await normalized(
+        EventDraft(uid="a", start=datetime(2026, 7, 1, 9), end=datetime(2026, 7, 1, 10)),
+        default_timezone="Europe/Berlin",
+    )
     assert e.start_utc == datetime(2026, 7, 1, 7, tzinfo=UTC) and e.timezone == "Europe/Berlin"
 
 
@@ -76,8 +81,14 @@ async def test_all_day_entries_become_dates_with_an_exclusive_end():
 
 
 async def test_all_day_flag_turns_local_midnights_into_dates():
-    e = await normalized(EventDraft(uid="a", start=datetime(2026, 3, 2, 0, tzinfo=NY),
-                                    end=datetime(2026, 3, 4, 0, tzinfo=NY), metadata={"all_day": True}))
+    e = await normalized(
+        EventDraft(
+            uid="a",
+            start=datetime(2026, 3, 2, 0, tzinfo=NY),
+            end=datetime(2026, 3, 4, 0, tzinfo=NY),
+            metadata={"all_day": True},
+        )
+    )
     assert e.all_day and (e.start_date, e.end_date) == (date(2026, 3, 2), date(2026, 3, 4))
 
 
@@ -89,8 +100,14 @@ async def test_unknown_zones_fail_clearly():
 
 
 async def test_text_is_tidied_and_tags_are_canonical():
-    d = EventDraft(uid="a", start=date(2026, 1, 1), title="  Weekly\n  sync  ", location=" Room 1 ",
-                   description="line one  \r\nline two\r\n\r\n", tags=["#Ops", "ops ", "Deploy", ""])
+    d = EventDraft(
+        uid="a",
+        start=date(2026, 1, 1),
+        title="  Weekly\n  sync  ",
+        location=" Room 1 ",
+        description="line one  \r\nline two\r\n\r\n",
+        tags=["#Ops", "ops ", "Deploy", ""],
+    )
     await TextNormalizer().normalize([d], None)
     assert (d.title, d.location, d.description) == ("Weekly sync", "Room 1", "line one\nline two")
     assert d.tags == ["deploy", "ops"]
@@ -102,19 +119,31 @@ def test_hashtags_ignore_urls_entities_and_numbers():
 
 
 async def test_hashtag_enricher_merges_title_and_description():
-    e = CanonicalEvent(source="s", calendar_id="c", uid="u", title="Standup #team", description="notes #Ops #team",
-                       start_utc=datetime(2026, 1, 1, tzinfo=UTC), end_utc=datetime(2026, 1, 1, 1, tzinfo=UTC),
-                       tags=["existing"])
+    e = CanonicalEvent(
+        source="s",
+        calendar_id="c",
+        uid="u",
+        title="Standup #team",
+        description="notes #Ops #team",
+        start_utc=datetime(2026, 1, 1, tzinfo=UTC),
+        end_utc=datetime(2026, 1, 1, 1, tzinfo=UTC),
+        tags=["existing"],
+    )
     await HashtagEnricher().enrich([e], None, None)
     assert e.tags == ["existing", "ops", "team"]
 
 
 def test_checklist_lines_become_sub_tasks_and_prose_is_ignored():
-    text = "Agenda for today:\n[ ] book room\n- [x] send invite\n* [X] print slides\n1. [ ] call Bob\n" \
-           "we said [x] in prose\n[ ]\n[y] not a box\n  [ ]   indented item  "
+    text = (
+        "Agenda for today:\n[ ] book room\n- [x] send invite\n* [X] print slides\n1. [ ] call Bob\n"
+        "we said [x] in prose\n[ ]\n[y] not a box\n  [ ]   indented item  "
+    )
     tasks = parse_checklist(text)
     assert [(t.text, t.done) for t in tasks] == [
-        ("book room", False), ("send invite", True), ("print slides", True), ("call Bob", False),
+        ("book room", False),
+        ("send invite", True),
+        ("print slides", True),
+        ("call Bob", False),
         ("indented item", False),
     ]
     assert len({t.id for t in tasks}) == 5
@@ -129,8 +158,14 @@ def test_sub_task_ids_survive_ticking_and_edits_elsewhere():
 
 
 async def test_checklist_enricher_sets_sub_tasks_and_all_done():
-    e = CanonicalEvent(source="s", calendar_id="c", uid="u", description="[x] a\n[X] b",
-                       start_utc=datetime(2026, 1, 1, tzinfo=UTC), end_utc=datetime(2026, 1, 1, 1, tzinfo=UTC))
+    e = CanonicalEvent(
+        source="s",
+        calendar_id="c",
+        uid="u",
+        description="[x] a\n[X] b",
+        start_utc=datetime(2026, 1, 1, tzinfo=UTC),
+        end_utc=datetime(2026, 1, 1, 1, tzinfo=UTC),
+    )
     await ChecklistEnricher().enrich([e], None, None)
     assert [t.text for t in e.sub_tasks] == ["a", "b"] and e.all_done
 
@@ -143,12 +178,24 @@ async def test_label_rules_match_whole_words_in_chosen_fields():
     labeler = LabelEnricher(rules)
 
     def ev(title="", description="", location=""):
-        return CanonicalEvent(source="s", calendar_id="c", uid=title or "x", title=title, description=description,
-                              location=location, start_utc=datetime(2026, 1, 1, tzinfo=UTC),
-                              end_utc=datetime(2026, 1, 1, 1, tzinfo=UTC))
+        return CanonicalEvent(
+            source="s",
+            calendar_id="c",
+            uid=title or "x",
+            title=title,
+            description=description,
+            location=location,
+            start_utc=datetime(2026, 1, 1, tzinfo=UTC),
+            end_utc=datetime(2026, 1, 1, 1, tzinfo=UTC),
+        )
 
-    events = [ev("DEPLOY web-1"), ev("redeployment"), ev("x", "we roll out today"), ev("HQ visit"),
-              ev("visit", location="Berlin HQ")]
+    events = [
+        ev("DEPLOY web-1"),
+        ev("redeployment"),
+        ev("x", "we roll out today"),
+        ev("HQ visit"),
+        ev("visit", location="Berlin HQ"),
+    ]
     await labeler.enrich(events, None, None)
     assert [e.tags for e in events] == [["deploy"], [], ["deploy"], [], ["onsite"]]
     with pytest.raises(ValidationError):

@@ -25,6 +25,7 @@ from chronos.plugin import (
     record_audit,
     utcnow,
 )
+
 from chronos_templates.models import Template, TemplateUsage
 from chronos_templates.schemas import ExportDocument, ExportedTemplate, TemplateIn, TemplateOut
 from chronos_templates.service import get_service, load_template
@@ -68,11 +69,13 @@ def _search(stmt: Any, q: str | None) -> Any:
         raise InvalidInput("Search with at most 10 words", errors=[{"pointer": "/query/q", "detail": "too many words"}])
     for word in words:
         pattern = f"%{word.translate(_ESCAPES)}%"
-        stmt = stmt.where(or_(
-            func.lower(Template.name).like(pattern, escape="\\"),
-            func.lower(Template.description).like(pattern, escape="\\"),
-            func.lower(cast(Template.tags, Text)).like(pattern, escape="\\"),
-        ))
+        stmt = stmt.where(
+            or_(
+                func.lower(Template.name).like(pattern, escape="\\"),
+                func.lower(Template.description).like(pattern, escape="\\"),
+                func.lower(cast(Template.tags, Text)).like(pattern, escape="\\"),
+            )
+        )
     return stmt
 
 
@@ -83,8 +86,9 @@ def _after_cursor(stmt: Any, sort: str, cursor: str) -> Any:
         try:
             value = datetime.fromisoformat(value)
         except ValueError:
-            raise MalformedInput("The cursor is invalid or belongs to another query; start again without it",
-                                 type="invalid-cursor") from None
+            raise MalformedInput(
+                "The cursor is invalid or belongs to another query; start again without it", type="invalid-cursor"
+            ) from None
     after = primary > value if ascending else primary < value
     tie_after = tie > last_id if ascending else tie < last_id
     return stmt.where(or_(after, and_(primary == value, tie_after)))
@@ -131,13 +135,27 @@ async def create_template(
         async with ctx.db.write() as s:
             await _check_name_free(s, body.name)
             row = Template(
-                name=body.name, type=body.type, description=body.description, tags=body.tags,
-                variables_json=body.variables_json, content=content, usage_count=0, created_at=now, updated_at=now,
+                name=body.name,
+                type=body.type,
+                description=body.description,
+                tags=body.tags,
+                variables_json=body.variables_json,
+                content=content,
+                usage_count=0,
+                created_at=now,
+                updated_at=now,
             )
             s.add(row)
             await s.flush()
-            await record_audit(s, entity="template", entity_id=row.id, action="create",
-                               change={"name": row.name, "type": row.type}, principal=principal, origin=origin)
+            await record_audit(
+                s,
+                entity="template",
+                entity_id=row.id,
+                action="create",
+                change={"name": row.name, "type": row.type},
+                principal=principal,
+                origin=origin,
+            )
             return view(row)
     except IntegrityError:
         raise _name_taken(body.name) from None
@@ -151,17 +169,24 @@ def _new_content(current: Template, fields: dict[str, Any], type_: str, action: 
     if "content" in fields:
         return fields["content"]
     if type_ != current.type:
-        raise InvalidInput("Changing the type needs the new type's content",
-                           errors=[{"pointer": "/content", "detail": f"give the {type_} content"}])
+        raise InvalidInput(
+            "Changing the type needs the new type's content",
+            errors=[{"pointer": "/content", "detail": f"give the {type_} content"}],
+        )
     return current.content
 
 
 def _apply(row: Template, fields: dict[str, Any], type_: str, schema: Any, content: dict[str, Any]) -> list[str]:
     """Set the changed columns of ``row``; the names of those changed."""
     changed = []
-    for key, value in (("name", fields.get("name", row.name)), ("type", type_),
-                       ("description", fields.get("description", row.description)),
-                       ("tags", fields.get("tags", row.tags)), ("variables_json", schema), ("content", content)):
+    for key, value in (
+        ("name", fields.get("name", row.name)),
+        ("type", type_),
+        ("description", fields.get("description", row.description)),
+        ("tags", fields.get("tags", row.tags)),
+        ("variables_json", schema),
+        ("content", content),
+    ):
         if getattr(row, key) != value:
             setattr(row, key, value)
             changed.append(key)
@@ -169,8 +194,13 @@ def _apply(row: Template, fields: dict[str, Any], type_: str, schema: Any, conte
 
 
 async def save_template(
-    ctx: PluginContext, template_id: int, fields: dict[str, Any], action: str, *,
-    principal: Principal, origin: Origin | None,
+    ctx: PluginContext,
+    template_id: int,
+    fields: dict[str, Any],
+    action: str,
+    *,
+    principal: Principal,
+    origin: Origin | None,
 ) -> dict[str, Any]:
     """Replace (``action="replace"``) or patch (``"update"``) a template; its view."""
     for key in FIELDS:
@@ -189,8 +219,15 @@ async def save_template(
             changed = _apply(row, fields, type_, schema, clean)
             if changed:
                 row.updated_at = utcnow()
-                await record_audit(s, entity="template", entity_id=row.id, action=action,
-                                   change={"fields": changed}, principal=principal, origin=origin)
+                await record_audit(
+                    s,
+                    entity="template",
+                    entity_id=row.id,
+                    action=action,
+                    change={"fields": changed},
+                    principal=principal,
+                    origin=origin,
+                )
             await s.flush()
             return view(row)
     except IntegrityError:
@@ -204,8 +241,15 @@ async def delete_template(ctx: PluginContext, template_id: int, *, principal: Pr
         name = row.name
         await s.execute(TemplateUsage.__table__.delete().where(TemplateUsage.template_id == template_id))
         await s.delete(row)
-        await record_audit(s, entity="template", entity_id=template_id, action="delete",
-                           change={"name": name}, principal=principal, origin=origin)
+        await record_audit(
+            s,
+            entity="template",
+            entity_id=template_id,
+            action="delete",
+            change={"name": name},
+            principal=principal,
+            origin=origin,
+        )
 
 
 async def template_variables(ctx: PluginContext, template_id: int) -> dict[str, Any]:
@@ -238,8 +282,14 @@ async def export_templates(ctx: PluginContext, *, type: str | None, ids: list[in
     doc = ExportDocument(
         exported_at=utcnow(),
         templates=[
-            {"name": r.name, "type": r.type, "description": r.description, "tags": r.tags,
-             "variables_json": r.variables_json, "content": r.content}
+            {
+                "name": r.name,
+                "type": r.type,
+                "description": r.description,
+                "tags": r.tags,
+                "variables_json": r.variables_json,
+                "content": r.content,
+            }
             for r in rows
         ],
     )
@@ -251,27 +301,40 @@ async def _checked_contents(ctx: PluginContext, templates: list[ExportedTemplate
     names = [t.name for t in templates]
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
-        raise InvalidInput(f"The document names a template twice: {', '.join(dupes)}",
-                           errors=[{"pointer": f"/templates/{names.index(n)}/name", "detail": "duplicate name"}
-                                   for n in dupes])
+        raise InvalidInput(
+            f"The document names a template twice: {', '.join(dupes)}",
+            errors=[{"pointer": f"/templates/{names.index(n)}/name", "detail": "duplicate name"} for n in dupes],
+        )
     svc = get_service(ctx)
-    return [await svc.validate(t.type, t.content, t.variables_json, prefix=f"/templates/{i}")
-            for i, t in enumerate(templates)]
+    return [
+        await svc.validate(t.type, t.content, t.variables_json, prefix=f"/templates/{i}")
+        for i, t in enumerate(templates)
+    ]
 
 
 async def _write_imports(
-    s: AsyncSession, templates: list[ExportedTemplate], contents: list[dict[str, Any]], on_conflict: str, *,
-    principal: Principal, origin: Origin | None,
+    s: AsyncSession,
+    templates: list[ExportedTemplate],
+    contents: list[dict[str, Any]],
+    on_conflict: str,
+    *,
+    principal: Principal,
+    origin: Origin | None,
 ) -> dict[str, list[str]]:
     names = [t.name for t in templates]
     result: dict[str, list[str]] = {"created": [], "replaced": [], "skipped": []}
-    existing = {
-        r.name: r for r in (await s.execute(select(Template).where(Template.name.in_(names)))).scalars().all()
-    } if names else {}
+    existing = (
+        {r.name: r for r in (await s.execute(select(Template).where(Template.name.in_(names)))).scalars().all()}
+        if names
+        else {}
+    )
     if existing and on_conflict == "fail":
         taken = sorted(existing)
-        raise Conflict(f"Templates exist already: {', '.join(taken)}; pass on_conflict=skip or replace",
-                       type="template-name-taken", names=taken)
+        raise Conflict(
+            f"Templates exist already: {', '.join(taken)}; pass on_conflict=skip or replace",
+            type="template-name-taken",
+            names=taken,
+        )
     now = utcnow()
     for t, content in zip(templates, contents, strict=True):
         row = existing.get(t.name)
@@ -289,8 +352,15 @@ async def _write_imports(
         row.type, row.description, row.tags = t.type, t.description, t.tags
         row.variables_json, row.content, row.updated_at = t.variables_json, content, now
         await s.flush()
-        await record_audit(s, entity="template", entity_id=row.id, action=action,
-                           change={"name": t.name, "type": t.type}, principal=principal, origin=origin)
+        await record_audit(
+            s,
+            entity="template",
+            entity_id=row.id,
+            action=action,
+            change={"name": t.name, "type": t.type},
+            principal=principal,
+            origin=origin,
+        )
     return result
 
 
@@ -303,5 +373,6 @@ async def import_templates(
         async with ctx.db.write() as s:
             return await _write_imports(s, doc.templates, contents, on_conflict, principal=principal, origin=origin)
     except IntegrityError:
-        raise Conflict("A template with one of these names was created meanwhile; import again",
-                       type="template-name-taken") from None
+        raise Conflict(
+            "A template with one of these names was created meanwhile; import again", type="template-name-taken"
+        ) from None

@@ -12,6 +12,7 @@ from chronos.plugin import (
     TemplateRenderer,
     hookimpl,
 )
+
 from chronos_templates.router import router
 from chronos_templates.service import SERVICE, StoredTemplateRenderer, get_service
 from chronos_templates.settings import TemplatesSettings
@@ -53,4 +54,3 @@ def register_services():
 async def on_startup(ctx: PluginContext) -> None:
     # The sandbox is built before on_startup; its self-check refuses an incompatible Jinja2.
     get_service(ctx)
-

@@ -9,6 +9,7 @@ from fastapi.responses import JSONResponse
 from pydantic import Field
 
 from chronos.plugin import Context, Principal, origin_of, require_scope
+
 from chronos_templates import catalog, usage
 from chronos_templates.schemas import (
     ExportDocument,
@@ -32,8 +33,13 @@ MANAGE = Depends(require_scope("templates.manage"))
 TemplateId = Annotated[int, Path(ge=1, le=2**63 - 1)]
 IdempotencyKey = Annotated[
     str | None,
-    Header(alias="Idempotency-Key", min_length=1, max_length=200, pattern=r"^[\x21-\x7e]+$",
-           description="Retrying with the same key and body returns the first result."),
+    Header(
+        alias="Idempotency-Key",
+        min_length=1,
+        max_length=200,
+        pattern=r"^[\x21-\x7e]+$",
+        description="Retrying with the same key and body returns the first result.",
+    ),
 ]
 REPLAYED = {"Idempotency-Replayed": "true"}
 
@@ -84,8 +90,10 @@ async def export_templates(
     ctx: Context,
     _: Principal = READ,
     type: Annotated[Literal["email", "webhook", "event"] | None, Query()] = None,
-    ids: Annotated[list[Annotated[int, Field(ge=1, le=2**63 - 1)]] | None,
-                   Query(max_length=1000, description="Only these ids (repeat the parameter).")] = None,
+    ids: Annotated[
+        list[Annotated[int, Field(ge=1, le=2**63 - 1)]] | None,
+        Query(max_length=1000, description="Only these ids (repeat the parameter)."),
+    ] = None,
 ) -> JSONResponse:
     """Every template (or the chosen ones) as one JSON document for ``/import``."""
     return JSONResponse(
@@ -121,8 +129,9 @@ async def replace_template(
     template_id: TemplateId, body: TemplateIn, ctx: Context, request: Request, principal: Principal = MANAGE
 ) -> dict[str, Any]:
     """Replace every field (usage counters are kept)."""
-    return await catalog.save_template(ctx, template_id, body.model_dump(), "replace",
-                                       principal=principal, origin=origin_of(request))
+    return await catalog.save_template(
+        ctx, template_id, body.model_dump(), "replace", principal=principal, origin=origin_of(request)
+    )
 
 
 @router.patch("/{template_id:int}", response_model=TemplateOut, responses=problems(404, 409, 503))
@@ -130,8 +139,9 @@ async def patch_template(
     template_id: TemplateId, body: TemplatePatch, ctx: Context, request: Request, principal: Principal = MANAGE
 ) -> dict[str, Any]:
     """Change some fields; ``content`` keys are merged (null removes a key)."""
-    return await catalog.save_template(ctx, template_id, body.model_dump(exclude_unset=True), "update",
-                                       principal=principal, origin=origin_of(request))
+    return await catalog.save_template(
+        ctx, template_id, body.model_dump(exclude_unset=True), "update", principal=principal, origin=origin_of(request)
+    )
 
 
 @router.delete("/{template_id:int}", status_code=204, responses=problems(404))
@@ -143,8 +153,12 @@ async def delete_template(
     return Response(status_code=204)
 
 
-@router.get("/{template_id:int}/variables", response_model=VariablesOut, response_model_by_alias=True,
-            responses=problems(404, 503))
+@router.get(
+    "/{template_id:int}/variables",
+    response_model=VariablesOut,
+    response_model_by_alias=True,
+    responses=problems(404, 503),
+)
 async def template_variables(template_id: TemplateId, ctx: Context, _: Principal = READ) -> dict[str, Any]:
     """The variables the template reads, next to its schema (the placeholder cheat-sheet)."""
     return await catalog.template_variables(ctx, template_id)
@@ -169,13 +183,15 @@ async def use_template(
     idempotency_key: IdempotencyKey = None,
 ) -> Any:
     """Record a usage; for an event template also create the event through the pipeline."""
-    answer = await usage.use_template(ctx, template_id, body, principal=principal,
-                                      idempotency_key=idempotency_key, origin=origin_of(request))
+    answer = await usage.use_template(
+        ctx, template_id, body, principal=principal, idempotency_key=idempotency_key, origin=origin_of(request)
+    )
     return JSONResponse(answer.body, headers=REPLAYED) if answer.replayed else answer.body
 
 
-@router.post("/{template_id:int}/test-send", response_model=TestSendOut, status_code=202,
-             responses=problems(404, 409, 413, 503))
+@router.post(
+    "/{template_id:int}/test-send", response_model=TestSendOut, status_code=202, responses=problems(404, 409, 413, 503)
+)
 async def test_send(
     template_id: TemplateId,
     body: TestSendIn,
@@ -185,6 +201,7 @@ async def test_send(
     idempotency_key: IdempotencyKey = None,
 ) -> Any:
     """Render an email template and queue it to ``to`` (the dashboard's test send)."""
-    answer = await usage.send_test(ctx, template_id, body, principal=principal,
-                                   idempotency_key=idempotency_key, origin=origin_of(request))
+    answer = await usage.send_test(
+        ctx, template_id, body, principal=principal, idempotency_key=idempotency_key, origin=origin_of(request)
+    )
     return JSONResponse(answer.body, status_code=202, headers=REPLAYED if answer.replayed else {})

@@ -193,14 +193,10 @@ class BoundedEnvironment(ImmutableSandboxedEnvironment):
     intercepted_binops = frozenset({"*", "**", "%", "+"})
 
     def __init__(self, limits: Limits, *, autoescape: bool) -> None:
-        super().__init__(
-            undefined=StrictUndefined, autoescape=autoescape, loader=None, auto_reload=False, cache_size=0
-        )
+        super().__init__(undefined=StrictUndefined, autoescape=autoescape, loader=None, auto_reload=False, cache_size=0)
         self.limits = limits
         self.globals.clear()
-        self.globals.update(
-            range=self.guarded_range, dict=dict, namespace=Namespace, cycler=Cycler, joiner=Joiner
-        )
+        self.globals.update(range=self.guarded_range, dict=dict, namespace=Namespace, cycler=Cycler, joiner=Joiner)
         self.filters = {name: self._wrap_filter(name, func) for name, func in self.filters.items()}
         self._self_check()
 
@@ -313,13 +309,13 @@ class BoundedEnvironment(ImmutableSandboxedEnvironment):
             for seq, n in ((left, right), (right, left)):
                 if isinstance(seq, (str, list, tuple)) and isinstance(n, int) and n * len(seq) > limit:
                     raise _too_large("a repetition", n * len(seq), limit)
-            if isinstance(left, int) and isinstance(right, int):
-                if abs(left).bit_length() + abs(right).bit_length() > MAX_INT_BITS:
-                    raise LimitExceeded("size", f"the product exceeds {MAX_INT_BITS} bits")
+            both_int = isinstance(left, int) and isinstance(right, int)
+            if both_int and abs(left).bit_length() + abs(right).bit_length() > MAX_INT_BITS:
+                raise LimitExceeded("size", f"the product exceeds {MAX_INT_BITS} bits")
         elif operator == "**":
-            if isinstance(left, int) and isinstance(right, int) and right > 0 and abs(left) > 1:
-                if abs(left).bit_length() * right > MAX_INT_BITS:
-                    raise LimitExceeded("size", f"the power exceeds {MAX_INT_BITS} bits")
+            growing = isinstance(left, int) and isinstance(right, int) and right > 0 and abs(left) > 1
+            if growing and abs(left).bit_length() * right > MAX_INT_BITS:
+                raise LimitExceeded("size", f"the power exceeds {MAX_INT_BITS} bits")
         elif operator == "%" and isinstance(left, str):
             _check_printf(left)
         rv = super().call_binop(context, operator, left, right)
@@ -518,7 +514,9 @@ def _positioned(env: Any, source: str, norm: str, offsets: dict[int, int]) -> It
         yield token
 
 
-def _syntax_problem(source: str, exc: TemplateSyntaxError, token: Any = None, offset: int | None = None) -> SourceProblem:
+def _syntax_problem(
+    source: str, exc: TemplateSyntaxError, token: Any = None, offset: int | None = None
+) -> SourceProblem:
     message = exc.message or str(exc)
     at = re.search(r" at (\d+)$", message)
     if at:  # lexer errors carry an absolute offset
@@ -541,23 +539,37 @@ def _syntax_problem(source: str, exc: TemplateSyntaxError, token: Any = None, of
 def _static_problems(source: str, ast: nodes.Template) -> list[SourceProblem]:
     out: list[SourceProblem] = []
     for node in ast.find_all((nodes.Extends, nodes.Include, nodes.Import, nodes.FromImport)):
-        word = {"Extends": "extends", "Include": "include", "Import": "import", "FromImport": "from"}[type(node).__name__]
-        out.append(SourceProblem(
-            f"'{word}' is not allowed: templates cannot load other templates or modules",
-            node.lineno, _column(source, node.lineno, word),
-        ))
+        word = {"Extends": "extends", "Include": "include", "Import": "import", "FromImport": "from"}[
+            type(node).__name__
+        ]
+        out.append(
+            SourceProblem(
+                f"'{word}' is not allowed: templates cannot load other templates or modules",
+                node.lineno,
+                _column(source, node.lineno, word),
+            )
+        )
     for node in ast.find_all((nodes.Getattr, nodes.Getitem)):
-        attr = node.attr if isinstance(node, nodes.Getattr) else (
-            node.arg.value if isinstance(node.arg, nodes.Const) and isinstance(node.arg.value, str) else None
+        attr = (
+            node.attr
+            if isinstance(node, nodes.Getattr)
+            else (node.arg.value if isinstance(node.arg, nodes.Const) and isinstance(node.arg.value, str) else None)
         )
         if attr is not None and attr.startswith("_"):
-            out.append(SourceProblem(
-                f"attribute {attr!r} is not allowed: names starting with '_' are internal",
-                node.lineno, _column(source, node.lineno, attr),
-            ))
+            out.append(
+                SourceProblem(
+                    f"attribute {attr!r} is not allowed: names starting with '_' are internal",
+                    node.lineno,
+                    _column(source, node.lineno, attr),
+                )
+            )
     for node in ast.find_all(nodes.Name):
         if node.name.startswith("_"):
-            out.append(SourceProblem(f"name {node.name!r} is not allowed", node.lineno, _column(source, node.lineno, node.name)))
+            out.append(
+                SourceProblem(
+                    f"name {node.name!r} is not allowed", node.lineno, _column(source, node.lineno, node.name)
+                )
+            )
     return out
 
 
@@ -685,7 +697,9 @@ class TemplateSandbox:
             m = re.match(r"'([A-Za-z_][A-Za-z0-9_]*)' is undefined", message)
             if isinstance(exc, SecurityError) or "unsafe" in message:
                 raise RenderFailure("unsafe", message, part, _template_line(exc)) from None
-            raise RenderFailure("undefined", message, part, _template_line(exc), variable=m.group(1) if m else None) from None
+            raise RenderFailure(
+                "undefined", message, part, _template_line(exc), variable=m.group(1) if m else None
+            ) from None
         except SecurityError as exc:
             raise RenderFailure("unsafe", str(exc), part, _template_line(exc)) from None
         except RecursionError:

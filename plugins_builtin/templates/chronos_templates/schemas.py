@@ -67,13 +67,17 @@ def _by_type(variants: dict[str, type[BaseModel]]) -> Any:
     return Annotated[Union[tuple(variants.values())], Field(discriminator="type")]  # noqa: UP007
 
 
-def _variants(suffix: str, base: type[BaseModel], part: str, shapes: dict[str, type[BaseModel]],
-              prefix: bool = True) -> dict[str, type[BaseModel]]:
+def _variants(
+    suffix: str, base: type[BaseModel], part: str, shapes: dict[str, type[BaseModel]], prefix: bool = True
+) -> dict[str, type[BaseModel]]:
     """One model per template type: ``base`` plus ``type`` and the type's ``part`` (documentation only)."""
     return {
         t: create_model(  # type: ignore[call-overload]
-            f"{t.capitalize()}{suffix}", __base__=base, __module__=__name__,
-            type=(Literal[t], ...), **{part: (shape, ...)},
+            f"{t.capitalize()}{suffix}",
+            __base__=base,
+            __module__=__name__,
+            type=(Literal[t], ...),
+            **{part: (shape, ...)},
         )
         for t, shape in shapes.items()
     }
@@ -86,13 +90,17 @@ def _partial(model: type[BaseModel]) -> type[BaseModel]:
         for name, f in model.model_fields.items()
     }
     return create_model(  # type: ignore[call-overload]
-        f"{model.__name__}Patch", __config__=ConfigDict(extra="forbid"), __module__=__name__,
-        __doc__=f"Keys of {model.__name__} to change; null removes a key.", **fields,
+        f"{model.__name__}Patch",
+        __config__=ConfigDict(extra="forbid"),
+        __module__=__name__,
+        __doc__=f"Keys of {model.__name__} to change; null removes a key.",
+        **fields,
     )
 
 
-def _union_schema(cls: type[BaseModel], variants: dict[str, type[BaseModel]],
-                  handler: GetJsonSchemaHandler) -> JsonSchemaValue:
+def _union_schema(
+    cls: type[BaseModel], variants: dict[str, type[BaseModel]], handler: GetJsonSchemaHandler
+) -> JsonSchemaValue:
     schema = dict(handler(TypeAdapter(_by_type(variants)).core_schema))
     schema["title"] = cls.__name__
     if cls.__doc__:
@@ -486,6 +494,7 @@ class ExportDocument(BaseModel):
     @classmethod
     def _iso(cls, value: Any) -> Any:
         return _iso_text(value)
+
     templates: list[ExportedTemplate] = Field(max_length=1000)
 
 

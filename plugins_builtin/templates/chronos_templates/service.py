@@ -29,6 +29,7 @@ from chronos.plugin import (
     TooLarge,
     Unavailable,
 )
+
 from chronos_templates.models import Template
 from chronos_templates.sandbox import Limits, RenderFailure, TemplateSandbox
 from chronos_templates.schemas import CONTENT_MODELS, template_parts
@@ -90,18 +91,24 @@ class TemplateService:
             parts = template_parts(type_, clean)
             too_big = {p: len(src) for p, (src, _) in parts.items() if len(src) > self.settings.max_source_chars}
             for part, size in too_big.items():
-                errors.append({
-                    "pointer": f"{prefix}/content/{part}",
-                    "detail": f"{size} characters; the limit is {self.settings.max_source_chars}",
-                })
+                errors.append(
+                    {
+                        "pointer": f"{prefix}/content/{part}",
+                        "detail": f"{size} characters; the limit is {self.settings.max_source_chars}",
+                    }
+                )
             if not too_big:
                 problems = await self._in_thread(self._check_parts, parts)
                 for part, p in problems:
                     where = f"line {p.line}, column {p.column}: " if p.line else ""
-                    errors.append({
-                        "pointer": f"{prefix}/content/{part}", "detail": where + p.message,
-                        "line": p.line, "column": p.column,
-                    })
+                    errors.append(
+                        {
+                            "pointer": f"{prefix}/content/{part}",
+                            "detail": where + p.message,
+                            "line": p.line,
+                            "column": p.column,
+                        }
+                    )
         if errors:
             first = errors[0]
             raise InvalidInput(
@@ -200,12 +207,18 @@ class TemplateService:
             if f.variable:
                 return TemplateRenderError(
                     f"Variable {f.variable!r} is missing{at}",
-                    [{"pointer": f"{prefix}/{_escape(f.variable)}", "detail": f"variable {f.variable!r} is undefined",
-                      "line": f.line}],
+                    [
+                        {
+                            "pointer": f"{prefix}/{_escape(f.variable)}",
+                            "detail": f"variable {f.variable!r} is undefined",
+                            "line": f.line,
+                        }
+                    ],
                     type="template-variables",
                 )
             return TemplateRenderError(
-                f"{f.message}{at}", [{"pointer": prefix, "detail": f.message, "line": f.line}],
+                f"{f.message}{at}",
+                [{"pointer": prefix, "detail": f.message, "line": f.line}],
                 type="template-variables",
             )
         slug = {"limit": "template-limit", "unsafe": "template-unsafe"}.get(f.kind, "template-render")
@@ -225,8 +238,14 @@ class TemplateService:
             except json.JSONDecodeError as exc:
                 raise TemplateRenderError(
                     f"The rendered body is not JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}",
-                    [{"pointer": "/content/body", "detail": f"not JSON: {exc.msg}",
-                      "line": exc.lineno, "column": exc.colno}],
+                    [
+                        {
+                            "pointer": "/content/body",
+                            "detail": f"not JSON: {exc.msg}",
+                            "line": exc.lineno,
+                            "column": exc.colno,
+                        }
+                    ],
                 ) from None
             headers = {}
             for name in c.get("headers", {}):
@@ -234,8 +253,12 @@ class TemplateService:
                 if "\r" in value or "\n" in value:
                     raise TemplateRenderError(
                         f"Header {name!r} renders with a line break",
-                        [{"pointer": f"/content/headers/{_escape(name)}",
-                          "detail": "line breaks are not allowed in headers"}],
+                        [
+                            {
+                                "pointer": f"/content/headers/{_escape(name)}",
+                                "detail": "line breaks are not allowed in headers",
+                            }
+                        ],
                     )
                 headers[name] = value
             return {"method": c.get("method", "POST"), "url": out.get("url"), "headers": headers, "body": body}
@@ -269,14 +292,16 @@ class TemplateService:
         out = []
         for name in sorted(set(names) | set(props)):
             entry = names.get(name, {"paths": set(), "used_in": []})
-            out.append({
-                "name": name,
-                "paths": sorted(entry["paths"]),
-                "used_in": entry["used_in"],
-                "declared": name in props,
-                "required": name in required,
-                "schema": props.get(name),
-            })
+            out.append(
+                {
+                    "name": name,
+                    "paths": sorted(entry["paths"]),
+                    "used_in": entry["used_in"],
+                    "declared": name in props,
+                    "required": name in required,
+                    "schema": props.get(name),
+                }
+            )
         return {
             "template_id": tpl.id,
             "variables": out,

@@ -27,7 +27,9 @@ class TemplatesSettings(BaseModel):
     )
     render_threads: int = Field(2, ge=1, le=32, description="Worker threads rendering templates.")
     event_source: str = Field(
-        "local", min_length=1, max_length=64,
+        "local",
+        min_length=1,
+        max_length=64,
         description="Source of events created from event templates (`local`: editable like API-created events).",
     )
     event_calendar: str = Field(

@@ -31,6 +31,7 @@ from chronos.plugin import (
     request_fingerprint,
     utcnow,
 )
+
 from chronos_templates.models import Template, TemplateUsage
 from chronos_templates.schemas import TestSendIn, UseIn, UseOut
 from chronos_templates.service import get_service, load_template
@@ -62,8 +63,10 @@ def _window(body: UseIn, output: dict[str, Any]) -> tuple[Any, Any, str | None]:
             return start, start + timedelta(minutes=minutes), zone
         days = max(1, minutes // (24 * 60))
         return body.date, body.date + timedelta(days=days), zone
-    raise InvalidInput("Give start (with an offset) or date to place the event",
-                       errors=[{"pointer": "/start", "detail": "start or date is required for an event template"}])
+    raise InvalidInput(
+        "Give start (with an offset) or date to place the event",
+        errors=[{"pointer": "/start", "detail": "start or date is required for an event template"}],
+    )
 
 
 def event_window(body: UseIn, output: dict[str, Any]) -> tuple[Any, Any, str | None]:
@@ -71,8 +74,10 @@ def event_window(body: UseIn, output: dict[str, Any]) -> tuple[Any, Any, str | N
     try:
         return _window(body, output)
     except OverflowError:
-        raise InvalidInput("The event would end after the year 9999",
-                           errors=[{"pointer": "/start" if body.start else "/date", "detail": "too late"}]) from None
+        raise InvalidInput(
+            "The event would end after the year 9999",
+            errors=[{"pointer": "/start" if body.start else "/date", "detail": "too late"}],
+        ) from None
 
 
 def _event_view(stored: Any) -> dict[str, Any]:
@@ -84,14 +89,16 @@ def _event_view(stored: Any) -> dict[str, Any]:
     }
 
 
-def _event_draft(ctx: PluginContext, tpl: Template, body: UseIn, output: dict[str, Any],
-                 scoped: str | None) -> EventDraft:
+def _event_draft(
+    ctx: PluginContext, tpl: Template, body: UseIn, output: dict[str, Any], scoped: str | None
+) -> EventDraft:
     """The event an event template's use creates."""
     # The kernel always offers the intake; events are only stored when a
     # plugin (normally `events`) provides the event store.
     if not (ctx.has_service(EventIntake) and ctx.has_service(EventStore)):
-        raise Unavailable("Event templates need the events plugin, which is not enabled",
-                          type="plugin-not-enabled", plugin="events")
+        raise Unavailable(
+            "Event templates need the events plugin, which is not enabled", type="plugin-not-enabled", plugin="events"
+        )
     start, end, zone = event_window(body, output)
     description = output["description"]
     if output["subtasks"]:
@@ -102,8 +109,14 @@ def _event_draft(ctx: PluginContext, tpl: Template, body: UseIn, output: dict[st
     seed = scoped or uuid.uuid4().hex
     uid = f"template-{tpl.id}-{hashlib.sha256(seed.encode()).hexdigest()[:24]}"
     return EventDraft(
-        uid=uid, start=start, end=end, title=output["title"], description=description, timezone=zone,
-        tags=output["tags"], metadata={"template_id": tpl.id, "template_name": tpl.name},
+        uid=uid,
+        start=start,
+        end=end,
+        title=output["title"],
+        description=description,
+        timezone=zone,
+        tags=output["tags"],
+        metadata={"template_id": tpl.id, "template_name": tpl.name},
     )
 
 
@@ -120,8 +133,9 @@ class _Use:
     fingerprint: str
 
 
-async def _record_use(s: AsyncSession, ctx: PluginContext, use: _Use, *,
-                      principal: Principal, origin: Origin | None) -> dict[str, Any]:
+async def _record_use(
+    s: AsyncSession, ctx: PluginContext, use: _Use, *, principal: Principal, origin: Origin | None
+) -> dict[str, Any]:
     """Create the event, the usage row, the counter and the audit row in session ``s``; the answer."""
     settings: TemplatesSettings = ctx.section(TemplatesSettings)
     tpl, now = use.tpl, utcnow()
@@ -131,23 +145,45 @@ async def _record_use(s: AsyncSession, ctx: PluginContext, use: _Use, *,
             settings.event_source, use.calendar, [use.draft], actor=principal.key_id, session=s
         )
         event = _event_view(stored[0]) if stored else None
-    bumped = await s.execute(update(Template).where(Template.id == tpl.id)
-                             .values(usage_count=Template.usage_count + 1, last_used_at=now))
+    bumped = await s.execute(
+        update(Template).where(Template.id == tpl.id).values(usage_count=Template.usage_count + 1, last_used_at=now)
+    )
     if bumped.rowcount == 0:  # deleted meanwhile
         raise TemplateNotFound(tpl.id)
-    usage = TemplateUsage(template_id=tpl.id, key_id=principal.key_id, used_at=now, context=use.body.context,
-                          result={}, idempotency_key=use.scoped, request_hash=use.fingerprint)
+    usage = TemplateUsage(
+        template_id=tpl.id,
+        key_id=principal.key_id,
+        used_at=now,
+        context=use.body.context,
+        result={},
+        idempotency_key=use.scoped,
+        request_hash=use.fingerprint,
+    )
     s.add(usage)
     await s.flush()
-    out = UseOut.model_validate({
-        "usage": {"id": usage.id, "template_id": tpl.id, "key_id": principal.key_id, "used_at": now,
-                  "context": use.body.context},
-        "output": use.output, "event": event,
-    }).model_dump(mode="json")
+    out = UseOut.model_validate(
+        {
+            "usage": {
+                "id": usage.id,
+                "template_id": tpl.id,
+                "key_id": principal.key_id,
+                "used_at": now,
+                "context": use.body.context,
+            },
+            "output": use.output,
+            "event": event,
+        }
+    ).model_dump(mode="json")
     usage.result = out
-    await record_audit(s, entity="template", entity_id=tpl.id, action="use",
-                       change={"usage_id": usage.id, "event_id": event["id"] if event else None},
-                       principal=principal, origin=origin)
+    await record_audit(
+        s,
+        entity="template",
+        entity_id=tpl.id,
+        action="use",
+        change={"usage_id": usage.id, "event_id": event["id"] if event else None},
+        principal=principal,
+        origin=origin,
+    )
     return out
 
 
@@ -157,14 +193,22 @@ async def _usage_replay(ctx: PluginContext, scoped: str, fingerprint: str) -> An
     if prior is None:
         return None
     if prior.request_hash != fingerprint:
-        raise Conflict("This Idempotency-Key was already used with a different request body; use a new key",
-                       type="idempotency-conflict", usage_id=prior.id)
+        raise Conflict(
+            "This Idempotency-Key was already used with a different request body; use a new key",
+            type="idempotency-conflict",
+            usage_id=prior.id,
+        )
     return Answer(prior.result, replayed=True)
 
 
 async def use_template(
-    ctx: PluginContext, template_id: int, body: UseIn, *,
-    principal: Principal, idempotency_key: str | None, origin: Origin | None,
+    ctx: PluginContext,
+    template_id: int,
+    body: UseIn,
+    *,
+    principal: Principal,
+    idempotency_key: str | None,
+    origin: Origin | None,
 ) -> Answer:
     """Record a usage; for an event template also create the event through the pipeline."""
     fingerprint = request_fingerprint({"template_id": template_id, **body.model_dump(mode="json")})
@@ -199,31 +243,50 @@ async def use_template(
 
 
 async def send_test(
-    ctx: PluginContext, template_id: int, body: TestSendIn, *,
-    principal: Principal, idempotency_key: str | None, origin: Origin | None,
+    ctx: PluginContext,
+    template_id: int,
+    body: TestSendIn,
+    *,
+    principal: Principal,
+    idempotency_key: str | None,
+    origin: Origin | None,
 ) -> Answer:
     """Render an email template and queue it to ``body.to``."""
     if not ctx.has_service(MailQueue):
-        raise Unavailable("Test sends need the mail plugin, which is not enabled",
-                          type="plugin-not-enabled", plugin="mail")
+        raise Unavailable(
+            "Test sends need the mail plugin, which is not enabled", type="plugin-not-enabled", plugin="mail"
+        )
     queue = ctx.service(MailQueue)
     fingerprint = request_fingerprint({"test-send": template_id, **body.model_dump(mode="json")})
     if idempotency_key:
         prior = await queue.replay(idempotency_key, fingerprint, principal=principal)
         if prior is not None:
-            return Answer({"delivery_id": prior.id, "status": prior.status, "message_id": prior.message_id},
-                          replayed=True)
+            return Answer(
+                {"delivery_id": prior.id, "status": prior.status, "message_id": prior.message_id}, replayed=True
+            )
     async with ctx.db.read() as s:
         tpl = await load_template(s, template_id)
     if tpl.type != "email":
-        raise InvalidInput(f"Template {tpl.id} is a {tpl.type} template; only email templates can be test-sent",
-                           type="template-type",
-                           errors=[{"pointer": "/template_id", "detail": "not an email template"}])
+        raise InvalidInput(
+            f"Template {tpl.id} is a {tpl.type} template; only email templates can be test-sent",
+            type="template-type",
+            errors=[{"pointer": "/template_id", "detail": "not an email template"}],
+        )
     out = await get_service(ctx).render(tpl, body.variables)
     queued = await queue.enqueue(
-        OutgoingMail(to=body.to, subject=out["subject"], html=out["html"], text=out["text"],
-                     template_id=tpl.id, template_name=tpl.name),
-        idempotency_key=idempotency_key, fingerprint=fingerprint, principal=principal, origin=origin,
+        OutgoingMail(
+            to=body.to,
+            subject=out["subject"],
+            html=out["html"],
+            text=out["text"],
+            template_id=tpl.id,
+            template_name=tpl.name,
+        ),
+        idempotency_key=idempotency_key,
+        fingerprint=fingerprint,
+        principal=principal,
+        origin=origin,
     )
-    return Answer({"delivery_id": queued.id, "status": queued.status, "message_id": queued.message_id},
-                  replayed=queued.replayed)
+    return Answer(
+        {"delivery_id": queued.id, "status": queued.status, "message_id": queued.message_id}, replayed=queued.replayed
+    )

@@ -185,7 +185,9 @@ async def test_runaway_templates_end_in_422(chronos_app, api_client):
             assert body["errors"][0]["pointer"] == "/content/html", (name, body)
             assert body["type"] in ("urn:chronos:problem:template-limit", "urn:chronos:problem:template-unsafe"), body
         # The server is still fine afterwards.
-        ok = (await c.post("/api/v1/templates", json=email("fine", content={"subject": "{{ 1 + 1 }}", "text": "t"}))).json()
+        ok = (
+            await c.post("/api/v1/templates", json=email("fine", content={"subject": "{{ 1 + 1 }}", "text": "t"}))
+        ).json()
         r = await c.post(f"/api/v1/templates/{ok['id']}/render", json={"variables": {}})
         assert r.json()["output"]["subject"] == "2"
 
@@ -197,8 +199,12 @@ async def test_list_filters_search_sort_and_cursor(chronos_app, api_client):
         for i in range(7):
             body = email(f"tpl-{i}", description=f"number {i}", tags=["even" if i % 2 == 0 else "odd", "Batch_1"])
             ids[i] = (await c.post("/api/v1/templates", json=body)).json()["id"]
-        hook = {"name": "hook", "type": "webhook", "tags": ["even"],
-                "content": {"url": "https://example.com/{{ x }}", "body": '{"v": {{ x|tojson }}}'}}
+        hook = {
+            "name": "hook",
+            "type": "webhook",
+            "tags": ["even"],
+            "content": {"url": "https://example.com/{{ x }}", "body": '{"v": {{ x|tojson }}}'},
+        }
         ids["hook"] = (await c.post("/api/v1/templates", json=hook)).json()["id"]
         for _ in range(3):
             assert (await c.post(f"/api/v1/templates/{ids[5]}/use", json={"variables": {"x": 1}})).status_code == 200
@@ -243,9 +249,13 @@ async def test_list_filters_search_sort_and_cursor(chronos_app, api_client):
 
 async def test_variables_cheat_sheet(chronos_app, api_client):
     body = {
-        "name": "order", "type": "email",
-        "variables_json": {"type": "object", "properties": {"user": {"type": "object"}, "unused": {"type": "string"}},
-                           "required": ["user"]},
+        "name": "order",
+        "type": "email",
+        "variables_json": {
+            "type": "object",
+            "properties": {"user": {"type": "object"}, "unused": {"type": "string"}},
+            "required": ["user"],
+        },
         "content": {
             "subject": "Order {{ order.id }} for {{ user.name }}",
             "html": "{% for item in order['items'] %}{{ item.name }}{% endfor %}{{ user.address.city }}",
@@ -373,15 +383,27 @@ class RecordingIntake(EventIntake):
             all_day = isinstance(d.start, date) and not isinstance(d.start, datetime)
             start = datetime.combine(d.start, datetime.min.time(), UTC) if all_day else d.start
             end = datetime.combine(d.end, datetime.min.time(), UTC) if all_day else d.end
-            ev = CanonicalEvent(source=source, calendar_id=calendar_id, uid=d.uid, title=d.title,
-                                description=d.description, start_utc=start, end_utc=end or start + timedelta(hours=1),
-                                all_day=all_day, start_date=d.start if all_day else None,
-                                end_date=d.end if all_day else None, timezone=d.timezone, tags=d.tags,
-                                metadata=d.metadata)
+            ev = CanonicalEvent(
+                source=source,
+                calendar_id=calendar_id,
+                uid=d.uid,
+                title=d.title,
+                description=d.description,
+                start_utc=start,
+                end_utc=end or start + timedelta(hours=1),
+                all_day=all_day,
+                start_date=d.start if all_day else None,
+                end_date=d.end if all_day else None,
+                timezone=d.timezone,
+                tags=d.tags,
+                metadata=d.metadata,
+            )
             key = (source, calendar_id, d.uid)
             event_id = self.stored.setdefault(key, len(self.stored) + 1)
             now = datetime.now(UTC)
-            out.append(StoredEvent(id=event_id, event=ev, content_hash=ev.content_hash(), created_at=now, updated_at=now))
+            out.append(
+                StoredEvent(id=event_id, event=ev, content_hash=ev.content_hash(), created_at=now, updated_at=now)
+            )
         return out
 
 
@@ -390,8 +412,10 @@ def intake_plugin(intake: RecordingIntake):
         @hookimpl
         def register_services(self):
             # The route only needs an event store to exist; the intake does the work.
-            return [Service("test.intake", EventIntake, lambda ctx: intake),
-                    Service("test.store", EventStore, lambda ctx: object())]
+            return [
+                Service("test.intake", EventIntake, lambda ctx: intake),
+                Service("test.store", EventStore, lambda ctx: object()),
+            ]
 
     return ("fake_events", FakeEvents())
 
@@ -420,15 +444,21 @@ async def test_event_template_creates_event_through_the_intake(chronos_app, api_
         assert again.json() == r.json() and len(intake.calls) == 1
 
         # A start with an offset wins over the template's time of day; all-day without time_of_day.
-        r = await c.post(f"/api/v1/templates/{tid}/use",
-                         json={"variables": {"team": "Dev"}, "start": "2026-07-01T14:00:00-04:00", "calendar": "home"})
+        r = await c.post(
+            f"/api/v1/templates/{tid}/use",
+            json={"variables": {"team": "Dev"}, "start": "2026-07-01T14:00:00-04:00", "calendar": "home"},
+        )
         assert r.json()["event"]["start_utc"] == "2026-07-01T18:00:00Z" and r.json()["event"]["calendar_id"] == "home"
         assert intake.calls[-1][2].uid != intake.calls[0][2].uid
         r = await c.post(f"/api/v1/templates/{tid}/use", json={"variables": {"team": "Dev"}})
         assert r.status_code == 422 and r.json()["errors"][0]["pointer"] == "/start"
-        r = await c.post(f"/api/v1/templates/{tid}/use", json={"variables": {"team": "Dev"}, "start": "2026-07-01T14:00:00"})
+        r = await c.post(
+            f"/api/v1/templates/{tid}/use", json={"variables": {"team": "Dev"}, "start": "2026-07-01T14:00:00"}
+        )
         assert r.status_code == 422
-        r = await c.post(f"/api/v1/templates/{tid}/use", json={"variables": {"team": "Dev"}, "start": "9999-12-31T23:59:00Z"})
+        r = await c.post(
+            f"/api/v1/templates/{tid}/use", json={"variables": {"team": "Dev"}, "start": "9999-12-31T23:59:00Z"}
+        )
         assert r.status_code == 422 and r.json()["errors"][0]["pointer"] == "/start"
         assert (await c.get(f"/api/v1/templates/{tid}", headers={})).status_code == 403  # events.read not granted
 
@@ -437,5 +467,7 @@ async def test_test_send_without_mail_plugin_is_503(chronos_app, api_client):
     async with chronos_app(plugins=["templates"]) as app:
         c = await api_client(app, scopes=["templates.manage", "mail.send"])
         tid = (await c.post("/api/v1/templates", json=WELCOME)).json()["id"]
-        r = await c.post(f"/api/v1/templates/{tid}/test-send", json={"to": "ada@example.com", "variables": {"name": "A"}})
+        r = await c.post(
+            f"/api/v1/templates/{tid}/test-send", json={"to": "ada@example.com", "variables": {"name": "A"}}
+        )
         assert r.status_code == 503 and r.json()["plugin"] == "mail"

@@ -10,10 +10,10 @@ Revision ID: events0002
 Revises: events0001
 Create Date: 2026-12-03 10:00:00
 """
+
 from __future__ import annotations
 
 from alembic import op
-
 
 # Literal copies (a revision must not change when the package does); the
 # current expression is chronos_events.search.PG_TSVECTOR.
@@ -27,8 +27,8 @@ OLD_TSVECTOR = (
     " || setweight(to_tsvector('simple', location), 'C'))"
 )
 
-revision = 'events0002'
-down_revision = 'events0001'
+revision = "events0002"
+down_revision = "events0001"
 branch_labels = None
 depends_on = None
 
