@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from chronos import testing as kit
 from chronos.plugin import EventIntake, encode_cursor
-from events_helpers import T0, apply, ev, z
+from events_support import T0, apply, ev, z
 
 PLUGINS = ["events"]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, date, datetime, timedelta
 
 from chronos.plugin import encode_cursor
-from events_helpers import T0, all_day, apply, ev, z
+from events_support import T0, all_day, apply, ev, z
 
 from chronos_events.query import EventQuery
 

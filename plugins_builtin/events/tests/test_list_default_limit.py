@@ -6,7 +6,7 @@ from datetime import timedelta
 
 import pytest
 
-from events_helpers import T0, apply, ev, z
+from events_support import T0, apply, ev, z
 
 PLUGINS = ["events"]
 M = timedelta(minutes=30)

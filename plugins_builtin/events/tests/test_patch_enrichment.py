@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from chronos import testing as kit
 from chronos.plugin import EventDraft, EventIntake
-from events_helpers import T0
+from events_support import T0
 
 PLUGINS = ["events", "normalize"]
 WHEN = {"start": "2030-03-04T12:00:00Z", "end": "2030-03-04T13:00:00Z"}

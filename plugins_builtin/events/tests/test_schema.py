@@ -8,7 +8,7 @@ from datetime import timedelta
 from sqlalchemy import text
 
 from chronos import testing as kit
-from events_helpers import T0, apply, ev
+from events_support import T0, apply, ev
 
 from chronos_events.query import EventQuery, QueryBuilder
 from chronos_events.search import ensure_sqlite_fts

@@ -7,7 +7,7 @@ from datetime import timedelta
 from sqlalchemy import func, select
 
 from chronos.plugin import EventKey, EventStore
-from events_helpers import T0, apply, ev
+from events_support import T0, apply, ev
 
 PLUGINS = ["events"]
 

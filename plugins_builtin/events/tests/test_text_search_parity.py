@@ -14,7 +14,7 @@ from datetime import timedelta
 from sqlalchemy import text
 
 from chronos import testing as kit
-from events_helpers import T0, apply, ev, z
+from events_support import T0, apply, ev, z
 
 from chronos_events.plugin import register_migrations
 from chronos_events.query import EventQuery, QueryBuilder

@@ -7,7 +7,7 @@ from datetime import UTC, date, datetime, timedelta
 
 import icalendar
 
-from events_helpers import all_day, apply, ev
+from events_support import all_day, apply, ev
 
 PLUGINS = ["events"]
 NOW = datetime.now(UTC).replace(microsecond=0)

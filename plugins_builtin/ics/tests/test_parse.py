@@ -264,13 +264,10 @@ NOT_PLAIN = [
 
 @pytest.mark.parametrize("header", ["", "X-WR-TIMEZONE:Europe/Berlin\r\n"])
 def test_fast_path_equals_icalendar(header):
-    import sys
-    from pathlib import Path
+
+    from gen_events import event_to_vevent, iter_events
 
     from chronos_ics.parse import Parsed, _fast_single, _parse_slow
-
-    sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "bench"))
-    from gen_events import event_to_vevent, iter_events
 
     generated = [
         event_to_vevent(e).replace("\r\n", "\n").strip().split("\n", 1)[1].rsplit("\n", 1)[0]

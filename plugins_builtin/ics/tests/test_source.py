@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -76,7 +75,6 @@ async def test_batches_stream_in_the_configured_size(tmp_path):
 
 
 async def test_worker_processes_parse_exactly_like_the_thread(tmp_path):
-    sys.path.insert(0, str(ROOT / "bench"))
     from gen_events import write_ics
 
     path = write_ics(tmp_path / "big.ics", 600, seed=7)
