@@ -126,3 +126,44 @@ def test_plugins_import_only_the_public_surface():
             for path in sorted((dist / package).rglob("*.py")):
                 bad += plugin_violations(path.read_text(encoding="utf-8"), own, packages, str(path.relative_to(ROOT)))
     assert not bad, "\n".join(bad)
+
+
+# Attribute chains a plugin must not follow: the raw configuration (another
+# plugin's section, secrets in files) and the app's private state (another
+# plugin's objects). Plugins get their section with ctx.section(Model), their
+# objects with ctx.resource(R) and the context in routes with `ctx: Context`.
+FORBIDDEN_ATTRIBUTES = {
+    ("settings", "raw"): "reads the raw configuration; use ctx.section(YourSettings)",
+    ("app", "state"): "reads the app's private state; take `ctx: Context` and use ctx.resource(...)",
+    ("ctx", "state"): "reads a shared state table; declare a Resource and use ctx.resource(...)",
+    ("ctx", "_services"): "writes the kernel's services table; return Service records from register_services",
+}
+
+
+def state_violations(source: str, filename: str = "<src>") -> list[str]:
+    bad = []
+    for node in ast.walk(ast.parse(source, filename)):
+        if isinstance(node, ast.Attribute):
+            base = node.value
+            owner = base.attr if isinstance(base, ast.Attribute) else getattr(base, "id", None)
+            reason = FORBIDDEN_ATTRIBUTES.get((owner, node.attr))
+            if reason:
+                bad.append(f"{filename}:{node.lineno}: {reason}")
+    return bad
+
+
+def test_state_scanner_catches_violations():
+    assert state_violations("x = ctx.settings.raw.data")
+    assert state_violations("ctx = request.app.state.chronos")
+    assert state_violations("q = self.ctx.state['commands.queue']")
+    assert state_violations("ctx._services[I] = obj")
+    assert not state_violations("s = ctx.section(HelloSettings)\nq = ctx.resource(QUEUE)\nstate = 1")
+
+
+def test_plugins_reach_no_raw_settings_and_no_shared_state():
+    bad = []
+    for dist in plugin_distributions():
+        for package in sorted(packages_of(dist)):
+            for path in sorted((dist / package).rglob("*.py")):
+                bad += state_violations(path.read_text(encoding="utf-8"), str(path.relative_to(ROOT)))
+    assert not bad, "\n".join(bad)

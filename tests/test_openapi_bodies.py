@@ -71,14 +71,10 @@ FREE_FORM: dict[str, str] = {
     # TODO(commands): a problem document; should reference a typed problem model.
     f"{SCHEMAS}CompletionOutcome/properties/problem/anyOf/0": "untyped problem",
     # -- kernel ----------------------------------------------------------------------------
-    # TODO(kernel): the last run's summary is untyped.
-    f"{SCHEMAS}JobOut/properties/last_run/anyOf/0": "untyped job run summary",
-    # TODO(kernel): a source's sync cursor (opaque per source; confirm free-form).
+    # A source's cursor is its own (an ETag, a sync token, a ctag): opaque to the kernel.
     f"{SCHEMAS}SyncRunOut/properties/cursor/anyOf/0": "opaque per-source cursor",
-    # TODO(kernel): POST /jobs/{name}/run, GET /plugins and GET /scopes have no response model.
-    "#/paths/~1api~1v1~1jobs~1{name}~1run/post/responses/202/content/application~1json/schema": "no response model",
-    "#/paths/~1api~1v1~1plugins/get/responses/200/content/application~1json/schema/items": "no response model",
-    "#/paths/~1api~1v1~1scopes/get/responses/200/content/application~1json/schema": "no response model",
+    # Scope name -> description: the names are registered by the enabled plugins.
+    "#/paths/~1api~1v1~1scopes/get/responses/200/content/application~1json/schema": "scope name -> description",
 }
 
 

@@ -17,11 +17,12 @@ from chronos.audit import record_audit
 from chronos.auth import Principal, Public, current_context, origin_of, require_scope
 from chronos.context import PluginContext
 from chronos.db.models import AuditEntry, JobHeartbeat, JobRun
-from chronos.errors import Problem
+from chronos.errors import Problem, ProblemModel
+from chronos.host import PluginStatus
 from chronos.jobs import JobBusy, JobRunner
 from chronos.keys import SYSTEM_RE, create_key, key_view, list_keys, revoke_key
 from chronos.pagination import decode_cursor, encode_cursor
-from chronos.records import HealthResult
+from chronos.records import HealthResult, JobTrigger
 from chronos.runtime import Runtime
 from chronos.sync_api import router as sync_router, sync_health
 
@@ -89,13 +90,56 @@ class AuditPage(BaseModel):
     next_cursor: str | None
 
 
+class JobRunSummary(BaseModel):
+    status: Literal["running", "ok", "error", "cancelled"]
+    trigger: JobTrigger
+    started_at: datetime
+    finished_at: datetime | None
+    error: str | None
+
+
 class JobOut(BaseModel):
     name: str
     plugin: str
     schedule: str | None
     running: bool
     description: str
-    last_run: dict[str, Any] | None
+    last_run: JobRunSummary | None
+
+
+class JobStarted(BaseModel):
+    job: str
+    status: Literal["started"]
+
+
+class PluginRecords(BaseModel):
+    """The names of the records a plugin contributed, by kind."""
+
+    settings: list[str] = []
+    scopes: list[str] = []
+    routers: list[str] = []
+    migrations: list[str] = []
+    jobs: list[str] = []
+    cli: list[str] = []
+    services: list[str] = []
+    resources: list[str] = []
+    health_checks: list[str] = []
+    schemas: list[str] = []
+    sources: list[str] = []
+    normalizers: list[str] = []
+    enrichers: list[str] = []
+    sinks: list[str] = []
+
+
+class PluginOut(BaseModel):
+    name: str
+    distribution: str | None
+    version: str | None
+    status: PluginStatus
+    error: str | None
+    hooks: list[str]
+    records: PluginRecords
+    routes: list[str] = Field(description="METHOD /path of every route the plugin mounts")
 
 
 def _runtime(request: Request) -> Runtime:
@@ -300,7 +344,7 @@ async def audit_list(
 meta_router = APIRouter(tags=["plugins"])
 
 
-@meta_router.get("/plugins")
+@meta_router.get("/plugins", response_model=list[PluginOut])
 async def plugins_list(request: Request, _: Principal = ADMIN) -> list[dict[str, Any]]:
     return _runtime(request).host.describe()
 
@@ -356,7 +400,12 @@ async def jobs_list(request: Request, _: Principal = ADMIN) -> list[dict[str, An
     return out
 
 
-@meta_router.post("/jobs/{name}/run", status_code=202)
+@meta_router.post(
+    "/jobs/{name}/run",
+    status_code=202,
+    response_model=JobStarted,
+    responses={409: {"model": ProblemModel, "description": "The job is running already"}},
+)
 async def jobs_run(
     name: Annotated[str, StringConstraints(max_length=128)], request: Request, principal: Principal = ADMIN
 ) -> dict[str, Any]:

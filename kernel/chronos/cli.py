@@ -344,7 +344,8 @@ def plugins(config: str | None = ConfigOpt, as_json: bool = typer.Option(False, 
         if r["error"]:
             typer.echo(f"    error: {r['error']}")
         for kind, names in r["records"].items():
-            typer.echo(f"    {kind}: {', '.join(names)}")
+            if names:
+                typer.echo(f"    {kind}: {', '.join(names)}")
         if r["routes"]:
             typer.echo(f"    routes: {len(r['routes'])}")
 

@@ -77,6 +77,10 @@ RECORD_HOOKS: dict[str, type] = {
 PluginStatus = Literal["enabled", "disabled", "failed"]
 
 
+#: The kinds of record a plugin can contribute, as ``describe()`` lists them.
+RECORD_KINDS = ["settings", *(hook.removeprefix("register_") for hook in RECORD_HOOKS)]
+
+
 class PluginError(Exception):
     """A plugin problem that stops startup (duplicates, collisions, strict load failures)."""
 
@@ -101,7 +105,7 @@ class PluginInfo:
             "status": self.status,
             "error": self.error,
             "hooks": sorted(self.hooks),
-            "records": {k: sorted(v) for k, v in sorted(self.records.items()) if v},
+            "records": {kind: sorted(self.records.get(kind, [])) for kind in RECORD_KINDS},
             "routes": sorted(self.routes),
         }
 
