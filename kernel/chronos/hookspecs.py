@@ -45,7 +45,7 @@ def register_settings() -> list[SettingsSection] | None:
     """Declare the plugin's configuration section.
 
     Called first, before any other hook, so the section can be validated and
-    handed to the other hooks through ``ctx.section(name)``. The section name
+    handed to the other hooks, typed, through ``ctx.section(HelloSettings)``. The section name
     must equal the plugin's name and must not collide with a kernel section
     (``server``, ``database``, ``auth``, ``scheduler``, ``plugins``,
     ``logging``). Invalid values abort startup with one line per problem.
@@ -65,10 +65,12 @@ def register_settings() -> list[SettingsSection] | None:
 def register_scopes(ctx: PluginContext) -> list[Scope] | None:
     """Declare authorisation scopes the plugin's routes use.
 
-    The kernel's scopes (``events.read``, ``events.write``, ``commands.manage``,
-    ``templates.manage``, ``mail.send``, ``admin``) always exist. Keys can be
-    created with any registered scope; a route requiring an unregistered scope
-    stops startup.
+    The kernel's own scopes (``events.read``, ``events.write``, ``admin``)
+    always exist; every other scope exists while a plugin registers it. Keys
+    can be created with any registered scope; a route requiring an
+    unregistered scope stops startup. Two plugins guarding one capability may
+    both declare its scope with the same description (any other duplicate
+    stops startup).
 
     Example: ``return [Scope("hello.read", "Read greetings")]``
     """
@@ -80,15 +82,19 @@ def register_routers(ctx: PluginContext) -> list[Router] | None:
 
     Every route must depend on ``require_scope(<scope>)``; a route without a
     scope, or a (method, path) pair another plugin already mounted, stops
-    startup naming both plugins. Errors should be raised as
-    :class:`chronos.plugin.Problem` so clients get ``application/problem+json``.
+    startup naming both plugins. A route parses, authorises, calls one service
+    function and shapes the answer; it receives the plugin context as
+    ``ctx: Context``. Services raise the domain errors of
+    :mod:`chronos.plugin` (``NotFound``, ``InvalidInput``, ``Conflict`` …)
+    and routes may raise ``Problem``: clients get ``application/problem+json``.
 
     Example::
 
         router = APIRouter()
 
-        @router.get("/hello", dependencies=[Depends(require_scope("hello.read"))])
-        async def hello(): ...
+        @router.get("/hello/{id}", dependencies=[Depends(require_scope("hello.read"))])
+        async def get_greeting(id: int, ctx: Context) -> GreetingOut:
+            return await service.get_greeting(ctx, id)
 
         @hookimpl
         def register_routers(ctx):
@@ -248,7 +254,7 @@ def register_health_checks(ctx: PluginContext) -> list[HealthCheck] | None:
     Example::
 
         async def smtp_reachable(ctx):
-            return HealthResult("ok", {"host": ctx.section("mail").smtp.host})
+            return HealthResult("ok", {"host": ctx.section(MailSettings).smtp.host})
 
         @hookimpl
         def register_health_checks(ctx):
