@@ -264,7 +264,14 @@ def migrations_revision(
     autogenerate: bool = typer.Option(True, "--autogenerate/--empty"),
     config: str | None = ConfigOpt,
 ) -> None:
-    """Write a new revision into OWNER's versions directory (run against an up-to-date database)."""
+    """Write a new revision into OWNER's versions directory.
+
+    Autogenerate compares the models with a database migrated to head: the
+    configured one, or a temporary SQLite database when none is configured (so
+    running it in a plugin's folder never leaves a database file there).
+    """
+    import tempfile
+
     from alembic import command
 
     from chronos.db.engine import make_engine
@@ -276,11 +283,15 @@ def migrations_revision(
     if owner not in owners:
         fail(f"no migrations owner {owner!r}; choose from {', '.join(owners)}")
     dbs = settings.kernel.database
+    scratch = None if "url" in dbs.model_fields_set else tempfile.TemporaryDirectory(prefix="chronos-revision-")
+    url = dbs.url if scratch is None else f"sqlite+aiosqlite:///{Path(scratch.name) / 'chronos.db'}"
+    if scratch is not None:
+        typer.echo("no database configured: comparing the models with a temporary SQLite database", err=True)
 
     async def main() -> None:
         # Bring every other owner to head first; the new owner may have no revision yet.
-        await migrate(dbs.url, [m for m in migs if m.name != owner or _has_revisions(m)], schema=dbs.schema_name)
-        engine = make_engine(dbs.url, role="migrate", schema=dbs.schema_name)
+        await migrate(url, [m for m in migs if m.name != owner or _has_revisions(m)], schema=dbs.schema_name)
+        engine = make_engine(url, role="migrate", schema=dbs.schema_name)
         try:
             async with engine.begin() as conn:
                 await conn.run_sync(
@@ -296,7 +307,11 @@ def migrations_revision(
         finally:
             await engine.dispose()
 
-    _run(main())
+    try:
+        _run(main())
+    finally:
+        if scratch is not None:
+            scratch.cleanup()
 
 
 def _has_revisions(m: Any) -> bool:
