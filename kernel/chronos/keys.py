@@ -13,7 +13,7 @@ import hmac
 import os
 import secrets
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -108,6 +108,29 @@ class KeyVerifier:
         if ttl > 0:
             verified[key_id] = (digest, principal, row.expires_at, time.monotonic())
         return principal
+
+
+async def active_key_ids(session: AsyncSession, key_ids: Iterable[str]) -> set[str]:
+    """The ids among ``key_ids`` of keys that still open the API: neither revoked
+    nor expired (the bootstrap key while ``CHRONOS_ADMIN_KEY`` is set).
+
+    For credentials a plugin derives from a key (feed tokens, share links): they
+    must die with the key that created them.
+    """
+    wanted = set(key_ids)
+    out: set[str] = set()
+    if BOOTSTRAP_ID in wanted:
+        bootstrap = os.environ.get("CHRONOS_ADMIN_KEY")
+        if bootstrap and len(bootstrap) >= 16:
+            out.add(BOOTSTRAP_ID)
+        wanted.discard(BOOTSTRAP_ID)
+    if wanted:
+        now = datetime.now(UTC)
+        rows = await session.execute(
+            select(ApiKey.id, ApiKey.revoked_at, ApiKey.expires_at).where(ApiKey.id.in_(sorted(wanted)))
+        )
+        out |= {r.id for r in rows if r.revoked_at is None and (r.expires_at is None or r.expires_at > now)}
+    return out
 
 
 def parse_duration(text: str) -> timedelta:

@@ -77,6 +77,7 @@ from chronos.exceptions import (
 )
 from chronos.identity import Origin, Principal
 from chronos.jobs import JobBusy
+from chronos.keys import active_key_ids
 from chronos.pagination import decode_cursor, encode_cursor
 from chronos.records import (
     CliCommand,
@@ -96,6 +97,7 @@ from chronos.records import (
 hookimpl = pluggy.HookimplMarker("chronos")
 
 __all__ = [
+    "active_key_ids",
     "ApplyResult",
     "CalendarSpec",
     "CanonicalEvent",

@@ -1,8 +1,12 @@
 """ICS feeds of stored events and the per-feed tokens that open them.
 
 Only a token's SHA-256 is stored; the secret is shown once, on creation. A
-token for all calendars (``calendar_id`` None) also opens each single
-calendar's feed.
+token is ``cft_<id>_<secret>``: it is looked up by its id and its hash
+compared in constant time (tokens from before ids are found by their hash).
+A token for all calendars (``calendar_id`` None) also opens each single
+calendar's feed. Tokens expire (``events.feed_token_days``, at most
+``events.feed_token_max_days``) and die with the API key that created them;
+tokens from before expiry existed have none and live as long as their key.
 """
 
 from __future__ import annotations
@@ -17,7 +21,17 @@ from typing import Any
 from icalendar import Event as IcsEvent
 from sqlalchemy import insert, select, text, update
 
-from chronos.plugin import NotFound, Origin, PluginContext, Principal, decode_cursor, encode_cursor, record_audit
+from chronos.plugin import (
+    InvalidInput,
+    NotFound,
+    Origin,
+    PluginContext,
+    Principal,
+    active_key_ids,
+    decode_cursor,
+    encode_cursor,
+    record_audit,
+)
 
 from chronos_events.models import FeedToken
 from chronos_events.query import EventQuery, QueryBuilder, iso_z
@@ -28,24 +42,58 @@ FT = FeedToken.__table__
 TOKEN_PREFIX = "cft_"
 PRODID = "-//Chronos Engine//events feed//EN"
 FEED_PAGE = 1000
+TOKEN_ID_LEN = len("ft_") + 12
+#: last_used_at is advisory: written at most this often per token.
+TOUCH_EVERY = timedelta(minutes=1)
 
 
 def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8")).hexdigest()
 
 
+def token_id_of(token: str) -> str | None:
+    """The token id inside a well-formed ``cft_<id>_<secret>`` token, else None
+    (tokens issued before ids were part of them are found by their hash)."""
+    if not token.startswith(TOKEN_PREFIX + "ft_"):
+        return None
+    rest = token[len(TOKEN_PREFIX) :]
+    token_id, sep, secret = rest[:TOKEN_ID_LEN], rest[TOKEN_ID_LEN : TOKEN_ID_LEN + 1], rest[TOKEN_ID_LEN + 1 :]
+    return token_id if sep == "_" and secret else None
+
+
+def _status(row: Any, now: datetime, key_alive: bool | None = None) -> str:
+    if row.revoked_at is not None:
+        return "revoked"
+    if row.expires_at is not None and row.expires_at <= now:
+        return "expired"
+    if key_alive is False:
+        return "key-inactive"
+    return "active"
+
+
 async def token_holder(ctx: PluginContext, token: str, calendar_id: str | None) -> str | None:
-    """``feed-token:<id>`` when ``token`` is valid for the feed of ``calendar_id``, else None."""
+    """``feed-token:<id>`` when ``token`` is valid for the feed of ``calendar_id``, else None.
+
+    Valid: found (by the id it carries; older tokens by their hash), the hash
+    matches (constant time), not revoked, not expired, for this feed, and the
+    API key that created it is still active.
+    """
     digest = hash_token(token)
+    token_id = token_id_of(token)
+    stmt = select(FT).where(FT.c.id == token_id) if token_id else select(FT).where(FT.c.token_hash == digest)
+    now = datetime.now(UTC)
     async with ctx.db.read() as s:
-        row = (await s.execute(select(FT).where(FT.c.token_hash == digest))).first()
-    valid = (
-        row is not None
-        and hmac.compare_digest(row.token_hash, digest)
-        and row.revoked_at is None
-        and (row.calendar_id is None or row.calendar_id == calendar_id)
-    )
-    return f"feed-token:{row.id}" if valid and row is not None else None
+        row = (await s.execute(stmt)).first()
+        if row is None or not hmac.compare_digest(row.token_hash, digest):
+            return None
+        if _status(row, now) != "active" or (row.calendar_id is not None and row.calendar_id != calendar_id):
+            return None
+        if row.created_by is not None and row.created_by not in await active_key_ids(s, [row.created_by]):
+            return None
+    if row.last_used_at is None or now - row.last_used_at > TOUCH_EVERY:
+        async with ctx.db.write() as s:
+            await s.execute(update(FT).where(FT.c.id == row.id).values(last_used_at=now))
+    return f"feed-token:{row.id}"
 
 
 # -- the feed -----------------------------------------------------------------------------
@@ -141,15 +189,19 @@ def feed(ctx: PluginContext, calendar_id: str | None) -> AsyncIterator[bytes]:
 # -- tokens -------------------------------------------------------------------------------
 
 
-def token_view(row: Any) -> dict[str, Any]:
+def token_view(row: Any, key_alive: bool | None = None) -> dict[str, Any]:
     return {
         "id": row.id,
         "calendar_id": row.calendar_id,
+        "scope": "calendar" if row.calendar_id else "all-calendars",
         "name": row.name,
         "prefix": row.prefix,
+        "created_by": row.created_by,
         "created_at": iso_z(row.created_at),
+        "expires_at": iso_z(row.expires_at),
+        "last_used_at": iso_z(row.last_used_at),
         "revoked_at": iso_z(row.revoked_at),
-        "status": "revoked" if row.revoked_at else "active",
+        "status": _status(row, datetime.now(UTC), key_alive),
     }
 
 
@@ -158,19 +210,47 @@ def _feed_of(calendar_id: str | None) -> Any:
 
 
 async def create_token(
-    ctx: PluginContext, calendar_id: str | None, name: str, *, principal: Principal, origin: Origin | None
+    ctx: PluginContext,
+    calendar_id: str | None,
+    name: str,
+    *,
+    expires_in_days: int | None = None,
+    principal: Principal,
+    origin: Origin | None,
 ) -> dict[str, Any]:
-    """A new token for the feed of ``calendar_id`` (None: every calendar), with its secret and feed URL."""
+    """A new token for the feed of ``calendar_id`` (None: every calendar), with its secret and feed URL.
+
+    It expires after ``expires_in_days`` (default ``events.feed_token_days``,
+    at most ``events.feed_token_max_days``) and dies earlier with the key
+    that creates it.
+    """
+    settings = ctx.section(EventsSettings)
+    days = settings.feed_token_days if expires_in_days is None else expires_in_days
+    if days > settings.feed_token_max_days:
+        raise InvalidInput(
+            f"A feed token may live at most {settings.feed_token_max_days} days (events.feed_token_max_days)",
+            type="validation",
+            errors=[
+                {
+                    "pointer": "/expires_in_days",
+                    "location": "body",
+                    "detail": f"at most {settings.feed_token_max_days}",
+                    "type": "value_error",
+                }
+            ],
+        )
     token_id = "ft_" + secrets.token_hex(6)
-    secret = TOKEN_PREFIX + secrets.token_urlsafe(24)
+    secret = f"{TOKEN_PREFIX}{token_id}_{secrets.token_urlsafe(24)}"
+    now = datetime.now(UTC)
     values = {
         "id": token_id,
         "calendar_id": calendar_id,
         "name": name,
-        "prefix": secret[:10],
+        "prefix": secret[: len(TOKEN_PREFIX) + TOKEN_ID_LEN],
         "token_hash": hash_token(secret),
-        "created_at": datetime.now(UTC),
+        "created_at": now,
         "created_by": principal.key_id,
+        "expires_at": now + timedelta(days=days),
     }
     async with ctx.db.write() as s:
         await s.execute(insert(FT).values(values))
@@ -179,7 +259,7 @@ async def create_token(
             entity="feed_token",
             action="create",
             entity_id=token_id,
-            change={"calendar_id": calendar_id, "name": name},
+            change={"calendar_id": calendar_id, "name": name, "expires_at": iso_z(values["expires_at"])},
             principal=principal,
             origin=origin,
         )
@@ -197,7 +277,8 @@ async def list_tokens(ctx: PluginContext, calendar_id: str | None, limit: int, c
         stmt = stmt.where(FT.c.id > after)
     async with ctx.db.read() as s:
         rows = (await s.execute(stmt.order_by(FT.c.id).limit(limit + 1))).all()
-    items = [token_view(r) for r in rows[:limit]]
+        alive = await active_key_ids(s, {r.created_by for r in rows if r.created_by is not None})
+    items = [token_view(r, r.created_by is None or r.created_by in alive) for r in rows[:limit]]
     nxt = encode_cursor(kind, [items[-1]["id"]]) if len(rows) > limit else None
     return {"items": items, "next_cursor": nxt}
 

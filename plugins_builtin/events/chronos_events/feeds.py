@@ -5,7 +5,8 @@
 ``events.read`` *or* ``?token=`` — calendar apps cannot send headers. Tokens
 are created per calendar (or for all calendars) by keys with ``events.write``
 or ``admin``; only their SHA-256 is stored and the secret is shown once. A
-token for all calendars also opens each single calendar's feed.
+token for all calendars also opens each single calendar's feed. Tokens expire
+(``events.feed_token_days``) and die with the API key that created them.
 """
 
 from __future__ import annotations
@@ -96,14 +97,22 @@ async def feed_one(calendar_id: CalendarId, ctx: Context, _who: str = Depends(Fe
 class TokenCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str = Field("", max_length=200, description="What the token is for (e.g. the subscribing app).")
+    expires_in_days: int | None = Field(
+        None,
+        ge=1,
+        le=36500,
+        description="Life of the token in days (default events.feed_token_days, at most events.feed_token_max_days).",
+    )
 
 
 @router.post("/calendars/feed-tokens", status_code=201, summary="Create a token for the feed of every calendar")
 async def create_all_token(
     request: Request, ctx: Context, body: TokenCreate | None = None, principal: Principal = Depends(WRITE)
 ) -> JSONResponse:
-    name = (body or TokenCreate()).name
-    created = await feed_service.create_token(ctx, None, name, principal=principal, origin=origin_of(request))
+    body = body or TokenCreate()
+    created = await feed_service.create_token(
+        ctx, None, body.name, expires_in_days=body.expires_in_days, principal=principal, origin=origin_of(request)
+    )
     return JSONResponse(created, status_code=201)
 
 
@@ -132,8 +141,15 @@ async def create_token(
     body: TokenCreate | None = None,
     principal: Principal = Depends(WRITE),
 ) -> JSONResponse:
-    name = (body or TokenCreate()).name
-    created = await feed_service.create_token(ctx, calendar_id, name, principal=principal, origin=origin_of(request))
+    body = body or TokenCreate()
+    created = await feed_service.create_token(
+        ctx,
+        calendar_id,
+        body.name,
+        expires_in_days=body.expires_in_days,
+        principal=principal,
+        origin=origin_of(request),
+    )
     return JSONResponse(created, status_code=201)
 
 

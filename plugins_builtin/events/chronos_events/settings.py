@@ -20,6 +20,17 @@ class EventsSettings(BaseModel):
     feed_future_days: int = Field(
         400, ge=1, le=3650, description="ICS feeds include events starting up to this many days ahead."
     )
+    feed_token_days: int = Field(
+        365, ge=1, le=36500, description="Feed tokens expire after this many days unless created with a shorter life."
+    )
+    feed_token_max_days: int = Field(
+        730, ge=1, le=36500, description="The longest life a feed token may be created with (`expires_in_days`)."
+    )
+    feed_series: bool = Field(
+        False,
+        description="ICS feeds publish recurring series as series (RRULE, EXDATE, overrides) by default"
+        " (`?series=` overrides it per request); otherwise as expanded instances.",
+    )
     import_max_bytes: int = Field(
         50 * 1024 * 1024,
         ge=1024,
