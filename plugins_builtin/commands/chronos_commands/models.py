@@ -32,6 +32,8 @@ class ExternalCommand(Base):
         Index("ix_external_commands_source", "source", "source_uid"),
         CheckConstraint("status IN ('pending','processing','completed','failed','dead','cancelled')", name="status"),
         CheckConstraint("origin IN ('api','calendar','workflow')", name="origin"),
+        # SQLite: a deleted command's id is never handed out again (revision commands0002).
+        {"sqlite_autoincrement": True},
     )
 
     id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)

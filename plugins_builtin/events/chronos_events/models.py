@@ -46,6 +46,8 @@ class Event(Base):
         # the overlap test runs on index entries without reading the rows.
         Index("ix_events_start", "start_utc", "id", "end_utc"),
         Index("ix_events_calendar_start", "calendar_id", "start_utc", "id", "end_utc"),
+        # SQLite: a deleted event's id is never handed out again (revision events0003).
+        {"sqlite_autoincrement": True},
     )
 
     id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)

@@ -156,7 +156,7 @@ async def test_the_revision_downgrades_and_upgrades(chronos_app, api_client, dat
         if database.backend == "postgresql":
             definition = await _index_definition(app)
             assert definition is not None and "regexp_replace" not in definition, definition
-    assert await kit.migrate_database(database, migs) == {"events": ["events0002"]}
+    assert list(await kit.migrate_database(database, migs)) == ["events"]  # events0002 and any later revision
     async with chronos_app(plugins=PLUGINS) as app:
         if database.backend == "postgresql":
             assert "regexp_replace" in (await _index_definition(app) or "")

@@ -18,6 +18,8 @@ class Template(Base):
     __table_args__ = (
         Index("ix_templates_usage", "usage_count", "id"),
         Index("ix_templates_type", "type"),
+        # SQLite: a deleted template's id is never handed out again (revision templates0002).
+        {"sqlite_autoincrement": True},
     )
 
     id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
