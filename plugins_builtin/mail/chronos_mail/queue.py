@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import re
 from dataclasses import dataclass
@@ -40,9 +41,15 @@ SEND_JOB = "mail.send"
 
 @dataclass
 class SendRequests:
-    """Set when mail is queued: a send run under way looks once more before it ends."""
+    """Set when mail is queued: a send run under way looks once more before it ends.
+
+    ``rerun_after`` is the run that was busy when mail was queued: once it has
+    ended, the sender starts again if the request is still pending (the run may
+    have made its last claim before the mail was stored).
+    """
 
     pending: bool = False
+    rerun_after: asyncio.Task[Any] | None = None
 
 
 SEND_REQUESTS: Resource[SendRequests] = Resource("mail.send_requests", lambda ctx: SendRequests())
@@ -57,12 +64,37 @@ def owner_key(idempotency_key: str | None, principal: Principal | None) -> str |
 
 
 def kick_sender(ctx: PluginContext) -> None:
-    """Start the send job now; a running one is told to look again before it ends."""
-    ctx.resource(SEND_REQUESTS).pending = True
-    if ctx.jobs is None or SEND_JOB not in ctx.jobs.jobs:
+    """Start the send job now; a running one is told to look again before it ends.
+
+    A run can be past its last look (claim found nothing, flag still clear)
+    yet not finished: its ``run_now`` refusal would lose this request until the
+    next poll. So the busy run gets a callback that starts the sender again
+    when it ends, if the request is still pending then.
+    """
+    requests = ctx.resource(SEND_REQUESTS)
+    requests.pending = True
+    jobs = ctx.jobs
+    if jobs is None or SEND_JOB not in jobs.jobs:
         return
+    try:
+        jobs.run_now(SEND_JOB)
+    except JobBusy:
+        busy = jobs.running.get(SEND_JOB)
+        if busy is not None and not busy.done() and requests.rerun_after is not busy:
+            requests.rerun_after = busy
+            busy.add_done_callback(lambda task: _rerun_if_pending(ctx, task))
+
+
+def _rerun_if_pending(ctx: PluginContext, finished: asyncio.Task[Any]) -> None:
+    """Done callback of a busy send run: start another one if mail queued meanwhile is still waiting."""
+    requests = ctx.resource(SEND_REQUESTS)
+    if requests.rerun_after is finished:
+        requests.rerun_after = None
+    jobs = ctx.jobs
+    if finished.cancelled() or jobs is None or getattr(jobs, "_stopping", False) or not requests.pending:
+        return  # shutting down, or a run already took the request
     with contextlib.suppress(JobBusy):
-        ctx.jobs.run_now(SEND_JOB)
+        jobs.run_now(SEND_JOB)
 
 
 def validate_message(message: OutgoingMail, settings: MailSettings) -> tuple[list[str], list[str], list[str], str]:

@@ -10,6 +10,10 @@ when the lease ends (at-least-once: a crash after the server accepted a
 message but before the outcome was written can send it twice; the stable
 Message-ID lets receivers drop the duplicate).
 
+A login (``smtp.username``) happens only over TLS or STARTTLS unless
+``smtp.allow_plaintext_auth`` is on; a server that offers no STARTTLS gets no
+password and the delivery fails at once with a message saying so.
+
 Outcomes: 2xx -> ``sent``. 4xx replies, refused connections, timeouts and
 other transport errors -> ``retrying`` with exponential back-off and jitter,
 ``failed`` after ``retry.max_attempts``. 5xx -> ``failed`` at once. The
@@ -86,6 +90,10 @@ def smtp_password(settings: MailSettings) -> str | None:
     return None
 
 
+class PlaintextAuthRefused(Exception):
+    """A login would send the password over an unencrypted connection (``mail.smtp.allow_plaintext_auth`` is off)."""
+
+
 class SmtpConnection:
     """One SMTP session reused across a batch; reopened after any error."""
 
@@ -95,12 +103,9 @@ class SmtpConnection:
 
     async def _open(self) -> aiosmtplib.SMTP:
         smtp = self.settings.smtp
-        password = smtp_password(self.settings) if smtp.username else None
         client = aiosmtplib.SMTP(
             hostname=smtp.host,
             port=smtp.port,
-            username=smtp.username or None,
-            password=password,
             use_tls=smtp.tls,
             start_tls=smtp.starttls,
             validate_certs=smtp.validate_certs,
@@ -108,6 +113,20 @@ class SmtpConnection:
             local_hostname=smtp.local_hostname,
         )
         await client.connect()
+        if not smtp.username:
+            return client
+        try:
+            # Log in only once TLS is up (implicit or STARTTLS), unless plaintext is explicitly allowed.
+            if client.get_transport_info("sslcontext") is None and not smtp.allow_plaintext_auth:
+                raise PlaintextAuthRefused(
+                    f"not logging in to {smtp.host}:{client.port}: the connection is unencrypted (the server offered"
+                    " no STARTTLS); the password was not sent. Enable TLS on the server or set"
+                    " mail.smtp.tls / mail.smtp.starttls, or mail.smtp.allow_plaintext_auth: true"
+                )
+            await client.login(smtp.username, smtp_password(self.settings) or "")
+        except BaseException:
+            client.close()
+            raise
         return client
 
     async def send(self, message: Any, sender: str, recipients: list[str]) -> tuple[dict[str, Any], str]:
@@ -130,6 +149,8 @@ class SmtpConnection:
 
 def classify(exc: BaseException) -> Outcome:
     """Map an aiosmtplib error to retry (temporary) or failed (permanent)."""
+    if isinstance(exc, PlaintextAuthRefused):
+        return Outcome("failed", None, str(exc))
     if isinstance(exc, aiosmtplib.SMTPRecipientsRefused):
         refused = {r.recipient: f"{r.code} {r.message}" for r in exc.recipients}
         codes = [r.code for r in exc.recipients]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from chronos_mail.addresses import parse_address
 
@@ -32,6 +32,21 @@ class SmtpSettings(BaseModel):
     local_hostname: str | None = Field(
         None, max_length=255, description="Name sent in EHLO (default: this host's FQDN)."
     )
+    allow_plaintext_auth: bool = Field(
+        False,
+        description="Log in (send username and password) over an unencrypted connection."
+        " Off: a login needs tls or STARTTLS, and a server that offers no STARTTLS gets no password.",
+    )
+
+    @model_validator(mode="after")
+    def _no_plaintext_login(self) -> SmtpSettings:
+        if self.username and not self.tls and self.starttls is False and not self.allow_plaintext_auth:
+            raise ValueError(
+                "username is set but the connection is unencrypted (tls: false, starttls: false):"
+                " set mail.smtp.tls or mail.smtp.starttls to true, or mail.smtp.allow_plaintext_auth: true"
+                " to send the password in the clear"
+            )
+        return self
 
 
 class RetrySettings(BaseModel):

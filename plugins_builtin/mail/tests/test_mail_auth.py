@@ -24,6 +24,8 @@ def _config(database, server, **smtp):
                 "port": server.port,
                 "starttls": False,
                 "username": "chronos",
+                # The local test server has no TLS: logging in over plain SMTP must be allowed explicitly.
+                "allow_plaintext_auth": True,
                 "timeout_seconds": 5,
                 **smtp,
             },
@@ -89,3 +91,33 @@ async def test_password_in_the_config_file_is_refused(database, tmp_path, smtpd_
     with pytest.raises(ConfigError, match="CHRONOS__MAIL__SMTP__PASSWORD") as info:
         make_test_app(database, ["mail"], path=path)
     assert PASSWORD not in str(info.value)
+
+
+async def test_plaintext_login_is_refused_when_configured(database, smtpd_auth):
+    cfg = _config(database, smtpd_auth)
+    del cfg["mail"]["smtp"]["allow_plaintext_auth"]
+    with pytest.raises(ConfigError, match=r"mail\.smtp\.allow_plaintext_auth: true") as info:
+        make_test_app(database, ["mail"], cfg, env={"CHRONOS__MAIL__SMTP__PASSWORD": PASSWORD})
+    message = str(info.value)
+    assert "\n" not in message.strip() and "starttls" in message, message
+
+
+async def test_no_password_over_a_connection_without_starttls(database, smtpd_auth, drain):
+    # starttls: null upgrades when the server offers it; this server does not, so no login happens.
+    cfg = _config(database, smtpd_auth, starttls=None)
+    del cfg["mail"]["smtp"]["allow_plaintext_auth"]
+    app = make_test_app(database, ["mail"], cfg, env={"CHRONOS__MAIL__SMTP__PASSWORD": PASSWORD})
+    async with running_app(app):
+        delivery, _ = await _send_one(app, drain)
+    assert (delivery["status"], delivery["attempts"]) == ("failed", 1), delivery
+    assert "unencrypted" in delivery["last_smtp_text"] and "allow_plaintext_auth" in delivery["last_smtp_text"]
+    assert smtpd_auth.mailbox.logins == [] and smtpd_auth.mailbox.received == []
+
+
+async def test_plaintext_login_when_allowed(database, smtpd_auth, drain):
+    cfg = _config(database, smtpd_auth, starttls=None)  # allow_plaintext_auth: true
+    app = make_test_app(database, ["mail"], cfg, env={"CHRONOS__MAIL__SMTP__PASSWORD": PASSWORD})
+    async with running_app(app):
+        delivery, _ = await _send_one(app, drain)
+    assert delivery["status"] == "sent", delivery
+    assert smtpd_auth.mailbox.logins == [(b"chronos", PASSWORD.encode())]

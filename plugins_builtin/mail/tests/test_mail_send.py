@@ -261,3 +261,41 @@ async def test_list_and_cursor(chronos_app, api_client, smtpd, mail_config):
         assert (
             await reader.post("/api/v1/mail/send", json={"to": ["a@example.com"], "subject": "s", "text": "x"})
         ).status_code == 403
+
+
+async def test_mail_queued_while_a_run_ends_is_sent_without_waiting_for_the_poll(
+    chronos_app, api_client, smtpd, mail_config, drain
+):
+    """The run has made its last (empty) claim but has not ended: the kick meets JobBusy.
+    The mail must still go out at once, not at the next poll (an hour away here)."""
+    from chronos_mail.sender import SENDER
+
+    async with chronos_app(plugins=["mail"], config=mail_config(smtpd, poll_interval_seconds=3600)) as app:
+        c = await api_client(app, scopes=["mail.send"])
+        await drain(app)
+        runner = app.state.chronos.jobs
+        sender = app.state.chronos.resource(SENDER)
+        original = sender.run
+        past_last_claim, release = asyncio.Event(), asyncio.Event()
+
+        async def gated(job):
+            counts = await original(job)  # its last claim found nothing
+            past_last_claim.set()
+            await release.wait()  # ...and it has not ended yet
+            return counts
+
+        sender.run = gated
+        first = runner.run_now("mail.send")
+        await past_last_claim.wait()
+        r = await c.post("/api/v1/mail/send", json={"to": ["ada@example.com"], "subject": "s", "text": "x"})
+        assert r.status_code == 202, r.text
+        assert runner.running["mail.send"] is first and not first.done()  # the kick met JobBusy
+        assert smtpd.mailbox.received == []
+        sender.run = original
+        release.set()
+        assert await first == {"sent": 0, "retrying": 0, "failed": 0}
+        second = runner.running["mail.send"]
+        assert second is not first, "no run was started for the mail queued while the last one ended"
+        assert (await asyncio.wait_for(second, 10))["sent"] == 1
+        assert len(smtpd.mailbox.received) == 1
+        assert (await c.get(f"/api/v1/mail/deliveries/{r.json()['id']}")).json()["status"] == "sent"
