@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -112,6 +113,52 @@ async def test_bootstrap_admin_key_from_environment(chronos_app, monkeypatch):
         monkeypatch.setenv("CHRONOS_ADMIN_KEY", "short")  # too short to be accepted
         async with client(app, "short") as weak:
             unauthorized(await weak.get(KEYS))
+
+
+async def test_revoking_the_requesting_key_needs_force(chronos_app):
+    async with chronos_app(config={"auth": {"key_cache_seconds": 0}}) as app:
+        secret = await create_test_key(app, ["admin"], name="me")
+        other = await create_test_key(app, ["admin"], name="other")
+        async with client(app, secret) as c:
+            ids = {k["name"]: k["id"] for k in (await c.get(KEYS)).json()}
+            body = is_problem(await c.delete(f"{KEYS}/{ids['me']}"), 409)
+            assert body["type"].endswith("key-in-use") and "force=true" in body["detail"]
+            assert (await c.get(KEYS)).status_code == 200  # still works; nothing was revoked
+            # Another admin key is revoked as before; force is only needed for one's own.
+            assert (await c.delete(f"{KEYS}/{ids['other']}")).json()["status"] == "revoked"
+            r = await c.delete(f"{KEYS}/{ids['me']}", params={"force": "true"})
+            assert r.status_code == 200 and r.json()["status"] == "revoked"
+            unauthorized(await c.get(KEYS))
+        async with client(app, other) as c:
+            unauthorized(await c.get(KEYS))
+
+
+async def test_the_bootstrap_key_cannot_be_revoked(chronos_app, monkeypatch, database, tmp_path):
+    bootstrap = "bootstrap-secret-0123456789"
+    monkeypatch.setenv("CHRONOS_ADMIN_KEY", bootstrap)
+    async with chronos_app() as app:
+        admin = await create_test_key(app, ["admin"], name="admin")
+        for secret in (bootstrap, admin):
+            async with client(app, secret) as c:
+                for params in ({}, {"force": "true"}):
+                    body = is_problem(await c.delete(f"{KEYS}/bootstrap", params=params), 409)
+                    assert "CHRONOS_ADMIN_KEY" in body["detail"]
+        async with client(app, bootstrap) as c:
+            assert (await c.get(KEYS)).status_code == 200
+    cfg = write_config(tmp_path / "c.yaml", db_config(database, plugins={"enabled": []}))
+    res = await invoke_cli_async("keys", "revoke", "bootstrap", config=cfg)
+    assert res.returncode == 1 and res.stdout == ""
+    assert res.stderr.count("\n") == 1 and res.stderr.startswith(
+        "error: The bootstrap key comes from CHRONOS_ADMIN_KEY"
+    )
+
+
+def test_openapi_documents_forced_revocation(database):
+    settings = make_test_settings(database, {"plugins": {"enabled": []}})
+    operation = create_app(settings, env={}).openapi()["paths"]["/api/v1/keys/{key_id}"]["delete"]
+    (force,) = [p for p in operation["parameters"] if p["name"] == "force"]
+    assert force["in"] == "query" and force["schema"]["default"] is False and force["description"]
+    assert "application/problem+json" in operation["responses"]["409"]["content"]
 
 
 async def test_keys_api_shows_the_secret_once_and_never_the_hash(chronos_app, api_client):
@@ -303,3 +350,19 @@ async def test_key_cache_bounds_out_of_band_revocation(chronos_app, api_client):
             assert (await c2.get("/api/v1/keys")).status_code == 403  # still cached
             await asyncio.sleep(0.6)
             unauthorized(await c2.get("/api/v1/keys"))
+
+
+async def test_revocation_reaches_other_replicas_within_one_second(chronos_app, api_client):
+    """Two apps on one database, default settings: a key revoked through one is refused
+    by the other within a second (auth.key_cache_seconds is the revocation delay)."""
+    async with chronos_app() as a, chronos_app() as b:
+        assert b.state.chronos.settings.kernel.auth.key_cache_seconds <= 1
+        admin_a = await api_client(a, scopes=["admin"])
+        secret = await create_test_key(a, ["admin"], name="replica")
+        key_id = next(k["id"] for k in (await admin_a.get(KEYS)).json() if k["name"] == "replica")
+        async with client(b, secret) as on_b:
+            assert (await on_b.get(KEYS)).status_code == 200  # accepted, and now cached on b
+            assert (await admin_a.delete(f"{KEYS}/{key_id}")).status_code == 200
+            revoked = time.monotonic()
+            await asyncio.sleep(max(0.0, revoked + 1.01 - time.monotonic()))
+            unauthorized(await on_b.get(KEYS))

@@ -276,12 +276,27 @@ async def list_keys_route(request: Request, _: Principal = ADMIN) -> list[dict[s
         return [key_view(r) for r in await list_keys(s)]
 
 
-@keys_router.delete("/{key_id}", response_model=KeyOut)
+@keys_router.delete(
+    "/{key_id}",
+    response_model=KeyOut,
+    responses={
+        409: {
+            "model": ProblemModel,
+            "description": "The key makes this request (repeat with force=true), or it is the bootstrap key"
+            " from CHRONOS_ADMIN_KEY, which only its environment can retire",
+        }
+    },
+)
 async def revoke_key_route(
-    key_id: Annotated[str, StringConstraints(max_length=64)], request: Request, principal: Principal = ADMIN
+    key_id: Annotated[str, StringConstraints(max_length=64)],
+    request: Request,
+    principal: Principal = ADMIN,
+    force: Annotated[
+        bool, Query(description="Revoke the key even when it is the one making this request (locks this client out).")
+    ] = False,
 ) -> dict[str, Any]:
     async with current_context(request).db.write() as s:
-        row = await revoke_key(s, key_id)
+        row = await revoke_key(s, key_id, requester=principal.key_id, force=force)
         if row is None:
             raise Problem(404, f"No key with id {key_id!r}", type="not-found")
         await record_audit(

@@ -459,8 +459,9 @@ def keys_list(as_json: bool = typer.Option(False, "--json"), config: str | None 
 
 @keys_app.command("revoke")
 def keys_revoke(key_id: str = typer.Argument(...), config: str | None = ConfigOpt) -> None:
-    """Revoke a key by id; it stops working at once."""
+    """Revoke a key by id; it stops working at once (not the bootstrap key, which lives in the environment)."""
     from chronos.audit import record_audit
+    from chronos.exceptions import ChronosError
     from chronos.keys import revoke_key
 
     settings = _settings(config)
@@ -477,7 +478,11 @@ def keys_revoke(key_id: str = typer.Argument(...), config: str | None = ConfigOp
         finally:
             await ctx.db.dispose()
 
-    if not _run(main()):
+    try:
+        revoked = _run(main())
+    except ChronosError as exc:
+        fail(exc.detail)
+    if not revoked:
         fail(f"no key with id {key_id!r}")
     typer.echo(f"revoked {key_id}")
 

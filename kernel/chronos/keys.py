@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from chronos.context import PluginContext
 from chronos.db.models import ApiKey
-from chronos.exceptions import InvalidInput
+from chronos.exceptions import Conflict, InvalidInput
 from chronos.identity import Principal
 
 BOOTSTRAP_ID = "bootstrap"
@@ -222,10 +222,30 @@ async def list_keys(session: AsyncSession) -> list[ApiKey]:
     return list((await session.execute(select(ApiKey).order_by(ApiKey.created_at, ApiKey.id))).scalars())
 
 
-async def revoke_key(session: AsyncSession, key_id: str) -> ApiKey | None:
+async def revoke_key(
+    session: AsyncSession, key_id: str, *, requester: str | None = None, force: bool = False
+) -> ApiKey | None:
+    """Revoke ``key_id``; None when there is no such key.
+
+    Refused (:class:`Conflict`) for the bootstrap key, which lives in the
+    environment, and, unless ``force``, for ``requester``: the key making the
+    request, whose client would lock itself out.
+    """
+    if key_id == BOOTSTRAP_ID:
+        raise Conflict(
+            "The bootstrap key comes from CHRONOS_ADMIN_KEY and cannot be revoked;"
+            " remove the variable from the service's environment and restart it",
+            type="key-in-use",
+        )
     row = await session.get(ApiKey, key_id)
     if row is None:
         return None
+    if key_id == requester and not force and row.revoked_at is None:
+        raise Conflict(
+            f"Key {key_id!r} is the key making this request; revoking it locks this client out."
+            " Repeat with force=true to revoke it anyway",
+            type="key-in-use",
+        )
     if row.revoked_at is None:
         row.revoked_at = datetime.now(UTC)
     return row

@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import structlog
-from sqlalchemy import text, update
+from sqlalchemy import select, text, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -793,6 +793,29 @@ class KernelEventIntake(EventIntake):
     def deletes_at_source(self, source: str, calendar_id: str) -> bool:
         try:
             ref = self.pipeline.calendar(source, calendar_id)
+    async def calendars(self) -> list[dict[str, Any]]:
+        pipeline = self.pipeline
+        async with pipeline.ctx.db.read() as s:
+            states = {(r.source, r.calendar_id): r for r in (await s.execute(select(SyncState))).scalars()}
+        out = []
+        for key, ref in sorted(pipeline.calendars.items()):
+            st = states.get(key)
+            out.append(
+                {
+                    "source": key[0],
+                    "calendar_id": key[1],
+                    "name": str(ref.calendar.options.get("name") or key[1]),
+                    "read_only": ref.calendar.read_only,
+                    "interval_seconds": ref.calendar.interval_seconds,
+                    "running": pipeline.is_running(*key),
+                    "last_status": st.last_status if st else None,
+                    "last_success_at": st.last_success_at if st else None,
+                    "last_error_at": st.last_error_at if st else None,
+                    "last_error": st.last_error if st else None,
+                }
+            )
+        return out
+
         except LookupError:
             return False
         return not ref.calendar.read_only and ref.source.can_delete(ref.calendar)

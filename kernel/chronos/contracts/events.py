@@ -475,6 +475,15 @@ class EventIntake(ABC):
         event with the edit applied, still carrying the tags, sub-tasks and
         metadata of ``previous``. Returns a new event; neither argument is
         changed and nothing is written (no store, no sinks: the caller stores
+    async def calendars(self) -> list[dict[str, Any]]:
+        """Every configured calendar of every enabled source, sorted by
+        ``(source, calendar_id)``, with the outcome of its last sync: dicts with
+        ``source``, ``calendar_id``, ``name`` (``options["name"]`` or the id),
+        ``read_only``, ``interval_seconds``, ``running``, ``last_status``,
+        ``last_success_at``, ``last_error_at`` and ``last_error`` (the same
+        fields as ``GET /api/v1/sync/calendars``)."""
+        return []
+
         the result).
 
         * Tags: the tags the enrichers derive from ``previous`` on its own (its

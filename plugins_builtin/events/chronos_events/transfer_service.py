@@ -13,6 +13,7 @@ to new), links whose ends are not in the document are dropped and reported.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator, Iterable
 from datetime import UTC, date, datetime
@@ -24,6 +25,7 @@ from sqlalchemy import insert, select
 from chronos.plugin import (
     CanonicalEvent,
     Conflict,
+    EventIntake,
     InvalidInput,
     MalformedInput,
     Origin,
@@ -38,6 +40,7 @@ from chronos_events.models import EventLink
 from chronos_events.query import iso_z, stored_item
 from chronos_events.service import event_store, validation_error
 from chronos_events.settings import EventsSettings
+from chronos_events.source import LOCAL_SOURCE
 from chronos_events.store import CHUNK, T
 
 FORMAT = "chronos-events"
@@ -286,12 +289,53 @@ async def _insert_links(s: Any, links: list[Triple], created_by: str) -> None:
         )
 
 
+def _parse_and_validate(
+    raw: bytes, settings: EventsSettings
+) -> tuple[ImportDocument, list[CanonicalEvent], dict[SourceKey, int]]:
+    doc = parse_document(raw, settings)
+    events, seen_keys = canonical_events(doc)
+    return doc, events, seen_keys
+
+
+async def _check_calendars(ctx: PluginContext, settings: EventsSettings, doc: ImportDocument) -> None:
+    """422 when an event targets a calendar that may not be written locally."""
+    local = set(settings.local_calendars)
+    read_only: set[tuple[str, str]] = set()
+    if ctx.has_service(EventIntake):
+        read_only = {
+            (c["source"], c["calendar_id"]) for c in await ctx.service(EventIntake).calendars() if c["read_only"]
+        }
+    errors = []
+    for i, item in enumerate(doc.events):
+        if item.source == LOCAL_SOURCE and item.calendar_id not in local:
+            detail = f"not a local (writable) calendar; local calendars: {sorted(local)}"
+        elif (item.source, item.calendar_id) in read_only:
+            detail = f"calendar {item.calendar_id!r} of source {item.source!r} is read-only"
+        else:
+            continue
+        errors.append(
+            {"pointer": f"/events/{i}/calendar_id", "location": "body", "detail": detail, "type": "value_error"}
+        )
+    if errors:
+        summary = "; ".join(f"{e['pointer']}: {e['detail']}" for e in errors[:5])
+        raise InvalidInput(
+            f"The import writes to calendars it may not write: {summary}", type="validation", errors=errors
+        )
+
+
 async def import_document(
     ctx: PluginContext, raw: bytes, *, on_conflict: Literal["fail", "skip"], principal: Principal, origin: Origin | None
 ) -> dict[str, Any]:
-    """Import an export document in one transaction; returns counts, dropped links and the id map."""
-    doc = parse_document(raw, ctx.section(EventsSettings))
-    events, seen_keys = canonical_events(doc)
+    """Import an export document in one transaction; returns counts, dropped links and the id map.
+
+    Parsing and validation run in a thread (a large document must not stall
+    the event loop). The calendar rules of ``POST /api/v1/events`` apply:
+    events of the source ``local`` go only to configured local calendars, and
+    no event goes to a configured read-only calendar (its source owns it).
+    """
+    settings = ctx.section(EventsSettings)
+    doc, events, seen_keys = await asyncio.to_thread(_parse_and_validate, raw, settings)
+    await _check_calendars(ctx, settings, doc)
     store = event_store(ctx)
     async with ctx.db.write() as s:
         existing = await _existing_ids(s, seen_keys)
