@@ -35,6 +35,14 @@ class ServerSettings(_Section):
         10 * 1024 * 1024, ge=1024, description="Largest accepted request body; larger ones get 413."
     )
     max_header_bytes: int = Field(16 * 1024, ge=1024, description="Largest accepted total header size; larger get 431.")
+    public_docs: bool = Field(
+        True, description="Serve /docs and /openapi.json without a key; false: they need `admin` or `metrics.read`."
+    )
+    public_metrics: Literal["loopback"] | bool = Field(
+        "loopback",
+        description="Serve /metrics without a key: true, false (needs `admin` or `metrics.read`), or loopback:"
+        " only while the server binds a loopback address (127.0.0.1, ::1, localhost).",
+    )
 
 
 class DatabaseSettings(_Section):
@@ -65,11 +73,12 @@ class DatabaseSettings(_Section):
 class AuthSettings(_Section):
     accept_x_api_key: bool = Field(True, description="Also accept keys in the X-API-Key header.")
     key_cache_seconds: float = Field(
-        5.0,
+        1.0,
         ge=0,
         le=300,
-        description="How long a verified key is remembered in memory; a revocation made in another process"
-        " takes effect within this time (0 disables the cache).",
+        description="How long a verified key is remembered in memory. This is the revocation delay across"
+        " processes: a key revoked through one replica (or the CLI) is still accepted by the others for up to"
+        " this long; the process that revokes it refuses it at once (0 disables the cache).",
     )
     max_key_lifetime_days: int | None = Field(
         None, ge=1, description="Upper bound for key expiry; keys without expiry are refused when set."
@@ -102,6 +111,24 @@ class PluginsSettings(_Section):
 class LoggingSettings(_Section):
     level: Literal["debug", "info", "warning", "error"] = Field("info", description="Minimum log level.")
     format: Literal["json", "console"] = Field("json", description="One JSON object per line, or human-readable.")
+    access_log: bool = Field(
+        True, description="One log line per HTTP request: method, path, status, duration, request id, key id."
+    )
+
+
+class AuditSettings(_Section):
+    key_file: str | None = Field(
+        None,
+        description="File holding the audit log's HMAC key, created (mode 0600) at first start when"
+        " CHRONOS_AUDIT_KEY is not set. Default: beside the SQLite database (`<database>.audit-key`), or"
+        " data/audit.key under the working directory for PostgreSQL.",
+    )
+    checkpoint_seconds: float = Field(
+        300.0,
+        gt=0,
+        description="How often the signed head checkpoint (which reveals deleted newest rows) is written;"
+        " also written on shutdown.",
+    )
 
 
 class KernelSettings(_Section):
@@ -113,6 +140,7 @@ class KernelSettings(_Section):
     scheduler: SchedulerSettings = Field(default_factory=SchedulerSettings, description="The background job runner.")
     plugins: PluginsSettings = Field(default_factory=PluginsSettings, description="Which installed plugins are loaded.")
     logging: LoggingSettings = Field(default_factory=LoggingSettings, description="Structured logs on stderr.")
+    audit: AuditSettings = Field(default_factory=AuditSettings, description="The tamper-evident audit log.")
 
 
 KERNEL_SECTIONS = tuple(KernelSettings.model_fields)
