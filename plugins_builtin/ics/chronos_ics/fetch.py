@@ -117,16 +117,24 @@ async def download(
     etag: str | None = None,
     last_modified: str | None = None,
     transport: httpx.AsyncBaseTransport | None = None,
+    proxy: str | None = None,
 ) -> tuple[bytes | None, dict[str, Any]]:
     """GET ``url`` with a conditional request; ``None`` on 304.
 
     The body is streamed and abandoned as soon as it passes ``max_bytes``;
     ``timeout`` bounds the whole download (a server trickling bytes cannot
-    hold a sync forever); only http and https are followed.
+    hold a sync forever); only http and https are followed. The environment
+    is ignored (``HTTP_PROXY``, ``HTTPS_PROXY``, ``ALL_PROXY``, ``NO_PROXY``,
+    netrc): only ``proxy`` (``ics.proxy``) sends requests through a proxy.
     """
     shown = redact(url)
     client = httpx.AsyncClient(
-        follow_redirects=True, max_redirects=max_redirects, timeout=httpx.Timeout(timeout), transport=transport
+        follow_redirects=True,
+        max_redirects=max_redirects,
+        timeout=httpx.Timeout(timeout),
+        transport=transport,
+        trust_env=False,
+        proxy=proxy,
     )
     try:
         async with asyncio.timeout(timeout):

@@ -73,6 +73,11 @@ class IcsSettings(BaseModel):
     max_bytes: int = Field(20 * 1024 * 1024, ge=1024, description="Larger files and feeds are refused.")
     timeout_seconds: float = Field(30, gt=0, le=600, description="Total time allowed for one download.")
     max_redirects: int = Field(5, ge=0, le=20, description="Redirects followed before giving up.")
+    proxy: str | None = Field(
+        None,
+        description="An http:// or https:// proxy URL for feed downloads. Proxy environment variables"
+        " (HTTP_PROXY, HTTPS_PROXY, ALL_PROXY, NO_PROXY) are ignored; without this, feeds are fetched directly.",
+    )
     batch_size: int = Field(500, ge=1, le=10_000, description="Events per pipeline batch (one transaction each).")
     parse_workers: int | None = Field(
         None,
@@ -90,6 +95,16 @@ class IcsSettings(BaseModel):
         le=1_000_000,
         description="A recurring event expanding to more instances inside the window is reported as an error.",
     )
+
+    @field_validator("proxy")
+    @classmethod
+    def _proxy_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("give the proxy as an http:// or https:// URL, e.g. http://proxy.internal:3128")
+        return value
 
     @field_validator("calendars")
     @classmethod

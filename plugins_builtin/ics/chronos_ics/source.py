@@ -116,6 +116,7 @@ class IcsSource(Source):
                 max_redirects=self.settings.max_redirects,
                 etag=prior.get("etag") if reusable else None,
                 last_modified=prior.get("last_modified") if reusable else None,
+                proxy=self.settings.proxy,
             )
         if data is None:
             yield SourceBatch(not_modified=True)
