@@ -35,14 +35,6 @@ class ServerSettings(_Section):
         10 * 1024 * 1024, ge=1024, description="Largest accepted request body; larger ones get 413."
     )
     max_header_bytes: int = Field(16 * 1024, ge=1024, description="Largest accepted total header size; larger get 431.")
-    public_docs: bool = Field(
-        True, description="Serve /docs and /openapi.json without a key; false: they need `admin` or `metrics.read`."
-    )
-    public_metrics: Literal["loopback"] | bool = Field(
-        "loopback",
-        description="Serve /metrics without a key: true, false (needs `admin` or `metrics.read`), or loopback:"
-        " only while the server binds a loopback address (127.0.0.1, ::1, localhost).",
-    )
 
 
 class DatabaseSettings(_Section):
@@ -111,24 +103,6 @@ class PluginsSettings(_Section):
 class LoggingSettings(_Section):
     level: Literal["debug", "info", "warning", "error"] = Field("info", description="Minimum log level.")
     format: Literal["json", "console"] = Field("json", description="One JSON object per line, or human-readable.")
-    access_log: bool = Field(
-        True, description="One log line per HTTP request: method, path, status, duration, request id, key id."
-    )
-
-
-class AuditSettings(_Section):
-    key_file: str | None = Field(
-        None,
-        description="File holding the audit log's HMAC key, created (mode 0600) at first start when"
-        " CHRONOS_AUDIT_KEY is not set. Default: beside the SQLite database (`<database>.audit-key`), or"
-        " data/audit.key under the working directory for PostgreSQL.",
-    )
-    checkpoint_seconds: float = Field(
-        300.0,
-        gt=0,
-        description="How often the signed head checkpoint (which reveals deleted newest rows) is written;"
-        " also written on shutdown.",
-    )
 
 
 class KernelSettings(_Section):
@@ -140,7 +114,6 @@ class KernelSettings(_Section):
     scheduler: SchedulerSettings = Field(default_factory=SchedulerSettings, description="The background job runner.")
     plugins: PluginsSettings = Field(default_factory=PluginsSettings, description="Which installed plugins are loaded.")
     logging: LoggingSettings = Field(default_factory=LoggingSettings, description="Structured logs on stderr.")
-    audit: AuditSettings = Field(default_factory=AuditSettings, description="The tamper-evident audit log.")
 
 
 KERNEL_SECTIONS = tuple(KernelSettings.model_fields)
