@@ -17,6 +17,8 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from functools import lru_cache
@@ -183,6 +185,8 @@ class EventQuery:
     limit: int = 50
     cursor: str | None = None
     now: datetime = field(default_factory=lambda: datetime.now(UTC))
+    #: Close an open side of the window this far from the other (analytics, text search).
+    max_window: timedelta | None = None
 
     def __post_init__(self) -> None:
         if self.start is not None and self.end is not None and self.start > self.end:
@@ -215,6 +219,19 @@ class EventQuery:
           started by then, newest first); ``lower`` is ``from`` only when both
           are given.
         """
+        lower, upper = self._open_bounds()
+        span = self.max_window
+        if span is not None:
+            if lower is None and upper is None:
+                lower = self.now
+            if upper is None:
+                assert lower is not None
+                upper = _shift(lower, span)
+            elif lower is None:
+                lower = _shift(upper, -span)
+        return lower, upper
+
+    def _open_bounds(self) -> tuple[datetime | None, datetime | None]:
         if self.direction == "future":
             return (self.start or self.now), self.end
         if self.direction == "past":
@@ -222,6 +239,13 @@ class EventQuery:
             lower = self.start if (self.start is not None and self.end is not None) else None
             return lower, upper
         return self.start, self.end
+
+    def window_too_long(self) -> bool:
+        """Both sides given (by the caller) further apart than ``max_window``."""
+        lower, upper = self._open_bounds()
+        return (
+            self.max_window is not None and lower is not None and upper is not None and upper - lower > self.max_window
+        )
 
     @property
     def descending(self) -> bool:
@@ -263,6 +287,14 @@ class EventQuery:
 
     def next_cursor(self, last: dict[str, Any]) -> str:
         return encode_cursor(CURSOR_KIND, [self.direction, last["start_utc"], last["id"], self.fingerprint()])
+
+
+def _shift(at: datetime, by: timedelta) -> datetime:
+    """``at + by`` kept inside the years 1 to 9999."""
+    try:
+        return at + by
+    except OverflowError:
+        return datetime.max.replace(tzinfo=UTC) if by > timedelta(0) else datetime.min.replace(tzinfo=UTC)
 
 
 @dataclass
@@ -388,11 +420,33 @@ class QueryBuilder:
             )
         busy_where = where + (" AND " if where else " WHERE ") + "transparency = 'busy' AND status <> 'cancelled'"
         return {
+            "busy": Compiled(self._busy_sql(busy_where, q, params), params),
             "calendar": Compiled(f"SELECT calendar_id, COUNT(*) FROM events{where} GROUP BY calendar_id", params),
             "day": Compiled(f"SELECT {day} AS d, COUNT(*) FROM events{where} GROUP BY d", params),
             "tag": Compiled(tag_sql, params),
-            "busy": Compiled(f"SELECT start_utc, end_utc FROM events{busy_where} ORDER BY start_utc", params),
         }
+
+    def _busy_sql(self, busy_where: str, q: EventQuery, params: dict[str, Any]) -> str:
+        """Minutes covered by the union of the busy intervals, clipped to the window, in one
+        statement: the intervals merge into islands (window functions) and their lengths add up."""
+        lower, upper = q.bounds()
+        if self.dialect == "sqlite":
+            s_expr = "MAX(start_utc, :lower)" if lower is not None else "start_utc"
+            e_expr = "MIN(end_utc, :upper)" if upper is not None else "end_utc"
+            minutes = "(julianday(e) - julianday(s)) * 1440.0"
+        else:
+            s_expr = "GREATEST(start_utc, CAST(:lower AS timestamptz))" if lower is not None else "start_utc"
+            e_expr = "LEAST(end_utc, CAST(:upper AS timestamptz))" if upper is not None else "end_utc"
+            minutes = "EXTRACT(EPOCH FROM (e - s)) / 60.0"
+        return (
+            f"WITH b AS (SELECT {s_expr} AS s, {e_expr} AS e FROM events{busy_where}),"
+            " o AS (SELECT s, e, MAX(e) OVER (ORDER BY s, e ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS pe"
+            " FROM b WHERE e > s),"
+            " g AS (SELECT s, e, SUM(CASE WHEN pe IS NULL OR s > pe THEN 1 ELSE 0 END)"
+            " OVER (ORDER BY s, e ROWS UNBOUNDED PRECEDING) AS grp FROM o),"
+            " i AS (SELECT MIN(s) AS s, MAX(e) AS e FROM g GROUP BY grp)"
+            f" SELECT COALESCE(SUM({minutes}), 0) FROM i"
+        )
 
 
 @lru_cache(maxsize=512)
@@ -415,6 +469,45 @@ async def fetch_all(session: Any, sql: str, params: dict[str, Any]) -> list[Any]
         raw = await conn.get_raw_connection()
         return list(await raw.driver_connection.execute_fetchall(sql, params))
     return list((await session.execute(sql_text(sql), params)).all())
+
+
+def over_budget(exc: BaseException) -> bool:
+    """Whether ``exc`` is a statement stopped by :func:`statement_budget` (or the progress handler)."""
+    orig = getattr(exc, "orig", None)
+    if getattr(orig, "sqlstate", None) == "57014" or getattr(orig, "pgcode", None) == "57014":
+        return True
+    message = str(exc).lower()
+    return "interrupted" in message or "statement timeout" in message
+
+
+@asynccontextmanager
+async def statement_budget(session: Any, budget_ms: int) -> AsyncIterator[None]:
+    """Statements of ``session`` inside stop after ``budget_ms``: ``SET LOCAL
+    statement_timeout`` on PostgreSQL (ends with the transaction), a progress
+    handler on SQLite's connection (removed on the way out)."""
+    if session.get_bind().dialect.name != "sqlite":
+        await session.execute(text(f"SET LOCAL statement_timeout = {int(budget_ms)}"))
+        yield
+        return
+    conn = await session.connection()
+    raw = (await conn.get_raw_connection()).driver_connection
+    async with sqlite_budget(raw, budget_ms):
+        yield
+
+
+@asynccontextmanager
+async def sqlite_budget(driver: Any, budget_ms: int) -> AsyncIterator[None]:
+    """A progress handler on an aiosqlite connection that interrupts statements after ``budget_ms``."""
+    deadline = time.monotonic() + budget_ms / 1000
+
+    def stop() -> int:
+        return 1 if time.monotonic() > deadline else 0
+
+    await driver.set_progress_handler(stop, 1000)
+    try:
+        yield
+    finally:
+        await driver.set_progress_handler(None, 0)
 
 
 class InlineReader:
@@ -464,7 +557,9 @@ class InlineReader:
         self.conn.close()
 
 
-async def list_page_sqlite(engine: Any, q: EventQuery, inline: InlineReader | None = None) -> bytes:
+async def list_page_sqlite(
+    engine: Any, q: EventQuery, inline: InlineReader | None = None, budget_ms: int | None = None
+) -> bytes:
     """``GET /api/v1/events`` without analytics on SQLite: the response body, as bytes.
 
     SQLite builds each item's JSON (:data:`SQLITE_ITEM_JSON`); the page runs
@@ -479,8 +574,12 @@ async def list_page_sqlite(engine: Any, q: EventQuery, inline: InlineReader | No
     rows = inline.fetch(page.sql, page.params) if inline is not None and not q.text else None
     if rows is None:
         async with engine.connect() as conn:
-            raw = await conn.get_raw_connection()
-            rows = list(await raw.driver_connection.execute_fetchall(page.sql, page.params))
+            driver = (await conn.get_raw_connection()).driver_connection
+            if budget_ms is None:
+                rows = list(await driver.execute_fetchall(page.sql, page.params))
+            else:
+                async with sqlite_budget(driver, budget_ms):
+                    rows = list(await driver.execute_fetchall(page.sql, page.params))
     next_cursor = "null"
     if len(rows) > q.limit:
         last = rows[q.limit - 1]
@@ -521,38 +620,10 @@ async def compute_analytics(session: Any, builder: QueryBuilder, q: EventQuery) 
     out["per_day"] = dict(sorted((day_key(d), n) for d, n in await run("day")))
     out["per_tag"] = dict(sorted((t, n) for t, n in await run("tag")))
     lower, upper = q.bounds()
-    out["busy_minutes"] = busy_minutes(await run("busy"), lower, upper)
+    out["window"] = {"from": iso_z(lower), "to": iso_z(upper)}
+    (busy,) = (await run("busy"))[0]
+    out["busy_minutes"] = round(float(busy or 0), 2)
     return out
-
-
-def _as_dt(value: Any) -> datetime:
-    if isinstance(value, datetime):
-        return value.astimezone(UTC)
-    return datetime.fromisoformat(value).replace(tzinfo=UTC)
-
-
-def busy_minutes(intervals: Any, lower: datetime | None, upper: datetime | None) -> float:
-    """Minutes covered by the union of ``(start, end)`` intervals sorted by start, clipped to the window."""
-    total = timedelta()
-    cur_start: datetime | None = None
-    cur_end: datetime | None = None
-    for raw_start, raw_end in intervals:
-        start, end = _as_dt(raw_start), _as_dt(raw_end)
-        if lower is not None and start < lower:
-            start = lower
-        if upper is not None and end > upper:
-            end = upper
-        if end <= start:
-            continue
-        if cur_end is None or start > cur_end:
-            if cur_end is not None:
-                total += cur_end - cur_start  # type: ignore[operator]
-            cur_start, cur_end = start, end
-        elif end > cur_end:
-            cur_end = end
-    if cur_end is not None:
-        total += cur_end - cur_start  # type: ignore[operator]
-    return round(total.total_seconds() / 60, 2)
 
 
 def day_key(value: Any) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import uuid
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, time
+from datetime import UTC, datetime, time, timedelta
 from typing import Any, cast
 
 from pydantic import ValidationError
@@ -25,7 +25,14 @@ from chronos.plugin import (
     record_audit,
 )
 
-from chronos_events.query import EventQuery, list_events as run_list, list_page_sqlite, stored_item
+from chronos_events.query import (
+    EventQuery,
+    list_events as run_list,
+    list_page_sqlite,
+    over_budget,
+    statement_budget,
+    stored_item,
+)
 from chronos_events.schemas import EventCreate, EventPatch
 from chronos_events.settings import EventsSettings
 from chronos_events.source import LOCAL_SOURCE
@@ -76,11 +83,47 @@ async def event_row(session: Any, store: SqlEventStore, event_id: int) -> Any:
 
 
 async def list_events(ctx: PluginContext, q: EventQuery, *, analytics: bool) -> bytes | dict[str, Any]:
-    """One page of ``GET /api/v1/events``: the ready JSON bytes (SQLite, no analytics) or the body."""
-    if ctx.db.is_sqlite and not analytics:
-        return await list_page_sqlite(ctx.db.reader, q, inline_reader(ctx))
-    async with ctx.db.read() as s:
-        return await run_list(s, ctx.db.dialect, q, analytics=analytics)
+    """One page of ``GET /api/v1/events``: the ready JSON bytes (SQLite, no analytics) or the body.
+
+    Analytics and text searches are bounded: a window of at most
+    ``events.query_max_window_days`` (an open side is closed that far from the
+    other; a longer window given is a 422) and ``events.query_timeout_ms`` of
+    database time (503 saying what to narrow).
+    """
+    settings = ctx.section(EventsSettings)
+    budget = settings.query_timeout_ms if (analytics or q.text) else None
+    if budget is not None:
+        q.max_window = timedelta(days=settings.query_max_window_days)
+        if q.window_too_long():
+            raise InvalidInput(
+                f"Analytics and text search take a window of at most {settings.query_max_window_days} days"
+                " (events.query_max_window_days): narrow `from`/`to`",
+                type="validation",
+                errors=[
+                    {
+                        "pointer": "/query/to",
+                        "location": "query",
+                        "detail": f"at most {settings.query_max_window_days} days after `from` with analytics or text",
+                        "type": "value_error",
+                    }
+                ],
+            )
+    try:
+        if ctx.db.is_sqlite and not analytics:
+            return await list_page_sqlite(ctx.db.reader, q, inline_reader(ctx), budget)
+        async with ctx.db.read() as s:
+            if budget is None:
+                return await run_list(s, ctx.db.dialect, q, analytics=analytics)
+            async with statement_budget(s, budget):
+                return await run_list(s, ctx.db.dialect, q, analytics=analytics)
+    except Exception as exc:
+        if budget is None or not over_budget(exc):
+            raise
+        raise Unavailable(
+            f"The query did not finish within {budget} ms (events.query_timeout_ms): narrow the window"
+            " (`from`/`to`), name calendars (`calendar_id`) or tags, or search for a rarer word",
+            type="query-budget-exceeded",
+        ) from None
 
 
 # -- create through the pipeline --------------------------------------------------------------

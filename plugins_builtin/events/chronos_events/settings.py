@@ -37,6 +37,20 @@ class EventsSettings(BaseModel):
         description="Largest accepted body of POST /api/v1/events/import (also bounded by server.max_body_bytes).",
     )
     import_max_events: int = Field(200_000, ge=1, description="Most events one import may contain.")
+    query_max_window_days: int = Field(
+        366,
+        ge=1,
+        le=3_660_000,
+        description="GET /api/v1/events with analytics=true or text: the longest window (from/to) allowed;"
+        " an open side is closed this many days from the other.",
+    )
+    query_timeout_ms: int = Field(
+        5000,
+        ge=1,
+        le=600_000,
+        description="Analytics and text searches stop after this long (PostgreSQL statement_timeout, a SQLite"
+        " progress handler) and answer 503, saying what to narrow.",
+    )
     inline_read_budget_ms: float = Field(
         8.0,
         ge=0,

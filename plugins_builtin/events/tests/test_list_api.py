@@ -263,7 +263,8 @@ async def test_client_errors_are_problems(chronos_app, api_client):
 
 async def test_windows_reach_from_year_one_to_year_9999(chronos_app, api_client):
     """The extreme ends of the range answer alike on both databases (years below 1000 included)."""
-    async with chronos_app(plugins=PLUGINS) as app:
+    # Analytics over ten thousand years: allowed only when configured.
+    async with chronos_app(plugins=PLUGINS, config={"events": {"query_max_window_days": 3_660_000}}) as app:
         await apply(
             app,
             [
