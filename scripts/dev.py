@@ -4,6 +4,7 @@
     python3.11 scripts/dev.py run      # venv + install + serve the demo (SQLite)
     python3.11 scripts/dev.py test     # venv + install + the whole suite (SQLite and PostgreSQL)
     python3.11 scripts/dev.py setup    # only create/refresh .venv
+    python3.11 scripts/dev.py generate # rewrite schemas/ and config/chronos.example.yaml
 
 Only the standard library is used here, so a fresh clone with Python 3.11 is
 enough. Installs are pinned by requirements.lock and skipped when nothing that
@@ -19,6 +20,7 @@ import socket
 import subprocess
 import sys
 import time
+import tomllib
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -40,6 +42,33 @@ def local_packages() -> list[Path]:
         if (extra / "pyproject.toml").exists():
             pkgs.append(extra)
     return pkgs
+
+
+def repo_plugins() -> list[str]:
+    """The plugin names (entry points) of this repository's own plugin distributions.
+
+    The committed generated files describe these, whatever else is installed:
+    not the plugin template, not a third party's plugin.
+    """
+    names: list[str] = []
+    for pkg in local_packages():
+        if pkg == ROOT or pkg.parent.name == "examples":
+            continue
+        project = tomllib.loads((pkg / "pyproject.toml").read_text(encoding="utf-8")).get("project", {})
+        names += project.get("entry-points", {}).get("chronos.plugins", {})
+    return sorted(names)
+
+
+def generate() -> int:
+    """Rewrite the committed generated files from this repository's plugins."""
+    setup()
+    only = [arg for name in repo_plugins() for arg in ("--plugin", name)]
+    env = {k: v for k, v in os.environ.items() if not k.upper().startswith("CHRONOS")}
+    for cmd in (["schemas", "export", *only], ["config", "example", *only]):
+        rc = subprocess.call([str(BIN / "chronos"), *cmd], env=env, cwd=ROOT)
+        if rc:
+            return rc
+    return 0
 
 
 def fingerprint() -> str:
@@ -128,13 +157,15 @@ def test(args: list[str]) -> int:
 
 
 def main() -> int:
-    if len(sys.argv) < 2 or sys.argv[1] not in ("run", "test", "setup"):
+    if len(sys.argv) < 2 or sys.argv[1] not in ("run", "test", "setup", "generate"):
         print(__doc__, file=sys.stderr)
         return 2
     verb, rest = sys.argv[1], sys.argv[2:]
     if verb == "setup":
         setup()
         return 0
+    if verb == "generate":
+        return generate()
     return run(rest) if verb == "run" else test(rest)
 
 

@@ -21,6 +21,18 @@ ROOT = Path(__file__).resolve().parent.parent
 CHRONOS = str(Path(sys.executable).parent / "chronos")
 
 
+def repo_plugins() -> list[str]:
+    """The plugin names of this repository's own plugin distributions (``scripts/dev.py``'s list)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("chronos_dev_script", ROOT / "scripts" / "dev.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    names: list[str] = module.repo_plugins()
+    return names
+
+
 def make_plugin(**hooks: Callable[..., Any]) -> SimpleNamespace:
     """An in-process plugin object: each keyword is a hook implementation.
 

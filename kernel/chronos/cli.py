@@ -519,14 +519,18 @@ def config_check(config: str | None = ConfigOpt) -> None:
     typer.echo(f"config ok: {settings.raw.path or 'defaults'}; plugins enabled: {', '.join(host.enabled()) or 'none'}")
 
 
+PluginsOpt = typer.Option(None, "--plugin", help="Only this plugin (repeatable; default: every installed plugin).")
+
+
 @config_app.command("example")
 def config_example_cmd(
     out: str = typer.Option("config/chronos.example.yaml", "--out", help="File to write, or - for stdout."),
+    plugin: list[str] | None = PluginsOpt,
 ) -> None:
     """Write the example configuration: every key of the kernel and the installed plugins, with defaults."""
     from chronos.schemas import config_example
 
-    text = config_example()
+    text = config_example(plugins=plugin or None)
     if out == "-":
         typer.echo(text, nl=False)
         return
@@ -537,12 +541,15 @@ def config_example_cmd(
 
 
 @schemas_app.command("export")
-def schemas_export(out: Path = typer.Option(Path("schemas"), "--out", help="Directory to write into.")) -> None:
+def schemas_export(
+    out: Path = typer.Option(Path("schemas"), "--out", help="Directory to write into."),
+    plugin: list[str] | None = PluginsOpt,
+) -> None:
     """Write schemas/*.schema.json from the models (a test checks they are current)."""
     from chronos.schemas import generate_all
 
     out.mkdir(parents=True, exist_ok=True)
-    for name, schema in generate_all().items():
+    for name, schema in generate_all(plugins=plugin or None).items():
         path = out / name
         path.write_text(json.dumps(schema, indent=2, sort_keys=True) + "\n", encoding="utf-8")
         typer.echo(f"wrote {path}")

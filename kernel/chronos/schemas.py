@@ -8,11 +8,13 @@ from pydantic import BaseModel, create_model
 
 from chronos.context import PluginContext
 from chronos.host import PluginHost
-from chronos.settings import KernelSettings, RawConfig, Settings
+from chronos.settings import KernelSettings, PluginsSettings, RawConfig, Settings
 
 
-def _default_host() -> tuple[PluginHost, PluginContext]:
-    settings = Settings(kernel=KernelSettings(), raw=RawConfig(data={}, path=None))
+def _default_host(plugins: list[str] | None = None) -> tuple[PluginHost, PluginContext]:
+    """A host with every installed plugin, or only the named ones."""
+    kernel = KernelSettings(plugins=PluginsSettings(enabled=plugins))
+    settings = Settings(kernel=kernel, raw=RawConfig(data={}, path=None))
     ctx = PluginContext(settings)
     host = PluginHost(settings, env={})
     host.load(ctx)
@@ -31,10 +33,10 @@ def config_schema(host: PluginHost) -> dict[str, Any]:
     return schema
 
 
-def generate_all(host: PluginHost | None = None) -> dict[str, dict[str, Any]]:
-    """Every exported schema by file name, for ``host`` (default: every installed plugin)."""
+def generate_all(host: PluginHost | None = None, plugins: list[str] | None = None) -> dict[str, dict[str, Any]]:
+    """Every exported schema by file name, for ``host`` (default: every installed plugin, or ``plugins``)."""
     if host is None:
-        host, _ctx = _default_host()
+        host, _ctx = _default_host(plugins)
     out = {"config.schema.json": config_schema(host)}
     for _plugin, rec in host.schemas():
         schema = rec.model.model_json_schema(by_alias=True)
@@ -55,10 +57,13 @@ EXAMPLE_HEADER = """\
 """
 
 
-def config_example(host: PluginHost | None = None) -> str:
-    """``config/chronos.example.yaml``: every kernel and plugin key, described, at its default."""
+def config_example(host: PluginHost | None = None, plugins: list[str] | None = None) -> str:
+    """``config/chronos.example.yaml``: every kernel and plugin key, described, at its default.
+
+    For ``host``, or a host with every installed plugin, or only ``plugins`` (names).
+    """
     if host is None:
-        host, _ctx = _default_host()
+        host, _ctx = _default_host(plugins)
     out = [EXAMPLE_HEADER.rstrip("\n")]
     for name, finfo in KernelSettings.model_fields.items():
         out.append("")
