@@ -25,6 +25,7 @@ LAYERS: list[tuple[str, set[str]]] = [
             "chronos.records",
             "chronos.settings",
             "chronos.logs",
+            "chronos.redact",
             "chronos.metrics",
             "chronos.pagination",
             "chronos.contracts",

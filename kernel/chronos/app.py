@@ -33,15 +33,18 @@ from chronos.runtime import Runtime
 from chronos.settings import Settings, load_settings
 
 API_PREFIX = "/api/v1"
-REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:@/+=-]{1,128}$")
+#: A client's X-Request-ID is kept only when it matches in full (``$`` alone would let a trailing newline in).
+REQUEST_ID_RE = re.compile(r"[A-Za-z0-9._:@/+=-]{1,128}")
 log = structlog.get_logger("chronos.app")
+access_log = structlog.get_logger("chronos.access")
 
 
 class RequestContextMiddleware:
     """Request id in and out, size limits, access log and metrics (pure ASGI: cheap)."""
 
-    def __init__(self, app: ASGIApp, max_body: int, max_headers: int) -> None:
+    def __init__(self, app: ASGIApp, max_body: int, max_headers: int, access_log: bool = True) -> None:
         self.app = app
+        self.access_log = access_log
         self.max_body = max_body
         self.max_headers = max_headers
         self._templates: list[tuple[Any, str]] | None = None
@@ -65,7 +68,7 @@ class RequestContextMiddleware:
                     declared_length = int(v)
                 except ValueError:
                     declared_length = -1
-        request_id = incoming if REQUEST_ID_RE.match(incoming) else uuid.uuid4().hex
+        request_id = incoming if REQUEST_ID_RE.fullmatch(incoming) else uuid.uuid4().hex
         scope.setdefault("state", {})["request_id"] = request_id
         structlog.contextvars.bind_contextvars(request_id=request_id)
         start = time.perf_counter()
@@ -104,6 +107,17 @@ class RequestContextMiddleware:
             elapsed = time.perf_counter() - start
             metrics.HTTP_REQUESTS.labels(scope["method"], template, str(status_holder["status"])).inc()
             metrics.HTTP_LATENCY.labels(template).observe(elapsed)
+            if self.access_log:
+                principal = (scope.get("state") or {}).get("principal")
+                access_log.info(
+                    "request",
+                    method=scope["method"],
+                    path=scope.get("path", ""),  # never the query string: it may carry tokens
+                    status=status_holder["status"],
+                    duration_ms=round(elapsed * 1000, 2),
+                    request_id=request_id,
+                    key_id=getattr(principal, "key_id", None),
+                )
             structlog.contextvars.unbind_contextvars("request_id")
 
     def _template(self, scope: Scope) -> str:
@@ -181,6 +195,7 @@ def create_app(
         RequestContextMiddleware,
         max_body=settings.kernel.server.max_body_bytes,
         max_headers=settings.kernel.server.max_header_bytes,
+        access_log=settings.kernel.logging.access_log,
     )
 
     api.mount_kernel_routes(app)

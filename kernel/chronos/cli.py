@@ -513,9 +513,29 @@ def audit_verify(config: str | None = ConfigOpt) -> None:
 
 @config_app.command("check")
 def config_check(config: str | None = ConfigOpt) -> None:
-    """Validate the configuration and every enabled plugin's section."""
-    settings = _settings(config)
-    host = _runtime(settings).host
+    """Validate the configuration and every enabled plugin's section; report every problem at once."""
+    from chronos.host import PluginError
+    from chronos.logs import configure_logging
+    from chronos.runtime import Runtime
+
+    problems: list[str] = []
+    try:
+        # A kernel problem is collected and its section checked no further; the plugins' sections still are.
+        settings = load_settings(config or STATE.config, collect=problems)
+    except ConfigError as exc:
+        problems = exc.problems
+    else:
+        configure_logging(settings.kernel.logging.level, settings.kernel.logging.format)
+        try:
+            host = Runtime(settings).host
+        except ConfigError as exc:
+            problems += exc.problems
+        except PluginError as exc:
+            problems.append(f"plugin error: {exc}")
+    if problems:
+        for line in problems:
+            typer.echo(f"config error: {line}", err=True)
+        raise typer.Exit(2)
     typer.echo(f"config ok: {settings.raw.path or 'defaults'}; plugins enabled: {', '.join(host.enabled()) or 'none'}")
 
 

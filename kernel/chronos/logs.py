@@ -9,13 +9,19 @@ import sys
 import structlog
 from structlog.typing import EventDict, Processor
 
+from chronos.redact import redact_urls
+
 _SECRET_KEYS = re.compile(r"(password|secret|token|authorization|api[_-]?key)", re.I)
 
 
 def _redact(_logger: object, _name: str, event: EventDict) -> EventDict:
     for key in list(event):
-        if _SECRET_KEYS.search(key) and event[key] is not None:
+        value = event[key]
+        if _SECRET_KEYS.search(key) and value is not None:
             event[key] = "***"
+        elif isinstance(value, str) and "://" in value:
+            # A URL's path and query may be a secret (private feeds): only scheme and host are logged.
+            event[key] = redact_urls(value)
     return event
 
 
@@ -44,7 +50,7 @@ def configure_logging(level: str = "info", fmt: str = "json") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(lvl)
-    for noisy in ("alembic", "apscheduler"):
+    for noisy in ("alembic", "apscheduler", "httpx", "httpcore"):
         logging.getLogger(noisy).setLevel(max(lvl, logging.WARNING))
     for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
         logging.getLogger(name).handlers[:] = []

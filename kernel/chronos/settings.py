@@ -20,6 +20,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from chronos.redact import SECRET_NAME_RE, hide_password
+
 ENV_PREFIX = "CHRONOS__"
 DEFAULT_CONFIG = Path("config/chronos.yaml")
 
@@ -35,6 +37,14 @@ class ServerSettings(_Section):
         10 * 1024 * 1024, ge=1024, description="Largest accepted request body; larger ones get 413."
     )
     max_header_bytes: int = Field(16 * 1024, ge=1024, description="Largest accepted total header size; larger get 431.")
+    public_docs: bool = Field(
+        True, description="Serve /docs and /openapi.json without a key; false: they need `admin` or `metrics.read`."
+    )
+    public_metrics: Literal["loopback"] | bool = Field(
+        "loopback",
+        description="Serve /metrics without a key: true, false (needs `admin` or `metrics.read`), or loopback:"
+        " only while the server binds a loopback address (127.0.0.1, ::1, localhost).",
+    )
 
 
 class DatabaseSettings(_Section):
@@ -103,6 +113,24 @@ class PluginsSettings(_Section):
 class LoggingSettings(_Section):
     level: Literal["debug", "info", "warning", "error"] = Field("info", description="Minimum log level.")
     format: Literal["json", "console"] = Field("json", description="One JSON object per line, or human-readable.")
+    access_log: bool = Field(
+        True, description="One log line per HTTP request: method, path, status, duration, request id, key id."
+    )
+
+
+class AuditSettings(_Section):
+    key_file: str | None = Field(
+        None,
+        description="File holding the audit log's HMAC key, created (mode 0600) at first start when"
+        " CHRONOS_AUDIT_KEY is not set. Default: beside the SQLite database (`<database>.audit-key`), or"
+        " data/audit.key under the working directory for PostgreSQL.",
+    )
+    checkpoint_seconds: float = Field(
+        300.0,
+        gt=0,
+        description="How often the signed head checkpoint (which reveals deleted newest rows) is written;"
+        " also written on shutdown.",
+    )
 
 
 class KernelSettings(_Section):
@@ -114,6 +142,7 @@ class KernelSettings(_Section):
     scheduler: SchedulerSettings = Field(default_factory=SchedulerSettings, description="The background job runner.")
     plugins: PluginsSettings = Field(default_factory=PluginsSettings, description="Which installed plugins are loaded.")
     logging: LoggingSettings = Field(default_factory=LoggingSettings, description="Structured logs on stderr.")
+    audit: AuditSettings = Field(default_factory=AuditSettings, description="The tamper-evident audit log.")
 
 
 KERNEL_SECTIONS = tuple(KernelSettings.model_fields)
@@ -283,20 +312,37 @@ def format_validation_error(
             choices = _model_fields(model, tuple(str(p) for p in err["loc"][:-1])) if model else []
             lines.append(f"{key}: unknown key{_suggest(loc[-1], choices)} [{origin}]")
             continue
-        got = err.get("input")
-        got_text = "" if isinstance(got, (dict, list)) or got is None else f", got {got!r}"
+        got_text = _shown_input(loc, err.get("input"))
         msg = err["msg"].removeprefix("Value error, ")
         lines.append(f"{key}: {msg[:1].lower()}{msg[1:]}{got_text} [{origin}]")
     return lines
 
 
+def _shown_input(loc: tuple[str, ...], got: Any) -> str:
+    """``, got <value>`` for an error line; a secret is never echoed (a key named like one, a URL's password)."""
+    if isinstance(got, (dict, list)) or got is None:
+        return ""
+    if any(SECRET_NAME_RE.search(part) for part in loc):
+        return " (value not shown: a secret)"
+    if isinstance(got, str):
+        got = hide_password(got)
+    return f", got {got!r}"
+
+
 def load_settings(
-    path: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None, **overrides: Any
+    path: str | os.PathLike[str] | None = None,
+    env: Mapping[str, str] | None = None,
+    *,
+    collect: list[str] | None = None,
+    **overrides: Any,
 ) -> Settings:
     """Read, merge and validate the kernel's sections.
 
     ``overrides`` are applied last (``database={"url": ...}``); they make tests
-    and embedding explicit without touching the environment.
+    and embedding explicit without touching the environment. With ``collect``,
+    a problem in a kernel section is appended there and the section falls back
+    to its defaults, so a check can go on to the plugins' sections (a file that
+    cannot be read still raises).
     """
     raw = read_raw_config(path, env)
     for section, value in overrides.items():
@@ -307,12 +353,19 @@ def load_settings(
         if v is not None and not isinstance(v, dict):
             problems.append(f"{k}: expected a mapping of keys, got {type(v).__name__} [{raw.origin((k,))}]")
     if problems:
-        raise ConfigError(problems)
-    kernel_data = {k: (v or {}) for k, v in kernel_data.items()}
+        if collect is None:
+            raise ConfigError(problems)
+        collect.extend(problems)
+    kernel_data = {k: (v or {}) for k, v in kernel_data.items() if v is None or isinstance(v, dict)}
     try:
         kernel = KernelSettings.model_validate(kernel_data)
     except ValidationError as exc:
-        raise ConfigError(format_validation_error(exc, raw, model=KernelSettings)) from None
+        lines = format_validation_error(exc, raw, model=KernelSettings)
+        if collect is None:
+            raise ConfigError(lines) from None
+        collect.extend(lines)
+        broken = {str(e["loc"][0]) for e in exc.errors() if e["loc"]}
+        kernel = KernelSettings.model_validate({k: v for k, v in kernel_data.items() if k not in broken})
     return Settings(kernel=kernel, raw=raw)
 
 
