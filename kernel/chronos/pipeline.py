@@ -60,6 +60,7 @@ from chronos.contracts.events import (
 from chronos.db.base import utcnow
 from chronos.db.sync_models import SyncRun, SyncState
 from chronos.exceptions import InvalidInput
+from chronos.identity import Principal
 from chronos.records import Job, JobContext, SyncTrigger
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -233,6 +234,7 @@ class BatchTarget:
     source: str
     calendar_id: str
     run_id: int | None
+    principal: Principal | None = None  # the API caller (intake); None for syncs
 
 
 class _Lock:
@@ -764,6 +766,7 @@ class SyncPipeline:
                 previous=dict(result.previous),
                 deleted=list(result.deleted),
                 run_id=at.run_id,
+                principal=at.principal,
             )
             for plugin, sink in self.sinks:
                 try:
@@ -790,9 +793,6 @@ class KernelEventIntake(EventIntake):
     def __init__(self, pipeline: SyncPipeline) -> None:
         self.pipeline = pipeline
 
-    def deletes_at_source(self, source: str, calendar_id: str) -> bool:
-        try:
-            ref = self.pipeline.calendar(source, calendar_id)
     async def calendars(self) -> list[dict[str, Any]]:
         pipeline = self.pipeline
         async with pipeline.ctx.db.read() as s:
@@ -816,6 +816,9 @@ class KernelEventIntake(EventIntake):
             )
         return out
 
+    def deletes_at_source(self, source: str, calendar_id: str) -> bool:
+        try:
+            ref = self.pipeline.calendar(source, calendar_id)
         except LookupError:
             return False
         return not ref.calendar.read_only and ref.source.can_delete(ref.calendar)
@@ -835,14 +838,21 @@ class KernelEventIntake(EventIntake):
         *,
         actor: str | None = None,
         session: AsyncSession | None = None,
+        principal: Principal | None = None,
     ) -> list[StoredEvent]:
         if session is None:
             async with self.pipeline.ctx.db.write() as s:
-                return await self._ingest(s, source, calendar_id, drafts, actor)
-        return await self._ingest(session, source, calendar_id, drafts, actor)
+                return await self._ingest(s, source, calendar_id, drafts, actor, principal)
+        return await self._ingest(session, source, calendar_id, drafts, actor, principal)
 
     async def _ingest(
-        self, s: AsyncSession, source: str, calendar_id: str, drafts: list[EventDraft], actor: str | None
+        self,
+        s: AsyncSession,
+        source: str,
+        calendar_id: str,
+        drafts: list[EventDraft],
+        actor: str | None,
+        principal: Principal | None = None,
     ) -> list[StoredEvent]:
         from chronos.audit import record_audit
 
@@ -851,7 +861,8 @@ class KernelEventIntake(EventIntake):
         for d in drafts:
             d.source, d.calendar_id = source, calendar_id
         try:
-            outcome = await pipeline._stages(BatchTarget(s, store, source, calendar_id, None), drafts, [], strict=True)
+            at = BatchTarget(s, store, source, calendar_id, None, principal)
+            outcome = await pipeline._stages(at, drafts, [], strict=True)
         except StageFailure as exc:
             # Bad input (an unknown time zone, an impossible date) is the client's
             # to fix: 422. Anything else is a fault of ours and propagates.

@@ -27,6 +27,8 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from chronos.identity import Principal
+
 if TYPE_CHECKING:  # pragma: no cover
     from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -355,7 +357,16 @@ class StoredEvent:
 
 @dataclass
 class SinkBatch:
-    """What changed in one batch, after the event store wrote it."""
+    """What changed in one batch, after the event store wrote it.
+
+    ``principal`` is the authenticated caller whose request created the events
+    (``EventIntake.ingest(..., principal=...)``: ``POST /api/v1/events``, a
+    template's use); ``None`` for synced batches, whose actor is the calendar
+    itself (``source:<source>/<calendar_id>``). A sink that acts on someone's
+    behalf (queues a command, sends mail) must check what this caller may do
+    itself — an API key must not gain rights by writing an event — and name
+    the caller (or the calendar) in its audit rows.
+    """
 
     source: str
     calendar_id: str
@@ -365,6 +376,7 @@ class SinkBatch:
     previous: dict[int, CanonicalEvent] = field(default_factory=dict)
     deleted: list[StoredEvent] = field(default_factory=list)
     run_id: int | None = None
+    principal: Principal | None = None
 
 
 class Sink(ABC):
@@ -442,6 +454,7 @@ class EventIntake(ABC):
         *,
         actor: str | None = None,
         session: AsyncSession | None = None,
+        principal: Principal | None = None,
     ) -> list[StoredEvent]:
         """Run ``drafts`` through normalisers, enrichers, the store and sinks;
         returns the stored events added or changed (consumed ones, e.g. an
@@ -454,7 +467,22 @@ class EventIntake(ABC):
         principal); without it the intake commits its own transaction. With
         ``actor`` (e.g. ``"system:templates"``) an audit row per stored event is
         written in that transaction.
+
+        ``principal`` is the API caller the events are created for: the sinks
+        see it as :attr:`SinkBatch.principal` and act only within its rights
+        (an ``ACTION:`` becomes a command only when this key could queue that
+        command itself). Always pass it for events a request creates; leave
+        it ``None`` only for work of the service itself.
         """
+
+    async def calendars(self) -> list[dict[str, Any]]:
+        """Every configured calendar of every enabled source, sorted by
+        ``(source, calendar_id)``, with the outcome of its last sync: dicts with
+        ``source``, ``calendar_id``, ``name`` (``options["name"]`` or the id),
+        ``read_only``, ``interval_seconds``, ``running``, ``last_status``,
+        ``last_success_at``, ``last_error_at`` and ``last_error`` (the same
+        fields as ``GET /api/v1/sync/calendars``)."""
+        return []
 
     def deletes_at_source(self, source: str, calendar_id: str) -> bool:
         """Whether an entry of this calendar can be deleted at its source: the
@@ -475,15 +503,6 @@ class EventIntake(ABC):
         event with the edit applied, still carrying the tags, sub-tasks and
         metadata of ``previous``. Returns a new event; neither argument is
         changed and nothing is written (no store, no sinks: the caller stores
-    async def calendars(self) -> list[dict[str, Any]]:
-        """Every configured calendar of every enabled source, sorted by
-        ``(source, calendar_id)``, with the outcome of its last sync: dicts with
-        ``source``, ``calendar_id``, ``name`` (``options["name"]`` or the id),
-        ``read_only``, ``interval_seconds``, ``running``, ``last_status``,
-        ``last_success_at``, ``last_error_at`` and ``last_error`` (the same
-        fields as ``GET /api/v1/sync/calendars``)."""
-        return []
-
         the result).
 
         * Tags: the tags the enrichers derive from ``previous`` on its own (its

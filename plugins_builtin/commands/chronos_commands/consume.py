@@ -16,6 +16,12 @@ Two pipeline stages and a job:
   ``schedule: event_start``, start in the future) keeps its entry while the
   command is pending, so moving the entry re-times the command and deleting
   or cancelling it cancels the command, audited.
+
+  An ``ACTION:`` created through the API (the batch carries the caller's
+  ``principal``) becomes a command only when that key could queue it
+  directly (``commands.manage``, or bound to the target system); otherwise
+  the event is kept with a ``command_hint`` saying so. Audit rows name the
+  key, or for synced entries the calendar (``source:<source>/<calendar>``).
 * The job ``commands.calendar`` consumes the kept entries of commands that
   were handed out and deletes consumed entries at their sources, retrying
   failures with a backoff.
@@ -53,6 +59,20 @@ NOTES = Note.__table__
 LINKS = Link.__table__
 DELETIONS = SourceDeletion.__table__
 ACTOR = "system:calendar"
+
+
+def batch_actor(batch: SinkBatch) -> dict[str, Any]:
+    """Who caused what a batch does, for the audit log: the API key that created the events,
+    or the calendar that delivered them (``source:<source>/<calendar_id>``)."""
+    if batch.principal is not None:
+        return {"principal": batch.principal}
+    return {"actor": f"source:{batch.source}/{batch.calendar_id}"}
+
+
+def created_by(batch: SinkBatch) -> str:
+    """The ``created_by`` of a command an entry of ``batch`` creates (the key id, or the calendar)."""
+    who = batch_actor(batch)
+    return who["principal"].key_id if "principal" in who else who["actor"]
 
 
 def consumption_key(source: str, uid: str, recurrence_id: str, text: str) -> str:
@@ -137,11 +157,12 @@ class CommandEntries(Sink):
             await self._changed(session, store, batch, stored)
         for stored in batch.deleted:
             for row in await self._pending(session, stored.event.key):
-                await self._cancel(session, row["id"], "the calendar entry was deleted")
+                await self._cancel(session, batch, row["id"], "the calendar entry was deleted")
 
     async def _cancel(
         self,
         s: AsyncSession,
+        batch: SinkBatch,
         command_id: int,
         reason: str,
         store: EventStore | None = None,
@@ -151,7 +172,7 @@ class CommandEntries(Sink):
 
         An entry that stays in the calendar says so in its metadata, replacing
         the "scheduled" note it carried."""
-        await self.queue.cancel(command_id, reason=reason, actor=ACTOR, session=s)
+        await self.queue.cancel(command_id, reason=reason, session=s, **batch_actor(batch))
         await s.execute(update(T).where(T.c.id == command_id).values(entry_kept=False))
         if store is not None and stored is not None:
             await store.update_metadata(
@@ -192,7 +213,7 @@ class CommandEntries(Sink):
             await self._action(s, store, batch, stored, entry, pending)
             return
         for row in pending:
-            await self._cancel(s, row["id"], "the calendar entry no longer holds this ACTION", store, stored)
+            await self._cancel(s, batch, row["id"], "the calendar entry no longer holds this ACTION", store, stored)
         if isinstance(entry, (NoteEntry, LinkEntry)):
             await self._note_or_link(s, store, batch, stored, entry)
         elif isinstance(entry, NotTaken) and entry.status == "rejected":
@@ -201,8 +222,8 @@ class CommandEntries(Sink):
                 entity="event",
                 entity_id=stored.id,
                 action="command_rejected",
-                actor=ACTOR,
                 change={"title": event.title[:500], "kind": entry.kind, "reason": entry.reason},
+                **batch_actor(batch),
             )
 
     async def _note_or_link(
@@ -235,13 +256,13 @@ class CommandEntries(Sink):
                 entity=kind,
                 entity_id=new_id,
                 action="create",
-                actor=ACTOR,
                 change={
                     "event_id": stored.id,
                     "source": event.source,
                     "uid": event.uid,
                     **({"url": entry.url} if isinstance(entry, LinkEntry) else {}),
                 },
+                **batch_actor(batch),
             )
         await self._consume(s, store, batch.source, batch.calendar_id, stored, "consumed as a note or link")
 
@@ -260,11 +281,14 @@ class CommandEntries(Sink):
         new.event_id = stored.id
         for row in pending:
             if row["idempotency_key"] != new.idempotency_key:
-                await self._cancel(s, row["id"], "the calendar entry changed", store, stored)
+                await self._cancel(s, batch, row["id"], "the calendar entry changed", store, stored)
         existing = await self.queue.find_by_key(s, new.idempotency_key)
         if event.status == "cancelled":
             if existing is not None and existing["status"] == "pending":
-                await self._cancel(s, existing["id"], "the calendar entry was cancelled", store, stored)
+                await self._cancel(s, batch, existing["id"], "the calendar entry was cancelled", store, stored)
+            return
+        if not self.queue.may_act(batch.principal, new.target_system):
+            await self._not_permitted(s, store, batch, stored, new)
             return
         try:
             rule = await self.queue.check(s, new, lock=True)  # the insert below relies on this entry
@@ -274,8 +298,8 @@ class CommandEntries(Sink):
                 entity="event",
                 entity_id=stored.id,
                 action="command_rejected",
-                actor=ACTOR,
                 change={"title": event.title[:500], "kind": "action", "reason": storable_text(str(exc))[:1000]},
+                **batch_actor(batch),
             )
             return
         now = utcnow()
@@ -283,9 +307,10 @@ class CommandEntries(Sink):
         not_before = event.start_utc if scheduled else now
         if existing is None:
             new.not_before, new.entry_kept = not_before, scheduled
-            row, _ = await self.queue.insert(s, new, entry=rule, actor=ACTOR)
+            new.created_by = created_by(batch)
+            row, _ = await self.queue.insert(s, new, entry=rule, **batch_actor(batch))
         else:
-            row = await self._retime(s, existing, rule, stored, not_before, scheduled, now)
+            row = await self._retime(s, batch, existing, rule, stored, not_before, scheduled, now)
         if scheduled and row["status"] == "pending":
             await store.update_metadata(
                 s,
@@ -303,9 +328,33 @@ class CommandEntries(Sink):
             await s.execute(update(T).where(T.c.id == row["id"]).values(entry_kept=False))
         await self._consume(s, store, batch.source, batch.calendar_id, stored, f"consumed by command {row['id']}")
 
+    async def _not_permitted(
+        self, s: AsyncSession, store: EventStore, batch: SinkBatch, stored: StoredEvent, new: NewCommand
+    ) -> None:
+        """An ``ACTION:`` created through the API by a key that could not queue the command itself:
+        the event is kept, says why in ``command_hint`` and the refusal is audited under the key."""
+        principal = batch.principal
+        assert principal is not None
+        system = new.target_system
+        reason = storable_text(
+            f"not permitted: the key {principal.name!r} may not queue commands for {system!r}"
+            f" (it needs the scope commands.manage or to be bound to {system!r})"
+        )
+        hint = {"status": "rejected", "kind": "action", "reason": reason}
+        await store.update_metadata(s, stored.id, {"command_hint": hint})
+        await record_audit(
+            s,
+            entity="event",
+            entity_id=stored.id,
+            action="command_rejected",
+            change={"title": stored.event.title[:500], "kind": "action", "reason": reason[:1000]},
+            principal=principal,
+        )
+
     async def _retime(
         self,
         s: AsyncSession,
+        batch: SinkBatch,
         existing: Any,
         rule: dict[str, Any],
         stored: StoredEvent,
@@ -344,7 +393,7 @@ class CommandEntries(Sink):
             entity="command",
             entity_id=existing["id"],
             action="retime",
-            actor=ACTOR,
+            **batch_actor(batch),
             change={"not_before": {"from": iso(existing["not_before"]), "to": iso(not_before)}, "event_id": stored.id},
         )
         return row

@@ -96,6 +96,9 @@ class WhitelistEntry(Base):
     max_attempts: Mapped[int | None] = mapped_column(Integer, nullable=True)
     description: Mapped[str] = mapped_column(String(500), default="")
     origin: Mapped[str] = mapped_column(String(16), default="api")
+    # Calendar sources and calendar ids whose ACTION: entries may create these commands; None = any.
+    sources: Mapped[list[str] | None] = mapped_column(JSONType, nullable=True, default=None)
+    calendars: Mapped[list[str] | None] = mapped_column(JSONType, nullable=True, default=None)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 

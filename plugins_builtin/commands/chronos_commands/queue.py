@@ -49,7 +49,15 @@ from chronos.plugin import (
 
 from chronos_commands.models import ExternalCommand, WhitelistEntry, Workflow
 from chronos_commands.settings import CommandsSettings
-from chronos_commands.whitelist import Violation, check_against, check_params, check_payload, refusal, storable_text
+from chronos_commands.whitelist import (
+    Violation,
+    check_against,
+    check_origin,
+    check_params,
+    check_payload,
+    refusal,
+    storable_text,
+)
 
 T = ExternalCommand.__table__
 W = WhitelistEntry.__table__
@@ -328,7 +336,8 @@ class CommandQueue:
             entry = await self.whitelist_entry(s, new.target_system, new.command, lock=lock)
             if cache is not None:
                 cache[pair] = entry
-        violations = check_against(entry, new.target_system, new.command, new.params)
+        calendar = (new.source, new.calendar_id) if new.origin == "calendar" else None
+        violations = check_against(entry, new.target_system, new.command, new.params, calendar=calendar)
         if violations:
             raise Rejected(violations)
         assert entry is not None
@@ -378,7 +387,7 @@ class CommandQueue:
                     if new.workflow_id
                     else {}
                 ),
-                **({"source": new.source, "uid": new.source_uid} if new.source else {}),
+                **({"source": new.source, "calendar_id": new.calendar_id, "uid": new.source_uid} if new.source else {}),
             },
             principal=principal,
             origin=origin,
@@ -844,7 +853,8 @@ class CommandQueue:
         origin: Origin | None = None,
         actor: str | None = None,
     ) -> list[int]:
-        """Cancel the pending commands of ``entry``'s (system, action) that its params no longer allow.
+        """Cancel the pending commands of ``entry``'s (system, action) that its rules no longer allow
+        (params, and the sources and calendars of calendar-created commands).
 
         Called in the transaction that changes (or creates) a whitelist entry's
         allowed params, so no poll can hand such a command out afterwards. Each
@@ -856,7 +866,7 @@ class CommandQueue:
         rows = (
             (
                 await s.execute(
-                    select(T.c.id, T.c.params_json)
+                    select(T.c.id, T.c.params_json, T.c.origin, T.c.source, T.c.calendar_id)
                     .where(
                         T.c.target_system == entry["system"], T.c.command == entry["action"], T.c.status == "pending"
                     )
@@ -870,6 +880,8 @@ class CommandQueue:
         refused: list[tuple[int, str]] = []
         for row in rows:
             violations = check_params(allowed, row["params_json"] or {})
+            if row["origin"] == "calendar":
+                violations = check_origin(dict(entry), row["source"], row["calendar_id"]) + violations
             if violations:
                 first = violations[0]
                 reason = storable_text(

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationInfo, field_validator
 
-from chronos_commands.whitelist import normalize_params_spec
+from chronos_commands.whitelist import normalize_origins, normalize_params_spec
 
 SystemId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
 CommandName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z][A-Za-z0-9_.-]{0,63}$")]
@@ -30,11 +30,22 @@ class WhitelistSeed(BaseModel):
     )
     max_attempts: int | None = Field(None, ge=1, le=100, description="Overrides commands.default_max_attempts.")
     description: str = Field("", max_length=500)
+    sources: list[str] | None = Field(
+        None, description="Calendar sources (ics, local …) whose ACTION: entries may create these commands; null: any."
+    )
+    calendars: list[str] | None = Field(
+        None, description="Calendar ids whose ACTION: entries may create these commands; null: any."
+    )
 
     @field_validator("params")
     @classmethod
     def _params(cls, value: Any) -> dict[str, Any]:
         return normalize_params_spec(value)
+
+    @field_validator("sources", "calendars")
+    @classmethod
+    def _origins(cls, value: Any, info: ValidationInfo) -> list[str] | None:
+        return normalize_origins(value, str(info.field_name))
 
 
 class CalendarSettings(BaseModel):

@@ -3,11 +3,15 @@
 A whitelist entry allows one ``(system, action)`` pair and lists the params it
 accepts. Each allowed param maps to ``None`` (any value), a regular expression
 (``{"regex": "..."}`` or a bare string) or an enumeration (``{"enum": [...]}``
-or a bare list). Patterns are compiled when the entry is saved and must pass a
-structural check so that a pattern cannot backtrack catastrophically: Python's
-``re`` has no timeout, so patterns with nested or stacked unbounded repeats are
-refused, patterns are capped in length, and values are matched with
-``fullmatch`` on input capped in length.
+or a bare list). Patterns are compiled with RE2 (``google-re2``), whose
+matching time is linear in the input: no pattern can make a match hang the
+service, whatever its repeats. What RE2 cannot compile (back-references,
+lookahead and lookbehind, conditionals) is refused when the entry is saved.
+Patterns are capped in length and values are matched with ``fullmatch`` on
+input capped in length.
+
+An entry may also restrict which calendar ``sources`` and ``calendars`` may
+create its commands from ``ACTION:`` entries (``None`` allows any).
 """
 
 from __future__ import annotations
@@ -15,16 +19,10 @@ from __future__ import annotations
 import functools
 import json
 import math
-import re
 from dataclasses import dataclass
 from typing import Any
 
-try:  # Python 3.11+
-    import re._constants as _sre_c  # type: ignore[import-not-found]
-    import re._parser as _sre_p  # type: ignore[import-not-found]
-except ImportError:  # pragma: no cover
-    import sre_constants as _sre_c  # type: ignore[no-redef]
-    import sre_parse as _sre_p  # type: ignore[no-redef]
+import re2
 
 from chronos.plugin import InvalidInput
 
@@ -33,10 +31,8 @@ from chronos_commands.syntax import COMMAND_RE, PARAM_KEY_RE, SYSTEM_RE
 MAX_PATTERN = 200
 MAX_ENUM = 100
 MAX_MATCH_INPUT = 256
-# Sequential repeats backtrack polynomially: the product of their (capped)
-# sizes bounds the work. Three unbounded repeats over 256 characters take a few
-# hundredths of a second in the worst case; a fourth would take seconds.
-MAX_BACKTRACK = (MAX_MATCH_INPUT + 1) ** 3
+MAX_GROUPS = 20
+MAX_ORIGINS = 100
 MAX_PARAMS = 50
 MAX_PARAM_VALUE = 4000
 MAX_ARGS = 50
@@ -45,7 +41,8 @@ MAX_PAYLOAD = 16_384
 MAX_RESULT = 65_536
 MAX_ERROR = 4000
 
-_REPEATS = {_sre_c.MAX_REPEAT, _sre_c.MIN_REPEAT, getattr(_sre_c, "POSSESSIVE_REPEAT", None)} - {None}
+_RE2_OPTIONS = re2.Options()
+_RE2_OPTIONS.log_errors = False  # a refused pattern is the client's 422, not a line on stderr
 
 
 @dataclass(frozen=True)
@@ -133,69 +130,46 @@ def _normalize_one(spec: Any) -> dict[str, Any] | None:
     return {"enum": values}
 
 
-def check_pattern(pattern: str) -> re.Pattern[str]:
-    """Compile ``pattern`` or raise ``ValueError`` saying why it is refused."""
+def check_pattern(pattern: str) -> Any:
+    """Compile ``pattern`` with RE2 or raise ``ValueError`` saying why it is refused."""
     if len(pattern) > MAX_PATTERN:
         raise ValueError(f"the regex is longer than {MAX_PATTERN} characters")
     try:
-        compiled = re.compile(pattern)
-        parsed = _sre_p.parse(pattern)
-    except (re.error, RecursionError, OverflowError) as exc:
-        raise ValueError(f"the regex does not compile: {exc}") from None
-    if compiled.groups > 20:
-        raise ValueError("the regex has more than 20 groups")
-    work = _backtrack_bound(list(parsed), inside_repeat=False)
-    if work > MAX_BACKTRACK:
+        compiled = _compiled(pattern)
+    except re2.error as exc:
+        why = exc.args[0] if exc.args else exc
+        if isinstance(why, bytes):
+            why = why.decode("utf-8", "replace")
         raise ValueError(
-            "the regex has too many repeated parts (at most three unbounded ones such as + or *);"
-            " simplify it or use an enum"
-        )
+            f"the regex does not compile with RE2: {why} (back-references, lookahead, lookbehind"
+            " and conditionals are not supported)"
+        ) from None
+    if compiled.groups > MAX_GROUPS:
+        raise ValueError(f"the regex has more than {MAX_GROUPS} groups")
     return compiled
 
 
-def _backtrack_bound(items: list[Any], *, inside_repeat: bool) -> int:
-    """Product of the repeats' sizes; refuses the shapes that backtrack exponentially."""
-    count = 1
-    for op, av in items:
-        if op in _REPEATS:
-            _lo, hi, sub = av
-            if hi != 1:
-                if inside_repeat:
-                    raise ValueError("the regex nests one repeat inside another (such as (a+)+); this can take forever")
-                if _has_branch(list(sub)):
-                    raise ValueError(
-                        "the regex repeats an alternation (such as (a|b)+); use a character class or an enum"
-                    )
-                count *= min(hi, MAX_MATCH_INPUT) + 1
-            count *= _backtrack_bound(list(sub), inside_repeat=inside_repeat or hi != 1)
-        elif op == _sre_c.SUBPATTERN:
-            count *= _backtrack_bound(list(av[-1]), inside_repeat=inside_repeat)
-        elif op == _sre_c.BRANCH:
-            for alt in av[1]:
-                count *= _backtrack_bound(list(alt), inside_repeat=inside_repeat)
-        elif op in (_sre_c.ASSERT, _sre_c.ASSERT_NOT):
-            count *= _backtrack_bound(list(av[1]), inside_repeat=inside_repeat)
-        elif op == getattr(_sre_c, "ATOMIC_GROUP", None):
-            count *= _backtrack_bound(list(av), inside_repeat=inside_repeat)
-        elif op == _sre_c.GROUPREF_EXISTS:
-            raise ValueError("conditional groups are not supported in whitelist patterns")
-        elif op == _sre_c.GROUPREF:
-            raise ValueError("back-references are not supported in whitelist patterns")
-    return count
-
-
-def _has_branch(items: list[Any]) -> bool:
-    for op, av in items:
-        if op == _sre_c.BRANCH:
-            return True
-        if op == _sre_c.SUBPATTERN and _has_branch(list(av[-1])):
-            return True
-    return False
-
-
 @functools.lru_cache(maxsize=2048)
-def _compiled(pattern: str) -> re.Pattern[str]:
-    return re.compile(pattern)
+def _compiled(pattern: str) -> Any:
+    """The RE2 program for ``pattern`` (linear-time matching; ``re2.error`` if RE2 cannot compile it)."""
+    return re2.compile(pattern, options=_RE2_OPTIONS)
+
+
+def normalize_origins(raw: Any, what: str) -> list[str] | None:
+    """Canonical ``sources``/``calendars`` of an entry: None (any) or a list of distinct names."""
+    if raw is None:
+        return None
+    if not isinstance(raw, list):
+        raise ValueError(f"{what} must be a list of names or null (any)")
+    if len(raw) > MAX_ORIGINS:
+        raise ValueError(f"{what} may list at most {MAX_ORIGINS} names")
+    out: list[str] = []
+    for name in raw:
+        if not isinstance(name, str) or not name or len(name) > 200 or text_problem(name):
+            raise ValueError(f"{what} must hold names of 1 to 200 printable characters")
+        if name not in out:
+            out.append(name)
+    return out
 
 
 def scalar_text(value: Any) -> str:
@@ -343,10 +317,37 @@ def check_payload(system: str, command: str, params: Any, args: Any) -> list[Vio
     return out
 
 
-def check_against(entry: dict[str, Any] | None, system: str, command: str, params: dict[str, Any]) -> list[Violation]:
-    """The whitelist decision for one command; ``entry`` is the matching row or None."""
+def check_origin(entry: dict[str, Any], source: str | None, calendar_id: str | None) -> list[Violation]:
+    """Whether a calendar entry of ``source``/``calendar_id`` may create the entry's commands."""
+    out: list[Violation] = []
+    name = f"{entry['system']}/{entry['action']}"
+    sources, calendars = entry.get("sources"), entry.get("calendars")
+    if sources is not None and source not in sources:
+        listed = ", ".join(sources) or "none"
+        out.append(Violation("/source", f"{name} may not be created from source {source!r} (allowed: {listed})"))
+    if calendars is not None and calendar_id not in calendars:
+        listed = ", ".join(calendars) or "none"
+        out.append(
+            Violation("/calendar_id", f"{name} may not be created from calendar {calendar_id!r} (allowed: {listed})")
+        )
+    return out
+
+
+def check_against(
+    entry: dict[str, Any] | None,
+    system: str,
+    command: str,
+    params: dict[str, Any],
+    *,
+    calendar: tuple[str | None, str | None] | None = None,
+) -> list[Violation]:
+    """The whitelist decision for one command; ``entry`` is the matching row or None.
+
+    ``calendar`` is the (source, calendar id) of a command created from a calendar entry,
+    checked against the entry's ``sources`` and ``calendars``."""
     if entry is None:
         return [Violation("/command", f"{command!r} on system {system!r} is not whitelisted")]
     if not entry["enabled"]:
         return [Violation("/command", f"{command!r} on system {system!r} is whitelisted but disabled")]
-    return check_params(entry["allowed_params_json"] or {}, params)
+    origin = check_origin(entry, *calendar) if calendar is not None else []
+    return origin + check_params(entry["allowed_params_json"] or {}, params)

@@ -15,6 +15,9 @@ from chronos_commands.api_types import ADMIN, SYSTEM_PATTERN, CommandName, Entry
 from chronos_commands.state import queue_of
 
 router = APIRouter()
+OriginName = Annotated[str, StringConstraints(min_length=1, max_length=200)]
+SOURCES_DOC = "Calendar sources (ics, local …) whose ACTION: entries may create these commands; null: any."
+CALENDARS_DOC = "Calendar ids whose ACTION: entries may create these commands; null: any."
 
 
 class WhitelistIn(BaseModel):
@@ -30,6 +33,8 @@ class WhitelistIn(BaseModel):
     schedule: Literal["now", "event_start"] = "now"
     max_attempts: StrictInt | None = Field(None, ge=1, le=100)
     description: Annotated[str, StringConstraints(max_length=500)] = ""
+    sources: list[OriginName] | None = Field(None, max_length=100, description=SOURCES_DOC)
+    calendars: list[OriginName] | None = Field(None, max_length=100, description=CALENDARS_DOC)
 
 
 class WhitelistPatch(BaseModel):
@@ -40,6 +45,8 @@ class WhitelistPatch(BaseModel):
     schedule: Literal["now", "event_start"] | None = None
     max_attempts: StrictInt | None = Field(None, ge=1, le=100)
     description: Annotated[str, StringConstraints(max_length=500)] | None = None
+    sources: list[OriginName] | None = Field(None, max_length=100, description=SOURCES_DOC)
+    calendars: list[OriginName] | None = Field(None, max_length=100, description=CALENDARS_DOC)
 
 
 class WhitelistOut(BaseModel):
@@ -51,6 +58,8 @@ class WhitelistOut(BaseModel):
     schedule: str
     max_attempts: int | None
     description: str
+    sources: list[str] | None
+    calendars: list[str] | None
     origin: str
     created_at: datetime
     updated_at: datetime

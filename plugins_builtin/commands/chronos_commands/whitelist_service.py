@@ -30,11 +30,13 @@ from chronos_commands.audited_rows import update_audited
 from chronos_commands.models import WhitelistEntry
 from chronos_commands.queue import CommandQueue, iso
 from chronos_commands.settings import CommandsSettings, WhitelistSeed
-from chronos_commands.whitelist import Violation, normalize_params_spec, refusal
+from chronos_commands.whitelist import Violation, normalize_origins, normalize_params_spec, refusal
 
 WL = WhitelistEntry.__table__
 #: The fields an entry's rules consist of (what configuration sets and the audit records on create).
-RULE_FIELDS = ("allowed_params_json", "enabled", "schedule", "max_attempts", "description")
+RULE_FIELDS = ("allowed_params_json", "enabled", "schedule", "max_attempts", "description", "sources", "calendars")
+#: Changes that re-check the pending commands of the entry.
+RECHECKED = ("allowed_params_json", "sources", "calendars")
 CONFIG_ACTOR = "system:config"
 
 
@@ -49,6 +51,8 @@ def entry_view(row: Any) -> dict[str, Any]:
         "schedule": row["schedule"],
         "max_attempts": row["max_attempts"],
         "description": row["description"],
+        "sources": row["sources"],
+        "calendars": row["calendars"],
         "origin": row["origin"],
         "created_at": iso(row["created_at"]),
         "updated_at": iso(row["updated_at"]),
@@ -63,6 +67,18 @@ def params_spec(raw: dict[str, Any]) -> dict[str, Any]:
         name = next((k for k in raw if f"param {k!r}" in str(exc)), None)
         pointer = "/allowed_params_json" + (f"/{name.replace('~', '~0').replace('/', '~1')}" if name else "")
         raise refusal([Violation(pointer, str(exc))]) from None
+
+
+def origins_spec(rules: dict[str, Any]) -> dict[str, Any]:
+    """``rules`` with canonical ``sources``/``calendars`` (when present); 422 pointing at the field."""
+    out = dict(rules)
+    for key in ("sources", "calendars"):
+        if key in out:
+            try:
+                out[key] = normalize_origins(out[key], key)
+            except ValueError as exc:
+                raise refusal([Violation(f"/{key}", str(exc))]) from None
+    return out
 
 
 async def _entry_row(s: AsyncSession, entry_id: int) -> Any:
@@ -140,7 +156,7 @@ async def change_entry(
     refuse are cancelled in this transaction. ``source``, when given, is recorded as the entry's origin.
     """
     # Decided on the request, not on ``before``: a concurrent change may commit first.
-    recheck = "allowed_params_json" in changes
+    recheck = any(k in changes for k in RECHECKED)
     if recheck:
         await queue.lock_pending(s, before["system"], before["action"])
     row = await update_audited(
@@ -198,7 +214,7 @@ async def create_entry(
 ) -> dict[str, Any]:
     """Create an entry through the API (``action`` upper-cased, params checked); 409 if it exists."""
     action = action.upper()
-    rules = {**rules, "allowed_params_json": params_spec(rules["allowed_params_json"])}
+    rules = origins_spec({**rules, "allowed_params_json": params_spec(rules["allowed_params_json"])})
     try:
         async with queue.ctx.db.write() as s:
             row = await add_entry(s, queue, system, action, rules, source="api", principal=principal, origin=origin)
@@ -213,6 +229,7 @@ def _checked_changes(changes: dict[str, Any]) -> dict[str, Any]:
         if changes["allowed_params_json"] is None:
             raise refusal([Violation("/allowed_params_json", "must be an object (use {} to allow no params)")])
         changes["allowed_params_json"] = params_spec(changes["allowed_params_json"])
+    changes = origins_spec(changes)
     for key in ("enabled", "schedule", "description"):
         if key in changes and changes[key] is None:
             raise refusal([Violation(f"/{key}", "may not be null")])
@@ -261,6 +278,8 @@ def _seed_rules(seed: WhitelistSeed) -> dict[str, Any]:
         "schedule": seed.schedule,
         "max_attempts": seed.max_attempts,
         "description": seed.description,
+        "sources": seed.sources,
+        "calendars": seed.calendars,
     }
 
 

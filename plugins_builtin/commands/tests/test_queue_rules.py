@@ -496,7 +496,7 @@ async def test_d_editing_a_scheduled_action_into_text_or_a_note_cancels_its_comm
         assert now[cmds["keep"]["id"]]["status"] == "pending"
         cancels = await helpers.audit(c, entity="command", action="cancel")
         assert sorted(a["entity_id"] for a in cancels) == sorted([str(cmds["plain"]["id"]), str(cmds["note"]["id"])])
-        assert all(a["actor"] == "system:calendar" for a in cancels)
+        assert all(a["actor"] == "source:fake/cal" for a in cancels)
 
         # The plain entry stays an ordinary event; the note is taken as a note and leaves the calendar.
         window = {"calendar_id": "cal", "from": "2000-01-01T00:00:00Z", "to": "2100-01-01T00:00:00Z", "limit": 500}

@@ -222,7 +222,9 @@ async def create_event(
             return Created(200, await _item(ctx, store, existing.id), {"Idempotent-Replayed": "true"})
     else:
         uid = f"api-{uuid.uuid4().hex}@chronos"
-    stored = await intake.ingest(LOCAL_SOURCE, calendar_id, [_draft(body, uid, calendar_id)], actor=principal.key_id)
+    stored = await intake.ingest(
+        LOCAL_SOURCE, calendar_id, [_draft(body, uid, calendar_id)], actor=principal.key_id, principal=principal
+    )
     if not stored:
         again = await _stored_by_uid(ctx, store, calendar_id, uid)
         if again is None:

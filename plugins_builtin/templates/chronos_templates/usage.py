@@ -142,7 +142,7 @@ async def _record_use(
     event = None
     if use.draft is not None:
         stored = await ctx.service(EventIntake).ingest(
-            settings.event_source, use.calendar, [use.draft], actor=principal.key_id, session=s
+            settings.event_source, use.calendar, [use.draft], actor=principal.key_id, session=s, principal=principal
         )
         event = _event_view(stored[0]) if stored else None
     bumped = await s.execute(
