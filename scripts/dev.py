@@ -1,10 +1,15 @@
 #!/usr/bin/env python3
 """Set up a development environment and run the service or the tests.
 
-    python3.11 scripts/dev.py run      # venv + install + serve the demo (SQLite)
+    python3.11 scripts/dev.py run      # venv + install + serve the demo (SQLite) on 127.0.0.1:8000
+    python3.11 scripts/dev.py run --port 8080 --host 0.0.0.0   # options go to `chronos serve`
     python3.11 scripts/dev.py test     # venv + install + the whole suite (SQLite and PostgreSQL)
     python3.11 scripts/dev.py setup    # only create/refresh .venv
     python3.11 scripts/dev.py generate # rewrite schemas/ and config/chronos.example.yaml
+
+`run` replaces itself with the server (exec): Ctrl-C or SIGTERM to its PID stops
+the service, and no process is left holding the port. CHRONOS_CONFIG names
+another config file (default config/demo.yaml).
 
 Only the standard library is used here, so a fresh clone with Python 3.11 is
 enough. Installs are pinned by requirements.lock and skipped when nothing that
@@ -143,8 +148,11 @@ def run(args: list[str]) -> int:
     config = os.environ.get("CHRONOS_CONFIG", str(ROOT / "config" / "demo.yaml"))
     env = dict(os.environ, CHRONOS_CONFIG=config)
     os.chdir(ROOT)
-    log(f"serving with {os.path.relpath(config, ROOT)} on http://127.0.0.1:8000 (API docs at /docs, health at /health)")
-    return subprocess.call([str(BIN / "chronos"), "serve", *args], env=env)
+    # `chronos serve` prints the address it binds (options, config file or environment).
+    log(f"starting chronos serve {' '.join(args)} with {os.path.relpath(config, ROOT)}".replace("  ", " "))
+    chronos = str(BIN / "chronos")
+    # exec, not a child process: signals reach the server itself and nothing is orphaned.
+    os.execve(chronos, [chronos, "serve", *args], env)
 
 
 def test(args: list[str]) -> int:

@@ -8,7 +8,8 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, FastAPI, Query, Request, Response
-from fastapi.responses import JSONResponse
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html, get_swagger_ui_oauth2_redirect_html
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints
 from sqlalchemy import select, text
 
@@ -439,6 +440,74 @@ async def jobs_run(
     return {"job": name, "status": "started"}
 
 
+# -- documentation ----------------------------------------------------------------
+
+#: Swagger UI 5 and ReDoc 2, served by the service itself (no CDN): the files of the
+#: pinned ``fastapi-offline`` distribution (requirements.lock), read in place.
+DOCS_ASSETS = ("swagger-ui-bundle.js", "swagger-ui.css", "redoc.standalone.js", "favicon.png")
+DOCS_ASSET_PATH = "/docs/assets"
+
+
+def _docs_asset_dir() -> Any:
+    import importlib.resources
+
+    return importlib.resources.files("fastapi_offline") / "static"
+
+
+async def docs_asset(name: str) -> Response:
+    if name not in DOCS_ASSETS:
+        raise Problem(404, f"No documentation asset {name!r}", type="not-found")
+    path = _docs_asset_dir() / name
+    return FileResponse(str(path), headers={"Cache-Control": "public, max-age=86400"})
+
+
+async def swagger_ui(request: Request) -> HTMLResponse:
+    return get_swagger_ui_html(
+        openapi_url=request.app.openapi_url,
+        title=f"{request.app.title} - API documentation",
+        swagger_js_url=f"{DOCS_ASSET_PATH}/swagger-ui-bundle.js",
+        swagger_css_url=f"{DOCS_ASSET_PATH}/swagger-ui.css",
+        swagger_favicon_url=f"{DOCS_ASSET_PATH}/favicon.png",
+        oauth2_redirect_url="/docs/oauth2-redirect",
+        # Swagger UI would otherwise send the document to a public validator.
+        swagger_ui_parameters={"validatorUrl": None, "persistAuthorization": True},
+    )
+
+
+async def swagger_ui_redirect() -> HTMLResponse:
+    return get_swagger_ui_oauth2_redirect_html()
+
+
+async def redoc(request: Request) -> HTMLResponse:
+    return get_redoc_html(
+        openapi_url=request.app.openapi_url,
+        title=f"{request.app.title} - API reference",
+        redoc_js_url=f"{DOCS_ASSET_PATH}/redoc.standalone.js",
+        redoc_favicon_url=f"{DOCS_ASSET_PATH}/favicon.png",
+        with_google_fonts=False,
+    )
+
+
+async def root() -> RedirectResponse:
+    return RedirectResponse("/docs", status_code=307)
+
+
+def mount_docs(app: FastAPI) -> None:
+    """``/docs`` (Swagger UI), ``/redoc`` and their assets, all served locally; ``/`` points to ``/docs``.
+
+    The app is created with ``docs_url=None, redoc_url=None`` so FastAPI's CDN pages never mount.
+    """
+    public = [Depends(Public("the API documentation is public, like /openapi.json"))]
+    for path, endpoint in (
+        ("/", root),
+        ("/docs", swagger_ui),
+        ("/docs/oauth2-redirect", swagger_ui_redirect),
+        ("/redoc", redoc),
+        (DOCS_ASSET_PATH + "/{name}", docs_asset),
+    ):
+        app.add_api_route(path, endpoint, methods=["GET"], include_in_schema=False, dependencies=public)
+
+
 def mount_kernel_routes(app: FastAPI) -> None:
     public = [Depends(Public("health and metrics are unauthenticated"))]
     app.add_api_route(
@@ -454,3 +523,4 @@ def mount_kernel_routes(app: FastAPI) -> None:
     )
     for router in (keys_router, audit_router, meta_router, sync_router):
         app.include_router(router, prefix="/api/v1")
+    mount_docs(app)

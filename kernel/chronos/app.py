@@ -177,6 +177,9 @@ def create_app(
         title="Chronos Engine",
         version=__version__,
         lifespan=lifespan,
+        # /docs and /redoc are the kernel's own pages with locally served assets (api.mount_docs).
+        docs_url=None,
+        redoc_url=None,
         responses={
             400: {"model": ProblemModel, "description": "Malformed request"},
             401: {"model": ProblemModel, "description": "Missing, unknown, revoked or expired key"},

@@ -124,10 +124,16 @@ def serve(
             typer.echo(f"config error: {line}", err=True)
         raise typer.Exit(2) from None
     srv = settings.kernel.server
+    bind_host, bind_port = host or srv.host, port or srv.port
+    shown = f"[{bind_host}]" if ":" in bind_host else bind_host
+    typer.echo(
+        f"chronos: serving on http://{shown}:{bind_port} (API docs at /docs, health at /health); Ctrl-C to stop",
+        err=True,
+    )
     uvicorn.run(
         application,
-        host=host or srv.host,
-        port=port or srv.port,
+        host=bind_host,
+        port=bind_port,
         log_config=None,
         access_log=False,
         proxy_headers=False,
