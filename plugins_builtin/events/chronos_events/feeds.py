@@ -12,7 +12,8 @@ token for all calendars also opens each single calendar's feed. Tokens expire
 from __future__ import annotations
 
 import re
-from typing import Annotated
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
 from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, Path, Query, Request, Response
@@ -54,20 +55,56 @@ class FeedAccess:
         return holder
 
 
-def _feed_response(ctx: Context, calendar_id: str | None) -> StreamingResponse:
+def _feed_response(calendar_id: str | None, body: AsyncIterator[bytes]) -> StreamingResponse:
     # Header values are Latin-1: an ASCII fallback name plus the RFC 5987 UTF-8 form.
     raw_name = calendar_id or "all"
     ascii_name = re.sub(r"[^A-Za-z0-9._-]", "_", raw_name)[:100] or "calendar"
     disposition = f"inline; filename=\"{ascii_name}.ics\"; filename*=UTF-8''{quote(raw_name, safe='')}.ics"
     return StreamingResponse(
-        feed_service.feed(ctx, calendar_id),
+        body,
         media_type="text/calendar; charset=utf-8",
         headers={"Content-Disposition": disposition, "Cache-Control": "private, max-age=60"},
     )
 
 
+Series = Annotated[
+    bool | None,
+    Query(
+        description="Publish recurring series as series (RRULE, EXDATE, overrides with RECURRENCE-ID) instead of"
+        " expanded instances (default: events.feed_series)."
+    ),
+]
+
+
+class CalendarOut(BaseModel):
+    id: str = Field(description="The calendar's id.")
+    source: str = Field(description="The source serving it (ics, local …).")
+    name: str
+    configured: bool = Field(description="False: not configured any more, but events are stored.")
+    read_only: bool
+    last_sync_at: str | None = Field(description="End of the last successful sync (UTC).")
+    last_sync_status: str | None = Field(description="Outcome of the last sync run.")
+    last_error: str | None
+    event_count: int
+    feed_url: str = Field(description="Its ICS feed (a key with events.read, or ?token=).")
+
+
+class CalendarList(BaseModel):
+    items: list[CalendarOut]
+
+
+@router.get(
+    "/calendars",
+    response_model=CalendarList,
+    summary="Calendars: configured ones and those with stored events, with last sync and event count",
+)
+async def list_calendars(ctx: Context, _p: Principal = Depends(require_scope("events.read"))) -> dict[str, Any]:
+    return await feed_service.list_calendars(ctx)
+
+
 ICS_RESPONSE = {
-    200: {"description": "An iCalendar (RFC 5545) feed", "content": {"text/calendar": {"schema": {"type": "string"}}}}
+    200: {"description": "An iCalendar (RFC 5545) feed", "content": {"text/calendar": {"schema": {"type": "string"}}}},
+    404: {"description": "No such calendar (neither configured nor holding events)"},
 }
 
 
@@ -77,8 +114,8 @@ ICS_RESPONSE = {
     response_class=StreamingResponse,
     responses=ICS_RESPONSE,
 )
-async def feed_all(ctx: Context, _who: str = Depends(FeedAccess())) -> StreamingResponse:
-    return _feed_response(ctx, None)
+async def feed_all(ctx: Context, series: Series = None, _who: str = Depends(FeedAccess())) -> StreamingResponse:
+    return _feed_response(None, await feed_service.feed(ctx, None, series))
 
 
 @router.get(
@@ -87,8 +124,11 @@ async def feed_all(ctx: Context, _who: str = Depends(FeedAccess())) -> Streaming
     response_class=StreamingResponse,
     responses=ICS_RESPONSE,
 )
-async def feed_one(calendar_id: CalendarId, ctx: Context, _who: str = Depends(FeedAccess())) -> StreamingResponse:
-    return _feed_response(ctx, calendar_id)
+async def feed_one(
+    calendar_id: CalendarId, ctx: Context, series: Series = None, _who: str = Depends(FeedAccess())
+) -> StreamingResponse:
+    """404 for a calendar that is neither configured nor holds events."""
+    return _feed_response(calendar_id, await feed_service.feed(ctx, calendar_id, series))
 
 
 # -- tokens -------------------------------------------------------------------------------

@@ -209,6 +209,7 @@ async def test_ics_feeds_with_keys_and_tokens(chronos_app, api_client):
 
 async def test_feed_of_a_calendar_with_a_non_latin_name(chronos_app, api_client):
     async with chronos_app(plugins=["events"]) as app:
+        await apply(app, [ev("x", NOW + timedelta(days=1), calendar="\u00dd\U00103d86")])
         c = await api_client(app, scopes=["events.read"])
         r = await c.get("/api/v1/calendars/%C3%9D%F4%83%B6%86/feed.ics")
         assert r.status_code == 200, r.text

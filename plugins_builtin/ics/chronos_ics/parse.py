@@ -382,6 +382,10 @@ def _series(comps: list[Any], timezones: list[Any], uid: str, window: Window, x_
     mini.subcomponents.extend(timezones)
     mini.subcomponents.extend(comps)
     lo, hi = window.start - window.shift, window.end - window.shift
+    # The series as the source wrote it, so that feeds can publish it as a series
+    # (not with the demo shift: the instances would no longer match it).
+    series = None if window.shift else _series_lines(comps)
+    overrides = {recurrence_id(c.decoded("RECURRENCE-ID")) for c in comps if "RECURRENCE-ID" in c}
     drafts = out.drafts
     deleted = out.deleted
     count = 0
@@ -401,8 +405,31 @@ def _series(comps: list[Any], timezones: list[Any], uid: str, window: Window, x_
         if _text(occ, "STATUS").strip().upper() == "CANCELLED":
             deleted.append((uid, rid))
             continue
-        drafts.append(_draft(occ, uid, rid, start, end, window, x_wr))
+        draft = _draft(occ, uid, rid, start, end, window, x_wr)
+        if series is not None:
+            draft.metadata["series"] = {"master": series, "override": rid in overrides}
+        drafts.append(draft)
         out.instances += 1
+
+
+#: The master's properties that define a series (stored as content lines).
+SERIES_PROPS = ("DTSTART", "DTEND", "DURATION", "RRULE", "RDATE", "EXDATE", "EXRULE")
+
+
+def _series_lines(comps: list[Any]) -> list[str] | None:
+    """The content lines that define the series (DTSTART, DTEND/DURATION, RRULE, RDATE,
+    EXDATE of the master), or None when the group has no master."""
+    master = next((c for c in comps if "RECURRENCE-ID" not in c and ("RRULE" in c or "RDATE" in c)), None)
+    if master is None:
+        return None
+    lines: list[str] = []
+    for name in SERIES_PROPS:
+        value = master.get(name)
+        if value is None:
+            continue
+        for one in value if isinstance(value, list) else [value]:
+            lines.append(str(master.content_line(name, one)))
+    return lines
 
 
 # -- the fast path for plain single events -------------------------------------------------

@@ -33,7 +33,7 @@ from chronos_ics.parse import CalendarFormatError, Parsed, Split, Window, chunks
 from chronos_ics.settings import IcsCalendar, IcsSettings, default_workers
 
 #: Bump when parsing changes what a file yields: cached "not modified" answers are then ignored.
-PARSER_VERSION = 1
+PARSER_VERSION = 2  # 2: series instances carry metadata["series"]
 
 
 def _monday(day: date) -> date:
