@@ -202,7 +202,7 @@ def chunks(groups: list[Group], size: int) -> list[list[Group]]:
 # -- parsing (runs in worker processes) --------------------------------------------------
 
 
-def _utc_key(value: date | datetime) -> datetime:
+def utc_key(value: date | datetime) -> datetime:
     """A comparable UTC instant for windows (floating times read as UTC)."""
     if isinstance(value, datetime):
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
@@ -391,7 +391,7 @@ def _series(comps: list[Any], timezones: list[Any], uid: str, window: Window, x_
     count = 0
     for occ in recurring_ical_events.of(mini).after(lo):
         start = occ.decoded("DTSTART")
-        if _utc_key(start) >= hi:
+        if utc_key(start) >= hi:
             break
         count += 1
         if count > window.max_instances:

@@ -95,6 +95,13 @@ class IcsSettings(BaseModel):
         le=1_000_000,
         description="A recurring event expanding to more instances inside the window is reported as an error.",
     )
+    max_instances_per_calendar: int = Field(
+        100_000,
+        ge=1,
+        le=10_000_000,
+        description="A calendar expanding to more events and instances inside the window syncs the first this many"
+        " in time order; the run reports the rest as an error.",
+    )
 
     @field_validator("proxy")
     @classmethod

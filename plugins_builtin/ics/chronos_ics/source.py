@@ -29,11 +29,43 @@ from typing import Any
 from chronos.plugin import CalendarSpec, EventDraft, Source, SourceBatch, SourceError
 
 from chronos_ics.fetch import download, read_file
-from chronos_ics.parse import CalendarFormatError, Parsed, Split, Window, chunks, decode, parse_groups, split_calendar
+from chronos_ics.parse import (
+    CalendarFormatError,
+    Parsed,
+    Split,
+    Window,
+    chunks,
+    decode,
+    parse_groups,
+    split_calendar,
+    utc_key,
+)
 from chronos_ics.settings import IcsCalendar, IcsSettings, default_workers
 
 #: Bump when parsing changes what a file yields: cached "not modified" answers are then ignored.
 PARSER_VERSION = 2  # 2: series instances carry metadata["series"]
+
+
+#: The uid a run's error names when a calendar is over ``max_instances_per_calendar``.
+OVER_CAP_UID = "(calendar)"
+
+
+def _order_key(d: EventDraft) -> tuple[datetime, str, str]:
+    return (utc_key(d.start), d.uid, d.recurrence_id or "")
+
+
+def _first_in_time(
+    sent: list[tuple[datetime, str, str]], held: list[EventDraft], cap: int
+) -> tuple[list[EventDraft], list[tuple[str, str]], datetime]:
+    """Of everything (``sent`` already, ``held`` back), the first ``cap`` in time order:
+    the held drafts among them, the sent keys beyond them, and the last start kept."""
+    entries: list[tuple[tuple[datetime, str, str], EventDraft | None]] = [(k, None) for k in sent]
+    entries += [(_order_key(d), d) for d in held]
+    entries.sort(key=lambda e: e[0])
+    keep, drop = entries[:cap], entries[cap:]
+    drafts = [d for _, d in keep if d is not None]
+    dropped = [(k[1], k[2]) for k, d in drop if d is None]
+    return drafts, dropped, keep[-1][0][0]
 
 
 def _monday(day: date) -> date:
@@ -92,6 +124,7 @@ class IcsSource(Source):
             "tz": cfg.default_timezone,
             "shift": window.shift.days,
             "max": window.max_instances,
+            "cap": self.settings.max_instances_per_calendar,
             "where": cfg.path or cfg.url,
         }
         return hashlib.sha256(json.dumps(relevant, sort_keys=True, default=str).encode()).hexdigest()[:16]
@@ -139,15 +172,45 @@ class IcsSource(Source):
             yield batch
 
     async def _batches(self, split: Split, window: Window, cursor: dict[str, Any]) -> AsyncIterator[SourceBatch]:
+        """Batches of what the parser yields, streamed while the calendar stays within
+        ``max_instances_per_calendar``. Past it, the rest is held back: the first that
+        many instances in time order are synced, those sent earlier that fall beyond
+        them are deleted again, and the run reports an error."""
         size = self.settings.batch_size
+        cap = self.settings.max_instances_per_calendar
         drafts: list[EventDraft] = []
         deleted: list[tuple[str, str]] = []
         errors: list[tuple[str, str]] = []
+        sent: list[tuple[datetime, str, str]] = []
+        held: list[EventDraft] | None = None
+        total = 0
         async for parsed in self._parse(split, window):
-            drafts += parsed.drafts
             deleted += parsed.deleted
             errors += parsed.errors
+            total += len(parsed.drafts)
+            if held is None and total > cap:
+                held = drafts
+                drafts = []
+            if held is not None:
+                held += parsed.drafts
+                continue
+            drafts += parsed.drafts
             while len(drafts) >= size:
+                sent.extend(_order_key(d) for d in drafts[:size])
+                yield SourceBatch(drafts=drafts[:size], deleted=deleted, errors=errors, full=True)
+                drafts, deleted, errors = drafts[size:], [], []
+        if held is not None:
+            drafts, dropped, last = _first_in_time(sent, held, cap)
+            deleted += dropped
+            errors.append(
+                (
+                    OVER_CAP_UID,
+                    f"the calendar expands to {total} events and instances inside the sync window, more than"
+                    f" ics.max_instances_per_calendar ({cap}); synced the first {cap} in time order"
+                    f" (up to {last.isoformat()}); narrow the window (horizon_days, past_days) or raise the limit",
+                )
+            )
+            while len(drafts) > size:
                 yield SourceBatch(drafts=drafts[:size], deleted=deleted, errors=errors, full=True)
                 drafts, deleted, errors = drafts[size:], [], []
         yield SourceBatch(drafts=drafts, deleted=deleted, errors=errors, full=True, complete=True, cursor=cursor)
