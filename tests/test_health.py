@@ -1,4 +1,5 @@
-"""GET /health: every check its own timed block; ok, degraded and 503."""
+"""GET /health: every check its own timed block; ok, degraded and 503 (the detailed report, read with
+``health.read``; tests/test_public_surface.py covers the answer without a key)."""
 
 from __future__ import annotations
 
@@ -8,13 +9,16 @@ from sqlalchemy import update
 
 from chronos.db.base import utcnow
 from chronos.db.models import JobHeartbeat
-from chronos.testing import client
+from chronos.testing import client, create_test_key
 from kernel_support import make_plugin, wait_until
 
+ADMIN_KEY = "b2" * 24
 
-async def health(app):
-    async with client(app) as c:
-        r = await c.get("/health")  # no key: health is public
+
+async def health(app, secret=None):
+    secret = secret or await create_test_key(app, ["health.read"])
+    async with client(app, secret) as c:
+        r = await c.get("/health")
         return r.status_code, r.json()
 
 
@@ -62,15 +66,17 @@ async def test_stale_heartbeat_is_503(chronos_app):
         assert "older than 60s" in jobs["detail"]
 
 
-async def test_unreachable_database_is_503(chronos_app, db_backend, tmp_path):
+async def test_unreachable_database_is_503(chronos_app, db_backend, tmp_path, monkeypatch):
     if db_backend == "sqlite":
         blocker = tmp_path / "not-a-directory"
         blocker.write_text("")
         url = f"sqlite+aiosqlite:///{blocker}/chronos.db"
     else:
         url = "postgresql+asyncpg://postgres@127.0.0.1:1/test"  # nothing listens on port 1
-    async with chronos_app(config={"database": {"url": url, "migrate_on_start": False}}) as app:
-        code, body = await health(app)
+    config = {"database": {"url": url, "migrate_on_start": False}}
+    monkeypatch.setenv("CHRONOS_ADMIN_KEY", ADMIN_KEY)
+    async with chronos_app(config=config) as app:
+        code, body = await health(app, ADMIN_KEY)  # no database to hold a key: the bootstrap key
         assert code == 503 and body["status"] == "error"
         assert body["checks"]["database"]["status"] == "error" and body["checks"]["database"]["error"]
         assert "jobs" not in body["checks"]  # checks needing the database are not attempted

@@ -307,7 +307,7 @@ async def test_registered_job_runs_on_demand_and_is_listed(chronos_app, api_clie
 async def test_health_checks_become_blocks_of_health(chronos_app, api_client, health, critical, status, code):
     async with chronos_app(plugins=[("kitchen", kitchen([], health=health, critical=critical))]) as app:
         await wait_until(lambda: app.state.chronos.jobs.last_beat, what="first heartbeat")
-        c = await api_client(app, scopes=["events.read"])
+        c = await api_client(app, scopes=["events.read", "health.read"])
         r = await c.get("/health")
         assert r.status_code == code, r.text
         body = r.json()

@@ -15,6 +15,8 @@ import pytest
 
 from kernel_support import CHRONOS, ROOT, clean_env, db_config, write_config
 
+ADMIN_KEY = "a1" * 24
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -39,7 +41,7 @@ def test_serve_migrates_answers_and_stops_gracefully(database, tmp_path):
     proc = subprocess.Popen(
         [CHRONOS, "serve", "--config", str(cfg), "--port", str(port)],
         cwd=ROOT,
-        env=clean_env(),
+        env=clean_env(CHRONOS_ADMIN_KEY=ADMIN_KEY),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -49,7 +51,10 @@ def test_serve_migrates_answers_and_stops_gracefully(database, tmp_path):
         body = None
         while time.monotonic() < deadline and proc.poll() is None:
             try:
-                r = httpx.get(f"http://127.0.0.1:{port}/health", timeout=2)
+                # The detailed report needs health.read (the bootstrap admin key has every scope).
+                r = httpx.get(
+                    f"http://127.0.0.1:{port}/health", headers={"Authorization": f"Bearer {ADMIN_KEY}"}, timeout=2
+                )
                 body = r.json()
                 if body["checks"].get("jobs", {}).get("status") == "ok":
                     break

@@ -101,7 +101,7 @@ async def test_list_runs_filters_and_pages(chronos_app, api_client):
 async def test_health_shows_the_last_sync_and_degrades_on_failure(chronos_app, api_client):
     src = source_with("cal", "other")
     async with chronos_app(plugins=pipeline_plugins(src)) as app:
-        c = await api_client(app, scopes=["events.read"])
+        c = await api_client(app, scopes=["events.read", "health.read"])
         block = (await c.get("/health")).json()["checks"]["sync"]
         assert block["calendars"]["fake/cal"]["status"] == "never synced"
         pipe = pipeline_of(app)

@@ -15,7 +15,7 @@ from sqlalchemy import select, text
 
 from chronos import __version__, metrics
 from chronos.audit import record_audit
-from chronos.auth import Principal, Public, current_context, origin_of, require_scope
+from chronos.auth import Principal, Public, authenticate, current_context, origin_of, require_scope
 from chronos.context import PluginContext
 from chronos.db.models import AuditEntry, JobHeartbeat, JobRun
 from chronos.errors import Problem, ProblemModel
@@ -199,7 +199,18 @@ async def _check_jobs(ctx: Any) -> HealthResult:
     return HealthResult("ok", detail)
 
 
+async def _detailed_health(request: Request) -> bool:
+    """True for a key with ``health.read`` (``admin`` implies it); no key: False; an invalid key: 401."""
+    if not (request.headers.get("authorization") or request.headers.get("x-api-key")):
+        return False
+    principal = await authenticate(request)
+    return principal.has("health.read")
+
+
 async def health(request: Request) -> JSONResponse:
+    """Without a key: ``status`` and each check's status (what a load balancer needs). With a key holding
+    ``health.read``: the detailed report (errors, versions, calendars, plugins, runner hosts)."""
+    detailed = await _detailed_health(request)
     ctx = current_context(request)
     host = _runtime(request).host
     checks: dict[str, dict[str, Any]] = {}
@@ -227,6 +238,9 @@ async def health(request: Request) -> JSONResponse:
         status, code = "degraded", 200
     else:
         status, code = "ok", 200
+    if not detailed:
+        minimal = {name: {"status": check.get("status")} for name, check in checks.items()}
+        return JSONResponse({"status": status, "checks": minimal}, status_code=code)
     return JSONResponse({"status": status, "version": __version__, "checks": checks}, status_code=code)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import re
 import time
@@ -17,7 +18,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from chronos import __version__, api, metrics
-from chronos.auth import route_scope
+from chronos.auth import authenticate, route_scope
 from chronos.errors import (
     PROBLEM_MEDIA_TYPE,
     Problem,
@@ -150,6 +151,58 @@ class RequestContextMiddleware:
         return wrapped
 
 
+def _is_loopback(host: str) -> bool:
+    if host.strip("[]").lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def private_paths(settings: Settings) -> tuple[str, ...]:
+    """The unauthenticated endpoints the settings keep private: they need ``admin`` or ``metrics.read``."""
+    server = settings.kernel.server
+    metrics_public = _is_loopback(server.host) if server.public_metrics == "loopback" else server.public_metrics
+    out: list[str] = [] if metrics_public else ["/metrics"]
+    if not server.public_docs:
+        out += ["/openapi.json", "/docs", "/redoc"]
+    return tuple(out)
+
+
+class PrivateEndpointsMiddleware:
+    """``/metrics`` and the API documentation behind a key when the settings say so (any way they are served)."""
+
+    SCOPE = "metrics.read"
+
+    def __init__(self, app: ASGIApp, paths: tuple[str, ...]) -> None:
+        self.app = app
+        self.paths = paths
+
+    def _private(self, path: str) -> bool:
+        if path.startswith("/docs/assets/"):  # the documentation's static files hold nothing of this service
+            return False
+        return any(path == p or path.startswith(p + "/") for p in self.paths)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not self.paths or not self._private(scope.get("path", "")):
+            await self.app(scope, receive, send)
+            return
+        from starlette.requests import Request
+
+        request = Request(scope)
+        try:
+            principal = await authenticate(request)
+            if not principal.has(self.SCOPE):
+                raise Problem(
+                    403, f"This key lacks the scope {self.SCOPE!r}", type="forbidden", required_scope=self.SCOPE
+                )
+        except Problem as problem:
+            await problem_response(problem, request)(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+
 def create_app(
     settings: Settings | None = None,
     plugins: Iterable[PluginSpec] | None = None,
@@ -194,6 +247,8 @@ def create_app(
     app.state.chronos = runtime.ctx
     app.openapi = _problem_openapi(app)  # type: ignore[method-assign]
     install_handlers(app)
+    # Inside the request-context middleware: its answers carry the request id and are logged.
+    app.add_middleware(PrivateEndpointsMiddleware, paths=private_paths(settings))
     app.add_middleware(
         RequestContextMiddleware,
         max_body=settings.kernel.server.max_body_bytes,

@@ -114,6 +114,8 @@ def serve(
     overrides: dict[str, Any] = {}
     if no_migrate:
         overrides["database"] = {"migrate_on_start": False}
+    if host:  # the bound address decides whether server.public_metrics: loopback serves /metrics without a key
+        overrides["server"] = {"host": host}
     settings = _settings(config, **overrides)
     try:
         application = create_app(settings, run_jobs=False if no_jobs else None)

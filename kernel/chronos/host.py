@@ -54,6 +54,8 @@ KERNEL_SCOPES = {
     "events.read": "Read events, notes, links, templates and sync runs",
     "events.write": "Create, change and delete events; start syncs",
     "admin": "Everything, including keys, whitelists, workflows, plugins and the audit log",
+    "health.read": "The detailed GET /health report: check errors, calendars, versions, plugins, runner hosts",
+    "metrics.read": "GET /metrics, /docs and /openapi.json when server.public_metrics / public_docs keep them private",
 }
 
 #: register_* hooks other than settings, with the record type each must return.

@@ -62,6 +62,7 @@ from chronos.db.sync_models import SyncRun, SyncState
 from chronos.exceptions import InvalidInput
 from chronos.identity import Principal
 from chronos.records import Job, JobContext, SyncTrigger
+from chronos.redact import redact_urls
 
 if TYPE_CHECKING:  # pragma: no cover
     from chronos.context import PluginContext
@@ -100,9 +101,11 @@ class StageFailure(Exception):
 
 
 def _describe(exc: BaseException) -> str:
+    """A source's or stage's error as runs, logs and the API show it: URLs reduced to scheme and host
+    (a private feed's secret is in its path or query string)."""
     if isinstance(exc, SourceError):
-        return str(exc)[:1000]
-    return f"{type(exc).__name__}: {exc}"[:1000]
+        return redact_urls(str(exc))[:1000]
+    return redact_urls(f"{type(exc).__name__}: {exc}")[:1000]
 
 
 @dataclass
@@ -121,7 +124,7 @@ class ItemFailure:
             "name": self.name,
             "uid": self.uid,
             "recurrence_id": self.recurrence_id,
-            "message": self.message,
+            "message": redact_urls(self.message),
         }
 
 
@@ -625,6 +628,8 @@ class SyncPipeline:
             first = tally.errors[0] if tally.errors else {}
             where = f"{first.get('stage')} {first.get('plugin')}"
             error = f"{tally.failed} item(s) failed; first: {where}: {first.get('message')}"
+        if error:
+            error = redact_urls(error)
         state_values: dict[str, Any] = {"last_run_id": run_id, "last_status": status, "updated_at": now}
         if status == "ok":
             state_values.update(last_success_at=now, last_error=None)

@@ -37,7 +37,13 @@ def redact_urls(text: str) -> str:
     """``text`` with every URL in it reduced to its scheme and host."""
     if "://" not in text:
         return text
-    return URL_RE.sub(lambda m: redact_url(m.group(0)), text)
+
+    def one(match: re.Match[str]) -> str:
+        url = match.group(0)
+        trail = len(url) - len(url.rstrip(".,;:!?)]}"))  # punctuation after the URL stays
+        return redact_url(url[: len(url) - trail]) + url[len(url) - trail :]
+
+    return URL_RE.sub(one, text)
 
 
 def hide_password(url: str) -> str:

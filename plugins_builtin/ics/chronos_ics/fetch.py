@@ -2,8 +2,9 @@
 
 Both return ``(data, validators)``; ``data is None`` means "not modified"
 (same mtime and size, or HTTP 304). Every failure is a ``SourceError`` with a
-message an operator can act on; URLs in messages are redacted (no user info,
-no query string: private feed URLs carry their token there).
+message an operator can act on; URLs in messages are redacted to scheme and
+host (no user info, path or query string: private feed URLs carry their
+secret there; the run names the calendar).
 """
 
 from __future__ import annotations
@@ -21,13 +22,13 @@ USER_AGENT = "chronos-engine-ics/0.1"
 
 
 def redact(url: str) -> str:
-    """``scheme://host[:port]/path`` — what is safe to show in runs and logs."""
+    """``scheme://host[:port]`` — what is safe to show in runs and logs."""
     try:
         parts = urlsplit(url)
         host = parts.hostname or ""
         if parts.port:
             host = f"{host}:{parts.port}"
-        return urlunsplit((parts.scheme, host, parts.path, "…" if parts.query else "", ""))
+        return urlunsplit((parts.scheme, host, "", "", ""))
     except ValueError:
         return "<invalid URL>"
 

@@ -43,7 +43,7 @@ async def test_redirects_are_followed_up_to_the_limit(feed_server):
 @pytest.mark.parametrize(
     ("path", "message"),
     [
-        ("/missing.ics", r"HTTP 404 Not Found from http://127\.0\.0\.1:\d+/missing\.ics"),
+        ("/missing.ics", r"HTTP 404 Not Found from http://127\.0\.0\.1:\d+$"),
         ("/big", r"announces 200,017 B, more than the limit of 100,000 B"),
         ("/big-stream", r"sent more than the limit of 100,000 B"),
     ],
@@ -61,13 +61,13 @@ async def test_slow_servers_hit_the_total_timeout(feed_server):
 async def test_unreachable_hosts_fail_clearly():
     from ics_support import free_port
 
-    with pytest.raises(SourceError, match=r"cannot connect to http://127\.0\.0\.1:\d+/cal\.ics"):
+    with pytest.raises(SourceError, match=r"cannot connect to http://127\.0\.0\.1:\d+: "):
         await download(f"http://127.0.0.1:{free_port()}/cal.ics?token=s3cret", **LIMITS)
 
 
 def test_urls_are_redacted_in_messages():
     assert redact("https://user:pw@cal.example.org:8443/feed/x.ics?token=s3cret#frag") == (
-        "https://cal.example.org:8443/feed/x.ics?…"
+        "https://cal.example.org:8443"
     )
 
 

@@ -45,7 +45,7 @@ async def test_the_demo_calendar(chronos_app, api_client):
     async with chronos_app(plugins=PLUGINS, config=config(cal)) as app:
         run = await sync(app, "demo")
         assert (run.status, run.failed, run.error) == ("ok", 0, None) and run.added > 30
-        c = await api_client(app, scopes=["events.read"])
+        c = await api_client(app, scopes=["events.read", "health.read"])
         items = await events_of(c, "demo")
         by_uid: dict[str, list[dict]] = {}
         for e in items:
@@ -131,7 +131,7 @@ async def test_a_broken_file_keeps_the_last_good_data(chronos_app, api_client, t
     path.write_text(ics(single("a", "Alpha"), single("b", "Beta")))
     async with chronos_app(plugins=PLUGINS, config=config({"id": "team", "path": str(path)})) as app:
         await sync(app, "team")
-        c = await api_client(app, scopes=["events.read"])
+        c = await api_client(app, scopes=["events.read", "health.read"])
         for content, message in [
             ("<html>maintenance</html>", "not an iCalendar file"),
             ("BEGIN:VCALENDAR\r\nBEGIN:VEVENT\r\nUID:a\r\n", "END:VCALENDAR is missing"),

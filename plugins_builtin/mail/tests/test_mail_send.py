@@ -254,7 +254,8 @@ async def test_list_and_cursor(chronos_app, api_client, smtpd, mail_config):
         assert (await c.get("/api/v1/mail/deliveries", params={"cursor": "forged"})).status_code == 400
         assert (await c.get("/api/v1/mail/deliveries", params={"status": "bogus"})).status_code == 422
         assert (await c.get("/api/v1/mail/deliveries/999999")).status_code == 404
-        health = (await c.get("/health")).json()["checks"]["mail.queue"]
+        monitor = await api_client(app, scopes=["health.read"])
+        health = (await monitor.get("/health")).json()["checks"]["mail.queue"]
         assert health["status"] == "ok" and health["configured"] is True and "queued" in health
         reader = await api_client(app, scopes=["events.read"])
         assert (await reader.get("/api/v1/mail/deliveries")).status_code == 403
