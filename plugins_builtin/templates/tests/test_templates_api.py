@@ -372,7 +372,7 @@ class RecordingIntake(EventIntake):
         self.calls: list = []
         self.stored: dict = {}
 
-    async def ingest(self, source, calendar_id, drafts, *, actor=None, session=None):
+    async def ingest(self, source, calendar_id, drafts, *, actor=None, session=None, principal=None):
         from datetime import UTC, date, datetime, timedelta
 
         from chronos.plugin import CanonicalEvent
