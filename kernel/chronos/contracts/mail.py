@@ -199,6 +199,24 @@ class TemplateRenderer(ABC):
         schema first; error pointers start with ``pointer_prefix``.
         """
 
+    async def render_string(self, source: str, variables: Mapping[str, Any], *, native: bool = False) -> Any:
+        """Render one small text template (not a stored one) with ``variables``.
+
+        For plugins that let users write short templates of their own (a
+        workflow's params, a subject line): the same sandbox, time and output
+        budget and render pool as stored templates, so a template can neither
+        escape nor block the event loop. Returns the text; with
+        ``native=True`` a source that is exactly one ``{{ expression }}``
+        returns the expression's value as JSON (a number, list, object, null…)
+        instead. Raises :class:`TemplateRenderError` when the source does not
+        compile, reads an undefined variable, does something unsafe, exceeds
+        a limit or produces a non-JSON value (its ``errors`` carry ``detail``
+        and ``kind``: undefined, unsafe, limit or error), ``Unavailable`` when
+        the render pool stays saturated. The default raises
+        ``NotImplementedError`` (a renderer for stored templates only).
+        """
+        raise NotImplementedError
+
 
 class MailQueue(ABC):
     """Queues outgoing mail for background delivery (provided by ``mail``).

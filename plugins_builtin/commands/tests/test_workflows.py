@@ -6,12 +6,14 @@ import asyncio
 from datetime import datetime, timedelta
 
 import pytest
-from jinja2 import TemplateError
-from jinja2.sandbox import SecurityError
 from sqlalchemy import text
 
-from chronos_commands.workflows import render, template_errors
+from chronos.plugin import TemplateRenderer, TemplateRenderError
 
+from chronos_commands.workflows import render, render_plain, template_errors
+
+# Workflow templates render in the templates plugin's sandbox and pool.
+WITH_TEMPLATES = ("commands", "templates")
 PING = {"target_system": "homeserver", "command": "PING", "params": {"n": "7", "text": "hi"}}
 
 
@@ -41,7 +43,7 @@ async def _commands(c, **params):
 
 
 async def test_a_completion_enqueues_the_follow_up_once(commands_app, api_client, helpers):
-    async with commands_app() as app:
+    async with commands_app(WITH_TEMPLATES) as app:
         admin = await api_client(app, scopes=["admin"])
         c = await api_client(app, scopes=["commands.manage"])
         rule = await _rule(
@@ -81,7 +83,7 @@ async def test_a_completion_enqueues_the_follow_up_once(commands_app, api_client
 
 
 async def test_failure_rules_fire_on_final_failure_only(commands_app, api_client, helpers):
-    async with commands_app(default_max_attempts=2) as app:
+    async with commands_app(WITH_TEMPLATES, default_max_attempts=2) as app:
         admin = await api_client(app, scopes=["admin"])
         c = await api_client(app, scopes=["commands.manage"])
         await _rule(
@@ -118,7 +120,7 @@ async def test_failure_rules_fire_on_final_failure_only(commands_app, api_client
 
 
 async def test_a_loop_stops_at_the_depth_limit_and_is_audited(commands_app, api_client, helpers):
-    async with commands_app(workflow_max_depth=3) as app:
+    async with commands_app(WITH_TEMPLATES, workflow_max_depth=3) as app:
         admin = await api_client(app, scopes=["admin"])
         c = await api_client(app, scopes=["commands.manage"])
         await _rule(
@@ -169,7 +171,7 @@ async def test_a_loop_stops_at_the_depth_limit_and_is_audited(commands_app, api_
 
 
 async def test_broken_or_refused_follow_ups_are_audited_and_do_not_block(commands_app, api_client, helpers):
-    async with commands_app() as app:
+    async with commands_app(WITH_TEMPLATES) as app:
         admin = await api_client(app, scopes=["admin"])
         c = await api_client(app, scopes=["commands.manage"])
         await _rule(admin, name="missing var", params_template_json={"note": "{{ result.nothing.here }}"})
@@ -187,8 +189,8 @@ async def test_broken_or_refused_follow_ups_are_audited_and_do_not_block(command
         assert [x["params"] for x in follow] == [{"room": "hall"}]
         errors = await helpers.audit(admin, entity="workflow", action="template_error")
         assert len(errors) == 4
-        assert any("UndefinedError" in e["change"]["reason"] for e in errors)
-        assert any("SecurityError" in e["change"]["reason"] for e in errors)
+        assert any("undefined:" in e["change"]["reason"] for e in errors)
+        assert any("unsafe:" in e["change"]["reason"] for e in errors)
         rejected = await helpers.audit(admin, entity="workflow", action="rejected")
         assert len(rejected) == 1 and "/params/room" in rejected[0]["change"]["reason"]
 
@@ -196,7 +198,7 @@ async def test_broken_or_refused_follow_ups_are_audited_and_do_not_block(command
 async def test_a_template_rendering_unstorable_params_does_not_fail_the_batch(commands_app, api_client, helpers):
     # PostgreSQL cannot store NUL in text or JSON: quoting the refused params in the audit row
     # used to abort the group-commit transaction, failing every completion that shared it.
-    async with commands_app() as app:
+    async with commands_app(WITH_TEMPLATES) as app:
         admin = await api_client(app, scopes=["admin"])
         c = await api_client(app, scopes=["commands.manage"])
         await _rule(admin, name="nul", params_template_json={"note": "{{ '\\x00' }}"})
@@ -228,7 +230,7 @@ async def test_a_template_rendering_unstorable_params_does_not_fail_the_batch(co
 
 
 async def test_a_firing_that_fails_in_the_database_is_isolated(commands_app, api_client, helpers, monkeypatch):
-    async with commands_app() as app:
+    async with commands_app(WITH_TEMPLATES) as app:
         admin = await api_client(app, scopes=["admin"])
         c = await api_client(app, scopes=["commands.manage"])
         broken = await _rule(admin, name="broken", params_template_json={"room": "kitchen"})
@@ -285,7 +287,7 @@ async def test_a_firing_that_fails_in_the_database_is_isolated(commands_app, api
 
 
 async def test_workflow_crud(commands_app, api_client):
-    async with commands_app() as app:
+    async with commands_app(WITH_TEMPLATES) as app:
         admin = await api_client(app, scopes=["admin"])
         rule = await _rule(admin, trigger_command="ping", action_command="light")
         assert rule["trigger_command"] == "PING" and rule["action_command"] == "LIGHT"
@@ -341,41 +343,95 @@ async def test_workflow_crud(commands_app, api_client):
 # -- the template sandbox (pure) ----------------------------------------------------------------
 
 
-def test_single_expressions_keep_their_json_type():
+async def _renderer(chronos_app):
+    async with chronos_app(plugins=["templates"]) as app:
+        yield app.state.chronos.service(TemplateRenderer)
+
+
+async def test_single_expressions_keep_their_json_type(chronos_app):
     ctx = {"params": {"n": "3"}, "result": {"count": 4, "items": [1, 2], "ok": True, "none": None}}
-    out = render(
-        {
-            "a": "{{ result.count }}",
-            "b": "{{ result['items'] }}",
-            "c": " {{ result.ok }} ",
-            "d": "{{ result.none }}",
-            "e": "n={{ params.n }}",
-            "f": ["{{ params.n | int + 1 }}", 5],
-            "g": "{{ result.count }}{{ result.count }}",
-        },
-        ctx,
-    )
+    template = {
+        "a": "{{ result.count }}",
+        "b": "{{ result['items'] }}",
+        "c": " {{ result.ok }} ",
+        "d": "{{ result.none }}",
+        "e": "n={{ params.n }}",
+        "f": ["{{ params.n | int + 1 }}", 5],
+        "g": "{{ result.count }}{{ result.count }}",
+    }
+    async for renderer in _renderer(chronos_app):
+        out = await render(template, ctx, renderer)
     assert out == {"a": 4, "b": [1, 2], "c": True, "d": None, "e": "n=3", "f": [4, 5], "g": "44"}
 
 
-@pytest.mark.parametrize(
-    "template",
-    [
-        "{{ missing }}",
-        "{{ ''.__class__ }}",
-        "{{ params.__class__.__init__.__globals__ }}",
-        "{{ 'a' * 20000 }}",
-        "{{ [1] * 20000 }}",
-        "{{ 2 ** 1000 }}",
-        "{% for i in range(100000) %}x{% endfor %}",
-        "{{ params.pop('n') }}",
-        "{{ params.items }}",
-        "{% for i in range(1000) %}{{ 'x' * 10 }}{% endfor %}",
-    ],
-)
-def test_the_sandbox_refuses(template):
-    with pytest.raises((TemplateError, SecurityError, ValueError)):
-        render({"x": template}, {"params": {"n": "1"}})
+SANDBOX_REFUSES = [
+    "{{ missing }}",
+    "{{ ''.__class__ }}",
+    "{{ params.__class__.__init__.__globals__ }}",
+    "{{ 'a' * 20000 }}",
+    "{{ [1] * 20000 }}",
+    "{% for i in range(100000) %}x{% endfor %}",
+    "{{ params.pop('n') }}",
+    "{{ params.items }}",
+    "{% for i in range(1000) %}{{ 'x' * 10 }}{% endfor %}",
+    # Work the old in-process renderer did on the event loop, unbounded in time:
+    "{% for i in range(1000) %}{% for j in range(1000) %}{% endfor %}{% endfor %}",
+]
+
+
+@pytest.mark.backends("sqlite")
+async def test_the_sandbox_refuses(chronos_app):
+    async for renderer in _renderer(chronos_app):
+        for template in SANDBOX_REFUSES:
+            with pytest.raises((TemplateRenderError, ValueError)):
+                await render({"x": template}, {"params": {"n": "1"}}, renderer)
+
+
+def test_without_the_templates_plugin_only_plain_substitutions_render():
+    ctx = {"params": {"n": "3", "room": "hall"}, "result": {"count": 4, "items": [1, {"a": "b"}]}, "id": 9}
+    assert render_plain("{{ result.count }}", ctx) == 4
+    assert render_plain(" {{ result['items'][1].a }} ", ctx) == "b"
+    assert render_plain("PING {{ id }} in {{ params.room }}", ctx) == "PING 9 in hall"
+    for template in ("{{ params.room | upper }}", "{{ 2 ** 1000 }}", "{% for i in range(9) %}{% endfor %}"):
+        with pytest.raises(ValueError, match="templates plugin"):
+            render_plain(template, ctx)
+    with pytest.raises(ValueError, match="undefined"):
+        render_plain("{{ result.nothing }}", ctx)
+
+
+async def test_workflow_params_render_in_the_bounded_sandbox(commands_app, api_client, helpers):
+    """A rule's template runs in the templates plugin's sandbox: heavy work is stopped, not run."""
+    async with commands_app(WITH_TEMPLATES) as app:
+        admin = await api_client(app, scopes=["admin"])
+        c = await api_client(app, scopes=["commands.manage"])
+        loops = "{% for i in range(1000) %}{% for j in range(1000) %}{% endfor %}{% endfor %}"
+        await _rule(admin, name="busy", params_template_json={"room": "hall", "note": loops})
+        await _rule(admin, name="fine", params_template_json={"room": "{{ params.text | lower }}"})
+        item = await _run(c, PING)
+        r = await c.post(
+            f"/api/v1/commands/{item['id']}/complete", json={"result": {}, "lease_token": item["lease_token"]}
+        )
+        assert r.status_code == 200, r.text
+        assert [x["params"] for x in await _commands(c) if x["command"] == "LIGHT"] == [{"room": "hi"}]
+        (error,) = await helpers.audit(admin, entity="workflow", action="template_error")
+        assert error["change"]["workflow"] == "busy" and "limit" in error["change"]["reason"]
+
+
+async def test_without_the_templates_plugin_workflows_substitute_plainly(commands_app, api_client, helpers):
+    async with commands_app() as app:
+        admin = await api_client(app, scopes=["admin"])
+        c = await api_client(app, scopes=["commands.manage"])
+        await _rule(admin, name="plain", params_template_json={"room": "{{ params.text }}", "note": "n={{ params.n }}"})
+        await _rule(admin, name="filter", params_template_json={"room": "{{ params.text | upper }}"})
+        item = await _run(c, PING)
+        r = await c.post(
+            f"/api/v1/commands/{item['id']}/complete", json={"result": {}, "lease_token": item["lease_token"]}
+        )
+        assert r.status_code == 200, r.text
+        follow = [x["params"] for x in await _commands(c) if x["command"] == "LIGHT"]
+        assert follow == [{"room": "hi", "note": "n=7"}]
+        (error,) = await helpers.audit(admin, entity="workflow", action="template_error")
+        assert error["change"]["workflow"] == "filter" and "templates plugin" in error["change"]["reason"]
 
 
 def test_template_syntax_is_checked_with_pointers():

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import re
 import threading
 from collections import OrderedDict
 from collections.abc import Mapping
@@ -322,6 +323,34 @@ async def load_template(session: AsyncSession, ref: int | str) -> Template:
     return row
 
 
+_SINGLE_EXPR = re.compile(r"^\s*\{\{(?P<expr>.*)\}\}\s*$", re.DOTALL)
+
+
+async def render_snippet(service: TemplateService, source: str, variables: Mapping[str, Any], native: bool) -> Any:
+    """One small template rendered in the sandbox and the render pool (see ``TemplateRenderer.render_string``)."""
+    if len(source) > service.settings.max_source_chars:
+        detail = f"the template is {len(source)} characters; the limit is {service.settings.max_source_chars}"
+        raise TemplateRenderError(f"The template cannot be rendered: {detail}", [{"detail": detail, "kind": "limit"}])
+    single = _SINGLE_EXPR.match(source) if native else None
+    if single is not None and ("{{" in single.group("expr") or "{%" in source or "{#" in source):
+        single = None
+    # One expression keeps its JSON value: rendered as JSON text by the sandbox, read back here.
+    text = "{{ (" + single.group("expr") + ") | tojson }}" if single is not None else source
+    try:
+        out = (await service._in_thread(service.sandbox.render, {"template": (text, False)}, dict(variables)))[
+            "template"
+        ]
+    except RenderFailure as exc:
+        kind, message = exc.kind, exc.message
+        if single is not None and kind == "error" and "Undefined is not JSON serializable" in message:
+            kind, message = "undefined", f"{single.group('expr').strip()!r} is undefined"
+        raise TemplateRenderError(
+            f"The template cannot be rendered: {kind}: {message}",
+            [{"detail": message, "kind": kind, "line": exc.line}],
+        ) from None
+    return json.loads(out) if single is not None else out
+
+
 class StoredTemplateRenderer(TemplateRenderer):
     """The :class:`TemplateRenderer` the mail plugin uses for ``template_id`` sends."""
 
@@ -337,6 +366,9 @@ class StoredTemplateRenderer(TemplateRenderer):
             raise TemplateTypeMismatch(template, tpl.type, "email")
         out = await get_service(self.ctx).render(tpl, variables, pointer_prefix)
         return RenderedEmail(tpl.id, tpl.name, out["subject"], out["html"], out["text"])
+
+    async def render_string(self, source: str, variables: Mapping[str, Any], *, native: bool = False) -> Any:
+        return await render_snippet(get_service(self.ctx), source, variables, native)
 
 
 SERVICE: Resource[TemplateService] = Resource(
