@@ -143,6 +143,7 @@ class FeedToken(Base):
     prefix: Mapped[str] = mapped_column(String(32))
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    # The API key that created the token: the token dies with it (revoked or expired).
     created_by: Mapped[str | None] = mapped_column(String(64), nullable=True)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     # None only for tokens created before expiry existed (they live as long as their key).
