@@ -26,6 +26,7 @@ LAYERS: list[tuple[str, set[str]]] = [
             "chronos.settings",
             "chronos.logs",
             "chronos.redact",
+            "chronos.audit_key",
             "chronos.metrics",
             "chronos.pagination",
             "chronos.contracts",

@@ -500,7 +500,7 @@ def keys_revoke(key_id: str = typer.Argument(...), config: str | None = ConfigOp
 
 @audit_app.command("verify")
 def audit_verify(config: str | None = ConfigOpt) -> None:
-    """Check the audit log's hash chain; exit 1 at the first broken row."""
+    """Check the audit log's HMAC chain and its signed head; exit 1 at the first broken row."""
     from chronos.audit import verify_chain
 
     settings = _settings(config)
@@ -514,6 +514,8 @@ def audit_verify(config: str | None = ConfigOpt) -> None:
             await ctx.db.dispose()
 
     checked, broken, reason = _run(main())
+    if broken == 0:
+        fail(f"audit log not verifiable: {reason}")
     if broken is not None:
         fail(f"audit chain broken at row {broken}: {reason} ({checked} rows verified before it)")
     typer.echo(f"audit verify: ok ({checked} rows)")

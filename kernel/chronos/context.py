@@ -54,6 +54,11 @@ class PluginContext:
                 busy_timeout_ms=dbs.busy_timeout_ms,
                 echo=dbs.echo,
             )
+            from chronos.audit_key import bind_audit_key, load_audit_key
+
+            settings = self.settings
+            engines = [self._db.reader.sync_engine, self._db.writer.sync_engine]
+            bind_audit_key(engines, lambda: load_audit_key(settings))  # read at the first audit write or check
         return self._db
 
     @property

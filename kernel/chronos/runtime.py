@@ -12,6 +12,7 @@ and the testing kit all run::
 from __future__ import annotations
 
 import inspect
+import os
 from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import asynccontextmanager
 from types import MappingProxyType
@@ -20,6 +21,8 @@ from typing import Literal
 import structlog
 
 from chronos import __version__
+from chronos.audit import write_checkpoint
+from chronos.audit_key import ENV_VAR as AUDIT_KEY_ENV, audit_key_for
 from chronos.context import PluginContext
 from chronos.contracts.events import EventIntake
 from chronos.db.migrate import migrate
@@ -27,8 +30,8 @@ from chronos.host import PluginError, PluginHost, PluginSpec
 from chronos.jobs import JobRunner
 from chronos.keys import KeyVerifier
 from chronos.pipeline import KernelEventIntake, SyncPipeline
-from chronos.records import Job
-from chronos.settings import Settings
+from chronos.records import Job, JobContext
+from chronos.settings import ConfigError, Settings
 
 log = structlog.get_logger("chronos.runtime")
 
@@ -89,6 +92,7 @@ class Runtime:
         ctx = self.ctx
         if self.settings.kernel.database.migrate_on_start if migrate is None else migrate:
             await self.migrate()
+        self._load_audit_key()
         for _plugin, svc in self.host.services():
             ctx._services[svc.interface] = svc.factory(ctx)
         for _plugin, res in self.host.resources():
@@ -111,6 +115,7 @@ class Runtime:
                 await self._pipeline.stop(self.settings.kernel.scheduler.shutdown_timeout_seconds)
             if self._runner is not None:
                 await self._runner.stop()
+                await self._checkpoint_audit()
             await self.host.shutdown(self.ctx)
             if self._pipeline is not None:
                 await self._pipeline.close_sources()
@@ -144,9 +149,46 @@ class Runtime:
                 )
         self.ctx._resources.clear()
 
+    def _load_audit_key(self) -> None:
+        """Read (or create) the audit key now, so its location is logged at start."""
+        try:
+            engine = self.ctx.db.writer.sync_engine
+        except Exception:  # noqa: BLE001 - an unusable database is reported by /health, not here
+            return
+        try:
+            audit_key_for(engine)
+        except ConfigError as exc:
+            if os.environ.get(AUDIT_KEY_ENV):
+                raise
+            # Audited writes fail until it is readable; the rest of the service can still answer.
+            log.error("audit_key_unavailable", error="; ".join(exc.problems))
+
+    async def _checkpoint_audit(self, _job: JobContext | None = None) -> dict[str, int]:
+        """Sign the audit chain's head (the ``audit.checkpoint`` job; also on shutdown)."""
+        try:
+            async with self.ctx.db.write() as s:
+                checkpoint = await write_checkpoint(s)
+        except Exception as exc:  # noqa: BLE001 - a missed checkpoint is logged; the next one covers it
+            if _job is not None:
+                raise
+            log.error("audit_checkpoint_failed", error=f"{type(exc).__name__}: {exc}")
+            return {}
+        return {"last_id": checkpoint.last_id}
+
     def _all_jobs(self, pipeline: SyncPipeline) -> list[tuple[str, Job]]:
-        """The plugins' jobs plus one sync job per calendar; a name clash stops startup."""
+        """The plugins' jobs, the audit checkpoint and one sync job per calendar; a name clash stops startup."""
         jobs = self.host.jobs()
+        jobs.append(
+            (
+                "kernel",
+                Job(
+                    "audit.checkpoint",
+                    self._checkpoint_audit,
+                    interval_seconds=self.settings.kernel.audit.checkpoint_seconds,
+                    description="Sign the audit log's head, so deleting its newest rows is detected",
+                ),
+            )
+        )
         names = {job.name: plugin for plugin, job in jobs}
         for _kernel, job in pipeline.jobs():
             if job.name in names:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Index, String, Text
+from sqlalchemy import BigInteger, Index, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from chronos.db.base import Base, BigIntPK, JSONType, UTCDateTime, utcnow
@@ -46,6 +46,25 @@ class AuditEntry(Base):
     request_id: Mapped[str | None] = mapped_column(String(128), nullable=True)
     prev_hash: Mapped[str] = mapped_column(String(64))
     hash: Mapped[str] = mapped_column(String(64))
+
+
+class AuditCheckpoint(Base):
+    """A signed note of the audit chain's head (written periodically and on shutdown).
+
+    ``signature`` is an HMAC with the audit key over the other columns, so it cannot be
+    forged from inside the database; ``chronos audit verify`` finds rows deleted from the
+    end of the chain against the newest valid one. ``legacy_until`` is the last row
+    chained with the plain SHA-256 of before the switch to HMAC (0: none).
+    """
+
+    __tablename__ = "audit_checkpoints"
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    last_id: Mapped[int] = mapped_column(BigInteger())
+    last_hash: Mapped[str] = mapped_column(String(64))
+    legacy_until: Mapped[int] = mapped_column(BigInteger())
+    signature: Mapped[str] = mapped_column(String(64))
 
 
 class JobHeartbeat(Base):

@@ -401,7 +401,9 @@ class CommandEntries(Sink):
     async def _consume(
         self, s: AsyncSession, store: EventStore, source: str, calendar_id: str, stored: StoredEvent, reason: str
     ) -> None:
-        await consume_entry(self.queue, s, store, source, calendar_id, stored.id, reason)
+        await consume_entry(
+            self.queue, s, store, source, calendar_id, stored.id, reason, actor=f"source:{source}/{calendar_id}"
+        )
 
 
 async def consume_entry(
@@ -412,8 +414,12 @@ async def consume_entry(
     calendar_id: str,
     event_id: int,
     reason: str,
+    *,
+    actor: str = ACTOR,
 ) -> None:
-    """Remove a consumed entry: a tombstone for read-only sources, a queued deletion for writable ones."""
+    """Remove a consumed entry: a tombstone for read-only sources, a queued deletion for writable ones.
+
+    The consumption is audited with ``actor`` (who caused it)."""
     stored = await store.get(s, event_id)
     if stored is None:
         return
@@ -425,6 +431,14 @@ async def consume_entry(
     # Until the source has deleted it, a writable source may deliver the entry again;
     # consuming it once more is idempotent and queues the same deletion.
     await store.remove(s, event_id, tombstone=not writable, reason=reason[:200])
+    await record_audit(
+        s,
+        entity="event",
+        entity_id=event_id,
+        action="consume",
+        change={"source": source, "calendar_id": calendar_id, "reason": reason[:200], "delete_at_source": writable},
+        actor=actor,
+    )
     if writable:
         key = stored.event.key
         hit = (

@@ -418,6 +418,24 @@ class CommandQueue:
             rows = await self._lease(s, system, limit, seconds, token, principal, now)
             if len(rows) < limit and await self.recover(s, now, system=system):
                 rows += await self._lease(s, system, limit - len(rows), seconds, token, principal, now)
+            who: dict[str, Any] = {"principal": principal} if principal else {"actor": "system:commands"}
+            await record_audit_many(
+                s,
+                [
+                    {
+                        "entity": "command",
+                        "entity_id": r["id"],
+                        "action": "lease",
+                        "change": {
+                            "system": system,
+                            "attempt": r["attempts"],
+                            "expires_at": iso(r["lease_expires_at"]),
+                        },
+                        **who,
+                    }
+                    for r in rows
+                ],
+            )
         return [command_view(r) for r in sorted(rows, key=lambda r: (r["not_before"], r["id"]))]
 
     async def _lease(
@@ -553,6 +571,14 @@ class CommandQueue:
                 self._authorize(principal, row)
                 self._own_lease(row, token, "extend")
                 raise Conflict(f"Cannot extend command {command_id}", type="conflict")  # pragma: no cover
+            await record_audit(
+                s,
+                entity="command",
+                entity_id=command_id,
+                action="lease_extend",
+                change={"expires_at": iso(row["lease_expires_at"])},
+                **({"principal": principal} if principal else {"actor": "system:commands"}),
+            )
         return command_view(row)
 
     async def complete(

@@ -62,7 +62,7 @@ async def test_enqueue_lease_complete_roundtrip(commands_app, api_client, helper
         assert r.status_code == 409 and r.json()["status_now"] == "completed"
 
         actions = [(a["entity_id"], a["action"]) for a in await helpers.audit(admin, entity="command")]
-        assert actions == [(str(cmd["id"]), "create"), (str(cmd["id"]), "complete")]
+        assert actions == [(str(cmd["id"]), "create"), (str(cmd["id"]), "lease"), (str(cmd["id"]), "complete")]
 
 
 async def test_complete_after_fail_is_a_conflict(commands_app, api_client):

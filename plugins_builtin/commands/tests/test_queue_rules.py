@@ -327,7 +327,7 @@ async def test_c_the_same_completion_from_two_processes_has_one_winner(commands_
         winner = ra if ra.status_code == 200 else rb
         assert winner.json()["status"] == "completed" and winner.json()["result"] == {"v": 1}
         actions = await _audit_actions(admin, cmd["id"])
-        assert actions == ["create", "complete"], (
+        assert actions == ["create", "lease", "complete"], (
             f"two transactions both completed command {cmd['id']} (audit: {actions})"
         )
 
@@ -361,7 +361,7 @@ async def test_c_different_completions_from_two_processes_one_wins_the_other_con
         assert stored["status"] == "completed" and stored["result"] == winner.json()["result"], (
             f"the stored result {stored['result']} is not the winner's {winner.json()['result']}"
         )
-        assert await _audit_actions(admin, cmd["id"]) == ["create", "complete"]
+        assert await _audit_actions(admin, cmd["id"]) == ["create", "lease", "complete"]
 
 
 async def test_c_complete_racing_fail_from_two_processes_has_one_consistent_winner(commands_app, api_client, database):
@@ -395,12 +395,12 @@ async def test_c_complete_racing_fail_from_two_processes_has_one_consistent_winn
             if rc.status_code == 200:
                 assert rf.json()["status_now"] == "completed"
                 assert stored["status"] == "completed" and stored["result"] == "ok" and stored["error"] is None
-                assert actions == ["create", "complete"], actions
+                assert actions == ["create", "lease", "complete"], actions
                 outcomes.append("complete")
             else:
                 assert rc.json()["status_now"] == "failed"
                 assert stored["status"] == "failed" and stored["error"] == "boom" and stored["result"] is None
-                assert actions == ["create", "fail"], actions
+                assert actions == ["create", "lease", "fail"], actions
                 outcomes.append("fail")
         assert len(outcomes) == 3
 
