@@ -106,7 +106,9 @@ async def verify(app: Any, n: int) -> int:
 
 
 async def run_service(app: Any, workers: int, limit: int, concurrent: bool) -> tuple[list[int], float]:
-    queue = app.state.chronos.state["commands.queue"]
+    from chronos_commands.state import queue_of
+
+    queue = queue_of(app.state.chronos)
     seen: list[int] = []
 
     async def done(item: dict[str, Any]) -> None:

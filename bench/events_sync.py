@@ -76,7 +76,7 @@ async def _pipeline(db: Path, ics: Path) -> dict:
     app = create_app(_settings(db, ics), plugins=["events", "normalize", "ics"], run_jobs=False, env={})
     out: dict = {}
     async with running_app(app):
-        pipe = app.state.chronos.state["pipeline"]
+        pipe = app.state.runtime.pipeline
         for label, kw in (("full", {}), ("unchanged", {}), ("forced", {"full": True})):
             t = time.perf_counter()
             run_id = await pipe.run("ics", "bench", **kw)
@@ -93,7 +93,7 @@ async def _pipeline(db: Path, ics: Path) -> dict:
                 "not_modified": run.not_modified,
             }
         # Parser processes are children of the forkserver, not of this process: read their peak RSS directly.
-        pool = app.state.chronos.state["ics.source"]._pool
+        pool = app.state.runtime.pipeline.sources["ics"][1]._pool
         peaks = [_peak_rss_mb(pid) for pid in (getattr(pool, "_processes", None) or {})]
         out["workers"] = len(peaks)
         out["workers_rss_mb"] = max(peaks, default=0.0)
