@@ -173,67 +173,58 @@ def sync_cmd(
     config: str | None = ConfigOpt,
 ) -> None:
     """Sync calendars now, in the foreground, and print each run (exit 1 if one failed)."""
-    from chronos.db.sync_models import SyncRun
-    from chronos.pipeline import SyncBusy, UnknownCalendar
-
-    settings = _settings(config)
-
-    async def main() -> list[dict[str, Any]]:
-        runtime = _runtime(settings)
-        results: list[dict[str, Any]] = []
-        # One-shot: migrations always, nothing in the background.
-        async with runtime.running(jobs="off", migrate=True):
-            ctx, pipeline = runtime.ctx, runtime.pipeline
-            try:
-                refs = pipeline.select(source, calendar)
-            except UnknownCalendar as exc:
-                fail(str(exc), 2)
-            for ref in refs:
-                src, cal = ref.key
-                try:
-                    run_id = await pipeline.run(src, cal, trigger="cli", full=full)
-                except SyncBusy as exc:
-                    results.append({"source": src, "calendar_id": cal, "status": "busy", "error": str(exc)})
-                    continue
-                async with ctx.db.read() as s:
-                    row = await s.get(SyncRun, run_id)
-                results.append(
-                    {
-                        k: getattr(row, k)
-                        for k in (
-                            "id",
-                            "source",
-                            "calendar_id",
-                            "status",
-                            "not_modified",
-                            "duration_ms",
-                            "added",
-                            "updated",
-                            "unchanged",
-                            "deleted",
-                            "failed",
-                            "error",
-                        )
-                    }
-                )
-        return results
-
-    results = _run(main())
+    results = _run(_sync_now(_settings(config), source, calendar, full))
     if as_json:
         typer.echo(json.dumps(results, default=str))
     else:
-        if not results:
-            typer.echo("sync: no calendars configured")
-        for r in results:
-            counts = " ".join(f"{k}={r[k]}" for k in ("added", "updated", "unchanged", "deleted", "failed") if k in r)
-            extra = " (not modified)" if r.get("not_modified") else ""
-            typer.echo(
-                f"{r['source']}/{r['calendar_id']}: {r['status']}{extra} {counts}"
-                + (f" in {r['duration_ms']} ms" if r.get("duration_ms") is not None else "")
-                + (f" — {r['error']}" if r.get("error") else "")
-            )
+        _print_runs(results)
     if any(r["status"] in ("error", "busy") for r in results):
         raise typer.Exit(1)
+
+
+#: The columns of a sync run that `chronos sync` prints.
+RUN_FIELDS = (
+    "id", "source", "calendar_id", "status", "not_modified", "duration_ms",
+    "added", "updated", "unchanged", "deleted", "failed", "error",
+)  # fmt: skip
+
+
+async def _sync_now(settings: Settings, source: str | None, calendar: str | None, full: bool) -> list[dict[str, Any]]:
+    """Run the selected calendars' syncs one after another; one result per calendar."""
+    from chronos.db.sync_models import SyncRun
+    from chronos.pipeline import SyncBusy, UnknownCalendar
+
+    runtime = _runtime(settings)
+    results: list[dict[str, Any]] = []
+    # One-shot: migrations always, nothing in the background.
+    async with runtime.running(jobs="off", migrate=True):
+        ctx, pipeline = runtime.ctx, runtime.pipeline
+        try:
+            refs = pipeline.select(source, calendar)
+        except UnknownCalendar as exc:
+            fail(str(exc), 2)
+        for ref in refs:
+            src, cal = ref.key
+            try:
+                run_id = await pipeline.run(src, cal, trigger="cli", full=full)
+            except SyncBusy as exc:
+                results.append({"source": src, "calendar_id": cal, "status": "busy", "error": str(exc)})
+                continue
+            async with ctx.db.read() as s:
+                row = await s.get(SyncRun, run_id)
+            results.append({k: getattr(row, k) for k in RUN_FIELDS})
+    return results
+
+
+def _print_runs(results: list[dict[str, Any]]) -> None:
+    if not results:
+        typer.echo("sync: no calendars configured")
+    for r in results:
+        counts = " ".join(f"{k}={r[k]}" for k in ("added", "updated", "unchanged", "deleted", "failed") if k in r)
+        extra = " (not modified)" if r.get("not_modified") else ""
+        took = f" in {r['duration_ms']} ms" if r.get("duration_ms") is not None else ""
+        error = f" — {r['error']}" if r.get("error") else ""
+        typer.echo(f"{r['source']}/{r['calendar_id']}: {r['status']}{extra} {counts}{took}{error}")
 
 
 @app.command("migrate")
