@@ -34,15 +34,98 @@ APP = create_app(
     run_jobs=False,
     env={},
 )
-# Valid-by-schema requests may still be refused for reasons a schema cannot
-# express: a forged opaque cursor (400) or a semantic rule such as an unknown
-# scope (422). Everything else a positive case gets must be a success.
+# A valid-by-schema request gets a 2xx, except for what no schema can state:
+# - an id in the path that names nothing stored: 404;
+# - a forged or stale ``cursor`` (documented as an opaque string; the server
+#   answers 400 ``invalid-cursor`` and the client starts again without it);
+# - the semantic rules below, each checked against stored or configured state
+#   and documented on its operation. Keep this list small.
+SEMANTIC: dict[str, tuple[str, ...]] = {
+    # The whitelist (stored entries) decides which commands exist.
+    "POST /api/v1/commands": ("422",),
+    "POST /api/v1/workflows": ("422",),
+    "PATCH /api/v1/workflows/{workflow_id}": ("422",),
+    # Unique names and entries: the second request with the same one conflicts.
+    "POST /api/v1/whitelists": ("409",),
+    "PATCH /api/v1/whitelists/{entry_id}": ("409",),
+    "POST /api/v1/templates": ("409",),
+    "PUT /api/v1/templates/{template_id}": ("409",),
+    "PATCH /api/v1/templates/{template_id}": ("409",),
+    "POST /api/v1/templates/import": ("409",),
+    # A sub-task id must name one of the stored event's sub-tasks.
+    "PATCH /api/v1/events/{event_id}": ("422",),
+    # Only an email template can be test-sent; the stored template's type decides.
+    "POST /api/v1/templates/{template_id}/test-send": ("422",),
+    # A job already running answers 409 (busy); so does POST /events/sync (see KNOWN_GAPS).
+    "POST /api/v1/jobs/{name}/run": ("409",),
+    # The feed token in the query is a credential: an unknown one is a 401.
+    "GET /api/v1/calendars/feed.ics": ("401",),
+}
+
+# Known gaps: rules the server enforces that the document does not state yet.
+# Each is a TODO for the document (or the server); the list only shrinks.
+KNOWN_GAPS: dict[str, tuple[str, ...]] = {
+    # Limits that come from settings (commands.max_lease_seconds, events.feed_token_max_days).
+    "GET /api/v1/commands/{system_id}": ("422",),
+    "POST /api/v1/commands/{command_id}/extend": ("422",),
+    "POST /api/v1/calendars/feed-tokens": ("422",),
+    "POST /api/v1/calendars/{calendar_id}/feed-tokens": ("422",),
+    # Configured names (enabled sources, local calendars) are not enums in the document.
+    "POST /api/v1/events/sync": ("404", "409"),
+    "POST /api/v1/events": ("422",),
+    # Storable text (no control characters) and nested shapes the schema does not describe.
+    "POST /api/v1/commands/{command_id}/complete": ("422",),
+    "POST /api/v1/commands/{command_id}/fail": ("422",),
+    "POST /api/v1/command-completions": ("422",),
+    "POST /api/v1/whitelists": ("422",),
+    "PATCH /api/v1/whitelists/{entry_id}": ("422",),
+    "GET /api/v1/events": ("422",),
+    "POST /api/v1/events/{event_id}/links": ("422",),
+    "POST /api/v1/hello": ("422",),
+    # template_id XOR subject/html/text is not a oneOf in the document.
+    "POST /api/v1/mail/send": ("422",),
+    # Template content (time zones, required fields per type) is checked after the schema.
+    "POST /api/v1/templates": ("422",),
+    "POST /api/v1/templates/import": ("422",),
+    "PUT /api/v1/templates/{template_id}": ("422",),
+    "PATCH /api/v1/templates/{template_id}": ("422",),
+    "POST /api/v1/templates/{template_id}/use": ("422",),
+    # Idempotency-Key format and the import body are stricter than documented.
+    "POST /api/v1/commands": ("400",),
+    "POST /api/v1/events/import": ("400",),
+    # The feed token is a credential (see feed.ics above).
+    "GET /api/v1/calendars/{calendar_id}/feed.ics": ("401",),
+}
+
+
+def _expected(path: str, method: str, op: dict) -> list[str]:
+    name = f"{method.upper()} {path}"
+    statuses = {"2xx", *SEMANTIC.get(name, ()), *KNOWN_GAPS.get(name, ())}
+    params = op.get("parameters") or []
+    if any(p.get("in") == "path" for p in params):
+        statuses.add("404")
+    if any(p.get("in") == "query" and p.get("name") == "cursor" for p in params):
+        statuses.add("400")
+    return sorted(statuses)
+
+
+DOCUMENT = APP.openapi()
 CONFIG = SchemathesisConfig.from_dict(
-    {"checks": {"positive_data_acceptance": {"expected-statuses": ["2xx", "400", "401", "403", "404", "409", "422"]}}}
+    {
+        "operations": [
+            {
+                "include-name": f"{method.upper()} {path}",
+                "checks": {"positive_data_acceptance": {"expected-statuses": _expected(path, method, op)}},
+            }
+            for path, item in DOCUMENT["paths"].items()
+            for method, op in item.items()
+            if isinstance(op, dict)
+        ],
+    }
 )
 # Loaded from the document directly (no request at import, so no lifespan yet);
 # calls go to the app in-process.
-schema = schemathesis.openapi.from_dict(APP.openapi(), config=CONFIG)
+schema = schemathesis.openapi.from_dict(DOCUMENT, config=CONFIG)
 schema.app = APP
 schema.location = "/openapi.json"
 

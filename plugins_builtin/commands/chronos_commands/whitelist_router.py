@@ -9,6 +9,7 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StringConstraints
 
 from chronos.plugin import Context, Principal, origin_of
+from chronos.schemas import refuse_null
 
 from chronos_commands import whitelist_service
 from chronos_commands.api_types import ADMIN, SYSTEM_PATTERN, CommandName, EntryId, SystemId, problems
@@ -38,7 +39,9 @@ class WhitelistIn(BaseModel):
 
 
 class WhitelistPatch(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra=refuse_null("allowed_params_json", "enabled", "schedule", "description")
+    )
 
     allowed_params_json: dict[str, Any] | None = None
     enabled: StrictBool | None = None

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StringConstraints
 
 from chronos.plugin import Context, Principal, origin_of
+from chronos.schemas import refuse_null
 
 from chronos_commands import workflow_service
 from chronos_commands.api_types import ADMIN, CommandName, SystemId, WorkflowId, problems
@@ -35,7 +36,19 @@ class WorkflowIn(BaseModel):
 
 
 class WorkflowPatch(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra=refuse_null(
+            "name",
+            "trigger_command",
+            "on",
+            "action_command",
+            "action_target",
+            "params_template_json",
+            "delay_seconds",
+            "enabled",
+        ),
+    )
 
     name: Annotated[str, StringConstraints(min_length=1, max_length=200, strip_whitespace=True)] | None = None
     trigger_command: CommandName | None = None

@@ -5,7 +5,9 @@ from __future__ import annotations
 from datetime import date
 from typing import Annotated, Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictBool, StringConstraints, field_validator
+
+from chronos.schemas import refuse_null
 
 MAX_ID = 2**63 - 1
 Text200 = Annotated[str, StringConstraints(min_length=1, max_length=200)]
@@ -34,7 +36,7 @@ class EventCreate(BaseModel):
 class SubTaskDone(BaseModel):
     model_config = ConfigDict(extra="forbid")
     id: Annotated[str, StringConstraints(min_length=1, max_length=200)]
-    done: bool
+    done: StrictBool
 
 
 class EventPatch(BaseModel):
@@ -51,16 +53,41 @@ class EventPatch(BaseModel):
     gets its ``command_hint`` but is not consumed.
     """
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra=refuse_null(
+            "title",
+            "description",
+            "location",
+            "start_utc",
+            "end_utc",
+            "all_day",
+            "status",
+            "transparency",
+            "mode",
+            "tags",
+            "sub_tasks",
+            "metadata",
+        ),
+    )
 
     title: str | None = Field(None, max_length=2000)
     description: str | None = Field(None, max_length=100_000)
     location: str | None = Field(None, max_length=2000)
     start_utc: AwareDatetime | None = None
     end_utc: AwareDatetime | None = None
-    all_day: bool | None = None
+    all_day: StrictBool | None = None
     start_date: date | None = None
     end_date: date | None = None
+
+    @field_validator("start_utc", "end_utc", "start_date", "end_date", mode="before")
+    @classmethod
+    def _iso_strings_only(cls, value: object) -> object:
+        # The document says an ISO string; a number is no date or time (lax mode would read a timestamp).
+        if value is not None and not isinstance(value, (str, date)):
+            raise ValueError("must be an ISO 8601 string")
+        return value
+
     timezone: str | None = Field(None, max_length=64)
     status: Literal["confirmed", "tentative", "cancelled"] | None = None
     transparency: Literal["busy", "free"] | None = None

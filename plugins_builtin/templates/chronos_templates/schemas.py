@@ -23,6 +23,7 @@ from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import CoreSchema
 
 from chronos.plugin import CanonicalEvent
+from chronos.schemas import refuse_null
 
 TemplateType = Literal["email", "webhook", "event"]
 
@@ -288,7 +289,10 @@ class TemplatePatch(BaseModel):
     """A partial change. ``content`` keys are merged into the stored content
     (a key set to null is removed); changing ``type`` requires a full ``content``."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra=refuse_null("name", "type", "description", "tags", "variables_json", "content"),
+    )
     name: Name | None = None
     type: TemplateType | None = None
     description: str | None = Field(None, max_length=5000)
