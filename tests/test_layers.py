@@ -29,6 +29,7 @@ LAYERS: list[tuple[str, set[str]]] = [
             "chronos.audit_key",
             "chronos.metrics",
             "chronos.pagination",
+            "chronos.openapi",
             "chronos.contracts",
             "chronos.contracts.events",
             "chronos.contracts.mail",

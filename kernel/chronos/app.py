@@ -29,6 +29,7 @@ from chronos.errors import (
 )
 from chronos.host import PluginError, PluginSpec
 from chronos.logs import configure_logging
+from chronos.openapi import finish_document
 from chronos.routes import effective_routes
 from chronos.runtime import Runtime
 from chronos.settings import Settings, load_settings
@@ -245,7 +246,7 @@ def create_app(
     )
     app.state.runtime = runtime
     app.state.chronos = runtime.ctx
-    app.openapi = _problem_openapi(app, scopes=lambda: runtime.ctx.scopes)  # type: ignore[method-assign]
+    app.openapi = _problem_openapi(app, settings, scopes=lambda: runtime.ctx.scopes)  # type: ignore[method-assign]
     install_handlers(app)
     # Inside the request-context middleware: its answers carry the request id and are logged.
     app.add_middleware(PrivateEndpointsMiddleware, paths=private_paths(settings))
@@ -261,14 +262,14 @@ def create_app(
     return app
 
 
-def _problem_openapi(app: FastAPI, scopes: Callable[[], Iterable[str]] = tuple) -> Any:
+def _problem_openapi(app: FastAPI, settings: Settings, scopes: Callable[[], Iterable[str]] = tuple) -> Any:
     """The OpenAPI document with every error response as ``application/problem+json``.
 
     FastAPI documents error models under ``application/json`` and adds its own
     422 shape; the API answers every error with :class:`ProblemModel` instead.
-    Integer bounds are written as integers (FastAPI's models turn them into
-    floats, and ``2**63 - 1`` as a float is ``2**63``), and a key's scope names
-    are the scopes registered when the app was built.
+    :func:`chronos.openapi.finish_document` writes integer bounds as integers
+    and the bounds that come from settings; a key's scope names are the scopes
+    registered when the app was built.
     """
     generate = app.openapi
 
@@ -290,7 +291,7 @@ def _problem_openapi(app: FastAPI, scopes: Callable[[], Iterable[str]] = tuple) 
                         documented = problem
                     response["content"] = {PROBLEM_MEDIA_TYPE: {"schema": documented}}
         components = schema.get("components", {}).get("schemas", {})
-        _integer_bounds(schema)
+        finish_document(schema, settings.sections)
         key_scopes = components.get("KeyCreate", {}).get("properties", {}).get("scopes", {}).get("items")
         if key_scopes is not None and (known := sorted(scopes())):
             key_scopes["enum"] = known
@@ -301,26 +302,6 @@ def _problem_openapi(app: FastAPI, scopes: Callable[[], Iterable[str]] = tuple) 
         return schema
 
     return openapi
-
-
-_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
-
-
-def _integer_bounds(node: Any) -> None:
-    """Write the float bounds of every integer schema in ``node`` as integers, clamped to 64 bits."""
-    if isinstance(node, list):
-        for item in node:
-            _integer_bounds(item)
-        return
-    if not isinstance(node, dict):
-        return
-    if node.get("type") == "integer":
-        for key in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"):
-            value = node.get(key)
-            if isinstance(value, float) and value.is_integer():
-                node[key] = max(_INT64_MIN, min(_INT64_MAX, int(value)))
-    for value in node.values():
-        _integer_bounds(value)
 
 
 def mount_plugin_routers(app: FastAPI, runtime: Runtime) -> None:

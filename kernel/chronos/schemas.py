@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 from pydantic import BaseModel, create_model
@@ -133,24 +132,3 @@ def _comment(text: str, indent: int, suffix: str = "") -> list[str]:
             lines.append(suffix)
     pad = " " * indent
     return [f"{pad}# {line}" for line in lines]
-
-
-def refuse_null(*names: str) -> Callable[[dict[str, Any]], None]:
-    """``json_schema_extra`` for a PATCH model whose ``names`` may be left out but never sent as null.
-
-    Such fields are typed ``X | None = None`` so that "not given" is ``None``;
-    the service refuses an explicit null (422). The document says so: their
-    ``anyOf`` loses the null branch and the ``default: null``.
-    """
-
-    def strip(schema: dict[str, Any]) -> None:
-        for name in names:
-            prop = schema.get("properties", {}).get(name)
-            if prop is None:
-                raise KeyError(f"refuse_null: no property {name!r}")
-            branches = prop.get("anyOf")
-            if branches is not None:
-                prop["anyOf"] = [b for b in branches if b != {"type": "null"}]
-            prop.pop("default", None)
-
-    return strip

@@ -18,6 +18,7 @@ from chronos.plugin import (
     Principal,
     Problem,
     origin_of,
+    setting_maximum,
 )
 
 from chronos_commands import command_service
@@ -115,7 +116,11 @@ class ExtendIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     lease_seconds: StrictInt | None = Field(
-        None, ge=1, le=86_400, description="The lease now ends this many seconds from now."
+        None,
+        ge=1,
+        le=86_400,
+        description="The lease now ends this many seconds from now (at most commands.max_lease_seconds).",
+        json_schema_extra=setting_maximum("commands.max_lease_seconds"),
     )
     lease_token: LeaseToken = Field(description=TOKEN_DOC)
 
@@ -265,7 +270,16 @@ async def poll(
     system_id: Annotated[str, Path(pattern=SYSTEM_PATTERN)],
     principal: Principal = Depends(POLL),
     limit: Annotated[int, Query(ge=1, le=100)] = 10,
-    lease_seconds: Annotated[int | None, Query(ge=1, le=86_400)] = None,
+    lease_seconds: Annotated[
+        int | None,
+        Query(
+            ge=1,
+            le=86_400,
+            description="Lease length in seconds (default commands.default_lease_seconds,"
+            " at most commands.max_lease_seconds).",
+            json_schema_extra=setting_maximum("commands.max_lease_seconds"),
+        ),
+    ] = None,
 ) -> dict[str, Any]:
     """Lease up to ``limit`` due commands of ``system_id`` (oldest first); each comes with a ``lease_token``
     that every callback (extend, complete, fail) must send back.

@@ -8,8 +8,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StringConstraints
 
-from chronos.plugin import Context, Principal, origin_of
-from chronos.schemas import refuse_null
+from chronos.plugin import Context, Principal, origin_of, refuse_null
 
 from chronos_commands import workflow_service
 from chronos_commands.api_types import ADMIN, CommandName, SystemId, WorkflowId, problems

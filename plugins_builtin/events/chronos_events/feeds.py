@@ -20,7 +20,7 @@ from fastapi import APIRouter, Depends, Path, Query, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from chronos.plugin import Context, Principal, Problem, Public, origin_of, require_scope
+from chronos.plugin import Context, Principal, Problem, Public, origin_of, require_scope, setting_maximum
 
 from chronos_events import feed_service
 
@@ -142,6 +142,7 @@ class TokenCreate(BaseModel):
         ge=1,
         le=36500,
         description="Life of the token in days (default events.feed_token_days, at most events.feed_token_max_days).",
+        json_schema_extra=setting_maximum("events.feed_token_max_days"),
     )
 
 

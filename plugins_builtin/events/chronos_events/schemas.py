@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictBool, StringConstraints, field_validator
 
-from chronos.schemas import refuse_null
+from chronos.plugin import refuse_null
 
 MAX_ID = 2**63 - 1
 Text200 = Annotated[str, StringConstraints(min_length=1, max_length=200)]

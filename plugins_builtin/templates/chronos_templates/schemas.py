@@ -22,8 +22,7 @@ from pydantic import (
 from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import CoreSchema
 
-from chronos.plugin import CanonicalEvent
-from chronos.schemas import refuse_null
+from chronos.plugin import CanonicalEvent, refuse_null
 
 TemplateType = Literal["email", "webhook", "event"]
 

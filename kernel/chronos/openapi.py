@@ -1,0 +1,79 @@
+"""What the OpenAPI document says beyond what the models alone produce.
+
+A plugin's models describe their bodies; two rules need help to reach the
+document exactly as the server enforces them:
+
+- :func:`refuse_null`: a PATCH field that may be left out but never sent as
+  null (typed ``X | None = None`` so that "not given" is ``None``);
+- :func:`setting_maximum`: an integer bound that comes from a setting
+  (``commands.max_lease_seconds``); the document built for an app carries
+  that app's value.
+
+:func:`finish_document` applies them, and writes integer bounds as integers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from pydantic import BaseModel
+
+#: Extension naming the setting (``section.key``) that bounds an integer; replaced by ``maximum``.
+MAXIMUM_SETTING = "x-chronos-maximum-setting"
+
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+
+
+def refuse_null(*names: str) -> Callable[[dict[str, Any]], None]:
+    """``json_schema_extra`` for a model whose ``names`` may be left out but never sent as null.
+
+    The service refuses an explicit null (422); the document says so: the
+    fields' ``anyOf`` loses its null branch and the ``default: null``.
+    """
+
+    def strip(schema: dict[str, Any]) -> None:
+        for name in names:
+            prop = schema.get("properties", {}).get(name)
+            if prop is None:
+                raise KeyError(f"refuse_null: no property {name!r}")
+            branches = prop.get("anyOf")
+            if branches is not None:
+                prop["anyOf"] = [b for b in branches if b != {"type": "null"}]
+            prop.pop("default", None)
+
+    return strip
+
+
+def setting_maximum(setting: str) -> dict[str, Any]:
+    """``json_schema_extra`` of an integer whose upper bound is the setting ``section.key``."""
+    return {MAXIMUM_SETTING: setting}
+
+
+def finish_document(node: Any, sections: dict[str, BaseModel]) -> None:
+    """Resolve setting bounds against ``sections`` and write integer bounds as integers, in place.
+
+    FastAPI's document models hold bounds as floats, and ``2**63 - 1`` as a
+    float is ``2**63``: a client trusting it would send an id the server refuses.
+    """
+    if isinstance(node, list):
+        for item in node:
+            finish_document(item, sections)
+        return
+    if not isinstance(node, dict):
+        return
+    setting = node.pop(MAXIMUM_SETTING, None)
+    if isinstance(setting, str):
+        section, _, key = setting.partition(".")
+        value = getattr(sections.get(section), key, None)
+        if isinstance(value, int):
+            for target in [node, *node.get("anyOf", [])]:
+                if isinstance(target, dict) and target.get("type") == "integer":
+                    target["maximum"] = min(value, target.get("maximum", value))
+    if node.get("type") == "integer":
+        for key in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"):
+            bound = node.get(key)
+            if isinstance(bound, float) and bound.is_integer():
+                node[key] = max(INT64_MIN, min(INT64_MAX, int(bound)))
+    for value in node.values():
+        finish_document(value, sections)
