@@ -237,7 +237,15 @@ async def enqueue(
     request: Request,
     response: Response,
     principal: Principal = Depends(MANAGE),
-    idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key")] = None,
+    idempotency_key: Annotated[
+        str | None,
+        Header(
+            alias="Idempotency-Key",
+            description="A retry with the same key and body returns the first command (200).",
+            # Documented only: the service checks it and answers 400 invalid-idempotency-key.
+            json_schema_extra={"minLength": 1, "maxLength": 200, "pattern": r"^[\x21-\x7e]+$"},
+        ),
+    ] = None,
 ) -> dict[str, Any]:
     """Enqueue a command directly. A retry with the same ``Idempotency-Key`` returns the first command (200).
 

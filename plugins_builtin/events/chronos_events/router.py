@@ -41,7 +41,7 @@ LIST_PARAMETERS = [
     {
         "name": "calendar_id",
         "in": "query",
-        "schema": {"type": "array", "items": {"type": "string", "maxLength": 200}, "maxItems": 100},
+        "schema": {"type": "array", "items": {"type": "string", "minLength": 1, "maxLength": 200}, "maxItems": 100},
         "style": "form",
         "explode": True,
         "description": "Repeatable.",
@@ -62,7 +62,7 @@ LIST_PARAMETERS = [
     {
         "name": "tag",
         "in": "query",
-        "schema": {"type": "array", "items": {"type": "string", "maxLength": 200}, "maxItems": 20},
+        "schema": {"type": "array", "items": {"type": "string", "minLength": 1, "maxLength": 200}, "maxItems": 20},
         "style": "form",
         "explode": True,
         "description": "Repeatable; every tag must be present.",
