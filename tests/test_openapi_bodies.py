@@ -55,6 +55,7 @@ FREE_FORM: dict[str, str] = {
     # Event metadata is free-form by contract (CanonicalEvent.metadata).
     f"{SCHEMAS}CreatedEvent/properties/metadata": "event metadata (free-form by contract)",
     f"{SCHEMAS}EventCreate/properties/metadata": "event metadata (free-form by contract)",
+    f"{SCHEMAS}ImportEvent/properties/metadata": "event metadata (free-form by contract)",
     f"{SCHEMAS}EventPatch/properties/metadata/anyOf/0": "event metadata (free-form by contract)",
     # -- commands --------------------------------------------------------------------------
     # TODO(commands): params are checked against the whitelist's JSON Schema; confirm free-form.

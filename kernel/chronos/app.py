@@ -29,7 +29,7 @@ from chronos.errors import (
 )
 from chronos.host import PluginError, PluginSpec
 from chronos.logs import configure_logging
-from chronos.openapi import finish_document
+from chronos.openapi import finish_document, move_definitions
 from chronos.routes import effective_routes
 from chronos.runtime import Runtime
 from chronos.settings import Settings, load_settings
@@ -291,6 +291,7 @@ def _problem_openapi(app: FastAPI, settings: Settings, scopes: Callable[[], Iter
                         documented = problem
                     response["content"] = {PROBLEM_MEDIA_TYPE: {"schema": documented}}
         components = schema.get("components", {}).get("schemas", {})
+        move_definitions(schema)
         finish_document(schema, settings.sections)
         key_scopes = components.get("KeyCreate", {}).get("properties", {}).get("scopes", {}).get("items")
         if key_scopes is not None and (known := sorted(scopes())):

@@ -7,7 +7,10 @@ document exactly as the server enforces them:
   null (typed ``X | None = None`` so that "not given" is ``None``);
 - :func:`setting_maximum`: an integer bound that comes from a setting
   (``commands.max_lease_seconds``); the document built for an app carries
-  that app's value.
+  that app's value;
+- :func:`raw_json_body`: the body of a route that reads the request stream
+  itself (to bound its size, to parse it off the event loop) described by a
+  model, as if FastAPI had parsed it.
 
 :func:`finish_document` applies them, and writes integer bounds as integers.
 """
@@ -21,6 +24,9 @@ from pydantic import BaseModel
 
 #: Extension naming the setting (``section.key``) that bounds an integer; replaced by ``maximum``.
 MAXIMUM_SETTING = "x-chronos-maximum-setting"
+#: Extension carrying a hand-documented body's model definitions; moved into ``components/schemas``.
+DEFINITIONS = "x-chronos-definitions"
+COMPONENTS = "#/components/schemas/{model}"
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
@@ -48,6 +54,38 @@ def refuse_null(*names: str) -> Callable[[dict[str, Any]], None]:
 def setting_maximum(setting: str) -> dict[str, Any]:
     """``json_schema_extra`` of an integer whose upper bound is the setting ``section.key``."""
     return {MAXIMUM_SETTING: setting}
+
+
+def raw_json_body(model: type[BaseModel], description: str = "") -> dict[str, Any]:
+    """``openapi_extra`` of a route that reads its JSON body itself, documented as ``model``.
+
+    Example::
+
+        @router.post("/events/import", openapi_extra=raw_json_body(ImportDocument))
+        async def import_events(request: Request, ...): raw = await request.body() ...
+    """
+    schema = model.model_json_schema(ref_template=COMPONENTS, mode="validation")
+    definitions = schema.pop("$defs", {})
+    definitions[model.__name__] = schema
+    body: dict[str, Any] = {
+        "required": True,
+        "content": {"application/json": {"schema": {"$ref": COMPONENTS.format(model=model.__name__)}}},
+        DEFINITIONS: definitions,
+    }
+    if description:
+        body["description"] = description
+    return {"requestBody": body}
+
+
+def move_definitions(document: dict[str, Any]) -> None:
+    """Move the definitions :func:`raw_json_body` attached to operations into ``components/schemas``."""
+    components = document.setdefault("components", {}).setdefault("schemas", {})
+    for item in document.get("paths", {}).values():
+        for operation in item.values():
+            body = operation.get("requestBody") if isinstance(operation, dict) else None
+            if isinstance(body, dict):
+                for name, schema in body.pop(DEFINITIONS, {}).items():
+                    components.setdefault(name, schema)
 
 
 def finish_document(node: Any, sections: dict[str, BaseModel]) -> None:

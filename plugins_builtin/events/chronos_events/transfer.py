@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import StringConstraints
 
-from chronos.plugin import Context, Principal, TooLarge, origin_of, require_scope
+from chronos.plugin import Context, Principal, TooLarge, origin_of, raw_json_body, require_scope
 
 from chronos_events import transfer_service
 from chronos_events.settings import EventsSettings
@@ -19,7 +19,13 @@ router = APIRouter(tags=["events"])
 @router.get(
     "/events/export",
     summary="Export events and links (streamed JSON)",
-    responses={200: {"content": {"application/json": {}}, "description": "The export document (format version 1)."}},
+    responses={
+        200: {
+            # The same document POST /events/import takes (its schema is registered by that route).
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ImportDocument"}}},
+            "description": "The export document (format version 1).",
+        }
+    },
 )
 async def export_events(
     ctx: Context,
@@ -49,7 +55,13 @@ async def _read_limited(request: Request, limit: int) -> bytes:
     return bytes(data)
 
 
-@router.post("/events/import", summary="Import an export document (all or nothing)")
+@router.post(
+    "/events/import",
+    summary="Import an export document (all or nothing)",
+    # The body is read here (bounded by events.import_max_bytes) and parsed in a thread.
+    openapi_extra=raw_json_body(transfer_service.ImportDocument, "A document as GET /events/export writes it"),
+    responses={409: {"description": "An event's source key exists already (on_conflict=fail)"}},
+)
 async def import_events(
     request: Request,
     ctx: Context,

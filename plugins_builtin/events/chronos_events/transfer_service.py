@@ -179,7 +179,8 @@ def parse_document(raw: bytes, settings: EventsSettings) -> ImportDocument:
             f"An import may hold at most {settings.import_max_events} events (events.import_max_events)", type=TOO_LARGE
         )
     try:
-        return ImportDocument.model_validate(payload)
+        # Strict JSON: an id is a number and a flag a boolean, as the document says (no `false` for 0).
+        return ImportDocument.model_validate_json(raw, strict=True)
     except ValidationError as exc:
         raise validation_error(exc) from None
 
