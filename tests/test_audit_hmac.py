@@ -16,7 +16,7 @@ from chronos.audit_key import key_file_path
 from chronos.db.base import utcnow
 from chronos.db.models import AuditCheckpoint, AuditEntry
 from chronos.testing import runtime_of
-from kernel_support import db_config, invoke_cli_async, write_config
+from kernel_support import db_config, invoke_cli, invoke_cli_async, write_config
 
 KEY = "k3y-" + "0123456789abcdef" * 3
 
@@ -176,3 +176,14 @@ async def test_rows_chained_before_the_switch_keep_verifying_with_the_plain_hash
             await s.execute(text("UPDATE audit_log SET actor = 'x' WHERE id = :id"), {"id": entries[1].id})
         checked, broken, reason = await verify(app)
         assert (checked, broken) == (1, entries[1].id) and "does not match its hash" in reason
+
+
+def test_verify_without_the_key_says_so_and_creates_no_key(database, tmp_path):
+    missing = tmp_path / "elsewhere" / "audit.key"
+    cfg = write_config(
+        tmp_path / "c.yaml", db_config(database, plugins={"enabled": []}, audit={"key_file": str(missing)})
+    )
+    res = invoke_cli("audit", "verify", config=cfg)
+    assert res.returncode == 1
+    assert res.stderr.strip().startswith("error: no audit key:") and str(missing) in res.stderr
+    assert not missing.exists()

@@ -493,8 +493,16 @@ def keys_revoke(key_id: str = typer.Argument(...), config: str | None = ConfigOp
 def audit_verify(config: str | None = ConfigOpt) -> None:
     """Check the audit log's HMAC chain and its signed head; exit 1 at the first broken row."""
     from chronos.audit import verify_chain
+    from chronos.audit_key import ENV_VAR, key_file_path
 
     settings = _settings(config)
+    key_file = key_file_path(settings)
+    if not os.environ.get(ENV_VAR) and not key_file.exists():
+        # Starting would create a fresh key, and every signed row would then read as forged.
+        fail(
+            f"no audit key: {ENV_VAR} is not set and {key_file} does not exist; restore the key file from the"
+            " backup taken with the database (or set audit.key_file to where it is)"
+        )
 
     async def main() -> tuple[int, int | None, str | None]:
         ctx = (await _migrated(settings)).ctx
