@@ -5,11 +5,16 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated
 
-from pydantic import BaseModel, StringConstraints
+from pydantic import BaseModel, Field, StringConstraints
 
 
 class GreetIn(BaseModel):
-    name: Annotated[str, StringConstraints(min_length=1, max_length=100, strip_whitespace=True)]
+    # ``\p{L}`` (any Unicode letter) is what the service's ``str.isalpha`` check accepts.
+    name: Annotated[
+        str,
+        StringConstraints(min_length=1, max_length=100, strip_whitespace=True, pattern=r"\p{L}"),
+        Field(description="Who to greet: at least one letter (Unicode); surrounding spaces are dropped."),
+    ]
 
 
 class GreetOut(BaseModel):

@@ -31,7 +31,7 @@ async def test_rejects_empty_and_letterless_names(chronos_app, api_client):
         r = await c.post("/api/v1/hello", json={"name": "  "})
         assert r.status_code == 422
         assert r.json()["errors"][0]["pointer"] == "/name"
-        # A domain error from the service (InvalidInput) answers the same way.
+        # The body's pattern (a name needs a letter) answers the same way.
         r = await c.post("/api/v1/hello", json={"name": "1234"})
         assert r.status_code == 422, r.text
         assert r.headers["content-type"].startswith("application/problem+json")
