@@ -48,7 +48,8 @@ FREE_FORM: dict[str, str] = {
     f"{SCHEMAS}WebhookContentPatch/properties/headers/anyOf/0": "header name -> value template",
     f"{SCHEMAS}WebhookOutput/properties/headers": "header name -> rendered value",
     # -- mail ------------------------------------------------------------------------------
-    f"{SCHEMAS}SendIn/properties/variables": "template variables: any JSON the template reads",
+    f"{SCHEMAS}TemplatedSendIn/properties/variables": "template variables: any JSON the template reads",
+    f"{SCHEMAS}DirectSendIn/properties/variables": "template variables (not read without a template)",
     f"{SCHEMAS}DeliveryOut/properties/refused_recipients/anyOf/0": "address -> the server's refusal",
     f"{SCHEMAS}DeliveryDetail/properties/refused_recipients/anyOf/0": "address -> the server's refusal",
     # -- events ----------------------------------------------------------------------------

@@ -96,7 +96,8 @@ KNOWN_GAPS: dict[str, tuple[str, ...]] = {
     "POST /api/v1/command-completions": ("422",),
     "POST /api/v1/whitelists": ("422",),
     "PATCH /api/v1/whitelists/{entry_id}": ("422",),
-    # template_id XOR subject/html/text is not a oneOf in the document.
+    # The document states template_id XOR subject/html/text (a oneOf), but not yet the address
+    # syntax, header-safe file names, base64 content, nor whether the template exists.
     "POST /api/v1/mail/send": ("422",),
     # Template content (time zones, required fields per type) is checked after the schema.
     "POST /api/v1/templates": ("422",),
