@@ -7,7 +7,7 @@ import json
 import re
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -33,6 +33,7 @@ from chronos.openapi import finish_document, move_definitions
 from chronos.routes import effective_routes
 from chronos.runtime import Runtime
 from chronos.settings import Settings, load_settings
+from chronos.sync_api import document_sync_request, source_calendars
 
 API_PREFIX = "/api/v1"
 #: A client's X-Request-ID is kept only when it matches in full (``$`` alone would let a trailing newline in).
@@ -246,7 +247,9 @@ def create_app(
     )
     app.state.runtime = runtime
     app.state.chronos = runtime.ctx
-    app.openapi = _problem_openapi(app, settings, scopes=lambda: runtime.ctx.scopes)  # type: ignore[method-assign]
+    app.openapi = _problem_openapi(  # type: ignore[method-assign]
+        app, settings, scopes=lambda: runtime.ctx.scopes, calendars=lambda: source_calendars(runtime.host)
+    )
     install_handlers(app)
     # Inside the request-context middleware: its answers carry the request id and are logged.
     app.add_middleware(PrivateEndpointsMiddleware, paths=private_paths(settings))
@@ -262,14 +265,20 @@ def create_app(
     return app
 
 
-def _problem_openapi(app: FastAPI, settings: Settings, scopes: Callable[[], Iterable[str]] = tuple) -> Any:
+def _problem_openapi(
+    app: FastAPI,
+    settings: Settings,
+    scopes: Callable[[], Iterable[str]] = tuple,
+    calendars: Callable[[], Mapping[str, Sequence[str]]] = dict,
+) -> Any:
     """The OpenAPI document with every error response as ``application/problem+json``.
 
     FastAPI documents error models under ``application/json`` and adds its own
     422 shape; the API answers every error with :class:`ProblemModel` instead.
     :func:`chronos.openapi.finish_document` writes integer bounds as integers
     and the bounds that come from settings; a key's scope names are the scopes
-    registered when the app was built.
+    registered when the app was built; a sync's source and calendar are those
+    of the enabled sources (:func:`chronos.sync_api.document_sync_request`).
     """
     generate = app.openapi
 
@@ -296,6 +305,8 @@ def _problem_openapi(app: FastAPI, settings: Settings, scopes: Callable[[], Iter
         key_scopes = components.get("KeyCreate", {}).get("properties", {}).get("scopes", {}).get("items")
         if key_scopes is not None and (known := sorted(scopes())):
             key_scopes["enum"] = known
+        if "SyncRequest" in components:
+            document_sync_request(components["SyncRequest"], calendars())
         text = json.dumps(schema.get("paths", {}))
         for unused in ("HTTPValidationError", "ValidationError"):
             if unused in components and f'/{unused}"' not in text:

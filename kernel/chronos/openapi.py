@@ -8,6 +8,8 @@ document exactly as the server enforces them:
 - :func:`setting_maximum`: an integer bound that comes from a setting
   (``commands.max_lease_seconds``); the document built for an app carries
   that app's value;
+- :func:`setting_enum`: a string that must be one of a setting's list
+  (``events.local_calendars``); the document carries that app's names;
 - :func:`raw_json_body`: the body of a route that reads the request stream
   itself (to bound its size, to parse it off the event loop) described by a
   model, as if FastAPI had parsed it.
@@ -24,6 +26,8 @@ from pydantic import BaseModel
 
 #: Extension naming the setting (``section.key``) that bounds an integer; replaced by ``maximum``.
 MAXIMUM_SETTING = "x-chronos-maximum-setting"
+#: Extension naming the list setting (``section.key``) a string must be one of; replaced by ``enum``.
+ENUM_SETTING = "x-chronos-enum-setting"
 #: Extension carrying a hand-documented body's model definitions; moved into ``components/schemas``.
 DEFINITIONS = "x-chronos-definitions"
 COMPONENTS = "#/components/schemas/{model}"
@@ -54,6 +58,28 @@ def refuse_null(*names: str) -> Callable[[dict[str, Any]], None]:
 def setting_maximum(setting: str) -> dict[str, Any]:
     """``json_schema_extra`` of an integer whose upper bound is the setting ``section.key``."""
     return {MAXIMUM_SETTING: setting}
+
+
+def setting_enum(setting: str) -> dict[str, Any]:
+    """``json_schema_extra`` of a string that must be one of the list setting ``section.key``."""
+    return {ENUM_SETTING: setting}
+
+
+def restrict_strings(node: dict[str, Any], names: list[str]) -> None:
+    """Make the string branch of ``node`` (itself or one of its ``anyOf``) an ``enum`` of ``names``.
+
+    With no names, a string branch inside ``anyOf`` is dropped (only its other
+    branches, e.g. null, remain); a lone string becomes an empty ``enum``.
+    """
+    branches = node.get("anyOf")
+    if isinstance(branches, list):
+        strings = [b for b in branches if isinstance(b, dict) and b.get("type") == "string"]
+        if not names:
+            node["anyOf"] = [b for b in branches if b not in strings]
+        for branch in strings:
+            branch["enum"] = list(names)
+    elif node.get("type") == "string":
+        node["enum"] = list(names)
 
 
 def raw_json_body(model: type[BaseModel], description: str = "") -> dict[str, Any]:
@@ -88,8 +114,13 @@ def move_definitions(document: dict[str, Any]) -> None:
                     components.setdefault(name, schema)
 
 
+def _setting(sections: dict[str, BaseModel], setting: str) -> Any:
+    section, _, key = setting.partition(".")
+    return getattr(sections.get(section), key, None)
+
+
 def finish_document(node: Any, sections: dict[str, BaseModel]) -> None:
-    """Resolve setting bounds against ``sections`` and write integer bounds as integers, in place.
+    """Resolve setting bounds and enums against ``sections`` and write integer bounds as integers, in place.
 
     FastAPI's document models hold bounds as floats, and ``2**63 - 1`` as a
     float is ``2**63``: a client trusting it would send an id the server refuses.
@@ -102,12 +133,16 @@ def finish_document(node: Any, sections: dict[str, BaseModel]) -> None:
         return
     setting = node.pop(MAXIMUM_SETTING, None)
     if isinstance(setting, str):
-        section, _, key = setting.partition(".")
-        value = getattr(sections.get(section), key, None)
+        value = _setting(sections, setting)
         if isinstance(value, int):
             for target in [node, *node.get("anyOf", [])]:
                 if isinstance(target, dict) and target.get("type") == "integer":
                     target["maximum"] = min(value, target.get("maximum", value))
+    listed = node.pop(ENUM_SETTING, None)
+    if isinstance(listed, str):
+        names = _setting(sections, listed)
+        if isinstance(names, list):
+            restrict_strings(node, [str(n) for n in names])
     if node.get("type") == "integer":
         for key in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"):
             bound = node.get(key)

@@ -78,7 +78,7 @@ from chronos.exceptions import (
 from chronos.identity import Origin, Principal
 from chronos.jobs import JobBusy
 from chronos.keys import active_key_ids
-from chronos.openapi import raw_json_body, refuse_null, setting_maximum
+from chronos.openapi import raw_json_body, refuse_null, setting_enum, setting_maximum
 from chronos.pagination import decode_cursor, encode_cursor
 from chronos.records import (
     CliCommand,
@@ -101,6 +101,7 @@ __all__ = [
     "active_key_ids",
     "raw_json_body",
     "refuse_null",
+    "setting_enum",
     "setting_maximum",
     "ApplyResult",
     "CalendarSpec",

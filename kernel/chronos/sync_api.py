@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, Depends, Path, Query, Request
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StringConstraints
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -14,6 +15,8 @@ from chronos.audit import record_audit
 from chronos.auth import Principal, current_context, origin_of, require_scope
 from chronos.db.sync_models import SyncRun, SyncState
 from chronos.errors import Problem
+from chronos.host import PluginHost
+from chronos.openapi import restrict_strings
 from chronos.pagination import decode_cursor, encode_cursor
 from chronos.pipeline import SyncBusy, SyncPipeline, UnknownCalendar
 from chronos.records import HealthResult, SyncTrigger
@@ -65,7 +68,7 @@ class SyncRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     source: SourceName | None = Field(None, description="Only this source (default: every source)")
     calendar_id: CalendarId | None = Field(None, description="Only this calendar")
-    full: bool = Field(False, description="Ignore the saved cursor and list everything again")
+    full: StrictBool = Field(False, description="Ignore the saved cursor and list everything again")
 
 
 class StartedRun(BaseModel):
@@ -97,6 +100,47 @@ class CalendarStateOut(BaseModel):
     last_success_at: datetime | None
     last_error_at: datetime | None
     last_error: str | None
+
+
+def source_calendars(host: PluginHost) -> dict[str, list[str]]:
+    """Every enabled source's calendar ids, as :class:`SyncPipeline` lists them (a failing source has none)."""
+    out: dict[str, list[str]] = {}
+    for _plugin, src in host.sources():
+        try:
+            out[src.name] = [spec.id for spec in src.calendars()]
+        except Exception:  # noqa: BLE001 - the pipeline logs it when it starts
+            out[src.name] = []
+    return out
+
+
+def document_sync_request(schema: dict[str, Any], calendars: Mapping[str, Sequence[str]]) -> None:
+    """Write the enabled sources and their calendars into the ``SyncRequest`` schema, in place.
+
+    ``calendars`` maps every enabled source to its calendars' ids (what
+    :class:`SyncPipeline` selects from): ``source`` is one of the sources,
+    ``calendar_id`` one of the named source's calendars, or of any source's
+    when no source is named; anything else answers 404.
+    """
+    props = schema.get("properties", {})
+    every = sorted({c for ids in calendars.values() for c in ids})
+    restrict_strings(props["source"], sorted(calendars))
+    restrict_strings(props["calendar_id"], every)
+    null = {"type": "null"}
+    branches: list[dict[str, Any]] = [
+        {"properties": {"source": null, "calendar_id": {"anyOf": [{"enum": every}, null] if every else [null]}}}
+    ]
+    for name, ids in sorted(calendars.items()):
+        own = sorted(set(ids))
+        branches.append(
+            {
+                "required": ["source"],
+                "properties": {
+                    "source": {"enum": [name]},
+                    "calendar_id": {"anyOf": [{"enum": own}, null] if own else [null]},
+                },
+            }
+        )
+    schema["anyOf"] = branches
 
 
 def _pipeline(request: Request) -> SyncPipeline:

@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictBool, StringConstraints, field_validator
 
-from chronos.plugin import refuse_null
+from chronos.plugin import refuse_null, setting_enum
 
 MAX_ID = 2**63 - 1
 Text200 = Annotated[str, StringConstraints(min_length=1, max_length=200)]
@@ -19,7 +19,11 @@ class EventCreate(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    calendar_id: Text200 | None = Field(None, description="A local calendar (default: the first configured).")
+    calendar_id: Text200 | None = Field(
+        None,
+        description="A local calendar (default: the first configured).",
+        json_schema_extra=setting_enum("events.local_calendars"),
+    )
     title: Annotated[str, StringConstraints(min_length=1, max_length=2000)]
     description: str = Field("", max_length=100_000)
     location: str = Field("", max_length=2000)
