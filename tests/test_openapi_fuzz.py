@@ -62,10 +62,18 @@ SEMANTIC: dict[str, tuple[str, ...]] = {
     # Unique names and entries: the second request with the same one conflicts.
     "POST /api/v1/whitelists": ("409",),
     "PATCH /api/v1/whitelists/{entry_id}": ("409",),
-    "POST /api/v1/templates": ("409",),
-    "PUT /api/v1/templates/{template_id}": ("409",),
-    "PATCH /api/v1/templates/{template_id}": ("409",),
-    "POST /api/v1/templates/import": ("409",),
+    # Templates: a unique name (409); every part must compile in the Jinja2 sandbox, variables_json
+    # must be a valid JSON Schema, no part may exceed templates.max_source_chars (422).
+    "POST /api/v1/templates": ("409", "422"),
+    "PUT /api/v1/templates/{template_id}": ("409", "422"),
+    # ... and a patch merges into the stored content, which must still be complete for its type
+    # (a changed type needs that type's full content).
+    "PATCH /api/v1/templates/{template_id}": ("409", "422"),
+    # ... and no name twice in one document.
+    "POST /api/v1/templates/import": ("409", "422"),
+    # The variables must satisfy the stored template's variables_json and render; an event template
+    # needs start or date and a calendar that may be written.
+    "POST /api/v1/templates/{template_id}/use": ("422",),
     # A new event's end is after its start, and both are dates or both datetimes (a rule across two fields).
     "POST /api/v1/events": ("422",),
     # A sub-task id must name one of the stored event's sub-tasks.
@@ -98,12 +106,6 @@ KNOWN_GAPS: dict[str, tuple[str, ...]] = {
     # The document states template_id XOR subject/html/text (a oneOf), but not yet the address
     # syntax, header-safe file names, base64 content, nor whether the template exists.
     "POST /api/v1/mail/send": ("422",),
-    # Template content (time zones, required fields per type) is checked after the schema.
-    "POST /api/v1/templates": ("422",),
-    "POST /api/v1/templates/import": ("422",),
-    "PUT /api/v1/templates/{template_id}": ("422",),
-    "PATCH /api/v1/templates/{template_id}": ("422",),
-    "POST /api/v1/templates/{template_id}/use": ("422",),
     # Analytics and text search take a window of at most events.query_max_window_days
     # between `from` and `to`: a rule across two parameters.
     "GET /api/v1/events": ("422",),

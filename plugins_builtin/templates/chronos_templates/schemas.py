@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import re
 from datetime import date as Date, datetime
+from enum import Enum
+from functools import cache
 from typing import Annotated, Any, Literal, Union
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 from pydantic import (
     BaseModel,
@@ -31,6 +33,19 @@ Name = Annotated[str, StringConstraints(min_length=1, max_length=200, strip_whit
 Tag = Annotated[str, StringConstraints(min_length=1, max_length=64, strip_whitespace=True, pattern=_NO_CONTROL)]
 HEADER_NAME_RE = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,100}$")
 TIME_OF_DAY_RE = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
+# A header value template: no line break.
+_ONE_LINE = r"^[^\r\n]*$"
+
+
+@cache
+def timezone_names() -> frozenset[str]:
+    """The IANA zone names this server knows (the document lists them as an enum)."""
+    return frozenset(available_timezones())
+
+
+#: OpenAPI shows a time zone as an enum of :func:`timezone_names`
+#: (documentation only: ``_check_timezone`` validates, with its own message).
+TimeZone = Enum("TimeZone", {name: name for name in sorted(timezone_names())}, type=str)  # type: ignore[misc]
 
 
 def _iso_text(value: Any) -> Any:
@@ -44,6 +59,8 @@ def _check_timezone(value: str | None) -> str | None:
     if value is None:
         return None
     try:
+        if value not in timezone_names():  # exactly the document's enum
+            raise ValueError(value)
         ZoneInfo(value)
     except (ZoneInfoNotFoundError, ValueError):
         raise ValueError(f"unknown time zone {value!r}; use an IANA name such as Europe/Berlin") from None
@@ -86,7 +103,10 @@ def _variants(
 def _partial(model: type[BaseModel]) -> type[BaseModel]:
     """``model`` with every field optional and nullable: a ``PATCH`` of its keys (documentation only)."""
     fields: dict[str, Any] = {
-        name: (f.annotation | None, Field(None, description=f.description))  # type: ignore[operator]
+        name: (
+            f.annotation | None,  # type: ignore[operator]
+            Field(None, description=f.description, json_schema_extra=f.json_schema_extra),
+        )
         for name, f in model.model_fields.items()
     }
     return create_model(  # type: ignore[call-overload]
@@ -108,6 +128,11 @@ def _union_schema(
     return schema
 
 
+def _non_empty(key: str) -> dict[str, Any]:
+    """A schema requiring ``key`` to be a non-empty string."""
+    return {"required": [key], "properties": {key: {"type": "string", "minLength": 1}}}
+
+
 class EmailContent(BaseModel):
     """An email: ``subject`` and at least one of ``html`` and ``text`` (all Jinja2).
 
@@ -115,7 +140,7 @@ class EmailContent(BaseModel):
     plain-text part from the rendered HTML.
     """
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"anyOf": [_non_empty("html"), _non_empty("text")]})
     subject: str = Field(min_length=1, max_length=2000)
     html: str | None = None
     text: str | None = None
@@ -134,14 +159,21 @@ class WebhookContent(BaseModel):
     model_config = ConfigDict(extra="forbid")
     method: Literal["POST", "PUT", "PATCH", "DELETE", "GET"] = "POST"
     url: str | None = Field(None, max_length=4000)
-    headers: dict[str, str] = Field(default_factory=dict, max_length=50)
+    headers: dict[str, str] = Field(
+        default_factory=dict,
+        max_length=50,
+        json_schema_extra={
+            "propertyNames": {"pattern": HEADER_NAME_RE.pattern},
+            "additionalProperties": {"type": "string", "pattern": _ONE_LINE},
+        },
+    )
     body: str = Field("{}", max_length=1_000_000)
 
     @field_validator("headers")
     @classmethod
     def _header_names(cls, value: dict[str, str]) -> dict[str, str]:
         for name, template in value.items():
-            if not HEADER_NAME_RE.match(name):
+            if not HEADER_NAME_RE.fullmatch(name):
                 raise ValueError(f"invalid header name {name!r}")
             if "\r" in template or "\n" in template:
                 raise ValueError(f"header {name!r} contains a line break")
@@ -156,8 +188,12 @@ class EventContent(BaseModel):
     title: str = Field(min_length=1, max_length=2000)
     description: str = Field("", max_length=100_000)
     duration_minutes: int = Field(60, ge=1, le=60 * 24 * 14)
-    time_of_day: str | None = Field(None, description="Default start time, HH:MM (24h).")
-    timezone: str | None = Field(None, description="IANA zone of time_of_day (default UTC).")
+    time_of_day: str | None = Field(
+        None, description="Default start time, HH:MM (24h).", json_schema_extra={"pattern": TIME_OF_DAY_RE.pattern}
+    )
+    timezone: Annotated[str, DocumentedAs(TimeZone)] | None = Field(
+        None, description="IANA zone of time_of_day (default UTC)."
+    )
     calendar: str | None = Field(None, min_length=1, max_length=200)
     tags: list[Annotated[str, StringConstraints(min_length=1, max_length=200)]] = Field(
         default_factory=list, max_length=50
@@ -169,7 +205,7 @@ class EventContent(BaseModel):
     @field_validator("time_of_day")
     @classmethod
     def _hhmm(cls, value: str | None) -> str | None:
-        if value is not None and not TIME_OF_DAY_RE.match(value):
+        if value is not None and not TIME_OF_DAY_RE.fullmatch(value):
             raise ValueError("use HH:MM, 00:00 to 23:59")
         return value
 
@@ -379,7 +415,7 @@ class UseIn(BaseModel):
     context: dict[str, Any] = Field(default_factory=dict, description="Free-form, stored with the usage row.")
     start: datetime | None = None
     date: Date | None = None
-    timezone: str | None = None
+    timezone: Annotated[str, DocumentedAs(TimeZone)] | None = Field(None, description="An IANA zone name.")
     calendar: str | None = Field(None, min_length=1, max_length=200)
 
     @field_validator("context")
