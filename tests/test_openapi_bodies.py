@@ -72,6 +72,8 @@ FREE_FORM: dict[str, str] = {
     f"{SCHEMAS}WorkflowPatch/properties/params_template_json/anyOf/0": "parameter template",
     # TODO(commands): a problem document; should reference a typed problem model.
     f"{SCHEMAS}CompletionOutcome/properties/problem/anyOf/0": "untyped problem",
+    # A worker's result is any JSON; its object branch names storable keys, not fixed ones.
+    f"{SCHEMAS}StorableJson/anyOf/5": "a JSON object of the worker's own (storable keys and values)",
     # -- kernel ----------------------------------------------------------------------------
     # A source's cursor is its own (an ETag, a sync token, a ctag): opaque to the kernel.
     f"{SCHEMAS}SyncRunOut/properties/cursor/anyOf/0": "opaque per-source cursor",

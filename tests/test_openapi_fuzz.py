@@ -98,9 +98,6 @@ SEMANTIC: dict[str, tuple[str, ...]] = {
 # Each is a TODO for the document (or the server); the list only shrinks.
 KNOWN_GAPS: dict[str, tuple[str, ...]] = {
     # Storable text (no control characters) and nested shapes the schema does not describe.
-    "POST /api/v1/commands/{command_id}/complete": ("422",),
-    "POST /api/v1/commands/{command_id}/fail": ("422",),
-    "POST /api/v1/command-completions": ("422",),
     "POST /api/v1/whitelists": ("422",),
     "PATCH /api/v1/whitelists/{entry_id}": ("422",),
     # The document states template_id XOR subject/html/text (a oneOf), but not yet the address

@@ -32,12 +32,14 @@ from chronos_commands.api_types import (
     CommandId,
     CommandName,
     IsoDateTime,
+    JsonInt,
+    StorableJson,
     SystemId,
     problems,
 )
 from chronos_commands.command_service import Completion, EnqueueRequest
 from chronos_commands.state import queue_of
-from chronos_commands.whitelist import MAX_ERROR
+from chronos_commands.whitelist import MAX_ERROR, STORABLE_PATTERN
 
 LeaseToken = Annotated[str, StringConstraints(min_length=1, max_length=64)]
 
@@ -130,7 +132,9 @@ class CompleteIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    result: Any = Field(None, description="Any JSON value (at most 64 KB; finite numbers, storable text).")
+    result: StorableJson = Field(
+        None, description="Any JSON value (at most 64 KB; finite numbers, storable text, at most 20 levels deep)."
+    )
     lease_token: LeaseToken = Field(
         description=TOKEN_DOC + " Repeating a completion (same result) with the token of the lease that "
         "completed the command answers the same 200."
@@ -138,7 +142,12 @@ class CompleteIn(BaseModel):
 
 
 class CompleteItem(CompleteIn):
-    id: StrictInt = Field(ge=1, le=MAX_ID, description="The command's id.")
+    id: JsonInt = Field(ge=1, le=MAX_ID, description="The command's id.")
+    result: Any = Field(
+        None,
+        description="Any JSON value; one that ``POST /commands/{id}/complete`` would refuse (over 64 KB, a"
+        " number that is not finite, text that cannot be stored, over 20 levels deep) is this item's 422 outcome.",
+    )
 
 
 class CompleteManyIn(BaseModel):
@@ -167,7 +176,10 @@ class FailIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    error: Annotated[str, StringConstraints(min_length=1, max_length=MAX_ERROR)]
+    error: Annotated[str, StringConstraints(min_length=1, max_length=MAX_ERROR)] = Field(
+        description="Why the command failed (storable text: no control characters but tab and line breaks).",
+        json_schema_extra={"pattern": STORABLE_PATTERN},
+    )
     retry: StrictBool = False
     retry_after_seconds: StrictFloat | None = Field(None, ge=0, le=7 * 86_400)
     lease_token: LeaseToken = Field(

@@ -211,6 +211,11 @@ def _escape(key: str) -> str:
 # -- payload shape ------------------------------------------------------------------
 
 
+#: What :func:`text_problem` accepts, as a JSON Schema ``pattern`` (for the document; the service checks).
+#: Lone surrogates are refused too, but they are not Unicode text, so no schema string holds one.
+STORABLE_PATTERN = r"^[^\u0000-\u0008\u000B\u000C\u000E-\u001F]*$"
+
+
 def text_problem(value: str) -> str | None:
     """Why a string cannot be stored (NUL, control characters, lone surrogates), or None."""
     for ch in value:
