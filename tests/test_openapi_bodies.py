@@ -62,10 +62,8 @@ FREE_FORM: dict[str, str] = {
     # TODO(commands): params are checked against the whitelist's JSON Schema; confirm free-form.
     f"{SCHEMAS}EnqueueIn/properties/params": "command parameters",
     f"{SCHEMAS}CommandOut/properties/params": "command parameters",
-    # TODO(commands): JSON Schema documents; confirm free-form.
-    f"{SCHEMAS}WhitelistIn/properties/allowed_params_json": "a JSON Schema document",
-    f"{SCHEMAS}WhitelistOut/properties/allowed_params_json": "a JSON Schema document",
-    f"{SCHEMAS}WhitelistPatch/properties/allowed_params_json/anyOf/0": "a JSON Schema document",
+    # Param names are chosen per entry; each value is a typed spec (null, regex or enum).
+    f"{SCHEMAS}ParamSpecs": "param name -> its spec",
     # TODO(commands): parameter templates; confirm free-form.
     f"{SCHEMAS}WorkflowIn/properties/params_template_json": "parameter template",
     f"{SCHEMAS}WorkflowOut/properties/params_template_json": "parameter template",

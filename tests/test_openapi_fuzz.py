@@ -59,9 +59,12 @@ SEMANTIC: dict[str, tuple[str, ...]] = {
     "POST /api/v1/commands": ("422",),
     "POST /api/v1/workflows": ("422",),
     "PATCH /api/v1/workflows/{workflow_id}": ("422",),
-    # Unique names and entries: the second request with the same one conflicts.
-    "POST /api/v1/whitelists": ("409",),
-    "PATCH /api/v1/whitelists/{entry_id}": ("409",),
+    # Unique names and entries: the second request with the same one conflicts (409); each
+    # param's regex must compile with RE2 and have at most 20 groups (422).
+    "POST /api/v1/whitelists": ("409", "422"),
+    "PATCH /api/v1/whitelists/{entry_id}": ("409", "422"),
+    # With analytics=true or text, `to` may be at most events.query_max_window_days after `from` (422).
+    "GET /api/v1/events": ("422",),
     # Templates: a unique name (409); every part must compile in the Jinja2 sandbox, variables_json
     # must be a valid JSON Schema, no part may exceed templates.max_source_chars (422).
     "POST /api/v1/templates": ("409", "422"),
@@ -97,15 +100,9 @@ SEMANTIC: dict[str, tuple[str, ...]] = {
 # Known gaps: rules the server enforces that the document does not state yet.
 # Each is a TODO for the document (or the server); the list only shrinks.
 KNOWN_GAPS: dict[str, tuple[str, ...]] = {
-    # Storable text (no control characters) and nested shapes the schema does not describe.
-    "POST /api/v1/whitelists": ("422",),
-    "PATCH /api/v1/whitelists/{entry_id}": ("422",),
     # The document states template_id XOR subject/html/text (a oneOf), but not yet the address
     # syntax, header-safe file names, base64 content, nor whether the template exists.
     "POST /api/v1/mail/send": ("422",),
-    # Analytics and text search take a window of at most events.query_max_window_days
-    # between `from` and `to`: a rule across two parameters.
-    "GET /api/v1/events": ("422",),
 }
 
 

@@ -56,7 +56,7 @@ def _iso_only(value: Any) -> Any:
 IsoDateTime = Annotated[AwareDatetime, BeforeValidator(_iso_only)]
 
 
-def _integral(value: Any) -> Any:
+def integral(value: Any) -> Any:
     # JSON does not tell 2 from 2.0, nor does JSON Schema's ``integer``; a string stays refused.
     if type(value) is float and value.is_integer():
         return int(value)
@@ -64,7 +64,9 @@ def _integral(value: Any) -> Any:
 
 
 #: An integer in a JSON body: strict (no strings, no booleans), but ``2.0`` is the integer 2.
-JsonInt = Annotated[StrictInt, BeforeValidator(_integral)]
+#: Optional with bounds: ``Annotated[StrictInt, Field(ge=..), BeforeValidator(integral)] | None``
+#: (bounds given after the validator would not reach the document).
+JsonInt = Annotated[StrictInt, BeforeValidator(integral)]
 CommandId = Annotated[int, Path(ge=1, le=MAX_ID, description="The command's id.")]
 EntryId = Annotated[int, Path(ge=1, le=MAX_ID, description="The whitelist entry's id.")]
 WorkflowId = Annotated[int, Path(ge=1, le=MAX_ID, description="The workflow's id.")]

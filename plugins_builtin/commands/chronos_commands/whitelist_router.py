@@ -6,18 +6,92 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request, Response
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StringConstraints
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    StringConstraints,
+    WithJsonSchema,
+)
+from typing_extensions import TypeAliasType
 
 from chronos.plugin import Context, Principal, origin_of, refuse_null
 
 from chronos_commands import whitelist_service
-from chronos_commands.api_types import ADMIN, SYSTEM_PATTERN, CommandName, EntryId, SystemId, problems
+from chronos_commands.api_types import ADMIN, SYSTEM_PATTERN, CommandName, EntryId, SystemId, integral, problems
 from chronos_commands.state import queue_of
+from chronos_commands.syntax import PARAM_KEY_RE
+from chronos_commands.whitelist import MAX_ENUM, MAX_PARAM_VALUE, MAX_PARAMS, MAX_PATTERN, STORABLE_PATTERN
 
 router = APIRouter()
-OriginName = Annotated[str, StringConstraints(min_length=1, max_length=200)]
+OriginName = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=200),
+    WithJsonSchema({"type": "string", "minLength": 1, "maxLength": 200, "pattern": STORABLE_PATTERN}),
+]
 SOURCES_DOC = "Calendar sources (ics, local …) whose ACTION: entries may create these commands; null: any."
+MaxAttempts = Annotated[StrictInt, Field(ge=1, le=100), BeforeValidator(integral)]
 CALENDARS_DOC = "Calendar ids whose ACTION: entries may create these commands; null: any."
+
+_REGEX = {
+    "type": "string",
+    "maxLength": MAX_PATTERN,
+    "pattern": STORABLE_PATTERN,
+    "description": "An RE2 regex the whole value must match (no back-references, lookaround or conditionals).",
+}
+_ENUM = {
+    "type": "array",
+    "minItems": 1,
+    "maxItems": MAX_ENUM,
+    "items": {
+        "anyOf": [
+            {"type": "string", "maxLength": MAX_PARAM_VALUE, "pattern": STORABLE_PATTERN},
+            {"type": "number"},
+            {"type": "boolean"},
+            {"type": "null"},
+        ]
+    },
+    "description": "The values allowed (a non-string param is compared as its JSON text).",
+}
+#: ``allowed_params_json`` as the document describes it; ``whitelist.normalize_params_spec`` checks it
+#: (the shape again, and that each regex compiles with RE2).
+ParamSpecs = TypeAliasType(
+    "ParamSpecs",
+    Annotated[
+        dict[str, Any],
+        WithJsonSchema(
+            {
+                "type": "object",
+                "maxProperties": MAX_PARAMS,
+                "propertyNames": {"pattern": PARAM_KEY_RE.pattern},
+                "additionalProperties": {
+                    "oneOf": [
+                        {"type": "null", "description": "Any value."},
+                        _REGEX,
+                        _ENUM,
+                        {
+                            "type": "object",
+                            "properties": {"regex": _REGEX},
+                            "required": ["regex"],
+                            "additionalProperties": False,
+                        },
+                        {
+                            "type": "object",
+                            "properties": {"enum": _ENUM},
+                            "required": ["enum"],
+                            "additionalProperties": False,
+                        },
+                    ]
+                },
+                "description": "param -> null (any value), a regex string, a list (enum), {regex: ...} or"
+                " {enum: [...]}; answers give the canonical forms null, {regex: ...} and {enum: [...]}.",
+            }
+        ),
+    ],
+)
 
 
 class WhitelistIn(BaseModel):
@@ -25,13 +99,10 @@ class WhitelistIn(BaseModel):
 
     system: SystemId
     action: CommandName = Field(description="Upper-cased on input.")
-    allowed_params_json: dict[str, Any] = Field(
-        default_factory=dict,
-        description="param -> null (any value), a regex string, a list (enum), {regex: ...} or {enum: [...]}.",
-    )
+    allowed_params_json: ParamSpecs = Field(default_factory=dict)
     enabled: StrictBool = True
     schedule: Literal["now", "event_start"] = "now"
-    max_attempts: StrictInt | None = Field(None, ge=1, le=100)
+    max_attempts: MaxAttempts | None = None
     description: Annotated[str, StringConstraints(max_length=500)] = ""
     sources: list[OriginName] | None = Field(None, max_length=100, description=SOURCES_DOC)
     calendars: list[OriginName] | None = Field(None, max_length=100, description=CALENDARS_DOC)
@@ -42,10 +113,10 @@ class WhitelistPatch(BaseModel):
         extra="forbid", json_schema_extra=refuse_null("allowed_params_json", "enabled", "schedule", "description")
     )
 
-    allowed_params_json: dict[str, Any] | None = None
+    allowed_params_json: ParamSpecs | None = None
     enabled: StrictBool | None = None
     schedule: Literal["now", "event_start"] | None = None
-    max_attempts: StrictInt | None = Field(None, ge=1, le=100)
+    max_attempts: MaxAttempts | None = None
     description: Annotated[str, StringConstraints(max_length=500)] | None = None
     sources: list[OriginName] | None = Field(None, max_length=100, description=SOURCES_DOC)
     calendars: list[OriginName] | None = Field(None, max_length=100, description=CALENDARS_DOC)
@@ -55,7 +126,7 @@ class WhitelistOut(BaseModel):
     id: int
     system: str
     action: str
-    allowed_params_json: dict[str, Any]
+    allowed_params_json: ParamSpecs
     enabled: bool
     schedule: str
     max_attempts: int | None
