@@ -119,3 +119,17 @@ async def test_health_shows_the_last_sync_and_degrades_on_failure(chronos_app, a
         src.fail_at = None
         await pipe.run("fake", "other", full=True)
         assert (await c.get("/health")).json()["checks"]["sync"]["status"] == "ok"
+
+
+async def test_the_document_names_the_enabled_sources_and_their_calendars(chronos_app):
+    async with chronos_app(plugins=pipeline_plugins(source_with("cal", "other"))) as app:
+        schema = app.openapi()["components"]["schemas"]["SyncRequest"]
+    props = schema["properties"]
+    assert props["source"]["anyOf"][0]["enum"] == ["fake"]
+    assert props["calendar_id"]["anyOf"][0]["enum"] == ["cal", "other"]
+    # A named source narrows the calendars to its own.
+    (named,) = [b for b in schema["anyOf"] if b.get("required") == ["source"]]
+    assert named["properties"] == {
+        "source": {"enum": ["fake"]},
+        "calendar_id": {"anyOf": [{"enum": ["cal", "other"]}, {"type": "null"}]},
+    }

@@ -57,3 +57,12 @@ async def test_import_parses_in_a_thread(chronos_app, api_client, monkeypatch):
         r = await c.post("/api/v1/events/import", json=_doc(_event(1, "local", "local")))
         assert r.status_code == 200, r.text
     assert seen == [False]
+
+
+async def test_the_document_names_the_local_calendars(chronos_app):
+    async with chronos_app(plugins=["events"], config={"events": {"local_calendars": ["local", "notes"]}}) as app:
+        prop = app.openapi()["components"]["schemas"]["EventCreate"]["properties"]["calendar_id"]
+    assert prop["anyOf"] == [
+        {"type": "string", "maxLength": 200, "minLength": 1, "enum": ["local", "notes"]},
+        {"type": "null"},
+    ]
