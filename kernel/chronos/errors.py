@@ -235,8 +235,34 @@ def install_handlers(app: FastAPI) -> None:
         return unhandled_response(request, exc)
 
 
+def _unstorable_text(exc: BaseException) -> bool:
+    """Whether the database refused a text value it cannot store (PostgreSQL and a NUL character)."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if type(current).__name__ in ("CharacterNotInRepertoireError", "UntranslatableCharacterError"):
+            return True
+        orig = getattr(current, "orig", None)
+        current = orig if isinstance(orig, BaseException) else (current.__cause__ or current.__context__)
+    return False
+
+
 def unhandled_response(request: Request, exc: BaseException) -> JSONResponse:
-    """Log an uncaught exception (with the request id) and answer 500 without internals."""
+    """Log an uncaught exception (with the request id) and answer 500 without internals.
+
+    One database refusal is the client's to fix, whichever field it came from:
+    PostgreSQL stores no NUL character (``\u0000``) in text, so such a value is a 422.
+    """
+    if _unstorable_text(exc):
+        return problem_response(
+            Problem(
+                422,
+                "A text value holds a character the database cannot store (NUL, \\u0000); remove it",
+                type="unstorable-text",
+            ),
+            request,
+        )
     log.error("unhandled_error", path=request.url.path, error_type=type(exc).__name__, exc_info=exc)
     return problem_response(
         Problem(500, "An internal error occurred; it has been logged with this request's id."),
