@@ -31,9 +31,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from chronos.audit_key import audit_key_for
 from chronos.db.base import utcnow
 from chronos.db.models import AuditCheckpoint, AuditEntry
-from chronos.identity import PG_AUDIT_LOCK, Origin, Principal
+from chronos.identity import Origin, Principal
 
 GENESIS = "0" * 64
+#: Serialises appends to the chain on PostgreSQL (an advisory transaction lock).
+PG_AUDIT_LOCK = 7_458_142_002
 
 
 def _payload(prev_hash: str, row: dict[str, Any]) -> bytes:

@@ -37,6 +37,3 @@ class Origin:
     principal: Principal | None = None
     ip: str | None = None
     request_id: str | None = None
-
-
-PG_AUDIT_LOCK = 7_458_142_002
