@@ -40,6 +40,7 @@ class PluginContext:
         self._resources: dict[Resource[Any], Any] = {}
         self._declared: set[Resource[Any]] = set()
         self._scopes: Mapping[str, str] = MappingProxyType({})
+        self._sections_by_type: dict[type, BaseModel] | None = None
 
     @property
     def db(self) -> Database:
@@ -87,9 +88,13 @@ class PluginContext:
                 raise KeyError(
                     f"no settings section {model!r}: is the plugin enabled and does it register one?"
                 ) from None
-        for value in self.settings.sections.values():
-            if type(value) is model:
-                return value
+        # Looked up by type on hot paths (a queue's settings per call): index the sections once.
+        found = (self._sections_by_type or {}).get(model)
+        if found is None:  # not indexed yet, or sections validated since
+            self._sections_by_type = {type(v): v for v in self.settings.sections.values()}
+            found = self._sections_by_type.get(model)
+        if found is not None:
+            return found
         raise KeyError(f"no settings section of type {model.__name__}: is the plugin enabled and does it register one?")
 
     def service(self, interface: type[T]) -> T:

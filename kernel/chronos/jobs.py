@@ -72,6 +72,11 @@ class JobRunner:
 
     # -- running jobs -------------------------------------------------------------
 
+    @property
+    def stopping(self) -> bool:
+        """True once :meth:`stop` has begun: start no new work."""
+        return self._stopping
+
     def run_now(
         self, name: str, args: dict[str, Any] | None = None, *, trigger: JobTrigger = "manual"
     ) -> asyncio.Task[Any]:

@@ -91,7 +91,7 @@ def _rerun_if_pending(ctx: PluginContext, finished: asyncio.Task[Any]) -> None:
     if requests.rerun_after is finished:
         requests.rerun_after = None
     jobs = ctx.jobs
-    if finished.cancelled() or jobs is None or getattr(jobs, "_stopping", False) or not requests.pending:
+    if finished.cancelled() or jobs is None or jobs.stopping or not requests.pending:
         return  # shutting down, or a run already took the request
     with contextlib.suppress(JobBusy):
         jobs.run_now(SEND_JOB)
