@@ -32,6 +32,7 @@ LAYERS: list[tuple[str, set[str]]] = [
             "chronos.openapi",
             "chronos.contracts",
             "chronos.contracts.events",
+            "chronos.contracts.ical",
             "chronos.contracts.mail",
             "chronos.db",
             "chronos.db.base",

@@ -17,6 +17,10 @@ configuration section. It implements hooks from :mod:`chronos.hookspecs` with th
 Core code (services, queues, stages) raises the domain errors exported here
 (``NotFound``, ``InvalidInput``, ``Conflict`` …); routes may also raise
 ``Problem`` directly. Routes receive the plugin context as ``ctx: Context``.
+
+``ical`` is the iCalendar parsing and recurrence expansion shared by every
+source that reads iCalendar (``ical.split_calendar``, ``ical.parse_groups``
+within an ``ical.Window``), so a VEVENT maps to the same drafts everywhere.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import pluggy
 from chronos.audit import record_audit, record_audit_many
 from chronos.auth import Context, Public, origin_of, require_scope
 from chronos.context import PluginContext
+from chronos.contracts import ical
 from chronos.contracts.events import (
     ApplyResult,
     CalendarSpec,
@@ -43,6 +48,16 @@ from chronos.contracts.events import (
     SourceError,
     StoredEvent,
     SubTask,
+)
+from chronos.contracts.outbox import (
+    Delivery,
+    DeliveryResult,
+    DeliveryTarget,
+    EventType,
+    Outbox,
+    OutboxMessage,
+    Publication,
+    type_matches,
 )
 from chronos.contracts.mail import (
     AttachmentsTooLarge,
@@ -76,7 +91,7 @@ from chronos.exceptions import (
     Unavailable,
 )
 from chronos.identity import Origin, Principal
-from chronos.jobs import JobBusy
+from chronos.jobs import JobBusy, live_runners
 from chronos.keys import active_key_ids
 from chronos.openapi import raw_json_body, refuse_null, setting_enum, setting_maximum
 from chronos.pagination import decode_cursor, encode_cursor
@@ -93,12 +108,15 @@ from chronos.records import (
     Scope,
     Service,
     SettingsSection,
+    WebAssets,
 )
 
 hookimpl = pluggy.HookimplMarker("chronos")
 
 __all__ = [
     "active_key_ids",
+    "live_runners",
+    "ical",
     "raw_json_body",
     "refuse_null",
     "setting_enum",
@@ -119,6 +137,14 @@ __all__ = [
     "SourceError",
     "StoredEvent",
     "SubTask",
+    "Delivery",
+    "DeliveryResult",
+    "DeliveryTarget",
+    "EventType",
+    "Outbox",
+    "OutboxMessage",
+    "Publication",
+    "type_matches",
     "AttachmentsTooLarge",
     "IdempotencyConflict",
     "InvalidMail",
@@ -168,6 +194,7 @@ __all__ = [
     "Service",
     "SettingsSection",
     "UTCDateTime",
+    "WebAssets",
     "decode_cursor",
     "encode_cursor",
     "hookimpl",

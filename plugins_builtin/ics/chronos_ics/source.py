@@ -26,20 +26,9 @@ from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
 
-from chronos.plugin import CalendarSpec, EventDraft, Source, SourceBatch, SourceError
+from chronos.plugin import CalendarSpec, EventDraft, Source, SourceBatch, SourceError, ical
 
 from chronos_ics.fetch import download, read_file
-from chronos_ics.parse import (
-    CalendarFormatError,
-    Parsed,
-    Split,
-    Window,
-    chunks,
-    decode,
-    parse_groups,
-    split_calendar,
-    utc_key,
-)
 from chronos_ics.settings import IcsCalendar, IcsSettings, default_workers
 
 #: Bump when parsing changes what a file yields: cached "not modified" answers are then ignored.
@@ -51,7 +40,7 @@ OVER_CAP_UID = "(calendar)"
 
 
 def _order_key(d: EventDraft) -> tuple[datetime, str, str]:
-    return (utc_key(d.start), d.uid, d.recurrence_id or "")
+    return (ical.utc_key(d.start), d.uid, d.recurrence_id or "")
 
 
 def _first_in_time(
@@ -103,12 +92,12 @@ class IcsSource(Source):
 
     # -- one sync -----------------------------------------------------------------------
 
-    def window(self, cfg: IcsCalendar) -> Window:
+    def window(self, cfg: IcsCalendar) -> ical.Window:
         today = self.clock().astimezone(UTC).date()
         shift = timedelta(0)
         if cfg.demo_week is not None:
             shift = timedelta(weeks=(_monday(today) - _monday(cfg.demo_week)).days // 7)
-        return Window(
+        return ical.Window(
             start=datetime.combine(today - timedelta(days=cfg.past_days), time.min, UTC),
             end=datetime.combine(today + timedelta(days=cfg.horizon_days + 1), time.min, UTC),
             shift=shift,
@@ -116,7 +105,7 @@ class IcsSource(Source):
             default_timezone=cfg.default_timezone,
         )
 
-    def _fingerprint(self, cfg: IcsCalendar, window: Window) -> str:
+    def _fingerprint(self, cfg: IcsCalendar, window: ical.Window) -> str:
         relevant = {
             "v": PARSER_VERSION,
             "past": cfg.past_days,
@@ -163,15 +152,17 @@ class IcsSource(Source):
         if not data.strip():
             raise SourceError("the calendar is empty (0 bytes of iCalendar); keeping the last good data")
         try:
-            split = await asyncio.to_thread(lambda: split_calendar(decode(data)))
-        except CalendarFormatError as exc:
+            split = await asyncio.to_thread(lambda: ical.split_calendar(ical.decode(data)))
+        except ical.CalendarFormatError as exc:
             hint = f" (the server sent Content-Type: {content_type})" if content_type else ""
             raise SourceError(f"{exc}{hint}") from None
         new_cursor["recurring"] = split.recurring
         async for batch in self._batches(split, window, new_cursor):
             yield batch
 
-    async def _batches(self, split: Split, window: Window, cursor: dict[str, Any]) -> AsyncIterator[SourceBatch]:
+    async def _batches(
+        self, split: ical.Split, window: ical.Window, cursor: dict[str, Any]
+    ) -> AsyncIterator[SourceBatch]:
         """Batches of what the parser yields, streamed while the calendar stays within
         ``max_instances_per_calendar``. Past it, the rest is held back: the first that
         many instances in time order are synced, those sent earlier that fall beyond
@@ -215,7 +206,7 @@ class IcsSource(Source):
                 drafts, deleted, errors = drafts[size:], [], []
         yield SourceBatch(drafts=drafts, deleted=deleted, errors=errors, full=True, complete=True, cursor=cursor)
 
-    async def _parse(self, split: Split, window: Window) -> AsyncIterator[Parsed]:
+    async def _parse(self, split: ical.Split, window: ical.Window) -> AsyncIterator[ical.Parsed]:
         workers = self.workers
         x_wr = split.x_wr_timezone
         if workers > 0 and split.entries >= self.settings.parallel_threshold:
@@ -224,8 +215,8 @@ class IcsSource(Source):
             loop = asyncio.get_running_loop()
             pool = self._executor()
             futures = [
-                loop.run_in_executor(pool, parse_groups, split.prefix, chunk, window, x_wr)
-                for chunk in chunks(split.groups, per_chunk)
+                loop.run_in_executor(pool, ical.parse_groups, split.prefix, chunk, window, x_wr)
+                for chunk in ical.chunks(split.groups, per_chunk)
             ]
             try:
                 for fut in futures:
@@ -234,14 +225,14 @@ class IcsSource(Source):
                 for fut in futures:
                     fut.cancel()
             return
-        for chunk in chunks(split.groups, 1000):
-            yield await asyncio.to_thread(parse_groups, split.prefix, chunk, window, x_wr)
+        for chunk in ical.chunks(split.groups, 1000):
+            yield await asyncio.to_thread(ical.parse_groups, split.prefix, chunk, window, x_wr)
 
     def _executor(self) -> ProcessPoolExecutor:
         if self._pool is None:
             # forkserver: workers never inherit the service's threads, sockets or event loop.
             # Preloading the parser (instead of the default, __main__) makes workers start fast.
             context = multiprocessing.get_context("forkserver")
-            context.set_forkserver_preload(["chronos_ics.parse", "icalendar", "recurring_ical_events"])
+            context.set_forkserver_preload(["chronos.contracts.ical", "icalendar", "recurring_ical_events"])
             self._pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=context)
         return self._pool

@@ -1,4 +1,4 @@
-"""Parsing and recurrence expansion (pure functions; no database, no network)."""
+"""The shared iCalendar parsing and recurrence expansion (pure functions; no database, no network)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from chronos_ics.parse import CalendarFormatError, Window, chunks, parse_groups, recurrence_id, split_calendar
+from chronos.contracts.ical import CalendarFormatError, Window, chunks, parse_groups, recurrence_id, split_calendar
 
 NY = ZoneInfo("America/New_York")
 BERLIN = ZoneInfo("Europe/Berlin")
@@ -265,9 +265,8 @@ NOT_PLAIN = [
 @pytest.mark.parametrize("header", ["", "X-WR-TIMEZONE:Europe/Berlin\r\n"])
 def test_fast_path_equals_icalendar(header):
 
+    from chronos.contracts.ical import Parsed, _fast_single, _parse_slow
     from gen_events import event_to_vevent, iter_events
-
-    from chronos_ics.parse import Parsed, _fast_single, _parse_slow
 
     generated = [
         event_to_vevent(e).replace("\r\n", "\n").strip().split("\n", 1)[1].rsplit("\n", 1)[0]
@@ -288,7 +287,7 @@ def test_fast_path_equals_icalendar(header):
 
 @pytest.mark.parametrize("entry", NOT_PLAIN)
 def test_unusual_entries_take_the_icalendar_path(entry):
-    from chronos_ics.parse import Parsed, _fast_single, _Slow
+    from chronos.contracts.ical import Parsed, _fast_single, _Slow
 
     [group] = split_calendar(cal(entry)).groups
     with pytest.raises(_Slow):

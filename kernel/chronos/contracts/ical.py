@@ -1,6 +1,11 @@
-"""iCalendar text → drafts, tombstones and per-entry errors.
+"""iCalendar text → drafts, tombstones and per-entry errors, for every iCalendar source.
 
-Pure functions that run in worker processes: :func:`split_calendar` cuts the
+One parse and recurrence-expansion path shared by the sources that read
+iCalendar (ICS files and feeds, CalDAV), so that a VEVENT becomes the same
+:class:`~chronos.contracts.events.EventDraft` whichever source delivered it.
+Plugins reach it as ``chronos.plugin.ical``.
+
+Pure functions that can run in worker processes: :func:`split_calendar` cuts the
 text into VEVENT blocks grouped by UID (a series and its overrides stay
 together) cheaply with regular expressions; :func:`parse_groups` parses a
 chunk of groups with icalendar and expands recurring series with
@@ -22,7 +27,7 @@ from functools import lru_cache
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from chronos.plugin import EventDraft
+from chronos.contracts.events import EventDraft
 
 _UID = re.compile(r"^UID(?:;[^:\r\n]*)?:([^\r\n]*(?:\r?\n[ \t][^\r\n]*)*)", re.M | re.I)
 _RECURS = re.compile(r"^(?:RRULE|RDATE)[;:]", re.M | re.I)
@@ -162,13 +167,9 @@ def split_calendar(text: str) -> Split:
             # the entry still syncs (an edit then reads as delete + add).
             uid = "nouid-" + hashlib.sha1(block.encode("utf-8", "replace")).hexdigest()[:20]
             uid_line = f"UID:{uid}\r\n"
-            block = re.sub(
-                r"^(BEGIN:VEVENT[ \t]*\r?\n)",
-                lambda mm, line=uid_line: mm.group(1) + line,
-                block,
-                count=1,
-                flags=re.M | re.I,
-            )
+            head = re.search(r"^BEGIN:VEVENT[ \t]*\r?\n", block, re.M | re.I)
+            if head is not None:
+                block = block[: head.end()] + uid_line + block[head.end() :]
         group = groups.get(uid)
         if group is None:
             group = groups[uid] = Group(uid, [], False)
@@ -334,9 +335,11 @@ def _make_draft(
 
 def _end_of(comp: Any, start: date | datetime) -> date | datetime:
     if "DTEND" in comp:
-        return comp.decoded("DTEND")
+        end: date | datetime = comp.decoded("DTEND")
+        return end
     if "DURATION" in comp:
-        return start + comp.decoded("DURATION")
+        later: date | datetime = start + comp.decoded("DURATION")
+        return later
     # RFC 5545 §3.6.1: a date lasts one day, a date-time is an instant.
     return start if isinstance(start, datetime) else start + timedelta(days=1)
 
