@@ -603,7 +603,10 @@ def _add_plugin_commands() -> None:
     except Exception:  # noqa: BLE001 - the real command will report the problem
         return
     for _plugin, rec in host.cli_commands():
-        app.add_typer(rec.app, name=rec.name, help=rec.help or None)
+        if rec.command is not None:
+            app.command(rec.name, help=rec.help or None)(rec.command)
+        elif rec.app is not None:
+            app.add_typer(rec.app, name=rec.name, help=rec.help or None)
 
 
 def _kernel_command_requested(argv: list[str]) -> bool:

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast, overload
 import structlog
 from pydantic import BaseModel
 
-from chronos.records import Resource
+from chronos.records import Migrations, Resource
 
 if TYPE_CHECKING:  # pragma: no cover
     from chronos.db.engine import Database
@@ -41,6 +41,7 @@ class PluginContext:
         self._declared: set[Resource[Any]] = set()
         self._scopes: Mapping[str, str] = MappingProxyType({})
         self._sections_by_type: dict[type, BaseModel] | None = None
+        self._migrations: tuple[Migrations, ...] = ()
 
     @property
     def db(self) -> Database:
@@ -117,6 +118,33 @@ class PluginContext:
             raise LookupError(f"resource {resource.name!r} is not registered by an enabled plugin (register_resources)")
         obj = self._resources[resource] = resource.factory(self)
         return obj
+
+    async def migrate(self, url: str | None = None, *, schema: str | None = None) -> dict[str, list[str]]:
+        """Bring the kernel's and every enabled plugin's tables to head, on the configured
+        database or on ``url`` (and ``schema``, PostgreSQL); returns what changed per owner."""
+        from chronos.db.migrate import migrate
+
+        url, schema = self._where(url, schema)
+        return await migrate(url, self._migrations, schema=schema)
+
+    async def migration_status(self, url: str | None = None, *, schema: str | None = None) -> dict[str, Any]:
+        """Per owner (``kernel`` and each enabled plugin): ``current`` and ``heads`` revisions,
+        every ``known`` revision of the installed code, and its ``version_table``."""
+        from chronos.db.migrate import current, known_revisions, owners_for
+
+        url, schema = self._where(url, schema)
+        status = await current(url, self._migrations, schema=schema)
+        owners = {o.name: o for o in owners_for(self._migrations)}
+        return {
+            name: {**st, "known": known_revisions(owners[name]), "version_table": owners[name].version_table}
+            for name, st in status.items()
+        }
+
+    def _where(self, url: str | None, schema: str | None) -> tuple[str, str | None]:
+        if url is None:
+            dbs = self.settings.kernel.database
+            return dbs.url, dbs.schema_name if schema is None else schema
+        return url, schema
 
     def logger(self, name: str) -> Any:
         return structlog.get_logger(name).bind(plugin=name)

@@ -131,12 +131,14 @@ def register_jobs(ctx: PluginContext) -> list[Job] | None:
 
 @hookspec
 def register_cli(ctx: PluginContext) -> list[CliCommand] | None:
-    """Add sub-command groups to the ``chronos`` command line.
+    """Add sub-command groups (or single commands) to the ``chronos`` command line.
 
     ``ctx`` carries validated settings but no running database or jobs: CLI
-    commands open what they need themselves (``ctx.db`` is created lazily).
+    commands open what they need themselves (``ctx.db`` is created lazily;
+    ``ctx.migrate()`` brings a database to head).
 
-    Example: ``return [CliCommand("hello", typer_app, help="Greetings")]``
+    Example: ``return [CliCommand("hello", typer_app, help="Greetings")]``, or
+    ``CliCommand("greet", command=greet)`` for ``chronos greet NAME``.
     """
 
 

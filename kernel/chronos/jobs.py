@@ -41,6 +41,18 @@ class JobBusy(Exception):
     """The job is already running."""
 
 
+async def live_runners(session: Any, *, within_seconds: float) -> list[dict[str, Any]]:
+    """The job runners (``chronos serve`` and ``chronos worker`` processes) whose heartbeat
+    is younger than ``within_seconds``: who is using the database right now."""
+    from datetime import timedelta
+
+    since = utcnow() - timedelta(seconds=within_seconds)
+    rows = (await session.execute(select(JobHeartbeat).where(JobHeartbeat.beat_at >= since))).scalars().all()
+    return [
+        {"runner_id": r.runner_id, "host": r.host, "is_leader": r.is_leader, "beat_at": r.beat_at} for r in rows
+    ]
+
+
 def make_trigger(job: Job) -> Any:
     if job.cron:
         trigger = CronTrigger.from_crontab(job.cron, timezone="UTC")

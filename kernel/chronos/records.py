@@ -154,14 +154,22 @@ class Scope:
 
 @dataclass(frozen=True)
 class CliCommand:
-    """A sub-command group added to the ``chronos`` command line."""
+    """A sub-command group added to the ``chronos`` command line, or one command.
+
+    Give ``app`` (a ``typer.Typer``) for a group (``chronos hello greet``), or
+    ``command`` (a typer command function) for a single top-level command that
+    takes its own arguments (``chronos restore ARCHIVE``).
+    """
 
     name: str
-    app: typer.Typer
+    app: typer.Typer | None = None
     help: str = ""
+    command: Callable[..., Any] | None = None
 
     def __post_init__(self) -> None:
         _check_name("cli command", self.name)
+        if (self.app is None) == (self.command is None):
+            raise ValueError(f"cli command {self.name!r}: give app (a group) or command (one command), not both")
 
 
 @dataclass(frozen=True)

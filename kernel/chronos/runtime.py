@@ -57,6 +57,7 @@ class Runtime:
         self.host.load(self.ctx)
         self.ctx._scopes = MappingProxyType(self.host.scopes())
         self.ctx._declared = {rec for _, rec in self.host.resources()}
+        self.ctx._migrations = tuple(self.host.migrations())
         self.keys = KeyVerifier(self.ctx)
         self._pipeline: SyncPipeline | None = None
         self._runner: JobRunner | None = None

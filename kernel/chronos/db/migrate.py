@@ -151,6 +151,11 @@ def _upgrade_sync(conn: Connection, owners: list[Owner], target: str = "heads") 
     return applied
 
 
+def known_revisions(owner: Owner) -> list[str]:
+    """Every revision the installed code of ``owner`` ships (a database at another one is newer)."""
+    return sorted(rev.revision for rev in ScriptDirectory.from_config(owner.config()).walk_revisions())
+
+
 def _current(conn: Connection, owner: Owner) -> list[str]:
     ctx = MigrationContext.configure(conn, opts={"version_table": owner.version_table})
     return sorted(ctx.get_current_heads())
