@@ -34,6 +34,7 @@ LAYERS: list[tuple[str, set[str]]] = [
             "chronos.contracts.events",
             "chronos.contracts.ical",
             "chronos.contracts.mail",
+            "chronos.contracts.outbox",
             "chronos.db",
             "chronos.db.base",
             "chronos.db.engine",

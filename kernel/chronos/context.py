@@ -12,6 +12,7 @@ from pydantic import BaseModel
 from chronos.records import Migrations, Resource
 
 if TYPE_CHECKING:  # pragma: no cover
+    from chronos.contracts.outbox import DeliveryTarget, EventType
     from chronos.db.engine import Database
     from chronos.jobs import JobRunner
     from chronos.settings import Settings
@@ -41,6 +42,8 @@ class PluginContext:
         self._declared: set[Resource[Any]] = set()
         self._scopes: Mapping[str, str] = MappingProxyType({})
         self._sections_by_type: dict[type, BaseModel] | None = None
+        self._delivery_targets: Mapping[str, DeliveryTarget] = MappingProxyType({})
+        self._event_types: Mapping[str, EventType] = MappingProxyType({})
         self._migrations: tuple[Migrations, ...] = ()
 
     @property
@@ -71,6 +74,16 @@ class PluginContext:
     def scopes(self) -> Mapping[str, str]:
         """Every scope a key may carry (the kernel's and the plugins'), with its description."""
         return self._scopes
+
+    @property
+    def delivery_targets(self) -> Mapping[str, DeliveryTarget]:
+        """Every outbox delivery target the enabled plugins register, by name."""
+        return self._delivery_targets
+
+    @property
+    def event_types(self) -> Mapping[str, EventType]:
+        """Every event type the enabled plugins declare (``EventType`` schemas), by name."""
+        return self._event_types
 
     @overload
     def section(self, model: type[M]) -> M: ...

@@ -24,6 +24,7 @@ import pluggy
 if TYPE_CHECKING:  # pragma: no cover
     from chronos.context import PluginContext
     from chronos.contracts.events import Enricher, Normalizer, Sink, Source
+    from chronos.contracts.outbox import DeliveryTarget
     from chronos.records import (
         CliCommand,
         HealthCheck,
@@ -245,6 +246,30 @@ def register_sinks(ctx: PluginContext) -> list[Sink] | None:
 
 
 @hookspec
+def register_delivery_targets(ctx: PluginContext) -> list[DeliveryTarget] | None:
+    """Contribute outbox delivery targets: chat channels, automation hooks.
+
+    Return instances of :class:`chronos.plugin.DeliveryTarget` subclasses;
+    ``name`` names the target in deliveries, metrics and dead letters. The
+    outbox (the ``webhooks`` plugin) fans every published message out to each
+    target whose ``accepts(event_type)`` is true and calls ``deliver`` from its
+    dispatcher job, with the outbox's retries and dead letters. Targets are
+    ignored when no plugin provides :class:`chronos.plugin.Outbox`.
+
+    Example::
+
+        class SlackTarget(DeliveryTarget):
+            name = "slack"
+            event_types = ("command.*",)
+            async def deliver(self, delivery): ...
+
+        @hookimpl
+        def register_delivery_targets(ctx):
+            return [SlackTarget(ctx)]
+    """
+
+
+@hookspec
 def register_health_checks(ctx: PluginContext) -> list[HealthCheck] | None:
     """Add blocks to ``GET /health``.
 
@@ -272,6 +297,10 @@ def register_schemas(ctx: PluginContext) -> list[JsonSchema] | None:
     a test fails when a committed file differs from what the models generate.
 
     Example: ``return [JsonSchema("event", EventOut)]``
+
+    Return :class:`chronos.plugin.EventType` records (a ``JsonSchema`` whose
+    name is an event type) to declare the event types a plugin publishes
+    through the outbox.
     """
 
 

@@ -23,6 +23,7 @@ import structlog
 from chronos import hookspecs
 from chronos.context import PluginContext
 from chronos.contracts.events import Enricher, Normalizer, Sink, Source
+from chronos.contracts.outbox import DeliveryTarget, EventType
 from chronos.records import (
     CliCommand,
     HealthCheck,
@@ -73,6 +74,7 @@ RECORD_HOOKS: dict[str, type] = {
     "register_normalizers": Normalizer,
     "register_enrichers": Enricher,
     "register_sinks": Sink,
+    "register_delivery_targets": DeliveryTarget,
 }
 
 
@@ -391,6 +393,12 @@ class PluginHost:
 
     def sinks(self) -> list[tuple[str, Sink]]:
         return self._get("register_sinks")
+
+    def delivery_targets(self) -> list[tuple[str, DeliveryTarget]]:
+        return self._get("register_delivery_targets")
+
+    def event_types(self) -> list[tuple[str, EventType]]:
+        return [(p, rec) for p, rec in self._get("register_schemas") if isinstance(rec, EventType)]
 
     def scopes(self) -> dict[str, str]:
         out = dict(KERNEL_SCOPES)

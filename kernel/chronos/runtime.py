@@ -57,6 +57,8 @@ class Runtime:
         self.host.load(self.ctx)
         self.ctx._scopes = MappingProxyType(self.host.scopes())
         self.ctx._declared = {rec for _, rec in self.host.resources()}
+        self.ctx._delivery_targets = MappingProxyType({rec.name: rec for _, rec in self.host.delivery_targets()})
+        self.ctx._event_types = MappingProxyType({rec.name: rec for _, rec in self.host.event_types()})
         self.ctx._migrations = tuple(self.host.migrations())
         self.keys = KeyVerifier(self.ctx)
         self._pipeline: SyncPipeline | None = None
