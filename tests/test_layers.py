@@ -30,6 +30,7 @@ LAYERS: list[tuple[str, set[str]]] = [
             "chronos.metrics",
             "chronos.pagination",
             "chronos.openapi",
+            "chronos.net",
             "chronos.contracts",
             "chronos.contracts.events",
             "chronos.contracts.ical",

@@ -21,6 +21,11 @@ Core code (services, queues, stages) raises the domain errors exported here
 ``ical`` is the iCalendar parsing and recurrence expansion shared by every
 source that reads iCalendar (``ical.split_calendar``, ``ical.parse_groups``
 within an ``ical.Window``), so a VEVENT maps to the same drafts everywhere.
+
+Every outbound HTTP request goes through ``outbound_client(ctx)`` (an
+``httpx.AsyncClient`` that refuses non-public destinations unless ``network.allow``
+lists them, re-checks redirects and caps bodies) or, for a client library with
+its own HTTP stack, ``await check_outbound(ctx, url)`` right before connecting.
 """
 
 from __future__ import annotations
@@ -93,6 +98,7 @@ from chronos.exceptions import (
 from chronos.identity import Origin, Principal
 from chronos.jobs import JobBusy, live_runners
 from chronos.keys import active_key_ids
+from chronos.net import OutboundPolicy, OutboundRefused, ResponseTooLarge, check_outbound, outbound_client
 from chronos.openapi import raw_json_body, refuse_null, setting_enum, setting_maximum
 from chronos.pagination import decode_cursor, encode_cursor
 from chronos.records import (
@@ -114,6 +120,11 @@ from chronos.records import (
 hookimpl = pluggy.HookimplMarker("chronos")
 
 __all__ = [
+    "OutboundPolicy",
+    "OutboundRefused",
+    "ResponseTooLarge",
+    "check_outbound",
+    "outbound_client",
     "active_key_ids",
     "live_runners",
     "ical",

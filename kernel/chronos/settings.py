@@ -133,6 +133,25 @@ class AuditSettings(_Section):
     )
 
 
+class NetworkSettings(_Section):
+    allow: list[str] = Field(
+        default_factory=list,
+        description="Destinations of outbound requests (webhooks, channels, ICS feeds, CalDAV) that are allowed although"
+        " they are loopback, private, link-local or otherwise not public: CIDRs (127.0.0.1/32, 10.0.0.0/8, ::1/128)"
+        " and host names (caldav.internal, or *.corp.example for its subdomains). Everything else non-public is"
+        " refused, e.g. CHRONOS__NETWORK__ALLOW='[\"127.0.0.1/32\"]' for a CalDAV server on this machine.",
+    )
+
+    @field_validator("allow")
+    @classmethod
+    def _entries(cls, value: list[str]) -> list[str]:
+        from chronos.net import parse_allow_entry  # the one parser, used again when the policy is built
+
+        for entry in value:
+            parse_allow_entry(entry)
+        return value
+
+
 class KernelSettings(_Section):
     server: ServerSettings = Field(default_factory=ServerSettings, description="The HTTP server (`chronos serve`).")
     database: DatabaseSettings = Field(
@@ -143,6 +162,9 @@ class KernelSettings(_Section):
     plugins: PluginsSettings = Field(default_factory=PluginsSettings, description="Which installed plugins are loaded.")
     logging: LoggingSettings = Field(default_factory=LoggingSettings, description="Structured logs on stderr.")
     audit: AuditSettings = Field(default_factory=AuditSettings, description="The tamper-evident audit log.")
+    network: NetworkSettings = Field(
+        default_factory=NetworkSettings, description="Outbound HTTP: which non-public destinations are allowed."
+    )
 
 
 KERNEL_SECTIONS = tuple(KernelSettings.model_fields)
