@@ -139,15 +139,14 @@ class OutboundPolicy:
         literal = _literal(host)
         if literal is not None:
             return [literal]
-        if self.resolver is not None:
-            texts = list(await self.resolver(host, port))
-        else:
-            loop = asyncio.get_running_loop()
-            try:
-                infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-            except (socket.gaierror, UnicodeError) as exc:
-                raise httpcore.ConnectError(f"cannot resolve {host}: {_gai_reason(exc)}") from None
-            texts = [str(info[4][0]) for info in infos]
+        try:
+            if self.resolver is not None:
+                texts = list(await self.resolver(host, port))
+            else:
+                infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+                texts = [str(info[4][0]) for info in infos]
+        except (OSError, UnicodeError) as exc:  # socket.gaierror is an OSError
+            raise httpcore.ConnectError(f"cannot resolve {host}: {_gai_reason(exc)}") from None
         found: list[IPAddress] = []
         for text in texts:
             address = ipaddress.ip_address(text.split("%", 1)[0])  # a scope id (fe80::1%eth0) is not part of it
@@ -212,10 +211,10 @@ def not_public(address: IPAddress) -> str | None:
             return reason
     if address.version == 4 and address in _SHARED:
         return "a shared (carrier-grade NAT) address"
-    if address.is_private:
-        return "a private address"
     if address.is_reserved:
         return "a reserved address"
+    if address.is_private:
+        return "a private address"
     if isinstance(address, ipaddress.IPv6Address) and address.is_site_local:
         return "a site-local address"
     if not address.is_global:
@@ -246,9 +245,9 @@ def _literal(host: str) -> IPAddress | None:
 
 
 def _gai_reason(exc: BaseException) -> str:
-    if isinstance(exc, socket.gaierror) and exc.strerror:
+    if isinstance(exc, OSError) and exc.strerror:
         return exc.strerror
-    return type(exc).__name__
+    return str(exc) or type(exc).__name__
 
 
 # -- the transport ---------------------------------------------------------------------------------
