@@ -14,6 +14,22 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _LABEL = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
 _LOCAL = re.compile(r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+$")
 
+# What the API documents and accepts as a recipient (the ``pattern`` of each
+# address in the OpenAPI document): ``local@domain`` or ``Name <local@domain>``.
+# ASCII local part and domain (internationalised domains in their ``xn--``
+# form); a display name of words, or quoted. Matching the pattern is checked
+# first, then :func:`parse_address` (which also limits the local part to 64 and
+# the domain to 253 characters).
+_ATEXT = r"A-Za-z0-9!#$%&'*+/=?^_`{|}~-"
+_ADDR_SPEC = (
+    rf"[{_ATEXT}]+(?:\.[{_ATEXT}]+)*@"
+    r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+)
+_WORD = r'[^\x00-\x20\x7f-\x9f()<>\[\]:;@\\,."]+'
+_QUOTED = r'"[^"\\=\x00-\x1f\x7f-\x9f]*"'
+ADDRESS_PATTERN = rf"^(?:{_ADDR_SPEC}|(?:{_QUOTED}|{_WORD}(?: {_WORD})*) ?<{_ADDR_SPEC}>)$"
+_ADDRESS_RE = re.compile(ADDRESS_PATTERN)
+
 
 def header_problem(value: str) -> str | None:
     """Why ``value`` may not go into a header, or None."""
@@ -22,6 +38,17 @@ def header_problem(value: str) -> str | None:
     if _CONTROL.search(value):
         return "control characters are not allowed in headers"
     return None
+
+
+def check_recipient(raw: str) -> str:
+    """``raw`` when it is a recipient the API accepts (the documented pattern, then :func:`parse_address`)."""
+    problem = header_problem(raw)
+    if problem:
+        raise ValueError(problem)
+    if not _ADDRESS_RE.match(raw):
+        raise ValueError(f"{raw!r} is not an address: give name@example.com or Name <name@example.com>")
+    parse_address(raw)
+    return raw
 
 
 def parse_address(raw: str, *, allow_single_label: bool = False) -> Address:

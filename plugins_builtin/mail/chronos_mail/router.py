@@ -23,7 +23,12 @@ SEND = Depends(require_scope("mail.send"))
     response_model_by_alias=True,
     responses={
         409: {"description": "Idempotency-Key reused with another body"},
-        413: {"description": "Attachments over the size limit"},
+        413: {"description": "Attachments over the size limit (`mail.max_attachment_bytes`, decoded)"},
+        422: {
+            "description": "A field breaks its pattern or limit; To, Cc and Bcc together exceed "
+            "`mail.max_recipients`; html or text exceeds `mail.max_body_chars`; `template_id` names no "
+            "stored email template, or the variables do not satisfy its `variables_json`"
+        },
         503: {"description": "Mail not configured, or templates plugin not enabled"},
     },
 )

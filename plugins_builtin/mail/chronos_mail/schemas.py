@@ -2,22 +2,97 @@
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, GetJsonSchemaHandler, StringConstraints, TypeAdapter, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    GetJsonSchemaHandler,
+    TypeAdapter,
+    model_validator,
+)
 from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import CoreSchema
 
+from chronos_mail.addresses import ADDRESS_PATTERN, check_recipient
+
 Status = Literal["queued", "sent", "retrying", "failed"]
-Address = Annotated[str, StringConstraints(min_length=1, max_length=320)]
+Address = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=320,
+        description="`name@example.com` or `Name <name@example.com>` (ASCII local part and domain, an "
+        "internationalised domain in its `xn--` form; local part at most 64 and domain at most 253 characters).",
+        json_schema_extra={"pattern": ADDRESS_PATTERN},
+    ),
+    AfterValidator(check_recipient),
+]
+
+# Standard base64 (RFC 4648 alphabet, padded to a multiple of four), with line
+# breaks anywhere; checked by ``_base64`` below, which is the same rule as code.
+_B64 = "[A-Za-z0-9+/][\\r\\n]*"
+BASE64_PATTERN = f"^[\\r\\n]*(?:(?:{_B64}){{4}})*(?:(?:{_B64}){{2}}=[\\r\\n]*=|(?:{_B64}){{3}}=)?[\\r\\n]*$"
+_B64_ALPHABET = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/")
+# A plain file name: no path separators or control characters, not blank.
+FILENAME_PATTERN = r"^[^/\\\x00-\x1f\x7f]*[^\s/\\\x00-\x1f\x7f][^/\\\x00-\x1f\x7f]*$"
+# ``type/subtype`` in any case, but not multipart/* or message/* (the message builds those itself).
+CONTENT_TYPE_PATTERN = (
+    r"^(?!(?:[Mm][Uu][Ll][Tt][Ii][Pp][Aa][Rr][Tt]|[Mm][Ee][Ss][Ss][Aa][Gg][Ee])/)"
+    r"[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,62}/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}$"
+)
+
+
+def _base64(value: str) -> str:
+    data = value.replace("\r", "").replace("\n", "")
+    body = data.rstrip("=")
+    pad = len(data) - len(body)
+    if len(data) % 4 or pad > 2 or not _B64_ALPHABET.issuperset(body):
+        raise ValueError("not valid base64 (the RFC 4648 alphabet, padded to a multiple of 4; line breaks allowed)")
+    return value
+
+
+def _filename(value: str) -> str:
+    if not value.strip() or "/" in value or "\\" in value or any(ord(c) < 32 or ord(c) == 127 for c in value):
+        raise ValueError("give a plain file name: no path, no control characters, not blank")
+    return value
+
+
+_CONTENT_TYPE_RE = re.compile(CONTENT_TYPE_PATTERN)
+
+
+def _content_type(value: str) -> str:
+    if not _CONTENT_TYPE_RE.match(value):
+        raise ValueError("give a MIME type as type/subtype (letters, digits and !#$&^_.+-)")
+    if value.lower().split("/")[0] in ("multipart", "message"):
+        raise ValueError("multipart/* and message/* cannot be attached; use another type")
+    return value
 
 
 class AttachmentIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    filename: str = Field(min_length=1, max_length=255)
-    content_type: str = Field("application/octet-stream", min_length=3, max_length=200)
-    content: str = Field(description="The file, base64-encoded (line breaks allowed).")
+    filename: Annotated[str, AfterValidator(_filename)] = Field(
+        min_length=1,
+        max_length=255,
+        description="A plain file name, without a path.",
+        json_schema_extra={"pattern": FILENAME_PATTERN},
+    )
+    content_type: Annotated[str, AfterValidator(_content_type)] = Field(
+        "application/octet-stream",
+        min_length=3,
+        max_length=200,
+        json_schema_extra={"pattern": CONTENT_TYPE_PATTERN},
+        description="`type/subtype` (any case); not `multipart/*` or `message/*`.",
+    )
+    content: Annotated[str, AfterValidator(_base64)] = Field(
+        description="The file, base64-encoded (line breaks allowed); the attachments together at most "
+        "`mail.max_attachment_bytes` decoded (413 above).",
+        json_schema_extra={"pattern": BASE64_PATTERN},
+    )
 
 
 class _SendFields(BaseModel):
