@@ -130,6 +130,9 @@ class PluginRecords(BaseModel):
     normalizers: list[str] = []
     enrichers: list[str] = []
     sinks: list[str] = []
+    web_assets: list[str] = Field(
+        [], description="Browser files the plugin serves (a panel.js among them is a dashboard panel)"
+    )
 
 
 class PluginOut(BaseModel):
@@ -502,15 +505,16 @@ async def redoc(request: Request) -> HTMLResponse:
     )
 
 
-async def root() -> RedirectResponse:
-    return RedirectResponse("/docs", status_code=307)
-
-
-def mount_docs(app: FastAPI) -> None:
-    """``/docs`` (Swagger UI), ``/redoc`` and their assets, all served locally; ``/`` points to ``/docs``.
+def mount_docs(app: FastAPI, home: str = "/docs") -> None:
+    """``/docs`` (Swagger UI), ``/redoc`` and their assets, all served locally; ``/`` points to ``home``.
 
     The app is created with ``docs_url=None, redoc_url=None`` so FastAPI's CDN pages never mount.
+    ``home`` is ``/docs`` unless a plugin's web assets ask to be the home page (the dashboard).
     """
+
+    async def root() -> RedirectResponse:
+        return RedirectResponse(home, status_code=307)
+
     public = [Depends(Public("the API documentation is public, like /openapi.json"))]
     for path, endpoint in (
         ("/", root),
@@ -522,7 +526,7 @@ def mount_docs(app: FastAPI) -> None:
         app.add_api_route(path, endpoint, methods=["GET"], include_in_schema=False, dependencies=public)
 
 
-def mount_kernel_routes(app: FastAPI) -> None:
+def mount_kernel_routes(app: FastAPI, home: str = "/docs") -> None:
     public = [Depends(Public("health and metrics are unauthenticated"))]
     app.add_api_route(
         "/health",
@@ -537,4 +541,4 @@ def mount_kernel_routes(app: FastAPI) -> None:
     )
     for router in (keys_router, audit_router, meta_router, sync_router):
         app.include_router(router, prefix="/api/v1")
-    mount_docs(app)
+    mount_docs(app, home)

@@ -9,6 +9,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import structlog
@@ -260,8 +261,9 @@ def create_app(
         access_log=settings.kernel.logging.access_log,
     )
 
-    api.mount_kernel_routes(app)
+    api.mount_kernel_routes(app, home=web_home(runtime))
     mount_plugin_routers(app, runtime)
+    mount_web_assets(app, runtime)
     return app
 
 
@@ -347,3 +349,72 @@ def mount_plugin_routers(app: FastAPI, runtime: Runtime) -> None:
                 taken[(method, path)] = plugin
                 host.infos[plugin].routes.append(f"{method} {path}")
         app.include_router(rec.router, prefix=API_PREFIX)
+
+
+#: The headers of every web asset: scripts and styles of this origin only (no inline code, so no
+#: 'unsafe-inline'), no framing by other sites, no referrer, no MIME sniffing.
+WEB_ASSET_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; font-src 'self';"
+        " connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+    ),
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+    "X-Content-Type-Options": "nosniff",
+    "Cross-Origin-Opener-Policy": "same-origin",
+    "Cache-Control": "no-cache",
+}
+
+
+def web_home(runtime: Runtime) -> str:
+    """Where ``/`` redirects: the web assets that asked to be the home page, else ``/docs``."""
+    homes = [(plugin, rec) for plugin, rec in runtime.host.web_assets() if rec.home]
+    if len(homes) > 1:
+        raise PluginError(f"web assets of both {homes[0][0]!r} and {homes[1][0]!r} ask to be the home page")
+    return homes[0][1].url_path if homes else "/docs"
+
+
+def _web_file(root: Path, file_path: str) -> Path | None:
+    """The file ``file_path`` names below ``root`` (``index.html`` for a directory), or None."""
+    parts = [p for p in file_path.split("/") if p]
+    if any(p.startswith(".") or "\\" in p or "\x00" in p for p in parts):
+        return None
+    target = root.joinpath(*parts)
+    if target.is_dir():
+        target = target / "index.html"
+    try:
+        resolved = target.resolve()
+    except (OSError, RuntimeError):
+        return None
+    return resolved if resolved.is_file() and resolved.is_relative_to(root.resolve()) else None
+
+
+def _web_endpoint(root: Path, prefix: str) -> Callable[[str], Any]:
+    from fastapi.responses import FileResponse
+
+    async def serve(file_path: str) -> FileResponse:
+        target = _web_file(root, file_path)
+        if target is None:
+            raise Problem(404, f"No file {prefix}{file_path}", type="not-found")
+        return FileResponse(target, headers=WEB_ASSET_HEADERS)
+
+    return serve
+
+
+def mount_web_assets(app: FastAPI, runtime: Runtime) -> None:
+    """Serve each plugin's :class:`~chronos.records.WebAssets` at its path, with :data:`WEB_ASSET_HEADERS`."""
+    from fastapi import Depends
+
+    from chronos.auth import Public
+
+    public = [Depends(Public("web assets hold code and styles only; the browser reads data with its own key"))]
+    served: dict[str, str] = {}
+    for plugin, rec in runtime.host.web_assets():
+        prefix = rec.url_path
+        if prefix in served:
+            raise PluginError(f"web assets path {prefix} is served by both {served[prefix]!r} and {plugin!r}")
+        served[prefix] = plugin
+        path = prefix + "{file_path:path}"
+        serve = _web_endpoint(Path(str(rec.root)), prefix)
+        app.add_api_route(path, serve, methods=["GET", "HEAD"], include_in_schema=False, dependencies=public)
+        runtime.host.infos[plugin].routes.append(f"GET {path}")

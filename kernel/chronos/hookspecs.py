@@ -36,6 +36,7 @@ if TYPE_CHECKING:  # pragma: no cover
         Scope,
         Service,
         SettingsSection,
+        WebAssets,
     )
 
 hookspec = pluggy.HookspecMarker("chronos")
@@ -301,6 +302,26 @@ def register_schemas(ctx: PluginContext) -> list[JsonSchema] | None:
     Return :class:`chronos.plugin.EventType` records (a ``JsonSchema`` whose
     name is an event type) to declare the event types a plugin publishes
     through the outbox.
+    """
+
+
+@hookspec
+def register_web_assets(ctx: PluginContext) -> list[WebAssets] | None:
+    """Serve browser files: the dashboard itself, or a panel a plugin adds to it.
+
+    Called once at startup. The kernel serves each record's directory at
+    ``/ui/plugins/<name>/`` (or its ``path``) without a key and with strict
+    security headers; the files must hold no data (the browser reads data from
+    the API with the user's key). A directory with a ``panel.js`` ES module is a
+    dashboard panel: the ``web`` plugin lists the records through
+    ``GET /api/v1/plugins`` and imports each panel (its contract is in
+    web/README.md).
+
+    Example::
+
+        @hookimpl
+        def register_web_assets():
+            return [WebAssets("hello", "chronos_hello", "static")]  # chronos_hello/static/panel.js
     """
 
 

@@ -35,6 +35,7 @@ from chronos.records import (
     Scope,
     Service,
     SettingsSection,
+    WebAssets,
 )
 from chronos.settings import (
     KERNEL_SECTIONS,
@@ -75,6 +76,7 @@ RECORD_HOOKS: dict[str, type] = {
     "register_enrichers": Enricher,
     "register_sinks": Sink,
     "register_delivery_targets": DeliveryTarget,
+    "register_web_assets": WebAssets,
 }
 
 
@@ -396,6 +398,9 @@ class PluginHost:
 
     def delivery_targets(self) -> list[tuple[str, DeliveryTarget]]:
         return self._get("register_delivery_targets")
+
+    def web_assets(self) -> list[tuple[str, WebAssets]]:
+        return self._get("register_web_assets")
 
     def event_types(self) -> list[tuple[str, EventType]]:
         return [(p, rec) for p, rec in self._get("register_schemas") if isinstance(rec, EventType)]

@@ -207,6 +207,59 @@ class HealthCheck:
         _check_name("health check", self.name)
 
 
+#: Top-level paths the kernel keeps for itself: web assets may not be served there.
+RESERVED_WEB_PATHS = ("/api/", "/docs/", "/redoc/", "/health/", "/metrics/", "/openapi.json/")
+WEB_PATH_RE = re.compile(r"^/(?:[a-z0-9][a-z0-9_.-]*/)+$")
+
+
+@dataclass(frozen=True)
+class WebAssets:
+    """Browser files (ES modules, CSS, images) a plugin serves: the dashboard, or a panel for it.
+
+    The kernel serves the files below ``directory`` of the import package
+    ``package`` at ``/ui/plugins/<name>/`` (or at ``path``, such as ``"/ui/"``),
+    for GET and HEAD, without a key: they hold code and styles, never data, which
+    the browser fetches from the API with the user's key. Every answer carries a
+    strict Content-Security-Policy (only this origin's scripts and styles, no
+    inline code, no framing), ``Referrer-Policy: no-referrer`` and
+    ``X-Content-Type-Options: nosniff``; ``index.html`` answers a path ending in
+    ``/``. ``home=True`` makes ``/`` redirect to ``path`` instead of ``/docs``
+    (one plugin at most).
+
+    A directory holding ``panel.js`` is a dashboard panel: the ``web`` plugin
+    imports that ES module and calls its ``render`` export (web/README.md).
+
+    Example: ``WebAssets("hello", "chronos_hello", "static")`` serves
+    ``chronos_hello/static/panel.js`` at ``/ui/plugins/hello/panel.js``.
+    """
+
+    name: str
+    package: str
+    directory: str = "static"
+    path: str | None = None
+    home: bool = False
+
+    def __post_init__(self) -> None:
+        _check_name("web assets", self.name)
+        if self.path is not None and (
+            not WEB_PATH_RE.match(self.path) or "/../" in self.path or self.path.startswith(RESERVED_WEB_PATHS)
+        ):
+            raise ValueError(
+                f"web assets {self.name!r}: path {self.path!r} must look like '/ui/' (lower-case segments, a"
+                " trailing '/') and stay out of /api, /docs, /redoc, /health, /metrics and /openapi.json"
+            )
+
+    @property
+    def url_path(self) -> str:
+        """Where the files are served, with a trailing ``/``."""
+        return self.path or f"/ui/plugins/{self.name}/"
+
+    @property
+    def root(self) -> Any:
+        """The directory holding the files (an importlib.resources traversable)."""
+        return files(self.package) / self.directory
+
+
 @dataclass(frozen=True)
 class HealthResult:
     status: HealthStatus
