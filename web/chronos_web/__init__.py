@@ -1,0 +1,1 @@
+"""The Chronos dashboard: static browser files served by the kernel at /ui/."""

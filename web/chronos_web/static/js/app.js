@@ -1,0 +1,175 @@
+// The dashboard shell: sign-in, the panel list (from what the key may see and the enabled plugins), routing.
+import {ApiError, Unreachable, api, on, request, session} from "./api.js";
+import {errorBox, field, fill, fmt, h, empty, json, pager, statusBadge, table} from "./dom.js";
+
+/** Builtin panels: each probes one list route; 403 (scope) or 404 (plugin disabled) hides it. */
+const PANELS = [
+  {id: "events", title: "Events", probe: ["events", {limit: 1, direction: "future"}], module: "./panels/events.js"},
+  {id: "commands", title: "Commands", probe: ["commands", {limit: 1}], module: "./panels/commands.js"},
+  {id: "templates", title: "Templates", probe: ["templates", {limit: 1}], module: "./panels/templates.js"},
+  {id: "mail", title: "Mail", probe: ["mail/deliveries", {limit: 1}], module: "./panels/mail.js"},
+  {id: "sync", title: "Sync runs", probe: ["sync/runs", {limit: 1}], module: "./panels/sync.js"},
+  {id: "keys", title: "Keys", probe: ["keys"], module: "./panels/keys.js"},
+  {id: "audit", title: "Audit log", probe: ["audit", {limit: 1}], module: "./panels/audit.js"},
+  {id: "plugins", title: "Plugins", probe: ["plugins"], module: "./panels/plugins.js"},
+];
+
+/** What a panel module receives besides its root element. */
+const kit = {api, request, h, fill, fmt, field, empty, errorBox, json, pager, statusBadge, table, ApiError};
+
+const $ = (id) => document.getElementById(id);
+let visible = [];
+let cleanup = null;
+let plugins = [];
+
+async function probe(panel) {
+  try {
+    await api.get(...panel.probe);
+    return true;
+  } catch (err) {
+    if (err instanceof ApiError && (err.status === 403 || err.status === 404)) return false;
+    throw err;
+  }
+}
+
+/** Panels other plugins contribute: a web_assets record with a panel.js module. */
+async function contributed(list) {
+  const out = [];
+  for (const p of list) {
+    if (p.status !== "enabled" || p.name === "web") continue;
+    for (const name of (p.records && p.records.web_assets) || []) {
+      try {
+        const mod = await import(`/ui/plugins/${encodeURIComponent(name)}/panel.js`);
+        if (typeof mod.render !== "function") continue;
+        if (mod.probe && !(await probe({probe: mod.probe}))) continue;
+        out.push({id: `plugin-${name}`, title: String(mod.title || name), mod, plugin: p.name});
+      } catch {
+        // a web_assets record without a panel: files only
+      }
+    }
+  }
+  return out;
+}
+
+async function start(key) {
+  const allowed = await Promise.all(PANELS.map(probe));
+  visible = PANELS.filter((_, i) => allowed[i]);
+  if (visible.some((p) => p.id === "plugins")) {
+    plugins = await api.get("plugins");
+    visible.push(...(await contributed(plugins)));
+  }
+  kit.plugins = new Set(plugins.filter((p) => p.status === "enabled").map((p) => p.name));
+  fill($("nav-list"), visible.map((p) => h("li", {}, h("a", {href: `#/${p.id}`, "data-panel": p.id}, p.title))));
+  $("signin").hidden = true;
+  $("shell").hidden = false;
+  await route();
+}
+
+async function route() {
+  if (!session.key || $("shell").hidden) return;
+  const id = location.hash.replace(/^#\/?/, "").split("?")[0];
+  const panel = visible.find((p) => p.id === id) || visible[0];
+  for (const a of document.querySelectorAll("#nav-list a")) {
+    if (a.dataset.panel === (panel && panel.id)) a.setAttribute("aria-current", "page");
+    else a.removeAttribute("aria-current");
+  }
+  $("nav").classList.remove("open");
+  $("nav-toggle").setAttribute("aria-expanded", "false");
+  if (cleanup) cleanup();
+  cleanup = null;
+  const main = $("main");
+  if (!panel) {
+    fill(main, empty("This key may see no panel. Ask an administrator for a key with more scopes."));
+    return;
+  }
+  document.title = `${panel.title} · Chronos`;
+  const root = h("section", {"aria-labelledby": `h-${panel.id}`, "data-panel": panel.id});
+  root.append(h("h2", {id: `h-${panel.id}`}, panel.title));
+  fill(main, root);
+  try {
+    const mod = panel.mod || (await import(panel.module));
+    const body = h("div");
+    root.append(body);
+    const stop = await mod.render(body, kit);
+    cleanup = typeof stop === "function" ? stop : null;
+  } catch (err) {
+    root.append(errorBox(err));
+  }
+}
+
+function showSignin(message) {
+  if (cleanup) cleanup();
+  cleanup = null;
+  $("shell").hidden = true;
+  fill($("main"));
+  $("signin").hidden = false;
+  const error = $("signin-error");
+  error.textContent = message || "";
+  error.hidden = !message;
+  $("signin-key").value = "";
+  $("signin-key").focus();
+}
+
+function signOut(message) {
+  session.clear();
+  showSignin(message);
+}
+
+async function signIn(event) {
+  event.preventDefault();
+  const key = $("signin-key").value.trim();
+  const error = $("signin-error");
+  if (!key) {
+    error.textContent = "Enter an API key.";
+    error.hidden = false;
+    return;
+  }
+  try {
+    // Any list route tells an unknown key (401) from a valid one.
+    await request("scopes", {key}).catch((err) => {
+      if (err instanceof ApiError && err.status === 403) return null;
+      throw err;
+    });
+    session.set(key);
+    $("signin-key").value = "";
+    await start(key);
+  } catch (err) {
+    session.clear();
+    error.textContent =
+      err instanceof ApiError && err.status === 401
+        ? `This key was refused: ${err.message}`
+        : err instanceof Unreachable
+          ? "The server is unreachable; try again in a moment."
+          : err.message;
+    error.hidden = false;
+  }
+}
+
+function boot() {
+  $("signin-form").addEventListener("submit", signIn);
+  $("signout").addEventListener("click", () => signOut("Signed out."));
+  $("nav-toggle").addEventListener("click", () => {
+    const open = $("nav").classList.toggle("open");
+    $("nav-toggle").setAttribute("aria-expanded", String(open));
+  });
+  window.addEventListener("hashchange", route);
+  on("unauthorized", (err) => signOut(`Your key is no longer accepted (${err.message}). Sign in again.`));
+  on("offline", () => {
+    $("banner").hidden = false;
+  });
+  on("online", () => {
+    $("banner").hidden = true;
+    if (session.key && $("shell").hidden) start(session.key).catch(() => {});
+    else route();
+  });
+  if (session.key) {
+    start(session.key).catch((err) => {
+      if (err instanceof Unreachable) return; // the banner shows; "online" starts again
+      if (!(err instanceof ApiError && err.status === 401)) showSignin(err.message);
+    });
+  } else {
+    showSignin();
+  }
+}
+
+boot();
