@@ -1,0 +1,1 @@
+"""The Google Calendar source for the Chronos sync pipeline."""

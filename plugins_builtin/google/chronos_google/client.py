@@ -1,0 +1,274 @@
+"""Talking to Google Calendar v3 through gcsa, off the event loop.
+
+gcsa and googleapiclient are synchronous (httplib2): every request runs in a
+worker thread, bounded by a timeout, and the waits between retries are
+``asyncio.sleep`` so the event loop is never blocked.
+
+Errors become :class:`SourceError` messages an operator can act on. They
+never carry a token, a client secret or a response body that could echo one:
+only the HTTP status, Google's error reason and the calendar id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httplib2
+from gcsa.google_calendar import GoogleCalendar
+from google.auth import exceptions as auth_errors
+from google.oauth2 import credentials as user_credentials, service_account
+from google_auth_httplib2 import AuthorizedHttp
+from googleapiclient import discovery
+from googleapiclient.errors import HttpError
+
+from chronos.plugin import SourceError
+
+from chronos_google.settings import SCOPE_READ, SCOPE_WRITE, GoogleCredentials
+
+#: Reasons Google gives with a 403 when the caller should slow down.
+RATE_LIMIT_REASONS = {"rateLimitExceeded", "userRateLimitExceeded", "quotaExceeded"}
+
+
+_RAISE = object()
+
+
+class SyncTokenGone(Exception):
+    """The server no longer accepts the sync token (410 Gone): list everything again."""
+
+
+@dataclass
+class Retry:
+    """How requests are retried after a rate limit or a server error."""
+
+    max_retries: int = 5
+    base_seconds: float = 1.0
+    max_seconds: float = 60.0
+
+    def delay(self, attempt: int, retry_after: float | None) -> float:
+        """Exponential backoff with full jitter; ``Retry-After`` when the server gave one."""
+        if retry_after is not None:
+            return retry_after
+        return min(self.max_seconds, self.base_seconds * 2**attempt) * (0.5 + random.random() / 2)  # noqa: S311
+
+
+def load_credentials(creds: GoogleCredentials, scopes: list[str]) -> Any:
+    """google-auth credentials from the configured files (read now: files may be rotated)."""
+    if creds.service_account_file:
+        info = _read_json(creds.service_account_file, "service-account key")
+        if info.get("type") != "service_account":
+            raise SourceError(
+                f"{creds.service_account_file} is not a service-account key (its type is not service_account)"
+            )
+        try:
+            sa = service_account.Credentials.from_service_account_info(info, scopes=scopes)
+        except (ValueError, KeyError) as exc:
+            raise SourceError(
+                f"{creds.service_account_file} is not a usable service-account key: {_key_problem(exc)}"
+            ) from None
+        return sa.with_subject(creds.subject) if creds.subject else sa
+    if creds.token_file:
+        info = _read_json(creds.token_file, "token file")
+        try:
+            return user_credentials.Credentials.from_authorized_user_info(info, scopes=None)
+        except (ValueError, KeyError) as exc:
+            raise SourceError(
+                f"{creds.token_file} is not a usable token file ({_key_problem(exc)}); run `chronos google auth` again"
+            ) from None
+    raise SourceError("no credentials configured (google.credentials)")
+
+
+def _key_problem(exc: Exception) -> str:
+    # Messages of google-auth name the missing field; never include the file's content.
+    text = str(exc)
+    if isinstance(exc, KeyError):
+        return f"the field {text} is missing"
+    return text.split("\n", 1)[0][:200] if "PRIVATE KEY" not in text else "the private key cannot be read"
+
+
+def _read_json(path: str, what: str) -> dict[str, Any]:
+    p = Path(path).expanduser()
+    try:
+        data = json.loads(p.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise SourceError(f"the {what} {p} does not exist") from None
+    except OSError as exc:
+        raise SourceError(f"cannot read the {what} {p}: {exc.strerror or type(exc).__name__}") from None
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise SourceError(f"the {what} {p} is not JSON") from None
+    if not isinstance(data, dict):
+        raise SourceError(f"the {what} {p} is not a JSON object")
+    return data
+
+
+def _reason(exc: HttpError) -> str:
+    """Google's error reason (``rateLimitExceeded``, ``fullSyncRequired``, ``notFound``…), or ""."""
+    try:
+        body = json.loads(exc.content.decode("utf-8"))
+        errors = body["error"].get("errors") or []
+        return str(errors[0].get("reason", "")) if errors else str(body["error"].get("status", ""))
+    except (ValueError, KeyError, TypeError, AttributeError, IndexError):
+        return ""
+
+
+def _retry_after(exc: HttpError) -> float | None:
+    value = exc.resp.get("retry-after") if exc.resp is not None else None
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        return None  # an HTTP date: use our own backoff
+
+
+def _auth_error(exc: auth_errors.GoogleAuthError) -> str:
+    """The OAuth error code only (``invalid_grant``…): the rest may echo request data."""
+    args = getattr(exc, "args", ())
+    first = str(args[0]) if args else ""
+    code = first.split(":", 1)[0].strip() if ":" in first else ""
+    if code and code.replace("_", "").isalnum() and len(code) < 60:
+        return code
+    return type(exc).__name__
+
+
+class CalendarClient:
+    """One Google calendar's API client: a gcsa ``GoogleCalendar`` whose service
+    object points at ``api_base_url`` (when set) and uses a timeout."""
+
+    def __init__(
+        self,
+        creds: GoogleCredentials,
+        calendar_id: str,
+        *,
+        base_url: str | None,
+        timeout: float,
+        retry: Retry,
+        write: bool,
+        sleep: Callable[[float], Any] = asyncio.sleep,
+    ) -> None:
+        self.creds = creds
+        self.calendar_id = calendar_id
+        self.base_url = base_url
+        self.timeout = timeout
+        self.retry = retry
+        self.scopes = [SCOPE_WRITE if write else SCOPE_READ]
+        self.sleep = sleep
+        self._gc: GoogleCalendar | None = None
+        # httplib2 connections are not thread-safe: one request at a time per client.
+        self._lock = threading.Lock()
+        self.requests = 0
+
+    def _calendar(self) -> GoogleCalendar:
+        if self._gc is None:
+            credentials = load_credentials(self.creds, self.scopes)
+            gc = GoogleCalendar(default_calendar=self.calendar_id, credentials=credentials)
+            # gcsa builds its service without a timeout or endpoint override: replace it
+            # with one that has both (the bundled discovery document, no network).
+            http = AuthorizedHttp(credentials, http=httplib2.Http(timeout=self.timeout))
+            options = {"api_endpoint": f"{self.base_url}/calendar/v3/"} if self.base_url else None
+            gc.service = discovery.build(
+                "calendar", "v3", http=http, static_discovery=True, cache_discovery=False, client_options=options
+            )
+            self._gc = gc
+        return self._gc
+
+    def _execute(self, build: Callable[[GoogleCalendar], Any]) -> Any:
+        with self._lock:
+            gc = self._calendar()
+            self.requests += 1
+            return build(gc)
+
+    async def call(self, build: Callable[[GoogleCalendar], Any], *, what: str, gone: Any = _RAISE) -> Any:
+        """Run ``build(gc)`` (which performs one request) in a thread, retrying rate limits and 5xx.
+
+        ``gone``, when given, is returned for a 404 or 410 instead of raising."""
+        attempt = 0
+        while True:
+            try:
+                # The socket timeout bounds each read; this bounds the whole call (a trickling server).
+                async with asyncio.timeout(self.timeout * 2 + 5):
+                    return await asyncio.to_thread(self._execute, build)
+            except HttpError as exc:
+                status, reason = exc.resp.status, _reason(exc)
+                retryable = status == 429 or status >= 500 or (status == 403 and reason in RATE_LIMIT_REASONS)
+                if status in (404, 410) and gone is not _RAISE:
+                    return gone
+                if not retryable:
+                    raise self._http_error(exc, status, reason, what) from None
+                wait = self.retry.delay(attempt, _retry_after(exc))
+                if attempt >= self.retry.max_retries or wait > self.retry.max_seconds:
+                    hint = f"; the server asked to wait {wait:g}s" if wait > self.retry.max_seconds else ""
+                    raise SourceError(
+                        f"{what}: HTTP {status}{' ' + reason if reason else ''} after {attempt + 1} attempt(s){hint};"
+                        " keeping the last good data"
+                    ) from None
+                attempt += 1
+                await self.sleep(wait)
+            except TimeoutError:  # socket.timeout from httplib2, or the guard above
+                raise SourceError(
+                    f"{what}: no answer from {self._host()} within {self.timeout:g}s (google.timeout_seconds)"
+                ) from None
+            except auth_errors.RefreshError as exc:
+                raise SourceError(
+                    f"{what}: Google refused the credentials ({_auth_error(exc)}): revoked, expired or malformed;"
+                    " for a token file run `chronos google auth --calendar <id>` again"
+                ) from None
+            except auth_errors.GoogleAuthError as exc:
+                raise SourceError(f"{what}: the credentials cannot be used ({_auth_error(exc)})") from None
+            except json.JSONDecodeError:
+                raise SourceError(
+                    f"{what}: {self._host()} answered with something other than JSON (an HTML page?)"
+                ) from None
+            except (httplib2.HttpLib2Error, OSError) as exc:
+                raise SourceError(f"{what}: cannot reach {self._host()}: {type(exc).__name__}") from None
+
+    def _host(self) -> str:
+        return self.base_url or "www.googleapis.com"
+
+    def _http_error(self, exc: HttpError, status: int, reason: str, what: str) -> Exception:
+        if status == 410 or (status == 400 and reason in ("invalid", "invalidSyncToken", "fullSyncRequired")):
+            return SyncTokenGone(reason or "gone")
+        if status == 404:
+            return SourceError(
+                f"{what}: Google calendar {self.calendar_id!r} does not exist or is not shared with these"
+                " credentials (HTTP 404)"
+            )
+        if status == 401:
+            return SourceError(f"{what}: the credentials were refused (HTTP 401); check or renew them")
+        if status == 403:
+            return SourceError(f"{what}: access denied (HTTP 403{' ' + reason if reason else ''})")
+        return SourceError(f"{what}: HTTP {status}{' ' + reason if reason else ''}")
+
+    # -- the requests the source makes -------------------------------------------------
+
+    async def list_page(self, params: dict[str, Any]) -> dict[str, Any]:
+        """One page of ``events.list``.
+
+        gcsa's ``get_events`` follows pages itself and drops ``nextSyncToken``, so
+        this calls the events list endpoint through gcsa's ``service`` object.
+        """
+        result = await self.call(
+            lambda gc: gc.service.events().list(calendarId=self.calendar_id, **params).execute(),
+            what=f"listing events of {self.calendar_id!r}",
+        )
+        if not isinstance(result, dict):
+            raise SourceError(
+                f"listing events of {self.calendar_id!r}: {self._host()} answered with something other than JSON"
+                " (an HTML page?)"
+            )
+        return result
+
+    async def delete(self, event_id: str) -> bool:
+        """``events.delete`` through gcsa; False when the event was already gone (404, 410)."""
+        done = await self.call(
+            lambda gc: gc.delete_event(event_id, calendar_id=self.calendar_id),
+            what=f"deleting event {event_id!r} of {self.calendar_id!r}",
+            gone=False,
+        )
+        return done is not False
