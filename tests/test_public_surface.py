@@ -151,7 +151,11 @@ async def test_a_source_error_never_shows_the_url_path_query_or_credentials(chro
 
 async def test_a_failing_ics_feed_never_shows_its_secret_path_or_query(chronos_app, api_client, capsys):
     url = f"http://127.0.0.1:{free_port()}/{SECRET_PATH}/cal.ics?token={SECRET_QUERY}"
-    config = {"logging": {"level": "info"}, "ics": {"calendars": [{"id": "private", "url": url}]}}
+    config = {
+        "logging": {"level": "info"},
+        "ics": {"calendars": [{"id": "private", "url": url}]},
+        "network": {"allow": ["127.0.0.1/32"]},  # loopback is refused unless allow-listed (a refusal is tested below)
+    }
     async with chronos_app(plugins=["ics", "events"], config=config) as app:
         run = await sync_now(app, "ics", "private")
         assert run.status == "error" and run.error.startswith("cannot connect to http://127.0.0.1:"), run.error
@@ -161,3 +165,12 @@ async def test_a_failing_ics_feed_never_shows_its_secret_path_or_query(chronos_a
     assert "sync_error" in logs or "sync_run" in logs
     for text in (run.error, *answers, logs):
         assert_no_secret(text)
+
+
+async def test_a_refused_ics_feed_never_shows_its_secret_path_or_query(chronos_app):
+    url = f"http://127.0.0.1:{free_port()}/{SECRET_PATH}/cal.ics?token={SECRET_QUERY}"
+    config = {"ics": {"calendars": [{"id": "private", "url": url}]}}
+    async with chronos_app(plugins=["ics", "events"], config=config) as app:
+        run = await sync_now(app, "ics", "private")
+    assert run.status == "error" and "refused: 127.0.0.1 is a loopback address" in run.error, run.error
+    assert_no_secret(run.error)

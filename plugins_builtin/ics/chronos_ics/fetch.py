@@ -16,7 +16,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
-from chronos.plugin import SourceError
+from chronos.plugin import OutboundPolicy, OutboundRefused, ResponseTooLarge, SourceError, outbound_client
 
 USER_AGENT = "chronos-engine-ics/0.1"
 
@@ -96,8 +96,12 @@ async def _read_body(resp: httpx.Response, shown: str, max_bytes: int) -> tuple[
     return bytes(body), validators
 
 
-def _failure(exc: Exception, shown: str, timeout: float, max_redirects: int) -> SourceError:
+def _failure(exc: Exception, shown: str, timeout: float, max_redirects: int, max_bytes: int) -> SourceError:
     """What a failed download reports (the URL redacted)."""
+    if isinstance(exc, OutboundRefused):  # names the host and address only, never the path or query
+        return SourceError(f"download from {shown} {exc}")
+    if isinstance(exc, ResponseTooLarge):
+        return SourceError(f"{shown} sent more than the limit of {_mb(max_bytes)} (ics.max_bytes)")
     if isinstance(exc, (TimeoutError, httpx.TimeoutException)):
         return SourceError(f"no complete answer from {shown} within {timeout:g}s (ics.timeout_seconds)")
     if isinstance(exc, httpx.TooManyRedirects):
@@ -117,24 +121,27 @@ async def download(
     max_redirects: int,
     etag: str | None = None,
     last_modified: str | None = None,
-    transport: httpx.AsyncBaseTransport | None = None,
     proxy: str | None = None,
+    outbound: OutboundPolicy | None = None,
 ) -> tuple[bytes | None, dict[str, Any]]:
     """GET ``url`` with a conditional request; ``None`` on 304.
 
-    The body is streamed and abandoned as soon as it passes ``max_bytes``;
+    The request goes through the kernel's outbound guard (``outbound``: the
+    policy from ``network.allow``; none allows only public addresses): a feed
+    or a redirect to a loopback, private or metadata address is refused. The
+    body is streamed and abandoned as soon as it passes ``max_bytes``;
     ``timeout`` bounds the whole download (a server trickling bytes cannot
     hold a sync forever); only http and https are followed. The environment
     is ignored (``HTTP_PROXY``, ``HTTPS_PROXY``, ``ALL_PROXY``, ``NO_PROXY``,
     netrc): only ``proxy`` (``ics.proxy``) sends requests through a proxy.
     """
     shown = redact(url)
-    client = httpx.AsyncClient(
+    client = outbound_client(
+        outbound or OutboundPolicy(),
+        timeout=timeout,
+        max_response_bytes=max_bytes,
         follow_redirects=True,
         max_redirects=max_redirects,
-        timeout=httpx.Timeout(timeout),
-        transport=transport,
-        trust_env=False,
         proxy=proxy,
     )
     try:
@@ -146,6 +153,6 @@ async def download(
     except SourceError:
         raise
     except (TimeoutError, httpx.HTTPError) as exc:
-        raise _failure(exc, shown, timeout, max_redirects) from None
+        raise _failure(exc, shown, timeout, max_redirects, max_bytes) from None
     finally:
         await client.aclose()

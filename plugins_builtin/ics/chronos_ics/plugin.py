@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from chronos.plugin import SettingsSection, hookimpl
+from chronos.plugin import OutboundPolicy, SettingsSection, hookimpl
 
 from chronos_ics.settings import IcsSettings
 from chronos_ics.source import IcsSource
@@ -16,4 +16,4 @@ def register_settings():
 @hookimpl
 def register_sources(ctx):
     # The kernel closes the source (its parser processes) when the app stops.
-    return [IcsSource(ctx.section(IcsSettings))]
+    return [IcsSource(ctx.section(IcsSettings), outbound=OutboundPolicy.from_settings(ctx.settings))]

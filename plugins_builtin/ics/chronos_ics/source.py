@@ -26,7 +26,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
 
-from chronos.plugin import CalendarSpec, EventDraft, Source, SourceBatch, SourceError, ical
+from chronos.plugin import CalendarSpec, EventDraft, OutboundPolicy, Source, SourceBatch, SourceError, ical
 
 from chronos_ics.fetch import download, read_file
 from chronos_ics.settings import IcsCalendar, IcsSettings, default_workers
@@ -66,8 +66,14 @@ class IcsSource(Source):
 
     name = "ics"
 
-    def __init__(self, settings: IcsSettings, clock: Callable[[], datetime] | None = None) -> None:
+    def __init__(
+        self,
+        settings: IcsSettings,
+        clock: Callable[[], datetime] | None = None,
+        outbound: OutboundPolicy | None = None,
+    ) -> None:
         self.settings = settings
+        self.outbound = outbound or OutboundPolicy()  # feeds at public addresses only, unless network.allow says more
         self.clock = clock or (lambda: datetime.now(UTC))
         self._by_id = {c.id: c for c in settings.calendars}
         self._pool: ProcessPoolExecutor | None = None
@@ -139,6 +145,7 @@ class IcsSource(Source):
                 etag=prior.get("etag") if reusable else None,
                 last_modified=prior.get("last_modified") if reusable else None,
                 proxy=self.settings.proxy,
+                outbound=self.outbound,
             )
         if data is None:
             yield SourceBatch(not_modified=True)

@@ -54,6 +54,9 @@ def build_app(feed: Feed) -> Starlette:
     async def to_ftp(request: Request) -> Response:
         return RedirectResponse("ftp://example.org/cal.ics", status_code=302)
 
+    async def to_metadata(request: Request) -> Response:
+        return RedirectResponse("http://169.254.169.254/latest/meta-data/", status_code=302)
+
     async def big(request: Request) -> Response:
         return Response(b"BEGIN:VCALENDAR\r\n" + b"X" * 200_000, media_type="text/calendar")
 
@@ -83,12 +86,17 @@ def build_app(feed: Feed) -> Starlette:
             Route("/loop", loop),
             Route("/hop", hop),
             Route("/ftp", to_ftp),
+            Route("/to-metadata", to_metadata),
             Route("/big", big),
             Route("/big-stream", big_stream),
             Route("/slow", slow),
             Route("/html", html),
         ]
     )
+
+
+#: ``network.allow`` for tests whose feeds are served on loopback (the outbound guard refuses it otherwise).
+LOOPBACK_ALLOWED = {"allow": ["127.0.0.1/32"]}
 
 
 def free_port() -> int:

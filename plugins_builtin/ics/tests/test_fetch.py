@@ -6,12 +6,13 @@ import os
 
 import pytest
 
-from chronos.plugin import SourceError
-from ics_support import ics, single
+from chronos.plugin import OutboundPolicy, SourceError
+from ics_support import LOOPBACK_ALLOWED, ics, single
 
 from chronos_ics.fetch import download, read_file, redact
 
-LIMITS = {"max_bytes": 100_000, "timeout": 5, "max_redirects": 3}
+LOOPBACK = OutboundPolicy.from_entries(LOOPBACK_ALLOWED["allow"])
+LIMITS = {"max_bytes": 100_000, "timeout": 5, "max_redirects": 3, "outbound": LOOPBACK}
 
 
 async def test_conditional_get_answers_not_modified(feed_server):
@@ -36,7 +37,7 @@ async def test_redirects_are_followed_up_to_the_limit(feed_server):
     assert data == feed_server.feed.body
     with pytest.raises(SourceError, match=r"more than 3 redirects .*redirect loop"):
         await download(feed_server.url("/loop"), **LIMITS)
-    with pytest.raises(SourceError, match="scheme other than http or https"):
+    with pytest.raises(SourceError, match="refused: only http and https URLs are fetched, not ftp"):
         await download(feed_server.url("/ftp"), **LIMITS)
 
 
@@ -55,7 +56,7 @@ async def test_http_errors_and_size_limits(feed_server, path, message):
 
 async def test_slow_servers_hit_the_total_timeout(feed_server):
     with pytest.raises(SourceError, match=r"no complete answer .* within 0\.5s"):
-        await download(feed_server.url("/slow"), max_bytes=100_000, timeout=0.5, max_redirects=3)
+        await download(feed_server.url("/slow"), max_bytes=100_000, timeout=0.5, max_redirects=3, outbound=LOOPBACK)
 
 
 async def test_unreachable_hosts_fail_clearly():
@@ -63,6 +64,25 @@ async def test_unreachable_hosts_fail_clearly():
 
     with pytest.raises(SourceError, match=r"cannot connect to http://127\.0\.0\.1:\d+: "):
         await download(f"http://127.0.0.1:{free_port()}/cal.ics?token=s3cret", **LIMITS)
+
+
+async def test_feeds_at_non_public_addresses_are_refused_unless_allow_listed(feed_server):
+    before = len(feed_server.feed.requests)
+    url = feed_server.url("/cal.ics?token=s3cret")
+    with pytest.raises(
+        SourceError, match=r"^download from http://127\.0\.0\.1:\d+ refused: 127\.0\.0\.1 is a loopback"
+    ) as e:
+        await download(url, max_bytes=100_000, timeout=5, max_redirects=3)
+    assert "network.allow" in str(e.value) and "s3cret" not in str(e.value)
+    for address in ("169.254.169.254", "[::ffff:10.0.0.1]", "10.0.0.7"):
+        with pytest.raises(SourceError, match="refused: .* address"):
+            await download(f"http://{address}/cal.ics", **LIMITS)
+    assert len(feed_server.feed.requests) == before
+
+
+async def test_a_redirect_to_a_metadata_address_is_refused(feed_server):
+    with pytest.raises(SourceError, match=r"refused: 169\.254\.169\.254 is a cloud metadata address"):
+        await download(feed_server.url("/to-metadata"), **LIMITS)
 
 
 def test_urls_are_redacted_in_messages():

@@ -9,11 +9,13 @@ from dataclasses import dataclass, field
 import pytest
 
 from chronos import testing as kit
-from ics_support import ics, single
+from chronos.plugin import OutboundPolicy
+from ics_support import LOOPBACK_ALLOWED, ics, single
 
 from chronos_ics.fetch import download
 
-LIMITS = {"max_bytes": 100_000, "timeout": 5, "max_redirects": 3}
+LOOPBACK = LOOPBACK_ALLOWED["allow"]
+LIMITS = {"max_bytes": 100_000, "timeout": 5, "max_redirects": 3, "outbound": OutboundPolicy.from_entries(LOOPBACK)}
 PROXY_VARS = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY")
 VIA_PROXY = ics(single("p1", "Through the proxy")).encode()
 
@@ -75,10 +77,11 @@ async def test_a_configured_proxy_is_used(feed_server, proxy):
 async def test_ics_proxy_setting_reaches_the_sync(chronos_app, feed_server, proxy_env):
     feed_server.feed.body = ics(single("d1", "Direct")).encode()
     cal = {"id": "web", "url": feed_server.url("/cal.ics")}
-    async with chronos_app(plugins=["events", "normalize", "ics"], config={"ics": {"calendars": [cal]}}) as app:
+    direct = {"ics": {"calendars": [cal]}, "network": LOOPBACK_ALLOWED}
+    async with chronos_app(plugins=["events", "normalize", "ics"], config=direct) as app:
         run = await kit.sync_now(app, "ics", "web")
         assert (run.status, run.added) == ("ok", 1) and proxy_env.request_lines == []
-    config = {"ics": {"calendars": [cal], "proxy": proxy_env.url}}
+    config = {"ics": {"calendars": [cal], "proxy": proxy_env.url}, "network": LOOPBACK_ALLOWED}
     async with chronos_app(plugins=["events", "normalize", "ics"], config=config) as app:
         run = await kit.sync_now(app, "ics", "web", full=True)
         assert (run.status, run.added) == ("ok", 1), run.error

@@ -9,7 +9,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from chronos import testing as kit
-from ics_support import ics, single, today
+from ics_support import LOOPBACK_ALLOWED, ics, single, today
 
 pytestmark = pytest.mark.exercises_hook("register_sources")
 
@@ -21,7 +21,7 @@ BERLIN = ZoneInfo("Europe/Berlin")
 
 
 def config(*calendars: dict, **extra) -> dict:
-    return {"ics": {"calendars": list(calendars), "parse_workers": 0, **extra}}
+    return {"ics": {"calendars": list(calendars), "parse_workers": 0, **extra}, "network": LOOPBACK_ALLOWED}
 
 
 async def sync(app, calendar_id: str, **kw):

@@ -23,7 +23,7 @@ from starlette.responses import RedirectResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from chronos import testing as kit
-from ics_support import free_port, ics, single, stamp, today
+from ics_support import LOOPBACK_ALLOWED, free_port, ics, single, stamp, today
 
 pytestmark = pytest.mark.exercises_hook("register_sources")
 
@@ -32,7 +32,7 @@ SMALL_LIMIT = 2048  # ics.max_bytes in these tests: a few KB stand in for a huge
 
 
 def config(*calendars: dict, **extra) -> dict:
-    return {"ics": {"calendars": list(calendars), "parse_workers": 0, **extra}}
+    return {"ics": {"calendars": list(calendars), "parse_workers": 0, **extra}, "network": LOOPBACK_ALLOWED}
 
 
 # -- a feed whose answer the test switches -------------------------------------------------------------
