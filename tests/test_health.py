@@ -9,7 +9,7 @@ from sqlalchemy import update
 
 from chronos.db.base import utcnow
 from chronos.db.models import JobHeartbeat
-from chronos.testing import client, create_test_key
+from chronos.testing import client, create_test_key, runtime_of
 from kernel_support import make_plugin, wait_until
 
 ADMIN_KEY = "b2" * 24
@@ -80,3 +80,22 @@ async def test_unreachable_database_is_503(chronos_app, db_backend, tmp_path, mo
         assert code == 503 and body["status"] == "error"
         assert body["checks"]["database"]["status"] == "error" and body["checks"]["database"]["error"]
         assert "jobs" not in body["checks"]  # checks needing the database are not attempted
+        async with client(app) as c:  # orchestrators: alive (do not restart), not ready (send no traffic)
+            live, ready = await c.get("/health/live"), await c.get("/health/ready")
+        assert live.status_code == 200 and live.json() == {"status": "ok"}
+        assert ready.status_code == 503 and ready.json()["status"] == "not_ready"
+        assert ready.json()["detail"].startswith("database: ")
+
+
+async def test_live_and_ready_need_no_key(chronos_app, db_backend):
+    async with chronos_app() as app:
+        async with client(app) as c:
+            live, ready = await c.get("/health/live"), await c.get("/health/ready")
+        assert live.status_code == 200 and live.json() == {"status": "ok"}
+        assert ready.status_code == 200 and ready.json() == {"status": "ready", "detail": None}
+        runtime = runtime_of(app)
+        await runtime.stop()  # shutting down: no more traffic, still alive
+        async with client(app) as c:
+            live, ready = await c.get("/health/live"), await c.get("/health/ready")
+        assert live.status_code == 200
+        assert ready.status_code == 503 and ready.json()["detail"] == "starting or shutting down"

@@ -247,6 +247,36 @@ async def health(request: Request) -> JSONResponse:
     return JSONResponse({"status": status, "version": __version__, "checks": checks}, status_code=code)
 
 
+class Liveness(BaseModel):
+    status: Literal["ok"] = Field(description="The process answers; nothing else is checked.")
+
+
+class Readiness(BaseModel):
+    status: Literal["ready", "not_ready"]
+    detail: str | None = Field(None, description="Why the instance should not get traffic, when it should not.")
+
+
+async def health_live() -> Liveness:
+    """Liveness for orchestrators: the process and its event loop answer. No database access, so a
+    database outage never restarts every replica at once."""
+    return Liveness(status="ok")
+
+
+async def health_ready(request: Request) -> JSONResponse:
+    """Readiness for load balancers: started (plugins loaded, migrations applied), not shutting down,
+    and the database answers within two seconds. 503 otherwise: send this instance no traffic."""
+    runtime = _runtime(request)
+    detail: str | None = None
+    if not runtime.started:
+        detail = "starting or shutting down"
+    else:
+        check = await _timed("database", _check_database(current_context(request)))
+        if check["status"] != "ok":
+            detail = f"database: {check.get('error', check['status'])}"
+    body = Readiness(status="not_ready" if detail else "ready", detail=detail)
+    return JSONResponse(body.model_dump(), status_code=503 if detail else 200)
+
+
 async def metrics_endpoint() -> Response:
     body, content_type = metrics.render()
     return Response(body, media_type=content_type)
@@ -535,6 +565,23 @@ def mount_kernel_routes(app: FastAPI, home: str = "/docs") -> None:
         tags=["health"],
         dependencies=public,
         responses={503: {"description": "The database is unreachable or the job runner is stale"}},
+    )
+    app.add_api_route(
+        "/health/live", health_live, methods=["GET"], tags=["health"], dependencies=public, response_model=Liveness
+    )
+    app.add_api_route(
+        "/health/ready",
+        health_ready,
+        methods=["GET"],
+        tags=["health"],
+        dependencies=public,
+        response_model=Readiness,
+        responses={
+            503: {
+                "model": Readiness,
+                "description": "Not ready: starting, shutting down or the database is unreachable",
+            }
+        },
     )
     app.add_api_route(
         "/metrics", metrics_endpoint, methods=["GET"], tags=["health"], dependencies=public, response_class=Response
