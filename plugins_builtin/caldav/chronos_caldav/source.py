@@ -1,0 +1,456 @@
+"""The ``caldav`` source: one calendar collection per configured calendar.
+
+How a sync reads the server (``cursor`` is what the last run left):
+
+* First run, a full resync, a changed configuration, or a cursor that does
+  not match what this source last wrote (``seq``): a **full listing** —
+  sync-collection without a token when the server offers it (the answer
+  carries the token for next time), else a calendar-query REPORT. Batches
+  are ``full=True``; only the last, ``complete=True`` one lets the pipeline
+  delete local events the listing did not contain.
+* With a sync token: one sync-collection REPORT with the token (changed
+  objects come with their data, deleted ones as hrefs). A token the server
+  refuses (403/409 ``DAV:valid-sync-token``) means a full listing instead.
+* Without sync-collection: the ``getctag`` of the collection; equal →
+  not modified; else the etags of every object, and a calendar-multiget of
+  only the hrefs whose etag changed.
+
+Recurring series are expanded inside ``[today - past_days, today +
+horizon_days]`` by the kernel's shared iCalendar code (``chronos.plugin.ical``),
+the same path the ics source takes. When the window moves to a new day, the
+recurring objects are fetched again (one multiget) so their instances follow.
+
+All network calls run in threads (the caldav client is synchronous), bounded
+by ``caldav.timeout_seconds`` per request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+from collections.abc import AsyncIterator, Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, time, timedelta
+from typing import Any, TypeVar
+
+from sqlalchemy import delete, select
+
+from chronos.plugin import CalendarSpec, EventDraft, PluginContext, Source, SourceBatch, SourceError, ical
+
+from chronos_caldav.dav import DavCalendar, InvalidSyncToken, NoSyncCollection, Resource, redact
+from chronos_caldav.models import CaldavCalendarState, CaldavObject
+from chronos_caldav.settings import CaldavCalendar, CaldavSettings
+
+T = TypeVar("T")
+
+#: Bump when parsing changes what an object yields: cursors of older versions then start a full listing.
+PARSER_VERSION = 1
+
+
+@dataclass
+class Known:
+    """What the last sync learnt about one href."""
+
+    uid: str
+    etag: str | None
+    keys: list[tuple[str, str]]
+    recurring: bool
+
+
+@dataclass
+class Parsed:
+    """One object, parsed."""
+
+    href: str
+    etag: str | None
+    uid: str
+    drafts: list[EventDraft] = field(default_factory=list)
+    deleted: list[tuple[str, str]] = field(default_factory=list)
+    errors: list[tuple[str, str]] = field(default_factory=list)
+    recurring: bool = False
+    #: Keys kept from the last sync when the object could not be read now (they stay stored).
+    kept: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def keys(self) -> list[tuple[str, str]]:
+        return [(d.uid, d.recurrence_id or "") for d in self.drafts]
+
+
+def parse_resource(res: Resource, window: ical.Window, known: Known | None) -> Parsed:
+    """One calendar object → drafts (series expanded inside ``window``), tombstones and errors.
+
+    An object that cannot be read is an error for its uid (the one stored
+    for the href when the text has none), so the events it had stay.
+    """
+    fallback = known.uid if known is not None else res.href
+    out = Parsed(res.href, res.etag, fallback)
+    try:
+        split = ical.split_calendar(res.data or "")
+    except ical.CalendarFormatError as exc:
+        out.errors.append((fallback, f"{res.href}: {exc}"))
+        return out
+    if not split.groups:
+        out.errors.append((fallback, f"{res.href}: the object holds no VEVENT"))
+        return out
+    out.uid = split.groups[0].uid
+    out.recurring = split.recurring
+    parsed = ical.parse_groups(split.prefix, split.groups, window, split.x_wr_timezone)
+    for draft in parsed.drafts:
+        draft.metadata.setdefault("caldav_href", res.href)
+    out.drafts, out.deleted, out.errors = parsed.drafts, parsed.deleted, parsed.errors
+    return out
+
+
+class CaldavSource(Source):
+    """CalDAV calendar collections, synced incrementally."""
+
+    name = "caldav"
+
+    def __init__(
+        self,
+        settings: CaldavSettings,
+        ctx: PluginContext | None = None,
+        clock: Callable[[], datetime] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.ctx = ctx
+        self.clock = clock or (lambda: datetime.now(UTC))
+        self._by_id = {c.id: c for c in settings.calendars}
+        #: HTTP requests of the last run per calendar (bench and tests read it).
+        self.requests: dict[str, int] = {}
+        self._clients: dict[str, tuple[str | None, DavCalendar]] = {}
+
+    def calendars(self) -> list[CalendarSpec]:
+        return [
+            CalendarSpec(c.id, interval_seconds=c.interval_seconds, read_only=c.read_only, options={})
+            for c in self.settings.calendars
+        ]
+
+    def can_delete(self, calendar: CalendarSpec) -> bool:
+        return calendar.id in self._by_id
+
+    # -- plumbing ---------------------------------------------------------------------------
+
+    def window(self, cfg: CaldavCalendar) -> ical.Window:
+        today = self.clock().astimezone(UTC).date()
+        return ical.Window(
+            start=datetime.combine(today - timedelta(days=cfg.past_days), time.min, UTC),
+            end=datetime.combine(today + timedelta(days=cfg.horizon_days + 1), time.min, UTC),
+            max_instances=self.settings.max_instances_per_event,
+            default_timezone=cfg.default_timezone,
+        )
+
+    def _fingerprint(self, cfg: CaldavCalendar) -> str:
+        relevant = {
+            "v": PARSER_VERSION,
+            "url": cfg.url,
+            "user": cfg.username,
+            "past": cfg.past_days,
+            "horizon": cfg.horizon_days,
+            "tz": cfg.default_timezone,
+            "max": self.settings.max_instances_per_event,
+        }
+        return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()[:16]
+
+    async def _call(self, fn: Callable[..., T], *args: Any) -> T:
+        """A blocking call in a thread, bounded in time (the client's own timeout applies per request)."""
+        limit = self.settings.timeout_seconds * 4 + 5
+        try:
+            return await asyncio.wait_for(asyncio.to_thread(fn, *args), limit)
+        except TimeoutError:
+            raise SourceError(f"the server did not finish answering within {limit:.0f} s") from None
+
+    async def _connect(self, cfg: CaldavCalendar) -> DavCalendar:
+        """The calendar's client, kept between runs (its session and negotiated auth) while the password stays."""
+        if self.ctx is not None:
+            await _check_outbound(self.ctx, cfg.url)
+        try:
+            password = cfg.password()
+        except LookupError as exc:
+            raise SourceError(str(exc)) from None
+        held = self._clients.get(cfg.id)
+        if held is not None and held[0] == password:
+            held[1].requests = 0
+            return held[1]
+        if held is not None:
+            await asyncio.to_thread(held[1].close)
+        dav = await asyncio.to_thread(
+            lambda: DavCalendar(
+                cfg.url,
+                username=cfg.username,
+                password=password,
+                auth=cfg.auth,
+                timeout=self.settings.timeout_seconds,
+                verify_tls=self.settings.verify_tls,
+            )
+        )
+        self._clients[cfg.id] = (password, dav)
+        return dav
+
+    async def aclose(self) -> None:
+        clients, self._clients = list(self._clients.values()), {}
+        for _password, dav in clients:
+            await asyncio.to_thread(dav.close)
+
+    # -- what the source remembers ---------------------------------------------------------------
+
+    async def _load(self, calendar_id: str) -> tuple[int, dict[str, Known]]:
+        if self.ctx is None:
+            return 0, {}
+        async with self.ctx.db.read() as s:
+            state = await s.get(CaldavCalendarState, calendar_id)
+            rows = (await s.execute(select(CaldavObject).where(CaldavObject.calendar_id == calendar_id))).scalars()
+            known = {
+                r.href: Known(r.uid, r.etag, [(k[0], k[1]) for k in r.keys or []], bool(r.recurring)) for r in rows
+            }
+        return (state.seq if state is not None else 0), known
+
+    async def _remember(
+        self, calendar_id: str, upserts: Iterable[Parsed], gone: Iterable[str], *, replace: bool, seq: int | None
+    ) -> None:
+        """Write what a committed batch taught (``replace``: the whole mapping of a full listing)."""
+        if self.ctx is None:
+            return
+        upserts, gone = list(upserts), list(gone)
+        async with self.ctx.db.write() as s:
+            if replace:
+                await s.execute(delete(CaldavObject).where(CaldavObject.calendar_id == calendar_id))
+            hrefs = [p.href for p in upserts] + gone
+            for i in range(0, len(hrefs), 500):
+                await s.execute(
+                    delete(CaldavObject).where(
+                        CaldavObject.calendar_id == calendar_id, CaldavObject.href.in_(hrefs[i : i + 500])
+                    )
+                )
+            s.add_all(
+                CaldavObject(
+                    calendar_id=calendar_id,
+                    href=p.href,
+                    uid=p.uid,
+                    etag=p.etag,
+                    keys=[list(k) for k in p.keys] + [list(k) for k in p.kept],
+                    recurring=p.recurring,
+                )
+                for p in upserts
+            )
+            if seq is not None:
+                state = await s.get(CaldavCalendarState, calendar_id)
+                if state is None:
+                    s.add(CaldavCalendarState(calendar_id=calendar_id, seq=seq))
+                else:
+                    state.seq = seq
+
+    # -- one sync ------------------------------------------------------------------------------
+
+    async def fetch(self, calendar: CalendarSpec, cursor: dict[str, Any] | None) -> AsyncIterator[SourceBatch]:
+        cfg = self._by_id[calendar.id]
+        window = self.window(cfg)
+        day = window.start.date().isoformat()
+        config = self._fingerprint(cfg)
+        seq, known = await self._load(cfg.id)
+        prior = cursor or {}
+        dav = await self._connect(cfg)
+        try:
+            async for batch in self._sync(cfg, dav, window, known, seq, prior, config, day):
+                yield batch
+        except SourceError:
+            # A request that timed out may still hold the client in its thread: start afresh next time.
+            self._clients.pop(cfg.id, None)
+            raise
+        finally:
+            self.requests[cfg.id] = dav.requests
+
+    async def _sync(
+        self,
+        cfg: CaldavCalendar,
+        dav: DavCalendar,
+        window: ical.Window,
+        known: dict[str, Known],
+        seq: int,
+        prior: dict[str, Any],
+        config: str,
+        day: str,
+    ) -> AsyncIterator[SourceBatch]:
+        base = {"config": config, "window": day, "seq": seq}
+        incremental = bool(known) or seq > 0
+        incremental = incremental and prior.get("config") == config and prior.get("seq") == seq
+        moved = prior.get("window") != day
+        changed: list[Resource] | None = None
+        new_cursor: dict[str, Any] = {}
+        if incremental and prior.get("sync_token"):
+            try:
+                changed, token = await self._call(dav.sync_collection, prior["sync_token"])
+                new_cursor = {**base, "mode": "sync", "sync_token": token or prior["sync_token"]}
+            except InvalidSyncToken:
+                changed = None  # the server forgot the token: list everything
+        elif incremental and prior.get("mode") == "ctag":
+            info = await self._call(dav.info)
+            new_cursor = {**base, "mode": "ctag", "ctag": info.ctag}
+            if info.ctag is not None and info.ctag == prior.get("ctag"):
+                changed = []
+            else:
+                etags = await self._call(dav.etags)
+                stale = [h for h, e in etags.items() if h not in known or known[h].etag != e or not e]
+                changed = await self._call(dav.multiget, stale) if stale else []
+                changed += [Resource(h, None, None) for h in known if h not in etags]
+        if changed is None:
+            async for batch in self._full(cfg, dav, window, known, seq, base):
+                yield batch
+            return
+        if moved:  # recurring series shift with the window
+            again = {r.href for r in changed}
+            series = [h for h, k in known.items() if k.recurring and h not in again]
+            if series:
+                changed += [r for r in await self._call(dav.multiget, series)]
+        if not changed:
+            yield SourceBatch(not_modified=True, cursor=new_cursor)
+            return
+        async for batch in self._incremental(cfg, window, known, changed, seq, new_cursor):
+            yield batch
+
+    async def _full(
+        self,
+        cfg: CaldavCalendar,
+        dav: DavCalendar,
+        window: ical.Window,
+        known: dict[str, Known],
+        seq: int,
+        base: dict[str, Any],
+    ) -> AsyncIterator[SourceBatch]:
+        info = await self._call(dav.info)
+        resources: list[Resource] | None = None
+        token = None
+        if info.supports_sync:
+            try:
+                resources, token = await self._call(dav.sync_collection, None)
+            except (NoSyncCollection, InvalidSyncToken):
+                resources = None
+        if resources is None or token is None:
+            resources = await self._call(dav.list_all)
+            cursor = {**base, "seq": seq + 1, "mode": "ctag", "ctag": info.ctag}
+        else:
+            cursor = {**base, "seq": seq + 1, "mode": "sync", "sync_token": token}
+        resources = [r for r in resources if r.data is not None]
+        mapping: list[Parsed] = []
+        batches = self._parsed_batches(resources, window, known)
+        pending: SourceBatch | None = None
+        async for parsed in batches:
+            for p in parsed:
+                p.kept = known[p.href].keys if p.errors and p.href in known else []
+            mapping += parsed
+            batch = SourceBatch(
+                drafts=[d for p in parsed for d in p.drafts],
+                deleted=[k for p in parsed for k in p.deleted],
+                errors=[e for p in parsed for e in p.errors],
+                full=True,
+            )
+            if pending is not None:
+                yield pending
+            pending = batch
+        last = pending or SourceBatch(full=True)
+        last.complete, last.cursor = True, cursor
+        yield last
+        # The pipeline pulls again only after it committed the last batch.
+        await self._remember(cfg.id, mapping, [], replace=True, seq=seq + 1)
+
+    async def _incremental(
+        self,
+        cfg: CaldavCalendar,
+        window: ical.Window,
+        known: dict[str, Known],
+        changed: list[Resource],
+        seq: int,
+        cursor: dict[str, Any],
+    ) -> AsyncIterator[SourceBatch]:
+        cursor = {**cursor, "seq": seq + 1}
+        gone = [r.href for r in changed if r.data is None]
+        tombstones = [k for h in gone if h in known for k in known[h].keys]
+        present = [r for r in changed if r.data is not None]
+        batches: list[tuple[SourceBatch, list[Parsed]]] = []
+        async for parsed in self._parsed_batches(present, window, known):
+            deleted: list[tuple[str, str]] = []
+            for p in parsed:
+                before = known.get(p.href)
+                p.kept = before.keys if p.errors and before is not None else []
+                deleted += p.deleted
+                if before is not None and not p.errors:
+                    now = set(p.keys) | set(p.deleted)
+                    deleted += [k for k in before.keys if k not in now]
+            batch = SourceBatch(
+                drafts=[d for p in parsed for d in p.drafts],
+                deleted=deleted,
+                errors=[e for p in parsed for e in p.errors],
+            )
+            batches.append((batch, parsed))
+        if tombstones or not batches:
+            batches.append((SourceBatch(deleted=tombstones), []))
+        batches[-1][0].cursor = cursor
+        for i, (batch, parsed) in enumerate(batches):
+            yield batch
+            last = i == len(batches) - 1
+            await self._remember(cfg.id, parsed, gone if last else [], replace=False, seq=seq + 1 if last else None)
+
+    async def _parsed_batches(
+        self, resources: list[Resource], window: ical.Window, known: dict[str, Known]
+    ) -> AsyncIterator[list[Parsed]]:
+        """Parse in a thread, about ``batch_size`` drafts per list."""
+        size = self.settings.batch_size
+
+        def parse_some(chunk: list[Resource]) -> list[Parsed]:
+            return [parse_resource(r, window, known.get(r.href)) for r in chunk]
+
+        step = max(1, min(size, 500))
+        out: list[Parsed] = []
+        drafts = 0
+        for i in range(0, len(resources), step):
+            for p in await asyncio.to_thread(parse_some, resources[i : i + step]):
+                out.append(p)
+                drafts += len(p.drafts)
+                if drafts >= size:
+                    yield out
+                    out, drafts = [], 0
+        if out:
+            yield out
+
+    # -- write-back ------------------------------------------------------------------------------
+
+    async def delete_entry(self, calendar: CalendarSpec, uid: str, recurrence_id: str = "") -> None:
+        cfg = self._by_id.get(calendar.id)
+        if cfg is None:
+            raise SourceError(f"calendar {calendar.id!r} is not configured")
+        if cfg.read_only:
+            raise SourceError(f"calendar {calendar.id!r} is read-only (caldav read_only: true)")
+        if recurrence_id:
+            raise SourceError(
+                "one instance of a recurring series cannot be deleted at the server (only whole events); not deleted"
+            )
+        _seq, known = await self._load(cfg.id)
+        match = [(h, k) for h, k in known.items() if k.uid == uid]
+        if not match:
+            return  # never synced or already gone: nothing to delete
+        href, entry = match[0]
+        dav = await self._connect(cfg)
+        status = await self._call(dav.delete, href, entry.etag)
+        if status == 412:
+            raise SourceError(
+                f"the event {uid!r} changed at {redact(cfg.url)} since the last sync (HTTP 412 Precondition Failed);"
+                " not deleted"
+            )
+        if status not in (200, 204, 404):
+            raise SourceError(f"HTTP {status} from {redact(cfg.url)} deleting {uid!r}; not deleted")
+        await self._remember(cfg.id, [], [href], replace=False, seq=None)
+
+
+async def _check_outbound(ctx: PluginContext, url: str) -> None:
+    """The kernel's outbound guard, when this kernel has one."""
+    import chronos.plugin as surface
+
+    guard = getattr(surface, "check_outbound", None)
+    if guard is None:
+        return
+    refused = getattr(surface, "OutboundRefused", Exception)
+    try:
+        await guard(ctx, url)
+    except refused as exc:
+        raise SourceError(f"refused to connect to {redact(url)}: {exc}") from None

@@ -1,0 +1,208 @@
+"""Syncing a real Radicale calendar through the pipeline: full listing, sync tokens, recurrence, fallbacks."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from chronos import testing as kit
+
+pytestmark = pytest.mark.exercises_hook("register_sources")
+
+PLUGINS = ["events", "normalize", "caldav"]
+TODAY = datetime.now(UTC).date()
+#: The test servers listen on loopback, which the outbound guard refuses unless allowed.
+LOOPBACK = {"network": {"allow": ["127.0.0.1/32"]}}
+
+
+def stamp(days: int, hour: int = 9) -> str:
+    return (datetime.combine(TODAY, datetime.min.time(), UTC) + timedelta(days=days, hours=hour)).strftime(
+        "%Y%m%dT%H%M%SZ"
+    )
+
+
+def vevent(uid: str, title: str, days: int = 1, extra: str = "") -> str:
+    lines = [
+        "BEGIN:VCALENDAR",
+        "VERSION:2.0",
+        "PRODID:-//chronos tests//EN",
+        "BEGIN:VEVENT",
+        f"UID:{uid}",
+        "DTSTAMP:20260101T000000Z",
+        f"DTSTART:{stamp(days)}",
+        f"DTEND:{stamp(days, 10)}",
+        f"SUMMARY:{title}",
+        *([extra] if extra else []),
+        "END:VEVENT",
+        "END:VCALENDAR",
+    ]
+    return "\r\n".join(lines) + "\r\n"
+
+
+def weekly(uid: str, title: str, count: int, exdate_week: int | None = None) -> str:
+    extra = f"RRULE:FREQ=WEEKLY;COUNT={count}"
+    if exdate_week is not None:
+        extra += f"\r\nEXDATE:{stamp(1 + 7 * exdate_week)}"
+    return vevent(uid, title, 1, extra)
+
+
+def calendar_config(cal, password_env: str, **extra) -> dict:
+    entry = {
+        "id": "work",
+        "url": str(cal.url),
+        "username": "ann",
+        "password_env": password_env,
+        "interval_seconds": 0,
+        **extra,
+    }
+    return {"caldav": {"calendars": [entry]}, **LOOPBACK}
+
+
+async def titles(client, calendar_id: str = "work") -> list[str]:
+    lo = (datetime.now(UTC) - timedelta(days=30)).strftime("%Y-%m-%dT00:00:00Z")
+    hi = (datetime.now(UTC) + timedelta(days=400)).strftime("%Y-%m-%dT00:00:00Z")
+    r = await client.get("/api/v1/events", params={"calendar_id": calendar_id, "from": lo, "to": hi, "limit": 500})
+    assert r.status_code == 200, r.text
+    return sorted(e["title"] for e in r.json()["items"])
+
+
+def source_of(app):
+    return kit.runtime_of(app).pipeline.calendar("caldav", "work").source
+
+
+async def test_full_then_incremental_sync_with_a_sync_token(chronos_app, api_client, radicale, password_env):
+    cal = radicale.calendar()
+    cal.add_event(vevent("a@t", "Alpha"))
+    cal.add_event(vevent("b@t", "Beta", days=2))
+    cal.add_event(weekly("w@t", "Weekly", 4))
+    async with chronos_app(plugins=PLUGINS, config=calendar_config(cal, password_env)) as app:
+        c = await api_client(app, scopes=["events.read"])
+        run = await kit.sync_now(app, "caldav", "work")
+        assert (run.status, run.added) == ("ok", 6), run
+        assert run.cursor["mode"] == "sync" and run.cursor["sync_token"].startswith("http://radicale.org/ns/sync/")
+        assert await titles(c) == ["Alpha", "Beta", "Weekly", "Weekly", "Weekly", "Weekly"]
+
+        # Nothing changed: one REPORT, nothing to do.
+        run = await kit.sync_now(app, "caldav", "work")
+        assert run.status == "ok" and run.not_modified, run
+        assert source_of(app).requests["work"] == 1
+
+        # An edit, a delete, an addition and a series losing one instance: one REPORT again.
+        cal.event_by_uid("a@t").delete()
+        cal.add_event(vevent("b@t", "Beta moved", days=3))
+        cal.add_event(vevent("c@t", "Gamma"))
+        cal.add_event(weekly("w@t", "Weekly", 4, exdate_week=2))
+        run = await kit.sync_now(app, "caldav", "work")
+        assert run.status == "ok", run
+        assert source_of(app).requests["work"] == 1
+        assert (run.added, run.deleted) == (1, 2), run
+        assert await titles(c) == ["Beta moved", "Gamma", "Weekly", "Weekly", "Weekly"]
+
+        # The whole series goes: every instance goes with it.
+        cal.event_by_uid("w@t").delete()
+        run = await kit.sync_now(app, "caldav", "work")
+        assert (run.status, run.deleted) == ("ok", 3), run
+        assert await titles(c) == ["Beta moved", "Gamma"]
+
+
+async def test_an_expired_sync_token_lists_everything_and_deletes_only_at_the_end(
+    chronos_app, api_client, radicale, password_env, database
+):
+    cal = radicale.calendar()
+    cal.add_event(vevent("a@t", "Alpha"))
+    cal.add_event(vevent("b@t", "Beta"))
+    async with chronos_app(plugins=PLUGINS, config=calendar_config(cal, password_env)) as app:
+        c = await api_client(app, scopes=["events.read"])
+        assert (await kit.sync_now(app, "caldav", "work")).added == 2
+        # The server no longer knows the token (as after its sync history was pruned).
+        from sqlalchemy import update
+
+        from chronos.db.sync_models import SyncState
+
+        async with app.state.chronos.db.write() as s:
+            state = await s.get(SyncState, ("caldav", "work"))
+            bogus = {**state.cursor, "sync_token": "http://radicale.org/ns/sync/" + "0" * 64}
+            await s.execute(update(SyncState).where(SyncState.source == "caldav").values(cursor=bogus))
+        cal.event_by_uid("a@t").delete()
+        cal.add_event(vevent("c@t", "Gamma"))
+        run = await kit.sync_now(app, "caldav", "work")
+        assert run.status == "ok", run
+        assert (run.added, run.deleted) == (1, 1), run
+        assert run.cursor["sync_token"] != bogus["sync_token"]
+        assert await titles(c) == ["Beta", "Gamma"]
+        # Next time the fresh token works again: incremental, one request.
+        run = await kit.sync_now(app, "caldav", "work")
+        assert run.not_modified and source_of(app).requests["work"] == 1
+
+
+async def test_a_server_without_sync_collection_uses_ctag_and_fetches_only_changed_objects(
+    chronos_app, api_client, radicale, proxy, password_env
+):
+    cal = radicale.calendar()
+    for i in range(5):
+        cal.add_event(vevent(f"e{i}@t", f"Event {i}", days=i + 1))
+    proxy.mode = "no-sync"
+    url = proxy.base + str(cal.url.path)
+    async with chronos_app(plugins=PLUGINS, config=calendar_config(cal, password_env, url=url)) as app:
+        c = await api_client(app, scopes=["events.read"])
+        run = await kit.sync_now(app, "caldav", "work")
+        assert (run.status, run.added) == ("ok", 5), run
+        assert run.cursor["mode"] == "ctag" and run.cursor["ctag"] and "sync_token" not in run.cursor
+
+        proxy.requests.clear()
+        run = await kit.sync_now(app, "caldav", "work")
+        assert run.not_modified, run
+        assert [m for m, _ in proxy.requests] == ["PROPFIND"]  # only the ctag
+
+        cal.event_by_uid("e1@t").delete()
+        cal.add_event(vevent("e2@t", "Event 2 renamed", days=3))
+        proxy.requests.clear()
+        run = await kit.sync_now(app, "caldav", "work")
+        assert run.status == "ok" and (run.updated, run.deleted) == (1, 1), run
+        # ctag, the etags, and one multiget of the one changed object.
+        assert [m for m, _ in proxy.requests] == ["PROPFIND", "PROPFIND", "REPORT"]
+        assert await titles(c) == ["Event 0", "Event 2 renamed", "Event 3", "Event 4"]
+
+
+async def test_concurrent_edits_between_and_during_syncs_converge(chronos_app, api_client, radicale, password_env):
+    """Two clients edit while the service syncs: whatever the interleaving, the next sync shows the server."""
+    cal = radicale.calendar()
+    other = radicale.client.calendar(url=str(cal.url))
+    cal.add_event(vevent("x@t", "First"))
+    async with chronos_app(plugins=PLUGINS, config=calendar_config(cal, password_env)) as app:
+        c = await api_client(app, scopes=["events.read"])
+        assert (await kit.sync_now(app, "caldav", "work")).added == 1
+        import asyncio
+
+        async def edit_while_syncing() -> None:
+            for i in range(10):
+                await asyncio.to_thread(other.add_event, vevent("x@t", f"Edit {i}"))
+                await asyncio.to_thread(cal.add_event, vevent(f"n{i}@t", f"New {i}"))
+
+        await asyncio.gather(edit_while_syncing(), kit.sync_now(app, "caldav", "work"))
+        run = await kit.sync_now(app, "caldav", "work")
+        assert run.status == "ok", run
+        assert await titles(c) == sorted(["Edit 9", *(f"New {i}" for i in range(10))])
+
+
+async def test_digest_auth(chronos_app, api_client, radicale, proxy, password_env):
+    cal = radicale.calendar()
+    cal.add_event(vevent("a@t", "Alpha"))
+    proxy.mode = "digest"
+    url = proxy.base + str(cal.url.path)
+    config = calendar_config(cal, password_env, url=url, auth="digest")
+    async with chronos_app(plugins=PLUGINS, config=config) as app:
+        run = await kit.sync_now(app, "caldav", "work")
+        assert (run.status, run.added) == ("ok", 1), run
+
+
+async def test_the_password_may_come_from_a_file(chronos_app, radicale, tmp_path):
+    cal = radicale.calendar()
+    cal.add_event(vevent("a@t", "Alpha"))
+    secret = tmp_path / "caldav-password"
+    secret.write_text("s3cret-pw\n")
+    entry = {"id": "work", "url": str(cal.url), "username": "ann", "password_file": str(secret), "interval_seconds": 0}
+    async with chronos_app(plugins=PLUGINS, config={"caldav": {"calendars": [entry]}, **LOOPBACK}) as app:
+        run = await kit.sync_now(app, "caldav", "work")
+        assert (run.status, run.added) == ("ok", 1), run
