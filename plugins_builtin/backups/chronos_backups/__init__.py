@@ -1,0 +1,1 @@
+"""Backups of the Chronos database, configuration and assets, with verified restore."""
