@@ -1,0 +1,1 @@
+"""chronos-webhooks: the outbox, signed webhooks, retries and dead letters."""
