@@ -187,6 +187,27 @@ class FailIn(BaseModel):
     )
 
 
+class ManualCompleteIn(BaseModel):
+    """``POST /commands/{id}/manual-complete``: an operator's completion, without a lease."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    result: StorableJson = Field(
+        None, description="Any JSON value (at most 64 KB; finite numbers, storable text, at most 20 levels deep)."
+    )
+
+
+class ManualFailIn(BaseModel):
+    """``POST /commands/{id}/manual-fail``: an operator's failure report, without a lease."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    error: Annotated[str, StringConstraints(min_length=1, max_length=MAX_ERROR)] = Field(
+        description="Why the command failed (storable text: no control characters but tab and line breaks).",
+        json_schema_extra={"pattern": STORABLE_PATTERN},
+    )
+
+
 class CancelIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -420,3 +441,46 @@ async def cancel(
     """Cancel a pending or processing command."""
     body = body or CancelIn()
     return await queue_of(ctx).cancel(command_id, reason=body.reason, principal=principal, origin=origin_of(request))
+
+
+@router.post(
+    "/commands/{command_id}/manual-complete",
+    response_model=CommandOut,
+    tags=["commands"],
+    responses=problems(404, 409),
+)
+async def manual_complete(
+    command_id: CommandId,
+    body: ManualCompleteIn,
+    ctx: Context,
+    request: Request,
+    principal: Principal = Depends(MANAGE),
+) -> dict[str, Any]:
+    """An operator marks a pending or processing command completed, without a lease token.
+
+    Audited as ``manual_complete``; a worker holding the lease gets 409 on its later callback.
+    A command in any other status is a 409.
+    """
+    return await command_service.resolve_manually(
+        queue_of(ctx), command_id, "completed", result=body.result, principal=principal, origin=origin_of(request)
+    )
+
+
+@router.post(
+    "/commands/{command_id}/manual-fail", response_model=CommandOut, tags=["commands"], responses=problems(404, 409)
+)
+async def manual_fail(
+    command_id: CommandId,
+    body: ManualFailIn,
+    ctx: Context,
+    request: Request,
+    principal: Principal = Depends(MANAGE),
+) -> dict[str, Any]:
+    """An operator marks a pending or processing command failed (final), without a lease token.
+
+    Audited as ``manual_fail``; a worker holding the lease gets 409 on its later callback; ``retry``
+    queues it again. A command in any other status is a 409.
+    """
+    return await command_service.resolve_manually(
+        queue_of(ctx), command_id, "failed", error=body.error, principal=principal, origin=origin_of(request)
+    )

@@ -13,11 +13,22 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from sqlalchemy import update
 from sqlalchemy.exc import IntegrityError
 
-from chronos.plugin import ChronosError, InvalidInput, MalformedInput, NotFound, Origin, Principal
+from chronos.plugin import (
+    ChronosError,
+    Conflict,
+    InvalidInput,
+    MalformedInput,
+    NotFound,
+    Origin,
+    Principal,
+    record_audit,
+    utcnow,
+)
 
-from chronos_commands.queue import CommandQueue, NewCommand, Rejected, command_view, iso, request_hash
+from chronos_commands.queue import CommandQueue, NewCommand, Rejected, T, command_view, iso, request_hash
 from chronos_commands.whitelist import MAX_RESULT, Violation, check_json_value, encoded_size, refusal, text_problem
 
 IDEMPOTENCY_RE = re.compile(r"^[\x21-\x7e]{1,200}$")
@@ -209,3 +220,59 @@ async def fail(
         principal=principal,
         origin=origin,
     )
+
+
+async def resolve_manually(
+    queue: CommandQueue,
+    command_id: int,
+    outcome: str,
+    *,
+    result: Any = None,
+    error: str | None = None,
+    principal: Principal,
+    origin: Origin | None = None,
+) -> dict[str, Any]:
+    """An operator completes or fails a pending or processing command, without a lease token.
+
+    ``outcome`` is ``"completed"`` or ``"failed"``. The lease, if any, ends with it: the
+    token is cleared, so the worker that held it gets 409 on its later callback. The audit
+    row says ``manual_complete`` or ``manual_fail`` with ``manual: true``; workflows fire as
+    for a worker's report.
+    """
+    if outcome == "completed":
+        _check_result(result, "/result")
+    async with queue.ctx.db.write() as s:
+        row = await queue._locked(s, command_id)
+        queue._authorize(principal, row)
+        if row["status"] not in ("pending", "processing"):
+            raise Conflict(
+                f"Only a pending or processing command can be resolved by hand; command {command_id} is"
+                f" {row['status']!r}",
+                type="conflict",
+                status_now=row["status"],
+            )
+        now = utcnow()
+        values: dict[str, Any] = {
+            "status": outcome,
+            "completed_at": now,
+            "updated_at": now,
+            "lease_expires_at": None,
+            "lease_token": None,
+        }
+        values.update({"result_json": result} if outcome == "completed" else {"error": error})
+        new = (await s.execute(update(T).where(T.c.id == command_id).values(**values).returning(*T.c))).mappings().one()
+        change: dict[str, Any] = {"status": outcome, "previous_status": row["status"], "manual": True}
+        if error is not None:
+            change["error"] = error[:500]
+        await record_audit(
+            s,
+            entity="command",
+            entity_id=command_id,
+            action="manual_complete" if outcome == "completed" else "manual_fail",
+            change=change,
+            principal=principal,
+            origin=origin,
+        )
+        if queue.workflows is not None:
+            await queue.workflows.fire(s, new, outcome, principal=principal, origin=origin)
+    return command_view(new)
