@@ -1,0 +1,68 @@
+"""Restore on both backends: backup, change data, restore, then equal to the snapshot row for row."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from chronos.testing import FakeSource, create_test_key, fake_source_plugin, runtime_of, sync_now
+
+from chronos_backups import service
+from chronos_backups.restore import RestoreError, restore
+
+
+async def drop_schema(url: str, schema: str) -> None:
+    engine = create_async_engine(url)
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+    finally:
+        await engine.dispose()
+
+
+async def test_restore_replaces_changed_data_with_the_snapshot(chronos_app, backup_dir, bk, database, db_backend):
+    src = FakeSource()
+    for i in range(25):
+        src.put(f"uid-{i}", f"Meeting {i}")
+    plugins = ["events", "backups", fake_source_plugin(src)]
+    async with chronos_app(plugins=plugins, config=bk.config(backup_dir)) as app:
+        await sync_now(app, "fake", "cal")
+        await create_test_key(app, ["events.read"], name="before")
+        ctx = runtime_of(app).ctx
+        snapshot = await bk.table_rows(ctx)
+        view = await service.create_backup(ctx, service.new_backup_id())
+        assert view["verified"]
+        # Change everything a restore must undo: new rows, changed rows, deleted rows.
+        for i in range(10):
+            src.remove(f"uid-{i}")
+        src.put("uid-new", "Added after the backup")
+        await sync_now(app, "fake", "cal")
+        await create_test_key(app, ["admin"], name="after")
+        changed = await bk.table_rows(ctx)
+        assert changed["events"] != snapshot["events"] and changed["api_keys"] != snapshot["api_keys"]
+
+        await asyncio.wait_for(_first_beat(app), 10)
+        with pytest.raises(RestoreError, match="in use by a running server or worker"):
+            await restore(ctx, backup_dir / view["file"])
+    # The app is stopped: nothing uses the database now.
+    result = await restore(ctx, backup_dir / view["file"])
+    try:
+        restored = await bk.table_rows(ctx)
+        assert restored == snapshot
+        if db_backend == "sqlite":
+            assert result["previous"].endswith(".before-restore-" + result["previous"].rsplit("-", 1)[-1])
+    finally:
+        if db_backend == "postgresql" and result.get("previous"):
+            await drop_schema(database.url, result["previous"].removeprefix("schema "))
+        await ctx.db.dispose()
+    # The restored database serves again.
+    async with chronos_app(plugins=plugins, config=bk.config(backup_dir)) as app:
+        assert len((await bk.table_rows(runtime_of(app).ctx))["events"]) == 25
+
+
+async def _first_beat(app) -> None:
+    while not app.state.chronos.jobs.last_beat:
+        await asyncio.sleep(0.05)
