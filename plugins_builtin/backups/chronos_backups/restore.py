@@ -242,7 +242,7 @@ async def _schema_exists(url: str, schema: str) -> bool:
 
 
 def _aside(schema: str, ts: str) -> str:
-    return f"{schema[: 63 - 16 - len(ts)]}_before_restore_{ts}"
+    return f"{schema[: 63 - 16 - len(ts)]}_before_restore_{ts.lower()}"
 
 
 async def _pg_native(
@@ -285,9 +285,9 @@ async def _into_pg(
     """Copy a (migrated) source database into a new schema, then rename it into place in one transaction."""
     say("migrating the restored database forward")
     await ctx.migrate(url=source[0], schema=source[1])
-    staging = f"{schema[: 63 - 11 - len(ts)]}_restoring_{ts}"
+    staging = f"{schema[: 63 - 11 - len(ts)]}_restoring_{ts.lower()}"
     aside = _aside(schema, ts)
-    await _pg_exec(url, f"DROP SCHEMA IF EXISTS {_qi(staging)} CASCADE")
+    await _pg_exec(url, f"DROP SCHEMA IF EXISTS {_qi(staging)} CASCADE", f"CREATE SCHEMA {_qi(staging)}")
     try:
         say("creating the tables in a new schema")
         await ctx.migrate(url=url, schema=staging)
