@@ -114,8 +114,9 @@ def authorize(
     except AuthError:
         raise
     except Exception as exc:  # noqa: BLE001 - one line for the operator, no token material
-        code = str(exc).split(":", 1)[0][:80] if ":" in str(exc) else type(exc).__name__
-        raise AuthError(f"the authorization failed ({code})") from None
+        # oauthlib's messages carry the server's error code and description, never a token.
+        detail = " ".join(str(exc).split())[:200]
+        raise AuthError(f"the authorization failed ({type(exc).__name__}{': ' + detail if detail else ''})") from None
     if not getattr(credentials, "refresh_token", None):
         raise AuthError("Google returned no refresh token; remove the app's access in your account and try again")
     return write_token(token_file, credentials.to_json())

@@ -14,6 +14,10 @@ def make_app(load: Any) -> typer.Typer:
     """The ``google`` command group; ``load()`` returns the validated ``GoogleSettings``."""
     app = typer.Typer(help="Connect Google calendars (OAuth for installed apps).", no_args_is_help=True)
 
+    @app.callback()
+    def _group() -> None:
+        """Connect Google calendars."""
+
     @app.command("auth")
     def auth(
         calendar: str = typer.Option(..., "--calendar", help="The calendar's id in google.calendars."),

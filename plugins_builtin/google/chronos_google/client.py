@@ -76,11 +76,14 @@ def load_credentials(creds: GoogleCredentials, scopes: list[str]) -> Any:
     if creds.token_file:
         info = _read_json(creds.token_file, "token file")
         try:
-            return user_credentials.Credentials.from_authorized_user_info(info, scopes=None)
+            user = user_credentials.Credentials.from_authorized_user_info(info, scopes=None)
         except (ValueError, KeyError) as exc:
             raise SourceError(
                 f"{creds.token_file} is not a usable token file ({_key_problem(exc)}); run `chronos google auth` again"
             ) from None
+        # google-auth always sets Google's token endpoint here; the file says which one issued the token.
+        uri = info.get("token_uri")
+        return user.with_token_uri(uri) if isinstance(uri, str) and uri.startswith(("https://", "http://")) else user
     raise SourceError("no credentials configured (google.credentials)")
 
 

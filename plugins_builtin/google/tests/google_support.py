@@ -37,6 +37,8 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
+from chronos import testing as kit
+
 
 def _error(status: int, reason: str, message: str, domain: str = "global", headers: dict | None = None) -> Response:
     body = {
@@ -78,6 +80,7 @@ class Fault:
     hang: float = 0.0
     path: str = "events"  # "events" (list), "delete", "token"
     paged: bool = False  # only for a request of a later page (with pageToken)
+    event: str = ""  # only for a deletion of this event id
 
 
 class FakeGoogle:
@@ -221,6 +224,56 @@ class FakeGoogle:
         return path
 
 
+# -- test helpers -----------------------------------------------------------------------
+
+
+def config(fake: FakeGoogle, tmp_path, *calendars: dict, **extra) -> dict:
+    creds = {"service_account_file": str(fake.service_account_file(tmp_path))}
+    cals = [{"calendar_id": c["id"] + "@group.calendar.google.com", **c} for c in calendars]
+    section = {
+        "credentials": creds,
+        "api_base_url": fake.base,
+        "calendars": cals,
+        "backoff_base_seconds": 0.01,
+        "timeout_seconds": 5,
+        **extra,
+    }
+    return {"google": section, "network": {"allow": ["127.0.0.1/32"]}}
+
+
+def soon(days: int, hour: int = 9) -> datetime:
+    return datetime.combine(datetime.now(UTC).date() + timedelta(days=days), datetime.min.time(), UTC).replace(
+        hour=hour
+    )
+
+
+async def sync(app: Any, calendar_id: str, **kw: Any) -> Any:
+    return await kit.sync_now(app, "google", calendar_id, **kw)
+
+
+async def events_of(client, calendar_id: str) -> dict[tuple[str, str], dict]:
+    lo = (datetime.now(UTC) - timedelta(days=4000)).strftime("%Y-%m-%dT00:00:00Z")
+    hi = (datetime.now(UTC) + timedelta(days=4000)).strftime("%Y-%m-%dT00:00:00Z")
+    out: dict[tuple[str, str], dict] = {}
+    cursor = None
+    while True:
+        params = {"calendar_id": calendar_id, "from": lo, "to": hi, "limit": 500}
+        if cursor:
+            params["cursor"] = cursor
+        r = await client.get("/api/v1/events", params=params)
+        assert r.status_code == 200, r.text
+        body = r.json()
+        for e in body["items"]:
+            out[(e["uid"], e["recurrence_id"])] = e
+        cursor = body.get("next_cursor")
+        if not cursor:
+            return out
+
+
+def utc(value: str) -> datetime:
+    return datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
 # -- event builders ------------------------------------------------------------------
 
 
@@ -304,10 +357,10 @@ def _untoken(value: str) -> int | None:
 
 
 def build_app(g: FakeGoogle) -> Starlette:
-    def take_fault(path: str, paged: bool = False) -> Fault | None:
+    def take_fault(path: str, paged: bool = False, event: str = "") -> Fault | None:
         with g.lock:
             for i, f in enumerate(g.faults):
-                if f.path == path and (paged or not f.paged):
+                if f.path == path and (paged or not f.paged) and f.event in ("", event):
                     return g.faults.pop(i)
         return None
 
@@ -398,7 +451,7 @@ def build_app(g: FakeGoogle) -> Starlette:
         g.requests.append({"what": "delete", "calendar": cal_id, "event": event_id})
         if not authorized(request):
             return _error(401, "authError", "Invalid Credentials")
-        f = take_fault("delete")
+        f = take_fault("delete", event=event_id)
         if f is not None:
             return await fault_answer(f)
         cal = g.calendars.get(cal_id)

@@ -8,59 +8,12 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from chronos import testing as kit
-from google_support import FakeGoogle, Fault, all_day, timed, weekly_instances
+from google_support import Fault, all_day, config, events_of, soon, sync, timed, utc, weekly_instances
 
 pytestmark = pytest.mark.exercises_hook("register_sources")
 
 PLUGINS = ["events", "normalize", "google"]
 NY = ZoneInfo("America/New_York")
-
-
-def config(fake: FakeGoogle, tmp_path, *calendars: dict, **extra) -> dict:
-    creds = {"service_account_file": str(fake.service_account_file(tmp_path))}
-    cals = [{"calendar_id": c["id"] + "@group.calendar.google.com", **c} for c in calendars]
-    section = {
-        "credentials": creds,
-        "api_base_url": fake.base,
-        "calendars": cals,
-        "backoff_base_seconds": 0.01,
-        "timeout_seconds": 5,
-        **extra,
-    }
-    return {"google": section, "network": {"allow": ["127.0.0.1/32"]}}
-
-
-def soon(days: int, hour: int = 9) -> datetime:
-    return datetime.combine(datetime.now(UTC).date() + timedelta(days=days), datetime.min.time(), UTC).replace(
-        hour=hour
-    )
-
-
-async def sync(app, calendar_id: str, **kw):
-    return await kit.sync_now(app, "google", calendar_id, **kw)
-
-
-async def events_of(client, calendar_id: str) -> dict[tuple[str, str], dict]:
-    lo = (datetime.now(UTC) - timedelta(days=4000)).strftime("%Y-%m-%dT00:00:00Z")
-    hi = (datetime.now(UTC) + timedelta(days=4000)).strftime("%Y-%m-%dT00:00:00Z")
-    out: dict[tuple[str, str], dict] = {}
-    cursor = None
-    while True:
-        params = {"calendar_id": calendar_id, "from": lo, "to": hi, "limit": 500}
-        if cursor:
-            params["cursor"] = cursor
-        r = await client.get("/api/v1/events", params=params)
-        assert r.status_code == 200, r.text
-        body = r.json()
-        for e in body["items"]:
-            out[(e["uid"], e["recurrence_id"])] = e
-        cursor = body.get("next_cursor")
-        if not cursor:
-            return out
-
-
-def utc(value: str) -> datetime:
-    return datetime.fromisoformat(value.replace("Z", "+00:00"))
 
 
 async def test_full_then_incremental_with_pages(chronos_app, api_client, fake_google, tmp_path):
