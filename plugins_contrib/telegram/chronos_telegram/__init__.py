@@ -1,0 +1,1 @@
+"""Telegram channel for Chronos: outbox messages as Bot API ``sendMessage`` calls."""
