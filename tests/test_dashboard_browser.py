@@ -1,0 +1,370 @@
+"""The dashboard in a real browser: Chromium driven by Playwright against a live server this module starts.
+
+One server and one browser for the module; each test opens its own context (its own sessionStorage).
+Screenshots of every panel go to ``$CHRONOS_TEST_ARTIFACTS/dashboard`` (or pytest's tmp dir).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+from playwright.sync_api import expect
+
+ROOT = Path(__file__).resolve().parent.parent
+CHROMIUM = "/usr/bin/chromium"
+AXE = ROOT / "web" / "tests" / "vendor" / "axe-core" / "axe.min.js"
+ADMIN = "dashboard-admin-key-0123456789abcdef"
+PANELS = ["events", "commands", "templates", "mail", "sync", "keys", "audit", "plugins"]
+#: Text that must stay text: markup, an attribute breakout, right-to-left script and emoji.
+HOSTILE = '<script>window.__pwned=1</script>"><img src=x onerror="window.__pwned=2"> مرحبا بالعالم 🎉'
+
+pytestmark = pytest.mark.backends("sqlite")
+
+
+def ensure_chromium() -> str:
+    """Debian's chromium; installed with apt when missing (CI images start without it)."""
+    if not Path(CHROMIUM).exists() and shutil.which("apt-get") and os.geteuid() == 0:
+        subprocess.run(["apt-get", "install", "-y", "-q", "chromium"], check=False, timeout=600)
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} is missing: install Debian's chromium (apt-get install -y chromium)")
+    return CHROMIUM
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(check, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(httpx.HTTPError):
+            if check():
+                return
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@pytest.fixture(scope="module")
+def artifacts(tmp_path_factory) -> Path:
+    base = os.environ.get("CHRONOS_TEST_ARTIFACTS")
+    out = Path(base) / "dashboard" if base else tmp_path_factory.mktemp("dashboard")
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory) -> Iterator[dict[str, Any]]:
+    """``chronos serve`` on a free port: the demo calendar, commands, templates, mail and the dashboard."""
+    tmp = tmp_path_factory.mktemp("dashboard-server")
+    config = {
+        "database": {"url": f"sqlite+aiosqlite:///{tmp / 'chronos.db'}"},
+        "logging": {"level": "warning"},
+        "plugins": {"enabled": ["events", "ics", "normalize", "commands", "templates", "mail", "web"]},
+        "ics": {
+            "calendars": [
+                {
+                    "id": "demo",
+                    "path": str(ROOT / "examples" / "calendars" / "demo.ics"),
+                    "interval_seconds": 3600,
+                    "past_days": 30,
+                    "horizon_days": 90,
+                    "demo_week": "2026-01-12",
+                }
+            ]
+        },
+        "commands": {"whitelist": [{"system": "web-1", "action": "DEPLOY", "params": {"version": "[0-9.]{1,20}"}}]},
+        "mail": {"from": "Chronos <chronos@example.com>"},
+    }
+    (tmp / "chronos.yaml").write_text(yaml.safe_dump(config), encoding="utf-8")
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.upper().startswith("CHRONOS")}
+    env["CHRONOS_ADMIN_KEY"] = ADMIN
+    proc = subprocess.Popen(
+        [
+            str(Path(sys.executable).parent / "chronos"),
+            "--config",
+            str(tmp / "chronos.yaml"),
+            "serve",
+            "--port",
+            str(port),
+        ],
+        cwd=tmp,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=open(tmp / "server.log", "wb"),  # noqa: SIM115 - closed with the process
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(lambda: httpx.get(f"{base}/health", timeout=2).status_code == 200, 90, "the server")
+        api = httpx.Client(base_url=f"{base}/api/v1", headers={"Authorization": f"Bearer {ADMIN}"}, timeout=30)
+        wait_for(lambda: any(c["event_count"] for c in api.get("/calendars").json()["items"]), 60, "the demo sync")
+        yield {"base": base, "api": api, "log": tmp / "server.log"}
+        api.close()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=ensure_chromium(), headless=True)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def page(browser, server):
+    context = browser.new_context(viewport={"width": 1280, "height": 800}, timezone_id="Europe/Berlin")
+    pg = context.new_page()
+    pg.set_default_timeout(10_000)
+    errors: list[str] = []
+    pg.on("pageerror", lambda e: errors.append(str(e)))
+    pg.on("dialog", lambda d: (errors.append(f"dialog: {d.message}"), d.dismiss()))
+    pg.errors = errors
+    yield pg
+    context.close()
+
+
+def sign_in(pg, server, key: str = ADMIN) -> None:
+    pg.goto(server["base"] + "/")
+    pg.fill("#signin-key", key)
+    pg.click("#signin-form button[type=submit]")
+    pg.wait_for_selector("#shell:not([hidden])")
+
+
+def open_panel(pg, panel: str) -> None:
+    pg.click(f'#nav-list a[data-panel="{panel}"]')
+    pg.wait_for_selector(f'section[data-panel="{panel}"]')
+
+
+# -- the walk-through ---------------------------------------------------------------------------------
+
+
+def test_sign_in_filter_toggle_a_checklist_item_and_sign_out(page, server):
+    pg = page
+    pg.goto(server["base"] + "/")
+    assert pg.url.endswith("/ui/")
+    sign_in(pg, server)
+    assert pg.evaluate("sessionStorage.getItem('chronos.key')") == ADMIN
+    assert ADMIN not in pg.content() and ADMIN not in pg.url
+    assert pg.context.cookies() == []
+    pg.wait_for_selector(".ev")
+    assert pg.locator(".ev", has_text="Sprint planning").count() == 1
+
+    pg.fill('input[name="tags"]', "planning")
+    expect(pg.locator(".ev", has_text="Daily standup")).to_have_count(0)
+    expect(pg.locator(".ev", has_text="Sprint planning")).to_have_count(1)
+
+    pg.click(".ev >> text=Sprint planning")
+    box = pg.get_by_label("estimate the migration stories")
+    assert not box.is_checked()
+    box.check()
+    expect(pg.locator(".ev", has_text="Sprint planning")).to_contain_text("2/3")
+    event_id = int(pg.get_attribute(".ev >> text=Sprint planning", "data-event-id"))
+    stored = server["api"].get(f"/events/{event_id}").json()
+    assert any(s["text"] == "estimate the migration stories" and s["done"] for s in stored["sub_tasks"]), stored
+
+    pg.click("#signout")
+    pg.wait_for_selector("#signin:not([hidden])")
+    assert pg.evaluate("sessionStorage.getItem('chronos.key')") is None
+    assert pg.errors == []
+
+
+def test_retry_a_dead_command_and_resolve_one_by_hand(page, server):
+    api = server["api"]
+    dead = api.post(
+        "/commands",
+        json={"target_system": "web-1", "command": "DEPLOY", "params": {"version": "9.9"}, "max_attempts": 1},
+    ).json()
+    (lease,) = [c for c in api.get("/commands/web-1", params={"limit": 10}).json()["items"] if c["id"] == dead["id"]]
+    api.post(
+        f"/commands/{dead['id']}/fail", json={"lease_token": lease["lease_token"], "error": "disk full", "retry": True}
+    )
+    assert api.get("/commands", params={"status": "dead"}).json()["items"][0]["id"] == dead["id"]
+    pending = api.post(
+        "/commands", json={"target_system": "web-1", "command": "DEPLOY", "params": {"version": "1.0"}}
+    ).json()
+
+    pg = page
+    sign_in(pg, server)
+    open_panel(pg, "commands")
+    pg.click('[data-tab="dead"]')
+    pg.click(f'button[aria-label="Retry command {dead["id"]}"]')
+    pg.wait_for_selector(f"text=Command {dead['id']} is now pending.")
+    assert api.get("/commands", params={"status": "pending"}).json()["items"][0]["status"] == "pending"
+    assert {c["id"] for c in api.get("/commands", params={"status": "dead"}).json()["items"]} == set()
+
+    pg.click('[data-tab="queue"]')
+    pg.click(f'button[aria-label="Complete or fail command {pending["id"]} by hand"]')
+    pg.get_by_label("Result or error").fill('{"deployed": true}')
+    pg.click("text=Apply")
+    pg.wait_for_selector(f"text=Command {pending['id']} is now completed.")
+    audit = api.get("/audit", params={"entity": "command", "entity_id": str(pending["id"])}).json()["items"]
+    assert [a["action"] for a in audit if a["action"].startswith("manual")] == ["manual_complete"]
+    assert pg.errors == []
+
+
+def test_edit_and_preview_a_template_with_its_error_at_its_line(page, server):
+    api = server["api"]
+    t = api.post(
+        "/templates",
+        json={
+            "name": "browser-welcome",
+            "type": "email",
+            "variables_json": {"type": "object", "properties": {"name": {"type": "string"}}},
+            "content": {"subject": "Hi {{ name }}", "html": "<h1>Hello {{ name }}</h1>"},
+        },
+    ).json()
+    pg = page
+    sign_in(pg, server)
+    open_panel(pg, "templates")
+    pg.click("button.ev >> text=browser-welcome")
+    pg.wait_for_selector('button[aria-label="Insert name"]')
+    source = pg.get_by_label("Template source")
+    source.fill("<h1>Hello {{ name }}</h1>\n<p>Line two {{ name }</p>")
+    pg.click("text=Save and preview")
+    pg.wait_for_selector(".editor .gutter .bad")
+    assert pg.inner_text(".editor .gutter .bad").strip() == "2"
+    assert "Line 2" in pg.inner_text('[role="alert"] .error')
+
+    source.fill("<h1>Hello {{ name }}</h1>\n<p>Welcome aboard.</p>")
+    pg.get_by_label("Sample variables (JSON)").fill('{"name": "Ada"}')
+    pg.click("text=Save and preview")
+    frame = pg.frame_locator("iframe.preview")
+    frame.locator("text=Hello Ada").wait_for()
+    assert pg.get_attribute("iframe.preview", "sandbox") == ""
+    assert api.get(f"/templates/{t['id']}").json()["content"]["html"].endswith("Welcome aboard.</p>")
+    assert pg.errors == []
+
+
+def test_sync_now_shows_a_run(page, server):
+    pg = page
+    sign_in(pg, server)
+    open_panel(pg, "sync")
+    pg.wait_for_selector("text=demo (ics)")
+    before = len(server["api"].get("/sync/runs", params={"limit": 500}).json()["items"])
+    pg.click('button[aria-label="Sync demo now"]')
+    pg.wait_for_selector("text=Sync of demo started")
+    wait_for(lambda: len(server["api"].get("/sync/runs", params={"limit": 500}).json()["items"]) > before, 20, "a run")
+    expect(pg.locator("td", has_text="api").first).to_be_visible()
+    assert pg.errors == []
+
+
+# -- bad input, keys and the server going away -----------------------------------------------------------
+
+
+def test_hostile_titles_and_template_bodies_render_as_text(page, server):
+    api = server["api"]
+    start = time.strftime("%Y-%m-%dT%H:00:00Z", time.gmtime(time.time() + 3600))
+    api.post("/events", json={"title": HOSTILE, "description": HOSTILE, "start": start, "calendar_id": "local"})
+    api.post(
+        "/templates",
+        json={
+            "name": "hostile",
+            "type": "email",
+            "content": {"subject": "x", "html": HOSTILE.replace("<script>", "<script>parent.")},
+        },
+    )
+    pg = page
+    sign_in(pg, server)
+    chip = pg.locator(".ev", has_text="مرحبا")
+    chip.wait_for()
+    assert "<script>window.__pwned=1</script>" in chip.inner_text() and "🎉" in chip.inner_text()
+    chip.click()
+    pg.wait_for_selector(".details h3")
+    assert pg.inner_text(".details h3") == HOSTILE
+    assert pg.locator("img[src='x']").count() == 0
+    open_panel(pg, "templates")
+    pg.click("button.ev >> text=hostile")
+    pg.wait_for_selector("iframe.preview")
+    pg.wait_for_timeout(300)
+    assert pg.evaluate("window.__pwned") is None
+    assert pg.errors == []
+
+
+def test_panels_follow_the_keys_scopes_and_a_revoked_key_returns_to_sign_in(page, server):
+    api = server["api"]
+    created = api.post("/keys", json={"name": "reader", "scopes": ["events.read"]}).json()
+    pg = page
+    sign_in(pg, server, created["secret"])
+    shown = pg.eval_on_selector_all("#nav-list a", "links => links.map(a => a.dataset.panel)")
+    assert "events" in shown and not {"commands", "keys", "audit", "plugins"} & set(shown)
+    assert api.delete(f"/keys/{created['id']}").status_code in (200, 204)
+    time.sleep(1.2)  # auth.key_cache_seconds of another process (1 s)
+    pg.click("text=Today")
+    pg.wait_for_selector("#signin:not([hidden])")
+    assert "no longer accepted" in pg.inner_text("#signin-error")
+    assert pg.evaluate("sessionStorage.getItem('chronos.key')") is None
+
+
+def test_an_unreachable_server_shows_the_retrying_banner(page, server):
+    pg = page
+    sign_in(pg, server)
+    pg.wait_for_selector(".ev")
+    pg.route("**/api/v1/**", lambda route: route.abort("connectionrefused"))
+    pg.route("**/health", lambda route: route.abort("connectionrefused"))
+    pg.click("text=Next ›")
+    pg.wait_for_selector("#banner:not([hidden])")
+    assert "retrying" in pg.inner_text("#banner")
+    assert pg.is_visible("#shell")  # the page stays, with the banner
+    pg.unroute("**/api/v1/**")
+    pg.unroute("**/health")
+    pg.wait_for_selector("#banner", state="hidden")
+    pg.wait_for_selector(".ev")
+
+
+# -- accessibility, layouts and screenshots --------------------------------------------------------------
+
+
+def test_every_panel_passes_axe_and_is_photographed_at_desktop_and_phone_width(browser, server, artifacts):
+    axe = AXE.read_text(encoding="utf-8")
+    serious: dict[str, list[str]] = {}
+    for name, viewport in (("desktop", {"width": 1280, "height": 800}), ("phone", {"width": 390, "height": 844})):
+        for scheme in ("light", "dark") if name == "desktop" else ("light",):
+            # bypass_csp lets the test inject axe; the page itself never runs inline code.
+            context = browser.new_context(viewport=viewport, color_scheme=scheme, bypass_csp=True)
+            pg = context.new_page()
+            pg.set_default_timeout(10_000)
+            pg.goto(server["base"] + "/ui/")
+            pg.wait_for_selector("#signin:not([hidden])")
+            pg.screenshot(path=str(artifacts / f"signin-{name}-{scheme}.png"))
+            sign_in(pg, server)
+            for panel in PANELS:
+                pg.goto(f"{server['base']}/ui/#/{panel}")
+                pg.wait_for_selector(f'section[data-panel="{panel}"] h2')
+                pg.wait_for_load_state("networkidle")
+                pg.screenshot(path=str(artifacts / f"{panel}-{name}-{scheme}.png"), full_page=True)
+                if name == "phone":
+                    width = pg.evaluate("document.documentElement.scrollWidth")
+                    assert width <= 390 + 1, f"{panel} scrolls sideways on a phone ({width}px)"
+                pg.add_script_tag(content=axe)
+                result = pg.evaluate("axe.run(document, {resultTypes: ['violations']})")
+                for v in result["violations"]:
+                    if v["impact"] in ("serious", "critical"):
+                        targets = [", ".join(map(str, n["target"])) for n in v["nodes"]][:5]
+                        serious.setdefault(f"{panel}/{name}/{scheme}", []).append(f"{v['id']}: {targets}")
+            context.close()
+    assert not serious, serious
+    assert {p.name for p in artifacts.glob("*-desktop-light.png")} >= {f"{p}-desktop-light.png" for p in PANELS}
