@@ -170,16 +170,47 @@ def sync_cmd(
     calendar: str | None = typer.Option(None, "--calendar", help="Only this calendar id."),
     full: bool = typer.Option(False, "--full", help="Ignore saved cursors and list everything again."),
     as_json: bool = typer.Option(False, "--json"),
+    progress: bool | None = typer.Option(
+        None, "--progress/--no-progress", help="A progress bar on stderr (default: when stderr is a terminal)."
+    ),
     config: str | None = ConfigOpt,
 ) -> None:
-    """Sync calendars now, in the foreground, and print each run (exit 1 if one failed)."""
-    results = _run(_sync_now(_settings(config), source, calendar, full))
+    """Sync calendars now, in the foreground, and print each run's counts (exit 1 if one failed)."""
+    show = sys.stderr.isatty() if progress is None else progress
+    results = _run(_sync_now(_settings(config), source, calendar, full, _SyncProgress() if show else None))
     if as_json:
         typer.echo(json.dumps(results, default=str))
     else:
         _print_runs(results)
     if any(r["status"] in ("error", "busy") for r in results):
         raise typer.Exit(1)
+
+
+class _SyncProgress:
+    """One line on stderr, redrawn while the runs go: a bar over the calendars and the current run's counts."""
+
+    WIDTH = 24
+
+    def __init__(self) -> None:
+        self.total = 0
+        self.tty = sys.stderr.isatty()
+
+    def show(self, done: int, name: str, row: Any | None) -> None:
+        filled = self.WIDTH * done // max(self.total, 1)
+        bar = "#" * filled + "-" * (self.WIDTH - filled)
+        counts = ""
+        if row is not None:
+            items = row.added + row.updated + row.unchanged + row.deleted + row.failed
+            counts = f" {items:,} items in {row.batches} batch(es) (+{row.added} ~{row.updated} -{row.deleted})"
+        line = f"[{bar}] {done}/{self.total} {name}{counts}"
+        # On a terminal the line is redrawn in place; elsewhere each step is its own line.
+        sys.stderr.write(("\r\x1b[2K" + line) if self.tty else line + "\n")
+        sys.stderr.flush()
+
+    def close(self) -> None:
+        if self.tty:
+            sys.stderr.write("\n")
+            sys.stderr.flush()
 
 
 #: The columns of a sync run that `chronos sync` prints.
@@ -189,7 +220,9 @@ RUN_FIELDS = (
 )  # fmt: skip
 
 
-async def _sync_now(settings: Settings, source: str | None, calendar: str | None, full: bool) -> list[dict[str, Any]]:
+async def _sync_now(
+    settings: Settings, source: str | None, calendar: str | None, full: bool, progress: _SyncProgress | None = None
+) -> list[dict[str, Any]]:
     """Run the selected calendars' syncs one after another; one result per calendar."""
     from chronos.db.sync_models import SyncRun
     from chronos.pipeline import SyncBusy, UnknownCalendar
@@ -203,16 +236,30 @@ async def _sync_now(settings: Settings, source: str | None, calendar: str | None
             refs = pipeline.select(source, calendar)
         except UnknownCalendar as exc:
             fail(str(exc), 2)
-        for ref in refs:
+        if progress is not None:
+            progress.total = len(refs)
+        for done, ref in enumerate(refs):
             src, cal = ref.key
             try:
-                run_id = await pipeline.run(src, cal, trigger="cli", full=full)
+                run_id = await pipeline.start(src, cal, trigger="cli", full=full)
             except SyncBusy as exc:
                 results.append({"source": src, "calendar_id": cal, "status": "busy", "error": str(exc)})
                 continue
+            # The run goes on in the background; its row's counters grow batch by batch.
+            finished = asyncio.ensure_future(pipeline.wait())
+            while True:
+                await asyncio.wait({finished}, timeout=0.25)
+                if progress is not None:
+                    async with ctx.db.read() as s:
+                        progress.show(done, f"{src}/{cal}", await s.get(SyncRun, run_id))
+                if finished.done():
+                    break
             async with ctx.db.read() as s:
                 row = await s.get(SyncRun, run_id)
             results.append({k: getattr(row, k) for k in RUN_FIELDS})
+        if progress is not None:
+            progress.show(len(refs), "done", None)
+            progress.close()
     return results
 
 
@@ -225,6 +272,134 @@ def _print_runs(results: list[dict[str, Any]]) -> None:
         took = f" in {r['duration_ms']} ms" if r.get("duration_ms") is not None else ""
         error = f" — {r['error']}" if r.get("error") else ""
         typer.echo(f"{r['source']}/{r['calendar_id']}: {r['status']}{extra} {counts}{took}{error}")
+
+
+@app.command("sources")
+def sources_cmd(as_json: bool = typer.Option(False, "--json"), config: str | None = ConfigOpt) -> None:
+    """List the enabled sources and their calendars: last run, its result, cursor age and next run."""
+    rows = _run(_sources(_settings(config)))
+    if as_json:
+        typer.echo(json.dumps(rows, default=str))
+        return
+    if not rows:
+        typer.echo("no calendars configured (enable a source plugin and list calendars in its section)")
+        return
+    header = ("CALENDAR", "MODE", "EVERY", "LAST RUN", "RESULT", "CURSOR AGE", "NEXT RUN")
+    table = [header] + [
+        (
+            f"{r['source']}/{r['calendar_id']}",
+            "read-only" if r["read_only"] else "write-back",
+            _span(r["interval_seconds"]) if r["interval_seconds"] else "on demand",
+            f"{_span(r['last_run_age_seconds'])} ago" if r["last_run_age_seconds"] is not None else "never",
+            _result(r),
+            _span(r["cursor_age_seconds"]) if r["cursor_age_seconds"] is not None else "-",
+            r["next_run"],
+        )
+        for r in rows
+    ]
+    widths = [max(len(str(line[i])) for line in table) for i in range(len(header))]
+    for line in table:
+        typer.echo("  ".join(str(v).ljust(w) for v, w in zip(line, widths, strict=True)).rstrip())
+    for r in rows:
+        if r["last_error"]:
+            typer.echo(f"{r['source']}/{r['calendar_id']}: {r['last_error']}")
+
+
+def _span(seconds: float) -> str:
+    """A duration as a person reads it: 45s, 12m, 3h 5m, 2d 4h."""
+    s = int(max(seconds, 0))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m"
+    if s < 86400:
+        return f"{s // 3600}h {s % 3600 // 60}m"
+    return f"{s // 86400}d {s % 86400 // 3600}h"
+
+
+def _result(r: dict[str, Any]) -> str:
+    status = r["last_status"] or "-"
+    if r["last_run"] and status in ("ok", "partial"):
+        run = r["last_run"]
+        if run.get("not_modified"):
+            return f"{status} (not modified)"
+        return f"{status} +{run['added']} ~{run['updated']} -{run['deleted']}" + (
+            f" !{run['failed']}" if run["failed"] else ""
+        )
+    return status
+
+
+async def _sources(settings: Settings) -> list[dict[str, Any]]:
+    """Every configured calendar with its sync state, for `chronos sources`."""
+    from sqlalchemy import select
+
+    from chronos.db.base import utcnow
+    from chronos.db.sync_models import SyncRun, SyncState
+
+    runtime = _runtime(settings)
+    out: list[dict[str, Any]] = []
+    async with runtime.running(jobs="off", migrate=True):
+        pipeline, now = runtime.pipeline, utcnow()
+        async with runtime.ctx.db.read() as s:
+            states = {(r.source, r.calendar_id): r for r in (await s.execute(select(SyncState))).scalars()}
+            for key, ref in sorted(pipeline.calendars.items()):
+                state = states.get(key)
+                runs = (
+                    (
+                        await s.execute(
+                            select(SyncRun)
+                            .where(SyncRun.source == key[0], SyncRun.calendar_id == key[1])
+                            .order_by(SyncRun.id.desc())
+                            .limit(500)
+                        )
+                    )
+                    .scalars()
+                    .all()
+                )
+                last = runs[0] if runs else None
+                cursor = state.cursor if state is not None else None
+                # The cursor's age: since the oldest run of the latest streak that ended holding this cursor.
+                held_since = None
+                if cursor is not None:
+                    for run in runs:
+                        if run.cursor != cursor:
+                            break
+                        held_since = run.finished_at or run.started_at
+                interval = ref.calendar.interval_seconds or 0
+                if not interval:
+                    next_run = "on demand"
+                elif last is None:
+                    next_run = "when the service starts"
+                else:
+                    due = (last.started_at - now).total_seconds() + interval
+                    next_run = f"in {_span(due)}" if due > 0 else "due now"
+                out.append(
+                    {
+                        "source": key[0],
+                        "calendar_id": key[1],
+                        "name": str(ref.calendar.options.get("name") or key[1]),
+                        "read_only": ref.calendar.read_only or not ref.source.can_delete(ref.calendar),
+                        "interval_seconds": interval,
+                        "last_status": last.status if last is not None else None,
+                        "last_run": None
+                        if last is None
+                        else {
+                            k: getattr(last, k)
+                            for k in ("id", "status", "not_modified", "added", "updated", "deleted", "failed")
+                        },
+                        "last_run_at": last.started_at if last is not None else None,
+                        "last_run_age_seconds": (now - last.started_at).total_seconds() if last is not None else None,
+                        "last_success_at": state.last_success_at if state is not None else None,
+                        "last_error": (
+                            state.last_error
+                            if state is not None and last is not None and last.status in ("error", "partial")
+                            else None
+                        ),
+                        "cursor_age_seconds": (now - held_since).total_seconds() if held_since is not None else None,
+                        "next_run": next_run,
+                    }
+                )
+    return out
 
 
 @app.command("migrate")
