@@ -102,6 +102,10 @@ SEMANTIC: dict[str, tuple[str, ...]] = {
     # file names and content types are patterns in the document. An Idempotency-Key already used
     # with another body is a 409.
     "POST /api/v1/mail/send": ("409", "422"),
+    # A webhook URL must pass the outbound guard: its host resolves, and only to public addresses
+    # (or ones in network.allow); no schema can state what a name resolves to (422).
+    "POST /api/v1/webhooks": ("422",),
+    "PATCH /api/v1/webhooks/{endpoint_id}": ("422",),
 }
 
 

@@ -174,7 +174,9 @@ class Dispatcher:
             self._client = outbound_client(
                 self.ctx,
                 timeout=s.timeout_seconds,
-                max_response_bytes=max(s.response_excerpt_bytes, 1) * 4 + 65536,
+                # Only the excerpt is ever read (the stream is closed after it), so a huge answer costs
+                # nothing and its status still counts: the guard's cap must not turn a 2xx into a failure.
+                max_response_bytes=2**62,
                 follow_redirects=False,
                 limits=httpx.Limits(max_connections=s.max_in_flight, max_keepalive_connections=s.max_in_flight),
             )

@@ -10,17 +10,17 @@ from chronos.plugin import Context, Principal, require_scope
 
 from chronos_webhooks import service
 from chronos_webhooks.schemas import (
-    AttemptPage,
-    DeliveryOut,
-    DeliveryPage,
-    DeliveryStatus,
-    EndpointCreated,
-    EndpointIn,
-    EndpointOut,
-    EndpointPage,
-    EndpointPatch,
-    EndpointPatched,
-    TestQueued,
+    OutboxDeliveryOut,
+    OutboxDeliveryPage,
+    OutboxDeliveryStatus,
+    WebhookAttemptPage,
+    WebhookCreated,
+    WebhookIn,
+    WebhookOut,
+    WebhookPage,
+    WebhookPatch,
+    WebhookPatched,
+    WebhookTestQueued,
 )
 
 router = APIRouter(tags=["webhooks"])
@@ -32,21 +32,21 @@ NOT_FOUND = {404: {"description": "No webhook endpoint with this id"}}
 REFUSED = {422: {"description": "Invalid body, or a URL the outbound guard refuses (private address, file://)"}}
 
 
-@router.post("/webhooks", status_code=201, response_model=EndpointCreated, responses=REFUSED)
-async def create_webhook(body: EndpointIn, ctx: Context, response: Response, principal: Principal = MANAGE) -> Any:
+@router.post("/webhooks", status_code=201, response_model=WebhookCreated, responses=REFUSED)
+async def create_webhook(body: WebhookIn, ctx: Context, response: Response, principal: Principal = MANAGE) -> Any:
     """Add an endpoint. The answer holds its signing secret; no later answer shows it again."""
     out = await service.create_endpoint(ctx, body, principal)
     response.headers["Location"] = f"/api/v1/webhooks/{out['id']}"
     return out
 
 
-@router.get("/webhooks", response_model=EndpointPage)
+@router.get("/webhooks", response_model=WebhookPage)
 async def list_webhooks(ctx: Context, _: Principal = MANAGE, limit: Limit = 50, cursor: Cursor = None) -> Any:
     """Every endpoint, oldest first."""
     return await service.list_endpoints(ctx, limit=limit, cursor=cursor)
 
 
-@router.get("/webhooks/{endpoint_id}", response_model=EndpointOut, responses=NOT_FOUND)
+@router.get("/webhooks/{endpoint_id}", response_model=WebhookOut, responses=NOT_FOUND)
 async def get_webhook(endpoint_id: Id, ctx: Context, _: Principal = MANAGE) -> Any:
     """One endpoint (its secrets by prefix only)."""
     return await service.get_endpoint(ctx, endpoint_id)
@@ -54,10 +54,10 @@ async def get_webhook(endpoint_id: Id, ctx: Context, _: Principal = MANAGE) -> A
 
 @router.patch(
     "/webhooks/{endpoint_id}",
-    response_model=EndpointPatched,
+    response_model=WebhookPatched,
     responses={**NOT_FOUND, **REFUSED},
 )
-async def patch_webhook(endpoint_id: Id, body: EndpointPatch, ctx: Context, principal: Principal = MANAGE) -> Any:
+async def patch_webhook(endpoint_id: Id, body: WebhookPatch, ctx: Context, principal: Principal = MANAGE) -> Any:
     """Change an endpoint; ``rotate_secret`` adds a secret (answered once in ``secret``), ``enabled`` re-enables."""
     return await service.update_endpoint(ctx, endpoint_id, body, principal)
 
@@ -69,7 +69,7 @@ async def delete_webhook(endpoint_id: Id, ctx: Context, principal: Principal = M
     return Response(status_code=204)
 
 
-@router.get("/webhooks/{endpoint_id}/deliveries", response_model=AttemptPage, responses=NOT_FOUND)
+@router.get("/webhooks/{endpoint_id}/deliveries", response_model=WebhookAttemptPage, responses=NOT_FOUND)
 async def webhook_attempts(
     endpoint_id: Id, ctx: Context, _: Principal = MANAGE, limit: Limit = 50, cursor: Cursor = None
 ) -> Any:
@@ -77,17 +77,17 @@ async def webhook_attempts(
     return await service.list_attempts(ctx, endpoint_id, limit=limit, cursor=cursor)
 
 
-@router.post("/webhooks/{endpoint_id}/test", status_code=202, response_model=TestQueued, responses=NOT_FOUND)
+@router.post("/webhooks/{endpoint_id}/test", status_code=202, response_model=WebhookTestQueued, responses=NOT_FOUND)
 async def test_webhook(endpoint_id: Id, ctx: Context, principal: Principal = MANAGE) -> Any:
     """Send an ``outbox.test`` message to this endpoint, through the outbox (with retries)."""
     return await service.send_test(ctx, endpoint_id, principal)
 
 
-@router.get("/outbox/deliveries", response_model=DeliveryPage)
+@router.get("/outbox/deliveries", response_model=OutboxDeliveryPage)
 async def outbox_deliveries(
     ctx: Context,
     _: Principal = MANAGE,
-    status: Annotated[DeliveryStatus | None, Query(description="Only deliveries in this state.")] = None,
+    status: Annotated[OutboxDeliveryStatus | None, Query(description="Only deliveries in this state.")] = None,
     limit: Limit = 50,
     cursor: Cursor = None,
 ) -> Any:
@@ -95,7 +95,7 @@ async def outbox_deliveries(
     return await service.list_deliveries(ctx, status=status, limit=limit, cursor=cursor)
 
 
-@router.get("/outbox/dead", response_model=DeliveryPage)
+@router.get("/outbox/dead", response_model=OutboxDeliveryPage)
 async def outbox_dead(ctx: Context, _: Principal = MANAGE, limit: Limit = 50, cursor: Cursor = None) -> Any:
     """The dead letters: deliveries that ran out of retries, were refused for good, or hit a 410."""
     return await service.list_deliveries(ctx, status="dead", limit=limit, cursor=cursor)
@@ -104,7 +104,7 @@ async def outbox_dead(ctx: Context, _: Principal = MANAGE, limit: Limit = 50, cu
 @router.post(
     "/outbox/dead/{delivery_id}/replay",
     status_code=202,
-    response_model=DeliveryOut,
+    response_model=OutboxDeliveryOut,
     responses={404: {"description": "No dead letter with this id"}},
 )
 async def replay_dead(delivery_id: Id, ctx: Context, principal: Principal = MANAGE) -> Any:

@@ -36,10 +36,10 @@ Secret = Annotated[
         description="A Standard Webhooks secret: `whsec_` and the base64 of 24 to 64 random bytes.",
     ),
 ]
-DeliveryStatus = Literal["pending", "delivered", "dead"]
+OutboxDeliveryStatus = Literal["pending", "delivered", "dead"]
 
 
-class EndpointIn(BaseModel):
+class WebhookIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     url: Url
@@ -59,7 +59,7 @@ class EndpointIn(BaseModel):
     secret: Secret | None = Field(None, description="The signing secret; generated when omitted.")
 
 
-class EndpointPatch(BaseModel):
+class WebhookPatch(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     url: Url | None = Field(None, json_schema_extra={"nullable": False})
@@ -78,13 +78,13 @@ class EndpointPatch(BaseModel):
     )
 
 
-class SecretOut(BaseModel):
+class WebhookSecretOut(BaseModel):
     prefix: str = Field(description="The first characters of the secret, to tell secrets apart.")
     created_at: datetime
     expires_at: datetime | None = Field(description="When it stops signing (after a rotation); null: active.")
 
 
-class EndpointOut(BaseModel):
+class WebhookOut(BaseModel):
     id: int
     url: str
     description: str
@@ -93,25 +93,25 @@ class EndpointOut(BaseModel):
     template_id: int | None
     enabled: bool
     disabled_reason: str | None
-    secrets: list[SecretOut]
+    secrets: list[WebhookSecretOut]
     created_at: datetime
     updated_at: datetime
 
 
-class EndpointCreated(EndpointOut):
+class WebhookCreated(WebhookOut):
     secret: str = Field(description="The newest signing secret, shown only in this answer.")
 
 
-class EndpointPatched(EndpointOut):
+class WebhookPatched(WebhookOut):
     secret: str | None = Field(None, description="The new signing secret after a rotation (shown only here).")
 
 
-class EndpointPage(BaseModel):
-    items: list[EndpointOut]
+class WebhookPage(BaseModel):
+    items: list[WebhookOut]
     next_cursor: str | None
 
 
-class AttemptOut(BaseModel):
+class WebhookAttemptOut(BaseModel):
     id: int
     delivery_id: int
     webhook_id: str
@@ -125,19 +125,19 @@ class AttemptOut(BaseModel):
     response_excerpt: str | None
 
 
-class AttemptPage(BaseModel):
-    items: list[AttemptOut]
+class WebhookAttemptPage(BaseModel):
+    items: list[WebhookAttemptOut]
     next_cursor: str | None
 
 
-class DeliveryOut(BaseModel):
+class OutboxDeliveryOut(BaseModel):
     id: int
     message_id: int
     webhook_id: str
     event_type: str
     target: str
     endpoint_id: int | None
-    status: DeliveryStatus
+    status: OutboxDeliveryStatus
     attempts: int
     next_attempt_at: datetime | None
     last_status_code: int | None
@@ -147,12 +147,12 @@ class DeliveryOut(BaseModel):
     dead_at: datetime | None
 
 
-class DeliveryPage(BaseModel):
-    items: list[DeliveryOut]
+class OutboxDeliveryPage(BaseModel):
+    items: list[OutboxDeliveryOut]
     next_cursor: str | None
 
 
-class TestQueued(BaseModel):
+class WebhookTestQueued(BaseModel):
     message_id: int
     webhook_id: str
     event_type: Literal["outbox.test"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import httpx
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -24,7 +25,7 @@ from chronos.plugin import (
 
 from chronos_webhooks.models import AttemptRow, DeliveryRow, EndpointRow, OutboxRow
 from chronos_webhooks.outbox import kick_dispatcher, new_webhook_id
-from chronos_webhooks.schemas import EndpointIn, EndpointPatch
+from chronos_webhooks.schemas import WebhookIn, WebhookPatch
 from chronos_webhooks.settings import WebhooksSettings
 from chronos_webhooks.signing import new_secret
 
@@ -57,10 +58,18 @@ async def check_url(ctx: PluginContext, url: str, pointer: str = "/url") -> None
     try:
         await check_outbound(ctx, url)
     except OutboundRefused as exc:
+        reason = str(exc)[:300]
         raise InvalidInput(
-            f"The webhook URL is not allowed: {exc}",
+            f"The webhook URL is not allowed: {reason}",
             type="webhook-url-refused",
-            errors=[{"pointer": pointer, "detail": str(exc)}],
+            errors=[{"pointer": pointer, "detail": reason}],
+        ) from None
+    except httpx.RequestError as exc:  # the name does not resolve
+        reason = str(exc)[:300] or type(exc).__name__
+        raise InvalidInput(
+            f"The webhook URL cannot be reached: {reason}",
+            type="webhook-url-unreachable",
+            errors=[{"pointer": pointer, "detail": reason}],
         ) from None
 
 
@@ -84,7 +93,7 @@ async def _load(s: AsyncSession, endpoint_id: int) -> EndpointRow:
     return row
 
 
-async def create_endpoint(ctx: PluginContext, body: EndpointIn, principal: Principal | None) -> dict[str, Any]:
+async def create_endpoint(ctx: PluginContext, body: WebhookIn, principal: Principal | None) -> dict[str, Any]:
     await check_url(ctx, body.url)
     await check_template(ctx, body.template_id)
     now = utcnow()
@@ -116,7 +125,7 @@ async def create_endpoint(ctx: PluginContext, body: EndpointIn, principal: Princ
 
 
 async def update_endpoint(
-    ctx: PluginContext, endpoint_id: int, body: EndpointPatch, principal: Principal | None
+    ctx: PluginContext, endpoint_id: int, body: WebhookPatch, principal: Principal | None
 ) -> dict[str, Any]:
     fields = body.model_fields_set
     if "url" in fields and body.url is not None:
