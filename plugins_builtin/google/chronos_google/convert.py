@@ -113,8 +113,6 @@ def draft(item: dict[str, Any], uid: str, rid: str, calendar_zone: str | None) -
     if isinstance(start, date) and not isinstance(start, datetime):
         zone_name = None  # all-day: whole dates, no zone
     metadata: dict[str, Any] = {"google_id": item["id"]}
-    if rid:
-        metadata["series"] = uid
     if item.get("htmlLink"):
         metadata["url"] = str(item["htmlLink"])
     return EventDraft(
