@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -47,7 +48,7 @@ def backup_app(ctx: PluginContext) -> typer.Typer:
 
         async def run() -> dict[str, Any]:
             task = asyncio.create_task(service.create_backup(ctx, backup_id))
-            with typer.progressbar(length=1000, label="snapshot", file=None) as bar:
+            with typer.progressbar(length=1000, label="snapshot", file=sys.stderr) as bar:
                 shown = 0
                 while not task.done():
                     await asyncio.wait({task}, timeout=0.2)
