@@ -42,8 +42,14 @@ _DATA = Path(tempfile.mkdtemp(prefix="chronos-fuzz-"))
 APP = create_app(
     kit.make_test_settings(
         kit.TestDatabase("sqlite", f"sqlite+aiosqlite:///{_DATA / 'fuzz.db'}"),
-        # Mail configured (a sender; nothing is sent: jobs do not run), so sending is fuzzed past its 503.
-        {"plugins": {"strict": True}, "logging": {"level": "error"}, "mail": {"from": "Chronos <chronos@example.com>"}},
+        # Mail configured (a sender; nothing is sent: jobs do not run), so sending is fuzzed past its 503;
+        # backups go beside the fuzz database.
+        {
+            "plugins": {"strict": True},
+            "logging": {"level": "error"},
+            "mail": {"from": "Chronos <chronos@example.com>"},
+            "backups": {"directory": str(_DATA / "backups")},
+        },
     ),
     plugins=None,
     run_jobs=False,
@@ -102,6 +108,12 @@ SEMANTIC: dict[str, tuple[str, ...]] = {
     # file names and content types are patterns in the document. An Idempotency-Key already used
     # with another body is a 409.
     "POST /api/v1/mail/send": ("409", "422"),
+    # One backup at a time: starting one while another runs, and downloading, verifying or deleting
+    # one still being written, is a 409.
+    "POST /api/v1/backups": ("409",),
+    "GET /api/v1/backups/{backup_id}/download": ("409",),
+    "POST /api/v1/backups/{backup_id}/verify": ("409",),
+    "DELETE /api/v1/backups/{backup_id}": ("409",),
     # A webhook URL must pass the outbound guard: its host resolves, and only to public addresses
     # (or ones in network.allow); no schema can state what a name resolves to (422).
     "POST /api/v1/webhooks": ("422",),
