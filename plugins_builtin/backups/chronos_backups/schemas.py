@@ -14,6 +14,11 @@ class BackupProgress(BaseModel):
     bytes_total: int
 
 
+class TableCount(BaseModel):
+    table: str
+    rows: int
+
+
 class BackupOut(BaseModel):
     id: str = Field(description="The archive's file name without .tar / .tar.enc.")
     status: Literal["running", "failed", "complete", "invalid"] = Field(
@@ -27,7 +32,7 @@ class BackupOut(BaseModel):
     duration_ms: int | None
     backend: Literal["sqlite", "postgresql"] | None
     product_version: str | None
-    row_counts: dict[str, int] = Field(description="Rows per table in the snapshot.")
+    row_counts: list[TableCount] = Field(description="Rows per table in the snapshot.")
     verified: bool = Field(description="The last verification of this very file passed.")
     verified_at: str | None
     verify_error: str | None

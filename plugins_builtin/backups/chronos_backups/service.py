@@ -164,7 +164,7 @@ class BackupStore:
         if isinstance(found, str):
             mtime = datetime.fromtimestamp(st.st_mtime, UTC)
             return {**view, "status": "invalid", "error": found, "created_at": mtime, "backend": None,
-                    "duration_ms": None, "product_version": None, "row_counts": {}}  # fmt: skip
+                    "duration_ms": None, "product_version": None, "row_counts": []}  # fmt: skip
         return {
             **view,
             "status": "complete",
@@ -173,7 +173,11 @@ class BackupStore:
             "backend": found.get("backend"),
             "duration_ms": found.get("duration_ms") if isinstance(found.get("duration_ms"), int) else None,
             "product_version": str(found.get("product_version") or "") or None,
-            "row_counts": {str(k): v for k, v in (found.get("row_counts") or {}).items() if isinstance(v, int)},
+            "row_counts": [
+                {"table": str(k), "rows": v}
+                for k, v in sorted((found.get("row_counts") or {}).items())
+                if isinstance(v, int)
+            ],
         }
 
     def listing(self) -> list[dict[str, Any]]:
@@ -188,7 +192,7 @@ class BackupStore:
 def _empty_view(backup_id: str) -> dict[str, Any]:
     return {
         "id": backup_id, "file": None, "size": None, "encrypted": False, "verified": False, "verified_at": None,
-        "verify_error": None, "backend": None, "duration_ms": None, "product_version": None, "row_counts": {},
+        "verify_error": None, "backend": None, "duration_ms": None, "product_version": None, "row_counts": [],
     }  # fmt: skip
 
 
