@@ -356,6 +356,11 @@ def test_every_panel_passes_axe_and_is_photographed_at_desktop_and_phone_width(b
                 pg.wait_for_selector(f'section[data-panel="{panel}"] h2')
                 pg.wait_for_load_state("networkidle")
                 pg.screenshot(path=str(artifacts / f"{panel}-{name}-{scheme}.png"), full_page=True)
+                if panel == "templates" and pg.locator("iframe.preview").count():
+                    # Full-page captures leave the sandboxed (out-of-process) preview blank: photograph it in view.
+                    pg.locator("iframe.preview").scroll_into_view_if_needed()
+                    pg.frame_locator("iframe.preview").locator("body").wait_for()
+                    pg.screenshot(path=str(artifacts / f"templates-preview-{name}-{scheme}.png"))
                 if name == "phone":
                     width = pg.evaluate("document.documentElement.scrollWidth")
                     assert width <= 390 + 1, f"{panel} scrolls sideways on a phone ({width}px)"

@@ -77,7 +77,7 @@ export function table(columns, rows, caption) {
     h("table", {},
       caption ? h("caption", {class: "muted"}, caption) : null,
       h("thead", {}, h("tr", {}, columns.map((c) => h("th", {scope: "col"}, c.label)))),
-      h("tbody", {}, rows.map((row) => h("tr", {}, columns.map((c) => h("td", {}, c.cell(row))))))));
+      h("tbody", {}, rows.map((row) => h("tr", {}, columns.map((c) => h("td", {"data-label": c.label}, c.cell(row))))))));
 }
 
 /** "Load more" for keyset pages: calls load(cursor) -> {items, next_cursor}; render(items) appends. */

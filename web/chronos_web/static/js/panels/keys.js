@@ -43,7 +43,7 @@ export async function render(root, kit) {
       const res = await api.get("keys");
       const items = Array.isArray(res) ? res : res.items || [];
       if (!items.length) {
-        fill(list, empty("No keys: create one below."));
+        fill(list, empty("No stored keys (the bootstrap key from CHRONOS_ADMIN_KEY is not listed): create one below."));
         return;
       }
       fill(list, table([

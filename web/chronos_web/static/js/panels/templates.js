@@ -32,7 +32,7 @@ export async function render(root, kit) {
       h("button", {type: "button", onclick: () => exportAll()}, "Export all"),
       field("Import (JSON export)", importer)),
     out,
-    h("div", {class: "grid2"}, list, editor));
+    h("div", {class: "grid2 wide-right"}, list, editor));
 
   async function exportAll() {
     try {
@@ -81,6 +81,7 @@ export async function render(root, kit) {
         fill(list, empty("No templates yet: create one with “New email template” or import an export."));
         return;
       }
+      if (!editor.childNodes.length) open(page.items[0].id);
       fill(list, table([
         {label: "Name", cell: (t) => h("button", {type: "button", class: "ev", onclick: () => open(t.id)}, t.name)},
         {label: "Type", cell: (t) => t.type},
@@ -91,16 +92,19 @@ export async function render(root, kit) {
     }
   }
 
+  let opening = 0;
   async function open(id) {
+    const mine = ++opening;
     fill(editor, h("p", {class: "muted"}, "Loading…"));
     let t;
     let vars;
     try {
       [t, vars] = await Promise.all([api.get(`templates/${id}`), api.get(`templates/${id}/variables`)]);
     } catch (err) {
-      fill(editor, errorBox(err));
+      if (mine === opening) fill(editor, errorBox(err));
       return;
     }
+    if (mine !== opening) return; // another template was opened meanwhile
     const parts = Object.keys(t.content).filter((k) => typeof t.content[k] === "string" || t.content[k] === null);
     const draft = {...t.content};
     let part = parts.includes("html") ? "html" : parts[0];
