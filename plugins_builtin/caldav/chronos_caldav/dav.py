@@ -142,15 +142,16 @@ class DavCalendar:
 
     def _multistatus(self, resp: Any, what: str) -> Any:
         status = resp.status
+        tree = resp.tree
+        is_multistatus = tree is not None and etree.QName(tree).text == f"{{{DAV}}}multistatus"
+        if 200 <= status < 300 and not is_multistatus:
+            kind = (resp.headers.get("Content-Type") or "no content type").split(";")[0]
+            raise SourceError(f"{self.shown} answered {kind} instead of a WebDAV multistatus (XML) for {what}")
         if status == 404:
             raise SourceError(f"HTTP 404 Not Found from {self.shown}: there is no calendar at the configured URL")
         if status != 207:
             reason = getattr(resp, "reason", "") or ""
             raise SourceError(f"HTTP {status} {reason} from {self.shown} for {what}".replace("  ", " "))
-        tree = resp.tree
-        if tree is None or etree.QName(tree).text != f"{{{DAV}}}multistatus":
-            kind = (resp.headers.get("Content-Type") or "no content type").split(";")[0]
-            raise SourceError(f"{self.shown} answered {kind} instead of a WebDAV multistatus (XML) for {what}")
         return tree
 
     # -- what the source calls ----------------------------------------------------------------

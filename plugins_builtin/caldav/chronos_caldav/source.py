@@ -96,8 +96,6 @@ def parse_resource(res: Resource, window: ical.Window, known: Known | None) -> P
     out.uid = split.groups[0].uid
     out.recurring = split.recurring
     parsed = ical.parse_groups(split.prefix, split.groups, window, split.x_wr_timezone)
-    for draft in parsed.drafts:
-        draft.metadata.setdefault("caldav_href", res.href)
     out.drafts, out.deleted, out.errors = parsed.drafts, parsed.deleted, parsed.errors
     return out
 
@@ -439,7 +437,7 @@ class CaldavSource(Source):
             )
         if status not in (200, 204, 404):
             raise SourceError(f"HTTP {status} from {redact(cfg.url)} deleting {uid!r}; not deleted")
-        await self._remember(cfg.id, [], [href], replace=False, seq=None)
+        # The mapping stays: the next sync sees the href deleted and turns it into tombstones.
 
 
 async def _check_outbound(ctx: PluginContext, url: str) -> None:

@@ -2,73 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+import asyncio
 
 import pytest
 
+from caldav_support import LOOPBACK, PLUGINS, calendar_config, source_of, titles, vevent, weekly
 from chronos import testing as kit
 
 pytestmark = pytest.mark.exercises_hook("register_sources")
-
-PLUGINS = ["events", "normalize", "caldav"]
-TODAY = datetime.now(UTC).date()
-#: The test servers listen on loopback, which the outbound guard refuses unless allowed.
-LOOPBACK = {"network": {"allow": ["127.0.0.1/32"]}}
-
-
-def stamp(days: int, hour: int = 9) -> str:
-    return (datetime.combine(TODAY, datetime.min.time(), UTC) + timedelta(days=days, hours=hour)).strftime(
-        "%Y%m%dT%H%M%SZ"
-    )
-
-
-def vevent(uid: str, title: str, days: int = 1, extra: str = "") -> str:
-    lines = [
-        "BEGIN:VCALENDAR",
-        "VERSION:2.0",
-        "PRODID:-//chronos tests//EN",
-        "BEGIN:VEVENT",
-        f"UID:{uid}",
-        "DTSTAMP:20260101T000000Z",
-        f"DTSTART:{stamp(days)}",
-        f"DTEND:{stamp(days, 10)}",
-        f"SUMMARY:{title}",
-        *([extra] if extra else []),
-        "END:VEVENT",
-        "END:VCALENDAR",
-    ]
-    return "\r\n".join(lines) + "\r\n"
-
-
-def weekly(uid: str, title: str, count: int, exdate_week: int | None = None) -> str:
-    extra = f"RRULE:FREQ=WEEKLY;COUNT={count}"
-    if exdate_week is not None:
-        extra += f"\r\nEXDATE:{stamp(1 + 7 * exdate_week)}"
-    return vevent(uid, title, 1, extra)
-
-
-def calendar_config(cal, password_env: str, **extra) -> dict:
-    entry = {
-        "id": "work",
-        "url": str(cal.url),
-        "username": "ann",
-        "password_env": password_env,
-        "interval_seconds": 0,
-        **extra,
-    }
-    return {"caldav": {"calendars": [entry]}, **LOOPBACK}
-
-
-async def titles(client, calendar_id: str = "work") -> list[str]:
-    lo = (datetime.now(UTC) - timedelta(days=30)).strftime("%Y-%m-%dT00:00:00Z")
-    hi = (datetime.now(UTC) + timedelta(days=400)).strftime("%Y-%m-%dT00:00:00Z")
-    r = await client.get("/api/v1/events", params={"calendar_id": calendar_id, "from": lo, "to": hi, "limit": 500})
-    assert r.status_code == 200, r.text
-    return sorted(e["title"] for e in r.json()["items"])
-
-
-def source_of(app):
-    return kit.runtime_of(app).pipeline.calendar("caldav", "work").source
 
 
 async def test_full_then_incremental_sync_with_a_sync_token(chronos_app, api_client, radicale, password_env):
@@ -173,7 +114,6 @@ async def test_concurrent_edits_between_and_during_syncs_converge(chronos_app, a
     async with chronos_app(plugins=PLUGINS, config=calendar_config(cal, password_env)) as app:
         c = await api_client(app, scopes=["events.read"])
         assert (await kit.sync_now(app, "caldav", "work")).added == 1
-        import asyncio
 
         async def edit_while_syncing() -> None:
             for i in range(10):
