@@ -1,0 +1,1 @@
+"""Chronos planning: conflicts, working hours, proposals."""

@@ -1,0 +1,408 @@
+"""Conflicts kept up to date as a pipeline sink, and read back by window or by event.
+
+The sink works per batch, never per event: one read of the pairs the batch's
+updated events were part of, one read of the events overlapping the batch's
+intervals (merged into a few ranges on the start index), one insert and one
+delete. A batch of unchanged items does not reach sinks; a batch whose events
+cannot conflict with anything skips the reads.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Iterable, Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from chronos.plugin import (
+    MalformedInput,
+    Outbox,
+    PluginContext,
+    Publication,
+    Sink,
+    SinkBatch,
+    StoredEvent,
+    decode_cursor,
+    encode_cursor,
+    utcnow,
+)
+
+from chronos_planning.models import CONFLICTS, EVENTS, SPANS
+from chronos_planning.rules import Busy, blocks, conflict_reason, merge_intervals, reaches_free_events
+from chronos_planning.settings import PlanningSettings
+
+CONFLICT_EVENT = "event.conflict"
+SPAN_KEY = "events"
+#: Most OR'ed ranges in the candidate query.
+MAX_RANGES = 24
+CHUNK = 500
+
+
+def busy_of(stored: StoredEvent) -> Busy:
+    e = stored.event
+    return Busy(
+        id=stored.id,
+        calendar_id=e.calendar_id,
+        start=e.start_utc,
+        end=e.end_utc,
+        mode=e.mode,
+        all_day=e.all_day,
+        busy=e.transparency == "busy",
+        cancelled=e.status == "cancelled",
+        title=e.title,
+        source=e.source,
+    )
+
+
+def busy_of_row(row: Any) -> Busy:
+    return Busy(
+        id=row.id,
+        calendar_id=row.calendar_id,
+        start=row.start_utc,
+        end=row.end_utc,
+        mode=row.mode,
+        all_day=bool(row.all_day),
+        busy=row.transparency == "busy",
+        cancelled=row.status == "cancelled",
+        title=row.title,
+        source=row.source,
+    )
+
+
+BUSY_COLUMNS = (
+    EVENTS.c.id,
+    EVENTS.c.source,
+    EVENTS.c.calendar_id,
+    EVENTS.c.title,
+    EVENTS.c.start_utc,
+    EVENTS.c.end_utc,
+    EVENTS.c.all_day,
+    EVENTS.c.status,
+    EVENTS.c.transparency,
+    EVENTS.c.mode,
+)
+
+
+def _chunks(values: Sequence[int], size: int = CHUNK) -> Iterable[Sequence[int]]:
+    for i in range(0, len(values), size):
+        yield values[i : i + size]
+
+
+async def max_span(session: AsyncSession) -> timedelta:
+    """The longest busy event seen (0 before any)."""
+    value = (await session.execute(sa.select(SPANS.c.max_duration_seconds).where(SPANS.c.name == SPAN_KEY))).scalar()
+    return timedelta(seconds=int(value or 0))
+
+
+async def raise_span(session: AsyncSession, seconds: int, known: timedelta | None = None) -> timedelta:
+    """Make the stored bound at least ``seconds``; returns the bound now in force."""
+    current = known if known is not None else await max_span(session)
+    if seconds <= current.total_seconds():
+        return current
+    updated = await session.execute(
+        sa.update(SPANS).where(SPANS.c.name == SPAN_KEY).values(max_duration_seconds=seconds)
+    )
+    if not updated.rowcount:
+        await session.execute(sa.insert(SPANS).values(name=SPAN_KEY, max_duration_seconds=seconds))
+    return timedelta(seconds=seconds)
+
+
+async def init_span(ctx: PluginContext) -> None:
+    """On first start, bound the span by what the events table already holds (one scan, once)."""
+    async with ctx.db.read() as s:
+        known = (await s.execute(sa.select(SPANS.c.name).where(SPANS.c.name == SPAN_KEY))).first()
+    if known is not None:
+        return
+    async with ctx.db.write() as s:
+        longest = (await s.execute(sa.select(sa.func.max(EVENTS.c.duration_seconds)))).scalar()
+        if (await s.execute(sa.select(SPANS.c.name).where(SPANS.c.name == SPAN_KEY))).first() is None:
+            await s.execute(sa.insert(SPANS).values(name=SPAN_KEY, max_duration_seconds=int(longest or 0)))
+
+
+def overlapping(ranges: list[tuple[datetime, datetime]], span: timedelta) -> Any:
+    """Events overlapping any of ``ranges``, each bounded on the start index."""
+    terms = [
+        sa.and_(EVENTS.c.start_utc >= lo - span, EVENTS.c.start_utc < hi, EVENTS.c.end_utc > lo) for lo, hi in ranges
+    ]
+    return terms[0] if len(terms) == 1 else sa.or_(*terms)
+
+
+async def candidates(
+    session: AsyncSession, mine: list[Busy], settings: PlanningSettings, span: timedelta
+) -> list[Busy]:
+    """Stored busy events overlapping the batch's intervals (one query)."""
+    ranges = merge_intervals([(b.start, b.end) for b in mine], MAX_RANGES)
+    query = sa.select(*BUSY_COLUMNS).where(
+        overlapping(ranges, span), EVENTS.c.transparency == "busy", EVENTS.c.status != "cancelled"
+    )
+    if not any(reaches_free_events(b, settings) for b in mine):
+        # Free events of the batch conflict only with planned events or reporting calendars.
+        reporting = sorted(
+            c for c, p in settings.calendars.items() if p.default_mode == "auto-plan" or p.report_all_overlaps
+        )
+        if settings.defaults.default_mode != "auto-plan" and not settings.defaults.report_all_overlaps:
+            clause = EVENTS.c.mode == "auto-plan"
+            if reporting:
+                clause = sa.or_(clause, EVENTS.c.calendar_id.in_(reporting))
+            query = query.where(clause)
+    return [busy_of_row(r) for r in (await session.execute(query)).all()]
+
+
+def pairs_for(
+    mine: list[Busy], others: list[Busy], settings: PlanningSettings, span: timedelta
+) -> dict[tuple[int, int], dict[str, Any]]:
+    """Every conflicting pair involving an event of ``mine``, keyed ``(lower id, higher id)``."""
+    others = sorted(others, key=lambda b: (b.start, b.id))
+    starts = [b.start for b in others]
+    out: dict[tuple[int, int], dict[str, Any]] = {}
+    for m in mine:
+        lo = bisect.bisect_left(starts, m.start - span)
+        hi = bisect.bisect_left(starts, m.end)
+        for o in others[lo:hi]:
+            if o.id == m.id or o.end <= m.start:
+                continue
+            reason = conflict_reason(m, o, settings)
+            if reason is None:
+                continue
+            a, b = (m, o) if m.id < o.id else (o, m)
+            out[(a.id, b.id)] = {
+                "event_a": a.id,
+                "event_b": b.id,
+                "calendar_a": a.calendar_id,
+                "calendar_b": b.calendar_id,
+                "overlap_start": max(a.start, b.start),
+                "overlap_end": min(a.end, b.end),
+                "reason": reason,
+                "_events": (a, b),
+            }
+    return out
+
+
+async def pairs_involving(session: AsyncSession, ids: Sequence[int]) -> dict[tuple[int, int], Any]:
+    out: dict[tuple[int, int], Any] = {}
+    for chunk in _chunks(ids):
+        rows = await session.execute(
+            sa.select(
+                CONFLICTS.c.id,
+                CONFLICTS.c.event_a,
+                CONFLICTS.c.event_b,
+                CONFLICTS.c.overlap_start,
+                CONFLICTS.c.overlap_end,
+                CONFLICTS.c.reason,
+            ).where(sa.or_(CONFLICTS.c.event_a.in_(chunk), CONFLICTS.c.event_b.in_(chunk)))
+        )
+        for r in rows.all():
+            out[(r.event_a, r.event_b)] = r
+    return out
+
+
+def conflict_payload(pair: dict[str, Any]) -> dict[str, Any]:
+    a, b = pair["_events"]
+    return {
+        "event_ids": [a.id, b.id],
+        "events": [
+            {
+                "id": e.id,
+                "calendar_id": e.calendar_id,
+                "source": e.source,
+                "title": e.title,
+                "start_utc": iso_z(e.start),
+                "end_utc": iso_z(e.end),
+            }
+            for e in (a, b)
+        ],
+        "overlap": {"start": iso_z(pair["overlap_start"]), "end": iso_z(pair["overlap_end"])},
+        "reason": pair["reason"],
+    }
+
+
+def iso_z(value: datetime) -> str:
+    return value.isoformat().replace("+00:00", "Z")
+
+
+class ConflictSink(Sink):
+    """Keeps ``planning_conflicts`` in step with the batch and publishes each new pair once."""
+
+    name = "planning.conflicts"
+    order = 300
+
+    async def write(self, batch: SinkBatch, session: AsyncSession, ctx: PluginContext) -> None:
+        if not (batch.added or batch.updated or batch.deleted):
+            return
+        settings = ctx.section(PlanningSettings)
+        deleted = [d.id for d in batch.deleted]
+        for chunk in _chunks(deleted):
+            await session.execute(
+                sa.delete(CONFLICTS).where(sa.or_(CONFLICTS.c.event_a.in_(chunk), CONFLICTS.c.event_b.in_(chunk)))
+            )
+        changed = [busy_of(s) for s in (*batch.added, *batch.updated)]
+        if not changed:
+            return
+        # Only updated events can have pairs already (ids are never reused).
+        before = await pairs_involving(session, [s.id for s in batch.updated]) if batch.updated else {}
+        mine = [b for b in changed if blocks(b, settings)]
+        after: dict[tuple[int, int], dict[str, Any]] = {}
+        if mine:
+            longest = max(int((b.end - b.start).total_seconds() + 0.999) for b in mine)
+            span = await raise_span(session, longest)
+            after = pairs_for(mine, await candidates(session, mine, settings, span), settings, span)
+        gone = [row.id for key, row in before.items() if key not in after or _differs(row, after[key])]
+        for chunk in _chunks(gone):
+            await session.execute(sa.delete(CONFLICTS).where(CONFLICTS.c.id.in_(chunk)))
+        fresh = [p for key, p in after.items() if key not in before or _differs(before[key], p)]
+        if not fresh:
+            return
+        now = utcnow()
+        await session.execute(
+            sa.insert(CONFLICTS),
+            [{k: v for k, v in p.items() if not k.startswith("_")} | {"detected_at": now} for p in fresh],
+        )
+        new_pairs = [p for key, p in after.items() if key not in before]
+        if new_pairs and ctx.has_service(Outbox):
+            await ctx.service(Outbox).enqueue_many(
+                session,
+                [
+                    Publication(
+                        CONFLICT_EVENT,
+                        conflict_payload(p),
+                        dedupe_key=f"conflict:{p['event_a']}:{p['event_b']}",
+                        calendar_id=p["calendar_a"],
+                    )
+                    for p in new_pairs
+                ],
+            )
+
+
+def _differs(row: Any, pair: dict[str, Any]) -> bool:
+    return (row.overlap_start, row.overlap_end, row.reason) != (
+        pair["overlap_start"],
+        pair["overlap_end"],
+        pair["reason"],
+    )
+
+
+# -- reading -----------------------------------------------------------------------------------
+
+A = EVENTS.alias("a")
+B = EVENTS.alias("b")
+
+
+def _event_item(row: Any, prefix: str) -> dict[str, Any]:
+    g = row._mapping
+    return {
+        "id": g[f"{prefix}_id"],
+        "calendar_id": g[f"{prefix}_calendar_id"],
+        "source": g[f"{prefix}_source"],
+        "title": g[f"{prefix}_title"],
+        "start_utc": iso_z(g[f"{prefix}_start_utc"]),
+        "end_utc": iso_z(g[f"{prefix}_end_utc"]),
+        "mode": g[f"{prefix}_mode"],
+    }
+
+
+def _columns(alias: Any, prefix: str) -> list[Any]:
+    return [
+        alias.c[name].label(f"{prefix}_{name}")
+        for name in ("id", "calendar_id", "source", "title", "start_utc", "end_utc", "mode", "status", "transparency")
+    ]
+
+
+def _still_conflicting(row: Any) -> tuple[datetime, datetime] | None:
+    """The pair's overlap from the events' current state (a local edit may have moved one)."""
+    g = row._mapping
+    for p in ("a", "b"):
+        if g[f"{p}_status"] == "cancelled" or g[f"{p}_transparency"] != "busy":
+            return None
+    start = max(g["a_start_utc"], g["b_start_utc"])
+    end = min(g["a_end_utc"], g["b_end_utc"])
+    return (start, end) if start < end else None
+
+
+async def list_conflicts(
+    session: AsyncSession,
+    start: datetime,
+    end: datetime,
+    calendars: list[str],
+    cursor: tuple[datetime, int] | None,
+    limit: int,
+) -> dict[str, Any]:
+    span = await max_span(session)
+    query = (
+        sa.select(
+            CONFLICTS.c.id,
+            CONFLICTS.c.reason,
+            CONFLICTS.c.overlap_start,
+            CONFLICTS.c.detected_at,
+            *_columns(A, "a"),
+            *_columns(B, "b"),
+        )
+        .select_from(CONFLICTS.join(A, A.c.id == CONFLICTS.c.event_a).join(B, B.c.id == CONFLICTS.c.event_b))
+        .where(
+            CONFLICTS.c.overlap_start >= start - span,
+            CONFLICTS.c.overlap_start < end,
+            CONFLICTS.c.overlap_end > start,
+        )
+        .order_by(CONFLICTS.c.overlap_start, CONFLICTS.c.id)
+        .limit(limit + 1)
+    )
+    if calendars:
+        query = query.where(sa.or_(CONFLICTS.c.calendar_a.in_(calendars), CONFLICTS.c.calendar_b.in_(calendars)))
+    if cursor is not None:
+        at, last = cursor
+        query = query.where(
+            CONFLICTS.c.overlap_start >= at,
+            sa.or_(CONFLICTS.c.overlap_start > at, CONFLICTS.c.id > last),
+        )
+    rows = (await session.execute(query)).all()
+    items = []
+    for row in rows[:limit]:
+        overlap = _still_conflicting(row)
+        if overlap is None:
+            continue
+        items.append(
+            {
+                "id": row.id,
+                "event_ids": [row.a_id, row.b_id],
+                "events": [_event_item(row, "a"), _event_item(row, "b")],
+                "overlap": {"start": iso_z(overlap[0]), "end": iso_z(overlap[1])},
+                "reason": row.reason,
+                "detected_at": iso_z(row.detected_at),
+            }
+        )
+    next_cursor = None
+    if len(rows) > limit:
+        last_row = rows[limit - 1]
+        next_cursor = encode_cursor("conflicts", [iso_z(last_row.overlap_start), last_row.id])
+    return {"items": items, "next_cursor": next_cursor}
+
+
+async def conflicting_ids(session: AsyncSession, event_ids: Sequence[int]) -> dict[int, list[int]]:
+    """For each of ``event_ids``, the ids of the events it conflicts with now (sorted)."""
+    out: dict[int, set[int]] = {i: set() for i in event_ids}
+    for chunk in _chunks(list(event_ids)):
+        query = (
+            sa.select(*_columns(A, "a"), *_columns(B, "b"))
+            .select_from(CONFLICTS.join(A, A.c.id == CONFLICTS.c.event_a).join(B, B.c.id == CONFLICTS.c.event_b))
+            .where(sa.or_(CONFLICTS.c.event_a.in_(chunk), CONFLICTS.c.event_b.in_(chunk)))
+        )
+        for row in (await session.execute(query)).all():
+            if _still_conflicting(row) is None:
+                continue
+            if row.a_id in out:
+                out[row.a_id].add(row.b_id)
+            if row.b_id in out:
+                out[row.b_id].add(row.a_id)
+    return {k: sorted(v) for k, v in out.items()}
+
+
+def parse_cursor(raw: str | None) -> tuple[datetime, int] | None:
+    if raw is None:
+        return None
+    at, last = decode_cursor("conflicts", raw, [str, int])
+    try:
+        return datetime.fromisoformat(at), last
+    except ValueError:
+        raise MalformedInput("The cursor is invalid; start again without it", type="invalid-cursor") from None

@@ -1,0 +1,41 @@
+"""The ``planning`` plugin: hook implementations only."""
+
+from __future__ import annotations
+
+from chronos.plugin import EventType, Migrations, PluginContext, Router, SettingsSection, hookimpl
+
+from chronos_planning import router
+from chronos_planning.conflicts import CONFLICT_EVENT, ConflictSink, init_span
+from chronos_planning.schemas import ConflictPublished
+from chronos_planning.settings import PlanningSettings
+
+
+@hookimpl
+def register_settings():
+    return [SettingsSection("planning", PlanningSettings)]
+
+
+@hookimpl
+def register_migrations():
+    # Conflicts reference events.id (ON DELETE CASCADE): the events tables come first.
+    return [Migrations("planning", "chronos_planning", requires=("events",))]
+
+
+@hookimpl
+def register_routers():
+    return [Router("planning", router.router)]
+
+
+@hookimpl
+def register_sinks():
+    return [ConflictSink()]
+
+
+@hookimpl
+def register_schemas():
+    return [EventType(CONFLICT_EVENT, ConflictPublished, "Two events newly conflict (published once per pair)")]
+
+
+@hookimpl
+async def on_startup(ctx: PluginContext) -> None:
+    await init_span(ctx)

@@ -1,0 +1,203 @@
+"""Conflict-free slots: working hours in a named zone, holidays, buffers, notice; DST-correct.
+
+Slots are UTC instants on a local grid (``slot_step_minutes`` of local wall
+time). Walking UTC instants means no slot can start in a local hour that does
+not exist; a wall time already used that day (the repeated hour when clocks
+go back) is skipped, so none appears twice.
+"""
+
+from __future__ import annotations
+
+import bisect
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from chronos_planning.rules import Busy
+from chronos_planning.settings import WorkingHours, minutes_of
+
+
+@dataclass
+class SlotQuery:
+    duration: timedelta
+    start: datetime
+    end: datetime
+    hours: WorkingHours
+    count: int
+    step_minutes: int
+    now: datetime
+
+
+@dataclass
+class Slot:
+    start: datetime
+    end: datetime
+    rank: int = 0
+    explanation: list[str] = field(default_factory=list)
+    avoided: list[dict[str, Any]] = field(default_factory=list)
+
+
+def iso_z(value: datetime) -> str:
+    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def _local(d: date, clock: str, tz: ZoneInfo) -> datetime:
+    minutes = minutes_of(clock)
+    if minutes == 1440:
+        return datetime.combine(d + timedelta(days=1), time(), tz)
+    return datetime.combine(d, time(minutes // 60, minutes % 60), tz)
+
+
+def working_ranges(q: SlotQuery, holidays: set[date]) -> list[tuple[datetime, datetime]]:
+    """The window's working time as UTC ranges, in order, holidays left out."""
+    tz = ZoneInfo(q.hours.timezone)
+    first = q.start.astimezone(tz).date() - timedelta(days=1)
+    last = q.end.astimezone(tz).date() + timedelta(days=1)
+    out: list[tuple[datetime, datetime]] = []
+    d = first
+    while d <= last:
+        if d not in holidays:
+            for r in sorted(q.hours.weekly.on(d.weekday()), key=lambda r: r.start):
+                # fold=0: a start inside the spring-forward gap lands on the first instant after it.
+                s = max(_local(d, r.start, tz).astimezone(UTC), q.start)
+                e = min(_local(d, r.end, tz).astimezone(UTC), q.end)
+                if s < e:
+                    out.append((s, e))
+        d += timedelta(days=1)
+    return out
+
+
+def blocked_intervals(busy: list[Busy], hours: WorkingHours) -> list[tuple[datetime, datetime, Busy]]:
+    before = timedelta(minutes=hours.buffer_before_minutes)
+    after = timedelta(minutes=hours.buffer_after_minutes)
+    return sorted(((b.start - before, b.end + after, b) for b in busy), key=lambda x: (x[0], x[1], x[2].id))
+
+
+def free_gaps(
+    ranges: list[tuple[datetime, datetime]], blocked: list[tuple[datetime, datetime, Busy]]
+) -> list[tuple[datetime, datetime]]:
+    """Working ranges minus the blocked intervals."""
+    gaps: list[tuple[datetime, datetime]] = []
+    starts = [b[0] for b in blocked]
+    # Every blocked interval starting before a range's end may cut it; the longest reach bounds the look-back.
+    reach = max((b[1] - b[0] for b in blocked), default=timedelta(0))
+    for rs, re_ in ranges:
+        cursor = rs
+        lo = bisect.bisect_left(starts, rs - reach)
+        hi = bisect.bisect_left(starts, re_)
+        for bs, be, _ in blocked[lo:hi]:
+            if be <= cursor:
+                continue
+            if bs > cursor:
+                gaps.append((cursor, min(bs, re_)))
+            cursor = max(cursor, be)
+            if cursor >= re_:
+                break
+        if cursor < re_:
+            gaps.append((cursor, re_))
+    return [(s, e) for s, e in gaps if e > s]
+
+
+def _aligned(t: datetime, tz: ZoneInfo, step: int) -> datetime:
+    """The first instant at or after ``t`` whose local wall time is on the grid."""
+    t = t.replace(microsecond=0)
+    if t.second:
+        t += timedelta(seconds=60 - t.second)
+    for _ in range(4):  # an offset change inside the step moves the grid once
+        local = t.astimezone(tz)
+        off = (local.hour * 60 + local.minute) % step
+        if off == 0:
+            return t
+        t += timedelta(minutes=step - off)
+    return t
+
+
+def candidate_starts(gap: tuple[datetime, datetime], q: SlotQuery, seen: set[datetime], limit: int) -> list[datetime]:
+    tz = ZoneInfo(q.hours.timezone)
+    notice = q.now + timedelta(minutes=q.hours.min_notice_minutes)
+    step = timedelta(minutes=q.step_minutes)
+    t = _aligned(max(gap[0], notice), tz, q.step_minutes)
+    out: list[datetime] = []
+    while t + q.duration <= gap[1] and len(out) < limit:
+        local = t.astimezone(tz)
+        wall = local.replace(tzinfo=None, fold=0)
+        if local.fold == 0 and wall not in seen:
+            seen.add(wall)
+            out.append(t)
+        t = _aligned(t + step, tz, q.step_minutes)
+    return out
+
+
+def find_slots(q: SlotQuery, busy: list[Busy], holidays: set[date]) -> list[Slot]:
+    """Up to ``q.count`` slots, ranked: the earliest slot of each free gap first (spread over the
+    window), then the remaining ones by time. Deterministic for equal inputs."""
+    ranges = working_ranges(q, holidays)
+    blocked = blocked_intervals(busy, q.hours)
+    seen: set[datetime] = set()
+    firsts: list[datetime] = []
+    rest: list[datetime] = []
+    for gap in free_gaps(ranges, blocked):
+        if len(firsts) >= q.count:
+            break
+        starts = candidate_starts(gap, q, seen, q.count)
+        if starts:
+            firsts.append(starts[0])
+            rest.extend(starts[1:])
+    chosen = firsts[: q.count]
+    chosen += sorted(rest)[: q.count - len(chosen)]
+    ends = sorted(busy, key=lambda b: (b.end, b.id))
+    end_keys = [b.end for b in ends]
+    begins = sorted(busy, key=lambda b: (b.start, b.id))
+    begin_keys = [b.start for b in begins]
+    tz = ZoneInfo(q.hours.timezone)
+    slots = []
+    for rank, start in enumerate(chosen, 1):
+        slot = Slot(start, start + q.duration, rank)
+        explain(slot, ranges, ends, end_keys, begins, begin_keys, tz)
+        slots.append(slot)
+    return slots
+
+
+def _clock(value: datetime, tz: ZoneInfo) -> str:
+    return value.astimezone(tz).strftime("%H:%M")
+
+
+def explain(
+    slot: Slot,
+    ranges: list[tuple[datetime, datetime]],
+    ends: list[Busy],
+    end_keys: list[datetime],
+    begins: list[Busy],
+    begin_keys: list[datetime],
+    tz: ZoneInfo,
+) -> None:
+    """Say what the slot avoided: the busy event just before it and the one just after, on the same local day."""
+    day = slot.start.astimezone(tz).date()
+    i = bisect.bisect_right(end_keys, slot.start) - 1
+    if i >= 0 and ends[i].end.astimezone(tz).date() == day:
+        b = ends[i]
+        slot.explanation.append(f"after '{b.title}' on {b.calendar_id}, which ends {_clock(b.end, tz)}")
+        slot.avoided.append(_avoided(b, "before"))
+    j = bisect.bisect_left(begin_keys, slot.end)
+    if j < len(begins) and begins[j].start.astimezone(tz).date() == day:
+        b = begins[j]
+        slot.explanation.append(f"before '{b.title}' on {b.calendar_id}, which starts {_clock(b.start, tz)}")
+        slot.avoided.append(_avoided(b, "after"))
+    for rs, _re in ranges:
+        if rs == slot.start:
+            slot.explanation.append(f"at the start of working hours ({_clock(rs, tz)})")
+            break
+    if not slot.explanation:
+        slot.explanation.append("free time within working hours")
+
+
+def _avoided(b: Busy, where: str) -> dict[str, Any]:
+    return {
+        "event_id": b.id,
+        "title": b.title,
+        "calendar_id": b.calendar_id,
+        "start_utc": iso_z(b.start),
+        "end_utc": iso_z(b.end),
+        "slot_is": "after" if where == "before" else "before",
+    }

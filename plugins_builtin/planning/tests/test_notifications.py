@@ -1,0 +1,54 @@
+"""A new conflict is published once per pair as ``event.conflict`` through the outbox."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+
+import sqlalchemy as sa
+
+from chronos import testing as kit
+from chronos.plugin import CalendarSpec, EventDraft
+from planning_support import PLUGINS, config
+
+T = datetime(2030, 3, 4, 9, 0, tzinfo=UTC)
+H = timedelta(hours=1)
+
+
+async def _published(app) -> list[tuple[str, list[int], str]]:
+    async with kit.runtime_of(app).ctx.db.read() as s:
+        rows = await s.execute(
+            sa.text(
+                "SELECT event_type, payload, dedupe_key FROM webhooks_outbox WHERE event_type = 'event.conflict' ORDER BY id"
+            )
+        )
+        out = []
+        for event_type, payload, key in rows.all():
+            payload = payload if isinstance(payload, dict) else json.loads(payload)
+            out.append((event_type, payload["event_ids"], key))
+        return out
+
+
+async def test_one_notification_per_new_pair(chronos_app):
+    source = kit.FakeSource([CalendarSpec("ext", read_only=True)])
+    plugins = [*PLUGINS, "webhooks", kit.fake_source_plugin(source)]
+    async with chronos_app(plugins=plugins, config=config()) as app:
+        source.add(EventDraft(uid="a", start=T, end=T + 2 * H, title="Planned", mode="auto-plan"), calendar="ext")
+        source.add(EventDraft(uid="b", start=T + H, end=T + 3 * H, title="Busy"), calendar="ext")
+        await kit.sync_now(app, "fake", "ext")
+        [(kind, ids, key)] = await _published(app)
+        assert kind == "event.conflict" and key == f"conflict:{ids[0]}:{ids[1]}"
+        # still conflicting after a move, gone and back again: no second message for the pair
+        for start in (T + H / 2, T + 5 * H, T + H):
+            source.add(EventDraft(uid="b", start=start, end=start + 2 * H, title="Busy"), calendar="ext")
+            await kit.sync_now(app, "fake", "ext")
+        assert len(await _published(app)) == 1
+        # a third event overlapping both: one message per new pair (the planned one and the busy one)
+        source.add(
+            EventDraft(uid="c", start=T + H, end=T + 90 * timedelta(minutes=1), title="Plan 2", mode="auto-plan"),
+            calendar="ext",
+        )
+        await kit.sync_now(app, "fake", "ext")
+        got = await _published(app)
+        assert len(got) == 3
+        assert len({tuple(ids) for _, ids, _ in got}) == 3
