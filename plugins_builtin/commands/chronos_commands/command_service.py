@@ -28,6 +28,7 @@ from chronos.plugin import (
     utcnow,
 )
 
+from chronos_commands.outbox_events import publish
 from chronos_commands.queue import CommandQueue, NewCommand, Rejected, T, command_view, iso, request_hash
 from chronos_commands.whitelist import MAX_RESULT, Violation, check_json_value, encoded_size, refusal, text_problem
 
@@ -275,4 +276,5 @@ async def resolve_manually(
         )
         if queue.workflows is not None:
             await queue.workflows.fire(s, new, outcome, principal=principal, origin=origin)
+        await publish(queue.ctx, s, [(f"command.{outcome}", new)])
     return command_view(new)

@@ -19,6 +19,7 @@ from chronos.plugin import (
 from chronos_commands import command_router, notes_links_router, whitelist_router, workflow_router
 from chronos_commands.command_router import CommandOut
 from chronos_commands.consume import CommandEntries, CommandHints, calendar_upkeep
+from chronos_commands.outbox_events import EVENT_TYPES
 from chronos_commands.settings import CommandsSettings
 from chronos_commands.state import QUEUE, queue_of
 from chronos_commands.whitelist_service import seed_from_config
@@ -49,7 +50,7 @@ def register_migrations():
 
 @hookimpl
 def register_schemas():
-    return [JsonSchema("command", CommandOut)]
+    return [JsonSchema("command", CommandOut), *EVENT_TYPES]
 
 
 @hookimpl

@@ -48,6 +48,7 @@ from chronos.plugin import (
 )
 
 from chronos_commands.models import ExternalCommand, WhitelistEntry, Workflow
+from chronos_commands.outbox_events import publish
 from chronos_commands.settings import CommandsSettings
 from chronos_commands.whitelist import (
     Violation,
@@ -504,6 +505,10 @@ class CommandQueue:
             )
             if r["status"] == "dead" and self.workflows is not None:
                 await self.workflows.fire(s, r, "failed", actor="system:commands.recover")
+        if rows:
+            await publish(
+                self.ctx, s, [("command.dead" if r["status"] == "dead" else "command.expired", r) for r in rows]
+            )
         return len(rows)
 
     async def recover_all(self) -> int:
@@ -658,6 +663,7 @@ class CommandQueue:
                         for row, item in done
                     ],
                 )
+                await publish(self.ctx, s, [("command.completed", row) for row, _ in done])
             triggers = [(row, item) for row, item in done if row["has_rules"]]
             if triggers and self.workflows is not None:
                 rules = await self.workflows.rules_for(s, {row["command"] for row, _ in triggers}, "completed")
@@ -757,6 +763,8 @@ class CommandQueue:
             )
             if new["status"] in ("failed", "dead") and self.workflows is not None:
                 await self.workflows.fire(s, new, "failed", principal=principal, origin=origin)
+            if new["status"] in ("failed", "dead"):
+                await publish(self.ctx, s, [(f"command.{new['status']}", new)])
         return command_view(new)
 
     async def retry(

@@ -1,0 +1,61 @@
+"""Other plugins publish through the outbox: the command queue's outcomes, stored event changes."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+
+from chronos.plugin import EventDraft
+from chronos.testing import FakeSource, fake_source_plugin, sync_now
+from webhooks_support import dispatch, webhooks_config
+
+WHITELIST = [{"system": "homeserver", "action": "PING", "params": {"n": r"\d{1,3}"}, "max_attempts": 1}]
+
+
+async def test_command_outcomes_are_published(chronos_app, api_client, receiver):
+    config = {**webhooks_config(), "commands": {"whitelist": WHITELIST}}
+    async with chronos_app(plugins=["webhooks", "commands"], config=config) as app:
+        c = await api_client(app, scopes=["webhooks.manage", "commands.manage"])
+        r = await c.post("/api/v1/webhooks", json={"url": receiver.url, "event_types": ["command.*"]})
+        assert r.status_code == 201
+        ids = []
+        for n in ("1", "2"):
+            r = await c.post(
+                "/api/v1/commands", json={"target_system": "homeserver", "command": "PING", "params": {"n": n}}
+            )
+            ids.append(r.json()["id"])
+        leased = (await c.get("/api/v1/commands/homeserver", params={"limit": 5})).json()["items"]
+        tokens = {x["id"]: x["lease_token"] for x in leased}
+        r = await c.post(
+            f"/api/v1/commands/{ids[0]}/complete", json={"result": {"ok": 1}, "lease_token": tokens[ids[0]]}
+        )
+        assert r.status_code == 200, r.text
+        r = await c.post(f"/api/v1/commands/{ids[1]}/fail", json={"error": "boom", "lease_token": tokens[ids[1]]})
+        assert r.status_code == 200, r.text
+        await dispatch(app)
+        got = sorted((json.loads(x.body) for x in receiver.received), key=lambda b: b["data"]["id"])
+        assert [(b["type"], b["data"]["id"]) for b in got] == [
+            ("command.completed", ids[0]),
+            ("command.failed", ids[1]),
+        ]
+        assert got[0]["data"]["result"] == {"ok": 1} and got[1]["data"]["error"] == "boom"
+
+
+async def test_stored_event_changes_are_published_and_unchanged_batches_publish_nothing(
+    chronos_app, api_client, receiver
+):
+    source = FakeSource(["team"])
+    start = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+    source.add(EventDraft(uid="a", title="Standup", start=start, end=start.replace(hour=10)))
+    plugins = ["webhooks", "events", fake_source_plugin(source)]
+    async with chronos_app(plugins=plugins, config=webhooks_config()) as app:
+        c = await api_client(app, scopes=["webhooks.manage"])
+        await c.post("/api/v1/webhooks", json={"url": receiver.url, "event_types": ["event.*"]})
+        await sync_now(app, "fake", "team")
+        await sync_now(app, "fake", "team")  # unchanged: nothing new
+        source.remove("a")
+        await sync_now(app, "fake", "team")
+        await dispatch(app)
+        got = [json.loads(x.body) for x in receiver.received]
+        assert sorted(b["type"] for b in got) == ["event.created", "event.deleted"]
+        assert {b["data"]["uid"] for b in got} == {"a"} and got[0]["data"]["calendar_id"] == "team"
