@@ -1,0 +1,172 @@
+"""Proposals: buffers at the edges of working hours, free/busy of every selected calendar, holidays,
+notice, DST weeks in America/New_York and Europe/Berlin, explanations, bad input."""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import UTC, date, datetime, time, timedelta
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from planning_support import PLUGINS, config, create, z
+
+MONDAY = datetime(2030, 3, 4, tzinfo=UTC)
+H = timedelta(hours=1)
+ALL_DAY = [{"start": "00:00", "end": "24:00"}]
+EVERY_DAY = {d: ALL_DAY for d in ("mon", "tue", "wed", "thu", "fri", "sat", "sun")}
+
+
+def at(day: datetime, clock: str) -> datetime:
+    hours, minutes = map(int, clock.split(":"))
+    return day + timedelta(hours=hours, minutes=minutes)
+
+
+async def propose(c, **body):
+    r = await c.post("/api/v1/plan/proposals", json=body)
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def starts(body) -> list[datetime]:
+    return [datetime.fromisoformat(i["start_utc"]) for i in body["items"]]
+
+
+async def test_buffers_at_the_edges_of_working_hours(chronos_app, api_client):
+    hours = {"timezone": "UTC", "buffer_before_minutes": 15, "buffer_after_minutes": 15}
+    async with chronos_app(plugins=PLUGINS, config=config(working_hours=hours)) as app:
+        c = await api_client(app, scopes=["events.read", "events.write"])
+        await create(c, "Standup", at(MONDAY, "09:00"), at(MONDAY, "09:30"))
+        await create(c, "Wrap-up", at(MONDAY, "16:30"), at(MONDAY, "17:00"), calendar="home")
+        window = {"from": z(MONDAY), "to": z(MONDAY + timedelta(days=1))}
+        body = await propose(c, duration_minutes=60, window=window, calendars=["work", "home"], count=50)
+        got = starts(body)
+        expected = [at(MONDAY, "09:45") + i * timedelta(minutes=15) for i in range(23)]  # 09:45 … 15:15
+        assert got == expected
+        first, last = body["items"][0], body["items"][-1]
+        assert first["rank"] == 1 and first["explanation"][0] == "after 'Standup' on work, which ends 09:30"
+        assert last["end_utc"] == z(at(MONDAY, "16:15"))
+        assert "before 'Wrap-up' on home, which starts 16:30" in last["explanation"]
+        assert body["working_hours_from"] == "global" and body["timezone"] == "UTC"
+        # only the calendars asked for count: without home the afternoon is free up to 17:00
+        body = await propose(c, duration_minutes=60, window=window, calendars=["work"], count=50)
+        assert starts(body)[-1] == at(MONDAY, "16:00")
+        # the same request twice gives the same answer
+        assert body == await propose(c, duration_minutes=60, window=window, calendars=["work"], count=50)
+
+
+async def test_ranking_spreads_over_free_gaps_and_skips_holidays(chronos_app, api_client):
+    hours = {"timezone": "UTC", "holidays_calendar": "holidays"}
+    async with chronos_app(plugins=PLUGINS, config=config(working_hours=hours)) as app:
+        c = await api_client(app, scopes=["events.read", "events.write"])
+        await create(c, "Public holiday", date(2030, 3, 4), date(2030, 3, 5), calendar="holidays")
+        await create(c, "Workshop", at(MONDAY, "33:00"), at(MONDAY, "40:00"))  # Tuesday 09:00-16:00
+        window = {"from": z(MONDAY), "to": z(MONDAY + timedelta(days=3))}
+        body = await propose(c, duration_minutes=60, window=window, calendars=["work"], count=3)
+        # Monday is a holiday; Tuesday's only gap comes first, then Wednesday's, then the rest by time
+        assert starts(body) == [at(MONDAY, "40:00"), at(MONDAY, "57:00"), at(MONDAY, "57:15")]
+        assert body["items"][0]["avoided"][0]["slot_is"] == "after"
+
+
+async def test_minimum_notice(chronos_app, api_client):
+    now = datetime.now(UTC)
+    hours = {"timezone": "UTC", "weekly": EVERY_DAY, "min_notice_minutes": 600}
+    async with chronos_app(plugins=PLUGINS, config=config(working_hours=hours)) as app:
+        c = await api_client(app, scopes=["events.read"])
+        window = {"from": z(now - H), "to": z(now + timedelta(days=2))}
+        body = await propose(c, duration_minutes=30, window=window, calendars=["work"], count=1)
+        [first] = starts(body)
+        assert now + timedelta(minutes=600) <= first < now + timedelta(minutes=615)
+
+
+@pytest.mark.parametrize(
+    ("zone", "spring", "autumn"),
+    [
+        ("America/New_York", date(2030, 3, 10), date(2030, 11, 3)),
+        ("Europe/Berlin", date(2030, 3, 31), date(2030, 10, 27)),
+    ],
+)
+async def test_dst_days_have_no_missing_and_no_repeated_local_slots(chronos_app, api_client, zone, spring, autumn):
+    tz = ZoneInfo(zone)
+    async with chronos_app(plugins=PLUGINS, config=config(max_proposals=200, slot_step_minutes=30)) as app:
+        c = await api_client(app, scopes=["events.read"])
+        for day, hours_that_day in ((spring, 23), (autumn, 25)):
+            start = datetime.combine(day, time(), tz)
+            end = datetime.combine(day + timedelta(days=1), time(), tz)
+            override = {"timezone": zone, "weekly": EVERY_DAY}
+            body = await propose(
+                c,
+                duration_minutes=30,
+                window={"from": start.isoformat(), "to": end.isoformat()},
+                calendars=["work"],
+                working_hours=override,
+                count=200,
+            )
+            assert end.astimezone(UTC) - start.astimezone(UTC) == timedelta(hours=hours_that_day)
+            local = [s.astimezone(tz) for s in starts(body)]
+            walls = Counter((t.hour, t.minute) for t in local)
+            assert max(walls.values()) == 1  # no wall time twice (the repeated hour once)
+            assert len(local) == (46 if day == spring else 48), [t.isoformat() for t in local]
+            if day == spring:
+                assert not [t for t in local if t.hour == 2]  # the hour that does not exist
+            for item in body["items"]:
+                assert (
+                    datetime.fromisoformat(item["local_start"]).utcoffset()
+                    == datetime.fromisoformat(item["start_utc"]).astimezone(tz).utcoffset()
+                )
+
+
+@pytest.mark.parametrize(
+    ("zone", "sunday"), [("America/New_York", date(2030, 3, 10)), ("Europe/Berlin", date(2030, 10, 27))]
+)
+async def test_working_hours_follow_local_time_across_a_dst_week(chronos_app, api_client, zone, sunday):
+    tz = ZoneInfo(zone)
+    hours = {"timezone": zone}
+    async with chronos_app(plugins=PLUGINS, config=config(working_hours=hours, max_proposals=100)) as app:
+        c = await api_client(app, scopes=["events.read", "events.write"])
+        friday = sunday - timedelta(days=2)
+        monday = sunday + timedelta(days=1)
+        # a meeting 09:00-12:00 local on both sides of the change
+        for d in (friday, monday):
+            await create(c, "Morning", datetime.combine(d, time(9), tz), datetime.combine(d, time(12), tz))
+        window = {
+            "from": datetime.combine(friday, time(), tz).isoformat(),
+            "to": datetime.combine(monday + timedelta(days=1), time(), tz).isoformat(),
+        }
+        body = await propose(c, duration_minutes=60, window=window, calendars=["work"], count=60)
+        local = [s.astimezone(tz) for s in starts(body)]
+        assert local and all(time(12) <= t.time() <= time(16) for t in local)
+        assert {t.date() for t in local} == {friday, monday}
+        assert sorted(t for t in local if t.date() == friday)[0].time() == time(12)
+        assert sorted(t for t in local if t.date() == monday)[0].time() == time(12)
+        assert body["items"][0]["explanation"][0] == "after 'Morning' on work, which ends 12:00"
+
+
+async def test_bad_input_names_the_field(chronos_app, api_client):
+    async with chronos_app(plugins=PLUGINS, config=config()) as app:
+        c = await api_client(app, scopes=["events.read"])
+        window = {"from": z(MONDAY), "to": z(MONDAY + timedelta(days=1))}
+        good = {"duration_minutes": 30, "window": window, "calendars": ["work"]}
+        cases = [
+            ({"duration_minutes": 0}, "/duration_minutes"),
+            ({"duration_minutes": -30}, "/duration_minutes"),
+            ({"duration_minutes": 2000}, "/duration_minutes"),
+            ({"window": {"from": z(MONDAY), "to": z(MONDAY + timedelta(days=3650))}}, "/window/to"),
+            ({"window": {"from": z(MONDAY), "to": z(MONDAY - H)}}, "/window/to"),
+            ({"calendars": ["work", "nowhere"]}, "/calendars/1"),
+            (
+                {"working_hours": {"weekly": {"mon": [{"start": "17:00", "end": "09:00"}]}}},
+                "/working_hours/weekly/mon/0",
+            ),
+            ({"working_hours": {"timezone": "Mars/Olympus"}}, "/working_hours/timezone"),
+            ({"count": 1000}, "/count"),
+        ]
+        for change, pointer in cases:
+            r = await c.post("/api/v1/plan/proposals", json=good | change)
+            assert r.status_code == 422, (change, r.text)
+            assert r.headers["content-type"].startswith("application/problem+json")
+            pointers = [e["pointer"] for e in r.json()["errors"]]
+            assert any(p == pointer or p.startswith(pointer + "/") or p == "/body" + pointer for p in pointers), (
+                change,
+                pointers,
+            )
