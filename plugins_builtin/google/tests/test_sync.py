@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -254,3 +255,30 @@ async def test_entries_that_cannot_be_read_are_item_errors(chronos_app, api_clie
         assert "missing start" in messages["nostart"]
         c = await api_client(app, scopes=["events.read"])
         assert set(await events_of(c, "odd")) == {("fine", "")}
+
+
+async def test_the_job_runner_and_the_api_outlive_a_failing_calendar(chronos_app, api_client, fake_google, tmp_path):
+    fake_google.put("good@group.calendar.google.com", timed("g1", soon(1)))
+    fake_google.put("down@group.calendar.google.com", timed("d1", soon(1)))
+    fake_google.fail_next(*[Fault(502)] * 2)  # the first scheduled runs meet a failing server
+    cfg = config(
+        fake_google, tmp_path, {"id": "down", "interval_seconds": 3600}, {"id": "good", "interval_seconds": 3600},
+        max_retries=0,
+    )  # fmt: skip
+    async with chronos_app(plugins=PLUGINS, config=cfg, run_jobs=True) as app:
+        c = await api_client(app, scopes=["admin"])
+        for _ in range(200):  # the schedule runs both calendars at start
+            runs = (await c.get("/api/v1/sync/runs", params={"limit": 10})).json()["items"]
+            if len([r for r in runs if r["status"] != "running"]) >= 2:
+                break
+            await asyncio.sleep(0.05)
+        statuses = sorted(r["status"] for r in runs)
+        assert "error" in statuses, runs
+        # The service still answers and syncs on demand.
+        r = await c.post("/api/v1/events/sync", json={"source": "google"})
+        assert r.status_code == 202, r.text
+        await kit.runtime_of(app).pipeline.wait()
+        for run in r.json()["runs"]:
+            done = (await c.get(f"/api/v1/sync/runs/{run['id']}")).json()
+            assert done["status"] == "ok", done
+        assert (await c.get("/health")).status_code == 200
