@@ -15,6 +15,7 @@ from chronos.plugin import (
     hookimpl,
 )
 
+from chronos_mail.outbox_events import EVENT_TYPES
 from chronos_mail.queue import SEND_JOB, SEND_REQUESTS, SqlMailQueue, queue_health
 from chronos_mail.router import router
 from chronos_mail.sender import SENDER
@@ -73,6 +74,11 @@ def register_jobs(ctx: PluginContext):
             description="Send queued mail and due retries",
         )
     ]
+
+
+@hookimpl
+def register_schemas():
+    return EVENT_TYPES
 
 
 @hookimpl

@@ -43,6 +43,7 @@ from chronos.plugin import JobContext, PluginContext, Resource, utcnow
 from chronos_mail.addresses import parse_address
 from chronos_mail.mime import build_message
 from chronos_mail.models import MailDelivery
+from chronos_mail.outbox_events import publish_failed
 from chronos_mail.queue import SEND_REQUESTS
 from chronos_mail.settings import MailSettings
 
@@ -336,12 +337,14 @@ class MailSender:
             status = "failed"
             values.update(status="failed", next_attempt_at=None)
         async with self.ctx.db.write() as s:
-            await s.execute(
+            result = await s.execute(
                 update(MailDelivery)
                 .where(MailDelivery.id == d.id, MailDelivery.locked_by == self.runner_id)
                 .values(**values)
                 .execution_options(synchronize_session=False)
             )
+            if status == "failed" and result.rowcount:  # type: ignore[attr-defined]
+                await publish_failed(self.ctx, s, d.id, d.message_id, d.attempts, outcome.code, outcome.text)
         log.info("mail_delivery", delivery_id=d.id, status=status, attempt=d.attempts, smtp_code=outcome.code)
         return status
 

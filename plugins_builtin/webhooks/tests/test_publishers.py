@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 from datetime import UTC, datetime
 
 from chronos.plugin import EventDraft
@@ -59,3 +60,28 @@ async def test_stored_event_changes_are_published_and_unchanged_batches_publish_
         got = [json.loads(x.body) for x in receiver.received]
         assert sorted(b["type"] for b in got) == ["event.created", "event.deleted"]
         assert {b["data"]["uid"] for b in got} == {"a"} and got[0]["data"]["calendar_id"] == "team"
+
+
+async def test_mail_that_fails_for_good_is_published(chronos_app, api_client, receiver):
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        closed_port = sock.getsockname()[1]  # nothing listens there once the socket is closed
+    mail = {
+        "from": "Chronos <chronos@example.com>",
+        "smtp": {"host": "127.0.0.1", "port": closed_port, "starttls": False, "timeout_seconds": 2},
+        "retry": {"base_seconds": 0, "max_attempts": 1},
+    }
+    async with chronos_app(plugins=["webhooks", "mail"], config={**webhooks_config(), "mail": mail}) as app:
+        c = await api_client(app, scopes=["webhooks.manage", "mail.send"])
+        await c.post("/api/v1/webhooks", json={"url": receiver.url, "event_types": ["mail.failed"]})
+        r = await c.post("/api/v1/mail/send", json={"to": ["ada@example.com"], "subject": "Hi", "text": "Hello"})
+        assert r.status_code == 202, r.text
+        jobs = app.state.chronos.jobs
+        running = jobs.running.get("mail.send")
+        if running is not None:
+            await running
+        await jobs.run_now("mail.send")
+        await dispatch(app)
+        (got,) = [json.loads(x.body) for x in receiver.received]
+        assert got["type"] == "mail.failed" and got["data"]["delivery_id"] == r.json()["id"]
+        assert got["data"]["attempts"] == 1 and got["data"]["error"]
