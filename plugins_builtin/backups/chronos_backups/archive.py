@@ -22,6 +22,7 @@ import io
 import json
 import os
 import re
+import secrets
 import struct
 import tarfile
 from collections.abc import Iterator
@@ -350,15 +351,30 @@ def write_archive(
     passphrase: str | None,
     progress: Any = None,
 ) -> None:
-    """Write the manifest, then ``files`` and ``blobs`` (member name -> content), to ``out_path``;
-    fsync it. ``progress(n)`` is called with the bytes of each block written."""
-    with open(out_path, "wb") as raw:
+    """Write the manifest, then ``blobs`` and ``files`` (member name -> content), to ``out_path``;
+    fsync it. ``progress(n)`` is called with the bytes of each block written.
+
+    A file whose ``sha256`` in ``manifest["members"]`` is None is hashed while it is copied: the
+    manifest goes out with a unique placeholder of the same length, overwritten in place once the
+    file is written (one pass over a large snapshot instead of two). Encrypted archives cannot be
+    patched in place, so their files are hashed first."""
+    members = manifest["members"]
+    pending = {name: secrets.token_hex(32) for name in files if members[name]["sha256"] is None}
+    if passphrase is not None:
+        for name in pending:
+            members[name]["sha256"] = sha256_file(files[name])
+        pending = {}
+    for name, token in pending.items():
+        members[name]["sha256"] = token
+    digests: dict[str, str] = {}
+    with open(out_path, "w+b") as raw:
         sink: IO[bytes] = raw
         enc = None
         if passphrase is not None:
             enc = EncryptingWriter(raw, passphrase)
             sink = io.BufferedWriter(enc, CHUNK)
         with tarfile.open(fileobj=sink, mode="w|", format=tarfile.PAX_FORMAT) as tar:
+            tar.copybufsize = CHUNK
             body = json.dumps(manifest, indent=2, sort_keys=True).encode("utf-8")
             _add_bytes(tar, MANIFEST, body)
             for name, data in blobs.items():
@@ -369,10 +385,23 @@ def write_archive(
                 info.mtime = int(path.stat().st_mtime)
                 info.mode = 0o600
                 with open(path, "rb") as f:
-                    tar.addfile(info, _Counting(f, progress))
+                    reader = _Counting(f, progress)
+                    tar.addfile(info, reader)
+                digests[name] = reader.digest.hexdigest()
         if enc is not None:
             sink.flush()
             enc.close()
+        if pending:
+            raw.flush()
+            raw.seek(0)
+            head = raw.read(len(body) + 64 * 1024)
+            for name, token in pending.items():
+                at = head.find(token.encode())
+                if at < 0 or head.count(token.encode()) != 1:
+                    raise ArchiveError("internal error: the manifest placeholder was not found")
+                raw.seek(at)
+                raw.write(digests[name].encode())
+                members[name]["sha256"] = digests[name]
         raw.flush()
         os.fsync(raw.fileno())
 
@@ -385,11 +414,16 @@ def _add_bytes(tar: tarfile.TarFile, name: str, data: bytes) -> None:
 
 
 class _Counting:
+    """A file read once by tarfile: hashed and reported on the way."""
+
     def __init__(self, f: IO[bytes], progress: Any) -> None:
         self._f, self._progress = f, progress
+        self.digest = hashlib.sha256()
 
     def read(self, n: int = -1) -> bytes:
         data = self._f.read(n)
-        if self._progress is not None and data:
-            self._progress(len(data))
+        if data:
+            self.digest.update(data)
+            if self._progress is not None:
+                self._progress(len(data))
         return data

@@ -311,9 +311,9 @@ async def _create(ctx: PluginContext, store: BackupStore, progress: Progress) ->
         progress.phase = "hashing"
         files = {member: snap, **dict(asset_files(settings.assets))}
         blobs = {fmt.CONFIG_MEMBER: json.dumps(effective_config(ctx), indent=2, sort_keys=True).encode("utf-8")}
-        members = {}
-        for name, path in files.items():
-            members[name] = {"size": path.stat().st_size, "sha256": await asyncio.to_thread(fmt.sha256_file, path)}
+        members: dict[str, dict[str, Any]] = {}
+        for name, path in files.items():  # hashed while written (write_archive)
+            members[name] = {"size": path.stat().st_size, "sha256": None}
         for name, data in blobs.items():
             members[name] = {"size": len(data), "sha256": _sha256(data)}
         product, plugins = versions()
