@@ -21,7 +21,7 @@ from typing import Any
 import httpx
 import pytest
 import yaml
-from playwright.sync_api import expect
+from playwright.sync_api import TimeoutError as PlaywrightTimeout, expect
 
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = "/usr/bin/chromium"
@@ -74,7 +74,7 @@ def server(tmp_path_factory) -> Iterator[dict[str, Any]]:
     config = {
         "database": {"url": f"sqlite+aiosqlite:///{tmp / 'chronos.db'}"},
         "logging": {"level": "warning"},
-        "plugins": {"enabled": ["events", "ics", "normalize", "commands", "templates", "mail", "web"]},
+        "plugins": {"enabled": ["events", "ics", "normalize", "commands", "templates", "mail", "web", "hello"]},
         "ics": {
             "calendars": [
                 {
@@ -138,7 +138,7 @@ def browser():
 def page(browser, server):
     context = browser.new_context(viewport={"width": 1280, "height": 800}, timezone_id="Europe/Berlin")
     pg = context.new_page()
-    pg.set_default_timeout(10_000)
+    pg.set_default_timeout(20_000)
     errors: list[str] = []
     pg.on("pageerror", lambda e: errors.append(str(e)))
     pg.on("dialog", lambda d: (errors.append(f"dialog: {d.message}"), d.dismiss()))
@@ -272,6 +272,18 @@ def test_sync_now_shows_a_run(page, server):
     assert pg.errors == []
 
 
+def test_a_plugin_contributes_its_own_panel(page, server):
+    """The plugin template's panel.js (a WebAssets record) shows up in the navigation and works."""
+    pg = page
+    sign_in(pg, server)
+    open_panel(pg, "plugin-hello")
+    assert pg.inner_text("#h-plugin-hello") == "Greetings"
+    pg.get_by_label("Who to greet").fill("Ada")
+    pg.click("button[type=submit] >> text=Greet")
+    expect(pg.locator('section[data-panel="plugin-hello"] [role="status"]')).to_have_text("Hello, Ada! (greeted 1×)")
+    assert pg.errors == []
+
+
 # -- bad input, keys and the server going away -----------------------------------------------------------
 
 
@@ -346,15 +358,16 @@ def test_every_panel_passes_axe_and_is_photographed_at_desktop_and_phone_width(b
             # bypass_csp lets the test inject axe; the page itself never runs inline code.
             context = browser.new_context(viewport=viewport, color_scheme=scheme, bypass_csp=True)
             pg = context.new_page()
-            pg.set_default_timeout(10_000)
+            pg.set_default_timeout(20_000)
             pg.goto(server["base"] + "/ui/")
             pg.wait_for_selector("#signin:not([hidden])")
             pg.screenshot(path=str(artifacts / f"signin-{name}-{scheme}.png"))
             sign_in(pg, server)
             for panel in PANELS:
                 pg.goto(f"{server['base']}/ui/#/{panel}")
-                pg.wait_for_selector(f'section[data-panel="{panel}"] h2')
-                pg.wait_for_load_state("networkidle")
+                pg.wait_for_selector(f'section[data-panel="{panel}"] > div > :not(.muted)')
+                with contextlib.suppress(PlaywrightTimeout):  # the commands queue polls: idle is best effort
+                    pg.wait_for_load_state("networkidle", timeout=5_000)
                 pg.screenshot(path=str(artifacts / f"{panel}-{name}-{scheme}.png"), full_page=True)
                 if panel == "templates" and pg.locator("iframe.preview").count():
                     # Full-page captures leave the sandboxed (out-of-process) preview blank: photograph it in view.

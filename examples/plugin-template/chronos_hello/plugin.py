@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from chronos.plugin import Migrations, Router, Scope, SettingsSection, hookimpl
+from chronos.plugin import Migrations, Router, Scope, SettingsSection, WebAssets, hookimpl
 
 from chronos_hello.router import router
 from chronos_hello.service import GREETER
@@ -35,3 +35,9 @@ def register_routers() -> list[Router]:
 def register_migrations() -> list[Migrations]:
     # Revisions in chronos_hello/migrations/versions/, version table alembic_version_hello.
     return [Migrations("hello", "chronos_hello")]
+
+
+@hookimpl
+def register_web_assets() -> list[WebAssets]:
+    # chronos_hello/static/panel.js becomes a panel of the dashboard (the web plugin).
+    return [WebAssets("hello", "chronos_hello", "static")]

@@ -61,3 +61,11 @@ async def test_greetings_are_audited_with_their_origin(chronos_app, api_client):
 async def test_migrations_match_the_models(chronos_app, database):
     async with chronos_app(plugins=["hello"]):
         assert await kit.schema_drift(database, ["hello_greetings"]) == []
+
+
+async def test_serves_its_dashboard_panel(chronos_app):
+    async with chronos_app(plugins=["hello"]) as app, kit.client(app) as c:
+        r = await c.get("/ui/plugins/hello/panel.js")
+        assert r.status_code == 200 and "javascript" in r.headers["content-type"]
+        assert "export async function render(root, kit)" in r.text
+        assert "default-src 'self'" in r.headers["content-security-policy"]
