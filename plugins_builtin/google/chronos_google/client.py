@@ -1,7 +1,8 @@
 """Talking to Google Calendar v3 through gcsa, off the event loop.
 
 gcsa and googleapiclient are synchronous (httplib2): every request runs in a
-worker thread, bounded by a timeout, and the waits between retries are
+worker thread of the source's own pool (a hanging server cannot starve the
+service's default pool), bounded by a timeout, and the waits between retries are
 ``asyncio.sleep`` so the event loop is never blocked.
 
 Errors become :class:`SourceError` messages an operator can act on. They
@@ -16,6 +17,7 @@ import json
 import random
 import threading
 from collections.abc import Callable
+from concurrent.futures import Executor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -154,6 +156,7 @@ class CalendarClient:
         retry: Retry,
         write: bool,
         sleep: Callable[[float], Any] = asyncio.sleep,
+        executor: Executor | None = None,
     ) -> None:
         self.creds = creds
         self.calendar_id = calendar_id
@@ -162,6 +165,7 @@ class CalendarClient:
         self.retry = retry
         self.scopes = [SCOPE_WRITE if write else SCOPE_READ]
         self.sleep = sleep
+        self.executor = executor
         self._gc: GoogleCalendar | None = None
         # httplib2 connections are not thread-safe: one request at a time per client.
         self._lock = threading.Lock()
@@ -196,7 +200,7 @@ class CalendarClient:
             try:
                 # The socket timeout bounds each read; this bounds the whole call (a trickling server).
                 async with asyncio.timeout(self.timeout * 2 + 5):
-                    return await asyncio.to_thread(self._execute, build)
+                    return await asyncio.get_running_loop().run_in_executor(self.executor, self._execute, build)
             except HttpError as exc:
                 status, reason = exc.resp.status, _reason(exc)
                 retryable = status == 429 or status >= 500 or (status == 403 and reason in RATE_LIMIT_REASONS)

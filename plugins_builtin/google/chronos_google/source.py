@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -47,6 +48,7 @@ class GoogleSource(Source):
         self.sleep = sleep
         self._by_id = {c.id: c for c in settings.calendars}
         self._clients: dict[str, CalendarClient] = {}
+        self._pool: ThreadPoolExecutor | None = None
 
     def calendars(self) -> list[CalendarSpec]:
         return [
@@ -76,8 +78,23 @@ class GoogleSource(Source):
                 retry=Retry(s.max_retries, s.backoff_base_seconds, s.backoff_max_seconds),
                 write=not cfg.read_only,
                 sleep=self.sleep,
+                executor=self._executor(),
             )
         return found
+
+    def _executor(self) -> ThreadPoolExecutor:
+        if self._pool is None:
+            # A calendar runs one request at a time (a sync's next page, or a deletion waiting for it).
+            workers = max(2, min(16, 2 * len(self.settings.calendars)))
+            self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="chronos-google")
+        return self._pool
+
+    async def aclose(self) -> None:
+        self._clients.clear()
+        if self._pool is not None:
+            # A request still waiting on a silent server ends with its socket timeout; nobody waits for it.
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
 
     async def _check_outbound(self) -> None:
         """An overridden API address goes through the kernel's outbound policy, right before connecting."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -93,3 +94,29 @@ async def sync_ok(app, calendar_id: str, **kw):
     run = await kit.sync_now(app, "google", calendar_id, **kw)
     assert run.status == "ok", run.error
     return run
+
+
+async def test_a_scheduled_entry_stays_until_its_command_is_handed_out(chronos_app, api_client, fake_google, tmp_path):
+    cal = "garden@group.calendar.google.com"
+    fake_google.calendar(cal)
+    cfg = with_commands(config(fake_google, tmp_path, {"id": "garden", "read_only": False, "interval_seconds": 0}))
+    async with chronos_app(plugins=PLUGINS, config=cfg) as app:
+        start = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=4)
+        fake_google.put(cal, timed("water", start, 10, summary="ACTION: WATER garden minutes=10"))
+        await sync_ok(app, "garden")
+        c = await api_client(app, scopes=["admin"])
+        assert set(await events_of(c, "garden")) == {("water", "")}  # kept while its command waits
+        [cmd] = (await c.get("/api/v1/commands", params={"limit": 10})).json()["items"]
+        assert cmd["status"] == "pending" and cmd["source"]["uid"] == "water"
+        await upkeep(app)
+        assert deletes(fake_google) == []
+        while datetime.now(UTC) < start:  # the command is due at the entry's start
+            await asyncio.sleep(0.2)
+        leased = (await c.get("/api/v1/commands/garden")).json()["items"]
+        assert [x["id"] for x in leased] == [cmd["id"]]
+        result = await upkeep(app)
+        assert (result["released"], result["deleted_at_source"]) == (1, 1), result
+        assert deletes(fake_google) == ["water"]
+        assert fake_google.calendars[cal].events["water"]["status"] == "cancelled"
+        await sync_ok(app, "garden")
+        assert await events_of(c, "garden") == {}
