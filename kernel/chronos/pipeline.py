@@ -57,6 +57,7 @@ from chronos.contracts.events import (
     SourceError,
     StoredEvent,
 )
+from chronos.contracts.outbox import Outbox
 from chronos.db.base import utcnow
 from chronos.db.sync_models import SyncRun, SyncState
 from chronos.exceptions import InvalidInput
@@ -657,6 +658,10 @@ class SyncPipeline:
                     .where(SyncState.source == source, SyncState.calendar_id == calendar_id)
                     .values(**state_values)
                 )
+                if status == "error" and "sync.failed" in self.ctx.event_types and self.ctx.has_service(Outbox):
+                    # Published with the run's record: a failure is reported exactly when it is recorded.
+                    failure = {"source": source, "calendar_id": calendar_id, "run_id": run_id, "error": error or ""}
+                    await self.ctx.service(Outbox).enqueue(s, "sync.failed", failure, calendar_id=calendar_id)
         except Exception as exc:  # noqa: BLE001 - the run's data is committed; only its record is late
             log.error("sync_record_failed", run_id=run_id, error=_describe(exc))
         metrics.SYNC_RUNS.labels(source=source, status=status).inc()

@@ -19,7 +19,7 @@ from chronos.plugin import (
 from chronos_webhooks.dispatcher import DISPATCHER
 from chronos_webhooks.outbox import DISPATCH_JOB, DISPATCH_REQUESTS, SqlOutbox
 from chronos_webhooks.router import router
-from chronos_webhooks.schemas import EventChange, OutboxTest
+from chronos_webhooks.schemas import EventChange, OutboxTest, SyncFailed
 from chronos_webhooks.service import outbox_health
 from chronos_webhooks.settings import WebhooksSettings
 from chronos_webhooks.sink import OutboxSink
@@ -67,6 +67,8 @@ def register_schemas():
         EventType("event.created", EventChange, "An event was stored for the first time (sync or API)"),
         EventType("event.updated", EventChange, "A stored event changed"),
         EventType("event.deleted", EventChange, "A stored event was deleted"),
+        # The kernel's sync pipeline publishes it (it is no plugin): declared here, with the outbox.
+        EventType("sync.failed", SyncFailed, "A sync run of a calendar ended in an error"),
     ]
 
 

@@ -85,3 +85,17 @@ async def test_mail_that_fails_for_good_is_published(chronos_app, api_client, re
         (got,) = [json.loads(x.body) for x in receiver.received]
         assert got["type"] == "mail.failed" and got["data"]["delivery_id"] == r.json()["id"]
         assert got["data"]["attempts"] == 1 and got["data"]["error"]
+
+
+async def test_a_failed_sync_run_is_published(chronos_app, api_client, receiver):
+    source = FakeSource(["team"])
+    source.fail_at = 0
+    plugins = ["webhooks", "events", fake_source_plugin(source)]
+    async with chronos_app(plugins=plugins, config=webhooks_config()) as app:
+        c = await api_client(app, scopes=["webhooks.manage"])
+        await c.post("/api/v1/webhooks", json={"url": receiver.url, "event_types": ["sync.*"]})
+        run = await sync_now(app, "fake", "team")
+        await dispatch(app)
+        (got,) = [json.loads(x.body) for x in receiver.received]
+        assert got["type"] == "sync.failed" and got["data"]["calendar_id"] == "team"
+        assert "connection lost" in got["data"]["error"] and got["data"]["run_id"] == run.id
