@@ -36,6 +36,7 @@ LAYERS: list[tuple[str, set[str]]] = [
             "chronos.contracts.ical",
             "chronos.contracts.mail",
             "chronos.contracts.outbox",
+            "chronos.contracts.planning",
             "chronos.db",
             "chronos.db.base",
             "chronos.db.engine",

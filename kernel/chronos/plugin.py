@@ -54,16 +54,6 @@ from chronos.contracts.events import (
     StoredEvent,
     SubTask,
 )
-from chronos.contracts.outbox import (
-    Delivery,
-    DeliveryResult,
-    DeliveryTarget,
-    EventType,
-    Outbox,
-    OutboxMessage,
-    Publication,
-    type_matches,
-)
 from chronos.contracts.mail import (
     AttachmentsTooLarge,
     IdempotencyConflict,
@@ -81,6 +71,17 @@ from chronos.contracts.mail import (
     TemplateTypeMismatch,
     request_fingerprint,
 )
+from chronos.contracts.outbox import (
+    Delivery,
+    DeliveryResult,
+    DeliveryTarget,
+    EventType,
+    Outbox,
+    OutboxMessage,
+    Publication,
+    type_matches,
+)
+from chronos.contracts.planning import ConflictIndex, EventAnalytics
 from chronos.db.base import Base, BigIntPK, JSONType, UTCDateTime, utcnow
 from chronos.errors import Problem
 from chronos.exceptions import (
@@ -148,6 +149,8 @@ __all__ = [
     "SourceError",
     "StoredEvent",
     "SubTask",
+    "ConflictIndex",
+    "EventAnalytics",
     "Delivery",
     "DeliveryResult",
     "DeliveryTarget",

@@ -75,6 +75,14 @@ LIST_PARAMETERS = [
         "schema": {"type": "boolean", "default": False},
         "description": "Add counts per calendar, day and tag and busy minutes over every match.",
     },
+    {
+        "name": "include",
+        "in": "query",
+        "schema": {"type": "array", "items": {"type": "string", "enum": ["conflicts"]}, "maxItems": 1},
+        "style": "form",
+        "explode": True,
+        "description": "conflicts: each item lists the ids of the events it conflicts with (the planning plugin).",
+    },
 ]
 
 
@@ -82,7 +90,12 @@ LIST_PARAMETERS = [
     "/events",
     summary="List and search events",
     openapi_extra={"parameters": LIST_PARAMETERS},
-    responses={200: {"description": '`{"items": [...], "next_cursor": str | null, "analytics"?: {...}}`'}},
+    responses={
+        200: {
+            "description": '`{"items": [...], "next_cursor": str | null, "analytics"?: {...}}`;'
+            " with include=conflicts each item has `conflicts`: [ids]"
+        }
+    },
 )
 async def list_events(request: Request, ctx: Context, _p: Principal = Depends(READ)) -> Response:
     """Events overlapping ``[from, to)``, sorted by start then id (descending for ``past``).
@@ -92,7 +105,10 @@ async def list_events(request: Request, ctx: Context, _p: Principal = Depends(RE
     first; ``all`` (default with a window) = just the window.
     """
     q, analytics = parse_list_query(request.query_params)
-    body = await service.list_events(ctx, q, analytics=analytics)
+    include = request.query_params.getlist("include")
+    if any(value != "conflicts" for value in include):
+        raise service.invalid_query("include", "the only value is conflicts")
+    body = await service.list_events(ctx, q, analytics=analytics, conflicts=bool(include))
     if isinstance(body, bytes):
         return Response(body, media_type="application/json")
     return JSONResponse(body)

@@ -11,6 +11,7 @@ from typing import Any, cast
 from pydantic import ValidationError
 
 from chronos.plugin import (
+    ConflictIndex,
     EventDraft,
     EventIntake,
     EventKey,
@@ -56,6 +57,15 @@ def invalid(detail: str, pointer: str, problem: str) -> InvalidInput:
     )
 
 
+def invalid_query(name: str, problem: str) -> InvalidInput:
+    """A 422 for one bad query parameter."""
+    return InvalidInput(
+        f"The request is invalid: /query/{name}: {problem}",
+        type="validation",
+        errors=[{"pointer": f"/query/{name}", "location": "query", "detail": problem, "type": "value_error"}],
+    )
+
+
 def validation_error(exc: ValidationError, prefix: str = "") -> InvalidInput:
     """A pydantic error as a 422 with a pointer per error (under ``prefix``)."""
     errors = [
@@ -82,8 +92,14 @@ async def event_row(session: Any, store: SqlEventStore, event_id: int) -> Any:
 # -- list ---------------------------------------------------------------------------
 
 
-async def list_events(ctx: PluginContext, q: EventQuery, *, analytics: bool) -> bytes | dict[str, Any]:
+async def list_events(
+    ctx: PluginContext, q: EventQuery, *, analytics: bool, conflicts: bool = False
+) -> bytes | dict[str, Any]:
     """One page of ``GET /api/v1/events``: the ready JSON bytes (SQLite, no analytics) or the body.
+
+    ``conflicts`` adds each item's ``conflicts`` (the ids of the events it
+    conflicts with) from the :class:`ConflictIndex` service (the planning
+    plugin); without one it is a 422.
 
     Analytics and text searches are bounded: a window of at most
     ``events.query_max_window_days`` (an open side is closed that far from the
@@ -108,14 +124,22 @@ async def list_events(ctx: PluginContext, q: EventQuery, *, analytics: bool) -> 
                     }
                 ],
             )
+    if conflicts and not ctx.has_service(ConflictIndex):
+        raise invalid_query("include", "conflicts need the planning plugin, which is not enabled")
     try:
-        if ctx.db.is_sqlite and not analytics:
+        if ctx.db.is_sqlite and not analytics and not conflicts:
             return await list_page_sqlite(ctx.db.reader, q, inline_reader(ctx), budget)
         async with ctx.db.read() as s:
             if budget is None:
-                return await run_list(s, ctx.db.dialect, q, analytics=analytics)
-            async with statement_budget(s, budget):
-                return await run_list(s, ctx.db.dialect, q, analytics=analytics)
+                body = await run_list(s, ctx.db.dialect, q, analytics=analytics)
+            else:
+                async with statement_budget(s, budget):
+                    body = await run_list(s, ctx.db.dialect, q, analytics=analytics)
+            if conflicts:
+                found = await ctx.service(ConflictIndex).conflicting_ids(s, [i["id"] for i in body["items"]])
+                for item in body["items"]:
+                    item["conflicts"] = found.get(item["id"], [])
+            return body
     except Exception as exc:
         if budget is None or not over_budget(exc):
             raise

@@ -18,6 +18,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from chronos.plugin import (
+    ConflictIndex,
     MalformedInput,
     Outbox,
     PluginContext,
@@ -406,3 +407,13 @@ def parse_cursor(raw: str | None) -> tuple[datetime, int] | None:
         return datetime.fromisoformat(at), last
     except ValueError:
         raise MalformedInput("The cursor is invalid; start again without it", type="invalid-cursor") from None
+
+
+class SqlConflictIndex(ConflictIndex):
+    """The conflict index the event list asks for ``include=conflicts``."""
+
+    def __init__(self, ctx: PluginContext) -> None:
+        self.ctx = ctx
+
+    async def conflicting_ids(self, session: AsyncSession, event_ids: Sequence[int]) -> dict[int, list[int]]:
+        return await conflicting_ids(session, event_ids)

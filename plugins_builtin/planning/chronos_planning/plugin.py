@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
-from chronos.plugin import EventType, Migrations, PluginContext, Router, SettingsSection, hookimpl
+from chronos.plugin import (
+    ConflictIndex,
+    EventType,
+    Migrations,
+    PluginContext,
+    Router,
+    Service,
+    SettingsSection,
+    hookimpl,
+)
 
 from chronos_planning import router
-from chronos_planning.conflicts import CONFLICT_EVENT, ConflictSink, init_span
+from chronos_planning.conflicts import CONFLICT_EVENT, ConflictSink, SqlConflictIndex, init_span
 from chronos_planning.schemas import ConflictPublished
 from chronos_planning.settings import PlanningSettings
 
@@ -29,6 +38,11 @@ def register_routers():
 @hookimpl
 def register_sinks():
     return [ConflictSink()]
+
+
+@hookimpl
+def register_services():
+    return [Service("planning.conflicts", ConflictIndex, SqlConflictIndex)]
 
 
 @hookimpl

@@ -136,3 +136,28 @@ async def test_window_calendar_filter_and_pages(chronos_app, api_client):
             assert r.headers["content-type"].startswith("application/problem+json")
             if pointer:
                 assert [e["pointer"] for e in r.json()["errors"]] == [pointer]
+
+
+async def test_event_list_includes_conflicting_ids(chronos_app, api_client):
+    async with chronos_app(plugins=PLUGINS, config=config()) as app:
+        c = await api_client(app, scopes=["events.read", "events.write"])
+        planned = await create(c, "Planned", T, T + 2 * H, mode="auto-plan")
+        a = await create(c, "A", T, T + H, calendar="home")
+        b = await create(c, "B", T + H, T + 3 * H, calendar="home")
+        alone = await create(c, "Alone", T + 5 * H, T + 6 * H)
+        params = {"from": z(WEEK[0]), "to": z(WEEK[1]), "include": "conflicts"}
+        r = await c.get("/api/v1/events", params=params)
+        assert r.status_code == 200, r.text
+        got = {i["id"]: i["conflicts"] for i in r.json()["items"]}
+        assert got == {planned: [a, b], a: [planned], b: [planned], alone: []}
+        plain = (await c.get("/api/v1/events", params={"from": z(WEEK[0]), "to": z(WEEK[1])})).json()
+        assert all("conflicts" not in i for i in plain["items"])
+        r = await c.get("/api/v1/events", params={**params, "include": "everything"})
+        assert r.status_code == 422 and r.json()["errors"][0]["pointer"] == "/query/include"
+
+
+async def test_include_conflicts_without_planning_is_refused(chronos_app, api_client):
+    async with chronos_app(plugins=["events"], config=config()) as app:
+        c = await api_client(app, scopes=["events.read"])
+        r = await c.get("/api/v1/events", params={"include": "conflicts"})
+        assert r.status_code == 422 and r.json()["errors"][0]["pointer"] == "/query/include"
