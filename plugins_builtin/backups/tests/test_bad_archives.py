@@ -117,6 +117,7 @@ async def test_a_wrong_passphrase_is_refused(chronos_app, backup_dir, bk):
     config = bk.config(backup_dir, encrypt=True)
     async with chronos_app(plugins=["backups"], config=config, env=env) as app:
         ctx = runtime_of(app).ctx
+        snapshot = await bk.table_rows(ctx)
         view = await service.create_backup(ctx, service.new_backup_id())
     archive = backup_dir / view["file"]
     assert archive.name.endswith(".tar.enc") and view["verified"]
@@ -129,6 +130,11 @@ async def test_a_wrong_passphrase_is_refused(chronos_app, backup_dir, bk):
         await restore(other, archive)
     assert await bk.table_rows(ctx) == before
     await other.db.dispose()
+    # The right passphrase restores it (connections opened before the swap still see the old file).
+    await ctx.db.dispose()
+    result = await restore(ctx, archive)
+    assert result["previous"] and await bk.table_rows(ctx) == snapshot
+    await ctx.db.dispose()
     await ctx.db.dispose()
 
 
@@ -172,3 +178,13 @@ async def test_a_full_disk_leaves_nothing_that_looks_like_an_archive(chronos_app
         assert [(b["id"], b["status"]) for b in listed] == [(backup_id, "failed")]
         assert (await c.delete(f"/api/v1/backups/{backup_id}")).status_code == 204
         assert (await c.get("/api/v1/backups")).json()["items"] == []
+
+
+@pytest.mark.backends("postgresql")
+async def test_without_pg_dump_a_postgresql_backup_fails_clearly(chronos_app, api_client, backup_dir, bk):
+    async with chronos_app(plugins=["backups"], config=bk.config(backup_dir, pg_dump="pg_dump-not-installed")) as app:
+        c = await api_client(app, scopes=["backups.manage"])
+        failed = await bk.wait_backup(c, (await c.post("/api/v1/backups")).json()["id"])
+    assert failed["status"] == "failed"
+    assert "need the pg_dump-not-installed binary, which is not installed" in failed["error"]
+    assert list(backup_dir.iterdir()) == []
