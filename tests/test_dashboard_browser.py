@@ -74,7 +74,9 @@ def server(tmp_path_factory) -> Iterator[dict[str, Any]]:
     config = {
         "database": {"url": f"sqlite+aiosqlite:///{tmp / 'chronos.db'}"},
         "logging": {"level": "warning"},
-        "plugins": {"enabled": ["events", "ics", "normalize", "commands", "templates", "mail", "web", "hello"]},
+        "plugins": {
+            "enabled": ["events", "ics", "normalize", "commands", "templates", "mail", "web", "hello", "planning"]
+        },
         "ics": {
             "calendars": [
                 {
@@ -269,6 +271,26 @@ def test_sync_now_shows_a_run(page, server):
     pg.wait_for_selector("text=Sync of demo started")
     wait_for(lambda: len(server["api"].get("/sync/runs", params={"limit": 500}).json()["items"]) > before, 20, "a run")
     expect(pg.locator("td", has_text="api").first).to_be_visible()
+    assert pg.errors == []
+
+
+def test_conflict_hints_and_moving_an_event_to_a_proposed_slot(page, server):
+    api = server["api"]
+    start = time.strftime("%Y-%m-%dT%H:00:00Z", time.gmtime(time.time() + 2 * 3600))
+    end = time.strftime("%Y-%m-%dT%H:00:00Z", time.gmtime(time.time() + 3 * 3600))
+    planned = api.post("/events", json={"title": "Plan me", "start": start, "end": end, "mode": "auto-plan"}).json()
+    api.post("/events", json={"title": "Fixed meeting", "start": start, "end": end})
+    pg = page
+    sign_in(pg, server)
+    chip = pg.locator(f'.ev[data-event-id="{planned["id"]}"]')
+    expect(chip).to_contain_text("conflict")
+    chip.click()
+    expect(pg.locator(".details [role=note]")).to_contain_text("Fixed meeting")
+    pg.click("text=Propose free slots")
+    pg.locator(".details >> text=Move here").first.click()
+    expect(chip).not_to_contain_text("conflict")
+    moved = api.get(f"/events/{planned['id']}").json()
+    assert moved["start_utc"] != planned["start_utc"]
     assert pg.errors == []
 
 

@@ -36,7 +36,6 @@ export async function render(root, kit) {
   const {api, h, fill, fmt, field, empty, errorBox} = kit;
   const state = {view: "week", anchor: new Date(), calendar: "", tags: "", text: "", completed: true, selected: null};
   let calendars = [];
-  const planning = kit.plugins && kit.plugins.has("planning");
 
   const view = h("select", {name: "view"},
     h("option", {value: "week"}, "Week"), h("option", {value: "day"}, "Day"), h("option", {value: "agenda"}, "Agenda"));
@@ -65,6 +64,9 @@ export async function render(root, kit) {
   let cursor = null;
   let items = [];
   let seq = 0;
+  // event id -> conflicts it is part of (GET /conflicts of the planning plugin; absent: 404, hints off)
+  let conflicts = new Map();
+  let planningOn = true;
 
   function window_() {
     if (state.view === "agenda") return {from: startOfDay(state.anchor), to: null};
@@ -96,7 +98,7 @@ export async function render(root, kit) {
     more.disabled = true;
     status.replaceChildren();
     try {
-      const page = await api.get("events", query(cursor));
+      const [page] = await Promise.all([api.get("events", query(cursor)), reset ? loadConflicts(mine) : null]);
       if (mine !== seq) return;
       items = items.concat(page.items);
       cursor = page.next_cursor || null;
@@ -109,12 +111,29 @@ export async function render(root, kit) {
     }
   }
 
+  async function loadConflicts(mine) {
+    if (!planningOn || state.view === "agenda") return;
+    const {from, to} = window_();
+    try {
+      const page = await api.get("conflicts", {from: from.toISOString(), to: to.toISOString(), limit: 500});
+      if (mine !== seq) return;
+      conflicts = new Map();
+      for (const c of page.items) {
+        for (const id of c.event_ids) conflicts.set(id, [...(conflicts.get(id) || []), c]);
+      }
+    } catch (err) {
+      // No planning plugin (404) or no right to it (403): no hints.
+      if (err.status === 404 || err.status === 403) planningOn = false;
+    }
+  }
+
   function chip(ev) {
-    const cls = ["ev", ev.all_done && ev.sub_tasks.length ? "done" : "", planning && ev.metadata && ev.metadata.conflicts ? "conflict" : ""];
+    const clash = conflicts.has(ev.id);
+    const cls = ["ev", ev.all_done && ev.sub_tasks.length ? "done" : "", clash ? "conflict" : ""];
     const when = ev.all_day ? "all day" : `${fmt.time(ev.start_utc)}–${fmt.time(ev.end_utc)}`;
     const checklist = ev.sub_tasks.length ? ` · ${ev.sub_tasks.filter((s) => s.done).length}/${ev.sub_tasks.length}` : "";
     return h("button", {type: "button", class: cls.join(" ").trim(), "data-event-id": ev.id, onclick: () => select(ev.id)},
-      h("span", {class: "t"}, when + checklist), ev.title);
+      h("span", {class: "t"}, when + checklist + (clash ? " · ⚠ conflict" : "")), ev.title);
   }
 
   function draw() {
@@ -189,10 +208,16 @@ export async function render(root, kit) {
       });
       return h("li", {}, kit.field(st.text, box, {inline: true}));
     }));
-    const conflicts = planning && ev.metadata && ev.metadata.conflicts;
+    const clashes = conflicts.get(ev.id) || [];
+    const others = clashes.flatMap((c) => c.events.filter((o) => o.id !== ev.id).map((o) => ({...o, reason: c.reason})));
+    const proposals = h("div");
     fill(details,
       h("h3", {}, ev.title),
-      conflicts ? h("p", {class: "error", role: "note"}, `Conflicts: ${JSON.stringify(conflicts)}`) : null,
+      others.length ? h("div", {class: "card", role: "note"},
+        h("p", {class: "error"}, "Conflicts with:"),
+        h("ul", {}, others.map((o) => h("li", {},
+          h("button", {type: "button", onclick: () => select(o.id)}, o.title), ` ${fmt.dateTime(o.start_utc)} (${o.reason})`))),
+        h("button", {type: "button", onclick: () => showProposals(ev, proposals)}, "Propose free slots"), proposals) : null,
       h("dl", {},
         h("dt", {}, "When"), h("dd", {}, ev.all_day ? `${ev.start_date} (all day)` : `${fmt.dateTime(ev.start_utc)} – ${fmt.time(ev.end_utc)}`),
         h("dt", {}, "Calendar"), h("dd", {}, `${ev.calendar_id} (${ev.source})`),
@@ -209,6 +234,30 @@ export async function render(root, kit) {
       h("div", {class: "row"},
         writable ? h("button", {type: "button", onclick: () => editor(ev)}, "Edit") : h("span", {class: "muted"}, "Read-only calendar"),
         h("button", {type: "button", onclick: () => { details.hidden = true; }}, "Close")));
+  }
+
+  async function showProposals(ev, el) {
+    fill(el, h("p", {class: "muted"}, "Looking for free slots…"));
+    try {
+      const res = await api.get(`events/${ev.id}/proposals`);
+      if (!res.items.length) {
+        fill(el, empty("No free slot in the planning window: widen the working hours or move another event."));
+        return;
+      }
+      fill(el, h("ul", {class: "checklist"}, res.items.map((slot) => h("li", {},
+        `${fmt.dateTime(slot.start_utc)} – ${fmt.time(slot.end_utc)} `,
+        res.movable ? h("button", {type: "button", onclick: async () => {
+          try {
+            await api.post(`events/${ev.id}/reschedule`, {proposal: slot.id});
+            await load(true);
+            select(ev.id);
+          } catch (err) {
+            el.append(errorBox(err));
+          }
+        }}, "Move here") : h("span", {class: "muted"}, "(from an external calendar: not moved)")))));
+    } catch (err) {
+      fill(el, errorBox(err));
+    }
   }
 
   function editor(ev) {
