@@ -93,3 +93,21 @@ def test_the_plan_names_why_each_archive_stays():
     assert keep["a90"] == ["newest verified"]
     assert len(keep) == 4 and len(delete) == 116
     assert plan([], daily=1, weekly=1, monthly=1) == ({}, [])
+
+
+@pytest.mark.backends("sqlite")
+async def test_the_scheduled_backup_applies_retention(chronos_app, backup_dir, bk):
+    config = bk.config(backup_dir, keep_daily=2, keep_weekly=0, keep_monthly=0, verify_after_backup=False)
+    async with chronos_app(plugins=["backups"], config=config) as app:
+        ctx = runtime_of(app).ctx
+        seed = await service.create_backup(ctx, "seed")
+        template = backup_dir / "template.bin"
+        (backup_dir / seed["file"]).rename(template)
+        for day in (1, 2, 3):
+            dated_copy(template, backup_dir / f"old-{day}.tar", datetime(2026, 1, day, tzinfo=UTC))
+        result = await ctx.jobs.run_now(service.BACKUP_JOB, trigger="schedule")
+        assert sorted(result["pruned"]) == ["old-1", "old-2"]
+        assert set(ctx.resource(service.STORE).archives()) == {result["backup"], "old-3"}
+        # A run asked for (API, CLI) makes a backup and leaves retention to the schedule.
+        manual = await ctx.jobs.run_now(service.BACKUP_JOB)
+        assert manual["pruned"] == [] and len(ctx.resource(service.STORE).archives()) == 3
