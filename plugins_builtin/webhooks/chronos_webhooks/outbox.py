@@ -39,10 +39,12 @@ DISPATCH_REQUESTS: Resource[DispatchRequests] = Resource("webhooks.dispatch_requ
 
 def kick_dispatcher(ctx: PluginContext) -> None:
     """Start the dispatcher now; a busy run is told to look again (and restarted if it had already looked)."""
+    jobs = ctx.jobs
+    if jobs is None:  # a command-line tool: the service's dispatcher picks the work up on its schedule
+        return
     requests = ctx.resource(DISPATCH_REQUESTS)
     requests.pending = True
-    jobs = ctx.jobs
-    if jobs is None or DISPATCH_JOB not in jobs.jobs or jobs.stopping:
+    if DISPATCH_JOB not in jobs.jobs or jobs.stopping:
         return
     try:
         jobs.run_now(DISPATCH_JOB)

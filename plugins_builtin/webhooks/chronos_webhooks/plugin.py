@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from chronos.plugin import (
+    CliCommand,
     EventType,
     HealthCheck,
     Job,
@@ -16,6 +17,7 @@ from chronos.plugin import (
     hookimpl,
 )
 
+from chronos_webhooks.cli import outbox_app
 from chronos_webhooks.dispatcher import DISPATCHER
 from chronos_webhooks.outbox import DISPATCH_JOB, DISPATCH_REQUESTS, SqlOutbox
 from chronos_webhooks.router import router
@@ -92,6 +94,11 @@ def register_jobs(ctx: PluginContext):
             description="Fan out published messages and deliver due webhooks and target deliveries",
         )
     ]
+
+
+@hookimpl
+def register_cli(ctx: PluginContext):
+    return [CliCommand("outbox", outbox_app(ctx), help="Outbox deliveries: list, replay dead letters, purge-dead.")]
 
 
 @hookimpl
