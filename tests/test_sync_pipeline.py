@@ -11,7 +11,7 @@ from sqlalchemy import text
 
 from chronos.db.sync_models import SyncRun, SyncState
 from chronos.pipeline import SyncBusy, UnknownCalendar, job_name, sqlite_lock_file
-from chronos.plugin import EventDraft, EventIntake, InvalidInput
+from chronos.plugin import WHOLE_SERIES, EventDraft, EventIntake, InvalidInput
 from chronos.testing import FakeSource, fake_source_plugin
 from sync_support import (
     RaisingNormalizer,
@@ -159,6 +159,21 @@ async def test_incremental_source_resumes_from_the_last_committed_page(chronos_a
         rows = await stored_rows(app)
         assert sorted(rows) == [("e0", ""), ("e2", ""), ("e3", ""), ("e4", "")]
         assert rows[("e0", "")]["title"] == "renamed"
+
+
+async def test_a_whole_series_tombstone_deletes_every_entry_of_its_uid(chronos_app):
+    src = FakeSource(page=10, mode="log")
+    src.add(*(draft("s", f"Weekly {i}", hours=24 * 7 * i, recurrence_id=f"2026010{i + 1}T090000Z") for i in range(3)))
+    src.add(draft("s-other", "Not part of it"), draft("single", "One-off"))
+    async with chronos_app(plugins=pipeline_plugins(src)) as app:
+        pipe = pipeline_of(app)
+        await pipe.run("fake", "cal")
+        src.changes["cal"].append(("delete", ("s", WHOLE_SERIES)))
+        src.changes["cal"].append(("delete", ("single", "")))
+        src._dirty.add("cal")
+        run = await get_run(app, await pipe.run("fake", "cal"))
+        assert (run.status, run.deleted) == ("ok", 4)
+        assert sorted(await stored_rows(app)) == [("s-other", "")]
 
 
 async def test_cancelled_mid_batch_rolls_the_batch_back(chronos_app):

@@ -42,6 +42,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from chronos import metrics
 from chronos.contracts.events import (
+    WHOLE_SERIES,
     ApplyResult,
     CalendarSpec,
     CanonicalEvent,
@@ -204,6 +205,15 @@ def _clone(draft: EventDraft) -> EventDraft:
     out.tags = list(draft.tags)
     out.metadata = {k: copy.deepcopy(v) if isinstance(v, (dict, list)) else v for k, v in draft.metadata.items()}
     return out
+
+
+async def _expand_series(
+    s: AsyncSession, store: EventStore, source: str, calendar_id: str, deletions: list[EventKey]
+) -> list[EventKey]:
+    """``(uid, "*")`` tombstones become every stored entry of that uid (the series and its instances)."""
+    series = {k.uid for k in deletions if k.recurrence_id == WHOLE_SERIES}
+    stored = sorted(k for k in await store.keys(s, source, calendar_id) if k.uid in series)
+    return [k for k in deletions if k.recurrence_id != WHOLE_SERIES] + stored
 
 
 def job_name(source: str, calendar_id: str, taken: set[str] | None = None) -> str:
@@ -561,6 +571,8 @@ class SyncPipeline:
                         ItemFailure("source", ref.plugin, source, uid, "", msg[:1000]) for uid, msg in batch.errors
                     ]
                     async with self.ctx.db.write() as s:
+                        if any(k.recurrence_id == WHOLE_SERIES for k in deletions):
+                            deletions = await _expand_series(s, store, source, calendar_id, deletions)
                         at = BatchTarget(s, store, source, calendar_id, run_id)
                         outcome = await self.process(at, batch.drafts, deletions)
                         outcome.failures[:0] = reported

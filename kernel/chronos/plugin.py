@@ -37,6 +37,7 @@ from chronos.auth import Context, Public, origin_of, require_scope
 from chronos.context import PluginContext
 from chronos.contracts import ical
 from chronos.contracts.events import (
+    WHOLE_SERIES,
     ApplyResult,
     CalendarSpec,
     CanonicalEvent,
@@ -149,6 +150,7 @@ __all__ = [
     "SourceError",
     "StoredEvent",
     "SubTask",
+    "WHOLE_SERIES",
     "ConflictIndex",
     "EventAnalytics",
     "Delivery",

@@ -222,13 +222,19 @@ class CalendarSpec:
     options: dict[str, Any] = field(default_factory=dict)
 
 
+#: The recurrence id of a tombstone that deletes a whole series (see :class:`SourceBatch`).
+WHOLE_SERIES = "*"
+
+
 @dataclass
 class SourceBatch:
     """One page of a sync.
 
     ``drafts`` are new or changed entries; ``deleted`` are tombstones as
-    ``(uid, recurrence_id or "")`` pairs. ``cursor`` is what the source wants
-    back next time (a sync token, ctag, ETag…), persisted in the same
+    ``(uid, recurrence_id or "")`` pairs; ``(uid, WHOLE_SERIES)`` deletes
+    every stored entry of that uid (a recurring series whose instances the
+    provider does not list one by one when the series goes). ``cursor`` is
+    what the source wants back next time (a sync token, ctag, ETag…), persisted in the same
     transaction as this batch; ``None`` keeps the previous cursor. A source
     doing a *full listing* sets ``full=True`` on every batch and
     ``complete=True`` on the last: only then does the pipeline delete the

@@ -4,7 +4,8 @@ Keys: a single event is ``(id, "")``; an instance of a recurring event is
 ``(recurringEventId, originalStartTime)`` with the original start in RFC 5545
 basic format (UTC ``20261207T090000Z`` or a date ``20261207``), so that a
 moved instance keeps its key and a cancelled one deletes exactly that
-instance. Google names an instance ``<recurringEventId>_<that same stamp>``,
+instance; a cancelled event that is not an instance deletes every entry of
+its id (it may be a whole series). Google names an instance ``<recurringEventId>_<that same stamp>``,
 which is how write-back finds it again (:func:`instance_id`).
 
 Times: ``dateTime`` carries an offset (Google expands recurring events on
@@ -21,7 +22,7 @@ from datetime import UTC, date, datetime
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from chronos.plugin import EventDraft
+from chronos.plugin import WHOLE_SERIES, EventDraft
 
 _STATUS = {"confirmed": "confirmed", "tentative": "tentative"}
 
@@ -96,7 +97,9 @@ def convert(items: list[Any], calendar_zone: str | None) -> Page:
             page.errors.append((str(item["id"]), f"originalStartTime: {exc}"))
             continue
         if item.get("status") == "cancelled":
-            page.deleted.append((uid, rid))
+            # A cancelled event that is not an instance may be a whole recurring series:
+            # delete the uid with every instance stored under it.
+            page.deleted.append((uid, rid or WHOLE_SERIES))
             continue
         try:
             page.drafts.append(draft(item, uid, rid, calendar_zone))

@@ -135,6 +135,15 @@ async def test_cancelled_instances_and_dst(chronos_app, api_client, fake_google,
         assert ("weekly", rid3) not in events
         assert utc(events[("weekly", rid4)]["start_utc"]).astimezone(NY).strftime("%H:%M") == "11:00"
 
+        # The whole series is deleted and Google reports only its master as cancelled.
+        with fake_google.lock:
+            for inst in instances:
+                del fake_google.calendars[cal].events[inst["id"]]
+        fake_google.put(cal, {"id": "weekly", "status": "cancelled"})
+        run = await sync(app, "ny")
+        assert (run.status, run.deleted) == ("ok", 29), run.error
+        assert set(await events_of(c, "ny")) == {("holiday", "")}
+
 
 async def test_rate_limits_are_retried_honouring_retry_after(chronos_app, fake_google, tmp_path):
     cal = "busy@group.calendar.google.com"
