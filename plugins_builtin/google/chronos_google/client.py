@@ -226,6 +226,8 @@ class CalendarClient:
                     f"{what}: Google refused the credentials ({_auth_error(exc)}): revoked, expired or malformed;"
                     " for a token file run `chronos google auth --calendar <id>` again"
                 ) from None
+            except auth_errors.TransportError:
+                raise SourceError(f"{what}: cannot reach the OAuth token endpoint to renew the access token") from None
             except auth_errors.GoogleAuthError as exc:
                 raise SourceError(f"{what}: the credentials cannot be used ({_auth_error(exc)})") from None
             except json.JSONDecodeError:
