@@ -23,7 +23,7 @@ class SlackPlugin:
     def register_delivery_targets(self, ctx: PluginContext):
         settings = ctx.section(SlackSettings)
         if not settings.configured:
-            ctx.logger("slack").info("slack_inactive", reason="set an incoming webhook URL or a bot token")
+            # Not configured: no target, so the outbox fans nothing out to this channel.
             return []
         return [SlackTarget(ctx, settings, api_base=self.api_base)]
 

@@ -23,7 +23,7 @@ class TelegramPlugin:
     def register_delivery_targets(self, ctx: PluginContext):
         settings = ctx.section(TelegramSettings)
         if settings.chat_id is None or (settings.bot_token is None and settings.bot_token_file is None):
-            ctx.logger("telegram").info("telegram_inactive", reason="set telegram.chat_id and a bot token")
+            # Not configured: no target, so the outbox fans nothing out to this channel.
             return []
         return [TelegramTarget(ctx, settings, api_base=self.api_base)]
 
