@@ -217,6 +217,18 @@ class TemplateRenderer(ABC):
         """
         raise NotImplementedError
 
+    async def render_webhook(self, template: int | str, variables: Mapping[str, Any]) -> Any:
+        """Render the stored webhook template with id (int) or name (str); returns its body as JSON.
+
+        For the outbox's webhook endpoints that shape their body with a
+        template (``data``, ``type``, ``timestamp`` and ``webhook_id`` are the
+        variables). Raises :class:`TemplateNotFound`,
+        :class:`TemplateTypeMismatch` (not a webhook template) or
+        :class:`TemplateRenderError` (a missing variable, a body that is not
+        JSON). The default raises ``NotImplementedError``.
+        """
+        raise NotImplementedError
+
 
 class MailQueue(ABC):
     """Queues outgoing mail for background delivery (provided by ``mail``).

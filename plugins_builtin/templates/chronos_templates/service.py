@@ -370,6 +370,14 @@ class StoredTemplateRenderer(TemplateRenderer):
     async def render_string(self, source: str, variables: Mapping[str, Any], *, native: bool = False) -> Any:
         return await render_snippet(get_service(self.ctx), source, variables, native)
 
+    async def render_webhook(self, template: int | str, variables: Mapping[str, Any]) -> Any:
+        async with self.ctx.db.read() as s:
+            tpl = await load_template(s, template)
+        if tpl.type != "webhook":
+            raise TemplateTypeMismatch(template, tpl.type, "webhook")
+        out = await get_service(self.ctx).render(tpl, variables)
+        return out["body"]
+
 
 SERVICE: Resource[TemplateService] = Resource(
     "templates.service", lambda ctx: TemplateService(ctx.section(TemplatesSettings)), close=TemplateService.close
