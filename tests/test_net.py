@@ -231,10 +231,35 @@ async def test_a_refused_destination_receives_nothing(receiver):
     assert receiver.connections == 0 and receiver.heads == []
 
 
-async def test_an_unresolvable_name_is_a_connect_error():
+async def test_an_unresolvable_name_is_refused_and_a_connect_error():
     policy = OutboundPolicy(resolver=fixed_resolver({}))
-    with pytest.raises(httpx.ConnectError):
-        await check_outbound(policy, "http://nowhere.invalid/")
+    for expected in (OutboundRefused, httpx.ConnectError):
+        with pytest.raises(expected, match="cannot resolve nowhere.invalid: unknown host"):
+            await check_outbound(policy, "http://nowhere.invalid/")
+
+    async def silent(host: str, port: int) -> list[str]:
+        await asyncio.Event().wait()
+        return []
+
+    with pytest.raises(OutboundRefused, match=r"cannot resolve slow.example: no answer within 0\.2s"):
+        await OutboundPolicy(resolver=silent).check_url("http://slow.example/", timeout=0.2)
+    async with outbound_client(OutboundPolicy(resolver=fixed_resolver({}))) as c:
+        with pytest.raises(httpx.ConnectError, match="cannot resolve"):  # in a request: a connect error to retry
+            await c.get("http://nowhere.invalid/")
+
+
+async def test_pool_limits_reach_the_guarded_transport(receiver):
+    receiver.routes["/never"] = never_answers
+    limits = httpx.Limits(max_connections=1)
+    async with outbound_client(OutboundPolicy.from_entries(LOOPBACK), limits=limits, timeout=30) as c:
+        first = asyncio.create_task(c.get(f"{receiver.base}/never"))  # holds the only connection
+        async with asyncio.timeout(10):
+            while not receiver.heads:
+                await asyncio.sleep(0.01)
+        with pytest.raises(httpx.PoolTimeout):
+            await c.get(f"{receiver.base}/ok", timeout=httpx.Timeout(30, pool=0.2))
+        first.cancel()
+    assert receiver.paths() == ["/never"]
 
 
 # -- network.allow --------------------------------------------------------------------------------

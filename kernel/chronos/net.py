@@ -37,6 +37,7 @@ Resolver = Callable[[str, int], Awaitable[Sequence[str]]]
 
 ALLOW_HINT = "allow it in network.allow"
 DEFAULT_TIMEOUT = 15.0
+DEFAULT_RESOLVE_TIMEOUT = 10.0
 DEFAULT_MAX_RESPONSE_BYTES = 10 * 1024 * 1024
 DEFAULT_LIMITS = httpx.Limits(max_connections=100, max_keepalive_connections=20, keepalive_expiry=5.0)
 
@@ -56,6 +57,15 @@ class OutboundRefused(httpx.RequestError):
 
 class ResponseTooLarge(httpx.RequestError):
     """A response body larger than the client's ``max_response_bytes`` (raised while reading it)."""
+
+
+class UnresolvableHost(OutboundRefused, httpx.ConnectError):
+    """``check_outbound`` could not resolve the URL's host (no such name, no answer in time).
+
+    Both a refusal (nothing can be checked, so nothing is allowed: code that
+    validates a URL given by a client catches ``OutboundRefused``) and a
+    connect error (code that retries connection failures catches ``httpx.ConnectError``).
+    """
 
 
 # -- network.allow ----------------------------------------------------------------------------------
@@ -173,8 +183,11 @@ class OutboundPolicy:
                 raise OutboundRefused(f"refused: {shown} is {reason}; {ALLOW_HINT}")
         return addresses
 
-    async def check_url(self, url: str | httpx.URL) -> list[IPAddress]:
-        """Refuse ``url`` unless it is http(s) to an allowed destination; its checked addresses otherwise."""
+    async def check_url(self, url: str | httpx.URL, *, timeout: float = DEFAULT_RESOLVE_TIMEOUT) -> list[IPAddress]:
+        """Refuse ``url`` unless it is http(s) to an allowed destination; its checked addresses otherwise.
+
+        A host that does not resolve within ``timeout`` seconds raises :class:`UnresolvableHost`.
+        """
         try:
             parsed = url if isinstance(url, httpx.URL) else httpx.URL(url)
         except (httpx.InvalidURL, TypeError, ValueError) as exc:
@@ -186,9 +199,12 @@ class OutboundPolicy:
             raise OutboundRefused("refused: the URL has no host")
         port = parsed.port or (443 if parsed.scheme == "https" else 80)
         try:
-            return await self.checked_addresses(host, port)
+            async with asyncio.timeout(timeout):
+                return await self.checked_addresses(host, port)
         except httpcore.ConnectError as exc:  # the name does not resolve
-            raise httpx.ConnectError(str(exc)) from None
+            raise UnresolvableHost(str(exc)) from None
+        except TimeoutError:
+            raise UnresolvableHost(f"cannot resolve {host}: no answer within {timeout:g}s") from None
 
 
 def not_public(address: IPAddress) -> str | None:
@@ -404,8 +420,9 @@ def outbound_client(
     Refused destinations raise :class:`OutboundRefused`; a body past
     ``max_response_bytes`` raises :class:`ResponseTooLarge` while it is read
     (streamed reads too). Proxy environment variables and netrc are ignored;
-    ``proxy=`` (an operator's setting) and ``verify=`` are honoured, any other
-    keyword goes to ``httpx.AsyncClient``. Close it (``async with``) when done.
+    ``proxy=`` (an operator's setting), ``verify=``, ``http2=`` and ``limits=``
+    configure the guarded transport; any other keyword goes to
+    ``httpx.AsyncClient``. Close it (``async with``) when done.
     """
     if "transport" in httpx_kwargs or "mounts" in httpx_kwargs:
         raise TypeError("outbound_client builds its own transport; transport= and mounts= are not accepted")
@@ -416,6 +433,7 @@ def outbound_client(
         verify=httpx_kwargs.pop("verify", True),
         proxy=httpx_kwargs.pop("proxy", None),
         http2=httpx_kwargs.pop("http2", False),
+        limits=httpx_kwargs.pop("limits", DEFAULT_LIMITS),
     )
     return httpx.AsyncClient(
         transport=transport,
@@ -427,7 +445,8 @@ def outbound_client(
 
 
 async def check_outbound(ctx: Any, url: str) -> None:
-    """Raise :class:`OutboundRefused` unless ``url`` is http(s) to an allowed destination (the name is resolved).
+    """Raise :class:`OutboundRefused` unless ``url`` is http(s) to an allowed destination (the name is resolved;
+    one that does not resolve raises :class:`UnresolvableHost`, an ``OutboundRefused`` and ``httpx.ConnectError``).
 
     For clients that cannot use :func:`outbound_client` (CalDAV's library): call it
     right before connecting. Such a client resolves the name again itself, so a
