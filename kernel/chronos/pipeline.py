@@ -212,7 +212,7 @@ async def _expand_series(
 ) -> list[EventKey]:
     """``(uid, "*")`` tombstones become every stored entry of that uid (the series and its instances)."""
     series = {k.uid for k in deletions if k.recurrence_id == WHOLE_SERIES}
-    stored = sorted(k for k in await store.keys(s, source, calendar_id) if k.uid in series)
+    stored = sorted(await store.keys_of(s, source, calendar_id, series))
     return [k for k in deletions if k.recurrence_id != WHOLE_SERIES] + stored
 
 

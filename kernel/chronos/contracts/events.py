@@ -432,6 +432,11 @@ class EventStore(ABC):
     async def keys(self, session: AsyncSession, source: str, calendar_id: str) -> set[EventKey]:
         """Every stored key of one calendar (for full-listing reconciliation)."""
 
+    async def keys_of(self, session: AsyncSession, source: str, calendar_id: str, uids: set[str]) -> set[EventKey]:
+        """The stored keys of one calendar whose uid is one of ``uids`` (a series with its
+        instances). The default filters :meth:`keys`; stores override it with a query."""
+        return {k for k in await self.keys(session, source, calendar_id) if k.uid in uids}
+
     @abstractmethod
     async def get(self, session: AsyncSession, event_id: int) -> StoredEvent | None: ...
 

@@ -451,6 +451,16 @@ class SqlEventStore(EventStore):
         stmt = select(T.c.uid, T.c.recurrence_id).where(T.c.source == source, T.c.calendar_id == calendar_id)
         return {EventKey(source, calendar_id, uid, rid) for uid, rid in (await session.execute(stmt)).all()}
 
+    async def keys_of(self, session: AsyncSession, source: str, calendar_id: str, uids: set[str]) -> set[EventKey]:
+        out: set[EventKey] = set()
+        ordered = sorted(uids)
+        for i in range(0, len(ordered), 500):  # bounded IN lists
+            stmt = select(T.c.uid, T.c.recurrence_id).where(
+                T.c.source == source, T.c.calendar_id == calendar_id, T.c.uid.in_(ordered[i : i + 500])
+            )
+            out.update(EventKey(source, calendar_id, uid, rid) for uid, rid in (await session.execute(stmt)).all())
+        return out
+
     async def row(self, session: AsyncSession, event_id: int) -> Any:
         return (await session.execute(select(T).where(T.c.id == event_id))).first()
 
