@@ -80,6 +80,20 @@ async def test_feeds_at_non_public_addresses_are_refused_unless_allow_listed(fee
     assert len(feed_server.feed.requests) == before
 
 
+async def test_a_feed_name_resolving_to_a_private_address_needs_network_allow(feed_server):
+    async def resolve(host: str, port: int) -> list[str]:
+        return ["127.0.0.1"]  # calendar.internal is this machine
+
+    feed_server.feed.body = ics(single("n", "Named")).encode()
+    url = feed_server.url("/cal.ics").replace("127.0.0.1", "calendar.internal")
+    refused = OutboundPolicy(resolver=resolve)
+    with pytest.raises(SourceError, match=r"refused: calendar\.internal \(127\.0\.0\.1\) is a loopback address"):
+        await download(url, **{**LIMITS, "outbound": refused})
+    by_name = OutboundPolicy.from_entries(["calendar.internal"], resolver=resolve)
+    data, _ = await download(url, **{**LIMITS, "outbound": by_name})
+    assert data == feed_server.feed.body and feed_server.feed.requests[-1]["host"].startswith("calendar.internal:")
+
+
 async def test_a_redirect_to_a_metadata_address_is_refused(feed_server):
     with pytest.raises(SourceError, match=r"refused: 169\.254\.169\.254 is a cloud metadata address"):
         await download(feed_server.url("/to-metadata"), **LIMITS)
