@@ -124,6 +124,9 @@ SEMANTIC: dict[str, tuple[str, ...]] = {
     "POST /api/v1/plan/proposals": ("422",),
     # Only timed events of local calendars move, and only to a proposal still offered (409).
     "POST /api/v1/events/{event_id}/reschedule": ("409",),
+    # Analytics: `to` after `from` and at most analytics.max_window_days later, a known time zone (422).
+    "GET /api/v1/analytics/time-allocation": ("422",),
+    "GET /api/v1/analytics/summary": ("422",),
 }
 
 

@@ -588,8 +588,11 @@ async def list_page_sqlite(
     return f'{{"items":[{items}],"next_cursor":{next_cursor}}}'.encode()
 
 
-async def list_events(session: Any, dialect: str, q: EventQuery, *, analytics: bool = False) -> dict[str, Any]:
-    """The body of ``GET /api/v1/events``: one page, the next cursor, optional analytics."""
+async def list_events(
+    session: Any, dialect: str, q: EventQuery, *, analytics: bool = False, provider: Any = None
+) -> dict[str, Any]:
+    """The body of ``GET /api/v1/events``: one page, the next cursor, optional analytics
+    (from ``provider``, an ``EventAnalytics`` service, when one is registered)."""
     builder = QueryBuilder(dialect)
     body: dict[str, Any] = {"items": [], "next_cursor": None}
     page = builder.page(q)
@@ -600,13 +603,24 @@ async def list_events(session: Any, dialect: str, q: EventQuery, *, analytics: b
         if len(rows) > q.limit:
             body["next_cursor"] = q.next_cursor(items[-1])
     if analytics:
-        body["analytics"] = await compute_analytics(session, builder, q)
+        body["analytics"] = await compute_analytics(session, builder, q, provider)
     return body
 
 
-async def compute_analytics(session: Any, builder: QueryBuilder, q: EventQuery) -> dict[str, Any]:
-    """Counts per calendar, per UTC start day and per tag, and busy minutes, over every match."""
+async def compute_analytics(session: Any, builder: QueryBuilder, q: EventQuery, provider: Any = None) -> dict[str, Any]:
+    """Counts per calendar, per UTC start day and per tag, and busy minutes, over every match.
+
+    With the analytics plugin's ``EventAnalytics`` (``provider``) the numbers come from its code,
+    the same as ``/api/v1/analytics``; the queries below serve installs without it."""
     out: dict[str, Any] = {"total": 0, "per_calendar": {}, "per_day": {}, "per_tag": {}, "busy_minutes": 0.0}
+    if provider is not None:
+        params: dict[str, Any] = {}
+        clauses = builder.where(q, params)
+        lower, upper = q.bounds()
+        if clauses is not None:
+            out.update(await provider.projection(session, " AND ".join(clauses), params, lower, upper))
+        out["window"] = {"from": iso_z(lower), "to": iso_z(upper)}
+        return out
     compiled = builder.analytics(q)
     if compiled is None:
         return out

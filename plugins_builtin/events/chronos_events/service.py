@@ -12,6 +12,7 @@ from pydantic import ValidationError
 
 from chronos.plugin import (
     ConflictIndex,
+    EventAnalytics,
     EventDraft,
     EventIntake,
     EventKey,
@@ -129,12 +130,13 @@ async def list_events(
     try:
         if ctx.db.is_sqlite and not analytics and not conflicts:
             return await list_page_sqlite(ctx.db.reader, q, inline_reader(ctx), budget)
+        provider = ctx.service(EventAnalytics) if analytics and ctx.has_service(EventAnalytics) else None
         async with ctx.db.read() as s:
             if budget is None:
-                body = await run_list(s, ctx.db.dialect, q, analytics=analytics)
+                body = await run_list(s, ctx.db.dialect, q, analytics=analytics, provider=provider)
             else:
                 async with statement_budget(s, budget):
-                    body = await run_list(s, ctx.db.dialect, q, analytics=analytics)
+                    body = await run_list(s, ctx.db.dialect, q, analytics=analytics, provider=provider)
             if conflicts:
                 found = await ctx.service(ConflictIndex).conflicting_ids(s, [i["id"] for i in body["items"]])
                 for item in body["items"]:

@@ -1,0 +1,1 @@
+"""Chronos analytics: time allocation, summaries, follow-up labels."""
