@@ -22,7 +22,7 @@ from typing import Any
 from chronos.plugin import CalendarSpec, OutboundRefused, Source, SourceBatch, SourceError, check_outbound
 
 from chronos_google.client import CalendarClient, Retry, SyncTokenGone
-from chronos_google.convert import convert, instance_id
+from chronos_google.convert import Page, convert, instance_id
 from chronos_google.settings import GoogleCalendarConfig, GoogleSettings
 
 
@@ -146,20 +146,15 @@ class GoogleSource(Source):
             now = self.clock()
             params["timeMin"] = _rfc3339(now - timedelta(days=cfg.past_days))
             params["timeMax"] = _rfc3339(now + timedelta(days=cfg.horizon_days))
-        pending: asyncio.Task[dict[str, Any]] | None = asyncio.create_task(client.list_page(params))
+        pending: asyncio.Task[tuple[dict[str, Any], Page]] | None = asyncio.create_task(self._page(client, cfg, params))
         try:
             while pending is not None:
-                body = await pending
+                body, page = await pending
                 pending = None
                 page_token = body.get("nextPageToken")
                 if page_token:
-                    # Download the next page while this one is stored.
-                    pending = asyncio.create_task(client.list_page({**params, "pageToken": str(page_token)}))
-                items = body.get("items") or []
-                if not isinstance(items, list):
-                    raise SourceError(f"listing events of {cfg.calendar_id!r}: `items` is not a list")
-                zone = body.get("timeZone") if isinstance(body.get("timeZone"), str) else None
-                page = convert(items, zone)
+                    # Download and read the next page while this one is stored.
+                    pending = asyncio.create_task(self._page(client, cfg, {**params, "pageToken": str(page_token)}))
                 last = not page_token
                 new_cursor = None
                 if last and body.get("nextSyncToken"):
@@ -180,6 +175,18 @@ class GoogleSource(Source):
             if pending is not None:
                 pending.cancel()
                 await asyncio.gather(pending, return_exceptions=True)
+
+    async def _page(
+        self, client: CalendarClient, cfg: GoogleCalendarConfig, params: dict[str, Any]
+    ) -> tuple[dict[str, Any], Page]:
+        """One page, listed and converted off the event loop (the conversion overlaps the store's writes)."""
+        body = await client.list_page(params)
+        items = body.pop("items", None) or []
+        if not isinstance(items, list):
+            raise SourceError(f"listing events of {cfg.calendar_id!r}: `items` is not a list")
+        zone = body.get("timeZone") if isinstance(body.get("timeZone"), str) else None
+        page = await asyncio.get_running_loop().run_in_executor(client.executor, convert, items, zone)
+        return body, page
 
     # -- write-back -------------------------------------------------------------------
 
