@@ -42,16 +42,21 @@ class TimeRange(BaseModel):
         return self
 
 
+def _office_day() -> list[TimeRange]:
+    return [TimeRange(start="09:00", end="17:00")]
+
+
 class Week(BaseModel):
-    """Working hours per weekday; a day without ranges has none."""
+    """Working hours per weekday; a day left out keeps its default (Mon–Fri 09:00–17:00, none at weekends),
+    an empty list has none."""
 
     model_config = ConfigDict(extra="forbid")
 
-    mon: list[TimeRange] = Field(default_factory=list, max_length=24)
-    tue: list[TimeRange] = Field(default_factory=list, max_length=24)
-    wed: list[TimeRange] = Field(default_factory=list, max_length=24)
-    thu: list[TimeRange] = Field(default_factory=list, max_length=24)
-    fri: list[TimeRange] = Field(default_factory=list, max_length=24)
+    mon: list[TimeRange] = Field(default_factory=_office_day, max_length=24)
+    tue: list[TimeRange] = Field(default_factory=_office_day, max_length=24)
+    wed: list[TimeRange] = Field(default_factory=_office_day, max_length=24)
+    thu: list[TimeRange] = Field(default_factory=_office_day, max_length=24)
+    fri: list[TimeRange] = Field(default_factory=_office_day, max_length=24)
     sat: list[TimeRange] = Field(default_factory=list, max_length=24)
     sun: list[TimeRange] = Field(default_factory=list, max_length=24)
 
@@ -70,11 +75,6 @@ class Week(BaseModel):
         return self
 
 
-def office_week() -> Week:
-    day = [TimeRange(start="09:00", end="17:00")]
-    return Week(mon=day, tue=day, wed=day, thu=day, fri=day)
-
-
 class WorkingHours(BaseModel):
     """When slots may be proposed: weekly hours in a named time zone, holidays, buffers, notice."""
 
@@ -82,8 +82,8 @@ class WorkingHours(BaseModel):
 
     timezone: str = Field("UTC", max_length=64, description="IANA time zone of the weekly hours.")
     weekly: Week = Field(
-        default_factory=office_week,
-        description="Hours per weekday (mon … sun); a day that is missing has none. Default: Mon–Fri 09:00–17:00.",
+        default_factory=Week,
+        description="Hours per weekday (mon … sun); a day left out keeps its default, [] has none.",
     )
     holidays_calendar: str | None = Field(
         None, max_length=200, description="The all-day events of this calendar are days off."
