@@ -51,7 +51,7 @@ from chronos.plugin import (
 
 from chronos_commands.models import ExternalCommand, Link, Note, SourceDeletion
 from chronos_commands.queue import CommandQueue, NewCommand, Rejected, iso
-from chronos_commands.syntax import ActionEntry, LinkEntry, NoteEntry, NotTaken, parse_entry
+from chronos_commands.syntax import ActionEntry, Entry, LinkEntry, NoteEntry, NotTaken, parse_entry
 from chronos_commands.whitelist import storable_text
 
 T = ExternalCommand.__table__
@@ -59,6 +59,7 @@ NOTES = Note.__table__
 LINKS = Link.__table__
 DELETIONS = SourceDeletion.__table__
 ACTOR = "system:calendar"
+CHUNK = 400  # uids per IN (...) list: well below every driver's parameter limit
 
 
 def batch_actor(batch: SinkBatch) -> dict[str, Any]:
@@ -104,6 +105,35 @@ def _action_command(entry: ActionEntry, event: Any, key: str) -> NewCommand:
         event_start=event.start_utc,
         created_by=ACTOR,
     )
+
+
+class _Rows:
+    """The pending commands of one key: prefetched, or (a key seen twice in one batch) read again."""
+
+    def __init__(self, sink: CommandEntries, key: EventKey, rows: list[Any] | None) -> None:
+        self.sink, self.key, self.rows = sink, key, rows
+
+    def __bool__(self) -> bool:
+        return self.rows is None or bool(self.rows)
+
+    async def resolve(self, s: AsyncSession) -> list[Any]:
+        return self.rows if self.rows is not None else await self.sink._pending(s, self.key)
+
+
+class PendingByKey:
+    """Pending calendar commands prefetched for a batch's keys.
+
+    Each key's rows are handed out once: what the sink does for that key may change them, so a
+    key that comes again in the same batch is read afresh."""
+
+    def __init__(self, sink: CommandEntries, keys: set[EventKey], found: dict[EventKey, list[Any]]) -> None:
+        self.sink, self.fresh, self.found = sink, keys, found
+
+    def take(self, key: EventKey) -> _Rows:
+        if key in self.fresh:
+            self.fresh.discard(key)
+            return _Rows(self.sink, key, self.found.pop(key, []))
+        return _Rows(self.sink, key, None)
 
 
 class CommandHints(Enricher):
@@ -152,12 +182,50 @@ class CommandEntries(Sink):
     async def write(self, batch: SinkBatch, session: AsyncSession, ctx: PluginContext) -> None:
         if not self.queue.settings.calendar.enabled:
             return
-        store = ctx.service(EventStore)
-        for stored in [*batch.added, *batch.updated]:
-            await self._changed(session, store, batch, stored)
+        changed = [(stored, parse_entry(stored.event.title, stored.event.description)) for stored in batch.added]
+        changed += [(stored, parse_entry(stored.event.title, stored.event.description)) for stored in batch.updated]
+        # One query (per CHUNK keys) for the pending commands of every key in the batch: an entry
+        # without command syntax whose key has no pending command costs nothing more.
+        pending = await self._pending_many(
+            session, [stored.event.key for stored, _ in changed] + [stored.event.key for stored in batch.deleted]
+        )
+        store: EventStore | None = None
+        rules: dict[tuple[str, str], Any] = {}
+        for stored, entry in changed:
+            rows = pending.take(stored.event.key)
+            if entry is None and not rows:
+                continue
+            if store is None:
+                store = ctx.service(EventStore)
+            await self._changed(session, store, batch, stored, entry, await rows.resolve(session), rules)
         for stored in batch.deleted:
-            for row in await self._pending(session, stored.event.key):
+            for row in await pending.take(stored.event.key).resolve(session):
                 await self._cancel(session, batch, row["id"], "the calendar entry was deleted")
+
+    async def _pending_many(self, s: AsyncSession, keys: list[EventKey]) -> PendingByKey:
+        """The pending calendar commands of ``keys``, a few queries for the whole batch."""
+        found: dict[EventKey, list[Any]] = {}
+        by_calendar: dict[tuple[str, str], set[str]] = {}
+        for key in keys:
+            by_calendar.setdefault((key.source, key.calendar_id), set()).add(key.uid)
+        for (source, calendar_id), uids in by_calendar.items():
+            ordered = sorted(uids)
+            for i in range(0, len(ordered), CHUNK):
+                rows = await s.execute(
+                    select(T)
+                    .where(
+                        T.c.source == source,
+                        T.c.source_uid.in_(ordered[i : i + CHUNK]),
+                        T.c.calendar_id == calendar_id,
+                        T.c.origin == "calendar",
+                        T.c.status == "pending",
+                    )
+                    .order_by(T.c.id)
+                )
+                for row in rows.mappings():
+                    key = EventKey(row["source"], row["calendar_id"], row["source_uid"], row["recurrence_id"])
+                    found.setdefault(key, []).append(row)
+        return PendingByKey(self, set(keys), found)
 
     async def _cancel(
         self,
@@ -205,12 +273,19 @@ class CommandEntries(Sink):
             .all()
         )
 
-    async def _changed(self, s: AsyncSession, store: EventStore, batch: SinkBatch, stored: StoredEvent) -> None:
+    async def _changed(
+        self,
+        s: AsyncSession,
+        store: EventStore,
+        batch: SinkBatch,
+        stored: StoredEvent,
+        entry: Entry | None,
+        pending: list[Any],
+        rules: dict[tuple[str, str], Any],
+    ) -> None:
         event = stored.event
-        entry = parse_entry(event.title, event.description)
-        pending = await self._pending(s, event.key)
         if isinstance(entry, ActionEntry):
-            await self._action(s, store, batch, stored, entry, pending)
+            await self._action(s, store, batch, stored, entry, pending, rules)
             return
         for row in pending:
             await self._cancel(s, batch, row["id"], "the calendar entry no longer holds this ACTION", store, stored)
@@ -274,6 +349,7 @@ class CommandEntries(Sink):
         stored: StoredEvent,
         entry: ActionEntry,
         pending: list[Any],
+        rules: dict[tuple[str, str], Any],
     ) -> None:
         event = stored.event
         key = consumption_key(event.source, event.uid, event.recurrence_id, entry.normalized)
@@ -291,7 +367,8 @@ class CommandEntries(Sink):
             await self._not_permitted(s, store, batch, stored, new)
             return
         try:
-            rule = await self.queue.check(s, new, lock=True)  # the insert below relies on this entry
+            # The insert below relies on this entry; the share lock, once taken, lasts for the batch.
+            rule = await self.queue.check(s, new, lock=True, cache=rules)
         except Rejected as exc:
             await record_audit(
                 s,
