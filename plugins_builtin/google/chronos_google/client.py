@@ -78,7 +78,10 @@ def load_credentials(creds: GoogleCredentials, scopes: list[str]) -> Any:
     if creds.token_file:
         info = _read_json(creds.token_file, "token file")
         try:
-            user = user_credentials.Credentials.from_authorized_user_info(info, scopes=None)
+            # Without the stored access token: gcsa would renew an expired one at once through a
+            # client without timeout; AuthorizedHttp renews it on the first request, with ours.
+            stored = {k: v for k, v in info.items() if k not in ("token", "expiry")}
+            user = user_credentials.Credentials.from_authorized_user_info(stored, scopes=None)
         except (ValueError, KeyError) as exc:
             raise SourceError(
                 f"{creds.token_file} is not a usable token file ({_key_problem(exc)}); run `chronos google auth` again"

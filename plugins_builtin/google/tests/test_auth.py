@@ -100,7 +100,10 @@ async def test_token_file_credentials_sync_and_a_revoked_token_is_a_clear_error(
     cal = "mine@group.calendar.google.com"
     fake_google.put(cal, timed("a", soon(1), summary="Mine"))
     token = fake_google.token_file(tmp_path)
-    refresh = json.loads(token.read_text())["refresh_token"]
+    saved = json.loads(token.read_text())
+    # As `chronos google auth` leaves it an hour later: an expired access token next to the refresh token.
+    token.write_text(json.dumps({**saved, "token": "ya29.expired", "expiry": "2020-01-01T00:00:00Z"}))
+    refresh = saved["refresh_token"]
     async with chronos_app(plugins=PLUGINS, config=user_config(fake_google, tmp_path, token)) as app:
         run = await sync(app, "mine")
         assert (run.status, run.added) == ("ok", 1), run.error
