@@ -146,6 +146,8 @@ async def restore(
             manifest = await asyncio.to_thread(check_archive, archive, store.passphrase, settings.pg_restore, staging)
         except ArchiveError as exc:
             raise RestoreError(f"the archive cannot be restored: {exc}") from None
+        except OSError as exc:  # a full disk while staging, an unreadable file
+            raise RestoreError(f"the archive cannot be staged beside the database: {exc}") from None
         code = await ctx.migration_status(url=f"sqlite+aiosqlite:///{staging / 'code.db'}")
         notes = check_revisions(manifest, code)
         staged = staging / Path(manifest["database_member"]).name
