@@ -1,0 +1,325 @@
+"""Benchmark of the planning and analytics plugins (issue 13), side by side with raw SQL.
+
+1. Full sync of N synthetic events (``bench/gen_events.py``, 20 calendars, 3 years;
+   ``--auto-plan`` of them in auto-plan mode) through the whole pipeline into a
+   fresh SQLite file, once with the events plugin alone and once with the
+   planning plugin's conflict sink too: the sink's share of the sync. Next to
+   it, raw SQL (sqlite3) finding the same pairs over the loaded table in one
+   self-join.
+2. Server-side p50/p95 (the service functions behind the routes, no HTTP) next
+   to the same SQL run raw with sqlite3:
+   * ``GET /api/v1/conflicts`` over a 7-day window;
+   * ``POST /api/v1/plan/proposals`` over 5 calendars and 14 days (raw: the
+     busy-time SELECT alone);
+   * ``GET /api/v1/analytics/time-allocation`` over a year, by calendar and by
+     local hour (raw: the same GROUP BY statement).
+
+Prints one table. Not a test: numbers depend on the machine.
+
+    .venv/bin/python bench/planning.py                     # 1M events
+    .venv/bin/python bench/planning.py --events 100000     # quicker
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import platform
+import random
+import sqlite3
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from gen_events import EPOCH, iter_events  # noqa: E402
+
+CALENDARS = 20
+YEARS = 3
+SEED = 13
+
+
+def _source(n: int, auto_plan: float, page: int) -> Any:
+    from chronos.plugin import CalendarSpec, EventDraft, Source, SourceBatch
+
+    class BenchSource(Source):
+        """All N events, per calendar, as full listings in pages."""
+
+        name = "bench"
+
+        def __init__(self) -> None:
+            rng = random.Random(SEED)
+            self.items: dict[str, list[EventDraft]] = {}
+            for item in iter_events(n, seed=SEED, calendars=CALENDARS, years=YEARS):
+                start, end = item["start"], item["end"]
+                if item["all_day"]:
+                    start, end = start.date(), end.date()
+                draft = EventDraft(
+                    uid=item["uid"],
+                    start=start,
+                    end=end,
+                    title=item["title"],
+                    description=item["description"],
+                    location=item["location"],
+                    tags=item["tags"],
+                    mode="auto-plan" if rng.random() < auto_plan else "free",
+                )
+                self.items.setdefault(item["calendar_id"], []).append(draft)
+
+        def calendars(self) -> list[CalendarSpec]:
+            return [CalendarSpec(c, interval_seconds=86400) for c in sorted(self.items)]
+
+        async def fetch(self, calendar: CalendarSpec, cursor: dict[str, Any] | None) -> AsyncIterator[SourceBatch]:
+            drafts = self.items[calendar.id]
+            for i in range(0, len(drafts), page):
+                last = i + page >= len(drafts)
+                yield SourceBatch(
+                    drafts=drafts[i : i + page], full=True, complete=last, cursor={"v": 1} if last else None
+                )
+
+    return BenchSource()
+
+
+def _app(db: Path, plugins: list[Any], **config: Any) -> Any:
+    from chronos.app import create_app
+    from chronos.testing import TestDatabase, make_test_settings
+
+    settings = make_test_settings(TestDatabase("sqlite", f"sqlite+aiosqlite:///{db}"), config)
+    return create_app(settings, plugins=plugins, run_jobs=False, env={})
+
+
+async def full_sync(db: Path, source: Any, with_planning: bool) -> float:
+    from chronos.testing import fake_source_plugin, running_app, sync_now
+
+    plugins: list[Any] = ["events", fake_source_plugin(source, name="benchsource")]
+    if with_planning:
+        plugins.insert(1, "planning")
+    app = _app(db, plugins)
+    async with running_app(app):
+        started = time.perf_counter()
+        for spec in source.calendars():
+            run = await sync_now(app, "bench", spec.id)
+            assert run.status == "ok", run
+        elapsed = time.perf_counter() - started
+        from sqlalchemy import text
+
+        async with app.state.chronos.db.write() as s:
+            await s.execute(text("ANALYZE"))
+    return elapsed
+
+
+RAW_PAIRS = """
+SELECT COUNT(*) FROM events a JOIN events b
+  ON b.start_utc < a.end_utc AND b.start_utc >= datetime(a.start_utc, '-' || ? || ' seconds') AND b.end_utc > a.start_utc
+ AND b.id <> a.id
+WHERE a.mode = 'auto-plan' AND a.transparency = 'busy' AND a.status <> 'cancelled' AND a.all_day = 0
+  AND b.transparency = 'busy' AND b.status <> 'cancelled' AND b.all_day = 0
+  AND (b.mode <> 'auto-plan' OR a.id < b.id)
+"""
+
+
+def pct(values: list[float], q: float) -> float:
+    values = sorted(values)
+    return values[min(len(values) - 1, int(q * len(values)))]
+
+
+def t(value: datetime) -> str:
+    return value.astimezone(UTC).isoformat(" ", "microseconds")[:26]
+
+
+async def timed(fn: Any, params: list[Any]) -> list[float]:
+    out = []
+    for p in params:
+        started = time.perf_counter()
+        await fn(p)
+        out.append((time.perf_counter() - started) * 1000)
+    return out
+
+
+def timed_raw(conn: sqlite3.Connection, make: Any, params: list[Any]) -> list[float]:
+    out = []
+    for p in params:
+        sql, args = make(p)
+        started = time.perf_counter()
+        conn.execute(sql, args).fetchall()
+        out.append((time.perf_counter() - started) * 1000)
+    return out
+
+
+async def queries(db: Path, rounds: int) -> list[tuple[str, list[float], list[float]]]:
+    from chronos.testing import running_app
+
+    from chronos_analytics import service as analytics
+    from chronos_planning import service as planning
+    from chronos_planning.schemas import ProposalRequest
+
+    rng = random.Random(7)
+    days = [EPOCH + timedelta(days=rng.randrange(30, YEARS * 365 - 400)) for _ in range(rounds)]
+    cals = [f"cal-{i:02d}" for i in range(1, CALENDARS + 1)]
+    app = _app(
+        db,
+        ["events", "planning", "analytics"],
+        planning={"working_hours": {"timezone": "Europe/Berlin"}, "max_proposals": 50},
+        analytics={"followups": {"enabled": False}},
+    )
+    raw = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    out = []
+    async with running_app(app):
+        ctx = app.state.chronos
+        span = raw.execute("SELECT max_duration_seconds FROM planning_spans").fetchone()[0]
+
+        async def conflicts(d: datetime) -> Any:
+            return await planning.list_conflicts(ctx, d.isoformat(), (d + timedelta(days=7)).isoformat(), [], None, 100)
+
+        def conflicts_raw(d: datetime) -> tuple[str, tuple[Any, ...]]:
+            return (
+                "SELECT c.id, c.reason, c.overlap_start, c.detected_at, a.*, b.* FROM planning_conflicts c"
+                " JOIN events a ON a.id = c.event_a JOIN events b ON b.id = c.event_b WHERE c.overlap_start >= ?"
+                " AND c.overlap_start < ? AND c.overlap_end > ? ORDER BY c.overlap_start, c.id LIMIT 101",
+                (t(d - timedelta(seconds=span)), t(d + timedelta(days=7)), t(d)),
+            )
+
+        def proposal_body(d: datetime) -> ProposalRequest:
+            return ProposalRequest.model_validate(
+                {
+                    "duration_minutes": 60,
+                    "window": {"from": d.isoformat(), "to": (d + timedelta(days=14)).isoformat()},
+                    "calendars": rng.sample(cals, 5),
+                    "count": 5,
+                }
+            )
+
+        bodies = [proposal_body(d) for d in days]
+
+        async def propose(b: ProposalRequest) -> Any:
+            return await planning.propose(ctx, b)
+
+        def propose_raw(b: ProposalRequest) -> tuple[str, tuple[Any, ...]]:
+            lo, hi = b.window.start, b.window.end
+            return (
+                "SELECT id, source, calendar_id, title, start_utc, end_utc, all_day, status, transparency, mode"
+                f" FROM events WHERE calendar_id IN ({','.join('?' * len(b.calendars))}) AND start_utc >= ?"
+                " AND start_utc < ? AND end_utc > ? AND transparency = 'busy' AND status <> 'cancelled'",
+                (*b.calendars, t(lo - timedelta(seconds=span)), t(hi), t(lo)),
+            )
+
+        async def alloc(group: str, d: datetime) -> Any:
+            end = d + timedelta(days=365)
+            return await analytics.time_allocation(
+                ctx, d.isoformat(), end.isoformat(), group, "Europe/Berlin", [], True
+            )
+
+        def alloc_raw(group: str) -> Any:
+            from chronos_analytics import sql
+
+            def make(d: datetime) -> tuple[str, dict[str, Any]]:
+                dd = sql.Dialect("sqlite")
+                lo, hi = d, d + timedelta(days=365)
+                params: dict[str, Any] = {}
+                where = sql.window_filter(dd, params, lo, hi, timedelta(seconds=span), [], True)
+                s, e = dd.greatest("e.start_utc", ":lo"), dd.least("e.end_utc", ":hi")
+                if group == "calendar":
+                    return (
+                        f"SELECT e.calendar_id, SUM({dd.seconds(s, e)}), COUNT(*) FROM events AS e WHERE {where}"
+                        " GROUP BY e.calendar_id",
+                        params,
+                    )
+                from zoneinfo import ZoneInfo
+
+                params["buckets"] = sql.bucket_param(
+                    dd, sql.local_hours(lo, hi, ZoneInfo("Europe/Berlin")), timedelta(seconds=span)
+                )
+                s, e = dd.greatest("e.start_utc", "b.lo"), dd.least("e.end_utc", "b.hi")
+                return (
+                    f"SELECT b.k, SUM({dd.seconds(s, e)}), COUNT(*) FROM {dd.buckets('buckets')} AS b CROSS JOIN"
+                    " events AS e WHERE e.start_utc < b.hi AND e.start_utc >= b.ls AND e.end_utc > b.lo AND"
+                    f" {where} GROUP BY b.k",
+                    params,
+                )
+
+            return make
+
+        for name, fn, raw_make, params in [
+            ("conflicts, 7-day window", conflicts, conflicts_raw, days),
+            ("proposal, 5 calendars x 14 days", propose, propose_raw, bodies),
+        ]:
+            await timed(fn, params[:3])  # warm
+            out.append((name, await timed(fn, params), timed_raw(raw, raw_make, params)))
+        for group in ("calendar", "hour"):
+            few = days[: max(3, rounds // 5)]
+
+            async def run(d: datetime, group: str = group) -> Any:
+                return await alloc(group, d)
+
+            await timed(run, few[:1])
+            out.append(
+                (f"time allocation, 1 year, by {group}", await timed(run, few), timed_raw(raw, alloc_raw(group), few))
+            )
+    raw.close()
+    return out
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--events", type=int, default=1_000_000)
+    parser.add_argument("--auto-plan", type=float, default=0.02, help="share of events in auto-plan mode")
+    parser.add_argument("--page", type=int, default=1000, help="events per source batch")
+    parser.add_argument("--rounds", type=int, default=50)
+    parser.add_argument("--dir", type=Path, default=None, help="keep the databases here")
+    args = parser.parse_args()
+    workdir = args.dir or Path(tempfile.mkdtemp(prefix="chronos-bench-planning-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    print(f"generating {args.events:,} events …", file=sys.stderr)
+    source = _source(args.events, args.auto_plan, args.page)
+    timings = {}
+    for label, with_planning in (("events only", False), ("events + planning", True)):
+        db = workdir / f"{'planning' if with_planning else 'plain'}.db"
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{db}{suffix}").unlink(missing_ok=True)
+        print(f"full sync, {label} …", file=sys.stderr)
+        timings[label] = await full_sync(db, source, with_planning)
+    db = workdir / "planning.db"
+    conn = sqlite3.connect(db)
+    pairs = conn.execute("SELECT COUNT(*) FROM planning_conflicts").fetchone()[0]
+    span = conn.execute("SELECT max_duration_seconds FROM planning_spans").fetchone()[0]
+    started = time.perf_counter()
+    raw_pairs = conn.execute(RAW_PAIRS, (span,)).fetchone()[0]
+    raw_seconds = time.perf_counter() - started
+    conn.close()
+    print(f"queries ({args.rounds} rounds) …", file=sys.stderr)
+    rows = await queries(db, args.rounds)
+
+    plain, planned = timings["events only"], timings["events + planning"]
+    print()
+    print(
+        f"Planning and analytics over {args.events:,} events in {CALENDARS} calendars ({YEARS} years,"
+        f" {args.auto_plan:.0%} auto-plan), SQLite {sqlite3.sqlite_version}, Python {platform.python_version()}"
+    )
+    print()
+    print("| sync | seconds | events/s | |")
+    print("|---|---|---|---|")
+    print(f"| full sync, events only | {plain:.1f} | {args.events / plain:,.0f} | |")
+    print(
+        f"| full sync, events + planning | {planned:.1f} | {args.events / planned:,.0f} |"
+        f" +{(planned / plain - 1) * 100:.1f} % ({pairs:,} pairs kept) |"
+    )
+    print(f"| raw SQL: every pair in one self-join | {raw_seconds:.1f} | | {raw_pairs:,} timed pairs |")
+    print()
+    print("| query (server-side) | chronos p50 | p95 | raw p50 | p95 | ratio p50 |")
+    print("|---|---|---|---|---|---|")
+    for name, ours, raw in rows:
+        print(
+            f"| {name} | {pct(ours, 0.5):.2f} ms | {pct(ours, 0.95):.2f} ms | {pct(raw, 0.5):.2f} ms |"
+            f" {pct(raw, 0.95):.2f} ms | {statistics.median(ours) / max(statistics.median(raw), 1e-9):.2f}x |"
+        )
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
