@@ -117,6 +117,8 @@ class CaldavSource(Source):
         self._by_id = {c.id: c for c in settings.calendars}
         #: HTTP requests of the last run per calendar (bench and tests read it).
         self.requests: dict[str, int] = {}
+        #: Seconds spent waiting for the server in the last run per calendar.
+        self.http_seconds: dict[str, float] = {}
         self._clients: dict[str, tuple[str | None, DavCalendar]] = {}
 
     def calendars(self) -> list[CalendarSpec]:
@@ -169,7 +171,7 @@ class CaldavSource(Source):
             raise SourceError(str(exc)) from None
         held = self._clients.get(cfg.id)
         if held is not None and held[0] == password:
-            held[1].requests = 0
+            held[1].requests, held[1].seconds = 0, 0.0
             return held[1]
         if held is not None:
             await asyncio.to_thread(held[1].close)
@@ -193,16 +195,43 @@ class CaldavSource(Source):
 
     # -- what the source remembers ---------------------------------------------------------------
 
-    async def _load(self, calendar_id: str) -> tuple[int, dict[str, Known]]:
+    async def _seq(self, calendar_id: str) -> int:
         if self.ctx is None:
-            return 0, {}
+            return 0
         async with self.ctx.db.read() as s:
             state = await s.get(CaldavCalendarState, calendar_id)
-            rows = (await s.execute(select(CaldavObject).where(CaldavObject.calendar_id == calendar_id))).scalars()
-            known = {
-                r.href: Known(r.uid, r.etag, [(k[0], k[1]) for k in r.keys or []], bool(r.recurring)) for r in rows
-            }
-        return (state.seq if state is not None else 0), known
+        return state.seq if state is not None else 0
+
+    async def _known(
+        self, calendar_id: str, *, hrefs: list[str] | None = None, recurring: bool = False
+    ) -> dict[str, Known]:
+        """What the last syncs learnt: every href, only ``hrefs``, or only the recurring ones."""
+        if self.ctx is None or hrefs == []:
+            return {}
+        query = select(CaldavObject).where(CaldavObject.calendar_id == calendar_id)
+        if recurring:
+            query = query.where(CaldavObject.recurring.is_(True))
+        out: dict[str, Known] = {}
+        chunks = [None] if hrefs is None else [hrefs[i : i + 500] for i in range(0, len(hrefs), 500)]
+        async with self.ctx.db.read() as s:
+            for chunk in chunks:
+                q = query if chunk is None else query.where(CaldavObject.href.in_(chunk))
+                for r in (await s.execute(q)).scalars():
+                    out[r.href] = Known(r.uid, r.etag, [(k[0], k[1]) for k in r.keys or []], bool(r.recurring))
+        return out
+
+    async def _by_uid(self, calendar_id: str, uid: str) -> tuple[str, str | None] | None:
+        if self.ctx is None:
+            return None
+        async with self.ctx.db.read() as s:
+            row = (
+                await s.execute(
+                    select(CaldavObject.href, CaldavObject.etag)
+                    .where(CaldavObject.calendar_id == calendar_id, CaldavObject.uid == uid)
+                    .limit(1)
+                )
+            ).first()
+        return None if row is None else (row[0], row[1])
 
     async def _remember(
         self, calendar_id: str, upserts: Iterable[Parsed], gone: Iterable[str], *, replace: bool, seq: int | None
@@ -246,11 +275,11 @@ class CaldavSource(Source):
         window = self.window(cfg)
         day = window.start.date().isoformat()
         config = self._fingerprint(cfg)
-        seq, known = await self._load(cfg.id)
+        seq = await self._seq(cfg.id)
         prior = cursor or {}
         dav = await self._connect(cfg)
         try:
-            async for batch in self._sync(cfg, dav, window, known, seq, prior, config, day):
+            async for batch in self._sync(cfg, dav, window, seq, prior, config, day):
                 yield batch
         except SourceError:
             # A request that timed out may still hold the client in its thread: start afresh next time.
@@ -258,31 +287,37 @@ class CaldavSource(Source):
             raise
         finally:
             self.requests[cfg.id] = dav.requests
+            self.http_seconds[cfg.id] = dav.seconds
 
     async def _sync(
         self,
         cfg: CaldavCalendar,
         dav: DavCalendar,
         window: ical.Window,
-        known: dict[str, Known],
         seq: int,
         prior: dict[str, Any],
         config: str,
         day: str,
     ) -> AsyncIterator[SourceBatch]:
         base = {"config": config, "window": day, "seq": seq}
-        incremental = bool(known) or seq > 0
-        incremental = incremental and prior.get("config") == config and prior.get("seq") == seq
+        # seq counts completed listings and syncs: a cursor from another one (not saved, a crash) is not trusted.
+        incremental = seq > 0 and prior.get("config") == config and prior.get("seq") == seq
         moved = prior.get("window") != day
         changed: list[Resource] | None = None
         new_cursor: dict[str, Any] = {}
+        known: dict[str, Known] = {}
         if incremental and prior.get("sync_token"):
             try:
                 changed, token = await self._call(dav.sync_collection, prior["sync_token"])
                 new_cursor = {**base, "mode": "sync", "sync_token": token or prior["sync_token"]}
             except InvalidSyncToken:
                 changed = None  # the server forgot the token: list everything
+            else:
+                known = await self._known(cfg.id, hrefs=[r.href for r in changed])
+                if moved:
+                    known.update(await self._known(cfg.id, recurring=True))
         elif incremental and prior.get("mode") == "ctag":
+            known = await self._known(cfg.id)
             info = await self._call(dav.info)
             new_cursor = {**base, "mode": "ctag", "ctag": info.ctag}
             if info.ctag is not None and info.ctag == prior.get("ctag"):
@@ -293,7 +328,7 @@ class CaldavSource(Source):
                 changed = await self._call(dav.multiget, stale) if stale else []
                 changed += [Resource(h, None, None) for h in known if h not in etags]
         if changed is None:
-            async for batch in self._full(cfg, dav, window, known, seq, base):
+            async for batch in self._full(cfg, dav, window, await self._known(cfg.id), seq, base):
                 yield batch
             return
         if moved:  # recurring series shift with the window
@@ -316,7 +351,7 @@ class CaldavSource(Source):
         seq: int,
         base: dict[str, Any],
     ) -> AsyncIterator[SourceBatch]:
-        info = await self._call(dav.info)
+        info = await self._call(dav.info, False)
         resources: list[Resource] | None = None
         token = None
         if info.supports_sync:
@@ -325,8 +360,10 @@ class CaldavSource(Source):
             except (NoSyncCollection, InvalidSyncToken):
                 resources = None
         if resources is None or token is None:
+            # The ctag before the listing: a change made meanwhile shows as a new ctag next time.
+            ctag = (await self._call(dav.info)).ctag
             resources = await self._call(dav.list_all)
-            cursor = {**base, "seq": seq + 1, "mode": "ctag", "ctag": info.ctag}
+            cursor = {**base, "seq": seq + 1, "mode": "ctag", "ctag": ctag}
         else:
             cursor = {**base, "seq": seq + 1, "mode": "sync", "sync_token": token}
         resources = [r for r in resources if r.data is not None]
@@ -423,13 +460,12 @@ class CaldavSource(Source):
             raise SourceError(
                 "one instance of a recurring series cannot be deleted at the server (only whole events); not deleted"
             )
-        _seq, known = await self._load(cfg.id)
-        match = [(h, k) for h, k in known.items() if k.uid == uid]
-        if not match:
+        match = await self._by_uid(cfg.id, uid)
+        if match is None:
             return  # never synced or already gone: nothing to delete
-        href, entry = match[0]
+        href, etag = match
         dav = await self._connect(cfg)
-        status = await self._call(dav.delete, href, entry.etag)
+        status = await self._call(dav.delete, href, etag)
         if status == 412:
             raise SourceError(
                 f"the event {uid!r} changed at {redact(cfg.url)} since the last sync (HTTP 412 Precondition Failed);"

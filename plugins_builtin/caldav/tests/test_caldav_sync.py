@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -146,3 +147,26 @@ async def test_the_password_may_come_from_a_file(chronos_app, radicale, tmp_path
     async with chronos_app(plugins=PLUGINS, config={"caldav": {"calendars": [entry]}, **LOOPBACK}) as app:
         run = await kit.sync_now(app, "caldav", "work")
         assert (run.status, run.added) == ("ok", 1), run
+
+
+async def test_recurring_series_follow_the_window_as_days_pass(chronos_app, api_client, radicale, password_env):
+    cal = radicale.calendar()
+    cal.add_event(weekly("w@t", "Weekly", 20))
+    cal.add_event(vevent("once@t", "Once"))
+    config = calendar_config(cal, password_env, past_days=0, horizon_days=14)
+    async with chronos_app(plugins=PLUGINS, config=config) as app:
+        c = await api_client(app, scopes=["events.read"])
+        run = await kit.sync_now(app, "caldav", "work")
+        assert (run.status, run.added) == ("ok", 3), run  # days 1 and 8 of the series, and the single event
+
+        # A week later: the first instance left the window, the one of day 15 entered it.
+        source = source_of(app)
+        later = datetime.now(UTC) + timedelta(days=7)
+        source.clock = lambda: later
+        run = await kit.sync_now(app, "caldav", "work")
+        assert (run.status, run.added, run.deleted) == ("ok", 1, 1), run
+        assert await titles(c) == ["Once", "Weekly", "Weekly"]
+        assert source.requests["work"] == 2  # the sync-collection REPORT and one multiget of the series
+        # Same day again: nothing to do.
+        run = await kit.sync_now(app, "caldav", "work")
+        assert run.not_modified and source.requests["work"] == 1
