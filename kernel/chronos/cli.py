@@ -277,12 +277,14 @@ def _print_runs(results: list[dict[str, Any]]) -> None:
 @app.command("sources")
 def sources_cmd(as_json: bool = typer.Option(False, "--json"), config: str | None = ConfigOpt) -> None:
     """List the enabled sources and their calendars: last run, its result, cursor age and next run."""
-    rows = _run(_sources(_settings(config)))
+    sources, rows = _run(_sources(_settings(config)))
     if as_json:
-        typer.echo(json.dumps(rows, default=str))
+        typer.echo(json.dumps({"sources": sources, "calendars": rows}, default=str))
         return
+    names = ", ".join(f"{x['name']} ({x['calendars']} calendar(s), plugin {x['plugin']})" for x in sources)
+    typer.echo(f"sources: {names or 'none enabled'}")
     if not rows:
-        typer.echo("no calendars configured (enable a source plugin and list calendars in its section)")
+        typer.echo("no calendars configured (list calendars in the source's settings section)")
         return
     header = ("CALENDAR", "MODE", "EVERY", "LAST RUN", "RESULT", "CURSOR AGE", "NEXT RUN")
     table = [header] + [
@@ -329,7 +331,7 @@ def _result(r: dict[str, Any]) -> str:
     return status
 
 
-async def _sources(settings: Settings) -> list[dict[str, Any]]:
+async def _sources(settings: Settings) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Every configured calendar with its sync state, for `chronos sources`."""
     from sqlalchemy import select
 
@@ -340,6 +342,10 @@ async def _sources(settings: Settings) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     async with runtime.running(jobs="off", migrate=True):
         pipeline, now = runtime.pipeline, utcnow()
+        sources = [
+            {"name": name, "plugin": plugin, "calendars": sum(1 for key in pipeline.calendars if key[0] == name)}
+            for name, (plugin, _src) in sorted(pipeline.sources.items())
+        ]
         async with runtime.ctx.db.read() as s:
             states = {(r.source, r.calendar_id): r for r in (await s.execute(select(SyncState))).scalars()}
             for key, ref in sorted(pipeline.calendars.items()):
@@ -399,7 +405,7 @@ async def _sources(settings: Settings) -> list[dict[str, Any]]:
                         "next_run": next_run,
                     }
                 )
-    return out
+    return sources, out
 
 
 @app.command("migrate")

@@ -22,7 +22,8 @@ async def test_sync_and_sources(database, fake_google, tmp_path):
     )
     before = await invoke_cli_async("sources", config=cfg)
     assert before.returncode == 0, before.stderr
-    lines = {line.split()[0]: line for line in before.stdout.splitlines()[1:]}
+    assert before.stdout.startswith("sources: ") and "google (2 calendar(s), plugin google)" in before.stdout
+    lines = {line.split()[0]: line for line in before.stdout.splitlines()[2:]}
     assert "never" in lines["google/team"] and "when the service starts" in lines["google/team"]
     assert "on demand" in lines["google/home"]
 
@@ -50,7 +51,9 @@ async def test_sync_and_sources(database, fake_google, tmp_path):
     assert failed.returncode == 1 and "google/team: error" in failed.stdout and "HTTP 503" in failed.stdout
 
     listing = await invoke_cli_async("sources", "--json", config=cfg)
-    rows = {r["calendar_id"]: r for r in json.loads(listing.stdout)}
+    listed = json.loads(listing.stdout)
+    assert {"name": "google", "plugin": "google", "calendars": 2} in listed["sources"]
+    rows = {r["calendar_id"]: r for r in listed["calendars"]}
     assert rows["team"]["last_status"] == "error" and "HTTP 503" in rows["team"]["last_error"]
     assert rows["team"]["cursor_age_seconds"] is not None and rows["team"]["next_run"].startswith(("in ", "due"))
     assert rows["home"]["last_status"] is None and rows["home"]["next_run"] == "on demand"
