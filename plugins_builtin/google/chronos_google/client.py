@@ -194,10 +194,13 @@ class CalendarClient:
             self.requests += 1
             return build(gc)
 
-    async def call(self, build: Callable[[GoogleCalendar], Any], *, what: str, gone: Any = _RAISE) -> Any:
+    async def call(
+        self, build: Callable[[GoogleCalendar], Any], *, what: str, gone: Any = _RAISE, sync_token: bool = False
+    ) -> Any:
         """Run ``build(gc)`` (which performs one request) in a thread, retrying rate limits and 5xx.
 
-        ``gone``, when given, is returned for a 404 or 410 instead of raising."""
+        ``gone``, when given, is returned for a 404 or 410 instead of raising. With
+        ``sync_token`` (the request sends one) a 400 means the token was refused too."""
         attempt = 0
         while True:
             try:
@@ -210,7 +213,7 @@ class CalendarClient:
                 if status in (404, 410) and gone is not _RAISE:
                     return gone
                 if not retryable:
-                    raise self._http_error(exc, status, reason, what) from None
+                    raise self._http_error(status, reason, what, sync_token) from None
                 wait = self.retry.delay(attempt, _retry_after(exc))
                 if attempt >= self.retry.max_retries or wait > self.retry.max_seconds:
                     hint = f"; the server asked to wait {wait:g}s" if wait > self.retry.max_seconds else ""
@@ -243,9 +246,9 @@ class CalendarClient:
     def _host(self) -> str:
         return self.base_url or "www.googleapis.com"
 
-    def _http_error(self, exc: HttpError, status: int, reason: str, what: str) -> Exception:
-        if status == 410 or (status == 400 and reason in ("invalid", "invalidSyncToken", "fullSyncRequired")):
-            return SyncTokenGone(reason or "gone")
+    def _http_error(self, status: int, reason: str, what: str, sync_token: bool) -> Exception:
+        if status == 410 or (status == 400 and sync_token):
+            return SyncTokenGone(f"HTTP {status}{' ' + reason if reason else ''}")
         if status == 404:
             return SourceError(
                 f"{what}: Google calendar {self.calendar_id!r} does not exist or is not shared with these"
@@ -268,6 +271,7 @@ class CalendarClient:
         result = await self.call(
             lambda gc: gc.service.events().list(calendarId=self.calendar_id, **params).execute(),
             what=f"listing events of {self.calendar_id!r}",
+            sync_token="syncToken" in params,
         )
         if not isinstance(result, dict):
             raise SourceError(

@@ -127,9 +127,7 @@ class GoogleSource(Source):
                 async for batch in self._pages(client, cfg, None):
                     yield batch
             except SyncTokenGone as exc:
-                raise SourceError(
-                    f"listing events of {cfg.calendar_id!r}: HTTP 410 ({exc}) on a full listing"
-                ) from None
+                raise SourceError(f"listing events of {cfg.calendar_id!r}: {exc} to a full listing") from None
         except SourceError:
             # Credentials may have been renewed on disk since: read them again next time.
             self._clients.pop(cfg.id, None)

@@ -67,6 +67,12 @@ async def test_gone_sync_token_resyncs_and_deletes_exactly_what_vanished(chronos
         assert lists[0]["params"].get("syncToken") and "syncToken" not in lists[1]["params"]
         assert "timeMin" in lists[1]["params"]
         assert run.cursor["sync_token"]
+        # A token the server refuses with 400 (not 410) also starts a full listing.
+        fake_google.requests.clear()
+        fake_google.fail_next(Fault(400, "invalid"))
+        run = await sync(app, "home")
+        assert (run.status, run.added, run.deleted) == ("ok", 0, 0), run.error
+        assert [bool(r["params"].get("syncToken")) for r in fake_google.list_requests()][:2] == [True, False]
         # The new token works incrementally again.
         fake_google.requests.clear()
         assert (await sync(app, "home")).status == "ok"
