@@ -10,8 +10,9 @@ cannot conflict with anything skips the reads.
 from __future__ import annotations
 
 import bisect
+import json
 from collections.abc import Iterable, Sequence
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -31,14 +32,12 @@ from chronos.plugin import (
     utcnow,
 )
 
-from chronos_planning.models import CONFLICTS, EVENTS, SPANS
+from chronos_planning.models import CONFLICTS, EVENTS, PLANNED, SPANS
 from chronos_planning.rules import Busy, blocks, conflict_reason, merge_intervals, reaches_free_events
 from chronos_planning.settings import PlanningSettings
 
 CONFLICT_EVENT = "event.conflict"
 SPAN_KEY = "events"
-#: Most OR'ed ranges in the candidate query.
-MAX_RANGES = 24
 CHUNK = 500
 
 
@@ -131,25 +130,130 @@ def overlapping(ranges: list[tuple[datetime, datetime]], span: timedelta) -> Any
     return terms[0] if len(terms) == 1 else sa.or_(*terms)
 
 
+class _Sql:
+    """The candidate lookup's dialect: the batch's intervals travel as one JSON parameter and drive
+    a nested loop over a start index (one range scan per interval, no scan of the table)."""
+
+    def __init__(self, dialect: str) -> None:
+        self.sqlite = dialect == "sqlite"
+
+    def t(self, value: datetime) -> str:
+        if self.sqlite:
+            return value.astimezone(UTC).isoformat(" ", "microseconds")[:26]
+        return value.astimezone(UTC).isoformat()
+
+    def parse(self, value: Any) -> datetime:
+        if isinstance(value, datetime):
+            return value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
+        return datetime.fromisoformat(str(value)).replace(tzinfo=UTC)
+
+    def intervals(self, name: str) -> str:
+        if self.sqlite:
+            return (
+                "(SELECT json_extract(value, '$[0]') AS lo, json_extract(value, '$[1]') AS hi,"
+                f" json_extract(value, '$[2]') AS ls FROM json_each(:{name}))"
+            )
+        return (
+            "(SELECT CAST(x->>0 AS timestamptz) AS lo, CAST(x->>1 AS timestamptz) AS hi,"
+            f" CAST(x->>2 AS timestamptz) AS ls FROM jsonb_array_elements(CAST(:{name} AS jsonb)) AS x)"
+        )
+
+    @property
+    def join(self) -> str:
+        # SQLite keeps the intervals as the outer loop with CROSS JOIN; PostgreSQL plans it itself.
+        return "CROSS JOIN" if self.sqlite else "JOIN"
+
+    @property
+    def on(self) -> str:
+        return "" if self.sqlite else " ON true"
+
+
+E_COLUMNS = (
+    "e.id, e.source, e.calendar_id, e.title, e.start_utc, e.end_utc, e.all_day, e.status, e.transparency, e.mode"
+)
+OVERLAP = "{t}.start_utc < w.hi AND {t}.start_utc >= w.ls AND {t}.end_utc > w.lo"
+BUSY = "e.transparency = 'busy' AND e.status <> 'cancelled'"
+
+
+def reaching_calendars(settings: PlanningSettings) -> list[str]:
+    """Calendars whose every event can conflict with a free event (planned or reporting everything)."""
+    return sorted(c for c, p in settings.calendars.items() if p.default_mode == "auto-plan" or p.report_all_overlaps)
+
+
+def _interval_param(d: _Sql, events: list[Busy], span: timedelta) -> str:
+    merged = merge_intervals([(b.start, b.end) for b in events], 10**9)
+    return json.dumps([[d.t(lo), d.t(hi), d.t(lo - span)] for lo, hi in merged])
+
+
 async def candidates(
     session: AsyncSession, mine: list[Busy], settings: PlanningSettings, span: timedelta
 ) -> list[Busy]:
-    """Stored busy events overlapping the batch's intervals (one query)."""
-    ranges = merge_intervals([(b.start, b.end) for b in mine], MAX_RANGES)
-    query = sa.select(*BUSY_COLUMNS).where(
-        overlapping(ranges, span), EVENTS.c.transparency == "busy", EVENTS.c.status != "cancelled"
-    )
-    if not any(reaches_free_events(b, settings) for b in mine):
-        # Free events of the batch conflict only with planned events or reporting calendars.
-        reporting = sorted(
-            c for c, p in settings.calendars.items() if p.default_mode == "auto-plan" or p.report_all_overlaps
+    """Stored busy events that may conflict with the batch's events, in one statement: everything
+    overlapping the events that reach free ones, and only planned events (or those of calendars
+    that plan or report everything) overlapping the free ones."""
+    d = _Sql(session.get_bind().dialect.name)
+    reaching = [b for b in mine if reaches_free_events(b, settings)]
+    free = [b for b in mine if not reaches_free_events(b, settings)]
+    parts: list[str] = []
+    params: dict[str, Any] = {}
+    if reaching:
+        params["wide"] = _interval_param(d, reaching, span)
+        parts.append(
+            f"SELECT {E_COLUMNS} FROM {d.intervals('wide')} AS w {d.join} events AS e{d.on}"
+            f" WHERE {OVERLAP.format(t='e')} AND {BUSY}"
         )
-        if settings.defaults.default_mode != "auto-plan" and not settings.defaults.report_all_overlaps:
-            clause = EVENTS.c.mode == "auto-plan"
-            if reporting:
-                clause = sa.or_(clause, EVENTS.c.calendar_id.in_(reporting))
-            query = query.where(clause)
-    return [busy_of_row(r) for r in (await session.execute(query)).all()]
+    if free:
+        params["narrow"] = _interval_param(d, free, span)
+        parts.append(
+            f"SELECT {E_COLUMNS} FROM {d.intervals('narrow')} AS w {d.join} planning_planned AS p{d.on}"
+            f" JOIN events AS e ON e.id = p.event_id WHERE {OVERLAP.format(t='p')} AND {BUSY}"
+        )
+        calendars = reaching_calendars(settings)
+        if calendars:
+            names = []
+            for i, cal in enumerate(calendars):
+                params[f"rc{i}"] = cal
+                names.append(f":rc{i}")
+            parts.append(
+                f"SELECT {E_COLUMNS} FROM {d.intervals('narrow')} AS w {d.join} events AS e{d.on}"
+                f" WHERE e.calendar_id IN ({', '.join(names)}) AND {OVERLAP.format(t='e')} AND {BUSY}"
+            )
+    rows = (await session.execute(sa.text(" UNION ".join(parts)), params)).all()
+    return [
+        Busy(
+            id=r.id,
+            calendar_id=r.calendar_id,
+            start=d.parse(r.start_utc),
+            end=d.parse(r.end_utc),
+            mode=r.mode,
+            all_day=bool(r.all_day),
+            busy=True,
+            cancelled=False,
+            title=r.title,
+            source=r.source,
+        )
+        for r in rows
+    ]
+
+
+async def keep_planned(session: AsyncSession, batch: SinkBatch) -> None:
+    """``planning_planned`` follows the batch: events whose own mode is auto-plan, with their times."""
+    touched = [s.id for s in batch.updated if s.event.mode == "auto-plan" or _was_planned(batch, s.id)]
+    touched += [s.id for s in batch.deleted if s.event.mode == "auto-plan"]
+    for chunk in _chunks(touched):
+        await session.execute(sa.delete(PLANNED).where(PLANNED.c.event_id.in_(chunk)))
+    rows = [
+        {"event_id": s.id, "start_utc": s.event.start_utc, "end_utc": s.event.end_utc}
+        for s in (*batch.added, *batch.updated)
+        if s.event.mode == "auto-plan"
+    ]
+    if rows:
+        await session.execute(sa.insert(PLANNED), rows)
+
+
+def _was_planned(batch: SinkBatch, event_id: int) -> bool:
+    previous = batch.previous.get(event_id)
+    return previous is None or previous.mode == "auto-plan"
 
 
 def pairs_for(
@@ -239,6 +343,7 @@ class ConflictSink(Sink):
             await session.execute(
                 sa.delete(CONFLICTS).where(sa.or_(CONFLICTS.c.event_a.in_(chunk), CONFLICTS.c.event_b.in_(chunk)))
             )
+        await keep_planned(session, batch)
         changed = [busy_of(s) for s in (*batch.added, *batch.updated)]
         if not changed:
             return

@@ -47,7 +47,22 @@ class Span(Base):
     max_duration_seconds: Mapped[int] = mapped_column(Integer(), default=0)
 
 
+class Planned(Base):
+    """Events whose own mode is auto-plan, by time: a free event of a batch can only conflict with
+    these (or with events of calendars that plan or report everything), so its lookup is small."""
+
+    __tablename__ = "planning_planned"
+    __table_args__ = (Index("ix_planning_planned_start", "start_utc", "event_id", "end_utc"),)
+
+    event_id: Mapped[int] = mapped_column(
+        sa.BigInteger(), ForeignKey("events.id", ondelete="CASCADE"), primary_key=True, autoincrement=False
+    )
+    start_utc: Mapped[datetime] = mapped_column(UTCDateTime())
+    end_utc: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
 CONFLICTS = Conflict.__table__
+PLANNED = Planned.__table__
 SPANS = Span.__table__
 
 # The public ``events`` table (owned by the events plugin), as far as planning reads it.
