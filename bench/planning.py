@@ -174,6 +174,8 @@ async def queries(db: Path, rounds: int) -> list[tuple[str, list[float], list[fl
     async with running_app(app):
         ctx = app.state.chronos
         span = raw.execute("SELECT max_duration_seconds FROM planning_spans").fetchone()[0]
+        # analytics bounds its scans by the event store's own bound (all-day events included)
+        store_span = raw.execute("SELECT MAX(max_duration_seconds) FROM events_spans").fetchone()[0]
 
         async def conflicts(d: datetime) -> Any:
             return await planning.list_conflicts(ctx, d.isoformat(), (d + timedelta(days=7)).isoformat(), [], None, 100)
@@ -223,7 +225,7 @@ async def queries(db: Path, rounds: int) -> list[tuple[str, list[float], list[fl
                 dd = sql.Dialect("sqlite")
                 lo, hi = d, d + timedelta(days=365)
                 params: dict[str, Any] = {}
-                where = sql.window_filter(dd, params, lo, hi, timedelta(seconds=span), [], True)
+                where = sql.window_filter(dd, params, lo, hi, timedelta(seconds=store_span), [], True)
                 s, e = dd.greatest("e.start_utc", ":lo"), dd.least("e.end_utc", ":hi")
                 if group == "calendar":
                     return (
@@ -234,7 +236,7 @@ async def queries(db: Path, rounds: int) -> list[tuple[str, list[float], list[fl
                 from zoneinfo import ZoneInfo
 
                 params["buckets"] = sql.bucket_param(
-                    dd, sql.local_hours(lo, hi, ZoneInfo("Europe/Berlin")), timedelta(seconds=span)
+                    dd, sql.local_hours(lo, hi, ZoneInfo("Europe/Berlin")), timedelta(seconds=store_span)
                 )
                 s, e = dd.greatest("e.start_utc", "b.lo"), dd.least("e.end_utc", "b.hi")
                 return (
