@@ -141,6 +141,9 @@ class DavCalendar:
                 raise SourceError(f"request to {self.shown} failed: {type(exc).__name__}") from None
             except dav_error.DAVError as exc:
                 raise SourceError(f"{type(exc).__name__} from {self.shown}") from None
+            except (ValueError, UnicodeError, TypeError) as exc:
+                # e.g. credentials that cannot be encoded; the message could quote them, so only the type is shown.
+                raise SourceError(f"request to {self.shown} failed: {type(exc).__name__}") from None
             finally:
                 self.seconds += time.perf_counter() - started
 

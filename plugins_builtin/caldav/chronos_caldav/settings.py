@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
@@ -119,11 +118,3 @@ class CaldavSettings(BaseModel):
                 raise ValueError(f"calendar id {cal.id!r} appears twice")
             seen.add(cal.id)
         return value
-
-
-_USERINFO = re.compile(r"(?<=://)[^/@\s]+@")
-
-
-def strip_userinfo(text: str) -> str:
-    """Remove ``user:password@`` from URLs inside ``text``."""
-    return _USERINFO.sub("", text)

@@ -154,3 +154,28 @@ async def test_entries_the_pipeline_cannot_take_fail_alone(chronos_app, api_clie
         run = await kit.sync_now(app, "caldav", "work")
         assert run.status == "partial" and run.failed == 1, run
         assert await titles(c) == ["Alpha", "Beta"]
+
+
+async def test_an_unreadable_password_file(synced, tmp_path):
+    missing = tmp_path / "nowhere" / "caldav.pw"
+    app, c, _cal = await synced()
+    source = kit.runtime_of(app).pipeline.calendar("caldav", "work").source
+    cfg = source._by_id["work"]
+    source._by_id["work"] = cfg.model_copy(update={"password_env": None, "password_file": missing})
+    await break_and_recover(
+        app,
+        c,
+        error=rf"^cannot read the password file {re.escape(str(missing))}: No such file or directory$",
+        restore=lambda: source._by_id.__setitem__("work", cfg),
+    )
+
+
+async def test_credentials_that_cannot_be_sent(synced, monkeypatch, password_env):
+    app, c, _cal = await synced()
+    monkeypatch.setenv(password_env, "p\u00e4ss\u20ac\u2603")  # not encodable for Basic auth by every client
+    run = await kit.sync_now(app, "caldav", "work", full=True)
+    # Either the client refuses to encode it or the server refuses it: a clear error, never the password.
+    assert run.status == "error", run
+    assert "\u2603" not in run.error and ("HTTP 401" in run.error or "failed: " in run.error), run.error
+    assert await titles(c) == ["Alpha"]
+    await check_no_secrets_and_no_5xx(c, error=".")
