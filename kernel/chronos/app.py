@@ -20,6 +20,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from chronos import __version__, api, metrics
 from chronos.auth import authenticate, route_scope
+from chronos.contracts.outbox import SignedAnswer
 from chronos.errors import (
     PROBLEM_MEDIA_TYPE,
     Problem,
@@ -77,13 +78,21 @@ class RequestContextMiddleware:
         structlog.contextvars.bind_contextvars(request_id=request_id)
         start = time.perf_counter()
         status_holder = {"status": 500, "started": False}
+        answer: list[bytes] | None = None  # the body of a signed request's first answer, kept for replays
+        media_type = "application/json"
 
         async def send_wrapper(message: Message) -> None:
+            nonlocal answer, media_type
             if message["type"] == "http.response.start":
                 status_holder["status"], status_holder["started"] = message["status"], True
                 hdrs = list(message.get("headers", []))
                 hdrs.append((b"x-request-id", request_id.encode("latin-1")))
                 message = {**message, "headers": hdrs}
+                if scope["state"].get("signed_receipt") is not None:
+                    answer = []
+                    media_type = dict(hdrs).get(b"content-type", b"application/json").decode("latin-1")
+            elif message["type"] == "http.response.body" and answer is not None:
+                answer.append(message.get("body", b""))
             await send(message)
 
         try:
@@ -107,6 +116,9 @@ class RequestContextMiddleware:
                 raise
             await unhandled_response(Request(scope), exc)(scope, receive, send_wrapper)
         finally:
+            receipt = scope["state"].pop("signed_receipt", None)
+            if receipt is not None:
+                await _remember_answer(receipt, status_holder["status"], b"".join(answer or []), media_type)
             template = self._template(scope)
             elapsed = time.perf_counter() - start
             metrics.HTTP_REQUESTS.labels(scope["method"], template, str(status_holder["status"])).inc()
@@ -152,6 +164,15 @@ class RequestContextMiddleware:
             return message
 
         return wrapped
+
+
+async def _remember_answer(receipt: Any, status: int, body: bytes, media_type: str) -> None:
+    """Store a signed request's first answer (``SignedRequests.remember``); a failure only costs the replay."""
+    verifier, call = receipt
+    try:
+        await verifier.remember(call, SignedAnswer(status, body, media_type))
+    except Exception as exc:  # noqa: BLE001 - the answer is sent; only its record for replays is lost
+        structlog.get_logger("chronos.auth").warning("signed_answer_not_stored", error=str(exc))
 
 
 def _is_loopback(host: str) -> bool:

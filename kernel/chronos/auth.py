@@ -14,7 +14,9 @@ from fastapi.routing import APIRoute
 from fastapi.security import APIKeyHeader, HTTPBearer
 
 from chronos.context import PluginContext
-from chronos.errors import Problem
+from chronos.contracts.outbox import SignedRequests
+from chronos.errors import Problem, ReplayedAnswer
+from chronos.exceptions import NotAuthenticated
 from chronos.identity import Origin, Principal
 
 __all__ = [
@@ -72,12 +74,41 @@ async def authenticate(request: Request) -> Principal:
     elif ctx.settings.kernel.auth.accept_x_api_key and request.headers.get("x-api-key"):
         secret = request.headers["x-api-key"].strip()
     if not secret:
+        signed = await _signed_caller(request, ctx)
+        if signed is not None:
+            return signed
         raise _unauthorized("An API key is required (Authorization: Bearer <key> or X-API-Key)")
     principal: Principal | None = await runtime.keys.verify(secret)
     if principal is None:
         raise _unauthorized("The API key is unknown, revoked or expired")
     request.state.principal = principal
     return principal
+
+
+SIGNATURE_HEADERS = ("webhook-signature", "x-signature")
+
+
+async def _signed_caller(request: Request, ctx: PluginContext) -> Principal | None:
+    """A caller that signs the request with a shared secret instead of sending a key (``SignedRequests``).
+
+    A webhook id is accepted once: the first request reserves it and the
+    request middleware stores its answer; a replay gets that answer again.
+    """
+    if not any(h in request.headers for h in SIGNATURE_HEADERS) or not ctx.has_service(SignedRequests):
+        return None
+    verifier = ctx.service(SignedRequests)
+    body = await request.body()
+    try:
+        call = await verifier.authenticate(request.headers, body)
+    except NotAuthenticated as exc:
+        raise _unauthorized(f"The request signature was refused: {exc.detail}") from None
+    if call.webhook_id is not None:
+        first = await verifier.claim(call)
+        if first is not None:
+            raise ReplayedAnswer(first.status_code, first.body, first.media_type)
+        request.state.signed_receipt = (verifier, call)
+    request.state.principal = call.principal
+    return call.principal
 
 
 class RequireScope:

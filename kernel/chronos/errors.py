@@ -7,7 +7,7 @@ from typing import Any
 import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -169,7 +169,19 @@ def _allowed_methods(request: Request) -> set[str]:
     return methods
 
 
+class ReplayedAnswer(Exception):
+    """A signed request whose webhook id was answered before: the first answer, again."""
+
+    def __init__(self, status_code: int, body: bytes, media_type: str) -> None:
+        super().__init__(f"replay of an answered request ({status_code})")
+        self.status_code, self.body, self.media_type = status_code, body, media_type
+
+
 def install_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ReplayedAnswer)
+    async def _replayed(request: Request, exc: ReplayedAnswer) -> Response:
+        return Response(exc.body, exc.status_code, media_type=exc.media_type, headers={"Webhook-Replayed": "true"})
+
     @app.exception_handler(Problem)
     async def _problem(request: Request, exc: Problem) -> JSONResponse:
         return problem_response(exc, request)

@@ -80,6 +80,9 @@ from chronos.contracts.outbox import (
     Outbox,
     OutboxMessage,
     Publication,
+    SignedAnswer,
+    SignedCall,
+    SignedRequests,
     type_matches,
 )
 from chronos.contracts.planning import ConflictIndex, EventAnalytics
@@ -160,6 +163,9 @@ __all__ = [
     "Outbox",
     "OutboxMessage",
     "Publication",
+    "SignedAnswer",
+    "SignedCall",
+    "SignedRequests",
     "type_matches",
     "AttachmentsTooLarge",
     "IdempotencyConflict",

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
+from chronos.identity import Principal
 from chronos.records import JsonSchema
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -245,3 +246,50 @@ class Outbox(ABC):
     @abstractmethod
     def event_types(self) -> Mapping[str, EventType]:
         """Every declared event type, by name."""
+
+
+# -- inbound: requests signed with a shared secret instead of an API key ----------------------
+
+
+@dataclass(frozen=True)
+class SignedCall:
+    """A verified signed request: who sent it and its webhook id (None when it carries none)."""
+
+    principal: Principal
+    webhook_id: str | None
+
+
+@dataclass(frozen=True)
+class SignedAnswer:
+    """The first answer to a signed request, given again to a replay of the same webhook id."""
+
+    status_code: int
+    body: bytes
+    media_type: str
+
+
+class SignedRequests(ABC):
+    """Authenticates callers that sign requests (Standard Webhooks or ``X-Signature``) instead of sending a key.
+
+    Provided by the ``webhooks`` plugin from its configured inbound clients.
+    The kernel asks it when a request carries no API key but a
+    ``webhook-signature`` or ``X-Signature`` header; the principal it returns
+    has the scopes and command systems configured for that client, so routes
+    authorise it like a key. Each webhook id is accepted once per client: the
+    kernel stores the first answer (:meth:`remember`) and answers a replay
+    with it (:meth:`claim`).
+    """
+
+    @abstractmethod
+    async def authenticate(self, headers: Mapping[str, str], body: bytes) -> SignedCall:
+        """Verify the signature over ``body`` (constant-time) and the timestamp (±5 minutes by default);
+        raise ``NotAuthenticated`` with a one-line reason otherwise."""
+
+    @abstractmethod
+    async def claim(self, call: SignedCall) -> SignedAnswer | None:
+        """Reserve ``call.webhook_id``: None the first time, the stored answer for a replay;
+        ``Conflict`` while the first request is still being answered."""
+
+    @abstractmethod
+    async def remember(self, call: SignedCall, answer: SignedAnswer) -> None:
+        """Store the first answer (an answer of 500 or more releases the id: the client may try again)."""

@@ -5,7 +5,18 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, Boolean, Float, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from chronos.plugin import Base, BigIntPK, JSONType, UTCDateTime, utcnow
@@ -101,3 +112,21 @@ class AttemptRow(Base):
     latency_ms: Mapped[float] = mapped_column(Float())
     error: Mapped[str | None] = mapped_column(Text(), nullable=True)
     response_excerpt: Mapped[str | None] = mapped_column(Text(), nullable=True)
+
+
+class InboundReceipt(Base):
+    """A signed inbound request's webhook id, per client, and its first answer (``status_code`` None: in progress)."""
+
+    __tablename__ = "webhooks_inbound"
+    __table_args__ = (
+        UniqueConstraint("client", "webhook_id"),
+        Index("ix_webhooks_inbound_received", "received_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    client: Mapped[str] = mapped_column(String(63))
+    webhook_id: Mapped[str] = mapped_column(String(200))
+    status_code: Mapped[int | None] = mapped_column(Integer(), nullable=True)
+    body: Mapped[bytes | None] = mapped_column(LargeBinary(), nullable=True)
+    media_type: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)

@@ -14,11 +14,13 @@ from chronos.plugin import (
     Scope,
     Service,
     SettingsSection,
+    SignedRequests,
     hookimpl,
 )
 
 from chronos_webhooks.cli import outbox_app
 from chronos_webhooks.dispatcher import DISPATCHER
+from chronos_webhooks.inbound import InboundClients
 from chronos_webhooks.outbox import DISPATCH_JOB, DISPATCH_REQUESTS, SqlOutbox
 from chronos_webhooks.router import router
 from chronos_webhooks.schemas import EventChange, OutboxTest, SyncFailed
@@ -54,7 +56,10 @@ def register_resources():
 
 @hookimpl
 def register_services():
-    return [Service("webhooks.outbox", Outbox, SqlOutbox)]
+    return [
+        Service("webhooks.outbox", Outbox, SqlOutbox),
+        Service("webhooks.inbound", SignedRequests, InboundClients),
+    ]
 
 
 @hookimpl

@@ -2,10 +2,34 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 #: Standard Webhooks' example schedule: the delays between attempts after the first (immediate) one.
 STANDARD_SCHEDULE = [5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 50400.0, 72000.0, 86400.0]
+
+
+class InboundClient(BaseModel):
+    """A caller that signs its requests with a shared secret instead of sending an API key."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9_.-]{0,62}$", description="Names the client in the audit log.")
+    scopes: list[str] = Field(default_factory=list, description="What it may do, as an API key's scopes.")
+    systems: list[str] = Field(default_factory=list, description="Command systems it is bound to (callbacks).")
+    secret_env: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+        description="The environment variable holding its secret(s) (whsec_…, space-separated while rotating).",
+    )
+    secret_file: Path | None = Field(None, description="Or a file holding them (a container secret).")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> InboundClient:
+        if (self.secret_env is None) == (self.secret_file is None):
+            raise ValueError(f"inbound client {self.name!r}: give secret_env or secret_file (one of them)")
+        return self
 
 
 class WebhooksSettings(BaseModel):
@@ -41,4 +65,11 @@ class WebhooksSettings(BaseModel):
     )
     inbound_tolerance_seconds: int = Field(
         300, ge=1, le=3600, description="Signed inbound requests: how far webhook-timestamp may be from now."
+    )
+    inbound_clients: list[InboundClient] = Field(
+        default_factory=list,
+        max_length=100,
+        description="Callers that sign requests (Standard Webhooks or X-Signature/X-Timestamp) instead of sending"
+        " an API key: command callbacks, POST /api/v1/events … with the scopes given here. Secrets come from the"
+        " environment or a file, never from this file.",
     )
