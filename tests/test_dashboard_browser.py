@@ -27,7 +27,19 @@ ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = "/usr/bin/chromium"
 AXE = ROOT / "web" / "tests" / "vendor" / "axe-core" / "axe.min.js"
 ADMIN = "dashboard-admin-key-0123456789abcdef"
-PANELS = ["events", "commands", "templates", "mail", "sync", "keys", "audit", "plugins"]
+PANELS = [
+    "events",
+    "commands",
+    "templates",
+    "mail",
+    "sync",
+    "planning",
+    "outbox",
+    "backups",
+    "keys",
+    "audit",
+    "plugins",
+]
 #: Text that must stay text: markup, an attribute breakout, right-to-left script and emoji.
 HOSTILE = '<script>window.__pwned=1</script>"><img src=x onerror="window.__pwned=2"> مرحبا بالعالم 🎉'
 
@@ -75,7 +87,10 @@ def server(tmp_path_factory) -> Iterator[dict[str, Any]]:
         "database": {"url": f"sqlite+aiosqlite:///{tmp / 'chronos.db'}"},
         "logging": {"level": "warning"},
         "plugins": {
-            "enabled": ["events", "ics", "normalize", "commands", "templates", "mail", "web", "hello", "planning"]
+            "enabled": [
+                *("events", "ics", "normalize", "commands", "templates", "mail", "web"),
+                *("hello", "planning", "webhooks", "backups"),
+            ]
         },
         "ics": {
             "calendars": [
@@ -91,6 +106,8 @@ def server(tmp_path_factory) -> Iterator[dict[str, Any]]:
         },
         "commands": {"whitelist": [{"system": "web-1", "action": "DEPLOY", "params": {"version": "[0-9.]{1,20}"}}]},
         "mail": {"from": "Chronos <chronos@example.com>"},
+        # The webhook test's receiver: a closed port on this machine (deliveries fail, nothing leaves it).
+        "network": {"allow": ["127.0.0.1/32"]},
     }
     (tmp / "chronos.yaml").write_text(yaml.safe_dump(config), encoding="utf-8")
     port = free_port()
@@ -291,6 +308,25 @@ def test_conflict_hints_and_moving_an_event_to_a_proposed_slot(page, server):
     expect(chip).not_to_contain_text("conflict")
     moved = api.get(f"/events/{planned['id']}").json()
     assert moved["start_utc"] != planned["start_utc"]
+    assert pg.errors == []
+
+
+def test_backups_and_webhooks_panels(page, server):
+    pg = page
+    sign_in(pg, server)
+    open_panel(pg, "backups")
+    pg.click("text=Back up now")
+    expect(pg.locator('section[data-panel="backups"] td', has_text="complete").first).to_be_visible(timeout=60_000)
+    open_panel(pg, "outbox")
+    pg.get_by_label("URL").fill("http://10.9.8.7/hooks")  # a private address: refused, with the problem's detail
+    pg.click("button[type=submit] >> text=Add")
+    expect(pg.locator('section[data-panel="outbox"] .error')).to_contain_text("not allowed")
+    pg.get_by_label("URL").fill("http://127.0.0.1:9/hooks/chronos")
+    pg.click("button[type=submit] >> text=Add")
+    expect(pg.locator(".secret")).not_to_be_empty()
+    expect(pg.locator("td", has_text="http://127.0.0.1:9/hooks/chronos")).to_be_visible()
+    hooks = server["api"].get("/webhooks").json()["items"]
+    assert [h["url"] for h in hooks] == ["http://127.0.0.1:9/hooks/chronos"]
     assert pg.errors == []
 
 

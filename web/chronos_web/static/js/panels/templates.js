@@ -176,10 +176,15 @@ export async function render(root, kit) {
         throw new Error("The sample variables are not valid JSON.");
       }
     }
-    async function preview() {
-      if (!(await save())) return;
+    let renders = 0;
+    async function preview(saveFirst = true) {
+      const mine = ++renders;
+      clearTimeout(timer); // the rendered version replaces the raw draft
+      if (saveFirst && !(await save())) return;
       try {
         const res = await api.post(`templates/${id}/render`, {variables: sampleVars()});
+        if (mine !== renders) return; // a newer preview is on its way
+        clearTimeout(timer);
         const o = res.output || {};
         frame.srcdoc = o.html || (o.text ? `<pre>${o.text.replace(/[&<>]/g, (c) => ({"&": "&amp;", "<": "&lt;", ">": "&gt;"})[c])}</pre>` : JSON.stringify(o));
         status.replaceChildren(h("p", {class: "ok"}, o.subject ? `Rendered. Subject: ${o.subject}` : "Rendered."));
@@ -211,7 +216,7 @@ export async function render(root, kit) {
         problem,
         h("div", {class: "row"},
           h("button", {type: "button", onclick: save}, "Save"),
-          h("button", {type: "button", class: "primary", onclick: preview}, "Save and preview")),
+          h("button", {type: "button", class: "primary", onclick: () => preview()}, "Save and preview")),
         status,
         h("h3", {}, "Placeholders"),
         cheats.length ? h("ul", {class: "checklist"}, cheats.map((v) => h("li", {},
@@ -225,7 +230,7 @@ export async function render(root, kit) {
           h("button", {type: "submit"}, "Send test")) : null));
     showPart();
     frame.srcdoc = draft.html || "";
-    if (t.type === "email") preview();
+    if (t.type === "email") preview(false); // the stored version, rendered with the sample variables
   }
 
   await load();
