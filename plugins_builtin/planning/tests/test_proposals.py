@@ -144,7 +144,13 @@ async def test_working_hours_follow_local_time_across_a_dst_week(chronos_app, ap
 
 async def test_bad_input_names_the_field(chronos_app, api_client):
     async with chronos_app(plugins=PLUGINS, config=config()) as app:
-        c = await api_client(app, scopes=["events.read"])
+        c = await api_client(app, scopes=["events.read", "events.write"])
+        # an auto-plan event whose end is before its start never reaches planning
+        r = await c.post(
+            "/api/v1/events",
+            json={"title": "Backwards", "start": z(MONDAY + H), "end": z(MONDAY), "mode": "auto-plan"},
+        )
+        assert r.status_code == 422 and [e["pointer"] for e in r.json()["errors"]] == ["/end"]
         window = {"from": z(MONDAY), "to": z(MONDAY + timedelta(days=1))}
         good = {"duration_minutes": 30, "window": window, "calendars": ["work"]}
         cases = [
