@@ -282,17 +282,21 @@ async def test_the_job_runner_and_the_api_outlive_a_failing_calendar(chronos_app
     )  # fmt: skip
     async with chronos_app(plugins=PLUGINS, config=cfg, run_jobs=True) as app:
         c = await api_client(app, scopes=["admin"])
-        for _ in range(200):  # the schedule runs both calendars at start
+        pipeline = kit.runtime_of(app).pipeline
+        for _ in range(600):  # the schedule runs both calendars at start (once this process leads)
             runs = (await c.get("/api/v1/sync/runs", params={"limit": 10})).json()["items"]
-            if len([r for r in runs if r["status"] != "running"]) >= 2:
+            idle = not any(pipeline.is_running("google", cal) for cal in ("down", "good"))
+            if idle and len([r for r in runs if r["status"] != "running"]) >= 2:
                 break
-            await asyncio.sleep(0.05)
+            await asyncio.sleep(0.1)
+        else:
+            raise AssertionError(f"the scheduled runs did not finish: {runs}")
         statuses = sorted(r["status"] for r in runs)
         assert "error" in statuses, runs
         # The service still answers and syncs on demand.
         r = await c.post("/api/v1/events/sync", json={"source": "google"})
         assert r.status_code == 202, r.text
-        await kit.runtime_of(app).pipeline.wait()
+        await pipeline.wait()
         for run in r.json()["runs"]:
             done = (await c.get(f"/api/v1/sync/runs/{run['id']}")).json()
             assert done["status"] == "ok", done
