@@ -378,6 +378,11 @@ def test_panels_follow_the_keys_scopes_and_a_revoked_key_returns_to_sign_in(page
     api = server["api"]
     created = api.post("/keys", json={"name": "reader", "scopes": ["events.read"]}).json()
     pg = page
+    pg.goto(server["base"] + "/ui/")
+    pg.fill("#signin-key", "chr_not_a_key")
+    pg.click("#signin-form button[type=submit]")
+    expect(pg.locator("#signin-error")).to_contain_text("This key was refused")
+    assert pg.is_hidden("#shell") and pg.evaluate("sessionStorage.getItem('chronos.key')") is None
     sign_in(pg, server, created["secret"])
     shown = pg.eval_on_selector_all("#nav-list a", "links => links.map(a => a.dataset.panel)")
     assert "events" in shown and not {"commands", "keys", "audit", "plugins"} & set(shown)

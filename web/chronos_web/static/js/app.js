@@ -24,6 +24,7 @@ const $ = (id) => document.getElementById(id);
 let visible = [];
 let cleanup = null;
 let plugins = [];
+let accepted = false;
 
 async function probe(panel) {
   try {
@@ -54,28 +55,61 @@ async function contributed(list) {
   return out;
 }
 
-async function start(key) {
-  const allowed = await Promise.all(PANELS.map(probe));
+/** After sign-in: the asked-for panel as soon as its own probe answers, the full navigation when all have. */
+async function start() {
+  const asked = location.hash.replace(/^#\/?/, "").split("?")[0] || "events";
+  const probes = PANELS.map(probe);
+  Promise.all(probes).catch(() => {}); // a refusal is handled below, once
+  const index = PANELS.findIndex((p) => p.id === asked);
+  let shown = null;
+  // The first answer tells a refused key (401: the caller's error) from a valid one.
+  if (index >= 0 && (await probes[index])) {
+    accepted = true;
+    visible = [PANELS[index]];
+    drawNav();
+    showShell();
+    shown = route();
+  }
+  const allowed = await Promise.all(probes);
+  accepted = true;
   visible = PANELS.filter((_, i) => allowed[i]);
+  plugins = [];
   if (visible.some((p) => p.id === "plugins")) {
     plugins = await api.get("plugins");
     visible.push(...(await contributed(plugins)));
   }
   kit.plugins = new Set(plugins.filter((p) => p.status === "enabled").map((p) => p.name));
+  drawNav();
+  showShell();
+  if (shown) {
+    await shown;
+    markCurrent(visible.find((p) => p.id === asked));
+  } else {
+    await route();
+  }
+}
+
+function drawNav() {
   fill($("nav-list"), visible.map((p) => h("li", {}, h("a", {href: `#/${p.id}`, "data-panel": p.id}, p.title))));
+}
+
+function showShell() {
   $("signin").hidden = true;
   $("shell").hidden = false;
-  await route();
+}
+
+function markCurrent(panel) {
+  for (const a of document.querySelectorAll("#nav-list a")) {
+    if (a.dataset.panel === (panel && panel.id)) a.setAttribute("aria-current", "page");
+    else a.removeAttribute("aria-current");
+  }
 }
 
 async function route() {
   if (!session.key || $("shell").hidden) return;
   const id = location.hash.replace(/^#\/?/, "").split("?")[0];
   const panel = visible.find((p) => p.id === id) || visible[0];
-  for (const a of document.querySelectorAll("#nav-list a")) {
-    if (a.dataset.panel === (panel && panel.id)) a.setAttribute("aria-current", "page");
-    else a.removeAttribute("aria-current");
-  }
+  markCurrent(panel);
   $("nav").classList.remove("open");
   $("nav-toggle").setAttribute("aria-expanded", "false");
   if (cleanup) cleanup();
@@ -128,16 +162,13 @@ async function signIn(event) {
     return;
   }
   try {
-    // Any list route tells an unknown key (401) from a valid one.
-    await request("scopes", {key}).catch((err) => {
-      if (err instanceof ApiError && err.status === 403) return null;
-      throw err;
-    });
+    accepted = false;
     session.set(key);
     $("signin-key").value = "";
-    await start(key);
+    await start();
   } catch (err) {
     session.clear();
+    showSignin();
     error.textContent =
       err instanceof ApiError && err.status === 401
         ? `This key was refused: ${err.message}`
@@ -156,19 +187,23 @@ function boot() {
     $("nav-toggle").setAttribute("aria-expanded", String(open));
   });
   window.addEventListener("hashchange", route);
-  on("unauthorized", (err) => signOut(`Your key is no longer accepted (${err.message}). Sign in again.`));
+  on("unauthorized", (err) => {
+    // Before any answer was accepted, the sign-in form reports the refusal itself.
+    if (accepted) signOut(`Your key is no longer accepted (${err.message}). Sign in again.`);
+  });
   on("offline", () => {
     $("banner").hidden = false;
   });
   on("online", () => {
     $("banner").hidden = true;
-    if (session.key && $("shell").hidden) start(session.key).catch(() => {});
+    if (session.key && $("shell").hidden) start().catch(() => {});
     else route();
   });
   if (session.key) {
-    start(session.key).catch((err) => {
+    start().catch((err) => {
       if (err instanceof Unreachable) return; // the banner shows; "online" starts again
-      if (!(err instanceof ApiError && err.status === 401)) showSignin(err.message);
+      if (err instanceof ApiError && err.status === 401) signOut(`Your key is no longer accepted (${err.message}). Sign in again.`);
+      else showSignin(err.message);
     });
   } else {
     showSignin();

@@ -323,12 +323,12 @@ export async function render(root, kit) {
   more.addEventListener("click", () => load(false));
   create.addEventListener("click", () => editor(null));
 
-  const first = load(true);
-  api.get("calendars").then((res) => {
+  // The first week first; the calendars (with their event counts) once it is on screen.
+  await load(true);
+  await api.get("calendars").then((res) => {
     calendars = res.items || [];
     calendar.append(...calendars.map((c) => h("option", {value: c.id}, `${c.name || c.id} (${c.event_count})`)));
     create.hidden = !calendars.some((c) => !c.read_only);
   }).catch(() => {});
-  await first;
   return () => clearTimeout(timer);
 }
