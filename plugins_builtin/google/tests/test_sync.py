@@ -101,19 +101,19 @@ async def test_a_resync_failing_half_way_deletes_nothing(chronos_app, fake_googl
 async def test_cancelled_instances_and_dst(chronos_app, api_client, fake_google, tmp_path):
     cal = "ny@group.calendar.google.com"
     fake_google.calendar(cal, time_zone="America/New_York")
-    # A weekly 09:00 New York meeting across the November DST change.
+    # A weekly 09:00 New York meeting over 40 weeks: across at least one DST change, whatever today is.
     today = datetime.now(UTC).date()
     first = datetime.combine(today + timedelta(days=1), datetime.min.time()).replace(hour=9)
-    instances = weekly_instances("weekly", first, 30, "America/New_York", summary="Weekly sync")
+    instances = weekly_instances("weekly", first, 40, "America/New_York", summary="Weekly sync")
     fake_google.put_many(cal, instances)
     fake_google.put(cal, all_day("holiday", today + timedelta(days=2), days=2, summary="Holiday"))
     async with chronos_app(plugins=PLUGINS, config=config(fake_google, tmp_path, {"id": "ny"})) as app:
         run = await sync(app, "ny")
-        assert (run.status, run.added) == ("ok", 31), run.error
+        assert (run.status, run.added) == ("ok", 41), run.error
         c = await api_client(app, scopes=["events.read"])
         events = await events_of(c, "ny")
         weekly = [e for (uid, _), e in events.items() if uid == "weekly"]
-        assert len(weekly) == 30
+        assert len(weekly) == 40
         local = {utc(e["start_utc"]).astimezone(NY).strftime("%H:%M") for e in weekly}
         assert local == {"09:00"}  # same local time whether EST or EDT
         offsets = {utc(e["start_utc"]).astimezone(NY).utcoffset() for e in weekly}
@@ -147,7 +147,7 @@ async def test_cancelled_instances_and_dst(chronos_app, api_client, fake_google,
                 del fake_google.calendars[cal].events[inst["id"]]
         fake_google.put(cal, {"id": "weekly", "status": "cancelled"})
         run = await sync(app, "ny")
-        assert (run.status, run.deleted) == ("ok", 29), run.error
+        assert (run.status, run.deleted) == ("ok", 39), run.error
         assert set(await events_of(c, "ny")) == {("holiday", "")}
 
 

@@ -101,7 +101,7 @@ async def test_a_scheduled_entry_stays_until_its_command_is_handed_out(chronos_a
     fake_google.calendar(cal)
     cfg = with_commands(config(fake_google, tmp_path, {"id": "garden", "read_only": False, "interval_seconds": 0}))
     async with chronos_app(plugins=PLUGINS, config=cfg) as app:
-        start = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=4)
+        start = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=8)
         fake_google.put(cal, timed("water", start, 10, summary="ACTION: WATER garden minutes=10"))
         await sync_ok(app, "garden")
         c = await api_client(app, scopes=["admin"])
