@@ -17,6 +17,7 @@ detected.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
 import json
@@ -26,6 +27,7 @@ import secrets
 import struct
 import tarfile
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import IO, Any
@@ -73,12 +75,18 @@ class EncryptingWriter(io.RawIOBase):
         self._out = out
         self._buf = bytearray()
         self._index = 0
+        self._written = 0
         out.write(self._header)
 
     def writable(self) -> bool:
         return True
 
+    def tell(self) -> int:
+        """Plaintext bytes written so far (tarfile asks where it is)."""
+        return self._written
+
     def write(self, data: Any) -> int:
+        self._written += len(data)
         self._buf += data
         while len(self._buf) > CHUNK:
             self._seal(bytes(self._buf[:CHUNK]), last=False)
@@ -368,12 +376,12 @@ def write_archive(
         members[name]["sha256"] = token
     digests: dict[str, str] = {}
     with open(out_path, "w+b") as raw:
-        sink: IO[bytes] = raw
+        sink: Any = raw
         enc = None
         if passphrase is not None:
-            enc = EncryptingWriter(raw, passphrase)
-            sink = io.BufferedWriter(enc, CHUNK)
-        with tarfile.open(fileobj=sink, mode="w|", format=tarfile.PAX_FORMAT) as tar:
+            sink = enc = EncryptingWriter(raw, passphrase)
+        # Not the stream mode ("w|"): its buffer re-slices every block written, quadratic in the chunk size.
+        with tarfile.open(fileobj=sink, mode="w", format=tarfile.PAX_FORMAT) as tar:
             tar.copybufsize = CHUNK
             body = json.dumps(manifest, indent=2, sort_keys=True).encode("utf-8")
             _add_bytes(tar, MANIFEST, body)
@@ -384,12 +392,14 @@ def write_archive(
                 info.size = path.stat().st_size
                 info.mtime = int(path.stat().st_mtime)
                 info.mode = 0o600
+                if enc is None:
+                    digests[name] = _add_file_in_kernel(tar, raw, info, path, progress)
+                    continue
                 with open(path, "rb") as f:
                     reader = _Counting(f, progress)
                     tar.addfile(info, reader)
                 digests[name] = reader.digest.hexdigest()
         if enc is not None:
-            sink.flush()
             enc.close()
         if pending:
             raw.flush()
@@ -404,6 +414,44 @@ def write_archive(
                 members[name]["sha256"] = digests[name]
         raw.flush()
         os.fsync(raw.fileno())
+
+
+def _add_file_in_kernel(tar: tarfile.TarFile, raw: IO[bytes], info: tarfile.TarInfo, path: Path, progress: Any) -> str:
+    """Append a file member with ``copy_file_range`` (the kernel copies; no pass through Python)
+    while another thread hashes the same file from the page cache; returns its sha256."""
+    with ThreadPoolExecutor(1) as pool:
+        digest = pool.submit(sha256_file, path)
+        header = info.tobuf(tar.format, tar.encoding, tar.errors)
+        raw.write(header)
+        raw.flush()
+        left = info.size
+        in_kernel = True
+        with open(path, "rb") as src:
+            while left > 0:
+                if in_kernel:
+                    try:
+                        n = os.copy_file_range(src.fileno(), raw.fileno(), min(left, 64 << 20))
+                    except OSError as exc:
+                        if exc.errno not in (errno.EXDEV, errno.ENOSYS, errno.EOPNOTSUPP, errno.EINVAL):
+                            raise
+                        in_kernel = False  # another filesystem: copy through Python
+                        continue
+                else:
+                    block = memoryview(src.read(min(left, CHUNK)))
+                    n = len(block)
+                    while block:
+                        block = block[os.write(raw.fileno(), block) :]
+                if n == 0:
+                    raise ArchiveError(f"{path} shrank while it was archived")
+                left -= n
+                if progress is not None:
+                    progress(n)
+        raw.seek(0, os.SEEK_END)  # the buffered file's idea of its position, after the kernel wrote
+        padding = -info.size % tarfile.BLOCKSIZE
+        raw.write(tarfile.NUL * padding)
+        tar.offset += len(header) + info.size + padding
+        tar.members.append(info)
+        return digest.result()
 
 
 def _add_bytes(tar: tarfile.TarFile, name: str, data: bytes) -> None:
