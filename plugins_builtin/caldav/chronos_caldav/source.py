@@ -76,6 +76,21 @@ class Parsed:
     def keys(self) -> list[tuple[str, str]]:
         return [(d.uid, d.recurrence_id or "") for d in self.drafts]
 
+    def row(self) -> Row:
+        """What to remember of it (without the drafts)."""
+        return Row(self.href, self.uid, self.etag, [list(k) for k in self.keys + self.kept], self.recurring)
+
+
+@dataclass
+class Row:
+    """One ``caldav_objects`` row to write."""
+
+    href: str
+    uid: str
+    etag: str | None
+    keys: list[list[str]]
+    recurring: bool
+
 
 def parse_resource(res: Resource, window: ical.Window, known: Known | None) -> Parsed:
     """One calendar object → drafts (series expanded inside ``window``), tombstones and errors.
@@ -234,7 +249,7 @@ class CaldavSource(Source):
         return None if row is None else (row[0], row[1])
 
     async def _remember(
-        self, calendar_id: str, upserts: Iterable[Parsed], gone: Iterable[str], *, replace: bool, seq: int | None
+        self, calendar_id: str, upserts: Iterable[Row], gone: Iterable[str], *, replace: bool, seq: int | None
     ) -> None:
         """Write what a committed batch taught (``replace``: the whole mapping of a full listing)."""
         if self.ctx is None:
@@ -243,7 +258,7 @@ class CaldavSource(Source):
         async with self.ctx.db.write() as s:
             if replace:
                 await s.execute(delete(CaldavObject).where(CaldavObject.calendar_id == calendar_id))
-            hrefs = [p.href for p in upserts] + gone
+            hrefs = [] if replace else [r.href for r in upserts] + gone
             for i in range(0, len(hrefs), 500):
                 await s.execute(
                     delete(CaldavObject).where(
@@ -252,14 +267,9 @@ class CaldavSource(Source):
                 )
             s.add_all(
                 CaldavObject(
-                    calendar_id=calendar_id,
-                    href=p.href,
-                    uid=p.uid,
-                    etag=p.etag,
-                    keys=[list(k) for k in p.keys] + [list(k) for k in p.kept],
-                    recurring=p.recurring,
+                    calendar_id=calendar_id, href=r.href, uid=r.uid, etag=r.etag, keys=r.keys, recurring=r.recurring
                 )
-                for p in upserts
+                for r in upserts
             )
             if seq is not None:
                 state = await s.get(CaldavCalendarState, calendar_id)
@@ -367,13 +377,13 @@ class CaldavSource(Source):
         else:
             cursor = {**base, "seq": seq + 1, "mode": "sync", "sync_token": token}
         resources = [r for r in resources if r.data is not None]
-        mapping: list[Parsed] = []
+        mapping: list[Row] = []
         batches = self._parsed_batches(resources, window, known)
         pending: SourceBatch | None = None
         async for parsed in batches:
             for p in parsed:
                 p.kept = known[p.href].keys if p.errors and p.href in known else []
-            mapping += parsed
+            mapping += [p.row() for p in parsed]
             batch = SourceBatch(
                 drafts=[d for p in parsed for d in p.drafts],
                 deleted=[k for p in parsed for k in p.deleted],
@@ -402,7 +412,7 @@ class CaldavSource(Source):
         gone = [r.href for r in changed if r.data is None]
         tombstones = [k for h in gone if h in known for k in known[h].keys]
         present = [r for r in changed if r.data is not None]
-        batches: list[tuple[SourceBatch, list[Parsed]]] = []
+        batches: list[tuple[SourceBatch, list[Row]]] = []
         async for parsed in self._parsed_batches(present, window, known):
             deleted: list[tuple[str, str]] = []
             for p in parsed:
@@ -417,14 +427,14 @@ class CaldavSource(Source):
                 deleted=deleted,
                 errors=[e for p in parsed for e in p.errors],
             )
-            batches.append((batch, parsed))
+            batches.append((batch, [p.row() for p in parsed]))
         if tombstones or not batches:
             batches.append((SourceBatch(deleted=tombstones), []))
         batches[-1][0].cursor = cursor
-        for i, (batch, parsed) in enumerate(batches):
+        for i, (batch, rows) in enumerate(batches):
             yield batch
             last = i == len(batches) - 1
-            await self._remember(cfg.id, parsed, gone if last else [], replace=False, seq=seq + 1 if last else None)
+            await self._remember(cfg.id, rows, gone if last else [], replace=False, seq=seq + 1 if last else None)
 
     async def _parsed_batches(
         self, resources: list[Resource], window: ical.Window, known: dict[str, Known]
