@@ -27,6 +27,7 @@ from chronos.plugin import (
     record_audit,
 )
 
+from chronos_events.outbox_events import publish_change
 from chronos_events.query import (
     EventQuery,
     list_events as run_list,
@@ -325,6 +326,7 @@ async def patch_event(
             s, entity="event", action="update", entity_id=event_id, change=change, principal=principal, origin=origin
         )
         new_row = await store.row(s, event_id)
+        await publish_change(ctx, s, "event.updated", new_row)
     return stored_item(new_row)
 
 
@@ -353,3 +355,4 @@ async def delete_event(
             principal=principal,
             origin=origin,
         )
+        await publish_change(ctx, s, "event.deleted", row)

@@ -99,3 +99,19 @@ async def test_a_failed_sync_run_is_published(chronos_app, api_client, receiver)
         (got,) = [json.loads(x.body) for x in receiver.received]
         assert got["type"] == "sync.failed" and got["data"]["calendar_id"] == "team"
         assert "connection lost" in got["data"]["error"] and got["data"]["run_id"] == run.id
+
+
+async def test_api_edits_are_published(chronos_app, api_client, receiver):
+    async with chronos_app(plugins=["webhooks", "events", "normalize"], config=webhooks_config()) as app:
+        c = await api_client(app, scopes=["webhooks.manage", "events.write", "events.read"])
+        await c.post("/api/v1/webhooks", json={"url": receiver.url, "event_types": ["event.*"]})
+        created = (await c.post("/api/v1/events", json={"title": "Lunch", "start": "2030-03-04T12:00:00+01:00"})).json()
+        assert (await c.patch(f"/api/v1/events/{created['id']}", json={"title": "Brunch"})).status_code == 200
+        assert (await c.delete(f"/api/v1/events/{created['id']}")).status_code == 204
+        await dispatch(app)
+        got = sorted((json.loads(x.body) for x in receiver.received), key=lambda b: b["timestamp"])
+        assert [(b["type"], b["data"]["title"]) for b in got] == [
+            ("event.created", "Lunch"),
+            ("event.updated", "Brunch"),
+            ("event.deleted", "Brunch"),
+        ]
