@@ -332,14 +332,14 @@ def _result(r: dict[str, Any]) -> str:
 
 
 async def _sources(settings: Settings) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Every configured calendar with its sync state, for `chronos sources`."""
+    """The enabled sources, and every configured calendar with its sync state, for `chronos sources`."""
     from sqlalchemy import select
 
     from chronos.db.base import utcnow
     from chronos.db.sync_models import SyncRun, SyncState
 
     runtime = _runtime(settings)
-    out: list[dict[str, Any]] = []
+    rows: list[dict[str, Any]] = []
     async with runtime.running(jobs="off", migrate=True):
         pipeline, now = runtime.pipeline, utcnow()
         sources = [
@@ -349,63 +349,63 @@ async def _sources(settings: Settings) -> tuple[list[dict[str, Any]], list[dict[
         async with runtime.ctx.db.read() as s:
             states = {(r.source, r.calendar_id): r for r in (await s.execute(select(SyncState))).scalars()}
             for key, ref in sorted(pipeline.calendars.items()):
-                state = states.get(key)
-                runs = (
-                    (
-                        await s.execute(
-                            select(SyncRun)
-                            .where(SyncRun.source == key[0], SyncRun.calendar_id == key[1])
-                            .order_by(SyncRun.id.desc())
-                            .limit(500)
-                        )
-                    )
-                    .scalars()
-                    .all()
+                recent = (
+                    select(SyncRun)
+                    .where(SyncRun.source == key[0], SyncRun.calendar_id == key[1])
+                    .order_by(SyncRun.id.desc())
+                    .limit(500)
                 )
-                last = runs[0] if runs else None
-                cursor = state.cursor if state is not None else None
-                # The cursor's age: since the oldest run of the latest streak that ended holding this cursor.
-                held_since = None
-                if cursor is not None:
-                    for run in runs:
-                        if run.cursor != cursor:
-                            break
-                        held_since = run.finished_at or run.started_at
-                interval = ref.calendar.interval_seconds or 0
-                if not interval:
-                    next_run = "on demand"
-                elif last is None:
-                    next_run = "when the service starts"
-                else:
-                    due = (last.started_at - now).total_seconds() + interval
-                    next_run = f"in {_span(due)}" if due > 0 else "due now"
-                out.append(
-                    {
-                        "source": key[0],
-                        "calendar_id": key[1],
-                        "name": str(ref.calendar.options.get("name") or key[1]),
-                        "read_only": ref.calendar.read_only or not ref.source.can_delete(ref.calendar),
-                        "interval_seconds": interval,
-                        "last_status": last.status if last is not None else None,
-                        "last_run": None
-                        if last is None
-                        else {
-                            k: getattr(last, k)
-                            for k in ("id", "status", "not_modified", "added", "updated", "deleted", "failed")
-                        },
-                        "last_run_at": last.started_at if last is not None else None,
-                        "last_run_age_seconds": (now - last.started_at).total_seconds() if last is not None else None,
-                        "last_success_at": state.last_success_at if state is not None else None,
-                        "last_error": (
-                            state.last_error
-                            if state is not None and last is not None and last.status in ("error", "partial")
-                            else None
-                        ),
-                        "cursor_age_seconds": (now - held_since).total_seconds() if held_since is not None else None,
-                        "next_run": next_run,
-                    }
-                )
-    return sources, out
+                runs = list((await s.execute(recent)).scalars())
+                rows.append(_calendar_row(key, ref, states.get(key), runs, now))
+    return sources, rows
+
+
+def _calendar_row(key: tuple[str, str], ref: Any, state: Any, runs: list[Any], now: Any) -> dict[str, Any]:
+    """One calendar of `chronos sources` from its state and its recent runs (newest first)."""
+    last = runs[0] if runs else None
+    held_since = _cursor_held_since(runs, state.cursor if state is not None else None)
+    interval = ref.calendar.interval_seconds or 0
+    failed = state is not None and last is not None and last.status in ("error", "partial")
+    return {
+        "source": key[0],
+        "calendar_id": key[1],
+        "name": str(ref.calendar.options.get("name") or key[1]),
+        "read_only": ref.calendar.read_only or not ref.source.can_delete(ref.calendar),
+        "interval_seconds": interval,
+        "last_status": last.status if last is not None else None,
+        "last_run": None if last is None else {k: getattr(last, k) for k in RUN_COUNTS},
+        "last_run_at": last.started_at if last is not None else None,
+        "last_run_age_seconds": (now - last.started_at).total_seconds() if last is not None else None,
+        "last_success_at": state.last_success_at if state is not None else None,
+        "last_error": state.last_error if failed else None,
+        "cursor_age_seconds": (now - held_since).total_seconds() if held_since is not None else None,
+        "next_run": _next_run(interval, last, now),
+    }
+
+
+#: The fields of a calendar's last run that `chronos sources` shows.
+RUN_COUNTS = ("id", "status", "not_modified", "added", "updated", "deleted", "failed")
+
+
+def _cursor_held_since(runs: list[Any], cursor: Any) -> Any:
+    """When the calendar got its current cursor: the oldest run of the newest streak ending with it."""
+    held_since = None
+    if cursor is not None:
+        for run in runs:
+            if run.cursor != cursor:
+                break
+            held_since = run.finished_at or run.started_at
+    return held_since
+
+
+def _next_run(interval: float, last: Any, now: Any) -> str:
+    """When the schedule syncs the calendar next (where a server or worker runs the jobs)."""
+    if not interval:
+        return "on demand"
+    if last is None:
+        return "when the service starts"
+    due = (last.started_at - now).total_seconds() + interval
+    return f"in {_span(due)}" if due > 0 else "due now"
 
 
 @app.command("migrate")
