@@ -100,6 +100,10 @@ class DavCalendar:
             enable_rfc6764=False,
             rate_limit_handle=False,
         )
+        # Like every outbound request of the service: no proxy from the environment, and no
+        # redirects (a redirect could lead past the outbound guard's check of the calendar URL).
+        self.client.session.trust_env = False
+        self.client.session.max_redirects = 0
         self.requests = 0  # HTTP requests made (the bench counts them)
         self.seconds = 0.0  # time spent waiting for answers
 
@@ -131,6 +135,10 @@ class DavCalendar:
                 ) from None
             except etree.XMLSyntaxError:
                 raise SourceError(f"{self.shown} sent malformed XML (is the URL a CalDAV calendar?)") from None
+            except niquests.exceptions.TooManyRedirects:
+                raise SourceError(
+                    f"{self.shown} redirects elsewhere; configure the calendar's final URL (redirects are not followed)"
+                ) from None
             except niquests.exceptions.Timeout:
                 raise SourceError(f"{self.shown} did not answer in time (caldav.timeout_seconds)") from None
             except niquests.exceptions.SSLError:

@@ -88,6 +88,7 @@ class Proxy:
 
     * ``no-sync``: sync-collection REPORTs are answered 501 (a server without RFC 6578);
     * ``html``: every request gets a 200 HTML page (a login portal, a misconfigured URL);
+    * ``redirect``: every request is redirected to Radicale itself;
     * ``hang``: requests are never answered (until the test ends);
     * ``digest``: the proxy wants HTTP Digest auth and forwards with Basic.
     """
@@ -118,6 +119,8 @@ class Proxy:
             while not self.release.is_set():
                 await asyncio.sleep(0.05)
             return Response("late", status_code=503)
+        if self.mode == "redirect":  # e.g. towards an internal address the outbound guard never checked
+            return Response(status_code=301, headers={"Location": self.target + request.url.path})
         if self.mode == "html":
             return Response("<html><body><h1>Welcome</h1><p>Please log in.</p></body></html>", media_type="text/html")
         if self.mode == "no-sync" and request.method == "REPORT" and b"sync-collection" in body:

@@ -99,6 +99,17 @@ async def test_a_server_answering_html(synced, proxy):
     )
 
 
+async def test_redirects_are_not_followed(synced, proxy):
+    app, c, _cal = await synced()
+    proxy.mode = "redirect"
+    await break_and_recover(
+        app,
+        c,
+        error=r"^http://127\.0\.0\.1:\d+ redirects elsewhere; configure the calendar's final URL",
+        restore=lambda: setattr(proxy, "mode", "pass"),
+    )
+
+
 async def test_a_server_that_never_answers(synced, proxy):
     app, c, _cal = await synced(timeout_seconds=2)
     proxy.mode = "hang"
