@@ -94,7 +94,7 @@ def test_dev_run_stops_with_a_signal_to_its_pid_and_leaves_nothing_behind(databa
         # The PID the user started is the server itself, not a parent waiting for it.
         assert b"serve" in Path(f"/proc/{proc.pid}/cmdline").read_bytes().split(b"\0")
         r = httpx.get(f"http://127.0.0.1:{port}/", timeout=5)
-        assert r.status_code == 307 and r.headers["location"] == "/ui/"  # the dashboard (web/)
+        assert r.status_code == 307 and r.headers["location"] == "/docs"
 
         os.kill(proc.pid, stop)
         proc.wait(timeout=30)
