@@ -58,6 +58,7 @@ from chronos.plugin import (
 
 from chronos_webhooks.models import AttemptRow, DeliveryRow, EndpointRow, OutboxRow
 from chronos_webhooks.outbox import DISPATCH_REQUESTS
+from chronos_webhooks.service import purge_delivered
 from chronos_webhooks.settings import WebhooksSettings
 from chronos_webhooks.signing import secret_key, signature_headers
 
@@ -75,6 +76,7 @@ LATENCY = Histogram(
 WEBHOOK = "webhook"
 USER_AGENT = "Chronos-Webhooks/1"
 MAX_RETRY_AFTER = 86400.0
+PURGE_EVERY_SECONDS = 3600.0
 
 
 @dataclass
@@ -162,6 +164,7 @@ class Dispatcher:
         self.ctx = ctx
         self.runner_id = f"{socket.gethostname()[:40]}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self._client: httpx.AsyncClient | None = None
+        self._purged_at = -PURGE_EVERY_SECONDS
 
     @property
     def settings(self) -> WebhooksSettings:
@@ -191,6 +194,7 @@ class Dispatcher:
 
     async def run(self, job: JobContext | None = None) -> dict[str, int]:
         counts = {"fanned_out": 0, "delivered": 0, "retry": 0, "dead": 0}
+        await self.purge_now_and_then()
         requests = self.ctx.resource(DISPATCH_REQUESTS)
         settings = self.settings
         while True:
@@ -208,6 +212,20 @@ class Dispatcher:
             if self.ctx.jobs is not None and self.ctx.jobs.stopping:
                 break
         return counts
+
+    async def purge_now_and_then(self) -> None:
+        """At most once an hour per process: delete what ``retention_days`` no longer keeps."""
+        now = time.monotonic()
+        if now - self._purged_at < PURGE_EVERY_SECONDS:
+            return
+        self._purged_at = now
+        try:
+            purged = await purge_delivered(self.ctx, timedelta(days=self.settings.retention_days))
+        except Exception as exc:  # noqa: BLE001 - housekeeping must not stop deliveries
+            log.warning("outbox_purge_failed", error=str(exc))
+            return
+        if any(purged.values()):
+            log.info("outbox_purged", **purged)
 
     # -- fan-out ----------------------------------------------------------------------
 

@@ -344,6 +344,23 @@ async def purge_dead(ctx: PluginContext, older_than: timedelta) -> int:
         return int(result.rowcount or 0)  # type: ignore[attr-defined]
 
 
+async def purge_delivered(ctx: PluginContext, older_than: timedelta) -> dict[str, int]:
+    """Delete delivered deliveries older than ``older_than`` and messages without any delivery left."""
+    cutoff = utcnow() - older_than
+    async with ctx.db.write() as s:
+        deliveries = await s.execute(
+            delete(DeliveryRow).where(DeliveryRow.status == "delivered", DeliveryRow.delivered_at < cutoff)
+        )
+        orphans = await s.execute(
+            delete(OutboxRow).where(
+                OutboxRow.fanned_out.is_(True),
+                OutboxRow.created_at < cutoff,
+                ~select(DeliveryRow.id).where(DeliveryRow.message_id == OutboxRow.id).exists(),
+            )
+        )
+    return {"deliveries": int(deliveries.rowcount or 0), "messages": int(orphans.rowcount or 0)}  # type: ignore[attr-defined]
+
+
 async def send_test(ctx: PluginContext, endpoint_id: int, principal: Principal | None) -> dict[str, Any]:
     """Publish an ``outbox.test`` message for this endpoint only (through the outbox, with its retries)."""
     async with ctx.db.write() as s:

@@ -63,6 +63,13 @@ class WebhooksSettings(BaseModel):
         le=30 * 86400,
         description="After a secret rotation, how long the previous secret keeps signing (receivers switch over).",
     )
+    retention_days: float = Field(
+        30.0,
+        gt=0,
+        le=3650,
+        description="Delivered deliveries (with their attempts) and messages left without deliveries are deleted"
+        " after this many days; dead letters stay until purged (chronos outbox purge-dead).",
+    )
     inbound_tolerance_seconds: int = Field(
         300, ge=1, le=3600, description="Signed inbound requests: how far webhook-timestamp may be from now."
     )

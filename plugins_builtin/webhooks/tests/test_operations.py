@@ -28,3 +28,36 @@ async def test_health_and_metrics(chronos_app, api_client, receiver):
         assert 'chronos_outbox_deliveries_total{outcome="delivered",target="webhook"}' in metrics
         assert 'chronos_outbox_deliveries_total{outcome="failed",target="webhook"}' in metrics
         assert 'chronos_outbox_delivery_seconds_bucket{le="0.5",target="webhook"}' in metrics
+
+
+async def test_retention_deletes_old_deliveries_and_unsubscribed_messages_but_keeps_dead_letters(
+    chronos_app, api_client, receiver
+):
+    from datetime import timedelta
+
+    from sqlalchemy import func, select, update
+
+    from chronos.plugin import utcnow
+
+    from chronos_webhooks.models import DeliveryRow, OutboxRow
+    from chronos_webhooks.service import purge_delivered
+
+    receiver.replies = [Reply(200), Reply(400)]
+    async with chronos_app(plugins=PLUGINS, config=webhooks_config(max_in_flight=1)) as app:
+        c = await api_client(app, scopes=["webhooks.manage"])
+        await publish(app, "test.other", n=0)  # no subscriber yet
+        await dispatch(app)
+        await c.post("/api/v1/webhooks", json={"url": receiver.url})
+        await publish(app, n=1)
+        await publish(app, n=2)
+        await dispatch(app)
+        ctx = app.state.chronos
+        past = utcnow() - timedelta(days=31)
+        async with ctx.db.write() as s:
+            await s.execute(update(DeliveryRow).where(DeliveryRow.status == "delivered").values(delivered_at=past))
+            await s.execute(update(OutboxRow).values(created_at=past))
+        assert await purge_delivered(ctx, timedelta(days=30)) == {"deliveries": 1, "messages": 2}
+        async with ctx.db.read() as s:
+            left = (await s.execute(select(DeliveryRow.status, func.count()).group_by(DeliveryRow.status))).all()
+            messages = (await s.execute(select(func.count()).select_from(OutboxRow))).scalar()
+        assert left == [("dead", 1)] and messages == 1
