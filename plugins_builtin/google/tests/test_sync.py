@@ -301,3 +301,13 @@ async def test_the_job_runner_and_the_api_outlive_a_failing_calendar(chronos_app
             done = (await c.get(f"/api/v1/sync/runs/{run['id']}")).json()
             assert done["status"] == "ok", done
         assert (await c.get("/health")).status_code == 200
+
+
+async def test_an_overridden_api_address_goes_through_the_outbound_policy(chronos_app, fake_google, tmp_path):
+    fake_google.put("team@group.calendar.google.com", timed("t1", soon(1)))
+    cfg = config(fake_google, tmp_path, {"id": "team"})
+    del cfg["network"]  # loopback is not allowed by default
+    async with chronos_app(plugins=PLUGINS, config=cfg) as app:
+        run = await sync(app, "team")
+        assert run.status == "error" and "refused by the outbound network policy" in run.error
+        assert "network.allow" in run.error and fake_google.list_requests() == []
