@@ -27,6 +27,10 @@ class ConflictIndex(ABC):
         """For each of ``event_ids``, the ids of the events it conflicts with now, ascending
         (an empty list for an event without conflicts). One query per call, whatever the count."""
 
+    async def refresh(self, session: AsyncSession, event_ids: Sequence[int]) -> None:  # noqa: B027 - optional
+        """Re-check the conflicts of events changed outside the pipeline (a local edit moved them),
+        in the caller's transaction. The default does nothing."""
+
 
 class EventAnalytics(ABC):
     """Activity breakdowns over a filtered set of events (provided by the ``analytics`` plugin).

@@ -321,6 +321,9 @@ async def patch_event(
         row = await event_row(s, store, event_id)
         _all_day_instants(fields, row)
         await _apply_patch(s, store, row, body, fields)
+        if ctx.has_service(ConflictIndex):
+            # A local edit does not pass the pipeline's sinks: conflicts follow it here.
+            await ctx.service(ConflictIndex).refresh(s, [event_id])
         change = body.model_dump(mode="json", exclude_unset=True)
         await record_audit(
             s, entity="event", action="update", entity_id=event_id, change=change, principal=principal, origin=origin

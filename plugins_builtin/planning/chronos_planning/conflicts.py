@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from chronos.plugin import (
     ConflictIndex,
+    EventStore,
     MalformedInput,
     Outbox,
     PluginContext,
@@ -522,3 +523,12 @@ class SqlConflictIndex(ConflictIndex):
 
     async def conflicting_ids(self, session: AsyncSession, event_ids: Sequence[int]) -> dict[int, list[int]]:
         return await conflicting_ids(session, event_ids)
+
+    async def refresh(self, session: AsyncSession, event_ids: Sequence[int]) -> None:
+        """A local edit: run the sink's upkeep for these events as if a batch had updated them."""
+        store = self.ctx.service(EventStore)
+        changed = [s for s in [await store.get(session, i) for i in event_ids] if s is not None]
+        if changed:
+            first = changed[0].event
+            batch = SinkBatch(first.source, first.calendar_id, updated=changed)
+            await ConflictSink().write(batch, session, self.ctx)

@@ -161,3 +161,18 @@ async def test_include_conflicts_without_planning_is_refused(chronos_app, api_cl
         c = await api_client(app, scopes=["events.read"])
         r = await c.get("/api/v1/events", params={"include": "conflicts"})
         assert r.status_code == 422 and r.json()["errors"][0]["pointer"] == "/query/include"
+
+
+async def test_a_local_edit_moves_a_pair_in_and_out(chronos_app, api_client):
+    async with chronos_app(plugins=PLUGINS, config=config()) as app:
+        c = await api_client(app, scopes=["events.read", "events.write"])
+        planned = await create(c, "Planned", T, T + H, mode="auto-plan")
+        other = await create(c, "Other", T + 3 * H, T + 4 * H, calendar="home")
+        assert await pairs(c, *WEEK) == []
+        r = await c.patch(f"/api/v1/events/{other}", json={"start_utc": z(T + H / 2), "end_utc": z(T + 2 * H)})
+        assert r.status_code == 200, r.text
+        assert await pairs(c, *WEEK) == [(planned, other, "auto-plan")]
+        listed = await c.get("/api/v1/conflicts", params={"from": z(WEEK[0]), "to": z(WEEK[1])})
+        assert listed.json()["items"][0]["overlap"] == {"start": z(T + H / 2), "end": z(T + H)}
+        await c.patch(f"/api/v1/events/{other}", json={"start_utc": z(T + H), "end_utc": z(T + 2 * H)})
+        assert await pairs(c, *WEEK) == []
