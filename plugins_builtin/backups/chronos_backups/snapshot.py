@@ -46,6 +46,9 @@ def sqlite_snapshot(source: Path, dest: Path) -> None:
     try:
         dst = sqlite3.connect(dest)
         try:
+            # A scratch file until it is in the archive (which is synced): no journal, no fsync of its own.
+            dst.execute("PRAGMA journal_mode=OFF")
+            dst.execute("PRAGMA synchronous=OFF")
             src.backup(dst, pages=-1)
             # The copy keeps WAL mode in its header; as a file at rest it needs no -wal beside it.
             dst.execute("PRAGMA journal_mode=DELETE")
@@ -197,7 +200,7 @@ def pg_dump_schema(pg_restore: str, dump: Path) -> str | None:
     """The schema a dump was taken from (its tables' schema)."""
     listing = subprocess.run([binary(pg_restore), "--list", str(dump)], capture_output=True, text=True)
     for line in listing.stdout.splitlines():
-        m = re.search(r"\bTABLE (\S+) \S+ ", line)
+        m = re.search(r"\bTABLE (?!DATA )(\S+) \S+ ", line)
         if m and not line.startswith(";"):
             return m.group(1)
     return None
