@@ -34,9 +34,7 @@ class FollowUpLabels(Enricher):
             return
         tz = ZoneInfo(settings.timezone)
         days = sorted({d for e in mine for d in _local_days(e.start_utc, e.end_utc, tz)})
-        lower = datetime.combine(days[0], datetime.min.time(), tz).astimezone(UTC)
-        upper = datetime.combine(days[-1] + timedelta(days=1), datetime.min.time(), tz).astimezone(UTC)
-        stored = await _stored(session, lower, upper, {e.key for e in events})
+        stored = await _stored(session, days, tz, {e.key for e in events})
         intervals = sorted([(e.start_utc, e.end_utc) for e in mine] + stored)
         gap = timedelta(minutes=settings.back_to_back_gap_minutes)
         heavy = {day for day in days if _busy_seconds(intervals, day, tz) > rules.heavy_day_hours * 3600}
@@ -62,18 +60,30 @@ def _local_days(start: datetime, end: datetime, tz: ZoneInfo) -> list[Any]:
 
 
 async def _stored(
-    session: AsyncSession, lower: datetime, upper: datetime, keys: set[Any]
+    session: AsyncSession, days: list[Any], tz: ZoneInfo, keys: set[Any]
 ) -> list[tuple[datetime, datetime]]:
-    """Stored busy timed events of the batch's days, without the batch's own previous versions."""
+    """Stored busy timed events of the batch's local days (the days drive the start index, one
+    statement), without the batch's own previous versions."""
     d = sql.Dialect(session.get_bind().dialect.name)
     span = await sql.longest_span(session)
+    spans = [
+        (
+            day,
+            datetime.combine(day, datetime.min.time(), tz).astimezone(UTC),
+            datetime.combine(day + timedelta(days=1), datetime.min.time(), tz).astimezone(UTC),
+        )
+        for day in days
+    ]
+    join = "CROSS JOIN" if d.sqlite else "JOIN"
+    on = "" if d.sqlite else " ON true"
     rows = await session.execute(
         text(
-            "SELECT source, calendar_id, uid, recurrence_id, start_utc, end_utc FROM events WHERE start_utc < :hi"
-            " AND start_utc >= :lo_span AND end_utc > :lo AND transparency = 'busy' AND status <> 'cancelled'"
-            " AND all_day = :no"
+            f"SELECT DISTINCT e.source, e.calendar_id, e.uid, e.recurrence_id, e.start_utc, e.end_utc"
+            f" FROM {d.buckets('days')} AS b {join} events AS e{on} WHERE e.start_utc < b.hi"
+            " AND e.start_utc >= b.ls AND e.end_utc > b.lo AND e.transparency = 'busy'"
+            " AND e.status <> 'cancelled' AND e.all_day = :no"
         ),
-        {"hi": d.t(upper), "lo": d.t(lower), "lo_span": d.t(lower - span), "no": False},
+        {"days": sql.bucket_param(d, spans, span), "no": False},
     )
     return [(d.parse(s), d.parse(e)) for src, cal, uid, rid, s, e in rows.all() if (src, cal, uid, rid) not in keys]
 

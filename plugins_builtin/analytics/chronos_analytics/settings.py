@@ -20,7 +20,7 @@ class FollowUps(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    enabled: bool = Field(True, description="Label events on heavy days and in long back-to-back chains.")
+    enabled: bool = Field(False, description="Label events on heavy days and in long back-to-back chains.")
     heavy_day_hours: float = Field(8.0, gt=0, le=24, description="A day with more busy hours than this is heavy.")
     heavy_day_tag: str = Field("heavy-day", min_length=1, max_length=200, description="Tag of events on a heavy day.")
     chain_minutes: int = Field(

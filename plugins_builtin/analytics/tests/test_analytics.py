@@ -104,7 +104,7 @@ async def test_bad_input_names_the_parameter(chronos_app, api_client):
 
 
 async def test_summary_and_follow_up_labels(chronos_app, api_client):
-    rules = {"heavy_day_hours": 5, "chain_minutes": 120}
+    rules = {"enabled": True, "heavy_day_hours": 5, "chain_minutes": 120}
     plugins = [*PLUGINS, "normalize"]  # derives the checklists from the descriptions
     async with chronos_app(plugins=plugins, config=config(timezone="Europe/Berlin", followups=rules)) as app:
         c = await api_client(app, scopes=["events.read", "events.write"])
