@@ -330,6 +330,35 @@ def test_backups_and_webhooks_panels(page, server):
     assert pg.errors == []
 
 
+def test_create_and_edit_a_local_event_and_create_a_key(page, server):
+    pg = page
+    sign_in(pg, server)
+    pg.wait_for_selector(".ev")
+    pg.click("text=New event")
+    pg.get_by_label("Title").fill("Dentist #health")
+    pg.click("button[type=submit] >> text=Create")
+    expect(pg.locator(".details h3")).to_have_text("Dentist #health")
+    (created,) = server["api"].get("/events", params={"text": "Dentist", "limit": 5}).json()["items"]
+    assert created["calendar_id"] == "local" and created["tags"] == ["health"]
+    pg.click(".details >> text=Edit")
+    pg.get_by_label("Location").fill("Main street 1")
+    pg.click("button[type=submit] >> text=Save")
+    expect(pg.locator(".details dd", has_text="Main street 1")).to_be_visible()
+    assert server["api"].get(f"/events/{created['id']}").json()["location"] == "Main street 1"
+
+    open_panel(pg, "keys")
+    pg.get_by_label("Name").fill("worker")
+    pg.get_by_label("commands.manage").check()
+    pg.click("button[type=submit] >> text=Create key")
+    secret = pg.inner_text(".secret")
+    assert secret.startswith("chr_")
+    expect(pg.locator("td", has_text="worker")).to_be_visible()
+    assert (
+        httpx.get(f"{server['base']}/api/v1/commands", headers={"Authorization": f"Bearer {secret}"}).status_code == 200
+    )
+    assert pg.errors == []
+
+
 def test_a_plugin_contributes_its_own_panel(page, server):
     """The plugin template's panel.js (a WebAssets record) shows up in the navigation and works."""
     pg = page
