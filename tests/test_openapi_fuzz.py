@@ -118,6 +118,8 @@ SEMANTIC: dict[str, tuple[str, ...]] = {
     # (or ones in network.allow); no schema can state what a name resolves to (422).
     "POST /api/v1/webhooks": ("422",),
     "PATCH /api/v1/webhooks/{endpoint_id}": ("422",),
+    # A disabled endpoint (the stored enabled flag) gets no test message (409).
+    "POST /api/v1/webhooks/{endpoint_id}/test": ("409",),
     # Planning: `to` after `from` and at most planning.max_window_days later; a duration that fits
     # the window, at most planning.max_proposals slots, known calendars and time zones (422).
     "GET /api/v1/conflicts": ("422",),

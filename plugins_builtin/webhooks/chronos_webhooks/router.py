@@ -77,7 +77,12 @@ async def webhook_attempts(
     return await service.list_attempts(ctx, endpoint_id, limit=limit, cursor=cursor)
 
 
-@router.post("/webhooks/{endpoint_id}/test", status_code=202, response_model=WebhookTestQueued, responses=NOT_FOUND)
+@router.post(
+    "/webhooks/{endpoint_id}/test",
+    status_code=202,
+    response_model=WebhookTestQueued,
+    responses={**NOT_FOUND, 409: {"description": "The endpoint is disabled"}},
+)
 async def test_webhook(endpoint_id: Id, ctx: Context, principal: Principal = MANAGE) -> Any:
     """Send an ``outbox.test`` message to this endpoint, through the outbox (with retries)."""
     return await service.send_test(ctx, endpoint_id, principal)

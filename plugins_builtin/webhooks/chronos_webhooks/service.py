@@ -10,6 +10,7 @@ from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from chronos.plugin import (
+    Conflict,
     HealthResult,
     InvalidInput,
     NotFound,
@@ -365,6 +366,11 @@ async def send_test(ctx: PluginContext, endpoint_id: int, principal: Principal |
     """Publish an ``outbox.test`` message for this endpoint only (through the outbox, with its retries)."""
     async with ctx.db.write() as s:
         row = await _load(s, endpoint_id)
+        if not row.enabled:
+            raise Conflict(
+                f"Webhook endpoint {endpoint_id} is disabled ({row.disabled_reason or 'by request'}); enable it first",
+                type="webhook-disabled",
+            )
         message = OutboxRow(
             webhook_id=new_webhook_id(),
             event_type="outbox.test",

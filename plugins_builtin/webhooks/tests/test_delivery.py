@@ -199,3 +199,11 @@ async def test_crud_and_scopes(chronos_app, api_client, receiver):
         assert (await c.get(f"/api/v1/webhooks/{ep['id']}")).status_code == 404
         other = await api_client(app, scopes=["events.read"])
         assert (await other.get("/api/v1/webhooks")).status_code == 403
+
+
+async def test_a_disabled_endpoint_gets_no_test_message(chronos_app, api_client, receiver):
+    async with chronos_app(plugins=PLUGINS, config=webhooks_config()) as app:
+        c = await api_client(app, scopes=["webhooks.manage"])
+        ep = await create(c, receiver.url, enabled=False)
+        r = await c.post(f"/api/v1/webhooks/{ep['id']}/test")
+        assert r.status_code == 409 and r.json()["type"].endswith("webhook-disabled")
