@@ -179,8 +179,14 @@ export async function render(root, kit) {
         api.get("notes", {from: ev.start_utc || undefined, to: ev.end_utc || undefined, limit: 50}).catch(() => ({items: []})),
         api.get(`events/${id}/links`).catch(() => ({items: []})),
       ]);
+      // Event-to-event links name the other event by id: fetch the titles of the first few.
+      const linked = await Promise.all((related.items || []).slice(0, 10).map(async (l) => {
+        const other = l.direction === "outgoing" ? l.to_event_id : l.from_event_id;
+        const target = await api.get(`events/${other}`).catch(() => null);
+        return {id: other, type: l.type, direction: l.direction, title: target ? target.title : `#${other}`};
+      }));
       showDetails(ev, links.items.filter((l) => l.source && l.source.event_id === id),
-        notes.items.filter((n) => n.source && n.source.event_id === id), related.items || []);
+        notes.items.filter((n) => n.source && n.source.event_id === id), linked);
     } catch (err) {
       fill(details, errorBox(err));
     }
@@ -211,8 +217,9 @@ export async function render(root, kit) {
     const clashes = conflicts.get(ev.id) || [];
     const others = clashes.flatMap((c) => c.events.filter((o) => o.id !== ev.id).map((o) => ({...o, reason: c.reason})));
     const proposals = h("div");
+    const heading = h("h3", {tabindex: "-1"}, ev.title);
     fill(details,
-      h("h3", {}, ev.title),
+      heading,
       others.length ? h("div", {class: "card", role: "note"},
         h("p", {class: "error"}, "Conflicts with:"),
         h("ul", {}, others.map((o) => h("li", {},
@@ -229,12 +236,27 @@ export async function render(root, kit) {
       links.length ? [h("h3", {}, "Links"), h("ul", {}, links.map((l) =>
         h("li", {}, /^https?:\/\//i.test(l.url) ? h("a", {href: l.url, rel: "noopener noreferrer", target: "_blank"}, l.title || l.url) : l.url)))] : null,
       notes.length ? [h("h3", {}, "Notes"), h("ul", {}, notes.map((n) => h("li", {}, n.content)))] : null,
-      related.length ? [h("h3", {}, "Related events"), h("ul", {}, related.map((r) =>
-        h("li", {}, h("button", {type: "button", onclick: () => select(r.target_id ?? r.event_id ?? r.id)}, r.title || `#${r.target_id ?? r.id}`))))] : null,
+      related.length ? [h("h3", {}, "Linked events"), h("ul", {}, related.map((r) =>
+        h("li", {}, `${r.type} ${r.direction === "outgoing" ? "→" : "←"} `,
+          h("button", {type: "button", onclick: () => select(r.id)}, r.title))))] : null,
       h("div", {class: "row"},
         writable ? h("button", {type: "button", onclick: () => editor(ev)}, "Edit") : h("span", {class: "muted"}, "Read-only calendar"),
-        h("button", {type: "button", onclick: () => { details.hidden = true; }}, "Close")));
+        h("button", {type: "button", onclick: () => close()}, "Close")));
+    if (!details.contains(document.activeElement) || document.activeElement.tagName !== "INPUT") {
+      heading.focus({preventScroll: true});
+      details.scrollIntoView({block: "nearest"});
+    }
   }
+
+  /** Close the details and give the focus back to the event's chip. */
+  function close() {
+    details.hidden = true;
+    const chipEl = list.querySelector(`[data-event-id="${state.selected}"]`);
+    if (chipEl) chipEl.focus();
+  }
+  details.addEventListener("keydown", (e) => {
+    if (e.key === "Escape") close();
+  });
 
   async function showProposals(ev, el) {
     fill(el, h("p", {class: "muted"}, "Looking for free slots…"));
