@@ -70,6 +70,7 @@ class Resource:
 @dataclass
 class CollectionInfo:
     ctag: str | None
+    sync_token: str | None
     supports_sync: bool
 
 
@@ -171,18 +172,18 @@ class DavCalendar:
 
     # -- what the source calls ----------------------------------------------------------------
 
-    def info(self, ctag: bool = True) -> CollectionInfo:
-        """The collection's ctag and whether it offers sync-collection (PROPFIND Depth 0); checks it is a calendar.
+    def info(self, *, ctag: bool = False, token: bool = False) -> CollectionInfo:
+        """PROPFIND Depth 0: checks the URL is a calendar; the ``getctag`` and ``DAV:sync-token`` asked for,
+        and whether the collection lists the sync-collection report.
 
-        Neither ``DAV:sync-token`` nor (with ``ctag=False``) ``getctag`` is asked for:
-        servers may compute them from the whole collection's state (Radicale
-        does, a second per 10k events), and a sync-collection REPORT brings a
-        token anyway.
+        Ask only for what is needed: servers may compute both values from the
+        whole collection's state (Radicale does, a second or more per 10k events).
         """
+        wanted = ("<cs:getctag/>" if ctag else "") + ("<d:sync-token/>" if token else "")
         body = (
             '<?xml version="1.0" encoding="utf-8"?>'
             f'<d:propfind xmlns:d="{DAV}" xmlns:c="{CALDAV}" xmlns:cs="{CS}"><d:prop>'
-            f"<d:resourcetype/>{'<cs:getctag/>' if ctag else ''}<d:supported-report-set/>"
+            f"<d:resourcetype/>{wanted}<d:supported-report-set/>"
             "</d:prop></d:propfind>"
         )
         tree = self._multistatus(
@@ -191,11 +192,10 @@ class DavCalendar:
         prop = _first_ok_prop(tree)
         if prop is None or prop.find("d:resourcetype/c:calendar", NS) is None:
             raise SourceError(f"the configured URL on {self.shown} is not a CalDAV calendar collection")
-        ctag = _text(prop.find("cs:getctag", NS))
         reports = prop.find("d:supported-report-set", NS)
         # A server that lists no reports at all may still answer sync-collection: try it.
         listed = reports is None or reports.find(".//d:sync-collection", NS) is not None
-        return CollectionInfo(ctag, listed)
+        return CollectionInfo(_text(prop.find("cs:getctag", NS)), _text(prop.find("d:sync-token", NS)), listed)
 
     def sync_collection(self, token: str | None) -> tuple[list[Resource], str | None]:
         """RFC 6578: what changed since ``token`` (everything without one), and the new token.
@@ -213,11 +213,11 @@ class DavCalendar:
             resp = self._request("REPORT", self.url, body, {**_XML_HEADERS, "Depth": "1"})
             if resp.status == 409 and resp.tree is not None and _has_precondition(resp.tree, "valid-sync-token"):
                 raise InvalidSyncToken
-            if resp.status in (400, 403, 405, 415, 501) and not token:
-                raise NoSyncCollection
             refused = resp.status in (400, 403, 412) and token and resp.tree is not None
             if refused and _has_precondition(resp.tree, "valid-sync-token"):
                 raise InvalidSyncToken
+            if resp.status in (405, 415, 501) or (resp.status in (400, 403) and not token):
+                raise NoSyncCollection
             tree = self._multistatus(resp, "the sync-collection REPORT")
             truncated = False
             for r in tree.findall("d:response", NS):

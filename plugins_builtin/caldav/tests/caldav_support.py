@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import re
 import socket
 import subprocess
 import sys
@@ -86,7 +87,9 @@ class Radicale:
 class Proxy:
     """Forwards to Radicale unless ``mode`` says otherwise:
 
-    * ``no-sync``: sync-collection REPORTs are answered 501 (a server without RFC 6578);
+    * ``no-sync``: sync-collection REPORTs are answered 501 and PROPFIND answers lose the sync token
+      and the report from their supported-report-set (a server without RFC 6578);
+    * ``refuse-report``: sync-collection REPORTs are answered 501, PROPFIND still names a sync token;
     * ``html``: every request gets a 200 HTML page (a login portal, a misconfigured URL);
     * ``redirect``: every request is redirected to Radicale itself;
     * ``hang``: requests are never answered (until the test ends);
@@ -123,7 +126,8 @@ class Proxy:
             return Response(status_code=301, headers={"Location": self.target + request.url.path})
         if self.mode == "html":
             return Response("<html><body><h1>Welcome</h1><p>Please log in.</p></body></html>", media_type="text/html")
-        if self.mode == "no-sync" and request.method == "REPORT" and b"sync-collection" in body:
+        refusing = self.mode in ("no-sync", "refuse-report")
+        if refusing and request.method == "REPORT" and b"sync-collection" in body:
             return Response("sync-collection is not supported here", status_code=501, media_type="text/plain")
         headers = {k: v for k, v in request.headers.items() if k.lower() not in ("host", "content-length")}
         if self.mode == "digest":
@@ -138,7 +142,13 @@ class Proxy:
             request.method, request.url.path, content=body, headers=headers, params=request.query_params
         )
         out = {k: v for k, v in resp.headers.items() if k.lower() in ("content-type", "etag", "www-authenticate")}
-        return Response(resp.content, status_code=resp.status_code, headers=out)
+        content = resp.content
+        if self.mode == "no-sync" and request.method == "PROPFIND":  # nor does it advertise RFC 6578
+            content = re.sub(rb"<sync-token>[^<]*</sync-token>|<sync-token\s*/>", b"", content)
+            content = re.sub(
+                rb"<supported-report><report><sync-collection\s*/></report></supported-report>", b"", content
+            )
+        return Response(content, status_code=resp.status_code, headers=out)
 
     def start(self) -> Proxy:
         self._thread.start()

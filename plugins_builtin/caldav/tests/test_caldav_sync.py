@@ -107,6 +107,23 @@ async def test_a_server_without_sync_collection_uses_ctag_and_fetches_only_chang
         assert await titles(c) == ["Event 0", "Event 2 renamed", "Event 3", "Event 4"]
 
 
+async def test_a_server_offering_a_token_but_refusing_the_report_falls_back_to_ctag(
+    chronos_app, radicale, proxy, password_env
+):
+    cal = radicale.calendar()
+    cal.add_event(vevent("a@t", "Alpha"))
+    proxy.mode = "refuse-report"
+    url = proxy.base + str(cal.url.path)
+    async with chronos_app(plugins=PLUGINS, config=calendar_config(cal, password_env, url=url)) as app:
+        run = await kit.sync_now(app, "caldav", "work")
+        assert (run.status, run.added, run.cursor["mode"]) == ("ok", 1, "sync"), run
+        cal.add_event(vevent("b@t", "Beta"))
+        run = await kit.sync_now(app, "caldav", "work")  # the report is refused: a full listing by ctag
+        assert (run.status, run.added, run.cursor["mode"]) == ("ok", 1, "ctag"), run
+        run = await kit.sync_now(app, "caldav", "work")
+        assert run.status == "ok" and run.not_modified, run
+
+
 async def test_concurrent_edits_between_and_during_syncs_converge(chronos_app, api_client, radicale, password_env):
     """Two clients edit while the service syncs: whatever the interleaving, the next sync shows the server."""
     cal = radicale.calendar()
