@@ -4,10 +4,10 @@ How a sync reads the server (``cursor`` is what the last run left):
 
 * First run, a full resync, a changed configuration, or a cursor that does
   not match what this source last wrote (``seq``): a **full listing** —
-  sync-collection without a token when the server offers it (the answer
-  carries the token for next time), else a calendar-query REPORT. Batches
-  are ``full=True``; only the last, ``complete=True`` one lets the pipeline
-  delete local events the listing did not contain.
+  the collection's ``DAV:sync-token`` property (read first, so a change made
+  during the listing comes again next time), then a calendar-query REPORT
+  with the data. Batches are ``full=True``; only the last, ``complete=True``
+  one lets the pipeline delete local events the listing did not contain.
 * With a sync token: one sync-collection REPORT with the token (changed
   objects come with their data, deleted ones as hrefs). A token the server
   refuses (403/409 ``DAV:valid-sync-token``) means a full listing instead.
