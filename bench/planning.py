@@ -136,7 +136,7 @@ async def full_sync(db: Path, source: Any, with_planning: bool) -> float:
 
 
 RAW_PAIRS = """
-SELECT COUNT(*) FROM events a CROSS JOIN events b
+SELECT COUNT(*) FROM events a CROSS JOIN events b INDEXED BY ix_events_start
   ON b.start_utc < a.end_utc AND b.start_utc >= datetime(a.start_utc, '-' || ? || ' seconds') AND b.end_utc > a.start_utc
  AND b.id <> a.id
 WHERE a.mode = 'auto-plan' AND a.transparency = 'busy' AND a.status <> 'cancelled' AND a.all_day = 0
