@@ -1,18 +1,29 @@
 """Sync benchmark: the whole pipeline next to a raw floor, on one ICS file.
 
-    python bench/events_sync.py [N=100000] [--keep DIR]
+    python bench/events_sync.py [N=100000] [--plugins events,normalize,ics [--add a,b]] [--keep DIR]
+
+By default the pipeline loads the plugin set the service ships with: every
+installed builtin, minus what ``config/demo.yaml`` disables (contrib plugins
+are opt-in and left out). ``--plugins a,b,c`` starts from that set instead and
+adds the other default plugins one at a time (commands first, then by name),
+one row each, so that the cost of every plugin is visible (``--add a,b``: only
+those one at a time, the rest of the default set together in a last row).
 
 (a) full sync of N events from an ICS file through the pipeline (ics source →
-    normalize → events store, SQLite) next to a floor that parses the same file
-    with icalendar in one process and inserts the rows raw with sqlite3 into
-    the same schema (the events plugin's migrated tables, FTS triggers
-    included);
-(b) re-sync with nothing changed: the normal path (the file's cursor says
-    "not modified") and a forced full re-sync (every entry parsed, hashed and
-    found unchanged: no row written), next to a raw upsert of every row;
+    normalize → enrichers → events store → sinks, SQLite) next to a floor that
+    parses the same file with icalendar in one process and inserts the rows
+    raw with sqlite3 into the same schema (the events plugin's migrated
+    tables, FTS triggers included); one row per plugin set, then the default
+    set on a calendar where 1 % of the entries are ``ACTION:`` commands the
+    whitelist accepts (those in the past are consumed at once, the future ones
+    are scheduled and keep their entries);
+(b) with the default set, re-sync with nothing changed: the normal path (the
+    file's cursor says "not modified") and a forced full re-sync (every entry
+    parsed, hashed and found unchanged: no row written), next to a raw upsert
+    of every row;
 (c) peak RSS of each side (the pipeline's parser processes separately).
 
-Each side runs in its own subprocess so that RSS is its own. Prints a table;
+Each side runs in its own subprocess so that RSS is its own. Prints tables;
 nothing here is a test.
 """
 
@@ -48,9 +59,22 @@ def _peak_rss_mb(pid: int) -> float:
     return 0.0
 
 
-def _settings(db: Path, ics: Path):
+#: The whitelist entry the ACTION: entries of the 1 % calendar name (as in config/demo.yaml).
+ACTION_RULE = {
+    "system": "web-1",
+    "action": "DEPLOY",
+    "params": {"version": "[0-9][0-9.]{0,19}"},
+    "schedule": "event_start",
+}
+ACTION_EVERY = 100  # one entry in ACTION_EVERY is an ACTION:
+
+
+def _settings(db: Path, ics: Path, plugins: list[str] | None = None):
     from chronos.settings import load_settings
 
+    extra = {}
+    if plugins is not None and "commands" in plugins:
+        extra["commands"] = {"whitelist": [ACTION_RULE]}
     return load_settings(
         path=None,
         env={},
@@ -62,22 +86,66 @@ def _settings(db: Path, ics: Path):
             ],
             "max_bytes": 1024 * 1024 * 1024,
         },
+        **extra,
     )
+
+
+def default_plugins() -> list[str]:
+    """The plugins the service loads as shipped: every installed one that is not contrib,
+    minus ``plugins.disabled`` of config/demo.yaml."""
+    import importlib.util
+
+    import yaml
+
+    from chronos.host import installed_plugins
+
+    demo = yaml.safe_load((HERE.parent / "config" / "demo.yaml").read_text()) or {}
+    disabled = set((demo.get("plugins") or {}).get("disabled") or [])
+    out = []
+    for name, ep in installed_plugins().items():
+        if name in disabled:
+            continue
+        spec = importlib.util.find_spec(ep.module.split(":")[0].split(".")[0])
+        origin = str(spec.origin) if spec is not None else ""
+        if "/plugins_contrib/" in origin:
+            continue
+        out.append(name)
+    return out
+
+
+def write_action_ics(path: Path, n: int, seed: int = 1) -> Path:
+    """The events of ``write_ics(path, n, seed)`` with every ACTION_EVERY-th title an ``ACTION:``."""
+    from gen_events import event_to_vevent, iter_events
+
+    with path.open("w", encoding="utf-8", newline="") as fh:
+        fh.write("BEGIN:VCALENDAR\r\nVERSION:2.0\r\nPRODID:-//Chronos Engine//bench//EN\r\nCALSCALE:GREGORIAN\r\n")
+        for i, event in enumerate(iter_events(n, seed)):
+            if i % ACTION_EVERY == 0:
+                event["title"] = f"ACTION: DEPLOY web-1 version=1.{i}"
+            fh.write(event_to_vevent(event))
+        fh.write("END:VCALENDAR\r\n")
+    return path
 
 
 # -- the pipeline side ---------------------------------------------------------------------
 
 
-async def _pipeline(db: Path, ics: Path) -> dict:
+async def _pipeline(db: Path, ics: Path, plugins: list[str], resync: bool) -> dict:
+    from sqlalchemy import text
+
     from chronos.app import create_app
     from chronos.db.sync_models import SyncRun
     from chronos.testing import running_app
 
-    app = create_app(_settings(db, ics), plugins=["events", "normalize", "ics"], run_jobs=False, env={})
+    app = create_app(_settings(db, ics, plugins), plugins=plugins, run_jobs=False, env={})
     out: dict = {}
     async with running_app(app):
+        failed = sorted(n for n, info in app.state.runtime.host.infos.items() if info.status == "failed")
+        if failed:
+            raise SystemExit(f"plugins failed to load: {', '.join(failed)}")
         pipe = app.state.runtime.pipeline
-        for label, kw in (("full", {}), ("unchanged", {}), ("forced", {"full": True})):
+        runs = (("full", {}), ("unchanged", {}), ("forced", {"full": True})) if resync else (("full", {}),)
+        for label, kw in runs:
             t = time.perf_counter()
             run_id = await pipe.run("ics", "bench", **kw)
             elapsed = time.perf_counter() - t
@@ -97,6 +165,10 @@ async def _pipeline(db: Path, ics: Path) -> dict:
         peaks = [_peak_rss_mb(pid) for pid in (getattr(pool, "_processes", None) or {})]
         out["workers"] = len(peaks)
         out["workers_rss_mb"] = max(peaks, default=0.0)
+        if "commands" in plugins:
+            async with app.state.chronos.db.read() as s:
+                rows = await s.execute(text("SELECT status, entry_kept, count(*) FROM external_commands GROUP BY 1, 2"))
+                out["commands"] = {f"{status}, entry {'kept' if kept else 'consumed'}": n for status, kept, n in rows}
     out["rss_mb"] = _rss_mb(resource.RUSAGE_SELF)
     return out
 
@@ -228,11 +300,15 @@ def _floor(db: Path, ics: Path) -> dict:
 # -- orchestration -----------------------------------------------------------------------------
 
 
-def _child(part: str, db: Path, ics: Path) -> dict:
-    cmd = [sys.executable, __file__, "--part", part, str(db), str(ics)]
+def _child(part: str, db: Path, ics: Path, plugins: list[str] | None = None, resync: bool = False) -> dict:
+    for suffix in ("", "-wal", "-shm", ".audit-key"):
+        Path(str(db) + suffix).unlink(missing_ok=True)
+    cmd = [sys.executable, __file__, "--part", part, str(db), str(ics), ",".join(plugins or []), str(int(resync))]
+    t = time.perf_counter()
     res = subprocess.run(cmd, capture_output=True, text=True, cwd=HERE.parent)
     if res.returncode != 0:
         raise SystemExit(f"{part} failed:\n{res.stderr[-4000:]}")
+    print(f"  {part} {','.join(plugins or [])}: {time.perf_counter() - t:.0f}s", file=sys.stderr)
     return json.loads(res.stdout.strip().splitlines()[-1])
 
 
@@ -251,11 +327,22 @@ def _machine() -> str:
     )
 
 
+def _table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    print("  ".join(f"{h:{w}}" for h, w in zip(header, widths, strict=True)).rstrip())
+    print("  ".join("-" * w for w in widths))
+    for r in rows:
+        print("  ".join(f"{c:{w}}" for c, w in zip(r, widths, strict=True)).rstrip())
+
+
 def main() -> None:
     args = sys.argv[1:]
     if args[:1] == ["--part"]:
         part, db, ics = args[1], Path(args[2]), Path(args[3])
-        result = asyncio.run(_pipeline(db, ics)) if part == "pipeline" else _floor(db, ics)
+        if part == "floor":
+            result = _floor(db, ics)
+        else:
+            result = asyncio.run(_pipeline(db, ics, [p for p in args[4].split(",") if p], args[5] == "1"))
         print(json.dumps(result))
         return
     keep = None
@@ -263,6 +350,25 @@ def main() -> None:
         i = args.index("--keep")
         keep = Path(args[i + 1])
         del args[i : i + 2]
+    defaults = default_plugins()
+    sets: list[list[str]] = [defaults]
+    labels = ["default set"]
+    if "--plugins" in args:
+        i = args.index("--plugins")
+        start = [p for p in args[i + 1].split(",") if p]
+        del args[i : i + 2]
+        rest = sorted((p for p in defaults if p not in start), key=lambda p: (p != "commands", p))
+        if "--add" in args:
+            # Only these are added one at a time; the other default plugins come together in the last row.
+            j = args.index("--add")
+            rest = [p for p in args[j + 1].split(",") if p in rest]
+            del args[j : j + 2]
+        sets = [start + rest[:k] for k in range(len(rest) + 1)]
+        labels = [",".join(start)] + [f"+ {p}" for p in rest]
+        if sorted(sets[-1]) != sorted(defaults):
+            sets.append(defaults)
+            labels.append("+ " + ", ".join(p for p in defaults if p not in sets[-2]))
+        sets[-1] = defaults  # the same set, in the order the default set loads it
     n = int(args[0]) if args else 100_000
     from gen_events import write_ics
 
@@ -270,58 +376,74 @@ def main() -> None:
         work = keep or Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
         ics = work / f"events-{n}.ics"
+        actions_ics = work / f"events-{n}-actions.ics"
         t = time.perf_counter()
         if not ics.exists():
             write_ics(ics, n)
+        if not actions_ics.exists():
+            write_action_ics(actions_ics, n)
         print(
             f"generated {ics} ({ics.stat().st_size / 1e6:.1f} MB, {n} events) in {time.perf_counter() - t:.1f}s",
             file=sys.stderr,
         )
-        for name in ("pipeline.db", "floor.db"):
-            for suffix in ("", "-wal", "-shm"):
-                (work / (name + suffix)).unlink(missing_ok=True)
         floor = _child("floor", work / "floor.db", ics)
-        pipe = _child("pipeline", work / "pipeline.db", ics)
+        results = [
+            _child("pipeline", work / "pipeline.db", ics, plugins, resync=plugins == defaults) for plugins in sets
+        ]
+        with_actions = _child("pipeline", work / "pipeline.db", actions_ics, defaults)
 
-    full = pipe["full"]["seconds"]
     floor_full = floor["parse_seconds"] + floor["insert_seconds"]
     floor_resync = floor["parse_seconds"] + floor["upsert_seconds"]
-    assert pipe["full"]["added"] == n == floor["rows"], (pipe, floor)
-    rows = [
-        (
-            "(a) full sync",
-            f"{full:.1f} s  ({n / full:,.0f} ev/s)",
-            f"{floor_full:.1f} s  ({n / floor_full:,.0f} ev/s)  parse {floor['parse_seconds']:.1f} + insert "
-            f"{floor['insert_seconds']:.1f}",
-            f"{floor_full / full:.2f}x",
-        ),
-        (
-            "(b) re-sync, unchanged file",
-            f"{pipe['unchanged']['seconds'] * 1000:.0f} ms  (not modified)",
-            f"{floor['upsert_seconds']:.1f} s  raw upsert",
-            f"{floor['upsert_seconds'] / pipe['unchanged']['seconds']:,.0f}x",
-        ),
-        (
-            "(b) forced re-sync, all hashed",
-            f"{pipe['forced']['seconds']:.1f} s  ({pipe['forced']['unchanged']:,} unchanged, 0 writes)",
-            f"{floor_resync:.1f} s  parse + raw upsert",
-            f"{floor_resync / pipe['forced']['seconds']:.2f}x",
-        ),
-        (
-            "(c) peak RSS",
-            f"{pipe['rss_mb']:.0f} MB  (+ {pipe['workers']} parser processes, {pipe['workers_rss_mb']:.0f} MB each at most)",
-            f"{floor['rss_mb']:.0f} MB",
-            "",
-        ),
-    ]
-    w0 = max(len(r[0]) for r in rows)
-    w1 = max(len(r[1]) for r in rows)
-    w2 = max(len(r[2]) for r in rows)
-    print(f"\nSync benchmark, {n:,} events, SQLite. Machine: {_machine()}\n")
-    print(f"{'':{w0}}  {'chronos pipeline':{w1}}  {'floor (icalendar + sqlite3)':{w2}}  floor/chronos")
-    print(f"{'-' * w0}  {'-' * w1}  {'-' * w2}  -------------")
-    for r in rows:
-        print(f"{r[0]:{w0}}  {r[1]:{w1}}  {r[2]:{w2}}  {r[3]}")
+    assert floor["rows"] == n, floor
+    for pipe in results:
+        assert pipe["full"]["added"] == n and pipe["full"]["failed"] == 0, pipe
+    assert with_actions["full"]["failed"] == 0, with_actions
+    base = results[0]["full"]["seconds"]
+
+    def row(label: str, plugins: list[str], pipe: dict, note: str = "") -> tuple[str, ...]:
+        full = pipe["full"]["seconds"]
+        extra = f"{(full / base - 1) * 100:+.0f} %" if pipe is not results[0] else ""
+        return (label, str(len(plugins)), f"{full:.1f} s", f"{n / full:,.0f}", f"{floor_full / full:.2f}x", extra, note)
+
+    rows = []
+    for k, (plugins, pipe) in enumerate(zip(sets, results, strict=True)):
+        rows.append(row(labels[k], plugins, pipe, "= the default set" if plugins == defaults and k else ""))
+    counts = ", ".join(f"{v:,} {k}" for k, v in sorted(with_actions.get("commands", {}).items()))
+    rows.append(row(f"default set, 1 in {ACTION_EVERY} an ACTION:", defaults, with_actions, counts))
+
+    print(f"\nSync benchmark, {n:,} events, SQLite. Machine: {_machine()}")
+    print(f"Default set ({len(defaults)} plugins): {', '.join(defaults)}\n")
+    print(
+        f"(a) full sync; floor (icalendar + sqlite3): {floor_full:.1f} s ({n / floor_full:,.0f} ev/s), "
+        f"parse {floor['parse_seconds']:.1f} + insert {floor['insert_seconds']:.1f}\n"
+    )
+    _table(("plugins", "#", "chronos", "ev/s", "floor/chronos", "vs first row", ""), rows)
+    full = next(p for p, s in zip(results, sets, strict=True) if s == defaults)
+    print("\n(b), (c) the default set\n")
+    _table(
+        ("", "chronos pipeline", "floor (icalendar + sqlite3)", "floor/chronos"),
+        [
+            (
+                "(b) re-sync, unchanged file",
+                f"{full['unchanged']['seconds'] * 1000:.0f} ms  (not modified)",
+                f"{floor['upsert_seconds']:.1f} s  raw upsert",
+                f"{floor['upsert_seconds'] / full['unchanged']['seconds']:,.0f}x",
+            ),
+            (
+                "(b) forced re-sync, all hashed",
+                f"{full['forced']['seconds']:.1f} s  ({full['forced']['unchanged']:,} unchanged, 0 writes)",
+                f"{floor_resync:.1f} s  parse + raw upsert",
+                f"{floor_resync / full['forced']['seconds']:.2f}x",
+            ),
+            (
+                "(c) peak RSS",
+                f"{full['rss_mb']:.0f} MB  (+ {full['workers']} parser processes, "
+                f"{full['workers_rss_mb']:.0f} MB each at most)",
+                f"{floor['rss_mb']:.0f} MB",
+                "",
+            ),
+        ],
+    )
     print("\n(ratios above 1.00x: chronos is faster)")
 
 
