@@ -9,14 +9,14 @@ export async function render(root, kit) {
   const tabs = [["queue", "Queue"], ["dead", "Dead letters"], ["whitelist", "Whitelist"], ["workflows", "Workflows"]];
   const body = h("div");
   const tabButtons = tabs.map(([id, label]) =>
-    h("button", {type: "button", role: "tab", "data-tab": id, onclick: () => show(id)}, label));
-  fill(root, h("div", {class: "row", role: "tablist", "aria-label": "Command views"}, tabButtons), body);
+    h("button", {type: "button", "data-tab": id, onclick: () => show(id)}, label));
+  fill(root, h("div", {class: "row", role: "group", "aria-label": "Command views"}, tabButtons), body);
   let stop = () => {};
 
   function show(id) {
     stop();
     stop = () => {};
-    for (const b of tabButtons) b.setAttribute("aria-selected", String(b.dataset.tab === id));
+    for (const b of tabButtons) b.setAttribute("aria-pressed", String(b.dataset.tab === id));
     if (id === "queue") stop = queue(body, null);
     else if (id === "dead") stop = queue(body, ["dead"]);
     else if (id === "whitelist") whitelist(body);

@@ -4,11 +4,11 @@ export async function render(root, kit) {
   const {api, h, fill, fmt, field, empty, errorBox, pager, statusBadge, table} = kit;
   const body = h("div");
   const tabs = [["endpoints", "Webhooks"], ["deliveries", "Deliveries"], ["dead", "Dead letters"]];
-  const buttons = tabs.map(([id, label]) => h("button", {type: "button", role: "tab", "data-tab": id, onclick: () => show(id)}, label));
-  fill(root, h("div", {class: "row", role: "tablist", "aria-label": "Outbox views"}, buttons), body);
+  const buttons = tabs.map(([id, label]) => h("button", {type: "button", "data-tab": id, onclick: () => show(id)}, label));
+  fill(root, h("div", {class: "row", role: "group", "aria-label": "Outbox views"}, buttons), body);
 
   function show(id) {
-    for (const b of buttons) b.setAttribute("aria-selected", String(b.dataset.tab === id));
+    for (const b of buttons) b.setAttribute("aria-pressed", String(b.dataset.tab === id));
     if (id === "endpoints") endpoints();
     else deliveries(id === "dead");
   }
