@@ -49,6 +49,7 @@ pytestmark = pytest.mark.backends("sqlite")
 def ensure_chromium() -> str:
     """Debian's chromium; installed with apt when missing (CI images start without it)."""
     if not Path(CHROMIUM).exists() and shutil.which("apt-get") and os.geteuid() == 0:
+        subprocess.run(["apt-get", "update", "-q"], check=False, timeout=600)
         subprocess.run(["apt-get", "install", "-y", "-q", "chromium"], check=False, timeout=600)
     if not Path(CHROMIUM).exists():
         pytest.fail(f"{CHROMIUM} is missing: install Debian's chromium (apt-get install -y chromium)")
