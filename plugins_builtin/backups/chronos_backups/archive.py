@@ -416,6 +416,74 @@ def write_archive(
         os.fsync(raw.fileno())
 
 
+FALLOC_FL_INSERT_RANGE = 0x20
+
+
+def _insert_range(fd: int, length: int) -> bool:
+    """Shift the file's content ``length`` bytes up from offset 0 without copying it (Linux
+    ``fallocate(FALLOC_FL_INSERT_RANGE)``: ext4, XFS); False where the filesystem cannot."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        fallocate = libc.fallocate
+    except (OSError, AttributeError):
+        return False
+    fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
+    return bool(fallocate(fd, FALLOC_FL_INSERT_RANGE, 0, length) == 0)
+
+
+def _padded(n: int) -> int:
+    return n + (-n % tarfile.BLOCKSIZE)
+
+
+def _header(name: str, size: int, mtime: int = 0) -> bytes:
+    info = tarfile.TarInfo(name)
+    info.size, info.mtime, info.mode = size, mtime, 0o600
+    return info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
+
+
+def archive_in_place(
+    snapshot: Path, member: str, manifest: dict[str, Any], blobs: dict[str, bytes], files: dict[str, Path]
+) -> bool:
+    """Turn the snapshot file itself into the archive: room for the manifest, ``blobs`` and the
+    member's header is inserted before its first byte (no copy of the data), ``files`` and the end
+    of the archive are appended. Every sha256 in ``manifest["members"]`` must be known. Returns
+    False, leaving the file as it was, where the filesystem cannot insert."""
+    size = snapshot.stat().st_size
+    block = max(tarfile.BLOCKSIZE, os.statvfs(snapshot.parent).f_frsize or 4096)
+    if size == 0 or block % tarfile.BLOCKSIZE:
+        return False
+    body = json.dumps(manifest, indent=2, sort_keys=True).encode("utf-8")
+    rest = b"".join(_header(name, len(data)) + data + tarfile.NUL * (-len(data) % 512) for name, data in blobs.items())
+    rest += _header(member, size, int(snapshot.stat().st_mtime))
+    # Spaces after the JSON (still the same document) fill the front up to a whole filesystem block.
+    used = len(_header(MANIFEST, _padded(len(body)))) + _padded(len(body)) + len(rest)
+    body_len = _padded(len(body)) + (-used % block)
+    front = _header(MANIFEST, body_len) + body + b" " * (body_len - len(body)) + rest
+    if len(front) % block:
+        return False
+    with open(snapshot, "r+b") as f:
+        if not _insert_range(f.fileno(), len(front)):
+            return False
+        f.seek(0)
+        f.write(front)
+        f.seek(0, os.SEEK_END)
+        f.write(tarfile.NUL * (-size % tarfile.BLOCKSIZE))
+        for name, path in files.items():
+            f.write(_header(name, path.stat().st_size, int(path.stat().st_mtime)))
+            with open(path, "rb") as src:
+                while chunk := src.read(CHUNK):
+                    f.write(chunk)
+            f.write(tarfile.NUL * (-path.stat().st_size % tarfile.BLOCKSIZE))
+        end = f.tell() + 2 * tarfile.BLOCKSIZE
+        f.write(tarfile.NUL * (2 * tarfile.BLOCKSIZE + (-end % tarfile.RECORDSIZE)))
+        f.flush()
+        os.fsync(f.fileno())
+    return True
+
+
 def _add_file_in_kernel(tar: tarfile.TarFile, raw: IO[bytes], info: tarfile.TarInfo, path: Path, progress: Any) -> str:
     """Append a file member with ``copy_file_range`` (the kernel copies; no pass through Python)
     while another thread hashes the same file from the page cache; returns its sha256."""

@@ -340,13 +340,32 @@ async def _create(ctx: PluginContext, store: BackupStore, progress: Progress) ->
             progress.bytes_done += n
 
         manifest["duration_ms"] = int((time.monotonic() - started) * 1000)
-        await asyncio.to_thread(fmt.write_archive, partial, manifest, files, blobs, passphrase, advance)
-        os.replace(partial, final)
+        if passphrase is None and await asyncio.to_thread(_in_place, snap, member, manifest, blobs, files):
+            # The snapshot file became the archive: no copy of the database.
+            progress.bytes_done = progress.bytes_total
+            os.replace(snap, final)
+        else:
+            await asyncio.to_thread(fmt.write_archive, partial, manifest, files, blobs, passphrase, advance)
+            os.replace(partial, final)
         _fsync_dir(directory)
     if settings.verify_after_backup:
         progress.phase = "verifying"
         await verify_path(store, final)
     return store.describe(progress.id, final)
+
+
+def _in_place(
+    snap: Path, member: str, manifest: dict[str, Any], blobs: dict[str, bytes], files: dict[str, Path]
+) -> bool:
+    """Hash every file, then make the snapshot file the archive where the filesystem allows it."""
+    for name, path in files.items():
+        manifest["members"][name]["sha256"] = fmt.sha256_file(path)
+    others = {name: path for name, path in files.items() if name != member}
+    if fmt.archive_in_place(snap, member, manifest, blobs, others):
+        return True
+    for name in files:  # write_archive hashes while it copies
+        manifest["members"][name]["sha256"] = None
+    return False
 
 
 def _sha256(data: bytes) -> str:
