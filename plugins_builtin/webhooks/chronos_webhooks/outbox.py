@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import secrets
 from collections.abc import Mapping, Sequence
@@ -18,12 +19,11 @@ from chronos.plugin import EventType, JobBusy, Outbox, PluginContext, Publicatio
 from chronos_webhooks.models import OutboxRow
 
 DISPATCH_JOB = "webhooks.dispatch"
-_ALPHABET = "0123456789abcdefghijklmnopqrstuvwxyz"
 
 
 def new_webhook_id() -> str:
-    """``msg_`` and 26 random characters: unique, with no '.' (it is part of the signed content)."""
-    return "msg_" + "".join(secrets.choice(_ALPHABET) for _ in range(26))
+    """``msg_`` and 24 random base32 characters (120 bits): unique, with no '.' (it is part of the signed content)."""
+    return "msg_" + base64.b32encode(secrets.token_bytes(15)).decode("ascii").lower()
 
 
 @dataclass
@@ -71,6 +71,7 @@ class SqlOutbox(Outbox):
 
     def __init__(self, ctx: PluginContext) -> None:
         self.ctx = ctx
+        self._statement: Any = None
 
     def event_types(self) -> Mapping[str, EventType]:
         return self.ctx.event_types
@@ -109,13 +110,16 @@ class SqlOutbox(Outbox):
                     "created_at": now,
                 }
             )
-        insert = sqlite.insert if self.ctx.db.is_sqlite else postgresql.insert
-        stmt = insert(OutboxRow).values(rows)
-        if any(m.dedupe_key for m in messages):
-            # A duplicate must not abort the caller's transaction: it is skipped instead.
-            stmt = stmt.on_conflict_do_nothing(index_elements=["dedupe_key"])
-        await session.execute(stmt)
+        await session.execute(self._insert(), rows)
         self._wake_after_commit(session)
+
+    def _insert(self) -> Any:
+        """One statement, built once (its compiled form is cached): a duplicate dedupe key is skipped,
+        never an error that would abort the caller's transaction."""
+        if self._statement is None:
+            insert = sqlite.insert if self.ctx.db.is_sqlite else postgresql.insert
+            self._statement = insert(OutboxRow.__table__).on_conflict_do_nothing(index_elements=["dedupe_key"])
+        return self._statement
 
     def _wake_after_commit(self, session: AsyncSession) -> None:
         sync = session.sync_session
