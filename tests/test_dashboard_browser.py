@@ -246,6 +246,24 @@ def test_retry_a_dead_command_and_resolve_one_by_hand(page, server):
     assert pg.errors == []
 
 
+def test_whitelist_editor_adds_an_entry_and_edits_its_parameter_rules(page, server):
+    pg = page
+    sign_in(pg, server)
+    open_panel(pg, "commands")
+    pg.click('[data-tab="whitelist"]')
+    pg.get_by_label("System").fill("cache-2")
+    pg.get_by_label("Action").fill("restart")
+    pg.get_by_label("Parameter rules (JSON)").fill('{"reason": null}')
+    pg.click("button[type=submit] >> text=Add")
+    pg.click('button[aria-label="Edit the rules of cache-2 RESTART"]')
+    pg.get_by_label("Rules of cache-2 RESTART").fill('{"reason": {"regex": "[a-z ]{1,40}"}}')
+    pg.click("text=Save rules")
+    expect(pg.locator("td", has_text='"regex":"[a-z ]{1,40}"')).to_be_visible()
+    (entry,) = server["api"].get("/whitelists", params={"system": "cache-2"}).json()["items"]
+    assert entry["action"] == "RESTART" and entry["allowed_params_json"] == {"reason": {"regex": "[a-z ]{1,40}"}}
+    assert pg.errors == []
+
+
 def test_edit_and_preview_a_template_with_its_error_at_its_line(page, server):
     api = server["api"]
     t = api.post(

@@ -158,6 +158,35 @@ export async function render(root, kit) {
         out.replaceChildren(errorBox(err));
       }
     });
+    /** The rules as text, with an editor in place (PATCH allowed_params_json). */
+    function rulesCell(w) {
+      const cell = h("div", {class: "stack"});
+      const show = () => fill(cell, json(w.allowed_params_json),
+        w.origin === "config" ? h("span", {class: "muted"}, "from the configuration file")
+          : h("button", {type: "button", "aria-label": `Edit the rules of ${w.system} ${w.action}`, onclick: edit}, "Edit rules"));
+      function edit() {
+        const text = h("textarea", {rows: 3, class: "code", "aria-label": `Rules of ${w.system} ${w.action}`},
+          JSON.stringify(w.allowed_params_json, null, 2));
+        const err = h("div", {role: "status"});
+        const form = h("form", {class: "stack"}, text, h("div", {class: "row"},
+          h("button", {type: "submit", class: "primary"}, "Save rules"), h("button", {type: "button", onclick: show}, "Cancel")), err);
+        form.addEventListener("submit", async (e) => {
+          e.preventDefault();
+          try {
+            const updated = await api.patch(`whitelists/${w.id}`, {allowed_params_json: JSON.parse(text.value || "{}")});
+            Object.assign(w, updated);
+            show();
+          } catch (error) {
+            fill(err, errorBox(error));
+          }
+        });
+        fill(cell, form);
+        text.focus();
+      }
+      show();
+      return cell;
+    }
+
     async function draw() {
       try {
         const page = await api.get("whitelists", {limit: 500});
@@ -168,7 +197,7 @@ export async function render(root, kit) {
         fill(list, table([
           {label: "System", cell: (w) => w.system},
           {label: "Action", cell: (w) => w.action},
-          {label: "Parameter rules", cell: (w) => json(w.allowed_params_json)},
+          {label: "Parameter rules", cell: (w) => rulesCell(w)},
           {label: "Schedule", cell: (w) => w.schedule},
           {label: "Origin", cell: (w) => w.origin},
           {label: "Enabled", cell: (w) => {
