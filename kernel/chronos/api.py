@@ -130,6 +130,7 @@ class PluginRecords(BaseModel):
     normalizers: list[str] = []
     enrichers: list[str] = []
     sinks: list[str] = []
+    delivery_targets: list[str] = Field([], description="Outbox delivery targets (channels) the plugin registers")
     web_assets: list[str] = Field(
         [], description="Browser files the plugin serves (a panel.js among them is a dashboard panel)"
     )
