@@ -21,6 +21,7 @@ from chronos.plugin import (
     decode_cursor,
     encode_cursor,
     record_audit,
+    type_matches,
     utcnow,
 )
 
@@ -74,6 +75,20 @@ async def check_url(ctx: PluginContext, url: str, pointer: str = "/url") -> None
         ) from None
 
 
+def check_filters(ctx: PluginContext, filters: list[str]) -> None:
+    """422 for a filter that matches no declared event type (a typo would silently receive nothing)."""
+    known = sorted(ctx.event_types)
+    errors = [
+        {"pointer": f"/event_types/{i}", "detail": f"{f!r} matches no event type"}
+        for i, f in enumerate(filters)
+        if not any(type_matches(f, t) for t in known)
+    ]
+    if errors:
+        raise InvalidInput(
+            f"{errors[0]['detail']}; the event types are: {', '.join(known)}", type="webhook-event-types", errors=errors
+        )
+
+
 async def check_template(ctx: PluginContext, template_id: int | None) -> None:
     if template_id is None:
         return
@@ -95,6 +110,7 @@ async def _load(s: AsyncSession, endpoint_id: int) -> EndpointRow:
 
 
 async def create_endpoint(ctx: PluginContext, body: WebhookIn, principal: Principal | None) -> dict[str, Any]:
+    check_filters(ctx, body.event_types)
     await check_url(ctx, body.url)
     await check_template(ctx, body.template_id)
     now = utcnow()
@@ -129,6 +145,8 @@ async def update_endpoint(
     ctx: PluginContext, endpoint_id: int, body: WebhookPatch, principal: Principal | None
 ) -> dict[str, Any]:
     fields = body.model_fields_set
+    if body.event_types is not None:
+        check_filters(ctx, body.event_types)
     if "url" in fields and body.url is not None:
         await check_url(ctx, body.url)
     if "template_id" in fields:

@@ -59,7 +59,7 @@ async def test_filters_by_type_prefix_and_exact(chronos_app, api_client, receive
         c = await api_client(app, scopes=["webhooks.manage"])
         await create(c, receiver.url, event_types=["test.other"])
         await create(c, receiver.url + "?all", event_types=["*"])
-        await create(c, receiver.url + "?none", event_types=["command.*"])
+        await create(c, receiver.url + "?none", event_types=["event.*"])
         await publish(app, "test.pinged", 1)
         await publish(app, "test.other", 2)
         await dispatch(app)
@@ -168,7 +168,7 @@ async def test_secret_rotation_signs_with_both_until_the_old_one_expires(chronos
 async def test_the_test_route_sends_to_that_endpoint_only(chronos_app, api_client, receiver):
     async with chronos_app(plugins=PLUGINS, config=webhooks_config()) as app:
         c = await api_client(app, scopes=["webhooks.manage"])
-        one = await create(c, receiver.url + "?one", event_types=["command.*"])
+        one = await create(c, receiver.url + "?one", event_types=["event.*"])
         await create(c, receiver.url + "?two")
         r = await c.post(f"/api/v1/webhooks/{one['id']}/test")
         assert r.status_code == 202 and r.json()["event_type"] == "outbox.test"
@@ -193,8 +193,8 @@ async def test_crud_and_scopes(chronos_app, api_client, receiver):
         ep = await create(c, receiver.url, description="ops", calendars=["team"])
         listed = (await c.get("/api/v1/webhooks")).json()["items"]
         assert [e["id"] for e in listed] == [ep["id"]] and "secret" not in listed[0]
-        r = await c.patch(f"/api/v1/webhooks/{ep['id']}", json={"event_types": ["command.*"], "calendars": None})
-        assert r.json()["event_types"] == ["command.*"] and r.json()["calendars"] is None and r.json()["secret"] is None
+        r = await c.patch(f"/api/v1/webhooks/{ep['id']}", json={"event_types": ["event.*"], "calendars": None})
+        assert r.json()["event_types"] == ["event.*"] and r.json()["calendars"] is None and r.json()["secret"] is None
         assert (await c.delete(f"/api/v1/webhooks/{ep['id']}")).status_code == 204
         assert (await c.get(f"/api/v1/webhooks/{ep['id']}")).status_code == 404
         other = await api_client(app, scopes=["events.read"])
@@ -207,3 +207,13 @@ async def test_a_disabled_endpoint_gets_no_test_message(chronos_app, api_client,
         ep = await create(c, receiver.url, enabled=False)
         r = await c.post(f"/api/v1/webhooks/{ep['id']}/test")
         assert r.status_code == 409 and r.json()["type"].endswith("webhook-disabled")
+
+
+async def test_a_filter_that_matches_no_event_type_is_422(chronos_app, api_client, receiver):
+    async with chronos_app(plugins=PLUGINS, config=webhooks_config()) as app:
+        c = await api_client(app, scopes=["webhooks.manage"])
+        r = await c.post("/api/v1/webhooks", json={"url": receiver.url, "event_types": ["test.*", "tset.pinged"]})
+        assert r.status_code == 422 and r.json()["errors"] == [
+            {"pointer": "/event_types/1", "detail": "'tset.pinged' matches no event type"}
+        ]
+        assert "test.pinged" in r.json()["detail"]
