@@ -8,6 +8,7 @@ sync recovers.
 
 from __future__ import annotations
 
+import asyncio
 import re
 
 import pytest
@@ -190,3 +191,41 @@ async def test_credentials_that_cannot_be_sent(synced, monkeypatch, password_env
     assert "\u2603" not in run.error and ("HTTP 401" in run.error or "failed: " in run.error), run.error
     assert await titles(c) == ["Alpha"]
     await check_no_secrets_and_no_5xx(c, error=".")
+
+
+async def test_the_scheduled_job_keeps_running_through_failures(
+    chronos_app, api_client, radicale, monkeypatch, password_env
+):
+    """With the job runner on: failing runs repeat on schedule, other work goes on, and the calendar recovers."""
+    cal = radicale.calendar()
+    cal.add_event(vevent("a@t", "Alpha"))
+    monkeypatch.setenv(password_env, "revoked")
+    config = calendar_config(cal, password_env, interval_seconds=0.5)
+    async with chronos_app(plugins=PLUGINS, config=config, run_jobs=True) as app:
+        c = await api_client(app, scopes=["events.read", "health.read"])
+
+        async def runs() -> list[dict]:
+            r = await c.get("/api/v1/sync/runs", params={"limit": 100})
+            assert r.status_code == 200, r.text
+            return [x for x in r.json()["items"] if x["calendar_id"] == "work"]
+
+        async def until(predicate, what: str) -> None:
+            deadline = asyncio.get_running_loop().time() + 60
+            while not await predicate():
+                assert asyncio.get_running_loop().time() < deadline, f"timed out waiting for {what}"
+                await asyncio.sleep(0.1)
+
+        async def two_failures() -> bool:
+            return sum(x["status"] == "error" for x in await runs()) >= 2
+
+        await until(two_failures, "two failed scheduled runs")
+        assert all("HTTP 401" in x["error"] for x in await runs() if x["status"] == "error")
+        assert (await c.get("/health")).status_code == 200
+
+        monkeypatch.setenv(password_env, PASSWORD)
+
+        async def recovered() -> bool:
+            return any(x["status"] == "ok" for x in await runs())
+
+        await until(recovered, "a successful scheduled run")
+        assert await titles(c) == ["Alpha"]
