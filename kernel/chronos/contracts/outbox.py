@@ -169,7 +169,7 @@ class DeliveryTarget(ABC):
     outbox's schedule (``webhooks.retry_schedule_seconds``, Standard Webhooks'
     by default, with jitter; a later ``retry_after`` wins); after the last
     attempt, or on ``failed`` or ``gone``, the delivery is a dead letter:
-    listed by ``GET /api/v1/outbox/dead`` and ``chronos outbox list --dead``,
+    listed by ``GET /api/v1/outbox/dead`` and ``chronos outbox list``,
     replayed by ``POST /api/v1/outbox/dead/{id}/replay`` (same message and
     ``webhook_id``), purged by ``chronos outbox purge-dead --older-than 30d``.
 
