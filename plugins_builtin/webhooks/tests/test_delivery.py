@@ -217,3 +217,39 @@ async def test_a_filter_that_matches_no_event_type_is_422(chronos_app, api_clien
             {"pointer": "/event_types/1", "detail": "'tset.pinged' matches no event type"}
         ]
         assert "test.pinged" in r.json()["detail"]
+
+
+async def test_a_receiver_that_is_down_loses_nothing(chronos_app, api_client):
+    import asyncio
+    import socket
+
+    from sqlalchemy import update
+
+    from chronos.plugin import utcnow
+    from webhooks_support import Receiver
+
+    from chronos_webhooks.models import DeliveryRow
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # nothing listens there yet
+    down = Receiver(port=port)
+    async with chronos_app(plugins=PLUGINS, config=webhooks_config(retry_schedule_seconds=[600])) as app:
+        c = await api_client(app, scopes=["webhooks.manage"])
+        await create(c, down.url)
+        for n in range(5):
+            await publish(app, n=n)
+        await dispatch(app)
+        pending = (await c.get("/api/v1/outbox/deliveries", params={"status": "pending"})).json()["items"]
+        assert len(pending) == 5 and all("ConnectError" in d["last_error"] for d in pending)
+        server = await asyncio.start_server(down.handle, "127.0.0.1", port)
+        try:
+            async with app.state.chronos.db.write() as s:  # ten minutes later: the retries come due
+                await s.execute(update(DeliveryRow).values(next_attempt_at=utcnow()))
+            await dispatch(app)
+        finally:
+            server.close()
+        assert sorted(json.loads(r.body)["data"]["n"] for r in down.received) == [0, 1, 2, 3, 4]
+        assert (await c.get("/api/v1/outbox/deliveries", params={"status": "delivered"})).json()["items"][0][
+            "attempts"
+        ] == 2
