@@ -71,3 +71,24 @@ async def test_secrets_are_redacted_in_the_stored_configuration(chronos_app, api
         text = tar.extractfile("config/effective.json").read().decode()
     assert "correct horse" not in text
     assert json.loads(text)["backups"]["passphrase"] == "***"
+
+
+async def test_an_archive_is_a_plain_tar_file(chronos_app, backup_dir, bk, tmp_path):
+    import subprocess
+
+    from chronos.testing import runtime_of
+
+    from chronos_backups import service
+
+    assets = tmp_path / "assets"
+    (assets / "img").mkdir(parents=True)
+    (assets / "img" / "logo.svg").write_text("<svg/>")
+    async with chronos_app(plugins=["backups"], config=bk.config(backup_dir, assets=[str(assets)])) as app:
+        view = await service.create_backup(runtime_of(app).ctx, service.new_backup_id())
+    archive = backup_dir / view["file"]
+    listing = subprocess.run(["tar", "-tf", str(archive)], capture_output=True, text=True, check=True).stdout.split()
+    assert listing[0] == "manifest.json" and "assets/0-assets/img/logo.svg" in listing
+    extracted = subprocess.run(["tar", "-xOf", str(archive), "assets/0-assets/img/logo.svg"], capture_output=True)
+    assert extracted.stdout == b"<svg/>"
+    manifest = json.loads(subprocess.run(["tar", "-xOf", str(archive), "manifest.json"], capture_output=True).stdout)
+    assert manifest["members"]["assets/0-assets/img/logo.svg"]["size"] == 6
