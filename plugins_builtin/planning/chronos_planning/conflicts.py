@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import bisect
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -397,19 +397,6 @@ A = EVENTS.alias("a")
 B = EVENTS.alias("b")
 
 
-def _event_item(row: Any, prefix: str) -> dict[str, Any]:
-    g = row._mapping
-    return {
-        "id": g[f"{prefix}_id"],
-        "calendar_id": g[f"{prefix}_calendar_id"],
-        "source": g[f"{prefix}_source"],
-        "title": g[f"{prefix}_title"],
-        "start_utc": iso_z(g[f"{prefix}_start_utc"]),
-        "end_utc": iso_z(g[f"{prefix}_end_utc"]),
-        "mode": g[f"{prefix}_mode"],
-    }
-
-
 def _columns(alias: Any, prefix: str) -> list[Any]:
     return [
         alias.c[name].label(f"{prefix}_{name}")
@@ -428,61 +415,87 @@ def _still_conflicting(row: Any) -> tuple[datetime, datetime] | None:
     return (start, end) if start < end else None
 
 
+_EVENT_FIELDS = ("id", "calendar_id", "source", "title", "start_utc", "end_utc", "mode", "status", "transparency")
+_PAGE_COLUMNS = ", ".join(
+    ["c.id", "c.reason", "c.overlap_start", "c.detected_at"] + [f"{t}.{f}" for t in ("a", "b") for f in _EVENT_FIELDS]
+)
+
+
+def _page_sql(d: _Sql, calendars: list[str], cursor: bool) -> str:
+    span = "(SELECT COALESCE(MAX(max_duration_seconds), 0) FROM planning_spans)"
+    if d.sqlite:
+        lower = f"strftime('%Y-%m-%d %H:%M:%f', :lo, '-' || {span} || ' seconds')"
+    else:
+        lower = f"CAST(:lo AS timestamptz) - make_interval(secs => {span})"
+    where = [f"c.overlap_start >= {lower}", "c.overlap_start < :hi", "c.overlap_end > :lo"]
+    if calendars:
+        names = ", ".join(f":cal{i}" for i in range(len(calendars)))
+        where.append(f"(c.calendar_a IN ({names}) OR c.calendar_b IN ({names}))")
+    if cursor:
+        where.append("c.overlap_start >= :at AND (c.overlap_start > :at OR c.id > :last)")
+    return (
+        f"SELECT {_PAGE_COLUMNS} FROM planning_conflicts AS c JOIN events AS a ON a.id = c.event_a"
+        f" JOIN events AS b ON b.id = c.event_b WHERE {' AND '.join(where)}"
+        " ORDER BY c.overlap_start, c.id LIMIT :limit"
+    )
+
+
 async def list_conflicts(
-    session: AsyncSession,
+    fetch: Callable[[str, dict[str, Any]], Awaitable[list[Any]]],
+    dialect: str,
     start: datetime,
     end: datetime,
     calendars: list[str],
     cursor: tuple[datetime, int] | None,
     limit: int,
 ) -> dict[str, Any]:
-    span = await max_span(session)
-    query = (
-        sa.select(
-            CONFLICTS.c.id,
-            CONFLICTS.c.reason,
-            CONFLICTS.c.overlap_start,
-            CONFLICTS.c.detected_at,
-            *_columns(A, "a"),
-            *_columns(B, "b"),
-        )
-        .select_from(CONFLICTS.join(A, A.c.id == CONFLICTS.c.event_a).join(B, B.c.id == CONFLICTS.c.event_b))
-        .where(
-            CONFLICTS.c.overlap_start >= start - span,
-            CONFLICTS.c.overlap_start < end,
-            CONFLICTS.c.overlap_end > start,
-        )
-        .order_by(CONFLICTS.c.overlap_start, CONFLICTS.c.id)
-        .limit(limit + 1)
-    )
-    if calendars:
-        query = query.where(sa.or_(CONFLICTS.c.calendar_a.in_(calendars), CONFLICTS.c.calendar_b.in_(calendars)))
+    """One page of pairs whose overlap meets ``[start, end)``, keyset by (overlap start, id);
+    ``fetch(sql, params)`` runs the one statement."""
+    d = _Sql(dialect)
+    bind = d.t if d.sqlite else (lambda v: v)
+    params: dict[str, Any] = {"lo": bind(start), "hi": bind(end), "limit": limit + 1}
+    for i, cal in enumerate(calendars):
+        params[f"cal{i}"] = cal
     if cursor is not None:
-        at, last = cursor
-        query = query.where(
-            CONFLICTS.c.overlap_start >= at,
-            sa.or_(CONFLICTS.c.overlap_start > at, CONFLICTS.c.id > last),
-        )
-    rows = (await session.execute(query)).all()
+        params.update(at=bind(cursor[0]), last=cursor[1])
+    rows = await fetch(_page_sql(d, calendars, cursor is not None), params)
+    n = len(_EVENT_FIELDS)
     items = []
     for row in rows[:limit]:
-        overlap = _still_conflicting(row)
-        if overlap is None:
+        a = dict(zip(_EVENT_FIELDS, row[4 : 4 + n], strict=True))
+        b = dict(zip(_EVENT_FIELDS, row[4 + n :], strict=True))
+        for e in (a, b):
+            e["start_utc"], e["end_utc"] = d.parse(e["start_utc"]), d.parse(e["end_utc"])
+        if any(e["status"] == "cancelled" or e["transparency"] != "busy" for e in (a, b)):
             continue
+        lo, hi = max(a["start_utc"], b["start_utc"]), min(a["end_utc"], b["end_utc"])
+        if lo >= hi:
+            continue  # moved apart since (reads never show a stale pair)
         items.append(
             {
-                "id": row.id,
-                "event_ids": [row.a_id, row.b_id],
-                "events": [_event_item(row, "a"), _event_item(row, "b")],
-                "overlap": {"start": iso_z(overlap[0]), "end": iso_z(overlap[1])},
-                "reason": row.reason,
-                "detected_at": iso_z(row.detected_at),
+                "id": row[0],
+                "event_ids": [a["id"], b["id"]],
+                "events": [
+                    {
+                        "id": e["id"],
+                        "calendar_id": e["calendar_id"],
+                        "source": e["source"],
+                        "title": e["title"],
+                        "start_utc": iso_z(e["start_utc"]),
+                        "end_utc": iso_z(e["end_utc"]),
+                        "mode": e["mode"],
+                    }
+                    for e in (a, b)
+                ],
+                "overlap": {"start": iso_z(lo), "end": iso_z(hi)},
+                "reason": row[1],
+                "detected_at": iso_z(d.parse(row[3])),
             }
         )
     next_cursor = None
     if len(rows) > limit:
-        last_row = rows[limit - 1]
-        next_cursor = encode_cursor("conflicts", [iso_z(last_row.overlap_start), last_row.id])
+        last = rows[limit - 1]
+        next_cursor = encode_cursor("conflicts", [iso_z(d.parse(last[2])), last[0]])
     return {"items": items, "next_cursor": next_cursor}
 
 

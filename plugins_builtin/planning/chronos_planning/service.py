@@ -88,8 +88,21 @@ async def list_conflicts(
     if end - start > longest:
         raise invalid("/query/to", f"at most {settings.max_window_days} days after `from` (planning.max_window_days)")
     position = store.parse_cursor(cursor)
+    if ctx.db.is_sqlite:
+        # One SELECT reads one consistent WAL snapshot by itself: no session, one hop to the driver.
+        async with ctx.db.reader.connect() as conn:
+            driver = (await conn.get_raw_connection()).driver_connection
+
+            async def fetch_sqlite(sql: str, params: dict[str, Any]) -> list[Any]:
+                return list(await driver.execute_fetchall(sql, params))
+
+            return await store.list_conflicts(fetch_sqlite, "sqlite", start, end, calendars, position, limit)
     async with ctx.db.read() as s:
-        return await store.list_conflicts(s, start, end, calendars, position, limit)
+
+        async def fetch(sql: str, params: dict[str, Any]) -> list[Any]:
+            return list((await s.execute(sa.text(sql), params)).all())
+
+        return await store.list_conflicts(fetch, ctx.db.dialect, start, end, calendars, position, limit)
 
 
 async def conflicting_ids(ctx: PluginContext, event_ids: list[int]) -> dict[int, list[int]]:
