@@ -47,6 +47,8 @@ FREE_FORM: dict[str, str] = {
     f"{SCHEMAS}WebhookContent/properties/headers": "header name -> value template",
     f"{SCHEMAS}WebhookContentPatch/properties/headers/anyOf/0": "header name -> value template",
     f"{SCHEMAS}WebhookOutput/properties/headers": "header name -> rendered value",
+    # -- webhooks: an event type's schema is a document ----------------------------------
+    f"{SCHEMAS}EventTypeOut/properties/payload_schema": "a JSON Schema document (an event type's data)",
     # -- mail ------------------------------------------------------------------------------
     f"{SCHEMAS}TemplatedSendIn/properties/variables": "template variables: any JSON the template reads",
     f"{SCHEMAS}DirectSendIn/properties/variables": "template variables (not read without a template)",

@@ -10,6 +10,7 @@ from chronos.plugin import Context, Principal, require_scope
 
 from chronos_webhooks import service
 from chronos_webhooks.schemas import (
+    EventTypeList,
     OutboxDeliveryOut,
     OutboxDeliveryPage,
     OutboxDeliveryStatus,
@@ -86,6 +87,17 @@ async def webhook_attempts(
 async def test_webhook(endpoint_id: Id, ctx: Context, principal: Principal = MANAGE) -> Any:
     """Send an ``outbox.test`` message to this endpoint, through the outbox (with retries)."""
     return await service.send_test(ctx, endpoint_id, principal)
+
+
+@router.get("/outbox/event-types", response_model=EventTypeList)
+async def event_types(ctx: Context, _: Principal = MANAGE) -> Any:
+    """Every event type a subscriber can filter on, with the JSON Schema of its data."""
+    return {
+        "items": [
+            {"name": name, "description": t.description, "payload_schema": t.model.model_json_schema()}
+            for name, t in sorted(ctx.event_types.items())
+        ]
+    }
 
 
 @router.get("/outbox/deliveries", response_model=OutboxDeliveryPage)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -150,6 +150,16 @@ class OutboxDeliveryOut(BaseModel):
 class OutboxDeliveryPage(BaseModel):
     items: list[OutboxDeliveryOut]
     next_cursor: str | None
+
+
+class EventTypeOut(BaseModel):
+    name: str
+    description: str
+    payload_schema: dict[str, Any] = Field(description="The JSON Schema of the message's data")
+
+
+class EventTypeList(BaseModel):
+    items: list[EventTypeOut]
 
 
 class WebhookTestQueued(BaseModel):

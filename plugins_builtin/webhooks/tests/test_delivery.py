@@ -253,3 +253,13 @@ async def test_a_receiver_that_is_down_loses_nothing(chronos_app, api_client):
         assert (await c.get("/api/v1/outbox/deliveries", params={"status": "delivered"})).json()["items"][0][
             "attempts"
         ] == 2
+
+
+async def test_the_event_types_are_listed_with_their_schemas(chronos_app, api_client):
+    async with chronos_app(plugins=PLUGINS, config=webhooks_config()) as app:
+        c = await api_client(app, scopes=["webhooks.manage"])
+        items = (await c.get("/api/v1/outbox/event-types")).json()["items"]
+        by_name = {t["name"]: t for t in items}
+        assert {"test.pinged", "outbox.test", "event.created", "sync.failed"} <= set(by_name)
+        assert by_name["test.pinged"]["description"] == "A ping"
+        assert by_name["test.pinged"]["payload_schema"]["required"] == ["n"]
