@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
@@ -69,6 +70,23 @@ def window(
     return start, end, ZoneInfo(name)
 
 
+@asynccontextmanager
+async def reading(ctx: PluginContext) -> AsyncIterator[Any]:
+    """What the read queries run on: on SQLite the driver of a pooled read connection (each SELECT
+    reads one WAL snapshot by itself, one hop per statement, no session), else a read session."""
+    if not ctx.db.is_sqlite:
+        async with ctx.db.read() as s:
+            yield s
+        return
+    async with ctx.db.reader.connect() as conn:
+        driver = (await conn.get_raw_connection()).driver_connection
+
+        async def fetch(statement: str, params: dict[str, Any]) -> list[Any]:
+            return list(await driver.execute_fetchall(statement, params))
+
+        yield fetch
+
+
 # -- time allocation ---------------------------------------------------------------------------
 
 
@@ -84,7 +102,7 @@ async def time_allocation(
     settings = ctx.section(AnalyticsSettings)
     lower, upper, tz = window(settings, raw_from, raw_to, zone)
     d = sql.Dialect(ctx.db.dialect)
-    async with ctx.db.read() as s:
+    async with reading(ctx) as s:
         span = await sql.longest_span(s)
         params: dict[str, Any] = {}
         where = sql.window_filter(d, params, lower, upper, span, calendars, busy_only)

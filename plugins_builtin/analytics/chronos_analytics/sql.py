@@ -15,7 +15,6 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncSession
 
 
 class Dialect:
@@ -85,11 +84,14 @@ class Dialect:
         return f"{later} > {earlier} + make_interval(secs => {int(gap_seconds)})"
 
 
-async def rows(session: AsyncSession, sql: str, params: Mapping[str, Any]) -> list[Any]:
+async def rows(session: Any, sql: str, params: Mapping[str, Any]) -> list[Any]:
+    """Rows of ``sql``: through a session, or a ``fetch(sql, params)`` callable (SQLite's driver)."""
+    if callable(session):
+        return list(await session(sql, dict(params)))
     return list((await session.execute(text(sql), dict(params))).all())
 
 
-async def longest_span(session: AsyncSession) -> timedelta:
+async def longest_span(session: Any) -> timedelta:
     """The event store's bound on event durations (``events_spans``), to bound scans by the start index."""
     (value,) = (await rows(session, "SELECT COALESCE(MAX(max_duration_seconds), 0) FROM events_spans", {}))[0]
     return timedelta(seconds=int(value or 0))
@@ -172,7 +174,7 @@ def bucket_param(d: Dialect, buckets: Sequence[tuple[Any, datetime, datetime]], 
 
 
 async def bucketed_seconds(
-    session: AsyncSession,
+    session: Any,
     d: Dialect,
     buckets: Sequence[tuple[Any, datetime, datetime]],
     where: str,
@@ -197,7 +199,7 @@ async def bucketed_seconds(
 
 
 async def grouped_seconds(
-    session: AsyncSession, d: Dialect, group: str, where: str, params: dict[str, Any]
+    session: Any, d: Dialect, group: str, where: str, params: dict[str, Any]
 ) -> dict[str | None, tuple[int, int]]:
     """Seconds inside the window and events per calendar or per tag (``None``: untagged)."""
     s = d.greatest("e.start_utc", d.param_time("lo"))
@@ -221,7 +223,7 @@ async def grouped_seconds(
 
 
 async def islands(
-    session: AsyncSession, d: Dialect, where: str, params: dict[str, Any], gap_seconds: int = 0
+    session: Any, d: Dialect, where: str, params: dict[str, Any], gap_seconds: int = 0
 ) -> list[tuple[datetime, datetime, int]]:
     """The events matching ``where`` merged into islands, clipped to the window: intervals
     closer than ``gap_seconds`` join. ``(start, end, events)`` in order, in one statement."""
@@ -238,7 +240,7 @@ async def islands(
     return [(d.parse(a), d.parse(b), int(n)) for a, b, n in await rows(session, sql, params)]
 
 
-async def checklist_counts(session: AsyncSession, d: Dialect, where: str, params: dict[str, Any]) -> tuple[int, int]:
+async def checklist_counts(session: Any, d: Dialect, where: str, params: dict[str, Any]) -> tuple[int, int]:
     """Sub-task items and the done ones over the events matching ``where``."""
     source, done = d.sub_tasks("e")
     sql = f"SELECT COUNT(*), COALESCE(SUM({done}), 0) FROM events AS e, {source} WHERE {where}"
