@@ -22,6 +22,7 @@ from datetime import UTC, datetime
 from importlib import metadata as importlib_metadata
 from pathlib import Path, PurePosixPath
 from typing import Any
+from urllib.parse import urlsplit
 
 from chronos.plugin import (
     Conflict,
@@ -57,7 +58,10 @@ from chronos_backups.snapshot import (
 )
 
 BACKUP_JOB = "backups.snapshot"
-SECRET_KEY_RE = re.compile(r"(password|passwd|passphrase|secret|token|authorization|api[_-]?key|credential|key)", re.I)
+SECRET_KEY_RE = re.compile(
+    r"(password|passwd|passphrase|secret|token|authorization|api[_-]?key|credential|key|header_value)", re.I
+)
+URL_RE = re.compile(r"\b[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>`]+")
 URL_PASSWORD_RE = re.compile(r"\b([A-Za-z][A-Za-z0-9+.-]*://[^/@:\s]*):[^/@\s]*@")
 
 
@@ -218,19 +222,32 @@ def new_backup_id(now: datetime | None = None) -> str:
     return f"chronos-{now.strftime('%Y%m%dT%H%M%SZ')}-{secrets.token_hex(3)}"
 
 
-def redacted(value: Any, key: str = "") -> Any:
-    """``value`` with every secret replaced: values under secret-looking keys, passwords in URLs."""
+def redacted(value: Any, path: tuple[str, ...] = ()) -> Any:
+    """``value`` with every secret replaced: values under secret-looking keys, and URLs reduced to
+    their scheme and host (private feeds and webhooks carry their secret in the path or query);
+    the database URL keeps its user, host and database, without the password."""
     if isinstance(value, dict):
-        return {k: redacted(v, str(k)) for k, v in value.items()}
+        return {k: redacted(v, (*path, str(k))) for k, v in value.items()}
     if isinstance(value, list):
-        return [redacted(v, key) for v in value]
-    if value is None or isinstance(value, bool):
+        return [redacted(v, path) for v in value]
+    if not isinstance(value, str):  # numbers and flags are settings, not secrets
         return value
-    if key and SECRET_KEY_RE.search(key) and key not in ("key_file", "key_cache_seconds"):
+    key = path[-1] if path else ""
+    if key and SECRET_KEY_RE.search(key) and key != "key_file":
         return "***"
-    if isinstance(value, str):
+    if path == ("database", "url"):
         return URL_PASSWORD_RE.sub(r"\1:***@", value)
-    return value
+    return URL_RE.sub(lambda m: _url_origin(m.group(0)), value)
+
+
+def _url_origin(url: str) -> str:
+    try:
+        parts = urlsplit(url)
+        host, port = parts.hostname or "", parts.port
+    except ValueError:
+        return "<URL>"
+    host = f"[{host}]" if ":" in host else host
+    return f"{parts.scheme}://{host}{f':{port}' if port else ''}"
 
 
 def effective_config(ctx: PluginContext) -> dict[str, Any]:

@@ -70,7 +70,26 @@ async def test_secrets_are_redacted_in_the_stored_configuration(chronos_app, api
     with tarfile.open(backup_dir / done["file"]) as tar:
         text = tar.extractfile("config/effective.json").read().decode()
     assert "correct horse" not in text
-    assert json.loads(text)["backups"]["passphrase"] == "***"
+    stored = json.loads(text)
+    assert stored["backups"]["passphrase"] == "***" and stored["backups"]["keep_daily"] == 7
+    assert stored["auth"]["max_key_lifetime_days"] is None and stored["auth"]["accept_x_api_key"] is True
+
+
+def test_urls_lose_their_passwords_and_secret_keys_their_values():
+    from chronos_backups.service import redacted
+
+    doc = redacted({
+        "database": {"url": "postgresql+asyncpg://app:s3cret@db/chronos"},
+        "n8n": {"auth_header_value": "v", "signing_secret": "whsec_x", "timeout_seconds": 15},
+        "slack": {"webhook_url": None, "channel": "#ops", "hooks": ["https://hooks.example/services/T0/B1/XyZ"]},
+        "ics": {"calendars": [{"id": "team", "url": "https://u:p@feeds.example:8443/private/abc.ics?token=1"}]},
+    })  # fmt: skip
+    assert doc == {
+        "database": {"url": "postgresql+asyncpg://app:***@db/chronos"},
+        "n8n": {"auth_header_value": "***", "signing_secret": "***", "timeout_seconds": 15},
+        "slack": {"webhook_url": None, "channel": "#ops", "hooks": ["https://hooks.example"]},
+        "ics": {"calendars": [{"id": "team", "url": "https://feeds.example:8443"}]},
+    }
 
 
 async def test_an_archive_is_a_plain_tar_file(chronos_app, backup_dir, bk, tmp_path):
