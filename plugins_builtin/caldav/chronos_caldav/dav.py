@@ -58,6 +58,11 @@ class NoSyncCollection(Exception):
     """The server does not answer sync-collection REPORTs."""
 
 
+class ListingRefused(Exception):
+    """The server refused to list the whole calendar in one REPORT (Radicale caps a REPORT at
+    ``reporting.max_expand_occurrence`` events, 10,000 by default): list it by etags and multigets."""
+
+
 @dataclass
 class Resource:
     """One calendar object: ``data`` is None when it was deleted."""
@@ -249,9 +254,10 @@ class DavCalendar:
             '<c:filter><c:comp-filter name="VCALENDAR"><c:comp-filter name="VEVENT"/></c:comp-filter></c:filter>'
             "</c:calendar-query>"
         )
-        tree = self._multistatus(
-            self._request("REPORT", self.url, body, {**_XML_HEADERS, "Depth": "1"}), "the calendar-query REPORT"
-        )
+        resp = self._request("REPORT", self.url, body, {**_XML_HEADERS, "Depth": "1"})
+        if resp.status in (400, 403, 413, 500, 507):
+            raise ListingRefused
+        tree = self._multistatus(resp, "the calendar-query REPORT")
         return [res for r in tree.findall("d:response", NS) if (res := _resource(_href(self.url, r), r)) is not None]
 
     def etags(self) -> dict[str, str]:

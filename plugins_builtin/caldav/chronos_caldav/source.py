@@ -39,7 +39,15 @@ from sqlalchemy import delete, select
 
 from chronos.plugin import CalendarSpec, EventDraft, PluginContext, Source, SourceBatch, SourceError, ical
 
-from chronos_caldav.dav import DavCalendar, InvalidSyncToken, NoSyncCollection, Resource, redact
+from chronos_caldav.dav import (
+    MULTIGET_CHUNK,
+    DavCalendar,
+    InvalidSyncToken,
+    ListingRefused,
+    NoSyncCollection,
+    Resource,
+    redact,
+)
 from chronos_caldav.models import CaldavCalendarState, CaldavObject
 from chronos_caldav.settings import CaldavCalendar, CaldavSettings
 
@@ -381,15 +389,11 @@ class CaldavSource(Source):
         if token is None:
             # The ctag before the listing, for the same reason.
             ctag = (await self._call(functools.partial(dav.info, ctag=True))).ctag
-            resources = await self._call(dav.list_all)
             cursor = {**base, "seq": seq + 1, "mode": "ctag", "ctag": ctag}
         else:
-            if resources is None:
-                resources = await self._call(dav.list_all)
             cursor = {**base, "seq": seq + 1, "mode": "sync", "sync_token": token}
-        resources = [r for r in resources if r.data is not None]
         mapping: list[Row] = []
-        batches = self._parsed_batches(resources, window, known)
+        batches = self._parsed_batches(self._listing(dav, resources), window, known)
         pending: SourceBatch | None = None
         async for parsed in batches:
             for p in parsed:
@@ -447,8 +451,37 @@ class CaldavSource(Source):
             last = i == len(batches) - 1
             await self._remember(cfg.id, rows, gone if last else [], replace=False, seq=seq + 1 if last else None)
 
+    async def _listing(self, dav: DavCalendar, listed: list[Resource] | None) -> AsyncIterator[list[Resource]]:
+        """Everything in the calendar: ``listed`` when a sync-collection brought it, else one
+        calendar-query, else (a server capping REPORT sizes) the etags and multigets of 1000 hrefs,
+        the next one fetched while the pipeline stores the current one."""
+        if listed is None:
+            try:
+                listed = await self._call(dav.list_all)
+            except ListingRefused:
+                listed = None
+        if listed is not None:
+            yield [r for r in listed if r.data is not None]
+            return
+        hrefs = list(await self._call(dav.etags))
+        chunks = [hrefs[i : i + MULTIGET_CHUNK] for i in range(0, len(hrefs), MULTIGET_CHUNK)]
+        ahead: asyncio.Task[list[Resource]] | None = None
+        try:
+            for i, _chunk in enumerate(chunks):
+                got = await ahead if ahead is not None else await self._call(dav.multiget, chunks[i])
+                ahead = None
+                if i + 1 < len(chunks):
+                    ahead = asyncio.ensure_future(self._call(dav.multiget, chunks[i + 1]))
+                yield [r for r in got if r.data is not None]
+        finally:
+            if ahead is not None:
+                ahead.cancel()
+
     async def _parsed_batches(
-        self, resources: list[Resource], window: ical.Window, known: dict[str, Known]
+        self,
+        resources: list[Resource] | AsyncIterator[list[Resource]],
+        window: ical.Window,
+        known: dict[str, Known],
     ) -> AsyncIterator[list[Parsed]]:
         """Parse in a thread, about ``batch_size`` drafts per list."""
         size = self.settings.batch_size
@@ -456,16 +489,24 @@ class CaldavSource(Source):
         def parse_some(chunk: list[Resource]) -> list[Parsed]:
             return [parse_resource(r, window, known.get(r.href)) for r in chunk]
 
+        async def lists() -> AsyncIterator[list[Resource]]:
+            if isinstance(resources, list):
+                yield resources
+            else:
+                async for got in resources:
+                    yield got
+
         step = max(1, min(size, 500))
         out: list[Parsed] = []
         drafts = 0
-        for i in range(0, len(resources), step):
-            for p in await asyncio.to_thread(parse_some, resources[i : i + step]):
-                out.append(p)
-                drafts += len(p.drafts)
-                if drafts >= size:
-                    yield out
-                    out, drafts = [], 0
+        async for listed in lists():
+            for i in range(0, len(listed), step):
+                for p in await asyncio.to_thread(parse_some, listed[i : i + step]):
+                    out.append(p)
+                    drafts += len(p.drafts)
+                    if drafts >= size:
+                        yield out
+                        out, drafts = [], 0
         if out:
             yield out
 

@@ -90,6 +90,7 @@ class Proxy:
     * ``no-sync``: sync-collection REPORTs are answered 501 and PROPFIND answers lose the sync token
       and the report from their supported-report-set (a server without RFC 6578);
     * ``refuse-report``: sync-collection REPORTs are answered 501, PROPFIND still names a sync token;
+    * ``cap-report``: calendar-query REPORTs are answered 400 (as Radicale does past 10,000 events);
     * ``html``: every request gets a 200 HTML page (a login portal, a misconfigured URL);
     * ``redirect``: every request is redirected to Radicale itself;
     * ``hang``: requests are never answered (until the test ends);
@@ -126,6 +127,8 @@ class Proxy:
             return Response(status_code=301, headers={"Location": self.target + request.url.path})
         if self.mode == "html":
             return Response("<html><body><h1>Welcome</h1><p>Please log in.</p></body></html>", media_type="text/html")
+        if self.mode == "cap-report" and request.method == "REPORT" and b"calendar-query" in body:
+            return Response("REPORT occurrences limit hit", status_code=400, media_type="text/plain")
         refusing = self.mode in ("no-sync", "refuse-report")
         if refusing and request.method == "REPORT" and b"sync-collection" in body:
             return Response("sync-collection is not supported here", status_code=501, media_type="text/plain")

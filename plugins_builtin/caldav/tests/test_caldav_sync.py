@@ -124,6 +124,30 @@ async def test_a_server_offering_a_token_but_refusing_the_report_falls_back_to_c
         assert run.status == "ok" and run.not_modified, run
 
 
+async def test_a_server_capping_reports_is_listed_by_etags_and_multigets(
+    chronos_app, api_client, radicale, proxy, password_env, monkeypatch
+):
+    """Radicale answers a REPORT over 10,000 events with 400: the listing goes by hrefs instead."""
+    import chronos_caldav.source
+
+    monkeypatch.setattr(chronos_caldav.source, "MULTIGET_CHUNK", 2)
+    cal = radicale.calendar()
+    for i in range(5):
+        cal.add_event(vevent(f"e{i}@t", f"Event {i}", days=i + 1))
+    proxy.mode = "cap-report"
+    url = proxy.base + str(cal.url.path)
+    async with chronos_app(plugins=PLUGINS, config=calendar_config(cal, password_env, url=url)) as app:
+        c = await api_client(app, scopes=["events.read"])
+        run = await kit.sync_now(app, "caldav", "work")
+        assert (run.status, run.added, run.cursor["mode"]) == ("ok", 5, "sync"), run
+        reports = [m for m, _ in proxy.requests if m == "REPORT"]
+        assert len(reports) == 1 + 3  # the refused calendar-query, then three multigets of at most 2
+        assert await titles(c) == [f"Event {i}" for i in range(5)]
+        cal.event_by_uid("e0@t").delete()
+        run = await kit.sync_now(app, "caldav", "work")
+        assert (run.status, run.deleted) == ("ok", 1), run
+
+
 async def test_concurrent_edits_between_and_during_syncs_converge(chronos_app, api_client, radicale, password_env):
     """Two clients edit while the service syncs: whatever the interleaving, the next sync shows the server."""
     cal = radicale.calendar()
