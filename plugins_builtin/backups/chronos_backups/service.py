@@ -438,6 +438,8 @@ async def backup_job(job: JobContext) -> dict[str, Any]:
     pruned: list[str] = []
     if job.trigger == "schedule":
         pruned = (await prune(ctx, dry_run=False))["deleted"]
+    if view["verify_error"]:  # the run is recorded as failed; retention keeps the newest verified archive
+        raise Unavailable(f"Backup {backup_id} failed its verification: {view['verify_error']}")
     return {"backup": backup_id, "pruned": pruned, "verified": view["verified"]}
 
 

@@ -117,8 +117,8 @@ def binary(name: str) -> str:
     found = shutil.which(name)
     if found is None:
         raise SnapshotError(
-            f"PostgreSQL backups need the {name} binary, which is not installed or not on PATH"
-            f" (install the PostgreSQL client of the server's major version, or set backups.{Path(name).name})"
+            f"PostgreSQL backups need the {name} binary, which is not installed or not on PATH (install the"
+            " PostgreSQL client of the server's major version, or set backups.pg_dump and backups.pg_restore)"
         )
     return found
 

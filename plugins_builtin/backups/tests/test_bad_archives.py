@@ -188,3 +188,19 @@ async def test_without_pg_dump_a_postgresql_backup_fails_clearly(chronos_app, ap
     assert failed["status"] == "failed"
     assert "need the pg_dump-not-installed binary, which is not installed" in failed["error"]
     assert list(backup_dir.iterdir()) == []
+
+
+@pytest.mark.backends("postgresql")
+async def test_an_archive_that_fails_verification_fails_the_job(chronos_app, api_client, backup_dir, bk):
+    config = bk.config(backup_dir, pg_restore="pg_restore-not-installed")
+    async with chronos_app(plugins=["backups"], config=config) as app:
+        ctx = runtime_of(app).ctx
+        assert await ctx.jobs.run_now(service.BACKUP_JOB) is None  # the runner recorded the failure
+        c = await api_client(app, scopes=["backups.manage", "admin"])
+        [made] = (await c.get("/api/v1/backups")).json()["items"]
+        assert made["status"] == "complete" and made["verified"] is False and "pg_restore" in made["verify_error"]
+        [job] = [j for j in (await c.get("/api/v1/jobs")).json() if j["name"] == service.BACKUP_JOB]
+        assert job["last_run"]["status"] == "error"
+        assert (
+            "failed its verification" in job["last_run"]["error"] and "backups.pg_restore" in job["last_run"]["error"]
+        )
