@@ -33,7 +33,7 @@ from chronos.plugin import (
     utcnow,
 )
 
-from chronos_planning.models import CONFLICTS, EVENTS, PLANNED, SPANS
+from chronos_planning.models import CONFLICTS, EVENTS, PLANNED, PUBLISHED, SPANS
 from chronos_planning.rules import Busy, blocks, conflict_reason, merge_intervals, reaches_free_events
 from chronos_planning.settings import PlanningSettings
 
@@ -369,6 +369,13 @@ class ConflictSink(Sink):
         )
         new_pairs = [p for key, p in after.items() if key not in before]
         if new_pairs and ctx.has_service(Outbox):
+            new_pairs = await unpublished(session, new_pairs)
+        if new_pairs and ctx.has_service(Outbox):
+            now = utcnow()
+            await session.execute(
+                sa.insert(PUBLISHED),
+                [{"event_a": p["event_a"], "event_b": p["event_b"], "published_at": now} for p in new_pairs],
+            )
             await ctx.service(Outbox).enqueue_many(
                 session,
                 [
@@ -381,6 +388,18 @@ class ConflictSink(Sink):
                     for p in new_pairs
                 ],
             )
+
+
+async def unpublished(session: AsyncSession, pairs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The pairs never announced before (one query per chunk of pairs)."""
+    seen: set[tuple[int, int]] = set()
+    firsts = sorted({p["event_a"] for p in pairs})
+    for chunk in _chunks(firsts):
+        rows = await session.execute(
+            sa.select(PUBLISHED.c.event_a, PUBLISHED.c.event_b).where(PUBLISHED.c.event_a.in_(chunk))
+        )
+        seen |= {(a, b) for a, b in rows.all()}
+    return [p for p in pairs if (p["event_a"], p["event_b"]) not in seen]
 
 
 def _differs(row: Any, pair: dict[str, Any]) -> bool:

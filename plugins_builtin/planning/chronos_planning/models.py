@@ -61,7 +61,23 @@ class Planned(Base):
     end_utc: Mapped[datetime] = mapped_column(UTCDateTime())
 
 
+class Published(Base):
+    """Pairs already announced as ``event.conflict``: a pair is published once, even when it stops
+    conflicting and conflicts again, and whatever the outbox keeps."""
+
+    __tablename__ = "planning_published"
+
+    event_a: Mapped[int] = mapped_column(
+        sa.BigInteger(), ForeignKey("events.id", ondelete="CASCADE"), primary_key=True, autoincrement=False
+    )
+    event_b: Mapped[int] = mapped_column(
+        sa.BigInteger(), ForeignKey("events.id", ondelete="CASCADE"), primary_key=True, autoincrement=False
+    )
+    published_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+
 CONFLICTS = Conflict.__table__
+PUBLISHED = Published.__table__
 PLANNED = Planned.__table__
 SPANS = Span.__table__
 

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 import sqlalchemy as sa
 
 from chronos import testing as kit
-from chronos.plugin import CalendarSpec, EventDraft
+from chronos.plugin import CalendarSpec, DeliveryResult, DeliveryTarget, EventDraft, hookimpl
 from planning_support import PLUGINS, config
 
 T = datetime(2030, 3, 4, 9, 0, tzinfo=UTC)
@@ -29,9 +29,25 @@ async def _published(app) -> list[tuple[str, list[int], str]]:
         return out
 
 
+class Listener(DeliveryTarget):
+    """A subscriber, so the outbox keeps the messages (it drops those nobody subscribed to)."""
+
+    name = "listener"
+    event_types = ("event.conflict",)
+
+    async def deliver(self, delivery):
+        return DeliveryResult.delivered(200)
+
+
+class ListenerPlugin:
+    @hookimpl
+    def register_delivery_targets(self):
+        return [Listener()]
+
+
 async def test_one_notification_per_new_pair(chronos_app):
     source = kit.FakeSource([CalendarSpec("ext", read_only=True)])
-    plugins = [*PLUGINS, "webhooks", kit.fake_source_plugin(source)]
+    plugins = [*PLUGINS, "webhooks", kit.fake_source_plugin(source), ("listener", ListenerPlugin())]
     async with chronos_app(plugins=plugins, config=config()) as app:
         source.add(EventDraft(uid="a", start=T, end=T + 2 * H, title="Planned", mode="auto-plan"), calendar="ext")
         source.add(EventDraft(uid="b", start=T + H, end=T + 3 * H, title="Busy"), calendar="ext")
