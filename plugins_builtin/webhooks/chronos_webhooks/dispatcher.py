@@ -40,7 +40,7 @@ from typing import Any
 import httpx
 import structlog
 from prometheus_client import Counter, Histogram
-from sqlalchemy import and_, bindparam, insert, or_, select, update
+from sqlalchemy import and_, bindparam, delete, insert, or_, select, update
 
 from chronos.plugin import (
     Delivery,
@@ -276,12 +276,18 @@ class Dispatcher:
                         add(m, name, None)
             if rows:
                 await s.execute(insert(DeliveryRow), rows)
-            await s.execute(
-                update(OutboxRow)
-                .where(OutboxRow.id.in_([m.id for m in messages]))
-                .values(fanned_out=True)
-                .execution_options(synchronize_session=False)
-            )
+            # A message nobody subscribed to is done: it is not kept.
+            taken = {r["message_id"] for r in rows}
+            unsubscribed = [m.id for m in messages if m.id not in taken]
+            if unsubscribed:
+                await s.execute(delete(OutboxRow).where(OutboxRow.id.in_(unsubscribed)))
+            if taken:
+                await s.execute(
+                    update(OutboxRow)
+                    .where(OutboxRow.id.in_(sorted(taken)))
+                    .values(fanned_out=True)
+                    .execution_options(synchronize_session=False)
+                )
         return len(messages)
 
     # -- claims -----------------------------------------------------------------------

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from chronos.plugin import Outbox, PluginContext, Publication, Sink, SinkBatch, StoredEvent
+from chronos.plugin import Outbox, PluginContext, Publication, Sink, SinkBatch, StoredEvent, type_matches
+
+from chronos_webhooks.models import EndpointRow
 
 
 def event_payload(stored: StoredEvent, batch: SinkBatch) -> dict[str, Any]:
@@ -27,8 +30,32 @@ def event_payload(stored: StoredEvent, batch: SinkBatch) -> dict[str, Any]:
     }
 
 
+KINDS = ("event.created", "event.updated", "event.deleted")
+
+
+async def subscribed(session: AsyncSession, ctx: PluginContext, calendar_id: str) -> set[str]:
+    """The event kinds someone takes for this calendar: an enabled endpoint or a plugin target (one query)."""
+    wanted = {k for k in KINDS for t in ctx.delivery_targets.values() if t.accepts(k)}
+    if len(wanted) == len(KINDS):
+        return wanted
+    rows = await session.execute(
+        select(EndpointRow.event_types, EndpointRow.calendars).where(EndpointRow.enabled.is_(True))
+    )
+    for filters, calendars in rows:
+        if calendars and calendar_id not in calendars:
+            continue
+        wanted |= {k for k in KINDS if any(type_matches(f, k) for f in filters)}
+    return wanted
+
+
 class OutboxSink(Sink):
-    """One bulk INSERT per batch with changes; a batch without changes costs nothing."""
+    """One bulk INSERT per batch with changes someone subscribes to.
+
+    A batch without changes costs nothing; one whose changes nobody takes (no
+    endpoint or target for ``event.*`` on that calendar) costs one small query
+    and publishes nothing, so a large first sync does not fill the outbox for
+    no one. An endpoint receives the changes committed after it exists.
+    """
 
     name = "webhooks.outbox"
     order = 900  # after the sinks that store or act, so it reports what they committed
@@ -36,13 +63,13 @@ class OutboxSink(Sink):
     async def write(self, batch: SinkBatch, session: AsyncSession, ctx: PluginContext) -> None:
         if not (batch.added or batch.updated or batch.deleted) or not ctx.has_service(Outbox):
             return
+        wanted = await subscribed(session, ctx, batch.calendar_id)
+        if not wanted:
+            return
         messages = [
             Publication(kind, event_payload(stored, batch), calendar_id=batch.calendar_id)
-            for kind, items in (
-                ("event.created", batch.added),
-                ("event.updated", batch.updated),
-                ("event.deleted", batch.deleted),
-            )
+            for kind, items in zip(KINDS, (batch.added, batch.updated, batch.deleted), strict=True)
+            if kind in wanted
             for stored in items
         ]
         await ctx.service(Outbox).enqueue_many(session, messages)

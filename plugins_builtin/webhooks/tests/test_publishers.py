@@ -115,3 +115,28 @@ async def test_api_edits_are_published(chronos_app, api_client, receiver):
             ("event.updated", "Brunch"),
             ("event.deleted", "Brunch"),
         ]
+
+
+async def test_changes_nobody_takes_are_not_published(chronos_app, api_client, receiver):
+    from sqlalchemy import func, select
+
+    from chronos_webhooks.models import OutboxRow
+
+    source = FakeSource(["team", "home"])
+    start = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+    plugins = ["webhooks", "events", fake_source_plugin(source)]
+    async with chronos_app(plugins=plugins, config=webhooks_config()) as app:
+        c = await api_client(app, scopes=["webhooks.manage"])
+        await c.post("/api/v1/webhooks", json={"url": receiver.url, "event_types": ["command.*", "sync.*"]})
+        await c.post("/api/v1/webhooks", json={"url": receiver.url, "event_types": ["event.*"], "calendars": ["home"]})
+        for i, cal in enumerate(("team", "home")):
+            source.add(EventDraft(uid=f"e{i}", title=cal, start=start, end=start.replace(hour=10)), calendar=cal)
+            await sync_now(app, "fake", cal)
+
+        async with app.state.chronos.db.read() as s:
+            stored = (
+                await s.execute(select(OutboxRow.calendar_id, func.count()).group_by(OutboxRow.calendar_id))
+            ).all()
+        assert stored == [("home", 1)]  # the team calendar's change had no taker: not published
+        await dispatch(app)
+        assert [json.loads(x.body)["data"]["title"] for x in receiver.received] == ["home"]

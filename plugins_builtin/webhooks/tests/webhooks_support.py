@@ -117,7 +117,12 @@ async def dispatch(app: Any) -> dict[str, int]:
     from chronos_webhooks.dispatcher import DISPATCHER
 
     ctx = app.state.chronos
-    task = ctx.jobs.running.get("webhooks.dispatch")
-    if task is not None and not task.done():
-        await task
-    return await ctx.resource(DISPATCHER).run()
+    while True:
+        task = ctx.jobs.running.get("webhooks.dispatch")
+        if task is not None and not task.done():
+            await task  # a run woken by a publish (or restarted when it ended) finishes first
+            continue
+        counts = await ctx.resource(DISPATCHER).run()
+        task = ctx.jobs.running.get("webhooks.dispatch")
+        if task is None or task.done():
+            return counts
