@@ -79,3 +79,17 @@ def test_backup_prune_and_restore_from_the_command_line(setup):
     conn = sqlite3.connect(kept[0])
     assert conn.execute("SELECT count(*) FROM job_runs WHERE job = 'x'").fetchone()[0] == 1
     conn.close()
+
+
+def test_a_cli_record_is_a_group_or_one_command():
+    import typer
+
+    from chronos.plugin import CliCommand
+
+    def restore_cmd(archive: str) -> None: ...
+
+    assert CliCommand("restore", command=restore_cmd).app is None
+    assert CliCommand("backup", typer.Typer()).command is None
+    for wrong in ({}, {"app": typer.Typer(), "command": restore_cmd}):
+        with pytest.raises(ValueError, match="give app .* or command"):
+            CliCommand("restore", **wrong)
