@@ -71,9 +71,11 @@ async def refuse_if_in_use(ctx: PluginContext, url: str, schema: str | None) -> 
         window = ctx.settings.kernel.scheduler.heartbeat_stale_seconds
         async with async_sessionmaker(engine)() as session:
             runners = await live_runners(session, within_seconds=window)
-    except Exception as exc:  # noqa: BLE001 - an unreadable database is no reason to refuse
-        if url.startswith("sqlite"):
+    except Exception as exc:  # noqa: BLE001 - a damaged database is what a restore is for
+        if url.startswith("sqlite") and "locked" not in str(exc):
             return
+        if url.startswith("sqlite"):
+            raise RestoreError("the database is locked by another process; stop the service first") from None
         raise RestoreError(f"cannot reach the target database: {exc}") from None
     finally:
         await engine.dispose()
@@ -152,6 +154,7 @@ async def restore(
         notes = check_revisions(manifest, code)
         staged = staging / Path(manifest["database_member"]).name
         source = manifest["backend"]
+        await refuse_if_in_use(ctx, url, schema)  # again: verifying a large archive takes a while
         if source == "sqlite" and not target_pg:
             result = await _sqlite_to_sqlite(ctx, staged, sqlite_path(url), ts, say)
         elif source == "sqlite":
