@@ -48,7 +48,12 @@ def router_plugin(path="/thing", scope="events.read", method="get", name="r"):
 
 # -- discovery and selection -------------------------------------------------------------
 
-HELLO_ROUTES = ["GET /api/v1/hello/greetings/{greeting_id}", "POST /api/v1/hello"]
+# The template's API routes, and the static files of its dashboard panel (register_web_assets).
+HELLO_ROUTES = [
+    "GET /api/v1/hello/greetings/{greeting_id}",
+    "GET /ui/plugins/hello/{file_path:path}",
+    "POST /api/v1/hello",
+]
 
 
 def test_the_example_plugin_is_discovered_through_its_entry_point():
@@ -72,6 +77,7 @@ def test_the_example_plugin_is_discovered_through_its_entry_point():
             "register_routers",
             "register_scopes",
             "register_settings",
+            "register_web_assets",
         ],
         "records": {
             "migrations": ["hello"],
@@ -79,6 +85,7 @@ def test_the_example_plugin_is_discovered_through_its_entry_point():
             "routers": ["hello"],
             "scopes": ["hello.read", "hello.write"],
             "settings": ["hello"],
+            "web_assets": ["hello"],
         },
         "routes": HELLO_ROUTES,
     }
