@@ -362,11 +362,7 @@ class ConflictSink(Sink):
         fresh = [p for key, p in after.items() if key not in before or _differs(before[key], p)]
         if not fresh:
             return
-        now = utcnow()
-        await session.execute(
-            sa.insert(CONFLICTS),
-            [{k: v for k, v in p.items() if not k.startswith("_")} | {"detected_at": now} for p in fresh],
-        )
+        await insert_pairs(session, fresh, utcnow())
         new_pairs = [p for key, p in after.items() if key not in before]
         if new_pairs and ctx.has_service(Outbox):
             new_pairs = await unpublished(session, new_pairs)
@@ -388,6 +384,41 @@ class ConflictSink(Sink):
                     for p in new_pairs
                 ],
             )
+
+
+_PAIR_COLUMNS = ("event_a", "event_b", "calendar_a", "calendar_b", "overlap_start", "overlap_end", "reason")
+_INSERT_SQLITE = (
+    f"INSERT INTO planning_conflicts ({', '.join(_PAIR_COLUMNS)}, detected_at)"
+    f" VALUES ({', '.join('?' * (len(_PAIR_COLUMNS) + 1))})"
+)
+
+
+async def insert_pairs(session: AsyncSession, pairs: list[dict[str, Any]], now: datetime) -> None:
+    """Insert new pairs: on SQLite straight through the driver's executemany in the session's
+    transaction (a dense full sync writes millions; the ORM's per-row processing dominated)."""
+    if session.get_bind().dialect.name != "sqlite":
+        await session.execute(
+            sa.insert(CONFLICTS), [{k: p[k] for k in _PAIR_COLUMNS} | {"detected_at": now} for p in pairs]
+        )
+        return
+    d = _Sql("sqlite")
+    stamp = d.t(now)
+    rows = [
+        (
+            p["event_a"],
+            p["event_b"],
+            p["calendar_a"],
+            p["calendar_b"],
+            d.t(p["overlap_start"]),
+            d.t(p["overlap_end"]),
+            p["reason"],
+            stamp,
+        )
+        for p in pairs
+    ]
+    conn = await session.connection()
+    driver = (await conn.get_raw_connection()).driver_connection
+    await driver.executemany(_INSERT_SQLITE, rows)
 
 
 async def unpublished(session: AsyncSession, pairs: list[dict[str, Any]]) -> list[dict[str, Any]]:
