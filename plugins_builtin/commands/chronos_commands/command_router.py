@@ -66,14 +66,17 @@ class CommandOut(BaseModel):
     command: str
     params: dict[str, Any]
     args: list[str]
-    status: Literal["pending", "processing", "completed", "failed", "dead", "cancelled"]
+    status: Literal["pending", "processing", "completed", "failed", "dead", "cancelled", "missed"]
     attempts: int = Field(description="Leases handed out so far.")
     max_attempts: int
     not_before: datetime
     lease_expires_at: datetime | None
     lease_token: str | None = Field(description="Identifies the current lease; send it back with callbacks.")
     result: Any = None
-    error: str | None
+    error: str | None = Field(
+        description="Why the command failed, was cancelled or was missed (e.g. 'missed its time by 3 h 12 min"
+        " (grace 300 s)')."
+    )
     origin: Literal["api", "calendar", "workflow"]
     source: CommandSource | None
     parent_command_id: int | None
@@ -234,7 +237,7 @@ async def list_commands(
     ctx: Context,
     principal: Principal = Depends(MANAGE),
     status: Annotated[
-        list[Literal["pending", "processing", "completed", "failed", "dead", "cancelled"]] | None, Query()
+        list[Literal["pending", "processing", "completed", "failed", "dead", "cancelled", "missed"]] | None, Query()
     ] = None,
     system: Annotated[str | None, Query(pattern=SYSTEM_PATTERN)] = None,
     command: Annotated[str | None, Query(pattern=COMMAND_PATTERN)] = None,
@@ -424,7 +427,7 @@ async def retry(
     request: Request,
     principal: Principal = Depends(MANAGE),
 ) -> dict[str, Any]:
-    """Put a dead or failed command back in the queue (attempts start again at 0)."""
+    """Put a dead, failed or missed command back in the queue, due now (attempts start again at 0)."""
     return await queue_of(ctx).retry(command_id, principal=principal, origin=origin_of(request))
 
 

@@ -30,7 +30,9 @@ class ExternalCommand(Base):
         Index("ix_external_commands_status_id", "status", "id"),
         # Edit-aware re-timing: commands of one calendar entry.
         Index("ix_external_commands_source", "source", "source_uid"),
-        CheckConstraint("status IN ('pending','processing','completed','failed','dead','cancelled')", name="status"),
+        CheckConstraint(
+            "status IN ('pending','processing','completed','failed','dead','cancelled','missed')", name="status"
+        ),
         CheckConstraint("origin IN ('api','calendar','workflow')", name="origin"),
         # SQLite: a deleted command's id is never handed out again (revision commands0002).
         {"sqlite_autoincrement": True},
@@ -94,6 +96,8 @@ class WhitelistEntry(Base):
     enabled: Mapped[bool] = mapped_column(Boolean, default=True)
     schedule: Mapped[str] = mapped_column(String(16), default="now")
     max_attempts: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    # How late (seconds after not_before) a command may still be handed out; None = no limit.
+    grace_seconds: Mapped[int | None] = mapped_column(Integer, nullable=True)
     description: Mapped[str] = mapped_column(String(500), default="")
     origin: Mapped[str] = mapped_column(String(16), default="api")
     # Calendar sources and calendar ids whose ACTION: entries may create these commands; None = any.

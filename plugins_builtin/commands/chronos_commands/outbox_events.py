@@ -13,7 +13,8 @@ from chronos.plugin import EventType, Outbox, PluginContext, Publication
 
 
 class CommandEvent(BaseModel):
-    """``command.completed``, ``command.failed``, ``command.dead``, ``command.expired``: a command's new state."""
+    """``command.completed``, ``command.failed``, ``command.dead``, ``command.expired``,
+    ``command.missed``: a command's new state."""
 
     model_config = ConfigDict(extra="allow")
 
@@ -35,6 +36,11 @@ EVENT_TYPES = [
     EventType("command.failed", CommandEvent, "A command failed for good (not retried)"),
     EventType("command.dead", CommandEvent, "A command ran out of attempts"),
     EventType("command.expired", CommandEvent, "A command's lease expired; it returns to the queue"),
+    EventType(
+        "command.missed",
+        CommandEvent,
+        "A command was not handed out because it was later than its whitelist entry's grace_seconds",
+    ),
 ]
 
 

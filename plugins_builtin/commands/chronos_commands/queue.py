@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import bindparam, case, exists, false, func, insert, literal, or_, select, true, update
+from sqlalchemy import and_, bindparam, case, exists, false, func, insert, literal, or_, select, true, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from chronos.plugin import (
@@ -65,6 +65,8 @@ W = WhitelistEntry.__table__
 WF = Workflow.__table__
 MANAGE = "commands.manage"
 COMPLETION_BATCH = 200
+#: Missed commands moved per UPDATE (each carries its own reason; bind parameters stay well below the limits).
+MISSED_BATCH = 1000
 
 
 def _has_rules(outcome: str) -> Any:
@@ -156,6 +158,28 @@ def command_view(row: Any) -> dict[str, Any]:
         "updated_at": iso(row["updated_at"]),
         "completed_at": iso(row["completed_at"]),
     }
+
+
+def span(seconds: float) -> str:
+    """A duration for people: ``45 s``, ``12 min``, ``3 h 12 min``, ``2 d 5 h``."""
+    total = max(0, int(seconds))
+    days, rest = divmod(total, 86_400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    if days:
+        return f"{days} d {hours} h" if hours else f"{days} d"
+    if hours:
+        return f"{hours} h {minutes} min" if minutes else f"{hours} h"
+    if minutes:
+        return f"{minutes} min {secs} s" if secs else f"{minutes} min"
+    return f"{secs} s"
+
+
+def missed_reason(late: timedelta, grace_seconds: int) -> str:
+    """Why a command was not handed out, for the person reading its ``error``."""
+    return (
+        f"missed its time by {span(late.total_seconds())} (grace {grace_seconds} s); not run - retry it to run it now"
+    )
 
 
 def canonical(value: Any) -> str:
@@ -409,13 +433,16 @@ class CommandQueue:
         command up at once while a busy queue pays one statement per poll.
         Only commands whose (system, command) is still enabled in the whitelist
         are handed out: disabling an entry holds its queued commands, nothing
-        is lost. A key bound to other systems gets 403.
+        is lost. A command later than its entry's ``grace_seconds`` is not
+        handed out but ``missed`` (see :meth:`expire_missed`). A key bound to
+        other systems gets 403.
         """
         self.authorize_system(principal, system)
         seconds = lease_seconds or self.settings.default_lease_seconds
         token = secrets.token_hex(8)
         async with self.ctx.db.write() as s:
             now = utcnow()
+            await self.expire_missed(s, now, system=system)
             rows = await self._lease(s, system, limit, seconds, token, principal, now)
             if len(rows) < limit and await self.recover(s, now, system=system):
                 rows += await self._lease(s, system, limit - len(rows), seconds, token, principal, now)
@@ -513,7 +540,105 @@ class CommandQueue:
 
     async def recover_all(self) -> int:
         async with self.ctx.db.write() as s:
-            return await self.recover(s, utcnow())
+            now = utcnow()
+            await self.expire_missed(s, now)
+            return await self.recover(s, now)
+
+    async def expire_missed(self, s: AsyncSession, now: datetime, *, system: str | None = None) -> list[int]:
+        """Move pending commands later than their whitelist entry's ``grace_seconds`` to ``missed``.
+
+        Runs in the lease's transaction before anything is handed out (and in the
+        ``commands.recover`` job for every system), so no poller, on any worker, gets a
+        command later than its grace. Only enabled entries with a grace count: a disabled
+        entry holds its commands, and they are judged when it is enabled again. Each
+        missed command gets a reason as its ``error``, an audit row and a
+        ``command.missed`` outbox event. One small read of the entries with a grace
+        (none: nothing else happens), one locking read of the late commands, one UPDATE.
+        """
+        q = select(W.c.system, W.c.action, W.c.grace_seconds).where(
+            W.c.grace_seconds.is_not(None), W.c.enabled == true()
+        )
+        if system is not None:
+            q = q.where(W.c.system == system)
+        entries = (await s.execute(q)).all()
+        if not entries:
+            return []
+        late = or_(
+            *(
+                and_(
+                    T.c.target_system == e.system,
+                    T.c.command == e.action,
+                    T.c.not_before < now - timedelta(seconds=e.grace_seconds),
+                )
+                for e in entries
+            )
+        )
+        cond = [T.c.status == "pending", late]
+        if system is not None:
+            cond.insert(0, T.c.target_system == system)
+        rows = (
+            (
+                await s.execute(
+                    select(T.c.id, T.c.target_system, T.c.command, T.c.not_before)
+                    .where(*cond)
+                    .order_by(T.c.id)
+                    .with_for_update(of=T)
+                )
+            )
+            .mappings()
+            .all()
+        )
+        if not rows:
+            return []
+        grace = {(e.system, e.action): e.grace_seconds for e in entries}
+        reasons = {
+            r["id"]: missed_reason(now - r["not_before"], grace[(r["target_system"], r["command"])]) for r in rows
+        }
+        ids = list(reasons)
+        new: list[Any] = []
+        for i in range(0, len(ids), MISSED_BATCH):  # one UPDATE, unless a long downtime left thousands
+            chunk = {cid: reasons[cid] for cid in ids[i : i + MISSED_BATCH]}
+            new += (
+                (
+                    await s.execute(
+                        update(T)
+                        .where(T.c.id.in_(list(chunk)), T.c.status == "pending")
+                        .values(
+                            status="missed",
+                            error=case(chunk, value=T.c.id),
+                            lease_expires_at=None,
+                            completed_at=now,
+                            updated_at=now,
+                        )
+                        .returning(*T.c)
+                    )
+                )
+                .mappings()
+                .all()
+            )
+        new.sort(key=lambda r: r["id"])
+        await record_audit_many(
+            s,
+            [
+                {
+                    "entity": "command",
+                    "entity_id": r["id"],
+                    "action": "missed",
+                    "change": {
+                        "status": "missed",
+                        "previous_status": "pending",
+                        "not_before": iso(r["not_before"]),
+                        "late_seconds": int((now - r["not_before"]).total_seconds()),
+                        "grace_seconds": grace[(r["target_system"], r["command"])],
+                        "reason": r["error"],
+                    },
+                    "actor": "system:commands",
+                }
+                for r in new
+            ],
+        )
+        await publish(self.ctx, s, [("command.missed", r) for r in new])
+        return [r["id"] for r in new]
 
     # -- callbacks ---------------------------------------------------------------------
 
@@ -770,13 +895,13 @@ class CommandQueue:
     async def retry(
         self, command_id: int, *, principal: Principal | None = None, origin: Origin | None = None
     ) -> dict[str, Any]:
-        """Put a dead or failed command back in the queue with a fresh attempt budget."""
+        """Put a dead, failed or missed command back in the queue with a fresh attempt budget, due now."""
         async with self.ctx.db.write() as s:
             row = await self._locked(s, command_id)
             self._authorize(principal, row)
-            if row["status"] not in ("dead", "failed"):
+            if row["status"] not in ("dead", "failed", "missed"):
                 raise Conflict(
-                    f"Only dead or failed commands can be retried; command {command_id} is {row['status']!r}",
+                    f"Only dead, failed or missed commands can be retried; command {command_id} is {row['status']!r}",
                     type="conflict",
                     status_now=row["status"],
                 )

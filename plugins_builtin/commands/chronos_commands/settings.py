@@ -11,6 +11,8 @@ from chronos_commands.whitelist import normalize_origins, normalize_params_spec
 SystemId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
 CommandName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z][A-Za-z0-9_.-]{0,63}$")]
 Schedule = Literal["now", "event_start"]
+#: The longest grace a whitelist entry may give (a year).
+GRACE_MAX = 366 * 86_400
 
 
 class WhitelistSeed(BaseModel):
@@ -29,6 +31,13 @@ class WhitelistSeed(BaseModel):
         "now", description="not_before of calendar ACTIONs: 'now' (when synced) or 'event_start'."
     )
     max_attempts: int | None = Field(None, ge=1, le=100, description="Overrides commands.default_max_attempts.")
+    grace_seconds: int | None = Field(
+        None,
+        ge=0,
+        le=GRACE_MAX,
+        description="How late after its not_before a command may still be handed out (e.g. after downtime); "
+        "later ones become 'missed' with a reason and an audit entry. null: no limit.",
+    )
     description: str = Field("", max_length=500)
     sources: list[str] | None = Field(
         None, description="Calendar sources (ics, local …) whose ACTION: entries may create these commands; null: any."

@@ -22,6 +22,7 @@ from chronos.plugin import Context, Principal, origin_of, refuse_null
 
 from chronos_commands import whitelist_service
 from chronos_commands.api_types import ADMIN, SYSTEM_PATTERN, CommandName, EntryId, SystemId, integral, problems
+from chronos_commands.settings import GRACE_MAX
 from chronos_commands.state import queue_of
 from chronos_commands.syntax import PARAM_KEY_RE
 from chronos_commands.whitelist import MAX_ENUM, MAX_PARAM_VALUE, MAX_PARAMS, MAX_PATTERN, STORABLE_PATTERN
@@ -34,6 +35,16 @@ OriginName = Annotated[
 ]
 SOURCES_DOC = "Calendar sources (ics, local …) whose ACTION: entries may create these commands; null: any."
 MaxAttempts = Annotated[StrictInt, Field(ge=1, le=100), BeforeValidator(integral)]
+GraceSeconds = Annotated[
+    StrictInt,
+    Field(
+        ge=0,
+        le=GRACE_MAX,
+        description="How late after its not_before a command may still be handed out; a later one is not run but"
+        " becomes 'missed' (its error says by how much, an audit row records it). null: no limit.",
+    ),
+    BeforeValidator(integral),
+]
 CALENDARS_DOC = "Calendar ids whose ACTION: entries may create these commands; null: any."
 
 _REGEX = {
@@ -103,6 +114,7 @@ class WhitelistIn(BaseModel):
     enabled: StrictBool = True
     schedule: Literal["now", "event_start"] = "now"
     max_attempts: MaxAttempts | None = None
+    grace_seconds: GraceSeconds | None = None
     description: Annotated[str, StringConstraints(max_length=500)] = ""
     sources: list[OriginName] | None = Field(None, max_length=100, description=SOURCES_DOC)
     calendars: list[OriginName] | None = Field(None, max_length=100, description=CALENDARS_DOC)
@@ -117,6 +129,7 @@ class WhitelistPatch(BaseModel):
     enabled: StrictBool | None = None
     schedule: Literal["now", "event_start"] | None = None
     max_attempts: MaxAttempts | None = None
+    grace_seconds: GraceSeconds | None = None
     description: Annotated[str, StringConstraints(max_length=500)] | None = None
     sources: list[OriginName] | None = Field(None, max_length=100, description=SOURCES_DOC)
     calendars: list[OriginName] | None = Field(None, max_length=100, description=CALENDARS_DOC)
@@ -130,6 +143,7 @@ class WhitelistOut(BaseModel):
     enabled: bool
     schedule: str
     max_attempts: int | None
+    grace_seconds: int | None
     description: str
     sources: list[str] | None
     calendars: list[str] | None
@@ -179,7 +193,8 @@ async def patch_whitelist(
     """Change an entry. New ``allowed_params_json`` applies to queued commands as well: pending commands
     of this (system, action) that the new rules refuse are cancelled in the same transaction, each with
     the reason as its ``error`` and an audit row. ``enabled: false`` holds pending commands instead
-    (nothing is handed out until the entry is enabled again)."""
+    (nothing is handed out until the entry is enabled again). A new ``grace_seconds`` applies to pending
+    commands too: it is checked whenever a command is about to be handed out."""
     return await whitelist_service.update_entry(
         queue_of(ctx), entry_id, body.model_dump(exclude_unset=True), principal=principal, origin=origin_of(request)
     )

@@ -34,7 +34,16 @@ from chronos_commands.whitelist import Violation, normalize_origins, normalize_p
 
 WL = WhitelistEntry.__table__
 #: The fields an entry's rules consist of (what configuration sets and the audit records on create).
-RULE_FIELDS = ("allowed_params_json", "enabled", "schedule", "max_attempts", "description", "sources", "calendars")
+RULE_FIELDS = (
+    "allowed_params_json",
+    "enabled",
+    "schedule",
+    "max_attempts",
+    "grace_seconds",
+    "description",
+    "sources",
+    "calendars",
+)
 #: Changes that re-check the pending commands of the entry.
 RECHECKED = ("allowed_params_json", "sources", "calendars")
 CONFIG_ACTOR = "system:config"
@@ -50,6 +59,7 @@ def entry_view(row: Any) -> dict[str, Any]:
         "enabled": row["enabled"],
         "schedule": row["schedule"],
         "max_attempts": row["max_attempts"],
+        "grace_seconds": row["grace_seconds"],
         "description": row["description"],
         "sources": row["sources"],
         "calendars": row["calendars"],
@@ -277,6 +287,7 @@ def _seed_rules(seed: WhitelistSeed) -> dict[str, Any]:
         "enabled": seed.enabled,
         "schedule": seed.schedule,
         "max_attempts": seed.max_attempts,
+        "grace_seconds": seed.grace_seconds,
         "description": seed.description,
         "sources": seed.sources,
         "calendars": seed.calendars,

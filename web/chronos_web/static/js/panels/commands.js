@@ -1,7 +1,7 @@
 // Commands: the queue per system with status filters and live refresh; retry, cancel, manual complete
 // and fail; dead letters; the whitelist and workflow editors.
 
-const STATUSES = ["pending", "processing", "completed", "failed", "dead", "cancelled"];
+const STATUSES = ["pending", "processing", "completed", "failed", "dead", "cancelled", "missed"];
 const REFRESH_MS = 5000;
 
 export async function render(root, kit) {
@@ -78,7 +78,7 @@ export async function render(root, kit) {
     function actions(cmd) {
       const cell = h("div", {class: "row"});
       const label = `command ${cmd.id}`;
-      if (cmd.status === "dead" || cmd.status === "failed")
+      if (cmd.status === "dead" || cmd.status === "failed" || cmd.status === "missed")
         cell.append(h("button", {type: "button", "aria-label": `Retry ${label}`, onclick: () => act(cmd, "retry")}, "Retry"));
       if (cmd.status === "pending" || cmd.status === "processing") {
         cell.append(
