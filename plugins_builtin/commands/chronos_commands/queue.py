@@ -445,6 +445,8 @@ class CommandQueue:
             await self.expire_missed(s, now, system=system)
             rows = await self._lease(s, system, limit, seconds, token, principal, now)
             if len(rows) < limit and await self.recover(s, now, system=system):
+                # Recovered commands are judged against their grace like any other before a hand-out.
+                await self.expire_missed(s, now, system=system)
                 rows += await self._lease(s, system, limit - len(rows), seconds, token, principal, now)
             who: dict[str, Any] = {"principal": principal} if principal else {"actor": "system:commands"}
             await record_audit_many(

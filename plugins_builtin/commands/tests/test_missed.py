@@ -179,3 +179,16 @@ async def test_the_revision_downgrades_and_upgrades(chronos_app, api_client, dat
                 sql = (await s.execute(text("SELECT sql FROM sqlite_master WHERE name = 'external_commands'"))).scalar()
                 assert "AUTOINCREMENT" in sql
         assert await kit.schema_drift(database, COMMAND_TABLES) == []
+
+
+async def test_a_command_whose_lease_expired_past_its_grace_is_missed_not_run_again(chronos_app, api_client, helpers):
+    async with chronos_app(plugins=["commands"], config={"commands": {"whitelist": GRACE}}) as app:
+        c = await api_client(app, scopes=["commands.manage"])
+        cid = await _enqueue(c, "PING", _ago(seconds=30), n="1")
+        assert [x["id"] for x in await _poll(c)] == [cid]
+        # The worker went away: its lease ran out, and the command's time is now 10 min past.
+        await helpers.shift(app, [cid], lease_expires_at=timedelta(minutes=1), not_before=timedelta(minutes=10))
+        assert await _poll(c) == []  # the poll recovers the lease; the next hand-out would be too late
+        got = await _get(c, cid)
+        assert got["status"] == "missed" and got["attempts"] == 1
+        assert got["error"].startswith("missed its time by 10 min"), got["error"]
