@@ -88,8 +88,9 @@ SEMANTIC: dict[str, tuple[str, ...]] = {
     "POST /api/v1/events": ("422",),
     # A sub-task id must name one of the stored event's sub-tasks.
     "PATCH /api/v1/events/{event_id}": ("422",),
-    # Only an email template can be test-sent; the stored template's type decides.
-    "POST /api/v1/templates/{template_id}/test-send": ("422",),
+    # Only an email template can be test-sent; the stored template's type decides. It queues mail:
+    # an Idempotency-Key already used (here or on /mail/send) with another body is a 409.
+    "POST /api/v1/templates/{template_id}/test-send": ("409", "422"),
     # A job or a sync already running answers 409 (busy).
     "POST /api/v1/jobs/{name}/run": ("409",),
     "POST /api/v1/events/sync": ("409",),

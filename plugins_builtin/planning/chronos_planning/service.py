@@ -140,14 +140,15 @@ def _hours(settings: PlanningSettings, calendars: list[str], override: WorkingHo
 async def _busy(
     session: AsyncSession,
     settings: PlanningSettings,
-    calendars: list[str],
+    calendars: list[str] | None,
     start: datetime,
     end: datetime,
     exclude: int | None = None,
 ) -> list[Busy]:
+    """Blocking events in the window: of ``calendars``, or of every calendar (None)."""
     span = await store.max_span(session)
     query = sa.select(*store.BUSY_COLUMNS).where(
-        EVENTS.c.calendar_id.in_(calendars),
+        EVENTS.c.calendar_id.in_(calendars) if calendars is not None else sa.true(),
         store.overlapping([(start, end)], span),
         EVENTS.c.transparency == "busy",
         EVENTS.c.status != "cancelled",
@@ -199,7 +200,7 @@ async def _plan(
     duration: timedelta,
     start: datetime,
     end: datetime,
-    calendars: list[str],
+    calendars: list[str] | None,
     hours: WorkingHours,
     count: int,
     exclude: int | None = None,
@@ -272,7 +273,8 @@ async def _event_proposals(ctx: PluginContext, session: AsyncSession, stored: St
             duration=event.end_utc - event.start_utc,
             start=start,
             end=start + timedelta(days=settings.reschedule_window_days),
-            calendars=calendars,
+            # An auto-plan event conflicts with blocking events of every calendar: its new slot avoids them all.
+            calendars=None,
             hours=hours,
             count=min(5, settings.max_proposals),
             exclude=stored.id,

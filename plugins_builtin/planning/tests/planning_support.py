@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 PLUGINS = ["events", "planning"]
-LOCAL = ["work", "home", "holidays"]
+LOCAL = ["work", "home", "holidays", "gym"]
 
 
 def config(**planning: Any) -> dict[str, Any]:

@@ -62,3 +62,20 @@ async def test_events_from_external_sources_get_proposals_but_never_move(chronos
         assert r.status_code == 409 and r.json()["type"].endswith("not-movable")
         assert (await c.get(f"/api/v1/events/{external}")).json()["start_utc"] == z(start)
         assert (await c.get("/api/v1/events/999999/proposals")).status_code == 404
+
+
+async def test_proposals_avoid_every_calendar_not_only_the_current_conflicts(chronos_app, api_client):
+    """An auto-plan event conflicts with busy events of any calendar, so a slot it is offered (and moved to)
+    must not clash with a calendar it does not conflict with yet."""
+    async with chronos_app(plugins=PLUGINS, config=config(working_hours=HOURS)) as app:
+        c = await api_client(app, scopes=["events.read", "events.write"])
+        await create(c, "Standup", MONDAY + 9 * H, MONDAY + 10 * H, calendar="home")
+        later = await create(c, "Dentist", MONDAY + 10 * H, MONDAY + 12 * H, calendar="gym")
+        planned = await create(c, "Focus", MONDAY + 9 * H, MONDAY + 10 * H, mode="auto-plan")
+        offer = (await c.get(f"/api/v1/events/{planned}/proposals")).json()
+        assert later not in offer["conflicts"] and offer["items"]
+        for slot in offer["items"]:
+            assert slot["start_utc"] >= z(MONDAY + 12 * H + timedelta(minutes=15)), slot
+        r = await c.post(f"/api/v1/events/{planned}/reschedule", json={"proposal": offer["items"][0]["id"]})
+        assert r.status_code == 200, r.text
+        assert await pairs(c, *WEEK) == []
