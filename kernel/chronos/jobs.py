@@ -48,9 +48,7 @@ async def live_runners(session: Any, *, within_seconds: float) -> list[dict[str,
 
     since = utcnow() - timedelta(seconds=within_seconds)
     rows = (await session.execute(select(JobHeartbeat).where(JobHeartbeat.beat_at >= since))).scalars().all()
-    return [
-        {"runner_id": r.runner_id, "host": r.host, "is_leader": r.is_leader, "beat_at": r.beat_at} for r in rows
-    ]
+    return [{"runner_id": r.runner_id, "host": r.host, "is_leader": r.is_leader, "beat_at": r.beat_at} for r in rows]
 
 
 def make_trigger(job: Job) -> Any:
