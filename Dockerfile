@@ -25,6 +25,12 @@ RUN set -eux; \
     pip install --no-binary urllib3-future -c /src/requirements.lock $pkgs; \
     rm -rf /src
 
+# pg_dump and pg_restore for backups of a PostgreSQL database (the backups
+# plugin); they must be at least as new as the server.
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends postgresql-client \
+    && rm -rf /var/lib/apt/lists/*
+
 RUN useradd --create-home --uid 10001 --user-group chronos \
     && mkdir -p /app/data /app/config \
     && chown -R chronos:chronos /app
