@@ -37,6 +37,7 @@ LAYERS: list[tuple[str, set[str]]] = [
             "chronos.contracts.mail",
             "chronos.contracts.outbox",
             "chronos.contracts.planning",
+            "chronos.contracts.webhook_signing",
             "chronos.db",
             "chronos.db.base",
             "chronos.db.engine",

@@ -21,6 +21,8 @@ Core code (services, queues, stages) raises the domain errors exported here
 ``ical`` is the iCalendar parsing and recurrence expansion shared by every
 source that reads iCalendar (``ical.split_calendar``, ``ical.parse_groups``
 within an ``ical.Window``), so a VEVENT maps to the same drafts everywhere.
+``webhook_signing`` signs and verifies webhook requests (Standard Webhooks v1
+and ``X-Signature``) for everything that posts or receives them.
 
 Every outbound HTTP request goes through ``outbound_client(ctx)`` (an
 ``httpx.AsyncClient`` that refuses non-public destinations unless ``network.allow``
@@ -35,7 +37,7 @@ import pluggy
 from chronos.audit import record_audit, record_audit_many
 from chronos.auth import Context, Public, origin_of, require_scope
 from chronos.context import PluginContext
-from chronos.contracts import ical
+from chronos.contracts import ical, webhook_signing
 from chronos.contracts.events import (
     WHOLE_SERIES,
     ApplyResult,
@@ -133,6 +135,7 @@ __all__ = [
     "active_key_ids",
     "live_runners",
     "ical",
+    "webhook_signing",
     "raw_json_body",
     "refuse_null",
     "setting_enum",

@@ -54,13 +54,13 @@ from chronos.plugin import (
     outbound_client,
     type_matches,
     utcnow,
+    webhook_signing,
 )
 
 from chronos_webhooks.models import AttemptRow, DeliveryRow, EndpointRow, OutboxRow
 from chronos_webhooks.outbox import DISPATCH_REQUESTS
 from chronos_webhooks.service import purge_delivered
 from chronos_webhooks.settings import WebhooksSettings
-from chronos_webhooks.signing import secret_key, signature_headers
 
 log = structlog.get_logger("chronos.webhooks")
 
@@ -107,7 +107,7 @@ def active_keys(secrets: list[dict[str, Any]], now: datetime) -> list[bytes]:
         expires = entry.get("expires_at")
         if expires and datetime.fromisoformat(expires.replace("Z", "+00:00")) <= now:
             continue
-        out.append(secret_key(entry["secret"]))
+        out.append(webhook_signing.secret_key(entry["secret"]))
     return out
 
 
@@ -426,7 +426,7 @@ class Dispatcher:
         headers = {
             "Content-Type": content_type,
             "User-Agent": USER_AGENT,
-            **signature_headers(c.keys, c.message.webhook_id, int(at.timestamp()), body),
+            **webhook_signing.signature_headers(c.keys, c.message.webhook_id, int(at.timestamp()), body),
         }
         limit = self.settings.response_excerpt_bytes
         async with self.client().stream("POST", c.url, content=body, headers=headers) as response:

@@ -28,11 +28,11 @@ from chronos.plugin import (
     SignedCall,
     SignedRequests,
     utcnow,
+    webhook_signing,
 )
 
 from chronos_webhooks.models import InboundReceipt
 from chronos_webhooks.settings import InboundClient, WebhooksSettings
-from chronos_webhooks.signing import secret_key, verify
 
 
 def client_keys(client: InboundClient) -> list[bytes]:
@@ -48,7 +48,7 @@ def client_keys(client: InboundClient) -> list[bytes]:
     keys = []
     for secret in raw.split():
         try:
-            keys.append(secret_key(secret))
+            keys.append(webhook_signing.secret_key(secret))
         except ValueError:
             continue
     return keys
@@ -71,7 +71,9 @@ class InboundClients(SignedRequests):
             if not keys:
                 continue
             try:
-                webhook_id, _ts = verify(keys, headers, body, now=now, tolerance=settings.inbound_tolerance_seconds)
+                webhook_id, _ts = webhook_signing.verify(
+                    keys, headers, body, now=now, tolerance=settings.inbound_tolerance_seconds
+                )
             except ValueError as exc:
                 reason = str(exc)
                 continue

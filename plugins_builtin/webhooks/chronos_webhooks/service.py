@@ -23,13 +23,13 @@ from chronos.plugin import (
     record_audit,
     type_matches,
     utcnow,
+    webhook_signing,
 )
 
 from chronos_webhooks.models import AttemptRow, DeliveryRow, EndpointRow, OutboxRow
 from chronos_webhooks.outbox import kick_dispatcher, new_webhook_id
 from chronos_webhooks.schemas import WebhookIn, WebhookPatch
 from chronos_webhooks.settings import WebhooksSettings
-from chronos_webhooks.signing import new_secret
 
 
 def _iso(value: datetime) -> str:
@@ -114,7 +114,7 @@ async def create_endpoint(ctx: PluginContext, body: WebhookIn, principal: Princi
     await check_url(ctx, body.url)
     await check_template(ctx, body.template_id)
     now = utcnow()
-    secret = body.secret or new_secret()
+    secret = body.secret or webhook_signing.new_secret()
     async with ctx.db.write() as s:
         row = EndpointRow(
             url=body.url,
@@ -171,7 +171,7 @@ async def update_endpoint(
             row.disabled_reason = "disabled through the API"
         secret = None
         if body.rotate_secret:
-            secret = new_secret()
+            secret = webhook_signing.new_secret()
             expires = _iso(now + timedelta(seconds=settings.secret_overlap_seconds))
             kept = [
                 {**e, "expires_at": e.get("expires_at") or expires}

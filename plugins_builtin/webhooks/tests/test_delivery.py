@@ -7,11 +7,11 @@ import time
 
 from sqlalchemy import func, select
 
+from chronos.plugin import webhook_signing
 from chronos.testing import audit_entries
 from webhooks_support import PLUGINS, Reply, dispatch, publish, webhooks_config
 
 from chronos_webhooks.models import OutboxRow
-from chronos_webhooks.signing import secret_key, verify
 
 
 async def create(c, url, **extra):
@@ -21,7 +21,9 @@ async def create(c, url, **extra):
 
 
 def check_signed(received, secret):
-    webhook_id, _ = verify([secret_key(secret)], received.headers, received.body, now=time.time(), tolerance=300)
+    webhook_id, _ = webhook_signing.verify(
+        [webhook_signing.secret_key(secret)], received.headers, received.body, now=time.time(), tolerance=300
+    )
     return webhook_id
 
 

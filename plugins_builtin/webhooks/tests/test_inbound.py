@@ -7,10 +7,9 @@ import time
 
 import pytest
 
+from chronos.plugin import webhook_signing
 from chronos.testing import audit_entries, client
 from webhooks_support import webhooks_config
-
-from chronos_webhooks.signing import new_secret, secret_key, signature_headers
 
 CLIENTS = [
     {"name": "calendar-bot", "scopes": ["events.write"], "secret_env": "BOT_WEBHOOK_SECRET"},
@@ -21,7 +20,7 @@ WHITELIST = [{"system": "homeserver", "action": "PING", "params": {"n": r"\d{1,3
 
 @pytest.fixture
 def secrets(monkeypatch):
-    old, bot, home = new_secret(), new_secret(), new_secret()
+    old, bot, home = webhook_signing.new_secret(), webhook_signing.new_secret(), webhook_signing.new_secret()
     monkeypatch.setenv("BOT_WEBHOOK_SECRET", f"{bot} {old}")  # rotating: both accepted
     monkeypatch.setenv("HOME_WEBHOOK_SECRET", home)
     return {"bot": bot, "old": old, "home": home}
@@ -29,7 +28,9 @@ def secrets(monkeypatch):
 
 def signed(secret, body, webhook_id="msg_1", ts=None, *, x_only=False):
     raw = json.dumps(body).encode()
-    headers = signature_headers([secret_key(secret)], webhook_id, int(ts or time.time()), raw)
+    headers = webhook_signing.signature_headers(
+        [webhook_signing.secret_key(secret)], webhook_id, int(ts or time.time()), raw
+    )
     headers["Content-Type"] = "application/json"
     if x_only:
         for h in ("webhook-id", "webhook-timestamp", "webhook-signature"):
@@ -51,7 +52,9 @@ async def test_a_signed_event_is_created_once_and_a_replay_gets_the_first_answer
             again = await c.post("/api/v1/events", content=raw, headers=headers)
             assert again.status_code == 201 and again.json() == first.json()
             assert again.headers["webhook-replayed"] == "true"
-            get_headers = signature_headers([secret_key(secrets["bot"])], "msg_list", int(time.time()), b"")
+            get_headers = webhook_signing.signature_headers(
+                [webhook_signing.secret_key(secrets["bot"])], "msg_list", int(time.time()), b""
+            )
             listed = await c.get("/api/v1/events", headers=get_headers)
             assert listed.status_code == 403  # the client has events.write only
             # The old secret still works while rotating; X-Signature alone too.
@@ -72,7 +75,7 @@ async def test_forged_and_stale_signatures_are_401(chronos_app, secrets, case):
         elif case == "future":
             ts = time.time() + 310
         elif case == "unknown-secret":
-            secret = new_secret()
+            secret = webhook_signing.new_secret()
         raw, headers = signed(secret, event, ts=ts)
         if case == "forged":
             headers["webhook-signature"] = "v1," + "A" * 43 + "="

@@ -5,9 +5,8 @@ from __future__ import annotations
 import json
 import time
 
+from chronos.plugin import webhook_signing
 from webhooks_support import PLUGINS, dispatch, publish, webhooks_config
-
-from chronos_webhooks.signing import secret_key, verify
 
 
 async def test_a_templated_body_is_signed_and_a_broken_one_is_a_dead_letter(chronos_app, api_client, receiver):
@@ -28,7 +27,9 @@ async def test_a_templated_body_is_signed_and_a_broken_one_is_a_dead_letter(chro
 
         (got,) = receiver.received
         assert got.path == "/hook?good" and json.loads(got.body) == {"text": "ping 5", "kind": "test.pinged"}
-        verify([secret_key(ep["secret"])], got.headers, got.body, now=time.time(), tolerance=300)
+        webhook_signing.verify(
+            [webhook_signing.secret_key(ep["secret"])], got.headers, got.body, now=time.time(), tolerance=300
+        )
         (dead,) = (await c.get("/api/v1/outbox/dead")).json()["items"]
         assert dead["attempts"] == 1 and "failed to render" in dead["last_error"]
 

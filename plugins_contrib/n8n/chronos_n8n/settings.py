@@ -8,7 +8,7 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
-from chronos_n8n.signing import secret_key
+from chronos.plugin import webhook_signing
 
 
 class N8nSettings(BaseModel):
@@ -55,7 +55,7 @@ class N8nSettings(BaseModel):
     @classmethod
     def _secret_shape(cls, value: SecretStr | None) -> SecretStr | None:
         if value is not None:
-            secret_key(value.get_secret_value())  # ValueError with the reason, never the value
+            webhook_signing.secret_key(value.get_secret_value())  # ValueError with the reason, never the value
         return value
 
     @field_validator("event_types")

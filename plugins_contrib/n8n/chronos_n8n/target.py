@@ -29,10 +29,10 @@ from chronos.plugin import (
     ResponseTooLarge,
     outbound_client,
     type_matches,
+    webhook_signing,
 )
 
 from chronos_n8n.settings import N8nSettings
-from chronos_n8n.signing import signature_headers
 
 MAX_ANSWER_BYTES = 256 * 1024
 USER_AGENT = "chronos-engine-n8n/0.1"
@@ -74,7 +74,9 @@ class N8nTarget(DeliveryTarget):
         headers = {
             "Content-Type": "application/json",
             "User-Agent": USER_AGENT,
-            **signature_headers(secret, message.webhook_id, int(self.clock()), body),
+            **webhook_signing.signature_headers(
+                [webhook_signing.secret_key(secret)], message.webhook_id, int(self.clock()), body
+            ),
         }
         s = self.settings
         if s.auth_header and s.auth_header_value is not None:

@@ -10,7 +10,7 @@ import json
 import pytest
 
 from chronos import testing as kit
-from chronos.plugin import Delivery, OutboundPolicy
+from chronos.plugin import Delivery, OutboundPolicy, webhook_signing
 from n8n_support import (
     NODE,
     SECRET,
@@ -28,7 +28,6 @@ from n8n_support import (
 
 from chronos_n8n import plugin as n8n_plugin
 from chronos_n8n.settings import N8nSettings
-from chronos_n8n.signing import secret_key, sign
 from chronos_n8n.target import N8nTarget
 
 LOOPBACK = OutboundPolicy.from_entries(["127.0.0.1/32"])
@@ -46,12 +45,12 @@ def delivery(payload: dict) -> Delivery:
 def test_signatures_follow_standard_webhooks():
     # The specification's published example.
     body = b'{"test": 2432232314}'
-    assert sign(secret_key(SECRET), "msg_p5jXN8AQM9LWM0D4loKWxJek", 1614265330, body) == (
-        "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="
-    )
+    assert webhook_signing.sign_v1(
+        webhook_signing.secret_key(SECRET), "msg_p5jXN8AQM9LWM0D4loKWxJek", 1614265330, body
+    ) == ("v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=")
     for bad in ("nope", "whsec_***", "whsec_" + base64.b64encode(b"short").decode()):
         with pytest.raises(ValueError):
-            secret_key(bad)
+            webhook_signing.secret_key(bad)
 
 
 async def test_a_signed_post_reaches_the_webhook_node():
@@ -66,7 +65,9 @@ async def test_a_signed_post_reaches_the_webhook_node():
     }
     assert got.headers["content-type"] == "application/json"
     assert got.headers["webhook-id"] == "msg_2Y8aXv" and got.headers["webhook-timestamp"] == str(NOW)
-    assert got.headers["webhook-signature"] == sign(secret_key(SECRET), "msg_2Y8aXv", NOW, got.body)
+    assert got.headers["webhook-signature"] == webhook_signing.sign_v1(
+        webhook_signing.secret_key(SECRET), "msg_2Y8aXv", NOW, got.body
+    )
 
 
 @pytest.mark.skipif(NODE is None, reason="Node.js runs the example's Code node")
@@ -153,7 +154,9 @@ async def test_outbox_messages_reach_n8n_signed(chronos_app):
             await publish(app, {"title": "Boiler", "value": 70})
             await dispatch(app)
     (got,) = n8n.received
-    signed = sign(secret_key(SECRET), got.headers["webhook-id"], int(got.headers["webhook-timestamp"]), got.body)
+    signed = webhook_signing.sign_v1(
+        webhook_signing.secret_key(SECRET), got.headers["webhook-id"], int(got.headers["webhook-timestamp"]), got.body
+    )
     assert got.headers["webhook-signature"] == signed
     assert json.loads(got.body)["data"] == {"title": "Boiler", "value": 70}
 

@@ -1,4 +1,8 @@
-"""Signatures: Standard Webhooks v1 and the original X-Signature / X-Timestamp pair.
+"""Webhook signatures: Standard Webhooks v1 and the original X-Signature / X-Timestamp pair.
+
+One implementation for everything the outbox signs or checks: webhook
+endpoints, channels that post signed requests (n8n) and signed inbound
+requests. Plugins use it as ``chronos.plugin.webhook_signing``.
 
 Standard Webhooks (https://www.standardwebhooks.com): secrets are
 ``whsec_<base64 of 24-64 random bytes>``; ``webhook-signature`` is a
