@@ -85,7 +85,10 @@ from chronos.contracts.outbox import (
     SignedAnswer,
     SignedCall,
     SignedRequests,
+    message_title,
+    shorten,
     type_matches,
+    value_text,
 )
 from chronos.contracts.planning import ConflictIndex, EventAnalytics
 from chronos.db.base import Base, BigIntPK, JSONType, UTCDateTime, utcnow
@@ -169,7 +172,10 @@ __all__ = [
     "SignedAnswer",
     "SignedCall",
     "SignedRequests",
+    "message_title",
+    "shorten",
     "type_matches",
+    "value_text",
     "AttachmentsTooLarge",
     "IdempotencyConflict",
     "InvalidMail",

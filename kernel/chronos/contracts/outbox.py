@@ -26,6 +26,7 @@ answer drives them.
 from __future__ import annotations
 
 import fnmatch
+import json
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -93,6 +94,37 @@ class OutboxMessage:
     created_at: datetime
     webhook_id: str
     dedupe_key: str | None = None
+
+
+#: Payload fields that name what a message is about, in order of preference.
+TITLE_KEYS = ("title", "summary", "name", "subject", "command")
+
+
+def message_title(message: OutboxMessage) -> str:
+    """``event.created: Team meeting`` — the type and the payload's title-like field, if it has one.
+
+    For targets that show a message to people (chat channels); escape it for the target's markup.
+    """
+    payload = message.payload if isinstance(message.payload, Mapping) else {}
+    for key in TITLE_KEYS:
+        value = payload.get(key)
+        if isinstance(value, str) and value.strip():
+            return f"{message.event_type}: {value.strip()}"
+    return message.event_type
+
+
+def value_text(value: Any) -> str:
+    """A payload value as text: strings as they are, None as empty, anything else as compact JSON."""
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str)
+
+
+def shorten(text: str, limit: int) -> str:
+    """``text`` cut to at most ``limit`` characters, an ellipsis marking the cut."""
+    return text if len(text) <= limit else text[: max(limit - 1, 0)] + "…"
 
 
 @dataclass(frozen=True)

@@ -10,16 +10,14 @@ one is empty. Nothing is evaluated.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Mapping
 from datetime import UTC
 from typing import Any
 
-from chronos.plugin import OutboxMessage
+from chronos.plugin import OutboxMessage, message_title, shorten, value_text
 
 PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z0-9_-]+)*)\s*\}\}")
-_TITLE_KEYS = ("title", "summary", "name", "subject", "command")
 #: Block Kit's limits on the texts we fill (header and everything else).
 HEADER_MAX = 150
 TEXT_MAX = 3000
@@ -30,45 +28,24 @@ def escape(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
-def _text(value: Any) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, str):
-        return value
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str)
-
-
-def _cut(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[: max(limit - 1, 0)] + "…"
-
-
-def title_of(message: OutboxMessage) -> str:
-    payload = message.payload if isinstance(message.payload, Mapping) else {}
-    for key in _TITLE_KEYS:
-        value = payload.get(key)
-        if isinstance(value, str) and value.strip():
-            return f"{message.event_type}: {value.strip()}"
-    return message.event_type
-
-
 def details_of(payload: Any, *, value_limit: int = 300, max_lines: int = 25) -> str:
     """The payload's fields, one ``*name:* value`` line each (nested values as compact JSON)."""
     if not isinstance(payload, Mapping):
-        return escape(_cut(_text(payload), value_limit))
+        return escape(shorten(value_text(payload), value_limit))
     lines = [
-        f"*{escape(str(key))}:* {escape(_cut(_text(value), value_limit))}"
+        f"*{escape(str(key))}:* {escape(shorten(value_text(value), value_limit))}"
         for key, value in payload.items()
         if value not in (None, "")
     ]
     if len(lines) > max_lines:
         lines = [*lines[:max_lines], f"… {len(lines) - max_lines} more"]
-    return _cut("\n".join(lines), TEXT_MAX - 100)
+    return shorten("\n".join(lines), TEXT_MAX - 100)
 
 
 def fields_of(message: OutboxMessage) -> dict[str, Any]:
     return {
         "event_type": message.event_type,
-        "title": title_of(message),
+        "title": message_title(message),
         "created_at": message.created_at.astimezone(UTC).isoformat().replace("+00:00", "Z"),
         "webhook_id": message.webhook_id,
         "payload": message.payload,
@@ -95,9 +72,9 @@ def fill(template: str, message: OutboxMessage, *, limit: int = TEXT_MAX) -> str
         name = match.group(1)
         if name == "details":
             return details_of(message.payload)  # escaped line by line; its markup is ours
-        return escape(_cut(_text(_lookup(fields, name)), 300))
+        return escape(shorten(value_text(_lookup(fields, name)), 300))
 
-    return _cut(PLACEHOLDER.sub(one, template), limit)
+    return shorten(PLACEHOLDER.sub(one, template), limit)
 
 
 def blocks(template: list[dict[str, Any]], message: OutboxMessage) -> list[dict[str, Any]]:

@@ -10,19 +10,17 @@ is empty. Nothing is evaluated: a placeholder is a path, not an expression.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Callable, Mapping
 from datetime import UTC
 from typing import Any
 
-from chronos.plugin import OutboxMessage
+from chronos.plugin import OutboxMessage, message_title, shorten, value_text
 
 PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z0-9_-]+)*)\s*\}\}")
 #: Telegram's limit for one message's text, counted after the markup is parsed; we count before (stricter).
 MAX_MESSAGE = 4096
 _MARKDOWN_V2_SPECIAL = re.compile(r"([_*\[\]()~`>#+\-=|{}.!\\])")
-_TITLE_KEYS = ("title", "summary", "name", "subject", "command")
 
 
 def escape_html(text: str) -> str:
@@ -38,33 +36,13 @@ def escape_markdown_v2(text: str) -> str:
 ESCAPES: dict[str, Callable[[str], str]] = {"HTML": escape_html, "MarkdownV2": escape_markdown_v2}
 
 
-def _text(value: Any) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, str):
-        return value
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str)
-
-
-def _cut(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[: max(limit - 1, 0)] + "…"
-
-
-def title_of(message: OutboxMessage) -> str:
-    """``event.created: Team meeting`` — the type and the payload's title-like field, if it has one."""
-    payload = message.payload if isinstance(message.payload, Mapping) else {}
-    for key in _TITLE_KEYS:
-        value = payload.get(key)
-        if isinstance(value, str) and value.strip():
-            return f"{message.event_type}: {value.strip()}"
-    return message.event_type
-
-
 def details_of(payload: Any, *, value_limit: int, max_lines: int = 25) -> str:
     """The payload's fields, one ``name: value`` line each (nested values as compact JSON)."""
     if not isinstance(payload, Mapping):
-        return _cut(_text(payload), value_limit)
-    lines = [f"{key}: {_cut(_text(value), value_limit)}" for key, value in payload.items() if value not in (None, "")]
+        return shorten(value_text(payload), value_limit)
+    lines = [
+        f"{key}: {shorten(value_text(value), value_limit)}" for key, value in payload.items() if value not in (None, "")
+    ]
     if len(lines) > max_lines:
         lines = [*lines[:max_lines], f"… {len(lines) - max_lines} more"]
     return "\n".join(lines)
@@ -74,7 +52,7 @@ def message_fields(message: OutboxMessage, *, value_limit: int = 300) -> dict[st
     created = message.created_at.astimezone(UTC).isoformat().replace("+00:00", "Z")
     return {
         "event_type": message.event_type,
-        "title": title_of(message),
+        "title": message_title(message),
         "details": details_of(message.payload, value_limit=value_limit),
         "created_at": created,
         "webhook_id": message.webhook_id,
@@ -107,7 +85,7 @@ def render(template: str, message: OutboxMessage, parse_mode: str) -> str:
             limits: tuple[int, int] = (value_limit, details_limit),
         ) -> str:
             name = match.group(1)
-            return escape(_cut(_text(lookup(fields, name)), limits[1] if name == "details" else limits[0]))
+            return escape(shorten(value_text(lookup(fields, name)), limits[1] if name == "details" else limits[0]))
 
         text = PLACEHOLDER.sub(one, template)
         if len(text) <= MAX_MESSAGE:
