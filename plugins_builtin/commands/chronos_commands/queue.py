@@ -640,7 +640,19 @@ class CommandQueue:
             ],
         )
         await publish(self.ctx, s, [("command.missed", r) for r in new])
+        await self._fire_missed(s, new)
         return [r["id"] for r in new]
+
+    async def _fire_missed(self, s: AsyncSession, missed: list[Any]) -> None:
+        """A missed command did not run: its ``on: failed`` workflow rules fire, as for a failed or dead
+        one (the template's ``status`` says ``missed``, ``error`` the reason). One query for the rules."""
+        if not missed or self.workflows is None:
+            return
+        rules = await self.workflows.rules_for(s, {r["command"] for r in missed}, "failed")
+        if not rules:
+            return
+        for row in missed:
+            await self.workflows.fire(s, row, "failed", actor="system:commands", rules=rules)
 
     # -- callbacks ---------------------------------------------------------------------
 

@@ -22,7 +22,10 @@ class WorkflowIn(BaseModel):
     name: Annotated[str, StringConstraints(min_length=1, max_length=200, strip_whitespace=True)]
     trigger_command: CommandName
     trigger_target: SystemId | None = None
-    on: Literal["completed", "failed"]
+    on: Literal["completed", "failed"] = Field(
+        description="``failed`` fires when the command fails for good: status failed, dead (no attempts left)"
+        " or missed (later than its grace, never run); the template's ``status`` tells which."
+    )
     action_command: CommandName
     action_target: SystemId
     params_template_json: dict[str, Any] = Field(

@@ -134,6 +134,34 @@ async def test_disabled_entry_holds_late_commands_and_the_job_marks_them_once_en
         assert (await _get(c, late))["status"] == "missed"
 
 
+async def test_a_missed_command_fires_its_failed_rules_once_and_not_its_completed_rules(
+    chronos_app, api_client, helpers
+):
+    async with chronos_app(plugins=["commands"], config={"commands": {"whitelist": GRACE}}) as app:
+        c = await api_client(app, scopes=["commands.manage"])
+        admin = await api_client(app, scopes=["admin"])
+        rule = {"trigger_command": "PING", "action_command": "LIGHT", "action_target": "homeserver"}
+        on_failed = await admin.post(
+            "/api/v1/workflows",
+            json=rule | {"name": "alarm", "on": "failed", "params_template_json": {"room": "{{ status }}:{{ id }}"}},
+        )
+        on_completed = await admin.post("/api/v1/workflows", json=rule | {"name": "done", "on": "completed"})
+        assert on_failed.status_code == 201 and on_completed.status_code == 201, on_failed.text
+        late = [await _enqueue(c, "PING", _ago(hours=2), n=str(n)) for n in (1, 2)]
+
+        assert await _poll(c) == []  # the two PINGs are missed; their follow-ups are due from now on
+        leased = await _poll(c)
+        assert sorted(x["params"]["room"] for x in leased) == sorted(f"missed:{i}" for i in late)
+        assert all(x["origin"] == "workflow" and x["parent_command_id"] in late for x in leased)
+        assert all(x["workflow_id"] == on_failed.json()["id"] for x in leased)
+        assert [(await _get(c, i))["status"] for i in late] == ["missed", "missed"]
+
+        # The recovery job finds nothing new to miss: no second firing.
+        await helpers.queue(app).recover_all()
+        workflow_made = (await c.get("/api/v1/commands", params={"origin": "workflow"})).json()["items"]
+        assert len(workflow_made) == 2
+
+
 async def test_missed_commands_are_published_to_the_outbox(chronos_app, api_client):
     config = {"commands": {"whitelist": GRACE}, "network": {"allow": ["127.0.0.1/32"]}}
     async with chronos_app(plugins=["webhooks", "commands"], config=config) as app:
