@@ -250,38 +250,70 @@ def _aside(schema: str, ts: str) -> str:
     return f"{schema[: 63 - 16 - len(ts)]}_before_restore_{ts.lower()}"
 
 
+def _staging(schema: str, ts: str) -> str:
+    return f"{schema[: 63 - 11 - len(ts)]}_restoring_{ts.lower()}"
+
+
 async def _pg_native(
     ctx: PluginContext, dump: Path, url: str, schema: str, ts: str, settings: BackupsSettings, say: Say
 ) -> dict[str, Any]:
-    """pg_restore into the schema's own name, the current schema renamed aside (and back on failure)."""
-    exe = binary(settings.pg_restore)
-    aside = _aside(schema, ts)
+    """Load a pg_dump of ``schema`` into a staging schema, migrate it, then swap it in.
+
+    pg_restore can only recreate the dump under its own schema name, which is the
+    live one. So its SQL runs through psql in one transaction that moves the live
+    schema aside, loads the dump, renames the result to the staging name and puts
+    the live schema back: committed, only the staging schema is new; failed,
+    nothing changed. The swap itself is one more transaction, as for every other
+    PostgreSQL restore.
+    """
+    restore_exe, psql_exe = binary(settings.pg_restore), binary(settings.psql)
+    staging, aside = _staging(schema, ts), _aside(schema, ts)
     existed = await _schema_exists(url, schema)
+    await _pg_exec(url, f"DROP SCHEMA IF EXISTS {_qi(staging)} CASCADE")
+    before = [f"ALTER SCHEMA {_qi(schema)} RENAME TO {_qi(aside)};"] if existed else []
+    if not pg_dump_has_schema(settings.pg_restore, dump, schema):
+        before.append(f"CREATE SCHEMA {_qi(schema)};")
+    after = [f"ALTER SCHEMA {_qi(schema)} RENAME TO {_qi(staging)};"]
     if existed:
-        await _pg_exec(url, f"ALTER SCHEMA {_qi(schema)} RENAME TO {_qi(aside)}")
+        after.append(f"ALTER SCHEMA {_qi(aside)} RENAME TO {_qi(schema)};")
     try:
-        if not pg_dump_has_schema(settings.pg_restore, dump, schema):
-            await _pg_exec(url, f"CREATE SCHEMA {_qi(schema)}")
-        say("loading the dump with pg_restore")
+        say("loading the dump with pg_restore into a new schema")
         conn_url, env = libpq(url)
-        proc = await asyncio.create_subprocess_exec(
-            exe, "--single-transaction", "--exit-on-error", "--no-owner", "--no-privileges",
-            f"--dbname={conn_url}", str(dump),
-            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        await _pipe(
+            [restore_exe, "--no-owner", "--no-privileges", "--file=-", str(dump)],
+            [psql_exe, "--no-psqlrc", "--quiet", "--single-transaction", "--set=ON_ERROR_STOP=1",
+             f"--dbname={conn_url}", "--command=" + " ".join(before or ["SELECT 1;"]), "--file=-",
+             "--command=" + " ".join(after)],
+            env,
         )  # fmt: skip
-        _out, err = await proc.communicate()
-        if proc.returncode != 0:
-            raise RestoreError(f"pg_restore failed: {err.decode(errors='replace').strip()[-500:]}")
         say("migrating the restored database forward")
-        applied = await ctx.migrate(url=url, schema=schema)
+        applied = await ctx.migrate(url=url, schema=staging)
+        say("swapping the restored schema in")
+        swap = [f"ALTER SCHEMA {_qi(schema)} RENAME TO {_qi(aside)}"] if existed else []
+        await _pg_exec(url, *swap, f"ALTER SCHEMA {_qi(staging)} RENAME TO {_qi(schema)}")
     except BaseException:
         with contextlib.suppress(Exception):
-            await _pg_exec(url, f"DROP SCHEMA IF EXISTS {_qi(schema)} CASCADE")
-            if existed:
-                await _pg_exec(url, f"ALTER SCHEMA {_qi(aside)} RENAME TO {_qi(schema)}")
+            await _pg_exec(url, f"DROP SCHEMA IF EXISTS {_qi(staging)} CASCADE")
         raise
     return {"target": f"{make_url(url).render_as_string()} schema {schema}",
             "previous": f"schema {aside}" if existed else None, "migrated": applied}  # fmt: skip
+
+
+async def _pipe(producer: list[str], consumer: list[str], env: dict[str, str]) -> None:
+    """Run ``producer | consumer``; a failure of either is a RestoreError with its last words."""
+    read_end, write_end = os.pipe()
+    try:
+        first = await asyncio.create_subprocess_exec(*producer, env=env, stdout=write_end, stderr=subprocess.PIPE)
+        second = await asyncio.create_subprocess_exec(
+            *consumer, env=env, stdin=read_end, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        )
+    finally:
+        os.close(read_end)
+        os.close(write_end)
+    (_o1, err1), (_o2, err2) = await asyncio.gather(first.communicate(), second.communicate())
+    for proc, err, name in ((second, err2, "psql"), (first, err1, "pg_restore")):
+        if proc.returncode != 0:
+            raise RestoreError(f"{name} failed: {err.decode(errors='replace').strip()[-500:] or proc.returncode}")
 
 
 async def _into_pg(
@@ -290,8 +322,7 @@ async def _into_pg(
     """Copy a (migrated) source database into a new schema, then rename it into place in one transaction."""
     say("migrating the restored database forward")
     await ctx.migrate(url=source[0], schema=source[1])
-    staging = f"{schema[: 63 - 11 - len(ts)]}_restoring_{ts.lower()}"
-    aside = _aside(schema, ts)
+    staging, aside = _staging(schema, ts), _aside(schema, ts)
     await _pg_exec(url, f"DROP SCHEMA IF EXISTS {_qi(staging)} CASCADE", f"CREATE SCHEMA {_qi(staging)}")
     try:
         say("creating the tables in a new schema")

@@ -40,6 +40,9 @@ class BackupsSettings(BaseModel):
     )
     pg_dump: str = Field("pg_dump", min_length=1, description="PostgreSQL: the pg_dump binary (name or path).")
     pg_restore: str = Field("pg_restore", min_length=1, description="PostgreSQL: the pg_restore binary (name or path).")
+    psql: str = Field(
+        "psql", min_length=1, description="PostgreSQL: the psql binary (name or path) a restore loads the dump with."
+    )
 
     @model_validator(mode="after")
     def _passphrase_for_encryption(self) -> BackupsSettings:

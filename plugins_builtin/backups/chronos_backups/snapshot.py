@@ -118,7 +118,7 @@ def binary(name: str) -> str:
     if found is None:
         raise SnapshotError(
             f"PostgreSQL backups need the {name} binary, which is not installed or not on PATH (install the"
-            " PostgreSQL client of the server's major version, or set backups.pg_dump and backups.pg_restore)"
+            " PostgreSQL client of the server's major version, or set backups.pg_dump, backups.pg_restore and backups.psql)"
         )
     return found
 

@@ -66,3 +66,54 @@ async def test_restore_replaces_changed_data_with_the_snapshot(chronos_app, back
 async def _first_beat(app) -> None:
     while not app.state.chronos.jobs.last_beat:
         await asyncio.sleep(0.05)
+
+
+async def _schemas(url: str) -> set[str]:
+    engine = create_async_engine(url)
+    try:
+        async with engine.connect() as conn:
+            rows = await conn.execute(text("SELECT schema_name FROM information_schema.schemata"))
+            return {r[0] for r in rows}
+    finally:
+        await engine.dispose()
+
+
+@pytest.mark.parametrize("fault", ["load", "migrate"])
+async def test_a_failed_postgresql_restore_leaves_the_live_schema_as_it_was(
+    chronos_app, backup_dir, bk, database, db_backend, tmp_path, monkeypatch, fault
+):
+    if db_backend != "postgresql":
+        pytest.skip("the pg_restore path is PostgreSQL's")
+    src = FakeSource()
+    for i in range(12):
+        src.put(f"uid-{i}", f"Meeting {i}")
+    plugins = ["events", "backups", fake_source_plugin(src)]
+    extra = {}
+    if fault == "load":
+        # psql that loads half of the dump, then dies: the transaction must roll back whole.
+        broken = tmp_path / "psql"
+        broken.write_text('#!/bin/sh\nhead -c 2000 | psql "$@" >/dev/null 2>&1\necho "connection lost" >&2\nexit 2\n')
+        broken.chmod(0o755)
+        extra["psql"] = str(broken)
+    async with chronos_app(plugins=plugins, config=bk.config(backup_dir, **extra)) as app:
+        await sync_now(app, "fake", "cal")
+        ctx = runtime_of(app).ctx
+        view = await service.create_backup(ctx, service.new_backup_id())
+        src.remove("uid-0")
+        src.put("uid-new", "Added after the backup")
+        await sync_now(app, "fake", "cal")
+    live = await bk.table_rows(ctx)  # after shutdown, which writes an audit checkpoint
+    before = await _schemas(database.url)
+    if fault == "migrate":
+
+        async def failing_migrate(**_kw):
+            raise RuntimeError("migration step failed")
+
+        monkeypatch.setattr(ctx, "migrate", failing_migrate)
+    with pytest.raises((RestoreError, RuntimeError), match="psql failed: connection lost|migration step failed"):
+        await restore(ctx, backup_dir / view["file"])
+    try:
+        assert await bk.table_rows(ctx) == live
+        assert await _schemas(database.url) == before
+    finally:
+        await ctx.db.dispose()
