@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from chronos.db.engine import storage_failure
 from chronos.exceptions import (
     Busy,
     ChronosError,
@@ -260,11 +261,32 @@ def _unstorable_text(exc: BaseException) -> bool:
     return False
 
 
+#: The answers to a database that cannot take the request: the operator's to fix, the client's to retry.
+STORAGE_PROBLEMS = {
+    "full": lambda: Problem(
+        503,
+        "Storage full: the disk holding the database has no space left, so nothing of this request was"
+        " stored. Reads keep working. Free space on that volume (or grow it), then retry.",
+        type="storage-full",
+        headers={"Retry-After": "60"},
+    ),
+    "unreachable": lambda: Problem(
+        503,
+        "The database cannot be reached right now (connection refused or dropped, or the server is"
+        " restarting); the request may not have been applied. Retry shortly, with the same"
+        " Idempotency-Key where the route takes one.",
+        type="database-unavailable",
+        headers={"Retry-After": "5"},
+    ),
+}
+
+
 def unhandled_response(request: Request, exc: BaseException) -> JSONResponse:
     """Log an uncaught exception (with the request id) and answer 500 without internals.
 
     One database refusal is the client's to fix, whichever field it came from:
     PostgreSQL stores no NUL character (``\u0000``) in text, so such a value is a 422.
+    A database that is unreachable or whose disk is full is a 503 saying so, not a 500.
     """
     if _unstorable_text(exc):
         return problem_response(
@@ -275,6 +297,10 @@ def unhandled_response(request: Request, exc: BaseException) -> JSONResponse:
             ),
             request,
         )
+    failure = storage_failure(exc)
+    if failure is not None:
+        log.warning("storage_failure", path=request.url.path, failure=failure, error_type=type(exc).__name__)
+        return problem_response(STORAGE_PROBLEMS[failure](), request)
     log.error("unhandled_error", path=request.url.path, error_type=type(exc).__name__, exc_info=exc)
     return problem_response(
         Problem(500, "An internal error occurred; it has been logged with this request's id."),

@@ -4,7 +4,9 @@ On SQLite every write in this process goes through one connection guarded by an
 asyncio lock and opened with ``BEGIN IMMEDIATE``: our own writers queue instead
 of failing with "database is locked", and writers in other processes wait on
 ``busy_timeout``. Readers use their own pool and see WAL snapshots. On
-PostgreSQL reads and writes share one pool.
+PostgreSQL reads and writes share one pool, whose connections are pinged when
+checked out: after a database restart the stale ones are replaced instead of
+failing the next requests.
 """
 
 from __future__ import annotations
@@ -16,9 +18,9 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from sqlalchemy import event, text
+from sqlalchemy import event, exc as sa_exc, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.pool import NullPool
@@ -123,8 +125,39 @@ def make_engine(
     if role == "migrate":
         return create_async_engine(url, poolclass=NullPool, connect_args=connect_args, echo=echo)
     return create_async_engine(
-        url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=False, connect_args=connect_args, echo=echo
+        url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True, connect_args=connect_args, echo=echo
     )
+
+
+#: SQLSTATE classes of PostgreSQL meaning "not reachable now": connection exceptions (08), the server
+#: shutting down or starting up (57P01-57P03), too many connections (53300).
+_UNREACHABLE_SQLSTATES = ("08", "57P01", "57P02", "57P03", "53300")
+_SQLITE_FULL = 13
+
+
+def storage_failure(error: BaseException) -> Literal["full", "unreachable"] | None:
+    """Whether ``error`` (or an error it wraps) says the database's disk is full or the database
+    cannot be reached (refused, dropped or shutting-down connections); None for any other error."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        sqlstate = str(getattr(current, "sqlstate", "") or "")
+        if sqlstate == "53100" or getattr(current, "sqlite_errorcode", None) == _SQLITE_FULL:
+            return "full"
+        if sqlstate.startswith(_UNREACHABLE_SQLSTATES):
+            return "unreachable"
+        if isinstance(current, ConnectionError) or (
+            isinstance(current, OSError) and "connect call failed" in str(current).lower()
+        ):
+            return "unreachable"
+        if isinstance(current, sa_exc.DBAPIError) and current.connection_invalidated:
+            return "unreachable"
+        if type(current).__name__ == "InterfaceError" and "connection is closed" in str(current):
+            return "unreachable"  # asyncpg, on a connection the server dropped
+        orig = getattr(current, "orig", None)
+        current = orig if isinstance(orig, BaseException) else (current.__cause__ or current.__context__)
+    return None
 
 
 class Database:
