@@ -214,7 +214,7 @@ async def test_exactly_one_leader_and_failover(database):
 @pytest.mark.backends("postgresql")
 async def test_leader_whose_connection_dies_is_replaced(database):
     """The advisory lock dies with the leader's connection; someone (exactly one) takes over."""
-    from chronos.jobs import PG_LEADER_LOCK
+    from chronos.jobs import leader_lock_key
 
     await migrate(database.url, [], schema=database.schema)
     settings = make_test_settings(database, {"scheduler": {"leader_retry_seconds": 0.2}})
@@ -249,7 +249,7 @@ async def test_leader_whose_connection_dies_is_replaced(database):
                         (
                             await s.execute(
                                 text("SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND objid = :k AND granted"),
-                                {"k": PG_LEADER_LOCK & 0xFFFFFFFF},
+                                {"k": leader_lock_key(database.schema) & 0xFFFFFFFF},
                             )
                         )
                         .scalars()

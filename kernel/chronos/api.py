@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
@@ -20,7 +21,7 @@ from chronos.context import PluginContext
 from chronos.db.models import AuditEntry, JobHeartbeat, JobRun
 from chronos.errors import Problem, ProblemModel
 from chronos.host import PluginStatus
-from chronos.jobs import JobBusy, JobRunner
+from chronos.jobs import JobBusy, JobRunner, current_leader
 from chronos.keys import SYSTEM_RE, create_key, key_view, list_keys, revoke_key
 from chronos.pagination import decode_cursor, encode_cursor
 from chronos.records import HealthResult, JobTrigger
@@ -187,16 +188,13 @@ async def _check_jobs(ctx: Any) -> HealthResult:
     stale_after = ctx.settings.kernel.scheduler.heartbeat_stale_seconds
     async with ctx.db.read() as s:
         rows = (await s.execute(select(JobHeartbeat))).scalars().all()
+        leader = await current_leader(s, ctx.db, heartbeat_seconds=ctx.settings.kernel.scheduler.heartbeat_seconds)
     if not rows:
         return HealthResult(
             "degraded", {"detail": "no job runner has reported; start `chronos worker` or serve with jobs"}
         )
     newest = max(r.beat_at for r in rows)
     age = (datetime.now(UTC) - newest).total_seconds()
-    leader = next(
-        (r.runner_id for r in rows if r.is_leader and (datetime.now(UTC) - r.beat_at).total_seconds() <= stale_after),
-        None,
-    )
     detail = {"heartbeat_age_seconds": round(age, 1), "runners": len(rows), "leader": leader}
     if age > stale_after:
         return HealthResult("error", {**detail, "detail": f"last heartbeat older than {stale_after:g}s"})
@@ -245,7 +243,9 @@ async def health(request: Request) -> JSONResponse:
     if not detailed:
         minimal = {name: {"status": check.get("status")} for name, check in checks.items()}
         return JSONResponse({"status": status, "checks": minimal}, status_code=code)
-    return JSONResponse({"status": status, "version": __version__, "checks": checks}, status_code=code)
+    # pid: which process answered, when `chronos serve --workers N` shares one port among several.
+    report = {"status": status, "version": __version__, "pid": os.getpid(), "checks": checks}
+    return JSONResponse(report, status_code=code)
 
 
 class Liveness(BaseModel):

@@ -7,6 +7,11 @@ a record of every run, graceful shutdown, and leadership so that exactly one
 process runs the schedules: ``pg_try_advisory_lock`` on a dedicated connection
 on PostgreSQL (released by the server when the leader dies, so a follower takes
 over), an exclusive ``flock`` beside the database file on SQLite.
+
+The heartbeat row says who leads: a runner writes it at once when it wins or
+loses leadership, and :func:`current_leader` trusts an ``is_leader`` row only
+while it is about one heartbeat old (and, on PostgreSQL, only while the lock
+is held), so a dead leader stops being named within one heartbeat.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import hashlib
 import os
 import random
 import socket
@@ -35,10 +41,62 @@ from chronos.records import Job, JobContext, JobTrigger
 
 log = structlog.get_logger("chronos.jobs")
 PG_LEADER_LOCK = 7_458_142_003
+#: How late a leader's heartbeat may be, beyond one (jittered) interval, before it is no longer named.
+LEADER_SLACK_SECONDS = 1.0
 
 
 class JobBusy(Exception):
     """The job is already running."""
+
+
+def leader_lock_key(schema: str | None) -> int:
+    """The advisory lock key of the scheduler leader on PostgreSQL. Schemas are separate
+    deployments sharing one server, so each schema has its own leader."""
+    if not schema:
+        return PG_LEADER_LOCK
+    raw = f"chronos.leader\0{schema}".encode()
+    return int.from_bytes(hashlib.sha256(raw).digest()[:8], "big", signed=True)
+
+
+def leader_window_seconds(heartbeat_seconds: float) -> float:
+    """How old the leader's heartbeat may be while it is still named the leader: one
+    interval with its jitter (up to +10 %) plus a little time to write the row."""
+    return heartbeat_seconds * 1.1 + LEADER_SLACK_SECONDS
+
+
+async def _leader_lock_held(session: Any, schema: str | None) -> bool:
+    key = leader_lock_key(schema)
+    held = await session.execute(
+        text(
+            "SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted AND objsubid = 1"
+            " AND classid = :hi AND objid = :lo"
+            " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+        ),
+        {"hi": (key >> 32) & 0xFFFFFFFF, "lo": key & 0xFFFFFFFF},
+    )
+    return held.first() is not None
+
+
+async def current_leader(session: Any, db: Any, *, heartbeat_seconds: float) -> str | None:
+    """The runner id of the scheduler leader, or None while there is none (a dead leader is no
+    longer named once its heartbeat is one interval late; on PostgreSQL, as soon as its
+    connection, and with it the advisory lock, is gone)."""
+    from datetime import timedelta
+
+    since = utcnow() - timedelta(seconds=leader_window_seconds(heartbeat_seconds))
+    row = (
+        await session.execute(
+            select(JobHeartbeat.runner_id)
+            .where(JobHeartbeat.is_leader.is_(True), JobHeartbeat.beat_at >= since)
+            .order_by(JobHeartbeat.beat_at.desc())
+            .limit(1)
+        )
+    ).scalar()
+    if row is None:
+        return None
+    if not db.is_sqlite and not await _leader_lock_held(session, db.schema):
+        return None
+    return cast(str, row)
 
 
 async def live_runners(session: Any, *, within_seconds: float) -> list[dict[str, Any]]:
@@ -79,6 +137,7 @@ class JobRunner:
         self._lock_file: Any = None
         self._stopping = False
         self._stop_event = asyncio.Event()
+        self._beat_now = asyncio.Event()  # leadership changed: write the heartbeat row at once
 
     # -- running jobs -------------------------------------------------------------
 
@@ -165,7 +224,8 @@ class JobRunner:
             return True
         conn = await db.reader.connect()
         try:
-            got = (await conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": PG_LEADER_LOCK})).scalar()
+            key = leader_lock_key(db.schema)
+            got = (await conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": key})).scalar()
             await conn.commit()
         except Exception:
             await conn.close()
@@ -184,6 +244,7 @@ class JobRunner:
                         await self._release_leader_conn()
                         break
                     self.is_leader = True
+                    self._beat_now.set()
                     log.info("job_leader", runner=self.runner_id)
                     self._start_scheduler()
                 elif self.is_leader and self._leader_conn is not None:
@@ -225,6 +286,7 @@ class JobRunner:
 
     def _step_down(self) -> None:
         self.is_leader = False
+        self._beat_now.set()
         if self._scheduler is not None:
             self._scheduler.shutdown(wait=False)
             self._scheduler = None
@@ -256,12 +318,18 @@ class JobRunner:
             except Exception as exc:  # noqa: BLE001
                 log.warning("job_heartbeat_failed", error=str(exc))
             interval = self.settings.heartbeat_seconds
-            await self._pause(interval * (0.9 + 0.2 * random.random()))
+            await self._pause(interval * (0.9 + 0.2 * random.random()), wake=self._beat_now)
+            self._beat_now.clear()
 
-    async def _pause(self, seconds: float) -> None:
-        """Sleep between loop turns; returns at once when the runner stops."""
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._stop_event.wait(), seconds)
+    async def _pause(self, seconds: float, wake: asyncio.Event | None = None) -> None:
+        """Sleep between loop turns; returns at once when the runner stops (or ``wake`` is set)."""
+        events = [self._stop_event] + ([wake] if wake is not None else [])
+        waiters = [asyncio.create_task(e.wait()) for e in events]
+        try:
+            await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for w in waiters:
+                w.cancel()
 
     async def stop(self) -> None:
         self._stopping = True
