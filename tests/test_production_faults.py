@@ -317,3 +317,51 @@ def test_postgresql_restart_under_load_answers_503_recovers_and_loses_nothing(pr
         assert_problem(r, 503, "database-unavailable")
     stored = {int(v) for v in pg.query("SELECT id FROM events")}
     assert set(writers.acked) <= stored, sorted(set(writers.acked) - stored)[:10]
+
+
+# -- several worker processes on one port ------------------------------------------------------------------
+
+
+def gone(pid: int) -> bool:
+    """Whether ``pid`` has exited (a zombie waiting for its parent counts as exited)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return True
+    return state in ("Z", "X")
+
+
+@pytest.mark.skipif("sqlite" not in backends(), reason="SQLite is not among CHRONOS_TEST_BACKENDS")
+def test_serve_with_two_workers_answers_from_two_processes_and_sigterm_stops_all(tmp_path):
+    cfg = write_config(
+        tmp_path / "c.yaml",
+        {
+            "database": {"url": f"sqlite+aiosqlite:///{tmp_path / 'chronos.db'}"},
+            "logging": {"level": "warning"},
+            "plugins": {"enabled": ["events"]},
+        },
+    )
+    with serving(cfg, "--workers", "2", "--no-jobs") as (proc, base):
+        pids: set[int] = set()
+
+        def both_answered() -> bool:
+            # A new connection each time: the kernel hands connections to either worker.
+            r = httpx.get(f"{base}/health", headers=AUTH, timeout=5)
+            assert r.status_code == 200, r.text
+            pids.add(r.json()["pid"])
+            return len(pids) == 2
+
+        wait_for(both_answered, 60, "answers from two worker processes")
+        assert proc.pid not in pids
+        # Both share one database: a write through one is read through the other.
+        created = httpx.post(
+            f"{base}/api/v1/events",
+            json={"title": "shared", "start": "2026-03-01T10:00:00Z", "end": "2026-03-01T11:00:00Z"},
+            headers=AUTH,
+        )
+        assert created.status_code == 201, created.text
+        for _ in range(6):
+            assert httpx.get(f"{base}/api/v1/events/{created.json()['id']}", headers=AUTH).status_code == 200
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+    wait_for(lambda: all(gone(pid) for pid in pids), 10, "every worker process to exit")

@@ -102,6 +102,9 @@ def serve(
     config: str | None = ConfigOpt,
     host: str | None = typer.Option(None, help="Bind address (default: server.host, 127.0.0.1)."),
     port: int | None = typer.Option(None, help="Port (default: server.port, 8000)."),
+    workers: int | None = typer.Option(
+        None, "--workers", min=1, max=64, help="Worker processes sharing the port (default: server.workers, 1)."
+    ),
     no_jobs: bool = typer.Option(False, "--no-jobs", help="Serve the API only; run jobs in `chronos worker`."),
     no_migrate: bool = typer.Option(False, "--no-migrate", help="Do not apply migrations on start."),
 ) -> None:
@@ -126,21 +129,45 @@ def serve(
             typer.echo(f"config error: {line}", err=True)
         raise typer.Exit(2) from None
     srv = settings.kernel.server
-    bind_host, bind_port = host or srv.host, port or srv.port
+    bind_host, bind_port, processes = host or srv.host, port or srv.port, workers or srv.workers
+    target: Any = application
+    if processes > 1:
+        target = _worker_processes_target(settings, config, host, no_jobs)
     shown = f"[{bind_host}]" if ":" in bind_host else bind_host
     typer.echo(
-        f"chronos: serving on http://{shown}:{bind_port} (API docs at /docs, health at /health); Ctrl-C to stop",
+        f"chronos: serving on http://{shown}:{bind_port} (API docs at /docs, health at /health)"
+        + (f" with {processes} worker processes" if processes > 1 else "")
+        + "; Ctrl-C to stop",
         err=True,
     )
     uvicorn.run(
-        application,
+        target,
+        factory=processes > 1,
+        workers=processes,
         host=bind_host,
         port=bind_port,
         log_config=None,
         access_log=False,
         proxy_headers=False,
         h11_max_incomplete_event_size=srv.max_header_bytes * 2,
+        timeout_graceful_shutdown=srv.shutdown_timeout_seconds,
     )
+
+
+def _worker_processes_target(settings: Settings, config: str | None, host: str | None, no_jobs: bool) -> str:
+    """Prepare ``serve --workers N``: each worker process builds its own app from the same configuration,
+    handed over in the environment it inherits. Migrations run here, once, not in N racing workers."""
+    if settings.kernel.database.migrate_on_start:
+        _run(_runtime(settings).migrate())
+    path = config or STATE.config
+    if path:
+        os.environ["CHRONOS_CONFIG"] = str(Path(path).resolve())
+    os.environ["CHRONOS__DATABASE__MIGRATE_ON_START"] = "false"
+    if host:
+        os.environ["CHRONOS__SERVER__HOST"] = host
+    if no_jobs:
+        os.environ["CHRONOS__SCHEDULER__ENABLED"] = "false"
+    return "chronos.app:create_app"
 
 
 @app.command()

@@ -45,6 +45,21 @@ class ServerSettings(_Section):
         description="Serve /metrics without a key: true, false (needs `admin` or `metrics.read`), or loopback:"
         " only while the server binds a loopback address (127.0.0.1, ::1, localhost).",
     )
+    workers: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="HTTP worker processes of `chronos serve` on one port (--workers). With more than one,"
+        " migrations run once before they start; each worker runs jobs unless --no-jobs, and only one of them"
+        " (the leader) runs the schedules.",
+    )
+    shutdown_timeout_seconds: int = Field(
+        30,
+        ge=1,
+        le=3600,
+        description="On SIGTERM: how long requests in flight may take to finish (no new connections are"
+        " accepted meanwhile) before they are cut; the running syncs then get scheduler.shutdown_timeout_seconds.",
+    )
 
 
 class DatabaseSettings(_Section):
