@@ -42,8 +42,9 @@ ENV CHRONOS__DATABASE__URL=sqlite+aiosqlite:////app/data/chronos.db
 VOLUME ["/app/data"]
 EXPOSE 8000
 
-# 503 (database unreachable, job runner stale) makes urlopen raise: unhealthy.
+# Readiness: 503 (starting, shutting down, database unreachable) makes urlopen raise: unhealthy.
+# /health/ready does not depend on a separate worker, so a stale worker does not take the API out.
 HEALTHCHECK --interval=30s --timeout=5s --start-period=60s --retries=3 \
-    CMD ["python", "-c", "import sys, urllib.request; sys.exit(0 if urllib.request.urlopen('http://127.0.0.1:8000/health', timeout=4).status == 200 else 1)"]
+    CMD ["python", "-c", "import sys, urllib.request; sys.exit(0 if urllib.request.urlopen('http://127.0.0.1:8000/health/ready', timeout=4).status == 200 else 1)"]
 
 CMD ["chronos", "serve", "--host", "0.0.0.0"]
