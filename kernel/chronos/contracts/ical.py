@@ -14,6 +14,11 @@ windowed. A problem with one entry (no DTSTART, an invalid RRULE, an unknown
 TZID, a broken line, a series with too many instances) becomes an error for
 that UID, never for the whole calendar; a file that is not iCalendar at all
 raises :class:`CalendarFormatError`.
+
+Series written in a custom VTIMEZONE (Outlook's ``W. Europe Standard Time``)
+expand with a zone computed once per definition and window (see
+:func:`zone_for_vtimezone`), not with the zone icalendar builds, which walks
+the definition's rules from 1601 on every offset lookup.
 """
 
 from __future__ import annotations
@@ -21,8 +26,10 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import re
+from bisect import bisect_right
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from functools import lru_cache
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -375,12 +382,21 @@ def _singles(comps: list[Any], uid: str, window: Window, x_wr: str | None, out: 
         out.instances += 1
 
 
-def _series(comps: list[Any], timezones: list[Any], uid: str, window: Window, x_wr: str | None, out: Parsed) -> None:
+def _series(
+    comps: list[Any],
+    timezones: list[Any],
+    uid: str,
+    window: Window,
+    x_wr: str | None,
+    out: Parsed,
+    zones: dict[str, tzinfo] | None = None,
+) -> None:
     import icalendar
-    import recurring_ical_events
 
     for comp in comps:
         _check_start(comp)
+    if zones:
+        _rezone(comps, zones)
     mini = icalendar.Calendar()
     mini.subcomponents.extend(timezones)
     mini.subcomponents.extend(comps)
@@ -392,10 +408,8 @@ def _series(comps: list[Any], timezones: list[Any], uid: str, window: Window, x_
     drafts = out.drafts
     deleted = out.deleted
     count = 0
-    for occ in recurring_ical_events.of(mini).after(lo):
+    for occ in _occurrences(mini, lo, hi, window.max_instances):
         start = occ.decoded("DTSTART")
-        if utc_key(start) >= hi:
-            break
         count += 1
         if count > window.max_instances:
             raise ValueError(
@@ -413,6 +427,35 @@ def _series(comps: list[Any], timezones: list[Any], uid: str, window: Window, x_
             draft.metadata["series"] = {"master": series, "override": rid in overrides}
         drafts.append(draft)
         out.instances += 1
+
+
+def _occurrences(mini: Any, lo: datetime, hi: datetime, max_instances: int) -> Iterator[Any]:
+    """The series' occurrences from ``lo`` (ongoing ones too) to ``hi``, in time order.
+
+    A few ``between`` queries over spans that double while they stay sparse: each
+    query walks the rule from its DTSTART, so recurring-ical-events' ``after``
+    (a query per few instances) costs time quadratic in the instances; a span
+    never holds much more than ``max_instances``, so an endless rule stops early.
+    """
+    import recurring_ical_events
+
+    query = recurring_ical_events.of(mini)
+    span, start = timedelta(days=1), lo
+    seen: set[Any] = set()
+    while start < hi:
+        stop = min(hi, start + span)
+        found = query.between(start, stop)
+        found.sort(key=lambda c: utc_key(c.decoded("DTSTART")))
+        for occ in found:
+            key = occ.decoded("RECURRENCE-ID") if "RECURRENCE-ID" in occ else occ.decoded("DTSTART")
+            marker = utc_key(key)
+            if marker in seen or utc_key(occ.decoded("DTSTART")) >= hi:
+                continue
+            seen.add(marker)
+            yield occ
+        if len(found) * 4 < max_instances:
+            span *= 2
+        start = stop
 
 
 #: The master's properties that define a series (stored as content lines).
@@ -433,6 +476,242 @@ def _series_lines(comps: list[Any]) -> list[str] | None:
         for one in value if isinstance(value, list) else [value]:
             lines.append(str(master.content_line(name, one)))
     return lines
+
+
+# -- custom VTIMEZONE definitions --------------------------------------------------------
+# icalendar turns a VTIMEZONE whose TZID is not an IANA name (Outlook's "W. Europe
+# Standard Time", a vendor's "/example.com/…/Berlin") into a dateutil zone that
+# walks every yearly rule from the definition's DTSTART (often 1601) on each
+# offset lookup; expanding a weekly series over ten years then takes minutes.
+# Series are expanded with a zone computed once per definition and window
+# instead: the IANA zone the TZID names (its Windows name, the end of a
+# vendor path, X-LIC-LOCATION) when its transitions over the window equal the
+# definition's, else the definition's own transitions.
+
+
+@dataclass(frozen=True)
+class _Onset:
+    utc: datetime  # naive UTC
+    before: timedelta
+    after: timedelta
+    name: str | None
+    dst: bool
+
+
+class RuleZone(tzinfo):
+    """A VTIMEZONE's transitions between two years, looked up by bisection.
+
+    Offsets before the first and after the last onset computed stay as they
+    were there: the zone serves a window, not all time. Gaps and folds follow
+    PEP 495 like :mod:`zoneinfo` (``fold=0`` is the offset before the change).
+    """
+
+    def __init__(self, tzid: str, onsets: list[_Onset]) -> None:
+        self.tzid = tzid
+        self._onsets = onsets
+        self._utc = [o.utc for o in onsets]
+        self._fold0 = [o.utc + max(o.before, o.after) for o in onsets]
+        self._fold1 = [o.utc + min(o.before, o.after) for o in onsets]
+        self._standard = next((o.after for o in onsets if not o.dst), None)
+
+    def _at_local(self, dt: datetime) -> _Onset | None:
+        points = self._fold1 if dt.fold else self._fold0
+        i = bisect_right(points, dt.replace(tzinfo=None)) - 1
+        return self._onsets[i] if i >= 0 else None
+
+    def utcoffset(self, dt: datetime | None) -> timedelta | None:
+        if dt is None:
+            return None
+        onset = self._at_local(dt)
+        return onset.after if onset is not None else self._onsets[0].before
+
+    def dst(self, dt: datetime | None) -> timedelta | None:
+        if dt is None:
+            return None
+        onset = self._at_local(dt)
+        if onset is None or not onset.dst:
+            return timedelta(0)
+        return onset.after - (self._standard if self._standard is not None else onset.after)
+
+    def tzname(self, dt: datetime | None) -> str | None:
+        onset = self._at_local(dt) if dt is not None else None
+        return onset.name if onset is not None else self.tzid
+
+    def fromutc(self, dt: datetime) -> datetime:
+        i = bisect_right(self._utc, dt.replace(tzinfo=None)) - 1
+        offset = self._onsets[i].after if i >= 0 else self._onsets[0].before
+        local = dt + offset
+        if i >= 0:
+            onset = self._onsets[i]
+            # The repeated hour after a change back: the second time through is fold=1.
+            if onset.after < onset.before and local.replace(tzinfo=None) < onset.utc + onset.before:
+                return local.replace(fold=1)
+        return local
+
+    def __repr__(self) -> str:
+        return f"RuleZone({self.tzid!r})"
+
+
+def _observance_onsets(obs: Any, lo: datetime, hi: datetime) -> list[_Onset]:
+    """Where one STANDARD/DAYLIGHT observance starts between ``lo`` and ``hi`` (local times),
+    plus its last onset before ``lo``."""
+    from dateutil.rrule import rruleset, rrulestr  # type: ignore[import-untyped]
+
+    start = obs.decoded("DTSTART")
+    if not isinstance(start, datetime):
+        start = datetime.combine(start, time.min)
+    start = start.replace(tzinfo=None)
+    before: timedelta = obs.decoded("TZOFFSETFROM")
+    after: timedelta = obs.decoded("TZOFFSETTO")
+    rules = rruleset()
+    rules.rdate(start)  # RFC 5545: DTSTART is the first onset
+    for prop in _as_list(obs.get("RRULE")):
+        recur = prop.__class__(prop)  # a copy: UNTIL in UTC becomes the local wall time it names
+        until = recur.get("UNTIL")
+        if until:
+            value = until[0]
+            if isinstance(value, datetime) and value.tzinfo is not None:
+                recur["UNTIL"] = [value.astimezone(UTC).replace(tzinfo=None) + before]
+            elif not isinstance(value, datetime):
+                recur["UNTIL"] = [datetime.combine(value, time(23, 59, 59))]
+        rules.rrule(rrulestr(recur.to_ical().decode(), dtstart=start))
+    for prop in _as_list(obs.get("RDATE")):
+        for one in prop.dts:
+            value = one.dt
+            if isinstance(value, tuple):  # a PERIOD
+                value = value[0]
+            if not isinstance(value, datetime):
+                value = datetime.combine(value, time.min)
+            rules.rdate(value.astimezone(UTC).replace(tzinfo=None) + before if value.tzinfo else value)
+    name = str(obs["TZNAME"]) if "TZNAME" in obs else None
+    dst = obs.name == "DAYLIGHT"
+    local = list(rules.between(lo, hi, inc=True))
+    prior = rules.before(lo)
+    if prior is not None:
+        local.insert(0, prior)
+    return [_Onset(t - before, before, after, name, dst) for t in local]
+
+
+def _as_list(value: Any) -> list[Any]:
+    if value is None:
+        return []
+    return value if isinstance(value, list) else [value]
+
+
+def _zone_hints(tz: Any) -> list[str]:
+    """IANA names a VTIMEZONE's TZID (or X-LIC-LOCATION) points to, best first."""
+    from icalendar.timezone.windows_to_olson import WINDOWS_TO_OLSON
+
+    out: list[str] = []
+    for raw in (str(tz.get("TZID", "")), str(tz.get("X-LIC-LOCATION", ""))):
+        cleaned = raw.strip().strip("/")
+        if not cleaned:
+            continue
+        out.append(cleaned)
+        if cleaned in WINDOWS_TO_OLSON:
+            out.append(WINDOWS_TO_OLSON[cleaned])
+        parts = cleaned.split("/")
+        out += ["/".join(parts[i:]) for i in range(1, len(parts))]  # "/vendor/…/Europe/Berlin"
+    return list(dict.fromkeys(out))
+
+
+def _same_as(zone: ZoneInfo, onsets: list[_Onset], lo: datetime, hi: datetime) -> bool:
+    """Whether ``zone`` has exactly these offsets between ``lo`` and ``hi`` (UTC): at each
+    onset, on both sides of it, and every week in between (no extra change)."""
+    utc = ZoneInfo("UTC")
+    for o in onsets:
+        if lo <= o.utc <= hi:
+            at = o.utc.replace(tzinfo=utc)
+            if zone.utcoffset(at.astimezone(zone)) != o.after:
+                return False
+            if zone.utcoffset((at - timedelta(seconds=1)).astimezone(zone)) != o.before:
+                return False
+    i = 0
+    probe = lo
+    while probe < hi:
+        while i + 1 < len(onsets) and onsets[i + 1].utc <= probe:
+            i += 1
+        expected = onsets[i].after if onsets[i].utc <= probe else onsets[i].before
+        if zone.utcoffset(probe.replace(tzinfo=utc).astimezone(zone)) != expected:
+            return False
+        probe += timedelta(days=7)
+    return True
+
+
+@lru_cache(maxsize=256)
+def zone_for_vtimezone(block: str, first_year: int, last_year: int) -> tzinfo | None:
+    """A fast zone for the VTIMEZONE ``block`` valid from ``first_year`` to ``last_year``:
+    the IANA zone its TZID hints at when that zone has the same transitions there, else a
+    :class:`RuleZone` of its own transitions. None when the definition cannot be read
+    (icalendar's zone is used then)."""
+    import icalendar
+
+    try:
+        tz = icalendar.Timezone.from_ical(block)
+        lo, hi = datetime(first_year, 1, 1), datetime(last_year + 1, 1, 1)
+        onsets = sorted(
+            (
+                o
+                for obs in tz.subcomponents
+                if obs.name in ("STANDARD", "DAYLIGHT")
+                for o in _observance_onsets(obs, lo, hi)
+            ),
+            key=lambda o: o.utc,
+        )
+    except Exception:  # noqa: BLE001 - an unusual definition keeps icalendar's own zone
+        return None
+    if not onsets:
+        return None
+    # Only the last onset before the range matters (it gives the offset at its start).
+    first = max((i for i, o in enumerate(onsets) if o.utc < lo), default=0)
+    onsets = onsets[first:]
+    for name in _zone_hints(tz):
+        zone = _iana(name)
+        if zone is not None and _same_as(zone, onsets, lo, hi):
+            return zone
+    return RuleZone(str(tz.get("TZID", "")), onsets)
+
+
+def _vtimezone_blocks(prefix: str) -> dict[str, str]:
+    """TZID -> its VTIMEZONE block, from a calendar prefix."""
+    out: dict[str, str] = {}
+    blocks, _ = _blocks("\n" + prefix, "VTIMEZONE")
+    for block in blocks:
+        m = re.search(r"^TZID(?:;[^:\r\n]*)?:([^\r\n]*)", block, re.M | re.I)
+        if m is not None:
+            out[m.group(1).strip()] = block
+    return out
+
+
+def _series_zones(prefix: str, window: Window) -> dict[str, tzinfo]:
+    """TZID -> fast zone for the calendar's VTIMEZONEs whose TZID is not an IANA name."""
+    lo, hi = window.start - window.shift, window.end - window.shift
+    out: dict[str, tzinfo] = {}
+    for tzid, block in _vtimezone_blocks(prefix).items():
+        if _iana(tzid) is None:
+            zone = zone_for_vtimezone(block, lo.year - 1, hi.year + 1)
+            if zone is not None:
+                out[tzid] = zone
+    return out
+
+
+_ZONED = ("DTSTART", "DTEND", "RECURRENCE-ID", "EXDATE", "RDATE")
+
+
+def _rezone(comps: list[Any], zones: dict[str, tzinfo]) -> None:
+    """Give the series' times written in a custom VTIMEZONE the fast zone (same wall time)."""
+    for comp in comps:
+        for name in _ZONED:
+            for prop in _as_list(comp.get(name)):
+                values = getattr(prop, "dts", None) or [prop]
+                tzid = prop.params.get("TZID") if hasattr(prop, "params") else None
+                zone = zones.get(str(tzid).strip()) if tzid else None
+                if zone is None:
+                    continue
+                for one in values:
+                    dt = getattr(one, "dt", None)
+                    if isinstance(dt, datetime) and dt.tzinfo is not None:
+                        one.dt = dt.replace(tzinfo=zone)
 
 
 # -- the fast path for plain single events -------------------------------------------------
@@ -701,6 +980,7 @@ def _parse_slow(prefix: str, groups: list[Group], window: Window, x_wr: str | No
         with contextlib.suppress(Exception):
             cal = x_wr_timezone.to_standard(cal)
     timezones = [c for c in cal.subcomponents if c.name == "VTIMEZONE"]
+    zones = _series_zones(prefix, window) if timezones and any(g.recurring for g in groups) else {}
     by_uid: dict[str, list[Any]] = {}
     for comp in cal.subcomponents:
         if comp.name == "VEVENT":
@@ -713,7 +993,7 @@ def _parse_slow(prefix: str, groups: list[Group], window: Window, x_wr: str | No
             if problems:
                 raise ValueError(problems)
             if g.recurring:
-                _series(comps, timezones, g.uid, window, x_wr, part)
+                _series(comps, timezones, g.uid, window, x_wr, part, zones)
             else:
                 _singles(comps, g.uid, window, x_wr, part)
         except Exception as exc:  # noqa: BLE001 - reported for this UID
