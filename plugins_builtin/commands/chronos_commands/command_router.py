@@ -336,6 +336,24 @@ async def poll(
     return {"items": items}
 
 
+@router.get(
+    "/commands/{system_id}/{command_id:int}", response_model=CommandOut, tags=["commands"], responses=problems(404)
+)
+async def get_command(
+    ctx: Context,
+    system_id: Annotated[str, Path(pattern=SYSTEM_PATTERN)],
+    command_id: CommandId,
+    principal: Principal = Depends(POLL),
+) -> dict[str, Any]:
+    """One command by id, addressed under its target system (``GET /commands/{system_id}`` is the poll).
+
+    404 when ``system_id`` has no command with that id. A key bound to systems reads those systems'
+    commands only, with or without ``commands.manage`` (403 otherwise): a worker can look up a command
+    it was handed, e.g. whether it was cancelled, or why it was missed.
+    """
+    return await queue_of(ctx).get(system_id, command_id, principal=principal)
+
+
 @router.post(
     "/commands/{command_id}/extend", response_model=CommandOut, tags=["commands"], responses=problems(404, 409)
 )

@@ -1135,6 +1135,18 @@ class CommandQueue:
             "next_cursor": encode_cursor("commands", [rows[-1]["id"]]) if more and rows else None,
         }
 
+    async def get(self, system: str, command_id: int, *, principal: Principal | None = None) -> dict[str, Any]:
+        """One command of ``system`` by id: 403 for a key that may not act on ``system``, 404 when no
+        command of ``system`` has that id (a command of another system included)."""
+        self.authorize_system(principal, system)
+        async with self.ctx.db.read() as s:
+            row = (
+                (await s.execute(select(T).where(T.c.id == command_id, T.c.target_system == system))).mappings().first()
+            )
+        if row is None:
+            raise NotFound(f"No command with id {command_id} for system {system!r}", type="not-found")
+        return command_view(row)
+
     async def system_known(self, system: str) -> bool:
         """A system is known when a whitelist entry or a command names it."""
         async with self.ctx.db.read() as s:

@@ -33,10 +33,9 @@ async def _enqueue(c: Any, command: str, not_before: str, **params: str) -> int:
 
 
 async def _get(c: Any, command_id: int) -> dict[str, Any]:
-    """A command as the list shows it (the path ``/commands/{system}`` is the poll)."""
-    r = await c.get("/api/v1/commands", params={"limit": 500})
+    r = await c.get(f"/api/v1/commands/homeserver/{command_id}")
     assert r.status_code == 200, r.text
-    return next(x for x in r.json()["items"] if x["id"] == command_id)
+    return dict(r.json())
 
 
 async def _poll(c: Any, limit: int = 10) -> list[dict[str, Any]]:

@@ -100,6 +100,45 @@ async def test_unknown_ids_and_systems(commands_app, api_client):
         assert r.status_code == 422
 
 
+async def test_one_command_is_read_under_its_system(commands_app, api_client):
+    async with commands_app() as app:
+        c = await api_client(app, scopes=["commands.manage"])
+        ping = await _enqueue(c)
+        office = await _enqueue(c, {"target_system": "office", "command": "PRINT", "params": {"doc": "a"}})
+        (leased,) = await _poll(c)
+
+        r = await c.get(f"/api/v1/commands/homeserver/{ping['id']}")
+        assert r.status_code == 200, r.text
+        assert r.json() == leased  # the poll's view: processing, attempt 1, its lease token
+        r = await c.get(f"/api/v1/commands/office/{office['id']}")
+        assert r.status_code == 200 and r.json()["status"] == "pending" and r.json()["params"] == {"doc": "a"}
+
+        for path in (f"homeserver/{office['id']}", "homeserver/987654", f"nowhere/{ping['id']}"):
+            r = await c.get(f"/api/v1/commands/{path}")
+            assert r.status_code == 404 and r.headers["content-type"] == "application/problem+json", path
+            assert r.json()["type"].endswith("not-found"), r.text
+        for path in ("homeserver/0", f"bad%20system/{ping['id']}", f"homeserver/{2**63}"):
+            assert (await c.get(f"/api/v1/commands/{path}")).status_code == 422, path
+        # Only digits make a command id: the callbacks' paths stay theirs (GET there is 405, not a lookup).
+        assert (await c.get("/api/v1/commands/homeserver/x")).status_code == 404
+        r = await c.get(f"/api/v1/commands/{ping['id']}/extend")
+        assert r.status_code == 405 and r.headers["allow"] == "POST", r.headers
+
+        # A worker's key bound to its system reads that system's commands only; other keys need the scope.
+        worker = await api_client(app, scopes=["events.read"], systems=["homeserver"])
+        assert (await worker.get(f"/api/v1/commands/homeserver/{ping['id']}")).json()["id"] == ping["id"]
+        r = await worker.get(f"/api/v1/commands/office/{office['id']}")
+        assert r.status_code == 403, r.text
+        bound_manager = await api_client(app, scopes=["commands.manage"], systems=["homeserver"])
+        r = await bound_manager.get(f"/api/v1/commands/office/{office['id']}")
+        assert r.status_code == 403 and r.json()["type"].endswith("forbidden-system"), r.text
+        reader = await api_client(app, scopes=["events.read"])
+        assert (await reader.get(f"/api/v1/commands/homeserver/{ping['id']}")).status_code == 403
+        anonymous = await api_client(app, scopes=["commands.manage"])
+        anonymous.headers.pop("Authorization", None)
+        assert (await anonymous.get(f"/api/v1/commands/homeserver/{ping['id']}")).status_code == 401
+
+
 async def test_many_concurrent_pollers_never_share_a_command(commands_app, api_client, helpers):
     async with commands_app() as app:
         ids = await helpers.enqueue_many(app, 96)
