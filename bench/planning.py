@@ -181,7 +181,7 @@ async def side_by_side(
     return ours, raw
 
 
-async def queries(db: Path, rounds: int) -> list[tuple[str, list[float], list[float]]]:
+async def queries(db: Path, rounds: int, allocation: bool = True) -> list[tuple[str, list[float], list[float]]]:
     from chronos.testing import running_app
 
     from chronos_analytics import service as analytics
@@ -282,7 +282,7 @@ async def queries(db: Path, rounds: int) -> list[tuple[str, list[float], list[fl
         ]:
             await timed(fn, params[:3])  # warm
             out.append((name, *(await side_by_side(fn, raw, raw_make, params))))
-        for group in ("calendar", "hour"):
+        for group in ("calendar", "hour") if allocation else ():
             few = days[: max(3, rounds // 5)]
 
             async def run(d: datetime, group: str = group) -> Any:
@@ -302,6 +302,7 @@ async def main() -> None:
     parser.add_argument("--page", type=int, default=1000, help="events per source batch")
     parser.add_argument("--rounds", type=int, default=50)
     parser.add_argument("--dir", type=Path, default=None, help="keep the databases here")
+    parser.add_argument("--no-allocation", action="store_true", help="skip the (slow) time allocation rows")
     args = parser.parse_args()
     workdir = args.dir or Path(tempfile.mkdtemp(prefix="chronos-bench-planning-"))
     workdir.mkdir(parents=True, exist_ok=True)
@@ -323,7 +324,7 @@ async def main() -> None:
     raw_seconds = time.perf_counter() - started
     conn.close()
     print(f"queries ({args.rounds} rounds) …", file=sys.stderr)
-    rows = await queries(db, args.rounds)
+    rows = await queries(db, args.rounds, not args.no_allocation)
 
     plain, planned = timings["events only"], timings["events + planning"]
     print()

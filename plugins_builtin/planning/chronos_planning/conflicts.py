@@ -34,7 +34,7 @@ from chronos.plugin import (
 )
 
 from chronos_planning.models import CONFLICTS, EVENTS, PLANNED, PUBLISHED, SPANS
-from chronos_planning.rules import Busy, blocks, conflict_reason, merge_intervals, reaches_free_events
+from chronos_planning.rules import AUTO_PLAN, Busy, Roles, conflict_reason, merge_intervals
 from chronos_planning.settings import PlanningSettings
 
 CONFLICT_EVENT = "event.conflict"
@@ -172,6 +172,58 @@ class _Sql:
 E_COLUMNS = (
     "e.id, e.source, e.calendar_id, e.title, e.start_utc, e.end_utc, e.all_day, e.status, e.transparency, e.mode"
 )
+
+
+async def fetch_rows(session: AsyncSession, sql: str, params: dict[str, Any]) -> list[Any]:
+    """Run one SELECT in the session's transaction; on SQLite straight through the driver (reading
+    thousands of rows, SQLAlchemy's per-row processing costs more than the query)."""
+    if session.get_bind().dialect.name != "sqlite":
+        return list((await session.execute(sa.text(sql), params)).all())
+    conn = await session.connection()
+    driver = (await conn.get_raw_connection()).driver_connection
+    return list(await driver.execute_fetchall(sql, params))
+
+
+def _span_lower(d: _Sql, name: str) -> str:
+    """``:name`` minus the longest busy span, in SQL (the stored bound, read by the same statement)."""
+    span = "(SELECT COALESCE(MAX(max_duration_seconds), 0) FROM planning_spans)"
+    if d.sqlite:
+        return f"strftime('%Y-%m-%d %H:%M:%f', :{name}, '-' || {span} || ' seconds')"
+    return f"CAST(:{name} AS timestamptz) - make_interval(secs => {span})"
+
+
+async def busy_in(session: AsyncSession, start: datetime, end: datetime, calendars: Sequence[str] | None) -> list[Busy]:
+    """Busy, non-cancelled events overlapping ``[start, end)``, of ``calendars`` or of all (None):
+    one statement bounded on the start index."""
+    d = _Sql(session.get_bind().dialect.name)
+    bind = d.t if d.sqlite else (lambda v: v)
+    params: dict[str, Any] = {"lo": bind(start), "hi": bind(end)}
+    where = [f"e.start_utc >= {_span_lower(d, 'lo')}", "e.start_utc < :hi", "e.end_utc > :lo", BUSY]
+    if calendars is not None:
+        if not calendars:
+            return []
+        for i, cal in enumerate(calendars):
+            params[f"cal{i}"] = cal
+        where.append(f"e.calendar_id IN ({', '.join(f':cal{i}' for i in range(len(calendars)))})")
+    rows = await fetch_rows(session, f"SELECT {E_COLUMNS} FROM events AS e WHERE {' AND '.join(where)}", params)
+    return [busy_of_tuple(d, r) for r in rows]
+
+
+def busy_of_tuple(d: _Sql, r: Any) -> Busy:
+    return Busy(
+        id=r[0],
+        calendar_id=r[2],
+        start=d.parse(r[4]),
+        end=d.parse(r[5]),
+        mode=r[9],
+        all_day=bool(r[6]),
+        busy=r[8] == "busy",
+        cancelled=r[7] == "cancelled",
+        title=r[3],
+        source=r[1],
+    )
+
+
 OVERLAP = "{t}.start_utc < w.hi AND {t}.start_utc >= w.ls AND {t}.end_utc > w.lo"
 BUSY = "e.transparency = 'busy' AND e.status <> 'cancelled'"
 
@@ -181,8 +233,13 @@ def reaching_calendars(settings: PlanningSettings) -> list[str]:
     return sorted(c for c, p in settings.calendars.items() if p.default_mode == "auto-plan" or p.report_all_overlaps)
 
 
-def _interval_param(d: _Sql, events: list[Busy], span: timedelta) -> str:
-    merged = merge_intervals([(b.start, b.end) for b in events], 10**9)
+#: The free events of a batch look up planned events in at most this many merged ranges: the
+#: planned table is small, so a few wide index ranges cost less than one probe per event.
+NARROW_RANGES = 16
+
+
+def _interval_param(d: _Sql, events: list[Busy], span: timedelta, limit: int = 10**9) -> str:
+    merged = merge_intervals([(b.start, b.end) for b in events], limit)
     return json.dumps([[d.t(lo), d.t(hi), d.t(lo - span)] for lo, hi in merged])
 
 
@@ -191,10 +248,14 @@ async def candidates(
 ) -> list[Busy]:
     """Stored busy events that may conflict with the batch's events, in one statement: everything
     overlapping the events that reach free ones, and only planned events (or those of calendars
-    that plan or report everything) overlapping the free ones."""
+    that plan or report everything) near the free ones. ``pairs_for`` keeps the real overlaps."""
     d = _Sql(session.get_bind().dialect.name)
-    reaching = [b for b in mine if reaches_free_events(b, settings)]
-    free = [b for b in mine if not reaches_free_events(b, settings)]
+    roles = Roles(settings)
+    reaching: list[Busy] = []
+    free: list[Busy] = []
+    for b in mine:
+        _, planned, reports = roles.of(b)
+        (reaching if planned or reports else free).append(b)
     parts: list[str] = []
     params: dict[str, Any] = {}
     if reaching:
@@ -204,13 +265,14 @@ async def candidates(
             f" WHERE {OVERLAP.format(t='e')} AND {BUSY}"
         )
     if free:
-        params["narrow"] = _interval_param(d, free, span)
+        params["near"] = _interval_param(d, free, span, NARROW_RANGES)
         parts.append(
-            f"SELECT {E_COLUMNS} FROM {d.intervals('narrow')} AS w {d.join} planning_planned AS p{d.on}"
+            f"SELECT {E_COLUMNS} FROM {d.intervals('near')} AS w {d.join} planning_planned AS p{d.on}"
             f" JOIN events AS e ON e.id = p.event_id WHERE {OVERLAP.format(t='p')} AND {BUSY}"
         )
         calendars = reaching_calendars(settings)
         if calendars:
+            params["narrow"] = _interval_param(d, free, span)
             names = []
             for i, cal in enumerate(calendars):
                 params[f"rc{i}"] = cal
@@ -219,22 +281,8 @@ async def candidates(
                 f"SELECT {E_COLUMNS} FROM {d.intervals('narrow')} AS w {d.join} events AS e{d.on}"
                 f" WHERE e.calendar_id IN ({', '.join(names)}) AND {OVERLAP.format(t='e')} AND {BUSY}"
             )
-    rows = (await session.execute(sa.text(" UNION ".join(parts)), params)).all()
-    return [
-        Busy(
-            id=r.id,
-            calendar_id=r.calendar_id,
-            start=d.parse(r.start_utc),
-            end=d.parse(r.end_utc),
-            mode=r.mode,
-            all_day=bool(r.all_day),
-            busy=True,
-            cancelled=False,
-            title=r.title,
-            source=r.source,
-        )
-        for r in rows
-    ]
+    rows = await fetch_rows(session, " UNION ".join(parts), params)
+    return [busy_of_tuple(d, r) for r in rows]
 
 
 async def keep_planned(session: AsyncSession, batch: SinkBatch) -> None:
@@ -252,6 +300,15 @@ async def keep_planned(session: AsyncSession, batch: SinkBatch) -> None:
         await session.execute(sa.insert(PLANNED), rows)
 
 
+async def replan(session: AsyncSession, ids: Sequence[int], events: list[Busy]) -> None:
+    """``planning_planned`` for these events (``ids``) as stored now."""
+    for chunk in _chunks(ids):
+        await session.execute(sa.delete(PLANNED).where(PLANNED.c.event_id.in_(chunk)))
+    rows = [{"event_id": b.id, "start_utc": b.start, "end_utc": b.end} for b in events if b.mode == AUTO_PLAN]
+    if rows:
+        await session.execute(sa.insert(PLANNED), rows)
+
+
 def _was_planned(batch: SinkBatch, event_id: int) -> bool:
     previous = batch.previous.get(event_id)
     return previous is None or previous.mode == "auto-plan"
@@ -260,20 +317,26 @@ def _was_planned(batch: SinkBatch, event_id: int) -> bool:
 def pairs_for(
     mine: list[Busy], others: list[Busy], settings: PlanningSettings, span: timedelta
 ) -> dict[tuple[int, int], dict[str, Any]]:
-    """Every conflicting pair involving an event of ``mine``, keyed ``(lower id, higher id)``."""
+    """Every conflicting pair involving an event of ``mine``, keyed ``(lower id, higher id)``
+    (each event classified once)."""
+    roles = Roles(settings)
     others = sorted(others, key=lambda b: (b.start, b.id))
     starts = [b.start for b in others]
+    kinds = [roles.of(o) for o in others]
     out: dict[tuple[int, int], dict[str, Any]] = {}
     for m in mine:
-        lo = bisect.bisect_left(starts, m.start - span)
-        hi = bisect.bisect_left(starts, m.end)
-        for o in others[lo:hi]:
-            if o.id == m.id or o.end <= m.start:
+        roles_m = roles.of(m)
+        if not roles_m[0]:
+            continue
+        m_start, m_end, m_id = m.start, m.end, m.id
+        for i in range(bisect.bisect_left(starts, m_start - span), bisect.bisect_left(starts, m_end)):
+            o = others[i]
+            if o.end <= m_start or o.id == m_id:
                 continue
-            reason = conflict_reason(m, o, settings)
+            reason = conflict_reason(roles_m, kinds[i])
             if reason is None:
                 continue
-            a, b = (m, o) if m.id < o.id else (o, m)
+            a, b = (m, o) if m_id < o.id else (o, m)
             out[(a.id, b.id)] = {
                 "event_a": a.id,
                 "event_b": b.id,
@@ -338,7 +401,6 @@ class ConflictSink(Sink):
     async def write(self, batch: SinkBatch, session: AsyncSession, ctx: PluginContext) -> None:
         if not (batch.added or batch.updated or batch.deleted):
             return
-        settings = ctx.section(PlanningSettings)
         deleted = [d.id for d in batch.deleted]
         for chunk in _chunks(deleted):
             await session.execute(
@@ -346,44 +408,54 @@ class ConflictSink(Sink):
             )
         await keep_planned(session, batch)
         changed = [busy_of(s) for s in (*batch.added, *batch.updated)]
-        if not changed:
-            return
         # Only updated events can have pairs already (ids are never reused).
-        before = await pairs_involving(session, [s.id for s in batch.updated]) if batch.updated else {}
-        mine = [b for b in changed if blocks(b, settings)]
-        after: dict[tuple[int, int], dict[str, Any]] = {}
-        if mine:
-            longest = max(int((b.end - b.start).total_seconds() + 0.999) for b in mine)
-            span = await raise_span(session, longest)
-            after = pairs_for(mine, await candidates(session, mine, settings, span), settings, span)
-        gone = [row.id for key, row in before.items() if key not in after or _differs(row, after[key])]
-        for chunk in _chunks(gone):
-            await session.execute(sa.delete(CONFLICTS).where(CONFLICTS.c.id.in_(chunk)))
-        fresh = [p for key, p in after.items() if key not in before or _differs(before[key], p)]
-        if not fresh:
-            return
-        await insert_pairs(session, fresh, utcnow())
-        new_pairs = [p for key, p in after.items() if key not in before]
-        if new_pairs and ctx.has_service(Outbox):
-            new_pairs = await unpublished(session, new_pairs)
-        if new_pairs and ctx.has_service(Outbox):
-            now = utcnow()
-            await session.execute(
-                sa.insert(PUBLISHED),
-                [{"event_a": p["event_a"], "event_b": p["event_b"], "published_at": now} for p in new_pairs],
-            )
-            await ctx.service(Outbox).enqueue_many(
-                session,
-                [
-                    Publication(
-                        CONFLICT_EVENT,
-                        conflict_payload(p),
-                        dedupe_key=f"conflict:{p['event_a']}:{p['event_b']}",
-                        calendar_id=p["calendar_a"],
-                    )
-                    for p in new_pairs
-                ],
-            )
+        await upkeep(session, ctx, changed, [s.id for s in batch.updated])
+
+
+async def upkeep(
+    session: AsyncSession, ctx: PluginContext, changed: list[Busy], known: Sequence[int], *, publish: bool = True
+) -> None:
+    """Bring the pairs of ``changed`` events (as stored now) up to date: ``known`` are those of them
+    that may have pairs already; new pairs are announced unless ``publish`` is false."""
+    if not changed:
+        return
+    settings = ctx.section(PlanningSettings)
+    before = await pairs_involving(session, known) if known else {}
+    roles = Roles(settings)
+    mine = [b for b in changed if roles.of(b)[0]]
+    after: dict[tuple[int, int], dict[str, Any]] = {}
+    if mine:
+        longest = max(int((b.end - b.start).total_seconds() + 0.999) for b in mine)
+        span = await raise_span(session, longest)
+        after = pairs_for(mine, await candidates(session, mine, settings, span), settings, span)
+    gone = [row.id for key, row in before.items() if key not in after or _differs(row, after[key])]
+    for chunk in _chunks(gone):
+        await session.execute(sa.delete(CONFLICTS).where(CONFLICTS.c.id.in_(chunk)))
+    fresh = [p for key, p in after.items() if key not in before or _differs(before[key], p)]
+    if not fresh:
+        return
+    await insert_pairs(session, fresh, utcnow())
+    new_pairs = [p for key, p in after.items() if key not in before] if publish else []
+    if new_pairs and ctx.has_service(Outbox):
+        new_pairs = await unpublished(session, new_pairs)
+    if new_pairs and ctx.has_service(Outbox):
+        now = utcnow()
+        await session.execute(
+            sa.insert(PUBLISHED),
+            [{"event_a": p["event_a"], "event_b": p["event_b"], "published_at": now} for p in new_pairs],
+        )
+        await ctx.service(Outbox).enqueue_many(
+            session,
+            [
+                Publication(
+                    CONFLICT_EVENT,
+                    conflict_payload(p),
+                    dedupe_key=f"conflict:{p['event_a']}:{p['event_b']}",
+                    calendar_id=p["calendar_a"],
+                )
+                for p in new_pairs
+            ],
+        )
 
 
 _PAIR_COLUMNS = ("event_a", "event_b", "calendar_a", "calendar_b", "overlap_start", "overlap_end", "reason")

@@ -76,7 +76,21 @@ class Published(Base):
     published_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
 
 
+class Backfill(Base):
+    """Progress of the pass that computes the pairs of events stored before planning saw them
+    (plugin enabled late, or the calendars' conflict settings changed): events with ids up to
+    ``after_id`` are done under the settings ``fingerprint``; ``finished_at`` once all are."""
+
+    __tablename__ = "planning_backfill"
+
+    name: Mapped[str] = mapped_column(String(32), primary_key=True)
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    after_id: Mapped[int] = mapped_column(sa.BigInteger(), default=0)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+
 CONFLICTS = Conflict.__table__
+BACKFILL = Backfill.__table__
 PUBLISHED = Published.__table__
 PLANNED = Planned.__table__
 SPANS = Span.__table__

@@ -5,6 +5,7 @@ from __future__ import annotations
 from chronos.plugin import (
     ConflictIndex,
     EventType,
+    Job,
     Migrations,
     PluginContext,
     Router,
@@ -13,7 +14,7 @@ from chronos.plugin import (
     hookimpl,
 )
 
-from chronos_planning import router
+from chronos_planning import backfill, router
 from chronos_planning.conflicts import CONFLICT_EVENT, ConflictSink, SqlConflictIndex, init_span
 from chronos_planning.schemas import ConflictPublished
 from chronos_planning.settings import PlanningSettings
@@ -51,5 +52,20 @@ def register_schemas():
 
 
 @hookimpl
+def register_jobs():
+    return [
+        Job(
+            backfill.JOB,
+            backfill.job,
+            interval_seconds=600,
+            run_at_start=True,
+            description="Compute the conflicts of events stored before planning saw them (plugin enabled late,"
+            " conflict settings changed); batched and resumable, idle once done.",
+        )
+    ]
+
+
+@hookimpl
 async def on_startup(ctx: PluginContext) -> None:
     await init_span(ctx)
+    await backfill.plan(ctx)

@@ -28,37 +28,60 @@ class Busy:
     source: str = ""
 
 
+class Roles:
+    """Each event's part in conflicts under one settings object, with the calendar policies looked
+    up once per calendar (the sink classifies thousands of events per batch)."""
+
+    __slots__ = ("_calendars", "settings")
+
+    def __init__(self, settings: PlanningSettings) -> None:
+        self.settings = settings
+        self._calendars: dict[str, tuple[bool, bool, bool, bool]] = {}
+
+    def _calendar(self, calendar_id: str) -> tuple[bool, bool, bool, bool]:
+        known = self._calendars.get(calendar_id)
+        if known is None:
+            p = self.settings.policy(calendar_id)
+            known = (p.counts_for_conflicts, p.all_day_blocks, p.default_mode == AUTO_PLAN, p.report_all_overlaps)
+            self._calendars[calendar_id] = known
+        return known
+
+    def of(self, event: Busy) -> tuple[bool, bool, bool]:
+        """``(blocks, planned, reports)``: whether the event takes part in conflicts and blocks
+        proposals at all (busy, not cancelled, its calendar counts, all-day only where the calendar
+        says all-day events block); whether it is planned (its own mode is auto-plan, or its
+        calendar plans every event); whether its calendar reports every overlap."""
+        counts, all_day_blocks, planned, reports = self._calendar(event.calendar_id)
+        blocking = (
+            counts
+            and event.busy
+            and not event.cancelled
+            and event.end > event.start
+            and (not event.all_day or all_day_blocks)
+        )
+        return blocking, planned or event.mode == AUTO_PLAN, reports
+
+
+def conflict_reason(a: tuple[bool, bool, bool], b: tuple[bool, bool, bool]) -> str | None:
+    """Why two overlapping events with these roles (``Roles.of``) conflict, or None: both must
+    block; a planned one conflicts with anything; two free ones only where a calendar reports all."""
+    if not (a[0] and b[0]):
+        return None
+    if a[1] or b[1]:
+        return AUTO_PLAN
+    if a[2] or b[2]:
+        return ALL_OVERLAPS
+    return None
+
+
 def effective_mode(event: Busy, settings: PlanningSettings) -> str:
     """auto-plan when the event says so or its calendar plans every event."""
-    if event.mode == AUTO_PLAN:
-        return AUTO_PLAN
-    return settings.policy(event.calendar_id).default_mode
+    return AUTO_PLAN if Roles(settings).of(event)[1] else "free"
 
 
 def blocks(event: Busy, settings: PlanningSettings) -> bool:
     """Whether the event takes part in conflicts and blocks proposals at all."""
-    if not event.busy or event.cancelled or event.end <= event.start:
-        return False
-    policy = settings.policy(event.calendar_id)
-    return policy.counts_for_conflicts and (not event.all_day or policy.all_day_blocks)
-
-
-def reaches_free_events(event: Busy, settings: PlanningSettings) -> bool:
-    """Whether the event can conflict with a free event (it is planned, or its calendar reports every overlap)."""
-    return effective_mode(event, settings) == AUTO_PLAN or settings.policy(event.calendar_id).report_all_overlaps
-
-
-def conflict_reason(a: Busy, b: Busy, settings: PlanningSettings) -> str | None:
-    """Why ``a`` and ``b`` conflict, or None. Both must block; touching ends do not overlap."""
-    if a.id == b.id or not (a.start < b.end and b.start < a.end):
-        return None
-    if not (blocks(a, settings) and blocks(b, settings)):
-        return None
-    if effective_mode(a, settings) == AUTO_PLAN or effective_mode(b, settings) == AUTO_PLAN:
-        return AUTO_PLAN
-    if settings.policy(a.calendar_id).report_all_overlaps or settings.policy(b.calendar_id).report_all_overlaps:
-        return ALL_OVERLAPS
-    return None
+    return Roles(settings).of(event)[0]
 
 
 def merge_intervals(intervals: list[tuple[datetime, datetime]], limit: int) -> list[tuple[datetime, datetime]]:
@@ -70,15 +93,17 @@ def merge_intervals(intervals: list[tuple[datetime, datetime]], limit: int) -> l
                 merged[-1] = (merged[-1][0], end)
         else:
             merged.append((start, end))
-    while len(merged) > limit:
-        gaps = sorted(range(len(merged) - 1), key=lambda i: (merged[i + 1][0] - merged[i][1], i))
-        # Close the smaller half of the gaps at once (keeps this linearithmic for big batches).
-        close = set(gaps[: max(1, len(merged) - limit)])
-        out: list[tuple[datetime, datetime]] = [merged[0]]
+    if len(merged) > limit:
+        # Keep the limit - 1 widest gaps (the earliest among equals); close every other one.
+        gaps = sorted(range(len(merged) - 1), key=lambda i: (merged[i][1] - merged[i + 1][0], i))
+        cuts = set(gaps[: max(0, limit - 1)])
+        out: list[tuple[datetime, datetime]] = []
+        start, end = merged[0]
         for i in range(1, len(merged)):
-            if i - 1 in close:
-                out[-1] = (out[-1][0], max(out[-1][1], merged[i][1]))
-            else:
-                out.append(merged[i])
+            if i - 1 in cuts:
+                out.append((start, end))
+                start = merged[i][0]
+            end = max(end, merged[i][1])
+        out.append((start, end))
         merged = out
     return merged

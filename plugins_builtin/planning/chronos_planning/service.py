@@ -27,7 +27,7 @@ from chronos.plugin import (
 from chronos_planning import conflicts as store
 from chronos_planning.models import EVENTS
 from chronos_planning.proposals import Slot, SlotQuery, find_slots, iso_z
-from chronos_planning.rules import AUTO_PLAN, Busy, blocks, effective_mode
+from chronos_planning.rules import AUTO_PLAN, blocks, effective_mode
 from chronos_planning.schemas import ProposalRequest
 from chronos_planning.settings import PlanningSettings, WorkingHours
 
@@ -113,15 +113,15 @@ async def conflicting_ids(ctx: PluginContext, event_ids: list[int]) -> dict[int,
 # -- proposals -----------------------------------------------------------------------------------
 
 
-async def _known_calendars(ctx: PluginContext, session: AsyncSession, wanted: list[str]) -> None:
-    """Every calendar asked for is configured, has a planning policy, or holds events; else 422."""
+async def _known_calendars(ctx: PluginContext, session: AsyncSession, wanted: list[str], seen: set[str]) -> None:
+    """Every calendar asked for is configured, has a planning policy, holds events in the window
+    (``seen``) or at all; else 422. The common case costs no query."""
     settings = ctx.section(PlanningSettings)
-    known = set(settings.calendars)
-    if ctx.has_service(EventIntake):
-        known |= {c["calendar_id"] for c in await ctx.service(EventIntake).calendars()}
-    for i, cal in enumerate(wanted):
-        if cal in known:
-            continue
+    unknown = [(i, cal) for i, cal in enumerate(wanted) if cal not in seen and cal not in settings.calendars]
+    if unknown and ctx.has_service(EventIntake):
+        known = {c["calendar_id"] for c in await ctx.service(EventIntake).calendars()}
+        unknown = [(i, cal) for i, cal in unknown if cal not in known]
+    for i, cal in unknown:
         held = (await session.execute(sa.select(EVENTS.c.id).where(EVENTS.c.calendar_id == cal).limit(1))).first()
         if held is None:
             raise invalid(f"/calendars/{i}", f"unknown calendar {cal!r}")
@@ -135,26 +135,6 @@ def _hours(settings: PlanningSettings, calendars: list[str], override: WorkingHo
         if policy is not None and policy.working_hours is not None:
             return policy.working_hours, f"calendar:{cal}"
     return settings.working_hours, "global"
-
-
-async def _busy(
-    session: AsyncSession,
-    settings: PlanningSettings,
-    calendars: list[str] | None,
-    start: datetime,
-    end: datetime,
-    exclude: int | None = None,
-) -> list[Busy]:
-    """Blocking events in the window: of ``calendars``, or of every calendar (None)."""
-    span = await store.max_span(session)
-    query = sa.select(*store.BUSY_COLUMNS).where(
-        EVENTS.c.calendar_id.in_(calendars) if calendars is not None else sa.true(),
-        store.overlapping([(start, end)], span),
-        EVENTS.c.transparency == "busy",
-        EVENTS.c.status != "cancelled",
-    )
-    rows = (await session.execute(query)).all()
-    return [b for b in map(store.busy_of_row, rows) if b.id != exclude and blocks(b, settings)]
 
 
 async def _holidays(session: AsyncSession, calendar: str | None, start: datetime, end: datetime) -> set[date]:
@@ -204,10 +184,12 @@ async def _plan(
     hours: WorkingHours,
     count: int,
     exclude: int | None = None,
-) -> list[Slot]:
+) -> tuple[list[Slot], set[str]]:
+    """Slots, and the calendars that have events in the (padded) window."""
     settings = ctx.section(PlanningSettings)
     pad = timedelta(minutes=max(hours.buffer_before_minutes, hours.buffer_after_minutes))
-    busy = await _busy(session, settings, calendars, start - pad, end + pad, exclude)
+    found = await store.busy_in(session, start - pad, end + pad, calendars)
+    busy = [b for b in found if b.id != exclude and blocks(b, settings)]
     holidays = await _holidays(session, hours.holidays_calendar, start, end)
     query = SlotQuery(
         duration=duration,
@@ -218,7 +200,7 @@ async def _plan(
         step_minutes=settings.slot_step_minutes,
         now=datetime.now(UTC),
     )
-    return find_slots(query, busy, holidays)
+    return find_slots(query, busy, holidays), {b.calendar_id for b in found}
 
 
 async def propose(ctx: PluginContext, body: ProposalRequest) -> dict[str, Any]:
@@ -238,10 +220,10 @@ async def propose(ctx: PluginContext, body: ProposalRequest) -> dict[str, Any]:
     calendars = list(dict.fromkeys(body.calendars))
     hours, origin = _hours(settings, calendars, body.working_hours)
     async with ctx.db.read() as s:
-        await _known_calendars(ctx, s, calendars)
-        slots = await _plan(
+        slots, seen = await _plan(
             ctx, s, duration=duration, start=start, end=end, calendars=calendars, hours=hours, count=body.count
         )
+        await _known_calendars(ctx, s, calendars, seen)
     tz = ZoneInfo(hours.timezone)
     return {"items": [_slot_out(x, tz) for x in slots], "timezone": hours.timezone, "working_hours_from": origin}
 
@@ -267,7 +249,7 @@ async def _event_proposals(ctx: PluginContext, session: AsyncSession, stored: St
     event = stored.event
     if mode == AUTO_PLAN and ids and not event.all_day:
         start = max(event.start_utc, datetime.now(UTC))
-        slots = await _plan(
+        slots, _ = await _plan(
             ctx,
             session,
             duration=event.end_utc - event.start_utc,
