@@ -29,7 +29,7 @@ import httpx
 import pytest
 
 from chronos.testing import backends
-from kernel_support import CHRONOS, ROOT, clean_env, write_config
+from kernel_support import CHRONOS, ROOT, clean_env, fake_distribution, write_config
 
 ADMIN_KEY = "f4" * 24
 AUTH = {"Authorization": f"Bearer {ADMIN_KEY}"}
@@ -54,14 +54,16 @@ def wait_for(check: Callable[[], Any], timeout: float, what: str) -> Any:
 
 
 @contextlib.contextmanager
-def serving(config: Path, *args: str, stop_timeout: float = 30) -> Iterator[tuple[subprocess.Popen[str], str]]:
+def serving(
+    config: Path, *args: str, stop_timeout: float = 30, env: dict[str, str] | None = None
+) -> Iterator[tuple[subprocess.Popen[str], str]]:
     """``chronos serve`` on a free port until /health/ready answers 200; SIGTERM (then SIGKILL) after."""
     port = free_port()
     with tempfile.TemporaryFile(mode="w+") as log:
         proc = subprocess.Popen(
             [CHRONOS, "serve", "--config", str(config), "--port", str(port), *args],
             cwd=ROOT,
-            env=clean_env(CHRONOS_ADMIN_KEY=ADMIN_KEY),
+            env=clean_env(CHRONOS_ADMIN_KEY=ADMIN_KEY, **(env or {})),
             stdout=log,
             stderr=subprocess.STDOUT,
             text=True,
@@ -365,3 +367,109 @@ def test_serve_with_two_workers_answers_from_two_processes_and_sigterm_stops_all
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(30) == 0
     wait_for(lambda: all(gone(pid) for pid in pids), 10, "every worker process to exit")
+
+
+# -- SIGTERM drains ----------------------------------------------------------------------------------------
+
+
+def ics_calendar(count: int) -> str:
+    events = "".join(
+        f"BEGIN:VEVENT\r\nUID:e{i}\r\nDTSTART:20270101T{i % 24:02d}0000Z\r\nDTEND:20270101T{i % 24:02d}3000Z\r\n"
+        f"SUMMARY:entry {i}\r\nEND:VEVENT\r\n"
+        for i in range(count)
+    )
+    return f"BEGIN:VCALENDAR\r\nVERSION:2.0\r\nPRODID:-//drain test//EN\r\n{events}END:VCALENDAR\r\n"
+
+
+#: An enricher taking 50 ms a batch: a sync of many batches that is still running at SIGTERM.
+SLOW_ENRICHER = """
+import asyncio
+
+from chronos.plugin import Enricher, hookimpl
+
+
+class Slow(Enricher):
+    name = "slow"
+
+    async def enrich(self, events, session, ctx):
+        await asyncio.sleep(0.05)
+
+
+@hookimpl
+def register_enrichers(ctx):
+    return [Slow()]
+"""
+
+
+@pytest.mark.skipif("sqlite" not in backends(), reason="SQLite is not among CHRONOS_TEST_BACKENDS")
+def test_sigterm_finishes_the_request_in_flight_stops_the_sync_after_its_batch_and_exits(tmp_path):
+    ics = tmp_path / "big.ics"
+    ics.write_text(ics_calendar(2000), encoding="utf-8")
+    site = fake_distribution(tmp_path / "site", "chronos-slow", {"slow": "slow_plugin"}, {"slow_plugin": SLOW_ENRICHER})
+    db_file = tmp_path / "chronos.db"
+    drain = {"server": 10, "scheduler": 10}
+    cfg = write_config(
+        tmp_path / "c.yaml",
+        {
+            "database": {"url": f"sqlite+aiosqlite:///{db_file}"},
+            "logging": {"level": "warning"},
+            "server": {"shutdown_timeout_seconds": drain["server"]},
+            "scheduler": {"shutdown_timeout_seconds": drain["scheduler"]},
+            "plugins": {"enabled": ["events", "ics", "normalize", "slow"]},
+            "ics": {
+                "calendars": [{"id": "big", "path": str(ics), "interval_seconds": 0}],
+                "batch_size": 10,
+                "parse_workers": 0,
+            },
+        },
+    )
+    with serving(cfg, env={"PYTHONPATH": str(site)}) as (proc, base):
+        # The server may have begun the calendar's first sync on its own already: then 409 names it.
+        started = httpx.post(f"{base}/api/v1/events/sync", json={"calendar_id": "big"}, headers=AUTH)
+        assert started.status_code in (202, 409), started.text
+
+        def batches() -> int:
+            with contextlib.closing(sqlite3.connect(db_file, timeout=10)) as conn:
+                row = conn.execute("SELECT batches FROM sync_runs WHERE calendar_id = 'big'").fetchone()
+            return int(row[0]) if row else 0
+
+        wait_for(lambda: batches() >= 3, 60, "the sync's third batch")
+
+        def slow_body() -> Iterator[bytes]:
+            yield b'{"title": "in flight at SIGTERM", '
+            time.sleep(2)  # SIGTERM arrives meanwhile
+            yield b'"start": "2026-03-01T10:00:00Z", "end": "2026-03-01T11:00:00Z"}'
+
+        answer: list[httpx.Response] = []
+        headers = {**AUTH, "Content-Type": "application/json"}
+        slow = threading.Thread(
+            target=lambda: answer.append(httpx.post(f"{base}/api/v1/events", content=slow_body(), headers=headers))
+        )
+        slow.start()
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGTERM)
+        signalled = time.monotonic()
+        code = proc.wait(drain["server"] + drain["scheduler"] + 15)
+        took = time.monotonic() - signalled
+        slow.join(10)
+        # uvicorn raises the signal again once it has shut down gracefully.
+        assert code in (0, -signal.SIGTERM)
+        assert took < drain["server"] + drain["scheduler"] + 15
+        (r,) = answer
+        assert r.status_code == 201, r.text
+
+    with contextlib.closing(sqlite3.connect(db_file)) as conn:
+        status, error, count = conn.execute(
+            "SELECT status, error, batches FROM sync_runs WHERE calendar_id = 'big'"
+        ).fetchone()
+        stored = conn.execute("SELECT count(*) FROM events WHERE calendar_id = 'big'").fetchone()[0]
+        in_flight = conn.execute("SELECT count(*) FROM events WHERE title = 'in flight at SIGTERM'").fetchone()[0]
+    assert status == "error" and error.startswith(f"interrupted: the service stopped after batch {count}"), (
+        status,
+        error,
+        count,
+        stored,
+    )
+    assert 3 <= count < 200
+    assert stored == count * 10  # whole batches only
+    assert in_flight == 1

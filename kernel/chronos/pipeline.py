@@ -279,6 +279,14 @@ class _Lock:
             self.pipeline._held.discard(self.key)
 
 
+class _Interrupted(Exception):
+    """A run ended between batches because the service is stopping."""
+
+    def __init__(self, batches: int) -> None:
+        super().__init__(f"stopped after batch {batches}")
+        self.batches = batches
+
+
 class SyncPipeline:
     """The engine; built once per app by the runtime, after services (``Runtime.pipeline``)."""
 
@@ -307,6 +315,7 @@ class SyncPipeline:
                 self.calendars[ref.key] = ref
         self._held: set[tuple[str, str]] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._stopping = False  # set by stop(): running syncs end after their current batch
 
     # -- lookup and scheduling --------------------------------------------------------
 
@@ -471,15 +480,20 @@ class SyncPipeline:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
     async def stop(self, timeout: float = 20.0) -> None:
-        """Let background runs finish for ``timeout`` seconds, then cancel them."""
+        """Have running syncs stop after their current batch (whose data and cursor are committed
+        together, so the next run goes on from there); cancel those still running after ``timeout``."""
         tasks = [t for t in self._tasks if not t.done()]
         if not tasks:
             return
-        _done, pending = await asyncio.wait(tasks, timeout=timeout)
-        for t in pending:
-            t.cancel()
-        if pending:
-            await asyncio.wait(pending, timeout=5)
+        self._stopping = True
+        try:
+            _done, pending = await asyncio.wait(tasks, timeout=timeout)
+            for t in pending:
+                t.cancel()
+            if pending:
+                await asyncio.wait(pending, timeout=5)
+        finally:
+            self._stopping = False  # the runs have ended; a later start() runs in full again
 
     async def close_sources(self) -> None:
         """Await every source's ``aclose`` (runtime shutdown); one failing does not stop the others."""
@@ -589,11 +603,20 @@ class SyncPipeline:
                         await self._save(s, run_id, ref, tally, pending if save else _KEEP)
                     if save:
                         saved_cursor, pending = pending, _KEEP
+                    if self._stopping:
+                        raise _Interrupted(tally.batches)
             finally:
                 aclose = getattr(batches, "aclose", None)
                 if aclose is not None:
                     await aclose()
             status = "partial" if tally.failed else "ok"
+        except _Interrupted as stop:
+            message = (
+                f"interrupted: the service stopped after batch {stop.batches} (its data is stored); the next run"
+                " goes on from the last saved cursor"
+            )
+            await self._finish(run_id, ref, "error", message, tally, saved_cursor, not_modified, started)
+            return
         except asyncio.CancelledError:
             await self._finish(
                 run_id,
