@@ -45,6 +45,18 @@ async def test_the_dashboard_is_home_and_served_with_strict_headers(chronos_app,
         assert "GET /ui/plugins/panelplug/{file_path:path}" in {r for p in listed for r in p["routes"]}
 
 
+async def test_any_caller_learns_which_plugins_contribute_a_panel_and_nothing_else(chronos_app, api_client):
+    """GET /api/v1/dashboard/panels: the directories holding a panel.js, for keys that may not list plugins."""
+    async with chronos_app(plugins=["web", "hello", PANEL]) as app, client(app) as c:
+        expected = [{"name": "hello", "module": "/ui/plugins/hello/panel.js"}]  # panelplug serves files, no panel
+        reader = await api_client(app, scopes=["events.read"])
+        assert (await reader.get("/api/v1/plugins")).status_code == 403
+        assert (await reader.get("/api/v1/dashboard/panels")).json() == expected
+        assert (await c.get("/api/v1/dashboard/panels")).json() == expected  # public files: no key needed
+        module = await c.get(expected[0]["module"])
+        assert module.status_code == 200 and "export const probe" in module.text
+
+
 async def test_web_assets_refuse_paths_outside_their_directory(chronos_app):
     async with chronos_app(plugins=["web"]) as app, client(app) as c:
         for path in (

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast, overload
 import structlog
 from pydantic import BaseModel
 
-from chronos.records import Migrations, Resource
+from chronos.records import Migrations, Resource, WebAssets
 
 if TYPE_CHECKING:  # pragma: no cover
     from chronos.contracts.outbox import DeliveryTarget, EventType
@@ -44,6 +44,7 @@ class PluginContext:
         self._sections_by_type: dict[type, BaseModel] | None = None
         self._delivery_targets: Mapping[str, DeliveryTarget] = MappingProxyType({})
         self._event_types: Mapping[str, EventType] = MappingProxyType({})
+        self._web_assets: Mapping[str, WebAssets] = MappingProxyType({})
         self._migrations: tuple[Migrations, ...] = ()
 
     @property
@@ -84,6 +85,11 @@ class PluginContext:
     def event_types(self) -> Mapping[str, EventType]:
         """Every event type the enabled plugins declare (``EventType`` schemas), by name."""
         return self._event_types
+
+    @property
+    def web_assets(self) -> Mapping[str, WebAssets]:
+        """Every enabled plugin's browser files (``WebAssets`` records), by name: the dashboard finds panels here."""
+        return self._web_assets
 
     @overload
     def section(self, model: type[M]) -> M: ...

@@ -313,9 +313,10 @@ def register_web_assets(ctx: PluginContext) -> list[WebAssets] | None:
     ``/ui/plugins/<name>/`` (or its ``path``) without a key and with strict
     security headers; the files must hold no data (the browser reads data from
     the API with the user's key). A directory with a ``panel.js`` ES module is a
-    dashboard panel: the ``web`` plugin lists the records through
-    ``GET /api/v1/plugins`` and imports each panel (its contract is in
-    web/README.md).
+    dashboard panel: the ``web`` plugin lists them (``ctx.web_assets``) at
+    ``GET /api/v1/dashboard/panels`` for any signed-in user and imports each
+    panel; a panel's ``probe`` route hides it from keys without its scope (the
+    contract is in web/README.md).
 
     Example::
 

@@ -60,6 +60,7 @@ class Runtime:
         self.ctx._delivery_targets = MappingProxyType({rec.name: rec for _, rec in self.host.delivery_targets()})
         self.ctx._event_types = MappingProxyType({rec.name: rec for _, rec in self.host.event_types()})
         self.ctx._migrations = tuple(self.host.migrations())
+        self.ctx._web_assets = MappingProxyType({rec.name: rec for _, rec in self.host.web_assets()})
         self.keys = KeyVerifier(self.ctx)
         self._pipeline: SyncPipeline | None = None
         self._runner: JobRunner | None = None

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from chronos.plugin import WebAssets, hookimpl
+from chronos.plugin import Router, WebAssets, hookimpl
+
+from chronos_web import panels
 
 
 @hookimpl
@@ -10,3 +12,8 @@ def register_web_assets():
     # The dashboard is static files only: every byte of data comes from the API,
     # fetched by the browser with the key the user signed in with.
     return [WebAssets("web", "chronos_web", "static", path="/ui/", home=True)]
+
+
+@hookimpl
+def register_routers():
+    return [Router("web", panels.router)]

@@ -27,3 +27,8 @@ class GreetingOut(BaseModel):
     id: int
     name: str
     created_at: datetime
+
+
+class GreetingPage(BaseModel):
+    items: list[GreetingOut]
+    next_cursor: str | None = Field(description="Pass as ``cursor`` for the next (older) page; null at the end.")

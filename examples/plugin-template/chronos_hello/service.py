@@ -6,10 +6,19 @@ from __future__ import annotations
 
 from sqlalchemy import func, select
 
-from chronos.plugin import InvalidInput, NotFound, Origin, PluginContext, Resource, record_audit
+from chronos.plugin import (
+    InvalidInput,
+    NotFound,
+    Origin,
+    PluginContext,
+    Resource,
+    decode_cursor,
+    encode_cursor,
+    record_audit,
+)
 
 from chronos_hello.models import Greeting
-from chronos_hello.schemas import GreetingOut, GreetOut
+from chronos_hello.schemas import GreetingOut, GreetingPage, GreetOut
 from chronos_hello.settings import HelloSettings
 
 
@@ -55,3 +64,19 @@ async def get_greeting(ctx: PluginContext, greeting_id: int) -> GreetingOut:
     if row is None:
         raise NotFound(f"No greeting with id {greeting_id}")
     return GreetingOut(id=row.id, name=row.name, created_at=row.created_at)
+
+
+async def list_greetings(ctx: PluginContext, *, limit: int, cursor: str | None = None) -> GreetingPage:
+    """Recorded greetings, newest first, one keyset page (the id is unique: no tie-breaker needed)."""
+    query = select(Greeting).order_by(Greeting.id.desc()).limit(limit + 1)
+    if cursor:
+        (before,) = decode_cursor("hello-greetings", cursor, [int])
+        query = query.where(Greeting.id < before)
+    async with ctx.db.read() as s:
+        rows = list((await s.execute(query)).scalars())
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return GreetingPage(
+        items=[GreetingOut(id=r.id, name=r.name, created_at=r.created_at) for r in rows],
+        next_cursor=encode_cursor("hello-greetings", [rows[-1].id]) if more else None,
+    )

@@ -49,6 +49,21 @@ async def test_reads_a_greeting_or_answers_not_found(chronos_app, api_client):
         assert r.status_code == 404 and r.json()["type"].endswith("not-found")
 
 
+async def test_lists_greetings_newest_first_one_page_at_a_time(chronos_app, api_client):
+    async with chronos_app(plugins=["hello"]) as app:
+        writer = await api_client(app, scopes=["hello.write"])
+        reader = await api_client(app, scopes=["hello.read"])
+        for name in ("Ada", "Grace", "Linus"):
+            await writer.post("/api/v1/hello", json={"name": name})
+        first = (await reader.get("/api/v1/hello/greetings", params={"limit": 2})).json()
+        assert [g["name"] for g in first["items"]] == ["Linus", "Grace"] and first["next_cursor"]
+        rest = (await reader.get("/api/v1/hello/greetings", params={"cursor": first["next_cursor"]})).json()
+        assert [g["name"] for g in rest["items"]] == ["Ada"] and rest["next_cursor"] is None
+        r = await reader.get("/api/v1/hello/greetings", params={"cursor": "forged"})
+        assert r.status_code == 400 and r.json()["type"].endswith("invalid-cursor")
+        assert (await writer.get("/api/v1/hello/greetings")).status_code == 403
+
+
 async def test_greetings_are_audited_with_their_origin(chronos_app, api_client):
     async with chronos_app(plugins=["hello"]) as app:
         c = await api_client(app, scopes=["hello.write"])
