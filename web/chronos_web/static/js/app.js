@@ -1,6 +1,6 @@
 // The dashboard shell: sign-in, the panel list (from what the key may see and the enabled plugins), routing.
 import {ApiError, Unreachable, api, on, request, session} from "./api.js";
-import {errorBox, field, fill, fmt, h, empty, json, pager, statusBadge, table} from "./dom.js";
+import {errorBox, field, fieldErrors, fill, fmt, h, empty, json, pager, statusBadge, table} from "./dom.js";
 
 /** Builtin panels: each probes one list route; 403 (scope) or 404 (plugin disabled) hides it. */
 const PANELS = [
@@ -18,7 +18,7 @@ const PANELS = [
 ];
 
 /** What a panel module receives besides its root element. */
-const kit = {api, request, h, fill, fmt, field, empty, errorBox, json, pager, statusBadge, table, ApiError};
+const kit = {api, request, h, fill, fmt, field, fieldErrors, empty, errorBox, json, pager, statusBadge, table, ApiError};
 
 const $ = (id) => document.getElementById(id);
 let visible = [];
@@ -36,23 +36,30 @@ async function probe(panel) {
   }
 }
 
-/** Panels other plugins contribute: a web_assets record with a panel.js module. */
-async function contributed(list) {
-  const out = [];
-  for (const p of list) {
-    if (p.status !== "enabled" || p.name === "web") continue;
-    for (const name of (p.records && p.records.web_assets) || []) {
-      try {
-        const mod = await import(`/ui/plugins/${encodeURIComponent(name)}/panel.js`);
-        if (typeof mod.render !== "function") continue;
-        if (mod.probe && !(await probe({probe: mod.probe}))) continue;
-        out.push({id: `plugin-${name}`, title: String(mod.title || name), mod, plugin: p.name});
-      } catch {
-        // a web_assets record without a panel: files only
-      }
-    }
+/**
+ * Panels other plugins contribute (a web_assets record with a panel.js module), for any signed-in key:
+ * GET /dashboard/panels lists the modules; each panel's own probe hides it from a key without its scope.
+ */
+async function contributed() {
+  let listed;
+  try {
+    listed = await api.get("dashboard/panels");
+  } catch (err) {
+    if (err instanceof ApiError) return []; // a server without the list: builtin panels only
+    throw err;
   }
-  return out;
+  const found = await Promise.all(listed.map(async ({name, module}) => {
+    try {
+      const mod = await import(module);
+      if (typeof mod.render !== "function") return null;
+      if (mod.probe && !(await probe({probe: mod.probe}))) return null;
+      return {id: `plugin-${name}`, title: String(mod.title || name), mod};
+    } catch (err) {
+      if (err instanceof Unreachable || (err instanceof ApiError && err.status === 401)) throw err;
+      return null; // a module that fails to load or probe is left out, not the dashboard
+    }
+  }));
+  return found.filter(Boolean);
 }
 
 /** After sign-in: the asked-for panel as soon as its own probe answers, the full navigation when all have. */
@@ -66,18 +73,17 @@ async function start() {
   if (index >= 0 && (await probes[index])) {
     accepted = true;
     visible = [PANELS[index]];
-    drawNav();
+    drawNav(true);
     showShell();
     shown = route();
   }
+  const extra = contributed();
+  extra.catch(() => {}); // a refusal is handled below, once
   const allowed = await Promise.all(probes);
   accepted = true;
-  visible = PANELS.filter((_, i) => allowed[i]);
-  plugins = [];
-  if (visible.some((p) => p.id === "plugins")) {
-    plugins = await api.get("plugins");
-    visible.push(...(await contributed(plugins)));
-  }
+  visible = PANELS.filter((_, i) => allowed[i]).concat(await extra);
+  // Enabled plugin names are admin knowledge (GET /plugins); other keys get an empty set.
+  plugins = visible.some((p) => p.id === "plugins") ? await api.get("plugins") : [];
   kit.plugins = new Set(plugins.filter((p) => p.status === "enabled").map((p) => p.name));
   drawNav();
   showShell();
@@ -89,7 +95,10 @@ async function start() {
   }
 }
 
-function drawNav() {
+/** The navigation; `partial` while the other panels' probes are still out (aria-busy). */
+function drawNav(partial = false) {
+  if (partial) $("nav").setAttribute("aria-busy", "true");
+  else $("nav").removeAttribute("aria-busy");
   fill($("nav-list"), visible.map((p) => h("li", {}, h("a", {href: `#/${p.id}`, "data-panel": p.id}, p.title))));
 }
 

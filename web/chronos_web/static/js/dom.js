@@ -48,6 +48,40 @@ export function errorBox(err) {
   return h("p", {class: "error", role: "alert"}, detail);
 }
 
+/**
+ * Show a problem's field errors at their fields: each error whose JSON pointer starts with a control's
+ * `name` (`/delay_seconds`, `/allowed_params_json/version`) is written under that control, which is marked
+ * `aria-invalid`. Returns a box for the rest (the problem's detail and errors no field took), or null.
+ */
+export function fieldErrors(form, err) {
+  for (const old of form.querySelectorAll(".field-error")) old.remove();
+  for (const bad of form.querySelectorAll("[aria-invalid]")) {
+    bad.removeAttribute("aria-invalid");
+    bad.removeAttribute("aria-describedby");
+  }
+  if (!err) return null;
+  const rest = [];
+  const placed = [];
+  for (const e of (err.problem && err.problem.errors) || []) {
+    const name = (e.pointer || "").split("/")[1];
+    const control = name && form.querySelector(`[name="${CSS.escape(name)}"]`);
+    if (!control) {
+      rest.push(e);
+      continue;
+    }
+    const inner = e.pointer.split("/").slice(2).join("/");
+    const note = h("p", {class: "error field-error", id: `f${++uid}-error`},
+      `${inner ? `${inner}: ` : ""}${e.detail || e.message || "invalid"}`);
+    control.setAttribute("aria-invalid", "true");
+    control.setAttribute("aria-describedby", note.id);
+    (control.closest(".field") || control).after(note);
+    placed.push(control);
+  }
+  if (placed.length) placed[0].focus();
+  if (placed.length && !rest.length) return h("p", {class: "error", role: "alert"}, "Please correct the marked fields.");
+  return errorBox(placed.length ? {problem: {...err.problem, errors: rest}} : err);
+}
+
 export function problemText(problem) {
   const lines = [problem.detail || problem.title || `HTTP ${problem.status}`];
   for (const e of problem.errors || []) lines.push(`${e.pointer || ""} ${e.detail || e.message || ""}`.trim());

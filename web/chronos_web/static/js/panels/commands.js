@@ -5,7 +5,7 @@ const STATUSES = ["pending", "processing", "completed", "failed", "dead", "cance
 const REFRESH_MS = 5000;
 
 export async function render(root, kit) {
-  const {api, h, fill, fmt, field, empty, errorBox, json, statusBadge, table} = kit;
+  const {api, h, fill, fmt, field, fieldErrors, empty, errorBox, json, statusBadge, table} = kit;
   const tabs = [["queue", "Queue"], ["dead", "Dead letters"], ["whitelist", "Whitelist"], ["workflows", "Workflows"]];
   const body = h("div");
   const tabButtons = tabs.map(([id, label]) =>
@@ -138,53 +138,84 @@ export async function render(root, kit) {
   async function whitelist(el) {
     const list = h("div");
     const out = h("div", {role: "status"});
-    const sys = h("input", {type: "text", required: true, autocomplete: "off"});
-    const action = h("input", {type: "text", required: true, autocomplete: "off"});
-    const params = h("textarea", {rows: 3, class: "code"}, '{"version": {"regex": "[0-9.]{1,20}"}}');
-    const schedule = h("select", {}, h("option", {value: "now"}, "now"), h("option", {value: "event_start"}, "event_start"));
-    const form = h("form", {class: "card stack"}, h("h3", {}, "Add an entry"),
+    const sys = h("input", {type: "text", name: "system", required: true, autocomplete: "off"});
+    const action = h("input", {type: "text", name: "action", required: true, autocomplete: "off"});
+    const params = h("textarea", {rows: 3, class: "code", name: "allowed_params_json"}, '{"version": {"regex": "[0-9.]{1,20}"}}');
+    const schedule = h("select", {name: "schedule"}, h("option", {value: "now"}, "now"), h("option", {value: "event_start"}, "event_start"));
+    const form = h("form", {class: "card stack", novalidate: true, "aria-label": "Add an entry"}, h("h3", {}, "Add an entry"),
       h("div", {class: "row"}, field("System", sys), field("Action", action), field("Schedule", schedule)),
       field("Parameter rules (JSON)", params, {hint: 'name → null (any), "regex", ["a","b"], {"regex": …} or {"enum": […]}'}),
       h("div", {class: "row"}, h("button", {type: "submit", class: "primary"}, "Add")), out);
-    fill(el, list, form);
+    const editor = h("div");
+    fill(el, list, editor, form);
     form.addEventListener("submit", async (e) => {
       e.preventDefault();
+      fieldErrors(form, null);
+      let rules;
       try {
-        await api.post("whitelists", {system: sys.value.trim(), action: action.value.trim(),
-          allowed_params_json: JSON.parse(params.value || "{}"), schedule: schedule.value});
+        rules = JSON.parse(params.value || "{}");
+      } catch (err) {
+        out.replaceChildren(fieldErrors(form, {problem: {errors: [{pointer: "/allowed_params_json", detail: `not valid JSON (${err.message})`}]}}));
+        return;
+      }
+      try {
+        await api.post("whitelists", {system: sys.value.trim(), action: action.value.trim(), allowed_params_json: rules, schedule: schedule.value});
         out.replaceChildren(h("p", {class: "ok"}, "Added."));
         draw();
       } catch (err) {
-        out.replaceChildren(errorBox(err));
+        out.replaceChildren(fieldErrors(form, err));
       }
     });
-    /** The rules as text, with an editor in place (PATCH allowed_params_json). */
-    function rulesCell(w) {
-      const cell = h("div", {class: "stack"});
-      const show = () => fill(cell, json(w.allowed_params_json),
-        w.origin === "config" ? h("span", {class: "muted"}, "from the configuration file")
-          : h("button", {type: "button", "aria-label": `Edit the rules of ${w.system} ${w.action}`, onclick: edit}, "Edit rules"));
-      function edit() {
-        const text = h("textarea", {rows: 3, class: "code", "aria-label": `Rules of ${w.system} ${w.action}`},
-          JSON.stringify(w.allowed_params_json, null, 2));
-        const err = h("div", {role: "status"});
-        const form = h("form", {class: "stack"}, text, h("div", {class: "row"},
-          h("button", {type: "submit", class: "primary"}, "Save rules"), h("button", {type: "button", onclick: show}, "Cancel")), err);
-        form.addEventListener("submit", async (e) => {
-          e.preventDefault();
-          try {
-            const updated = await api.patch(`whitelists/${w.id}`, {allowed_params_json: JSON.parse(text.value || "{}")});
-            Object.assign(w, updated);
-            show();
-          } catch (error) {
-            fill(err, errorBox(error));
-          }
-        });
-        fill(cell, form);
-        text.focus();
-      }
-      show();
-      return cell;
+    const list_ = (text) => (text.trim() ? text.split(",").map((x) => x.trim()).filter(Boolean) : null);
+    /** Every field PATCH /whitelists/{id} takes, as a form; server errors show at their field. */
+    function edit(w) {
+      const label = `${w.system} ${w.action}`;
+      const rules = h("textarea", {name: "allowed_params_json", rows: 4, class: "code", spellcheck: "false"},
+        JSON.stringify(w.allowed_params_json, null, 2));
+      const when = h("select", {name: "schedule"}, ["now", "event_start"].map((v) => h("option", {value: v, selected: w.schedule === v}, v)));
+      const attempts = h("input", {type: "number", name: "max_attempts", min: 1, max: 100, step: 1, value: w.max_attempts ?? ""});
+      const grace = h("input", {type: "number", name: "grace_seconds", min: 0, step: 1, value: w.grace_seconds ?? ""});
+      const description = h("input", {type: "text", name: "description", value: w.description, autocomplete: "off"});
+      const sources = h("input", {type: "text", name: "sources", value: (w.sources || []).join(", "), autocomplete: "off"});
+      const calendars = h("input", {type: "text", name: "calendars", value: (w.calendars || []).join(", "), autocomplete: "off"});
+      const err = h("div", {role: "status"});
+      const number = (input) => (input.value.trim() === "" ? null : Number(input.value));
+      const form = h("form", {class: "card stack", novalidate: true, "aria-label": `Edit ${label}`},
+        h("h3", {}, `Edit ${label}`),
+        field("Parameter rules (JSON)", rules, {hint: 'name → null (any), "regex", ["a","b"], {"regex": …} or {"enum": […]}'}),
+        h("div", {class: "row"}, field("Schedule", when), field("Max attempts", attempts, {hint: "empty: the queue's default"}),
+          field("Grace (seconds)", grace, {hint: "empty: no limit"})),
+        field("Description", description),
+        h("div", {class: "row"}, field("Sources (comma separated)", sources, {hint: "empty: any"}),
+          field("Calendars (comma separated)", calendars, {hint: "empty: any"})),
+        h("div", {class: "row"}, h("button", {type: "submit", class: "primary"}, "Save"),
+          h("button", {type: "button", onclick: () => editor.replaceChildren()}, "Cancel")),
+        err);
+      form.addEventListener("submit", async (e) => {
+        e.preventDefault();
+        fieldErrors(form, null);
+        err.replaceChildren();
+        let parsed;
+        try {
+          parsed = JSON.parse(rules.value || "{}");
+        } catch (error) {
+          err.replaceChildren(fieldErrors(form, {problem: {errors: [{pointer: "/allowed_params_json", detail: `not valid JSON (${error.message})`}]}}));
+          return;
+        }
+        try {
+          await api.patch(`whitelists/${w.id}`, {
+            allowed_params_json: parsed, schedule: when.value, max_attempts: number(attempts), grace_seconds: number(grace),
+            description: description.value, sources: list_(sources.value), calendars: list_(calendars.value),
+          });
+          editor.replaceChildren();
+          out.replaceChildren(h("p", {class: "ok"}, `${label} saved.`));
+          draw();
+        } catch (error) {
+          err.replaceChildren(fieldErrors(form, error));
+        }
+      });
+      fill(editor, form);
+      rules.focus();
     }
 
     async function draw() {
@@ -197,8 +228,10 @@ export async function render(root, kit) {
         fill(list, table([
           {label: "System", cell: (w) => w.system},
           {label: "Action", cell: (w) => w.action},
-          {label: "Parameter rules", cell: (w) => rulesCell(w)},
+          {label: "Parameter rules", cell: (w) => json(w.allowed_params_json)},
           {label: "Schedule", cell: (w) => w.schedule},
+          {label: "Attempts", cell: (w) => (w.max_attempts === null ? "default" : String(w.max_attempts))},
+          {label: "Grace", cell: (w) => (w.grace_seconds === null ? "" : `${w.grace_seconds} s`)},
           {label: "Origin", cell: (w) => w.origin},
           {label: "Enabled", cell: (w) => {
             const box = h("input", {type: "checkbox", checked: w.enabled, "aria-label": `Enable ${w.system} ${w.action}`});
@@ -212,15 +245,18 @@ export async function render(root, kit) {
             });
             return box;
           }},
-          {label: "", cell: (w) => h("button", {type: "button", class: "danger", "aria-label": `Delete ${w.system} ${w.action}`,
-            onclick: async () => {
-              try {
-                await api.del(`whitelists/${w.id}`);
-                draw();
-              } catch (err) {
-                out.replaceChildren(errorBox(err));
-              }
-            }}, "Delete")},
+          {label: "", cell: (w) => (w.origin === "config" ? h("span", {class: "muted"}, "from the configuration file")
+            : h("div", {class: "row"},
+              h("button", {type: "button", "aria-label": `Edit ${w.system} ${w.action}`, onclick: () => edit(w)}, "Edit"),
+              h("button", {type: "button", class: "danger", "aria-label": `Delete ${w.system} ${w.action}`,
+                onclick: async () => {
+                  try {
+                    await api.del(`whitelists/${w.id}`);
+                    draw();
+                  } catch (err) {
+                    out.replaceChildren(errorBox(err));
+                  }
+                }}, "Delete")))},
         ], page.items));
       } catch (err) {
         fill(list, errorBox(err));
@@ -229,27 +265,86 @@ export async function render(root, kit) {
     draw();
   }
 
+  /** A workflow's fields as a form (create, or edit with PATCH); server errors show at their field. */
+  function workflowForm(w, done) {
+    const text = (name, value, attrs = {}) => h("input", {type: "text", name, value: value ?? "", autocomplete: "off", ...attrs});
+    const on = h("select", {name: "on"}, ["completed", "failed"].map((o) => h("option", {value: o, selected: (w ? w.on : "completed") === o}, o)));
+    const params = h("textarea", {name: "params_template_json", rows: 3, class: "code", spellcheck: "false"},
+      JSON.stringify(w ? w.params_template_json : {reason: "after {{ command }} {{ id }}"}, null, 2));
+    const delay = h("input", {type: "number", name: "delay_seconds", min: 0, step: 1, value: String(w ? w.delay_seconds : 0)});
+    const enabled = h("input", {type: "checkbox", name: "enabled", checked: w ? w.enabled : true});
+    const controls = {
+      name: text("name", w && w.name, {required: true}),
+      trigger_command: text("trigger_command", w && w.trigger_command, {required: true, placeholder: "DEPLOY"}),
+      trigger_target: text("trigger_target", w && w.trigger_target, {placeholder: "any system"}),
+      action_command: text("action_command", w && w.action_command, {required: true, placeholder: "RESTART"}),
+      action_target: text("action_target", w && w.action_target, {required: true, placeholder: "cache-2"}),
+    };
+    const out = h("div", {role: "status"});
+    const title = w ? `Edit workflow ${w.name}` : "Add a workflow";
+    const form = h("form", {class: "card stack", novalidate: true, "aria-label": title}, h("h3", {}, title),
+      field("Name", controls.name),
+      h("div", {class: "row"}, field("When command", controls.trigger_command),
+        field("of system (optional)", controls.trigger_target), field("has", on)),
+      h("div", {class: "row"}, field("Then queue command", controls.action_command),
+        field("for system", controls.action_target), field("Delay (seconds)", delay)),
+      field("Parameters (JSON template)", params,
+        {hint: "every string is a template over params, result, error, command, target, id, attempts and status"}),
+      field("Enabled", enabled, {inline: true}),
+      h("div", {class: "row"}, h("button", {type: "submit", class: "primary"}, w ? "Save" : "Add"),
+        w ? h("button", {type: "button", onclick: () => done(null)}, "Cancel") : null),
+      out);
+    form.addEventListener("submit", async (e) => {
+      e.preventDefault();
+      fieldErrors(form, null);
+      out.replaceChildren();
+      let template;
+      try {
+        template = JSON.parse(params.value || "{}");
+      } catch (err) {
+        out.replaceChildren(fieldErrors(form, {problem: {errors: [{pointer: "/params_template_json", detail: `not valid JSON (${err.message})`}]}}));
+        return;
+      }
+      const body = {
+        name: controls.name.value.trim(),
+        trigger_command: controls.trigger_command.value.trim(),
+        trigger_target: controls.trigger_target.value.trim() || null,
+        on: on.value,
+        action_command: controls.action_command.value.trim(),
+        action_target: controls.action_target.value.trim(),
+        params_template_json: template,
+        delay_seconds: delay.value === "" ? 0 : Number(delay.value),
+        enabled: enabled.checked,
+      };
+      try {
+        const saved = w ? await api.patch(`workflows/${w.id}`, body) : await api.post("workflows", body);
+        done(saved);
+      } catch (err) {
+        out.replaceChildren(fieldErrors(form, err));
+      }
+    });
+    return form;
+  }
+
   async function workflows(el) {
     const list = h("div");
     const out = h("div", {role: "status"});
-    const spec = h("textarea", {rows: 8, class: "code"}, JSON.stringify({
-      name: "notify after deploy", trigger_command: "DEPLOY", on: "completed",
-      action_command: "RESTART", action_target: "cache-2", params_template_json: {reason: "after deploy {{ id }}"},
-    }, null, 2));
-    const form = h("form", {class: "card stack"}, h("h3", {}, "Add a workflow"),
-      field("Workflow (JSON)", spec, {hint: "on completed or failed of trigger_command, queue action_command on action_target"}),
-      h("div", {class: "row"}, h("button", {type: "submit", class: "primary"}, "Add")), out);
-    fill(el, list, form);
-    form.addEventListener("submit", async (e) => {
-      e.preventDefault();
-      try {
-        await api.post("workflows", JSON.parse(spec.value));
-        out.replaceChildren(h("p", {class: "ok"}, "Added."));
+    const editor = h("div");
+    const blank = () => fill(editor, workflowForm(null, (made) => {
+      out.replaceChildren(h("p", {class: "ok"}, `Workflow ${made.name} added.`));
+      blank();
+      draw();
+    }));
+    fill(el, list, out, editor);
+    blank();
+    function edit(w) {
+      fill(editor, workflowForm(w, (saved) => {
+        if (saved) out.replaceChildren(h("p", {class: "ok"}, `Workflow ${saved.name} saved.`));
+        blank();
         draw();
-      } catch (err) {
-        out.replaceChildren(errorBox(err));
-      }
-    });
+      }));
+      editor.querySelector("input").focus();
+    }
     async function draw() {
       try {
         const page = await api.get("workflows", {limit: 200});
@@ -260,17 +355,20 @@ export async function render(root, kit) {
         fill(list, table([
           {label: "Name", cell: (w) => w.name},
           {label: "When", cell: (w) => `${w.trigger_command}${w.trigger_target ? `@${w.trigger_target}` : ""} ${w.on}`},
-          {label: "Then", cell: (w) => `${w.action_command}@${w.action_target}`},
+          {label: "Then", cell: (w) => `${w.action_command}@${w.action_target}${w.delay_seconds ? ` after ${w.delay_seconds} s` : ""}`},
           {label: "Params", cell: (w) => json(w.params_template_json)},
-          {label: "", cell: (w) => h("button", {type: "button", class: "danger", "aria-label": `Delete workflow ${w.name}`,
-            onclick: async () => {
-              try {
-                await api.del(`workflows/${w.id}`);
-                draw();
-              } catch (err) {
-                out.replaceChildren(errorBox(err));
-              }
-            }}, "Delete")},
+          {label: "Enabled", cell: (w) => (w.enabled ? "yes" : "no")},
+          {label: "", cell: (w) => h("div", {class: "row"},
+            h("button", {type: "button", "aria-label": `Edit workflow ${w.name}`, onclick: () => edit(w)}, "Edit"),
+            h("button", {type: "button", class: "danger", "aria-label": `Delete workflow ${w.name}`,
+              onclick: async () => {
+                try {
+                  await api.del(`workflows/${w.id}`);
+                  draw();
+                } catch (err) {
+                  out.replaceChildren(errorBox(err));
+                }
+              }}, "Delete"))},
         ], page.items));
       } catch (err) {
         fill(list, errorBox(err));
