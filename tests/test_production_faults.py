@@ -155,6 +155,40 @@ def assert_problem(r: httpx.Response, status: int, type_: str) -> dict[str, Any]
     return body
 
 
+# -- which database errors are the operator's ------------------------------------------------------------
+
+
+def _wrapped(orig: BaseException) -> BaseException:
+    """``orig`` as SQLAlchemy raises it from a statement."""
+    from sqlalchemy.exc import OperationalError
+
+    return OperationalError("INSERT ...", {}, orig)
+
+
+def test_storage_failures_are_told_apart_from_other_errors():
+    import asyncpg
+
+    from chronos.db.engine import storage_failure
+
+    full = sqlite3.OperationalError("database or disk is full")
+    full.sqlite_errorcode = 13  # type: ignore[attr-defined]
+    locked = sqlite3.OperationalError("database is locked")
+    locked.sqlite_errorcode = 5  # type: ignore[attr-defined]
+    assert storage_failure(_wrapped(full)) == "full"
+    assert storage_failure(_wrapped(locked)) is None
+    assert storage_failure(asyncpg.exceptions.DiskFullError("could not extend file")) == "full"
+    for down in (
+        ConnectionRefusedError(errno.ECONNREFUSED, "Connect call failed ('127.0.0.1', 5432)"),
+        OSError("Multiple exceptions: [Errno 111] Connect call failed ('127.0.0.1', 5432)"),
+        asyncpg.exceptions.CannotConnectNowError("the database system is starting up"),
+        asyncpg.exceptions.AdminShutdownError("terminating connection due to administrator command"),
+        asyncpg.exceptions.ConnectionDoesNotExistError("connection was closed in the middle of operation"),
+    ):
+        assert storage_failure(_wrapped(down)) == "unreachable", down
+    for other in (ValueError("bad"), asyncpg.exceptions.UniqueViolationError("duplicate key"), FileNotFoundError()):
+        assert storage_failure(_wrapped(other)) is None, other
+
+
 # -- the SQLite database's disk fills up ------------------------------------------------------------------
 
 
