@@ -720,8 +720,40 @@ def test_a_plugin_panel_shows_for_a_non_admin_key_with_its_scope_only(page, serv
 
 
 def test_every_panel_passes_axe_and_is_photographed_at_desktop_and_phone_width(browser, server, artifacts):
+    api = server["api"]
+    # The editors' forms are checked too, open and showing a field error.
+    entry = api.post("/whitelists", json={"system": "axe-1", "action": "PING"}).json()
+    api.post(
+        "/workflows",
+        json={"name": "axe follow-up", "trigger_command": "PING", "on": "failed", "action_command": "DEPLOY"}
+        | {"action_target": "web-1", "params_template_json": {"version": "1.0"}},
+    )
     axe = AXE.read_text(encoding="utf-8")
     serious: dict[str, list[str]] = {}
+
+    def check(pg, what: str) -> None:
+        pg.add_script_tag(content=axe)
+        result = pg.evaluate("axe.run(document, {resultTypes: ['violations']})")
+        for v in result["violations"]:
+            if v["impact"] in ("serious", "critical"):
+                targets = [", ".join(map(str, n["target"])) for n in v["nodes"]][:5]
+                serious.setdefault(what, []).append(f"{v['id']}: {targets}")
+
+    def editors(pg, name: str, scheme: str) -> None:
+        pg.click('[data-tab="whitelist"]')
+        pg.click(f'button[aria-label="Edit {entry["system"]} {entry["action"]}"]')
+        form = pg.locator(f'form[aria-label="Edit {entry["system"]} {entry["action"]}"]')
+        form.get_by_label("Max attempts").fill("0")
+        form.locator("button[type=submit]").click()
+        form.locator(".field-error").wait_for()
+        pg.screenshot(path=str(artifacts / f"commands-whitelist-edit-{name}-{scheme}.png"), full_page=True)
+        check(pg, f"commands-whitelist-edit/{name}/{scheme}")
+        pg.click('[data-tab="workflows"]')
+        pg.click('button[aria-label="Edit workflow axe follow-up"]')
+        pg.locator('form[aria-label="Edit workflow axe follow-up"]').wait_for()
+        pg.screenshot(path=str(artifacts / f"commands-workflow-edit-{name}-{scheme}.png"), full_page=True)
+        check(pg, f"commands-workflow-edit/{name}/{scheme}")
+
     for name, viewport in (("desktop", {"width": 1280, "height": 800}), ("phone", {"width": 390, "height": 844})):
         for scheme in ("light", "dark") if name == "desktop" else ("light",):
             # bypass_csp lets the test inject axe; the page itself never runs inline code.
@@ -746,12 +778,12 @@ def test_every_panel_passes_axe_and_is_photographed_at_desktop_and_phone_width(b
                 if name == "phone":
                     width = pg.evaluate("document.documentElement.scrollWidth")
                     assert width <= 390 + 1, f"{panel} scrolls sideways on a phone ({width}px)"
-                pg.add_script_tag(content=axe)
-                result = pg.evaluate("axe.run(document, {resultTypes: ['violations']})")
-                for v in result["violations"]:
-                    if v["impact"] in ("serious", "critical"):
-                        targets = [", ".join(map(str, n["target"])) for n in v["nodes"]][:5]
-                        serious.setdefault(f"{panel}/{name}/{scheme}", []).append(f"{v['id']}: {targets}")
+                check(pg, f"{panel}/{name}/{scheme}")
+                if panel == "commands":
+                    editors(pg, name, scheme)
+                    if name == "phone":
+                        width = pg.evaluate("document.documentElement.scrollWidth")
+                        assert width <= 390 + 1, f"the command editors scroll sideways on a phone ({width}px)"
             context.close()
     assert not serious, serious
     assert {p.name for p in artifacts.glob("*-desktop-light.png")} >= {f"{p}-desktop-light.png" for p in PANELS}

@@ -74,7 +74,9 @@ export function fieldErrors(form, err) {
       `${inner ? `${inner}: ` : ""}${e.detail || e.message || "invalid"}`);
     control.setAttribute("aria-invalid", "true");
     control.setAttribute("aria-describedby", note.id);
-    (control.closest(".field") || control).after(note);
+    const box = control.closest(".field");
+    if (box) box.append(note);
+    else control.after(note);
     placed.push(control);
   }
   if (placed.length) placed[0].focus();
