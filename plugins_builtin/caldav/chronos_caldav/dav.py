@@ -13,6 +13,8 @@ the server by scheme and host only (never user info, path or password).
 
 from __future__ import annotations
 
+import asyncio
+import socket
 import threading
 import time
 from collections.abc import Iterable
@@ -25,8 +27,9 @@ import caldav
 import niquests
 from caldav.lib import error as dav_error
 from lxml import etree
+from urllib3_future.contrib.resolver import BaseResolver, ProtocolResolver
 
-from chronos.plugin import SourceError
+from chronos.plugin import OutboundPolicy, OutboundRefused, SourceError
 
 DAV = "DAV:"
 CALDAV = "urn:ietf:params:xml:ns:caldav"
@@ -63,6 +66,55 @@ class ListingRefused(Exception):
     ``reporting.max_expand_occurrence`` events, 10,000 by default): list it by etags and multigets."""
 
 
+class GuardedResolver(BaseResolver):
+    """The HTTP session's resolver: every new connection resolves the host through the outbound guard
+    and connects to an address it checked, so the name is never resolved again between check and
+    connect (a DNS answer that changes in between cannot reach a refused address)."""
+
+    implementation = "chronos-outbound-guard"
+    protocol = ProtocolResolver.CUSTOM
+
+    def __init__(self, policy: OutboundPolicy, timeout: float) -> None:
+        super().__init__(None, None)
+        self.policy = policy
+        self.timeout = timeout
+
+    def recycle(self) -> BaseResolver:
+        return self
+
+    def close(self) -> None:
+        pass
+
+    def is_available(self) -> bool:
+        return True
+
+    def getaddrinfo(  # type: ignore[override]
+        self,
+        host: bytes | str | None,
+        port: str | int | None,
+        family: socket.AddressFamily,
+        type: socket.SocketKind,
+        proto: int = 0,
+        flags: int = 0,
+        *,
+        quic_upgrade_via_dns_rr: bool = False,
+    ) -> list[tuple[socket.AddressFamily, socket.SocketKind, int, str, tuple[Any, ...]]]:
+        name = host.decode("ascii") if isinstance(host, bytes) else (host or "localhost")
+        number = int(port or 0)
+        # The session runs in a worker thread (never on the service's event loop).
+        addresses = asyncio.run(asyncio.wait_for(self.policy.checked_addresses(name, number), self.timeout))
+        out = []
+        for address in addresses:
+            af = socket.AF_INET if address.version == 4 else socket.AF_INET6
+            if family not in (socket.AF_UNSPEC, af):
+                continue
+            sockaddr: tuple[Any, ...] = (str(address), number) if af == socket.AF_INET else (str(address), number, 0, 0)
+            out.append((af, type or socket.SOCK_STREAM, proto, "", sockaddr))
+        if not out:
+            raise socket.gaierror(socket.EAI_ADDRFAMILY, f"{name} has no address of the wanted family")
+        return out
+
+
 @dataclass
 class Resource:
     """One calendar object: ``data`` is None when it was deleted."""
@@ -91,6 +143,7 @@ class DavCalendar:
         auth: str,
         timeout: float,
         verify_tls: bool = True,
+        policy: OutboundPolicy | None = None,
     ) -> None:
         self.url = url if url.endswith("/") else url + "/"
         self.shown = redact(url)
@@ -106,6 +159,10 @@ class DavCalendar:
             enable_rfc6764=False,
             rate_limit_handle=False,
         )
+        if policy is not None:
+            # The library's session resolves names itself; this one connects only where the guard checked.
+            self.client.session.close()
+            self.client.session = niquests.Session(resolver=GuardedResolver(policy, timeout))
         # Like every outbound request of the service: no proxy from the environment, and no
         # redirects (a redirect could lead past the outbound guard's check of the calendar URL).
         self.client.session.trust_env = False
@@ -141,6 +198,8 @@ class DavCalendar:
                 ) from None
             except etree.XMLSyntaxError:
                 raise SourceError(f"{self.shown} sent malformed XML (is the URL a CalDAV calendar?)") from None
+            except OutboundRefused as exc:
+                raise SourceError(f"refused to connect to {self.shown}: {exc}") from None
             except niquests.exceptions.TooManyRedirects:
                 raise SourceError(
                     f"{self.shown} redirects elsewhere; configure the calendar's final URL (redirects are not followed)"

@@ -37,7 +37,18 @@ from typing import Any, TypeVar
 
 from sqlalchemy import delete, select
 
-from chronos.plugin import CalendarSpec, EventDraft, PluginContext, Source, SourceBatch, SourceError, ical
+from chronos.plugin import (
+    CalendarSpec,
+    EventDraft,
+    OutboundPolicy,
+    OutboundRefused,
+    PluginContext,
+    Source,
+    SourceBatch,
+    SourceError,
+    check_outbound,
+    ical,
+)
 
 from chronos_caldav.dav import (
     MULTIGET_CHUNK,
@@ -207,6 +218,7 @@ class CaldavSource(Source):
                 auth=cfg.auth,
                 timeout=self.settings.timeout_seconds,
                 verify_tls=self.settings.verify_tls,
+                policy=OutboundPolicy.from_settings(self.ctx.settings) if self.ctx is not None else None,
             )
         )
         self._clients[cfg.id] = (password, dav)
@@ -539,14 +551,8 @@ class CaldavSource(Source):
 
 
 async def _check_outbound(ctx: PluginContext, url: str) -> None:
-    """The kernel's outbound guard, when this kernel has one."""
-    import chronos.plugin as surface
-
-    guard = getattr(surface, "check_outbound", None)
-    if guard is None:
-        return
-    refused = getattr(surface, "OutboundRefused", Exception)
+    """The outbound guard's verdict on the calendar URL before a run (each new connection is checked again)."""
     try:
-        await guard(ctx, url)
-    except refused as exc:
+        await check_outbound(ctx, url)
+    except OutboundRefused as exc:
         raise SourceError(f"refused to connect to {redact(url)}: {exc}") from None

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import socket
 
 import pytest
 
@@ -229,3 +230,33 @@ async def test_the_scheduled_job_keeps_running_through_failures(
 
         await until(recovered, "a successful scheduled run")
         assert await titles(c) == ["Alpha"]
+
+
+async def test_a_name_that_rebinds_to_a_refused_address_after_the_check_is_not_connected(
+    chronos_app, api_client, radicale, password_env, proxy, monkeypatch
+):
+    """The check before the run sees an allowed address; every later lookup answers loopback (refused).
+    The session connects only to addresses the guard checked at connect time, so nothing reaches the server."""
+    system_lookup = socket.getaddrinfo
+    answers: list[str] = []
+
+    def rebinding(host, port, *args, **kwargs):
+        if host != "calendar.rebind.test":
+            return system_lookup(host, port, *args, **kwargs)
+        answers.append("127.0.0.2" if not answers else "127.0.0.1")
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (answers[-1], int(port)))]
+
+    monkeypatch.setattr(socket, "getaddrinfo", rebinding)
+    cal = radicale.calendar()
+    cal.add_event(vevent("a@t", "Alpha"))
+    url = f"http://calendar.rebind.test:{proxy.port}{cal.url.path}"
+    config = calendar_config(cal, password_env, url=url) | {"network": {"allow": ["127.0.0.2/32"]}}
+    async with chronos_app(plugins=PLUGINS, config=config) as app:
+        c = await api_client(app, scopes=["events.read", "health.read", "admin"])
+        run = await kit.sync_now(app, "caldav", "work")
+        assert run.status == "error", run
+        assert re.search(r"calendar\.rebind\.test \(127\.0\.0\.1\) is a loopback address", run.error), run.error
+        assert answers[:2] == ["127.0.0.2", "127.0.0.1"]  # checked once before the run, then at connect
+        assert proxy.requests == []
+        assert await titles(c) == []
+        assert (await c.get("/health")).status_code == 200
