@@ -482,13 +482,11 @@ def test_sigterm_finishes_the_request_in_flight_stops_the_sync_after_its_batch_a
         slow.start()
         time.sleep(0.5)
         proc.send_signal(signal.SIGTERM)
-        signalled = time.monotonic()
+        # Within the two drain timeouts (and the interpreter's exit): TimeoutExpired otherwise.
         code = proc.wait(drain["server"] + drain["scheduler"] + 15)
-        took = time.monotonic() - signalled
         slow.join(10)
         # uvicorn raises the signal again once it has shut down gracefully.
         assert code in (0, -signal.SIGTERM)
-        assert took < drain["server"] + drain["scheduler"] + 15
         (r,) = answer
         assert r.status_code == 201, r.text
 
