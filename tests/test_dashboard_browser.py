@@ -16,9 +16,11 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
@@ -599,6 +601,64 @@ def test_a_plugin_contributes_its_own_panel(page, server):
     expect(pg.locator('section[data-panel="plugin-hello"] .ok')).to_have_text("Hello, Ada! (greeted 1×)")
     expect(pg.locator('section[data-panel="plugin-hello"] td', has_text="Ada").first).to_be_visible()
     assert pg.errors == []
+
+
+def test_keyboard_only_sign_in_navigation_and_visible_focus(page, server):
+    pg = page
+    pg.goto(server["base"] + "/ui/")
+    pg.wait_for_selector("#signin:not([hidden])")
+    assert pg.evaluate("document.activeElement.id") == "signin-key"  # the form takes the focus
+    pg.keyboard.type(ADMIN)
+    pg.keyboard.press("Enter")
+    pg.wait_for_selector("#nav:not([aria-busy])", state="attached")
+    pg.wait_for_selector('section[data-panel="events"]')
+
+    def tab_to(text: str) -> None:
+        for _ in range(60):
+            pg.keyboard.press("Tab")
+            if pg.evaluate("document.activeElement.textContent.trim()") == text:
+                # :focus-visible draws the focus ring for a keyboard user
+                assert pg.evaluate("getComputedStyle(document.activeElement).outlineStyle") == "solid"
+                return
+        raise AssertionError(f"Tab never reached {text!r}")
+
+    pg.reload()  # still signed in (sessionStorage); the focus starts at the top of the page
+    pg.wait_for_selector('#shell:not([hidden]) section[data-panel="events"]')
+    pg.wait_for_selector("#nav:not([aria-busy])", state="attached")
+    pg.keyboard.press("Tab")
+    assert pg.evaluate("document.activeElement.className") == "skip"
+    pg.keyboard.press("Enter")
+    assert pg.evaluate("document.activeElement.id") == "main" and pg.url.endswith("/ui/")  # focus moved, route kept
+    pg.evaluate("document.activeElement.blur()")
+    tab_to("Commands")
+    pg.keyboard.press("Enter")
+    pg.wait_for_selector('section[data-panel="commands"]')
+    tab_to("Workflows")
+    pg.keyboard.press("Enter")
+    expect(pg.locator('[data-tab="workflows"]')).to_have_attribute("aria-pressed", "true")
+    tab_to("Sign out")
+    pg.keyboard.press("Enter")
+    pg.wait_for_selector("#signin:not([hidden])")
+    assert pg.errors == []
+
+
+def test_times_show_in_the_browsers_time_zone(browser, server):
+    start = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)  # overlaps now: on this week's view
+    end = start + timedelta(hours=2)
+    made = (
+        server["api"]
+        .post("/events", json={"title": "Zone check", "start": start.isoformat(), "end": end.isoformat()})
+        .json()
+    )
+    for zone in ("America/New_York", "Asia/Kolkata"):
+        context = browser.new_context(viewport={"width": 1280, "height": 800}, timezone_id=zone, locale="en-GB")
+        pg = context.new_page()
+        pg.set_default_timeout(20_000)
+        sign_in(pg, server)
+        local = start.astimezone(ZoneInfo(zone)).strftime("%H:%M")
+        chip = pg.locator(f'.ev[data-event-id="{made["id"]}"]').first
+        expect(chip.locator(".t")).to_contain_text(local)
+        context.close()
 
 
 # -- bad input, keys and the server going away -----------------------------------------------------------

@@ -190,6 +190,11 @@ async function signIn(event) {
 
 function boot() {
   $("signin-form").addEventListener("submit", signIn);
+  // The skip link moves the focus only: following "#main" would change the route.
+  document.querySelector(".skip").addEventListener("click", (event) => {
+    event.preventDefault();
+    $("main").focus();
+  });
   $("signout").addEventListener("click", () => signOut("Signed out."));
   $("nav-toggle").addEventListener("click", () => {
     const open = $("nav").classList.toggle("open");
