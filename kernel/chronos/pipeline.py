@@ -315,7 +315,8 @@ class SyncPipeline:
                 self.calendars[ref.key] = ref
         self._held: set[tuple[str, str]] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._stopping = False  # set by stop(): running syncs end after their current batch
+        self._executing: set[int] = set()  # ids of the runs in _execute
+        self._interrupting: set[int] = set()  # of those, the ones stop() ends after their current batch
 
     # -- lookup and scheduling --------------------------------------------------------
 
@@ -482,18 +483,16 @@ class SyncPipeline:
     async def stop(self, timeout: float = 20.0) -> None:
         """Have running syncs stop after their current batch (whose data and cursor are committed
         together, so the next run goes on from there); cancel those still running after ``timeout``."""
+        # Runs executing now, in the background or inside a job (which the job runner waits for).
+        self._interrupting |= self._executing
         tasks = [t for t in self._tasks if not t.done()]
         if not tasks:
             return
-        self._stopping = True
-        try:
-            _done, pending = await asyncio.wait(tasks, timeout=timeout)
-            for t in pending:
-                t.cancel()
-            if pending:
-                await asyncio.wait(pending, timeout=5)
-        finally:
-            self._stopping = False  # the runs have ended; a later start() runs in full again
+        _done, pending = await asyncio.wait(tasks, timeout=timeout)
+        for t in pending:
+            t.cancel()
+        if pending:
+            await asyncio.wait(pending, timeout=5)
 
     async def close_sources(self) -> None:
         """Await every source's ``aclose`` (runtime shutdown); one failing does not stop the others."""
@@ -554,6 +553,7 @@ class SyncPipeline:
         status, error, not_modified = "ok", None, False
         saved_cursor: dict[str, Any] | None = None
         bound = log.bind(run_id=run_id, source=source, calendar_id=calendar_id)
+        self._executing.add(run_id)  # until _finish
         try:
             store = self._store()
             async with self.ctx.db.read() as s:
@@ -603,7 +603,7 @@ class SyncPipeline:
                         await self._save(s, run_id, ref, tally, pending if save else _KEEP)
                     if save:
                         saved_cursor, pending = pending, _KEEP
-                    if self._stopping:
+                    if run_id in self._interrupting:
                         raise _Interrupted(tally.batches)
             finally:
                 aclose = getattr(batches, "aclose", None)
@@ -657,6 +657,8 @@ class SyncPipeline:
         not_modified: bool,
         started: float,
     ) -> None:
+        self._executing.discard(run_id)
+        self._interrupting.discard(run_id)
         source, calendar_id = ref.key
         now = utcnow()
         duration_ms = int((time.perf_counter() - started) * 1000)
