@@ -49,7 +49,7 @@ async def test_post_sync_errors(chronos_app, api_client):
     src = source_with("cal")
     src.gate = asyncio.Event()
     async with chronos_app(plugins=pipeline_plugins(src)) as app:
-        c = await api_client(app, scopes=["events.write"])
+        c = await api_client(app, scopes=["events.write", "events.read"])
         is_problem(await c.post("/api/v1/events/sync", json={"source": "nope"}), 404)
         body = is_problem(await c.post("/api/v1/events/sync", json={"source": "fake", "calendar_id": "x"}), 404)
         assert "no calendar 'x'" in body["detail"]
@@ -57,7 +57,9 @@ async def test_post_sync_errors(chronos_app, api_client):
         assert body["errors"][0]["pointer"] == "/sourc"
         assert (await c.post("/api/v1/events/sync", json={"source": "fake"})).status_code == 202
         body = is_problem(await c.post("/api/v1/events/sync", json={"source": "fake", "calendar_id": "cal"}), 409)
-        assert body["running"] == [{"source": "fake", "calendar_id": "cal"}]
+        running = (await c.get("/api/v1/sync/runs", params={"status": "running"})).json()["items"]
+        assert body["running"] == [{"source": "fake", "calendar_id": "cal", "run_id": running[0]["id"]}]
+        assert f"(run {running[0]['id']})" in body["detail"]
         src.gate.set()
         await pipeline_of(app).wait()
         reader = await api_client(app, scopes=["events.read"])

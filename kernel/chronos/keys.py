@@ -8,6 +8,7 @@ a bootstrap key with every scope that lives only in the environment.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import os
@@ -102,8 +103,12 @@ class KeyVerifier:
         if last is None or (now.timestamp() - last) > 60:
             # last_used_at is advisory; touching it at most once a minute keeps reads cheap.
             touched[key_id] = now.timestamp()
-            async with ctx.db.write() as s:
-                await s.execute(update(ApiKey).where(ApiKey.id == key_id).values(last_used_at=now))
+            try:
+                # Never wait behind a long write (a sync's batch on SQLite): a later request touches it.
+                async with asyncio.timeout(0.25), ctx.db.write() as s:
+                    await s.execute(update(ApiKey).where(ApiKey.id == key_id).values(last_used_at=now))
+            except TimeoutError:
+                touched.pop(key_id, None)
         principal = Principal(row.id, row.name, frozenset(row.scopes), frozenset(row.systems or []))
         if ttl > 0:
             verified[key_id] = (digest, principal, row.expires_at, time.monotonic())

@@ -29,7 +29,7 @@ import fcntl
 import hashlib
 import re
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -41,6 +41,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from chronos import metrics
+from chronos.contracts import ical
 from chronos.contracts.events import (
     WHOLE_SERIES,
     ApplyResult,
@@ -55,6 +56,7 @@ from chronos.contracts.events import (
     Sink,
     SinkBatch,
     Source,
+    SourceBatch,
     SourceError,
     StoredEvent,
 )
@@ -102,12 +104,69 @@ class StageFailure(Exception):
         return _describe(self.exc)
 
 
+class RunOverBudget(Exception):
+    """A run took longer than ``sync.run_budget_seconds``; the message says what to do."""
+
+
+#: What an exception raised without a message means, for the people reading runs.
+_WITHOUT_MESSAGE = {
+    TimeoutError: "an operation timed out without saying which (a server or the database did not answer in time);"
+    " the next run tries again — if it keeps happening, check the source's server and its timeout settings",
+    ConnectionError: "a connection was lost without details; the next run tries again",
+}
+
+
 def _describe(exc: BaseException) -> str:
     """A source's or stage's error as runs, logs and the API show it: URLs reduced to scheme and host
-    (a private feed's secret is in its path or query string)."""
-    if isinstance(exc, SourceError):
-        return redact_urls(str(exc))[:1000]
-    return redact_urls(f"{type(exc).__name__}: {exc}")[:1000]
+    (a private feed's secret is in its path or query string). An exception raised without a message
+    still gets one (its kind, what it usually means, where to look)."""
+    text = str(exc).strip()
+    if isinstance(exc, (SourceError, RunOverBudget)) and text:
+        return redact_urls(text)[:1000]
+    if not text:
+        hint = next((h for kind, h in _WITHOUT_MESSAGE.items() if isinstance(exc, kind)), None)
+        text = hint or "raised without a message; the service log has its traceback under this run id"
+    return redact_urls(f"{type(exc).__name__}: {text}")[:1000]
+
+
+async def _within_budget(
+    batches: AsyncIterator[SourceBatch], ref: CalendarRef, budget: float, tally: RunTally
+) -> AsyncIterator[SourceBatch]:
+    """The source's batches until ``budget`` seconds have passed, then :class:`RunOverBudget`.
+
+    The clock runs while the source works and while batches are stored; a source
+    waiting (a slow server, a long expansion) is interrupted at the deadline. The
+    run then ends before a complete listing, so nothing is deleted for it.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + budget
+
+    def over(doing: str) -> RunOverBudget:
+        source, calendar_id = ref.key
+        return RunOverBudget(
+            f"calendar {calendar_id!r} ({source}): sync stopped after {budget:g} s (sync.run_budget_seconds)"
+            f" {doing}; the last good data is kept; raise sync.run_budget_seconds or shorten the calendar's"
+            " window (horizon_days)"
+        )
+
+    try:
+        while True:
+            if loop.time() >= deadline:
+                raise over(f"after storing batch {tally.batches}")
+            try:
+                async with asyncio.timeout_at(deadline) as limit:
+                    batch = await anext(batches)
+            except StopAsyncIteration:
+                return
+            except TimeoutError:
+                if limit.expired():
+                    raise over(f"while waiting for the source (after {tally.batches} batch(es))") from None
+                raise
+            yield batch
+    finally:
+        aclose = getattr(batches, "aclose", None)
+        if aclose is not None:
+            await aclose()
 
 
 @dataclass
@@ -315,6 +374,7 @@ class SyncPipeline:
                 self.calendars[ref.key] = ref
         self._held: set[tuple[str, str]] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
+        ical.expansion(ctx.settings.kernel.sync.expansion_threads)
         self._executing: set[int] = set()  # ids of the runs in _execute
         self._interrupting: set[int] = set()  # of those, the ones stop() ends after their current batch
 
@@ -462,10 +522,56 @@ class SyncPipeline:
         except BaseException:
             await lock.release()
             raise
+        self._launch(run_id, ref, full, lock)
+        return run_id
+
+    async def start_many(
+        self,
+        refs: list[CalendarRef],
+        *,
+        trigger: SyncTrigger = "manual",
+        full: bool = False,
+        audit: Callable[[AsyncSession, CalendarRef, int], Awaitable[Any]] | None = None,
+        wait: float | None = None,
+    ) -> tuple[list[tuple[CalendarRef, int]], list[tuple[CalendarRef, str]]]:
+        """Start a run of each calendar in ``refs`` that is not running: ``(started, skipped)``,
+        ``started`` as ``(ref, run_id)``, ``skipped`` as ``(ref, why)``.
+
+        The run rows are written in ONE transaction, so starting every calendar
+        costs one turn at the database, not one per calendar. With ``wait``, giving
+        up after that many seconds (the database busy with another write, no free
+        connection) raises ``TimeoutError`` and starts nothing.
+        """
+        locks: list[tuple[CalendarRef, _Lock]] = []
+        skipped: list[tuple[CalendarRef, str]] = []
+        started: list[tuple[CalendarRef, int]] = []
+        try:
+            async with asyncio.timeout(wait):
+                for ref in refs:
+                    try:
+                        locks.append((ref, await self._acquire(ref.key)))
+                    except SyncBusy as exc:
+                        skipped.append((ref, str(exc)))
+                if locks:
+                    async with self.ctx.db.write() as s:
+                        for ref, _lock in locks:
+                            run_id = await self._add_run(s, ref, trigger, full)
+                            if audit is not None:
+                                await audit(s, ref, run_id)
+                            started.append((ref, run_id))
+        except BaseException:
+            for _ref, lock in locks:
+                await lock.release()
+            raise
+        for (ref, lock), (_same, run_id) in zip(locks, started, strict=True):
+            self._launch(run_id, ref, full, lock)
+        return started, skipped
+
+    def _launch(self, run_id: int, ref: CalendarRef, full: bool, lock: _Lock) -> None:
+        source, calendar_id = ref.key
         task = asyncio.create_task(self._background(run_id, ref, full, lock), name=f"sync:{source}:{calendar_id}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-        return run_id
 
     async def _background(self, run_id: int, ref: CalendarRef, full: bool, lock: _Lock) -> None:
         try:
@@ -509,32 +615,37 @@ class SyncPipeline:
         full: bool,
         audit: Callable[[AsyncSession, int], Awaitable[Any]] | None = None,
     ) -> int:
+        async with self.ctx.db.write() as s:
+            run_id = await self._add_run(s, ref, trigger, full)
+            if audit is not None:
+                await audit(s, run_id)
+            return run_id
+
+    async def _add_run(self, s: AsyncSession, ref: CalendarRef, trigger: SyncTrigger, full: bool) -> int:
+        """The run's row (and the calendar's state row the first time), in ``s``."""
         source, calendar_id = ref.key
         now = utcnow()
-        async with self.ctx.db.write() as s:
-            # We hold the run lock, so a "running" row of this calendar is left
-            # over from a process that died mid-run.
-            await s.execute(
-                update(SyncRun)
-                .where(SyncRun.source == source, SyncRun.calendar_id == calendar_id, SyncRun.status == "running")
-                .values(status="error", error="interrupted: the process stopped during the run", finished_at=now)
-            )
-            row = SyncRun(
-                source=source,
-                calendar_id=calendar_id,
-                trigger=trigger[:16],
-                full=full,
-                status="running",
-                started_at=now,
-                errors=[],
-            )
-            s.add(row)
-            if await s.get(SyncState, (source, calendar_id)) is None:
-                s.add(SyncState(source=source, calendar_id=calendar_id, updated_at=now))
-            await s.flush()
-            if audit is not None:
-                await audit(s, row.id)
-            return row.id
+        # We hold the run lock, so a "running" row of this calendar is left
+        # over from a process that died mid-run.
+        await s.execute(
+            update(SyncRun)
+            .where(SyncRun.source == source, SyncRun.calendar_id == calendar_id, SyncRun.status == "running")
+            .values(status="error", error="interrupted: the process stopped during the run", finished_at=now)
+        )
+        row = SyncRun(
+            source=source,
+            calendar_id=calendar_id,
+            trigger=trigger[:16],
+            full=full,
+            status="running",
+            started_at=now,
+            errors=[],
+        )
+        s.add(row)
+        if await s.get(SyncState, (source, calendar_id)) is None:
+            s.add(SyncState(source=source, calendar_id=calendar_id, updated_at=now))
+        await s.flush()
+        return row.id
 
     # -- one run -------------------------------------------------------------------------
 
@@ -564,7 +675,8 @@ class SyncPipeline:
             protected: set[str] = set()  # uids the source could not read: keep what we have
             pending: Any = _KEEP
             failed_any = False
-            batches = ref.source.fetch(ref.calendar, cursor)
+            budget = self.ctx.settings.kernel.sync.run_budget_seconds
+            batches = _within_budget(aiter(ref.source.fetch(ref.calendar, cursor)), ref, budget, tally)
             try:
                 async for batch in batches:
                     if batch.not_modified:
@@ -631,7 +743,8 @@ class SyncPipeline:
             raise
         except Exception as exc:  # noqa: BLE001 - a failing source fails its run, not the service
             status, error = "error", _describe(exc)
-            bound.warning("sync_error", error=error, exc_info=not isinstance(exc, (SourceError, NoEventStore)))
+            expected = (SourceError, NoEventStore, RunOverBudget)
+            bound.warning("sync_error", error=error, exc_info=not isinstance(exc, expected))
         await self._finish(run_id, ref, status, error, tally, saved_cursor, not_modified, started)
 
     async def _save(self, s: AsyncSession, run_id: int, ref: CalendarRef, tally: RunTally, cursor: Any) -> None:

@@ -114,6 +114,24 @@ class SchedulerSettings(_Section):
     shutdown_timeout_seconds: float = Field(20.0, gt=0, description="Grace period for running jobs on shutdown.")
 
 
+class SyncSettings(_Section):
+    run_budget_seconds: float = Field(
+        600.0,
+        gt=0,
+        description="A sync run still going after this long stops with an error naming the calendar. Batches it"
+        " stored stay; nothing is deleted on the strength of its unfinished listing (the last good data is kept)."
+        " Raise it for very large first syncs, or shorten the calendar's window (horizon_days).",
+    )
+    expansion_threads: int | None = Field(
+        None,
+        ge=1,
+        le=64,
+        description="Threads that parse and expand iCalendar data for every calendar together (ICS files and"
+        " feeds, and any source using `ical.expansion()`; default: one per CPU core, 2 to 4). One calendar uses at"
+        " most half of them, so a calendar whose series expand slowly never stops the others.",
+    )
+
+
 class PluginsSettings(_Section):
     enabled: list[str] | None = Field(
         None, description="Allowlist of plugin names; null enables every installed plugin."
@@ -174,6 +192,7 @@ class KernelSettings(_Section):
     )
     auth: AuthSettings = Field(default_factory=AuthSettings, description="API keys.")
     scheduler: SchedulerSettings = Field(default_factory=SchedulerSettings, description="The background job runner.")
+    sync: SyncSettings = Field(default_factory=SyncSettings, description="Sync runs: time budget and parsing threads.")
     plugins: PluginsSettings = Field(default_factory=PluginsSettings, description="Which installed plugins are loaded.")
     logging: LoggingSettings = Field(default_factory=LoggingSettings, description="Structured logs on stderr.")
     audit: AuditSettings = Field(default_factory=AuditSettings, description="The tamper-evident audit log.")

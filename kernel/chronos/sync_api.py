@@ -14,11 +14,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from chronos.audit import record_audit
 from chronos.auth import Principal, current_context, origin_of, require_scope
 from chronos.db.sync_models import SyncRun, SyncState
-from chronos.errors import Problem
+from chronos.errors import Problem, ProblemModel
 from chronos.host import PluginHost
 from chronos.openapi import restrict_strings
 from chronos.pagination import decode_cursor, encode_cursor
-from chronos.pipeline import SyncBusy, SyncPipeline, UnknownCalendar
+from chronos.pipeline import CalendarRef, SyncPipeline, UnknownCalendar
 from chronos.records import HealthResult, SyncTrigger
 
 READ = Depends(require_scope("events.read"))
@@ -82,6 +82,7 @@ class SkippedRun(BaseModel):
     source: str
     calendar_id: str
     reason: str
+    run_id: int | None = Field(description="The running run (poll /sync/runs/{id}), when its row is found")
 
 
 class SyncStarted(BaseModel):
@@ -217,12 +218,24 @@ async def list_calendars(request: Request, _: Principal = READ) -> list[dict[str
     return out
 
 
+#: How long starting runs may wait for the database before the request gives up (503).
+START_WAIT_SECONDS = 3.0
+
+
 @router.post(
     "/events/sync",
     status_code=202,
     response_model=SyncStarted,
     tags=["sync"],
-    responses={404: {"description": "Unknown source or calendar"}, 409: {"description": "Already running"}},
+    responses={
+        404: {"model": ProblemModel, "description": "Unknown source or calendar"},
+        409: {"model": ProblemModel, "description": "Already running (`running` names the calendars)"},
+        503: {
+            "model": ProblemModel,
+            "description": "The database did not take the new runs within a few seconds; nothing was started"
+            " (Retry-After)",
+        },
+    },
 )
 async def start_sync(
     request: Request,
@@ -233,7 +246,10 @@ async def start_sync(
 
     Without a body every calendar of every source syncs; ``source`` and
     ``calendar_id`` narrow it down. A calendar whose sync is running is
-    skipped; if that leaves nothing to start, the answer is 409.
+    skipped; if that leaves nothing to start, the answer is 409. The answer
+    never waits for a run: the run rows are written in one transaction, and if
+    the database cannot take it within a few seconds (busy with another
+    process's write, say) the answer is 503 and nothing starts.
     """
     body = body or SyncRequest()
     pipeline = _pipeline(request)
@@ -241,36 +257,54 @@ async def start_sync(
         refs = pipeline.select(body.source, body.calendar_id)
     except UnknownCalendar as exc:
         raise Problem(404, str(exc), type="not-found") from None
-    runs: list[dict[str, Any]] = []
-    skipped: list[dict[str, Any]] = []
-    for ref in refs:
-        source, calendar_id = ref.key
 
-        async def audit(s: AsyncSession, run_id: int, source: str = source, calendar_id: str = calendar_id) -> None:
-            await record_audit(
-                s,
-                entity="sync_run",
-                entity_id=run_id,
-                action="start",
-                principal=principal,
-                origin=origin_of(request),
-                change={"source": source, "calendar_id": calendar_id, "full": body.full},
-            )
+    async def audit(s: AsyncSession, ref: CalendarRef, run_id: int) -> None:
+        await record_audit(
+            s,
+            entity="sync_run",
+            entity_id=run_id,
+            action="start",
+            principal=principal,
+            origin=origin_of(request),
+            change={"source": ref.key[0], "calendar_id": ref.key[1], "full": body.full},
+        )
 
-        try:
-            run_id = await pipeline.start(source, calendar_id, trigger="api", full=body.full, audit=audit)
-        except SyncBusy as exc:
-            skipped.append({"source": source, "calendar_id": calendar_id, "reason": str(exc)})
-            continue
-        runs.append({"id": run_id, "source": source, "calendar_id": calendar_id})
-    if skipped and not runs:
+    try:
+        started, skipped = await pipeline.start_many(
+            refs, trigger="api", full=body.full, audit=audit, wait=START_WAIT_SECONDS
+        )
+    except TimeoutError:
+        raise Problem(
+            503,
+            f"the database did not take the new sync runs within {START_WAIT_SECONDS:g} s (another write is in"
+            " progress); nothing was started, try again shortly",
+            type="sync-start-busy",
+            headers={"Retry-After": "5"},
+        ) from None
+    runs = [{"id": run_id, "source": ref.key[0], "calendar_id": ref.key[1]} for ref, run_id in started]
+    running = await _running_runs(request, [ref.key for ref, _why in skipped]) if skipped else {}
+    skips = [
+        {"source": ref.key[0], "calendar_id": ref.key[1], "reason": why, "run_id": running.get(ref.key)}
+        for ref, why in skipped
+    ]
+    if skips and not runs:
         raise Problem(
             409,
-            "; ".join(s["reason"] for s in skipped),
+            "; ".join(f"{why} (run {running[ref.key]})" if ref.key in running else why for ref, why in skipped),
             type="sync-running",
-            running=[{"source": s["source"], "calendar_id": s["calendar_id"]} for s in skipped],
+            running=[{"source": s["source"], "calendar_id": s["calendar_id"], "run_id": s["run_id"]} for s in skips],
         )
-    return {"runs": runs, "skipped": skipped}
+    return {"runs": runs, "skipped": skips}
+
+
+async def _running_runs(request: Request, keys: list[tuple[str, str]]) -> dict[tuple[str, str], int]:
+    """The newest running run of each calendar in ``keys`` (a read: never waits for a writer)."""
+    wanted = set(keys)
+    q = select(SyncRun.id, SyncRun.source, SyncRun.calendar_id).where(SyncRun.status == "running")
+    q = q.where(SyncRun.calendar_id.in_(sorted({k[1] for k in wanted}))).order_by(SyncRun.id)
+    async with current_context(request).db.read() as s:
+        rows = (await s.execute(q)).all()
+    return {(r.source, r.calendar_id): r.id for r in rows if (r.source, r.calendar_id) in wanted}
 
 
 async def sync_health(ctx: Any, pipeline: SyncPipeline | None) -> HealthResult:

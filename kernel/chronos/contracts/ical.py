@@ -23,18 +23,25 @@ the definition's rules from 1601 on every offset lookup.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
+import os
 import re
+import threading
 from bisect import bisect_right
-from collections.abc import Iterator
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from functools import lru_cache
-from typing import Any
+from typing import Any, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from chronos.contracts.events import EventDraft
+from chronos.contracts.events import EventDraft, EventMode
+
+_T = TypeVar("_T")
 
 _UID = re.compile(r"^UID(?:;[^:\r\n]*)?:([^\r\n]*(?:\r?\n[ \t][^\r\n]*)*)", re.M | re.I)
 _RECURS = re.compile(r"^(?:RRULE|RDATE)[;:]", re.M | re.I)
@@ -304,6 +311,10 @@ def _draft(comp: Any, uid: str, rid: str, start: Any, end: Any, window: Window, 
     )
 
 
+#: X-CHRONOS-MODE values; an entry without one (or with another) takes its calendar's default mode.
+_MODES: dict[str, EventMode] = {"free": "free", "auto-plan": "auto-plan"}
+
+
 def _make_draft(
     uid: str,
     rid: str,
@@ -334,7 +345,7 @@ def _make_draft(
         timezone=tz_name,
         status=_STATUS.get(status.strip().upper(), "confirmed"),  # type: ignore[arg-type]
         transparency="free" if transp.strip().upper() == "TRANSPARENT" else "busy",
-        mode="auto-plan" if mode.strip().lower() == "auto-plan" else "free",
+        mode=_MODES.get(mode.strip().lower()),
         tags=tags,
         metadata=metadata,
     )
@@ -1003,3 +1014,134 @@ def _parse_slow(prefix: str, groups: list[Group], window: Window, x_wr: str | No
         out.deleted += part.deleted
         out.instances += part.instances
     return out
+
+
+# -- expansion threads shared fairly by every calendar -------------------------------------
+
+
+class Expansion:
+    """The threads that parse and expand iCalendar data, shared by every calendar of the process.
+
+    A fixed number of threads (``sync.expansion_threads``), and at most
+    ``per_calendar`` of them working for one calendar: a calendar whose series
+    expand slowly waits for its own threads while the other calendars' chunks
+    go ahead, and the service's default thread pool (used by the database
+    driver's helpers, backups and other plugins' jobs) is never filled by
+    parsing. Waiting chunks are served first come, first served among the
+    calendars that are under their cap. A slot is freed when its thread is done,
+    not when the waiting run gives up, so the bound holds for work that cannot
+    be interrupted.
+    """
+
+    def __init__(self, threads: int) -> None:
+        self.threads = threads
+        self._pool: ThreadPoolExecutor | None = None
+        self._busy: dict[Any, int] = {}
+        self._in_use = 0
+        self._waiting: deque[tuple[Any, asyncio.Future[None]]] = deque()
+        # Slots are freed from the worker threads (the waiting loop may be gone by then).
+        self._mutex = threading.Lock()
+
+    @property
+    def per_calendar(self) -> int:
+        """At most this many threads work for one calendar (half of them, at least one)."""
+        return max(1, self.threads // 2)
+
+    def resize(self, threads: int) -> None:
+        with self._mutex:
+            if threads != self.threads:
+                self.threads = threads
+                if self._pool is not None and self._in_use == 0:
+                    self._pool.shutdown(wait=False)
+                    self._pool = None
+
+    def busy(self, key: Any) -> int:
+        """Threads working for ``key`` right now."""
+        return self._busy.get(key, 0)
+
+    def _can(self, key: Any) -> bool:
+        return self._in_use < self.threads and self._busy.get(key, 0) < self.per_calendar
+
+    def _take(self, key: Any) -> None:
+        self._in_use += 1
+        self._busy[key] = self._busy.get(key, 0) + 1
+
+    def _release(self, key: Any) -> None:
+        with self._mutex:
+            self._in_use -= 1
+            left = self._busy.get(key, 0) - 1
+            if left > 0:
+                self._busy[key] = left
+            else:
+                self._busy.pop(key, None)
+            for item in list(self._waiting):
+                if self._in_use >= self.threads:
+                    break
+                waiter_key, fut = item
+                if fut.done():
+                    self._waiting.remove(item)
+                elif self._can(waiter_key):
+                    try:
+                        fut.get_loop().call_soon_threadsafe(_grant, fut)
+                    except RuntimeError:  # its event loop is closed: nobody waits any more
+                        self._waiting.remove(item)
+                        continue
+                    self._waiting.remove(item)
+                    self._take(waiter_key)
+
+    async def _slot(self, key: Any) -> None:
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        item = (key, fut)
+        with self._mutex:
+            if self._can(key):
+                self._take(key)
+                return
+            self._waiting.append(item)
+        try:
+            await fut
+        except BaseException:
+            with self._mutex:
+                granted = item not in self._waiting
+                if not granted:
+                    self._waiting.remove(item)
+            if granted:
+                self._release(key)  # granted, then given up before it was used
+            raise
+
+    async def run(self, key: Any, fn: Callable[..., _T], *args: Any) -> _T:
+        """``fn(*args)`` in an expansion thread, as one of ``key``'s (a calendar's) share."""
+        await self._slot(key)
+        try:
+            with self._mutex:
+                if self._pool is None:
+                    self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="chronos-expand")
+                pool = self._pool
+            work = pool.submit(fn, *args)
+        except BaseException:
+            self._release(key)
+            raise
+        work.add_done_callback(lambda _: self._release(key))
+        return await asyncio.wrap_future(work)
+
+
+def _grant(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
+
+
+_expansion: Expansion | None = None
+
+
+def default_expansion_threads() -> int:
+    return max(2, min(4, os.cpu_count() or 1))
+
+
+def expansion(threads: int | None = None) -> Expansion:
+    """The process's :class:`Expansion`; ``threads`` resizes it (the kernel sets it from
+    ``sync.expansion_threads`` at startup)."""
+    global _expansion
+    if _expansion is None:
+        _expansion = Expansion(threads or default_expansion_threads())
+    elif threads is not None:
+        _expansion.resize(threads)
+    return _expansion

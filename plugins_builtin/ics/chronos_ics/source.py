@@ -11,7 +11,9 @@ then shift with the window.
 
 Large files are parsed by a pool of worker processes in chunks of whole
 UIDs, so the event loop stays free and parsing uses every core; the pipeline
-stores the first batches while later chunks are still being parsed.
+stores the first batches while later chunks are still being parsed. Smaller
+files are parsed in the kernel's expansion threads (``ical.expansion()``),
+where one calendar never holds every thread.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import asyncio
 import hashlib
 import json
 import multiprocessing
+from collections import deque
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ProcessPoolExecutor
 from datetime import UTC, date, datetime, time, timedelta
@@ -158,17 +161,18 @@ class IcsSource(Source):
             return
         if not data.strip():
             raise SourceError("the calendar is empty (0 bytes of iCalendar); keeping the last good data")
+        key = (self.name, cfg.id)
         try:
-            split = await asyncio.to_thread(lambda: ical.split_calendar(ical.decode(data)))
+            split = await ical.expansion().run(key, lambda: ical.split_calendar(ical.decode(data)))
         except ical.CalendarFormatError as exc:
             hint = f" (the server sent Content-Type: {content_type})" if content_type else ""
             raise SourceError(f"{exc}{hint}") from None
         new_cursor["recurring"] = split.recurring
-        async for batch in self._batches(split, window, new_cursor):
+        async for batch in self._batches(split, window, new_cursor, key):
             yield batch
 
     async def _batches(
-        self, split: ical.Split, window: ical.Window, cursor: dict[str, Any]
+        self, split: ical.Split, window: ical.Window, cursor: dict[str, Any], key: tuple[str, str]
     ) -> AsyncIterator[SourceBatch]:
         """Batches of what the parser yields, streamed while the calendar stays within
         ``max_instances_per_calendar``. Past it, the rest is held back: the first that
@@ -182,7 +186,7 @@ class IcsSource(Source):
         sent: list[tuple[datetime, str, str]] = []
         held: list[EventDraft] | None = None
         total = 0
-        async for parsed in self._parse(split, window):
+        async for parsed in self._parse(split, window, key):
             deleted += parsed.deleted
             errors += parsed.errors
             total += len(parsed.drafts)
@@ -213,7 +217,11 @@ class IcsSource(Source):
                 drafts, deleted, errors = drafts[size:], [], []
         yield SourceBatch(drafts=drafts, deleted=deleted, errors=errors, full=True, complete=True, cursor=cursor)
 
-    async def _parse(self, split: ical.Split, window: ical.Window) -> AsyncIterator[ical.Parsed]:
+    async def _parse(self, split: ical.Split, window: ical.Window, key: tuple[str, str]) -> AsyncIterator[ical.Parsed]:
+        """Parsed chunks in order. Large files go to the worker processes, at most one chunk
+        per worker in flight for this calendar, so that other calendars' chunks queue
+        between them; smaller ones to the kernel's expansion threads (a calendar gets its
+        share of them, see ``sync.expansion_threads``)."""
         workers = self.workers
         x_wr = split.x_wr_timezone
         if workers > 0 and split.entries >= self.settings.parallel_threshold:
@@ -221,19 +229,21 @@ class IcsSource(Source):
             per_chunk = max(200, min(2000, split.entries // (workers * 4) or 1))
             loop = asyncio.get_running_loop()
             pool = self._executor()
-            futures = [
-                loop.run_in_executor(pool, ical.parse_groups, split.prefix, chunk, window, x_wr)
-                for chunk in ical.chunks(split.groups, per_chunk)
-            ]
+            todo = iter(ical.chunks(split.groups, per_chunk))
+            futures: deque[asyncio.Future[ical.Parsed]] = deque()
             try:
-                for fut in futures:
-                    yield await fut
+                while True:
+                    while len(futures) < workers and (chunk := next(todo, None)) is not None:
+                        futures.append(loop.run_in_executor(pool, ical.parse_groups, split.prefix, chunk, window, x_wr))
+                    if not futures:
+                        return
+                    yield await futures.popleft()
             finally:
                 for fut in futures:
                     fut.cancel()
-            return
+        expansion = ical.expansion()
         for chunk in ical.chunks(split.groups, 1000):
-            yield await asyncio.to_thread(ical.parse_groups, split.prefix, chunk, window, x_wr)
+            yield await expansion.run(key, ical.parse_groups, split.prefix, chunk, window, x_wr)
 
     def _executor(self) -> ProcessPoolExecutor:
         if self._pool is None:
