@@ -713,6 +713,17 @@ def test_panels_follow_the_keys_scopes_and_a_revoked_key_returns_to_sign_in(page
     assert pg.evaluate("sessionStorage.getItem('chronos.key')") is None
 
 
+def test_a_command_operator_sees_the_queue_but_not_the_admin_editors(page, server):
+    operator = server["api"].post("/keys", json={"name": "operator", "scopes": ["commands.manage"]}).json()
+    pg = page
+    sign_in(pg, server, operator["secret"])
+    open_panel(pg, "commands")
+    expect(pg.locator('[data-tab="whitelist"]')).to_be_hidden()
+    expect(pg.locator('[data-tab="workflows"]')).to_be_hidden()
+    expect(pg.locator('[data-tab="dead"]')).to_be_visible()
+    assert pg.errors == []
+
+
 def test_a_stopped_server_shows_the_retrying_banner_until_it_is_back(browser, tmp_path):
     """A server of its own, really stopped (by its PID) and started again on the same port and database."""
     config = {

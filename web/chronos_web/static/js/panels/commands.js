@@ -378,5 +378,11 @@ export async function render(root, kit) {
   }
 
   show("queue");
+  // The whitelist and workflow editors need an admin key: other keys do not see their tabs.
+  for (const id of ["whitelist", "workflows"]) {
+    api.get(id === "whitelist" ? "whitelists" : "workflows", {limit: 1}).catch((err) => {
+      if (err.status === 403) tabButtons.find((b) => b.dataset.tab === id).hidden = true;
+    });
+  }
   return () => stop();
 }
