@@ -36,6 +36,8 @@ if TYPE_CHECKING:  # pragma: no cover
 
 EventStatus = Literal["confirmed", "tentative", "cancelled"]
 Transparency = Literal["busy", "free"]
+#: ``free`` may overlap other events; ``auto-plan`` must not overlap busy ones. An event that sets
+#: neither (``None``) takes its calendar's default mode (the planning plugin's per-calendar policy).
 EventMode = Literal["free", "auto-plan"]
 
 
@@ -77,7 +79,7 @@ class EventDraft:
     timezone: str | None = None
     status: EventStatus = "confirmed"
     transparency: Transparency = "busy"
-    mode: EventMode = "free"
+    mode: EventMode | None = None  # None: the calendar's default
     tags: list[str] = field(default_factory=list)
     metadata: dict[str, Any] = field(default_factory=dict)
     raw: Any = None
@@ -121,7 +123,7 @@ class CanonicalEvent(BaseModel):
     timezone: str | None = Field(None, max_length=64)
     status: EventStatus = "confirmed"
     transparency: Transparency = "busy"
-    mode: EventMode = "free"
+    mode: EventMode | None = None  # None: the calendar's default
     tags: list[str] = Field(default_factory=list)
     sub_tasks: list[SubTask] = Field(default_factory=list)
     metadata: dict[str, Any] = Field(default_factory=dict)
@@ -205,6 +207,12 @@ class CanonicalEvent(BaseModel):
     def content_hash(self) -> str:
         """A stable hash of everything stored; equal hashes mean no write is needed."""
         payload = self.model_dump(mode="json")
+        # Hashes stored before an event could leave its mode unset spelled that "free": they stay
+        # valid (no stored event looks changed), and an explicit "free" hashes apart from unset.
+        if payload["mode"] is None:
+            payload["mode"] = "free"
+        elif payload["mode"] == "free":
+            payload["mode_set"] = True
         blob = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
         return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 

@@ -68,7 +68,8 @@ class Event(Base):
     timezone: Mapped[str | None] = mapped_column(String(64), nullable=True)
     status: Mapped[str] = mapped_column(String(16), default="confirmed")
     transparency: Mapped[str] = mapped_column(String(8), default="busy")
-    mode: Mapped[str] = mapped_column(String(16), default="free")
+    # free, auto-plan, or NULL: the calendar's default (planning.calendars.<id>.default_mode).
+    mode: Mapped[str | None] = mapped_column(String(16), nullable=True)
     tags: Mapped[list[str]] = mapped_column(JSONType, default=list)
     sub_tasks: Mapped[list[dict[str, Any]]] = mapped_column(JSONType, default=list)
     all_done: Mapped[bool] = mapped_column(Boolean(), default=False)

@@ -32,7 +32,9 @@ class EventCreate(BaseModel):
     timezone: str | None = Field(None, max_length=64, description="Original time zone (IANA name).")
     status: Literal["confirmed", "tentative", "cancelled"] = "confirmed"
     transparency: Literal["busy", "free"] = "busy"
-    mode: Literal["free", "auto-plan"] = "free"
+    mode: Literal["free", "auto-plan"] | None = Field(
+        None, description="free or auto-plan; left out or null: the calendar's default mode (planning)."
+    )
     tags: list[Text200] = Field(default_factory=list, max_length=50)
     metadata: dict[str, Any] = Field(default_factory=dict)
 
@@ -68,7 +70,6 @@ class EventPatch(BaseModel):
             "all_day",
             "status",
             "transparency",
-            "mode",
             "tags",
             "sub_tasks",
             "metadata",
@@ -95,7 +96,7 @@ class EventPatch(BaseModel):
     timezone: str | None = Field(None, max_length=64)
     status: Literal["confirmed", "tentative", "cancelled"] | None = None
     transparency: Literal["busy", "free"] | None = None
-    mode: Literal["free", "auto-plan"] | None = None
+    mode: Literal["free", "auto-plan"] | None = Field(None, description="null: back to the calendar's default mode.")
     tags: list[Text200] | None = Field(None, max_length=50)
     sub_tasks: list[SubTaskDone] | None = Field(None, max_length=500)
     metadata: dict[str, Any] | None = None

@@ -43,7 +43,7 @@ from chronos_events.state import inline_reader
 from chronos_events.store import PATCHABLE, SqlEventStore, UnknownSubTask
 
 #: Fields a PATCH may set to null.
-NULLABLE = {"start_date", "end_date", "timezone"}
+NULLABLE = {"start_date", "end_date", "timezone", "mode"}
 
 
 def event_store(ctx: PluginContext) -> SqlEventStore:

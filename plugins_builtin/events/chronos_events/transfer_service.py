@@ -142,7 +142,7 @@ class ImportEvent(BaseModel):
     timezone: str | None = Field(None, max_length=64)
     status: Literal["confirmed", "tentative", "cancelled"] = "confirmed"
     transparency: Literal["busy", "free"] = "busy"
-    mode: Literal["free", "auto-plan"] = "free"
+    mode: Literal["free", "auto-plan"] | None = None
     tags: list[str] = Field(default_factory=list)
     sub_tasks: list[SubTask] = Field(default_factory=list)
     metadata: dict[str, Any] = Field(default_factory=dict)

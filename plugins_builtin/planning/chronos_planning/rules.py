@@ -20,7 +20,7 @@ class Busy:
     calendar_id: str
     start: datetime
     end: datetime
-    mode: str  # the stored mode: "free" or "auto-plan"
+    mode: str | None  # the event's own mode: "free", "auto-plan", or None (its calendar's default)
     all_day: bool = False
     busy: bool = True  # transparency busy
     cancelled: bool = False
@@ -49,8 +49,8 @@ class Roles:
     def of(self, event: Busy) -> tuple[bool, bool, bool]:
         """``(blocks, planned, reports)``: whether the event takes part in conflicts and blocks
         proposals at all (busy, not cancelled, its calendar counts, all-day only where the calendar
-        says all-day events block); whether it is planned (its own mode is auto-plan, or its
-        calendar plans every event); whether its calendar reports every overlap."""
+        says all-day events block); whether it is planned (its own mode is auto-plan, or it sets
+        none and its calendar plans every event); whether its calendar reports every overlap."""
         counts, all_day_blocks, planned, reports = self._calendar(event.calendar_id)
         blocking = (
             counts
@@ -59,7 +59,7 @@ class Roles:
             and event.end > event.start
             and (not event.all_day or all_day_blocks)
         )
-        return blocking, planned or event.mode == AUTO_PLAN, reports
+        return blocking, event.mode == AUTO_PLAN or (planned and event.mode is None), reports
 
 
 def conflict_reason(a: tuple[bool, bool, bool], b: tuple[bool, bool, bool]) -> str | None:
@@ -75,7 +75,7 @@ def conflict_reason(a: tuple[bool, bool, bool], b: tuple[bool, bool, bool]) -> s
 
 
 def effective_mode(event: Busy, settings: PlanningSettings) -> str:
-    """auto-plan when the event says so or its calendar plans every event."""
+    """auto-plan when the event says so, or says nothing and its calendar plans every event."""
     return AUTO_PLAN if Roles(settings).of(event)[1] else "free"
 
 

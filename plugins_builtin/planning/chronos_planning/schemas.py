@@ -59,7 +59,7 @@ class ProposalsOut(BaseModel):
 
 class EventProposalsOut(ProposalsOut):
     event_id: int
-    mode: Literal["free", "auto-plan"]
+    mode: Literal["free", "auto-plan"] = Field(description="The mode in force: the event's own, or its calendar's.")
     movable: bool = Field(description="Whether POST …/reschedule can move it (events of local calendars only).")
     conflicts: list[int] = Field(description="Ids of the events it conflicts with now.")
 
@@ -77,7 +77,7 @@ class ConflictEvent(BaseModel):
     title: str
     start_utc: str
     end_utc: str
-    mode: str
+    mode: str | None = Field(description="The event's own mode; null: its calendar's default.")
 
 
 class Interval(BaseModel):

@@ -107,8 +107,8 @@ class CalendarPolicy(BaseModel):
 
     default_mode: Literal["free", "auto-plan"] = Field(
         "free",
-        description="free: its events may overlap others; auto-plan: every event of the calendar is planned"
-        " (conflicts with every busy event it overlaps). An event created with mode auto-plan is always planned.",
+        description="The mode of its events that set none. free: they may overlap others; auto-plan: they are"
+        " planned (conflict with every busy event they overlap). An event's own mode (free or auto-plan) wins.",
     )
     counts_for_conflicts: bool = Field(True, description="false: its events neither block nor conflict.")
     report_all_overlaps: bool = Field(

@@ -176,3 +176,28 @@ async def test_a_local_edit_moves_a_pair_in_and_out(chronos_app, api_client):
         assert listed.json()["items"][0]["overlap"] == {"start": z(T + H / 2), "end": z(T + H)}
         await c.patch(f"/api/v1/events/{other}", json={"start_utc": z(T + H), "end_utc": z(T + 2 * H)})
         assert await pairs(c, *WEEK) == []
+
+
+async def test_an_event_opts_out_of_its_calendars_auto_plan_and_back(chronos_app, api_client):
+    cfg = config(calendars={"work": {"default_mode": "auto-plan"}})
+    async with chronos_app(plugins=PLUGINS, config=cfg) as app:
+        c = await api_client(app, scopes=["events.read", "events.write"])
+        other = await create(c, "Other", T, T + H, calendar="home")
+        free = await create(c, "Free", T, T + H, mode="free")  # says free: the calendar's default does not apply
+        unset = await create(c, "Unset", T + 2 * H, T + 3 * H)
+        assert (await c.get(f"/api/v1/events/{unset}")).json()["mode"] is None
+        assert (await c.get(f"/api/v1/events/{free}/proposals")).json()["mode"] == "free"
+        assert await pairs(c, *WEEK) == []
+        # moved onto both, the unset one is planned through its calendar: it conflicts with each
+        r = await c.patch(f"/api/v1/events/{unset}", json={"start_utc": z(T), "end_utc": z(T + H)})
+        assert r.status_code == 200, r.text
+        assert await pairs(c, *WEEK) == [(other, unset, "auto-plan"), (free, unset, "auto-plan")]
+        # and opts out, then back to the calendar's default with null
+        r = await c.patch(f"/api/v1/events/{unset}", json={"mode": "free"})
+        assert r.status_code == 200 and r.json()["mode"] == "free", r.text
+        assert await pairs(c, *WEEK) == []
+        r = await c.patch(f"/api/v1/events/{free}", json={"mode": None})
+        assert r.status_code == 200 and r.json()["mode"] is None, r.text
+        assert await pairs(c, *WEEK) == [(other, free, "auto-plan"), (free, unset, "auto-plan")]
+        bad = await c.patch(f"/api/v1/events/{free}", json={"mode": "sometimes"})
+        assert bad.status_code == 422 and bad.headers["content-type"].startswith("application/problem+json")
