@@ -432,6 +432,16 @@ def test_template_test_send_reaches_a_real_smtp_server(page, server):
     wait_for(lambda: any(m["To"] == "ada@example.com" for m in server["mails"]), 30, "the test mail")
     (mail,) = [m for m in server["mails"] if m["To"] == "ada@example.com"]
     assert mail["Subject"] == "Test for Ada"
+
+    def sent() -> httpx.Response:
+        return api.get("/mail/deliveries", params={"status": "sent", "limit": 100})
+
+    wait_for(lambda: "ada@example.com" in str(sent().json()), 30, "the delivery's sent status")
+    open_panel(pg, "mail")  # the delivery as the mail panel shows it: sent, with the server's answer
+    pg.get_by_label("Status").select_option("sent")
+    row = pg.locator('section[data-panel="mail"] tr', has_text="ada@example.com")
+    expect(row).to_contain_text("Test for Ada")
+    expect(row.locator('td[data-label="Last SMTP answer"]')).to_contain_text("250")
     assert pg.errors == []
 
 
