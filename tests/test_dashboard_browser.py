@@ -321,6 +321,14 @@ def test_whitelist_editor_adds_an_entry_and_edits_every_field_with_errors_at_the
     note = pg.locator("#" + attempts.get_attribute("aria-describedby"))
     expect(note).to_contain_text("greater than or equal to 1")
     attempts.fill("3")
+    grace = form.get_by_label("Grace (seconds)")
+    grace.fill("")
+    grace.press_sequentially("1e")  # not a number: refused at the field, before any request
+    form.locator("button[type=submit]").click()
+    expect(grace).to_have_attribute("aria-invalid", "true")
+    expect(form.locator(".field-error")).to_have_text("not a number")
+    assert server["api"].get("/whitelists", params={"system": "cache-2"}).json()["items"][0]["grace_seconds"] is None
+    grace.fill("600")
     form.locator("button[type=submit]").click()
     expect(pg.locator("text=cache-2 RESTART saved.")).to_be_visible()
     expect(pg.locator("td", has_text='"regex":"[a-z ]{1,40}"')).to_be_visible()

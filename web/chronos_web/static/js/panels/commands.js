@@ -166,7 +166,7 @@ export async function render(root, kit) {
         out.replaceChildren(fieldErrors(form, err));
       }
     });
-    const list_ = (text) => (text.trim() ? text.split(",").map((x) => x.trim()).filter(Boolean) : null);
+    const commaList = (text) => (text.trim() ? text.split(",").map((x) => x.trim()).filter(Boolean) : null);
     /** Every field PATCH /whitelists/{id} takes, as a form; server errors show at their field. */
     function edit(w) {
       const label = `${w.system} ${w.action}`;
@@ -195,6 +195,7 @@ export async function render(root, kit) {
         e.preventDefault();
         fieldErrors(form, null);
         err.replaceChildren();
+        if (notNumbers(form, err)) return;
         let parsed;
         try {
           parsed = JSON.parse(rules.value || "{}");
@@ -205,7 +206,7 @@ export async function render(root, kit) {
         try {
           await api.patch(`whitelists/${w.id}`, {
             allowed_params_json: parsed, schedule: when.value, max_attempts: number(attempts), grace_seconds: number(grace),
-            description: description.value, sources: list_(sources.value), calendars: list_(calendars.value),
+            description: description.value, sources: commaList(sources.value), calendars: commaList(calendars.value),
           });
           editor.replaceChildren();
           out.replaceChildren(h("p", {class: "ok"}, `${label} saved.`));
@@ -265,6 +266,13 @@ export async function render(root, kit) {
     draw();
   }
 
+  /** Number inputs holding text the browser cannot read (their value is ""), shown at the field. */
+  function notNumbers(form, box) {
+    const bad = [...form.querySelectorAll('input[type="number"]')].filter((i) => i.validity.badInput);
+    if (bad.length) box.replaceChildren(fieldErrors(form, {problem: {errors: bad.map((i) => ({pointer: `/${i.name}`, detail: "not a number"}))}}));
+    return bad.length > 0;
+  }
+
   /** A workflow's fields as a form (create, or edit with PATCH); server errors show at their field. */
   function workflowForm(w, done) {
     const text = (name, value, attrs = {}) => h("input", {type: "text", name, value: value ?? "", autocomplete: "off", ...attrs});
@@ -298,6 +306,7 @@ export async function render(root, kit) {
       e.preventDefault();
       fieldErrors(form, null);
       out.replaceChildren();
+      if (notNumbers(form, out)) return;
       let template;
       try {
         template = JSON.parse(params.value || "{}");
