@@ -25,11 +25,18 @@ Scenarios (``--only`` picks one or several, comma-separated):
     events by id (20 %). 5xx count, p50, p99, requests/s.
 ``queue``
     Lease-and-complete cycles over HTTP, 8 workers polling ``--lease-limit``
-    commands at a time for ``--seconds``: on SQLite with batched completion
-    (one ``POST /api/v1/command-completions`` per leased batch) and one by one
-    (``POST /api/v1/commands/{id}/complete``), and on PostgreSQL with 1 and 2
-    API replicas (the workers spread over the replicas). Commands handed out
-    twice and acknowledged completions missing from the database must be 0.
+    commands at a time (10, then 50) for ``--seconds``: with batched
+    completion (one ``POST /api/v1/command-completions`` per leased batch)
+    and one by one (``POST /api/v1/commands/{id}/complete``, 10 per poll), on
+    SQLite and on PostgreSQL with 1 and 2 API replicas (the workers spread
+    over the replicas). Commands handed out twice and acknowledged
+    completions missing from the database must be 0.
+
+The SQLite scenarios run one after the other on one deployment (one
+database file, which the reads scenario first fills with ``--events``
+events); each PostgreSQL run gets its own deployment on a fresh schema.
+The worker's start-up (its first run of every job) is over before anything
+is measured.
 
 After each scenario the table shows the servers' RSS (VmRSS from
 ``/proc/<pid>/status``; replicas listed one by one) and where the CPU time
@@ -120,6 +127,68 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / TICKS
 
 
+def run_delay(pid: int) -> float:
+    """Seconds the threads of a process spent runnable but waiting for a CPU (/proc/<pid>/task/*/schedstat)."""
+    total = 0
+    try:
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
+    except OSError:
+        return 0.0
+    for task in tasks:
+        try:
+            total += int((task / "schedstat").read_text().split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+    return total / 1e9
+
+
+def pg_client_ports(pids: list[int], server_port: int) -> set[int]:
+    """Local ports of the TCP connections these processes hold to ``server_port``."""
+    inodes = set()
+    for pid in pids:
+        try:
+            fds = list(Path(f"/proc/{pid}/fd").iterdir())
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                link = os.readlink(fd)
+            except OSError:
+                continue
+            if link.startswith("socket:["):
+                inodes.add(link[8:-1])
+    ports = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            f = line.split()
+            if f[9] in inodes and int(f[2].rsplit(":", 1)[1], 16) == server_port:
+                ports.add(int(f[1].rsplit(":", 1)[1], 16))
+    return ports
+
+
+async def pg_backends(dep: Deployment) -> list[int]:
+    """PIDs of the PostgreSQL backends serving the deployment's connections (a local server only)."""
+    import asyncpg
+    from sqlalchemy.engine import make_url
+
+    url = make_url(dep.url)
+    ports = pg_client_ports([p.pid for p in dep.procs], url.port or 5432)
+    if not ports:
+        return []
+    conn = await asyncpg.connect(
+        host=url.host, port=url.port or 5432, user=url.username, password=url.password, database=url.database
+    )
+    try:
+        rows = await conn.fetch("SELECT pid FROM pg_stat_activity WHERE client_port = ANY($1::int[])", sorted(ports))
+    finally:
+        await conn.close()
+    return [r["pid"] for r in rows if Path(f"/proc/{r['pid']}").exists()]
+
+
 def machine_busy_seconds() -> float:
     """CPU seconds the whole machine spent busy since boot (every core, /proc/stat)."""
     values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
@@ -195,9 +264,16 @@ class Deployment:
                     raise RuntimeError(f"the worker exited with {proc.returncode}: {self.logs[-1].read_text()[-2000:]}")
                 jobs = (await c.get("/health")).json().get("checks", {}).get("jobs", {})
                 if jobs.get("status") == "ok" and jobs.get("runners"):
-                    return
+                    break
                 await asyncio.sleep(0.5)
-        raise RuntimeError("the worker reported no heartbeat within 120 s")
+            else:
+                raise RuntimeError("the worker reported no heartbeat within 120 s")
+        # Its first runs of every job (start-up work) are not measured either: until it is idle.
+        while time.monotonic() < deadline:
+            before = cpu_seconds(proc.pid)
+            await asyncio.sleep(1.0)
+            if cpu_seconds(proc.pid) - before < 0.05:
+                return
 
     async def _wait_ready(self, proc: subprocess.Popen, base: str) -> None:
         deadline = time.monotonic() + 120
@@ -255,20 +331,29 @@ AUDIT_KEY = secrets.token_hex(32)
 class Meter:
     """CPU time of the servers, of this process and of the machine over one measurement."""
 
-    def __init__(self, deployment: Deployment) -> None:
+    def __init__(self, deployment: Deployment, db_pids: list[int] | None = None) -> None:
         self.deployment = deployment
         self.procs = [cpu_seconds(p.pid) for p in deployment.procs]
+        self.waits = [run_delay(p.pid) for p in deployment.procs[:-1]]
+        self.db = {pid: cpu_seconds(pid) for pid in db_pids or ()}
         self.start = (time.perf_counter(), own_cpu_seconds(), machine_busy_seconds())
 
-    def stop(self) -> dict[str, Any]:
+    def stop(self, db_pids: list[int] | None = None) -> dict[str, Any]:
         """Cores used by the servers / this process / the rest of the machine, the servers' CPU seconds,
-        and the cores of each server process."""
+        and the cores of each server process (and of the database backends serving them, when known)."""
         wall = time.perf_counter() - self.start[0]
         each = [cpu_seconds(p.pid) - before for p, before in zip(self.deployment.procs, self.procs, strict=True)]
         server = sum(each)
         client = own_cpu_seconds() - self.start[1]
         rest = max(machine_busy_seconds() - self.start[2] - server - client, 0.0)
         split = " + ".join(f"{c / wall:.2f}" for c in each[:-1]) + f" API, {each[-1] / wall:.2f} worker"
+        waited = sum(run_delay(p.pid) for p in self.deployment.procs[:-1]) - sum(self.waits)
+        if db_pids is not None:
+            # A backend that appeared during the run counts with all of its time.
+            db = sum(cpu_seconds(pid) - self.db.get(pid, 0.0) for pid in set(db_pids) | set(self.db))
+            split += f", {db / wall:.2f} in {len(set(db_pids) | set(self.db))} PostgreSQL backends"
+        # Time the API processes were ready to run but the machine gave them no CPU.
+        split += f"; the API waited {waited / wall:.2f} s per second for a CPU"
         return {
             "cores": f"{server / wall:.2f} / {client / wall:.2f} / {rest / wall:.2f}",
             "server_cpu": server,
@@ -626,13 +711,14 @@ async def queue(dep: Deployment, seconds: float, mode: str, limit: int, count: i
 
     # Workers spread over the replicas, one connection each.
     clients = [client(base, secret, count) for base in dep.urls]
+    postgresql = dep.schema is not None
     try:
-        meter = Meter(dep)
+        meter = Meter(dep, await pg_backends(dep) if postgresql else None)
         stop = time.perf_counter() + seconds
         started = time.perf_counter()
         await asyncio.gather(*(worker(clients[w % len(clients)]) for w in range(count)))
         elapsed = time.perf_counter() - started
-        cpu = meter.stop()
+        cpu = meter.stop(await pg_backends(dep) if postgresql else None)
     finally:
         for c in clients:
             await c.aclose()
@@ -647,7 +733,7 @@ async def queue(dep: Deployment, seconds: float, mode: str, limit: int, count: i
     replicas = len(dep.urls)
     topology = f"{replicas} API{'s' if replicas > 1 else ''} + worker"
     return row(
-        f"queue {mode}",
+        f"queue {mode}, {limit}/poll",
         "SQLite" if dep.url.startswith("sqlite") else "PostgreSQL",
         topology,
         count,
@@ -658,7 +744,7 @@ async def queue(dep: Deployment, seconds: float, mode: str, limit: int, count: i
         rss,
         cpu,
         bad=bool(dup or lost or locked or out.failures()),
-        note=f"{n:,} commands queued, {limit} per poll" + (" (the queue ran dry)" if dry else ""),
+        note=f"{n:,} commands queued" + (" (the queue ran dry)" if dry else ""),
     )
 
 
@@ -737,6 +823,7 @@ async def run(args: argparse.Namespace) -> int:
     global PG_URL
     PG_URL = args.pg_url
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    limits = sorted({int(n) for n in args.lease_limit.split(",") if n.strip()})
     if set(modes) - set(QUEUED_PER_SECOND):
         raise SystemExit(f"--modes: choose from {', '.join(QUEUED_PER_SECOND)}")
     # The SQLite scenarios share one deployment (one database), one after the other, as a
@@ -747,15 +834,17 @@ async def run(args: argparse.Namespace) -> int:
     if "reads" in only:
         on_sqlite.append(("reads", lambda dep: reads(dep, args.seconds)))
     if "queue" in only and "sqlite" in backends:
-        on_sqlite += [(f"queue {m}", lambda dep, m=m: queue(dep, args.seconds, m, args.lease_limit)) for m in modes]
+        on_sqlite += [
+            (f"queue {m}", lambda dep, m=m, n=n: queue(dep, args.seconds, m, n)) for m, n in queue_runs(modes, limits)
+        ]
     on_postgresql: list[tuple[str, Any]] = []
     if "queue" in only and "postgresql" in backends:
         on_postgresql += [
             (
                 f"queue {m}",
-                lambda work, r=replicas, m=m: queue_on_postgresql(work, args.seconds, r, m, args.lease_limit),
+                lambda work, r=replicas, m=m, n=n: queue_on_postgresql(work, args.seconds, r, m, n),
             )
-            for m in modes
+            for m, n in queue_runs(modes, limits)
             for replicas in (1, 2)
         ]
     rows: list[dict[str, Any]] = []
@@ -808,11 +897,12 @@ async def run(args: argparse.Namespace) -> int:
     for r in rows:
         if r["note"]:
             print(f"- {r['values']['scenario']} ({r['values']['database']}, {r['values']['topology']}): {r['note']}")
-    one = next((r for r in rows if r["values"]["topology"] == "1 API + worker" and _pg_batched(r)), None)
-    two = next((r for r in rows if r["values"]["topology"] == "2 APIs + worker" and _pg_batched(r)), None)
-    if one and two:
-        a, b = (float(x["values"]["per second"].replace(",", "")) for x in (one, two))
-        print(f"- PostgreSQL batched: 2 replicas / 1 replica = {b / a if a else 0:.2f}× (target 1.6×)")
+    pg = {(r["values"]["scenario"], r["values"]["topology"]): r["values"] for r in rows if _pg(r)}
+    for (scenario, topology), two in pg.items():
+        one = pg.get((scenario, "1 API + worker"))
+        if topology == "2 APIs + worker" and one and one["per second"] and two["per second"]:
+            a, b = (float(x["per second"].replace(",", "")) for x in (one, two))
+            print(f"- PostgreSQL {scenario}: 2 replicas / 1 replica = {b / a if a else 0:.2f}× (target 1.6×)")
     print(
         "- CPU in cores during the measurement: the API replicas and the worker / this client process /"
         " the rest of the machine (the database server, other load)"
@@ -827,8 +917,13 @@ async def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _pg_batched(r: dict[str, Any]) -> bool:
-    return r["values"]["database"] == "PostgreSQL" and r["values"]["scenario"] == "queue batched"
+def _pg(r: dict[str, Any]) -> bool:
+    return r["values"]["database"] == "PostgreSQL" and r["values"]["scenario"].startswith("queue")
+
+
+def queue_runs(modes: list[str], limits: list[int]) -> list[tuple[str, int]]:
+    """Batched completion with every lease size; one by one with the smallest (its cost is per command)."""
+    return [(m, n) for m in modes for n in (limits if m == "batched" else limits[:1])]
 
 
 def main() -> None:
@@ -839,7 +934,9 @@ def main() -> None:
     parser.add_argument("--pg-url", default=PG_URL, help="PostgreSQL for the queue runs (a schema per run)")
     parser.add_argument("--events", type=int, default=20_000, help="events stored for the reads scenario")
     parser.add_argument("--modes", default="batched,one-by-one", help="queue scenario: how workers complete")
-    parser.add_argument("--lease-limit", type=int, default=10, help="commands per poll in the queue scenario")
+    parser.add_argument(
+        "--lease-limit", default="10,50", help="commands per poll in the queue scenario (comma-separated: one run each)"
+    )
     sys.exit(asyncio.run(run(parser.parse_args())))
 
 

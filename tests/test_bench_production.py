@@ -43,6 +43,8 @@ def test_quick_mode_on_sqlite_prints_the_table_with_nothing_lost() -> None:
             "sqlite",
             "--modes",
             "batched",
+            "--lease-limit",
+            "10",
             "--events",
             "300",
         ],
@@ -57,7 +59,7 @@ def test_quick_mode_on_sqlite_prints_the_table_with_nothing_lost() -> None:
     assert cells(table[0]) == COLUMNS
     assert set(table[1].replace("|", "")) == {"-"}
     rows = {(r[0], r[1]): dict(zip(COLUMNS, r, strict=True)) for r in map(cells, table[2:])}
-    assert set(rows) == {("writers", "SQLite"), ("reads", "SQLite"), ("queue batched", "SQLite")}
+    assert set(rows) == {("writers", "SQLite"), ("reads", "SQLite"), ("queue batched, 10/poll", "SQLite")}
 
     writers = rows[("writers", "SQLite")]
     assert writers["checks"] == "0 locked, 0 lost"
@@ -69,7 +71,7 @@ def test_quick_mode_on_sqlite_prints_the_table_with_nothing_lost() -> None:
     assert reads["clients"] == "200"
     assert float(reads["p99 ms"]) >= float(reads["p50 ms"]) > 0
 
-    queue = rows[("queue batched", "SQLite")]
+    queue = rows[("queue batched, 10/poll", "SQLite")]
     assert queue["checks"] == "0 dup, 0 lost"
     assert int(queue["operations"].replace(",", "")) > 0
     assert queue["clients"] == "8"
