@@ -46,3 +46,20 @@ def test_ics_mode_property_free_auto_plan_or_unset():
     parsed = parse_groups(split.prefix, split.groups, window, split.x_wr_timezone)
     modes = {d.uid: d.mode for d in parsed.drafts}
     assert modes == {"plain": None, "free": "free", "planned": "auto-plan", "odd": None}
+
+
+async def test_an_ics_feed_carries_the_mode_an_event_sets(chronos_app, api_client):
+    cfg = {"events": {"local_calendars": ["work"]}}
+    async with chronos_app(plugins=["events"], config=cfg) as app:
+        c = await api_client(app, scopes=["events.read", "events.write"])
+        start = datetime.now(UTC).replace(microsecond=0) + timedelta(days=1)
+        for title, mode in [("Free", "free"), ("Planned", "auto-plan"), ("Unset", None)]:
+            body = {"title": title, "calendar_id": "work", "start": start.isoformat(), "mode": mode}
+            body["end"] = (start + timedelta(hours=1)).isoformat()
+            assert (await c.post("/api/v1/events", json=body)).status_code == 201
+        r = await c.get("/api/v1/calendars/work/feed.ics")
+        assert r.status_code == 200, r.text
+    split = split_calendar(r.text)
+    window = Window(start - timedelta(days=2), start + timedelta(days=2))
+    parsed = parse_groups(split.prefix, split.groups, window, split.x_wr_timezone)
+    assert {d.title: d.mode for d in parsed.drafts} == {"Free": "free", "Planned": "auto-plan", "Unset": None}

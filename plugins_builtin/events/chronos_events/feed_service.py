@@ -184,6 +184,8 @@ class FeedWriter:
             ev.add("location", m["location"])
         ev.add("status", m["status"].upper())
         ev.add("transp", "TRANSPARENT" if m["transparency"] == "free" else "OPAQUE")
+        if m["mode"]:
+            ev.add("x-chronos-mode", m["mode"].upper())  # unset: the calendar's default
         if m["tags"]:
             ev.add("categories", list(m["tags"]))
         ev.add("created", m["created_at"])
