@@ -91,7 +91,7 @@ from chronos.contracts.outbox import (
     value_text,
 )
 from chronos.contracts.planning import ConflictIndex, EventAnalytics
-from chronos.db.base import Base, BigIntPK, JSONType, UTCDateTime, utcnow
+from chronos.db.base import Base, BigIntPK, JSONType, UTCDateTime, one_of, utcnow
 from chronos.errors import Problem
 from chronos.exceptions import (
     Busy,
@@ -211,6 +211,7 @@ __all__ = [
     "HealthCheck",
     "HealthResult",
     "JSONType",
+    "one_of",
     "Job",
     "JobBusy",
     "JobContext",

@@ -7,9 +7,26 @@ name (``ForeignKey("events.id")``).
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterable
 from datetime import UTC, datetime
+from typing import Any
 
-from sqlalchemy import JSON, BigInteger, DateTime, Integer, MetaData, TypeDecorator
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    ColumnElement,
+    DateTime,
+    Integer,
+    MetaData,
+    String,
+    TypeDecorator,
+    bindparam,
+    cast,
+    func,
+    literal_column,
+    select,
+)
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase
@@ -64,3 +81,18 @@ JSONType = JSON().with_variant(JSONB(), "postgresql")
 
 #: A 64-bit auto-incrementing key (INTEGER on SQLite so it aliases the rowid).
 BigIntPK = BigInteger().with_variant(Integer(), "sqlite")
+
+
+def one_of(column: ColumnElement[Any], values: Iterable[Any], dialect: str) -> ColumnElement[bool]:
+    """``column IN values`` with the values as ONE bound parameter (a JSON array read by
+    ``json_each`` on SQLite, ``jsonb_array_elements_text`` on PostgreSQL).
+
+    For the lookups of a whole batch (hundreds of keys): ``column.in_(list)`` builds and expands
+    one bind parameter per value on every execution and needs chunking under the drivers'
+    parameter limits; this costs one parameter whatever the length, and both databases still
+    probe the column's index once per value. ``dialect`` is ``session.get_bind().dialect.name``.
+    """
+    param = bindparam(None, json.dumps(list(values)), type_=String())
+    if dialect == "sqlite":
+        return column.in_(select(literal_column("value")).select_from(func.json_each(param)))
+    return column.in_(select(cast(func.jsonb_array_elements_text(cast(param, JSONB)), column.type)))

@@ -31,7 +31,16 @@ from typing import Any
 from sqlalchemy import bindparam, delete, insert, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from chronos.plugin import ApplyResult, CanonicalEvent, EventIntake, EventKey, EventStore, StoredEvent, utcnow
+from chronos.plugin import (
+    ApplyResult,
+    CanonicalEvent,
+    EventIntake,
+    EventKey,
+    EventStore,
+    StoredEvent,
+    one_of,
+    utcnow,
+)
 
 from chronos_events.models import Event, EventTombstone
 
@@ -83,6 +92,8 @@ _JSON_COLUMNS = {"tags", "sub_tasks", "metadata", "local_overrides"}
 def _sqlite_time(value: datetime | None) -> str | None:
     if value is None:
         return None
+    if value.tzinfo is UTC:  # the usual case: "YYYY-MM-DD HH:MM:SS.ffffff" without the "+00:00"
+        return value.isoformat(" ", "microseconds")[:26]
     if value.utcoffset():
         value = value.astimezone(UTC)
     return value.replace(tzinfo=None).isoformat(" ", "microseconds")
@@ -123,6 +134,39 @@ _CONVERT = {c: _converter(c) for c in INSERT_COLUMNS}
 
 def _sqlite_row(values: dict[str, Any], columns: tuple[str, ...] = INSERT_COLUMNS) -> tuple[Any, ...]:
     return tuple([_CONVERT[c](values[c]) for c in columns])
+
+
+def _sqlite_new_row(e: CanonicalEvent, content_hash: str, stamp: str | None) -> tuple[Any, ...]:
+    """A new event's SQLite row in ``INSERT_COLUMNS`` order, straight from the event: the same
+    values as ``_sqlite_row`` of its column dict, without building the dict (a full sync's hot path)."""
+    return (
+        e.source,
+        e.calendar_id,
+        e.uid,
+        e.recurrence_id,
+        e.title,
+        e.description,
+        e.location,
+        _sqlite_time(e.start_utc),
+        _sqlite_time(e.end_utc),
+        duration_seconds(e),
+        int(e.all_day),
+        _sqlite_date(e.start_date),
+        _sqlite_date(e.end_date),
+        e.timezone,
+        e.status,
+        e.transparency,
+        e.mode,
+        _sqlite_json(list(e.tags)),
+        _sqlite_json([t.model_dump() for t in e.sub_tasks]),
+        int(e.all_done),
+        _sqlite_json(dict(e.metadata)),
+        content_hash,  # content_hash and source_hash: equal for a new row
+        content_hash,
+        None,  # local_overrides
+        stamp,  # created_at and updated_at
+        stamp,
+    )
 
 
 async def _driver(session: AsyncSession) -> Any:
@@ -299,16 +343,16 @@ class SqlEventStore(EventStore):
         groups: dict[tuple[str, str], set[tuple[str, str]]] = defaultdict(set)
         for k in keys:
             groups[(k.source, k.calendar_id)].add((k.uid, k.recurrence_id))
+        dialect = session.get_bind().dialect.name
         rows: list[Any] = []
         for (source, calendar_id), pairs in groups.items():
-            # `uid IN (...)` seeks the unique index per uid; a row-value IN over
-            # (uid, recurrence_id) made SQLite scan the whole calendar instead.
+            # One statement per calendar: the uids travel as one parameter and each seeks the
+            # unique index (a row-value IN over (uid, recurrence_id) made SQLite scan the calendar).
             uids = sorted({uid for uid, _ in pairs})
-            for chunk in _chunks(uids):
-                stmt = select(*columns).where(
-                    table.c.source == source, table.c.calendar_id == calendar_id, table.c.uid.in_(list(chunk))
-                )
-                rows.extend(r for r in (await session.execute(stmt)).all() if (r.uid, r.recurrence_id) in pairs)
+            stmt = select(*columns).where(
+                table.c.source == source, table.c.calendar_id == calendar_id, one_of(table.c.uid, uids, dialect)
+            )
+            rows.extend(r for r in (await session.execute(stmt)).all() if (r.uid, r.recurrence_id) in pairs)
         return rows
 
     async def apply(
@@ -321,9 +365,9 @@ class SqlEventStore(EventStore):
         now = utcnow()
         inserts, updates = await self._plan(session, by_key, result, now) if by_key else ([], [])
         if inserts:
-            ids = await self._insert_rows(session, [v for _, v in inserts])
-            for (event, values), new_id in zip(inserts, ids, strict=True):
-                result.added.append(StoredEvent(new_id, event, values["content_hash"], now, now))
+            ids = await self._insert_events(session, inserts, now)
+            for (event, source_hash), new_id in zip(inserts, ids, strict=True):
+                result.added.append(StoredEvent(new_id, event, source_hash, now, now))
         if updates:
             await self._update_rows(session, [(row.id, v) for row, _, v in updates])
             for row, stored, values in updates:
@@ -336,9 +380,10 @@ class SqlEventStore(EventStore):
 
     async def _plan(
         self, session: AsyncSession, by_key: dict[EventKey, CanonicalEvent], result: ApplyResult, now: datetime
-    ) -> tuple[list[tuple[CanonicalEvent, dict[str, Any]]], list[tuple[Any, CanonicalEvent, dict[str, Any]]]]:
-        """Sort the upserts into new rows and changed rows (counting suppressed and unchanged ones)."""
-        inserts: list[tuple[CanonicalEvent, dict[str, Any]]] = []
+    ) -> tuple[list[tuple[CanonicalEvent, str]], list[tuple[Any, CanonicalEvent, dict[str, Any]]]]:
+        """Sort the upserts into new rows (with their hashes) and changed rows (counting suppressed
+        and unchanged ones)."""
+        inserts: list[tuple[CanonicalEvent, str]] = []
         existing = {
             EventKey(r.source, r.calendar_id, r.uid, r.recurrence_id): r
             for r in await self._rows_by_keys(session, by_key, NARROW)
@@ -355,15 +400,7 @@ class SqlEventStore(EventStore):
             source_hash = event.content_hash()
             row = existing.get(key)
             if row is None:
-                values = row_values(event)
-                values.update(
-                    content_hash=source_hash,
-                    source_hash=source_hash,
-                    local_overrides=None,
-                    created_at=now,
-                    updated_at=now,
-                )
-                inserts.append((event, values))
+                inserts.append((event, source_hash))
             elif row.source_hash == source_hash:
                 result.unchanged += 1
             else:
@@ -413,7 +450,27 @@ class SqlEventStore(EventStore):
             [{"c": c, "d": d} for c, d in sorted(longest.items())],
         )
 
-    async def _insert_rows(self, session: AsyncSession, rows: list[dict[str, Any]]) -> list[int]:
+    async def _insert_events(
+        self, session: AsyncSession, events: list[tuple[CanonicalEvent, str]], now: datetime
+    ) -> list[int]:
+        """Insert new events with their content hashes; returns their ids in order."""
+        if session.get_bind().dialect.name == "sqlite":
+            stamp = _sqlite_time(now)
+            return await self._insert_rows(session, [_sqlite_new_row(e, h, stamp) for e, h in events])
+        rows = []
+        for event, content_hash in events:
+            values = row_values(event)
+            values.update(
+                content_hash=content_hash,
+                source_hash=content_hash,
+                local_overrides=None,
+                created_at=now,
+                updated_at=now,
+            )
+            rows.append(values)
+        return await self._insert_rows(session, rows)
+
+    async def _insert_rows(self, session: AsyncSession, rows: list[Any]) -> list[int]:
         """Insert new rows; returns their ids in the order of ``rows``.
 
         SQLite: one ``executemany`` on the driver connection (a single hop to
@@ -422,19 +479,24 @@ class SqlEventStore(EventStore):
         row above the previous maximum is ours. PostgreSQL: a multi-row INSERT
         … RETURNING, ids matched by key (ordered RETURNING would make
         SQLAlchemy insert row by row).
+
+        ``rows`` are tuples in ``INSERT_COLUMNS`` order on SQLite (see :func:`_sqlite_new_row`),
+        column dicts on PostgreSQL.
         """
         if session.get_bind().dialect.name == "sqlite":
             aio = await _driver(session)
             before = (await aio.execute_fetchall("SELECT COALESCE(MAX(id), 0) FROM events"))[0][0]
-            await aio.executemany(SQLITE_INSERT, [_sqlite_row(v) for v in rows])
+            await aio.executemany(SQLITE_INSERT, rows)
             returned = await aio.execute_fetchall(
                 "SELECT id, source, calendar_id, uid, recurrence_id FROM events WHERE id > ?", (before,)
             )
+            keys = [r[:4] for r in rows]
         else:
             stmt = insert(T).returning(T.c.id, T.c.source, T.c.calendar_id, T.c.uid, T.c.recurrence_id)
             returned = (await session.execute(stmt, rows)).all()
+            keys = [(v["source"], v["calendar_id"], v["uid"], v["recurrence_id"]) for v in rows]
         by_key = {(r[1], r[2], r[3], r[4]): r[0] for r in returned}
-        return [by_key[(v["source"], v["calendar_id"], v["uid"], v["recurrence_id"])] for v in rows]
+        return [by_key[k] for k in keys]
 
     async def _update_rows(self, session: AsyncSession, rows: list[tuple[int, dict[str, Any]]]) -> None:
         """Rewrite the content of existing rows (keys never change), in one executemany."""
@@ -578,13 +640,6 @@ class SqlEventStore(EventStore):
         """Insert new rows (import): returns their ids in order."""
         if not events:
             return []
-        now = utcnow()
-        rows = []
-        for event in events:
-            h = event.content_hash()
-            values = row_values(event)
-            values.update(content_hash=h, source_hash=h, local_overrides=None, created_at=now, updated_at=now)
-            rows.append(values)
-        ids = await self._insert_rows(session, rows)
+        ids = await self._insert_events(session, [(e, e.content_hash()) for e in events], utcnow())
         await self.widen_spans(session, events)
         return ids

@@ -114,3 +114,38 @@ async def test_spans_track_longest_duration(chronos_app):
             rows = dict((await s.execute(select(EventSpan.calendar_id, EventSpan.max_duration_seconds))).all())
             n = (await s.execute(select(func.count()).select_from(EventSpan))).scalar()
         assert rows == {"work": 3 * 86400, "home": 7200} and n == 2
+
+
+def test_sqlite_rows_of_new_events_match_their_column_values():
+    """A full sync builds SQLite rows straight from the events; they hold exactly what the
+    column values would (same order, same conversions)."""
+    from datetime import date
+
+    from chronos.plugin import utcnow
+    from events_support import all_day
+
+    from chronos_events.store import INSERT_COLUMNS, _sqlite_new_row, _sqlite_row, _sqlite_time, row_values
+
+    events = [
+        ev("plain", T0),
+        ev(
+            "rich",
+            T0,
+            description="[ ] one\n[x] two",
+            tags=["a", "b"],
+            timezone="Europe/Berlin",
+            location="Here",
+            sub_tasks=[{"id": "1", "text": "one"}, {"id": "2", "text": "two", "done": True}],
+            metadata={"series": {"uid": "s"}, "n": 1},
+            status="tentative",
+            transparency="free",
+            mode="auto-plan",
+        ),
+        all_day("day", date(2030, 3, 4), days=2, recurrence_id="20300304"),
+    ]
+    now = utcnow()
+    for e in events:
+        h = e.content_hash()
+        values = {**row_values(e), "content_hash": h, "source_hash": h, "local_overrides": None}
+        values.update(created_at=now, updated_at=now)
+        assert _sqlite_new_row(e, h, _sqlite_time(now)) == _sqlite_row(values, INSERT_COLUMNS)
