@@ -61,6 +61,7 @@ from chronos_webhooks.models import AttemptRow, DeliveryRow, EndpointRow, Outbox
 from chronos_webhooks.outbox import DISPATCH_REQUESTS
 from chronos_webhooks.service import purge_delivered
 from chronos_webhooks.settings import WebhooksSettings
+from chronos_webhooks.sink import ENDPOINT_FILTERS
 
 log = structlog.get_logger("chronos.webhooks")
 
@@ -532,6 +533,8 @@ class Dispatcher:
                     .values(enabled=False, disabled_reason=reason, updated_at=now)
                     .execution_options(synchronize_session=False)
                 )
+            if gone:
+                self.ctx.resource(ENDPOINT_FILTERS).changed()
         for endpoint_id in gone:
             log.warning("webhook_endpoint_disabled", endpoint_id=endpoint_id, reason="410 Gone")
         return statuses

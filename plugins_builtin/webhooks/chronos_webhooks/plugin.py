@@ -26,7 +26,7 @@ from chronos_webhooks.router import router
 from chronos_webhooks.schemas import EventChange, OutboxTest, SyncFailed
 from chronos_webhooks.service import outbox_health
 from chronos_webhooks.settings import WebhooksSettings
-from chronos_webhooks.sink import OutboxSink
+from chronos_webhooks.sink import ENDPOINT_FILTERS, OutboxSink
 
 
 @hookimpl
@@ -51,7 +51,7 @@ def register_scopes():
 
 @hookimpl
 def register_resources():
-    return [DISPATCH_REQUESTS, DISPATCHER]
+    return [DISPATCH_REQUESTS, DISPATCHER, ENDPOINT_FILTERS]
 
 
 @hookimpl

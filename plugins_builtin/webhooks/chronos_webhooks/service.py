@@ -30,6 +30,7 @@ from chronos_webhooks.models import AttemptRow, DeliveryRow, EndpointRow, Outbox
 from chronos_webhooks.outbox import kick_dispatcher, new_webhook_id
 from chronos_webhooks.schemas import WebhookIn, WebhookPatch
 from chronos_webhooks.settings import WebhooksSettings
+from chronos_webhooks.sink import ENDPOINT_FILTERS
 
 
 def _iso(value: datetime) -> str:
@@ -130,6 +131,7 @@ async def create_endpoint(ctx: PluginContext, body: WebhookIn, principal: Princi
         )
         s.add(row)
         await s.flush()
+        ctx.resource(ENDPOINT_FILTERS).changed()
         await record_audit(
             s,
             entity="webhook_endpoint",
@@ -185,6 +187,7 @@ async def update_endpoint(
             s, entity="webhook_endpoint", entity_id=row.id, action="update", change=change, principal=principal
         )
         await s.flush()
+        ctx.resource(ENDPOINT_FILTERS).changed()
         out = endpoint_view(row)
     if secret is not None:
         out["secret"] = secret
@@ -197,6 +200,8 @@ async def delete_endpoint(ctx: PluginContext, endpoint_id: int, principal: Princ
         await s.execute(delete(AttemptRow).where(AttemptRow.endpoint_id == endpoint_id))
         await s.execute(delete(DeliveryRow).where(DeliveryRow.endpoint_id == endpoint_id))
         await s.delete(row)
+        await s.flush()
+        ctx.resource(ENDPOINT_FILTERS).changed()
         await record_audit(
             s,
             entity="webhook_endpoint",

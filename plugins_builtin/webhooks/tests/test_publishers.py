@@ -140,3 +140,53 @@ async def test_changes_nobody_takes_are_not_published(chronos_app, api_client, r
         assert stored == [("home", 1)]  # the team calendar's change had no taker: not published
         await dispatch(app)
         assert [json.loads(x.body)["data"]["title"] for x in receiver.received] == ["home"]
+
+
+#: Adds an endpoint for event.* through the service, in a process of its own on the same database.
+ADD_ENDPOINT = """
+import asyncio, json, sys
+from chronos.testing import TestDatabase, make_test_app, running_app
+from chronos_webhooks.schemas import WebhookIn
+from chronos_webhooks.service import create_endpoint
+
+async def main():
+    db = TestDatabase(*json.loads(sys.argv[1]))
+    config = {"network": {"allow": ["127.0.0.1/32"]}}
+    async with running_app(make_test_app(db, ["webhooks"], config)) as app:
+        await create_endpoint(app.state.chronos, WebhookIn(url=sys.argv[2], event_types=["event.*"]), None)
+
+asyncio.run(main())
+"""
+
+
+async def test_an_endpoint_another_process_adds_takes_the_next_batch(chronos_app, database, receiver):
+    """A sync that found no subscriber keeps that answer only until an endpoint changes, in any process."""
+    import asyncio
+    import subprocess
+    import sys
+
+    from sqlalchemy import select
+
+    from chronos_webhooks.models import OutboxRow
+
+    source = FakeSource(["team"])
+    start = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+    source.add(EventDraft(uid="before", title="Before", start=start, end=start.replace(hour=10)))
+    plugins = ["webhooks", "events", fake_source_plugin(source)]
+    async with chronos_app(plugins=plugins, config=webhooks_config()) as app:
+        await sync_now(app, "fake", "team")  # nobody subscribes: nothing published
+        await sync_now(app, "fake", "team", full=True)
+        args = json.dumps([database.backend, database.url, database.schema])
+        proc = await asyncio.to_thread(
+            subprocess.run,
+            [sys.executable, "-c", ADD_ENDPOINT, args, receiver.url],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        source.add(EventDraft(uid="after", title="After", start=start, end=start.replace(hour=11)))
+        await sync_now(app, "fake", "team")
+        async with app.state.chronos.db.read() as s:
+            published = (await s.execute(select(OutboxRow.event_type, OutboxRow.payload))).all()
+        assert [(kind, payload["title"]) for kind, payload in published] == [("event.created", "After")]
