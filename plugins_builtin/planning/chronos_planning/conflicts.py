@@ -233,14 +233,20 @@ def reaching_calendars(settings: PlanningSettings) -> list[str]:
     return sorted(c for c, p in settings.calendars.items() if p.default_mode == "auto-plan" or p.report_all_overlaps)
 
 
-#: The free events of a batch look up planned events in at most this many merged ranges: the
-#: planned table is small, so a few wide index ranges cost less than one probe per event.
-NARROW_RANGES = 16
-
-
-def _interval_param(d: _Sql, events: list[Busy], span: timedelta, limit: int = 10**9) -> str:
-    merged = merge_intervals([(b.start, b.end) for b in events], limit)
+def _interval_param(d: _Sql, events: list[Busy], span: timedelta) -> str:
+    # Only overlapping intervals merge: coarser ranges fetch more than they save (measured).
+    merged = merge_intervals([(b.start, b.end) for b in events], 10**9)
     return json.dumps([[d.t(lo), d.t(hi), d.t(lo - span)] for lo, hi in merged])
+
+
+async def _planned_near(session: AsyncSession, d: _Sql, events: list[Busy], span: timedelta) -> bool:
+    """Whether any planned event overlaps the batch's whole time range (one probe of a small index)."""
+    lo, hi = min(b.start for b in events), max(b.end for b in events)
+    bind = d.t if d.sqlite else (lambda v: v)
+    sql = (
+        "SELECT 1 FROM planning_planned AS p WHERE p.start_utc < :hi AND p.start_utc >= :ls AND p.end_utc > :lo LIMIT 1"
+    )
+    return bool(await fetch_rows(session, sql, {"lo": bind(lo), "hi": bind(hi), "ls": bind(lo - span)}))
 
 
 async def candidates(
@@ -248,7 +254,7 @@ async def candidates(
 ) -> list[Busy]:
     """Stored busy events that may conflict with the batch's events, in one statement: everything
     overlapping the events that reach free ones, and only planned events (or those of calendars
-    that plan or report everything) near the free ones. ``pairs_for`` keeps the real overlaps."""
+    that plan or report everything) overlapping the free ones. ``pairs_for`` keeps the real overlaps."""
     d = _Sql(session.get_bind().dialect.name)
     roles = Roles(settings)
     reaching: list[Busy] = []
@@ -256,6 +262,9 @@ async def candidates(
     for b in mine:
         _, planned, reports = roles.of(b)
         (reaching if planned or reports else free).append(b)
+    calendars = reaching_calendars(settings) if free else []
+    if free and not reaching and not calendars and not await _planned_near(session, d, free, span):
+        return []  # free events with no planned event anywhere near: nothing can conflict
     parts: list[str] = []
     params: dict[str, Any] = {}
     if reaching:
@@ -265,14 +274,12 @@ async def candidates(
             f" WHERE {OVERLAP.format(t='e')} AND {BUSY}"
         )
     if free:
-        params["near"] = _interval_param(d, free, span, NARROW_RANGES)
+        params["narrow"] = _interval_param(d, free, span)
         parts.append(
-            f"SELECT {E_COLUMNS} FROM {d.intervals('near')} AS w {d.join} planning_planned AS p{d.on}"
+            f"SELECT {E_COLUMNS} FROM {d.intervals('narrow')} AS w {d.join} planning_planned AS p{d.on}"
             f" JOIN events AS e ON e.id = p.event_id WHERE {OVERLAP.format(t='p')} AND {BUSY}"
         )
-        calendars = reaching_calendars(settings)
         if calendars:
-            params["narrow"] = _interval_param(d, free, span)
             names = []
             for i, cal in enumerate(calendars):
                 params[f"rc{i}"] = cal
