@@ -124,12 +124,13 @@ class TextNormalizer(Normalizer):
 
     async def normalize(self, drafts: list[EventDraft], ctx: Any) -> None:
         for d in drafts:
-            d.title = _WS.sub(" ", d.title).strip()
-            d.location = _WS.sub(" ", d.location).strip()
+            # str.split() splits on exactly the characters \s matches: runs become one space, ends go.
+            d.title = " ".join(d.title.split())
+            d.location = " ".join(d.location.split())
             if d.description:
                 text = d.description.replace("\r\n", "\n").replace("\r", "\n")
-                d.description = "\n".join(line.rstrip() for line in text.split("\n")).strip("\n")
-            d.tags = normalize_tags(d.tags)
+                d.description = "\n".join([line.rstrip() for line in text.split("\n")]).strip("\n")
+            d.tags = normalize_tags(d.tags) if d.tags else []
 
 
 def normalize_tags(tags: list[str]) -> list[str]:
