@@ -20,6 +20,7 @@ from production_support import deployment
 EVENTS = {"postgresql": 50_000, "sqlite": 10_000}
 BATCH = 500
 KILLS = 10
+CAP = 15  # seconds into a run at which it is killed even before it reached its target batch
 LAST_RUN = "SELECT id, status, batches FROM sync_runs WHERE calendar_id = 'big' ORDER BY id DESC LIMIT 1"
 
 
@@ -41,30 +42,35 @@ async def test_a_sync_killed_ten_times_converges_to_the_source(database, tmp_pat
     n = EVENTS[database.backend]
     ics, uids = calendars(n)
     rng = random.Random()
-    # Ten random points across the sync, in batches stored (0: while the file is still parsed);
-    # each restart replays the stored batches (unchanged entries cost no write) and goes further.
-    targets = sorted(rng.randrange(0, n // BATCH - 1) for _ in range(KILLS))
+    # Ten random points across the sync, in batches stored (0: while the file is still parsed). Each
+    # restart replays the stored batches (unchanged entries cost no write) and goes further; a run
+    # slower than that (a loaded machine) is cut CAP seconds in, wherever it is.
+    targets = sorted(rng.randrange(0, n // BATCH - 2) for _ in range(KILLS))
     started = time.monotonic()
     with deployment(
         database,
         tmp_path,
         plugins={"enabled": ["events", "ics", "normalize"]},
         ics={"calendars": [{"id": "big", "path": str(ics), "interval_seconds": 3600}], "batch_size": BATCH},
+        sync={"run_budget_seconds": 3600},  # convergence is under test, not the budget of a loaded machine
     ) as dep:
         seen_run = 0
         cut_at: list[int] = []
         for target in targets:
             worker = dep.worker()  # leads at once and starts the calendar's sync (run_at_start)
-            run = await _wait_run(dep, worker, after=seen_run, batches=target)
+            run = await _wait_run(dep, worker, after=seen_run)
             seen_run = run[0]
-            await asyncio.sleep(rng.uniform(0.0, 0.3 if target else 1.0))  # somewhere inside the next batch
+            if target:  # inside the batch after the target; on a slow machine, at most CAP seconds in
+                await _wait_run(dep, worker, after=seen_run - 1, batches=target, timeout=CAP, or_timeout=True)
+            else:  # while the file is parsed
+                await asyncio.sleep(rng.uniform(0.0, 1.0))
             worker.kill()
             (last,) = await dep.query(LAST_RUN)
             assert last[0] == seen_run and last[1] == "running", f"the sync ended before the kill: {last}"
             cut_at.append(last[2])
         worker = dep.worker()
         await _wait_run(dep, worker, after=seen_run)
-        deadline = time.monotonic() + 600
+        deadline = time.monotonic() + 900
         while (await dep.query(LAST_RUN))[0][1] == "running":
             assert time.monotonic() < deadline, worker.output()
             assert worker.alive(), worker.output()
@@ -87,8 +93,11 @@ async def test_a_sync_killed_ten_times_converges_to_the_source(database, tmp_pat
     )
 
 
-async def _wait_run(dep, worker, *, after: int, batches: int = 0, timeout: float = 300) -> tuple:
-    """The calendar's sync run the worker started (newer than run ``after``), once it stored ``batches``."""
+async def _wait_run(
+    dep, worker, *, after: int, batches: int = 0, timeout: float = 300, or_timeout: bool = False
+) -> tuple | None:
+    """The calendar's sync run the worker started (newer than run ``after``), once it stored ``batches``;
+    with ``or_timeout``, None after ``timeout`` instead of failing."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         assert worker.alive(), worker.output()
@@ -96,4 +105,6 @@ async def _wait_run(dep, worker, *, after: int, batches: int = 0, timeout: float
         if rows and rows[0][0] > after and rows[0][2] >= batches:
             return rows[0]
         await asyncio.sleep(0.02)
+    if or_timeout:
+        return None
     raise AssertionError(f"no sync run started within {timeout:g}s:\n{worker.output()}")
