@@ -337,6 +337,7 @@ class Meter:
         self.waits = [run_delay(p.pid) for p in deployment.procs[:-1]]
         self.db = {pid: cpu_seconds(pid) for pid in db_pids or ()}
         self.start = (time.perf_counter(), own_cpu_seconds(), machine_busy_seconds())
+        self.client_waits = run_delay(os.getpid())
 
     def stop(self, db_pids: list[int] | None = None) -> dict[str, Any]:
         """Cores used by the servers / this process / the rest of the machine, the servers' CPU seconds,
@@ -353,7 +354,8 @@ class Meter:
             db = sum(cpu_seconds(pid) - self.db.get(pid, 0.0) for pid in set(db_pids) | set(self.db))
             split += f", {db / wall:.2f} in {len(set(db_pids) | set(self.db))} PostgreSQL backends"
         # Time the API processes were ready to run but the machine gave them no CPU.
-        split += f"; the API waited {waited / wall:.2f} s per second for a CPU"
+        client_waited = run_delay(os.getpid()) - self.client_waits
+        split += f"; waiting for a CPU: the API {waited / wall:.2f} s per second, the client {client_waited / wall:.2f}"
         return {
             "cores": f"{server / wall:.2f} / {client / wall:.2f} / {rest / wall:.2f}",
             "server_cpu": server,
@@ -543,15 +545,21 @@ async def reads(dep: Deployment, seconds: float, count: int = 200) -> dict[str, 
         while time.perf_counter() < stop:
             await out.call(c, "GET", request(r))
 
-    async with client(dep.urls[0], secret, count) as c:
-        await asyncio.gather(*(out.call(c, "GET", request(rng)) for _ in range(count)))  # open the connections
+    # One httpx client per reader: a shared pool of 200 connections costs the client more CPU per
+    # request than the server spends answering it (the pool is searched on every request).
+    readers = [client(dep.urls[0], secret, 1) for _ in range(count)]
+    try:
+        await asyncio.gather(*(out.call(c, "GET", request(rng)) for c in readers))  # open the connections
         out.__init__()  # type: ignore[misc]
         meter = Meter(dep)
         stop = time.perf_counter() + seconds
         started = time.perf_counter()
-        await asyncio.gather(*(reader(c, n) for n in range(count)))
+        await asyncio.gather(*(reader(c, n) for n, c in enumerate(readers)))
         elapsed = time.perf_counter() - started
         cpu = meter.stop()
+    finally:
+        for c in readers:
+            await c.aclose()
     rss = dep.rss()
     locked = out.locked + dep.log_count(LOCKED) - logged
     checks = [f"{out.server_errors} 5xx", *[f for f in out.failures() if "5xx" not in f]]
