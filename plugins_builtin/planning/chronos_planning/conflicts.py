@@ -146,7 +146,7 @@ class _Sql:
     def parse(self, value: Any) -> datetime:
         if isinstance(value, datetime):
             return value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
-        return datetime.fromisoformat(str(value)).replace(tzinfo=UTC)
+        return datetime.fromisoformat(f"{value}+00:00")  # stored as naive UTC text
 
     def intervals(self, name: str) -> str:
         if self.sqlite:

@@ -27,7 +27,7 @@ from chronos.plugin import (
 from chronos_planning import conflicts as store
 from chronos_planning.models import EVENTS
 from chronos_planning.proposals import Slot, SlotQuery, find_slots, iso_z
-from chronos_planning.rules import AUTO_PLAN, blocks, effective_mode
+from chronos_planning.rules import AUTO_PLAN, Roles, effective_mode
 from chronos_planning.schemas import ProposalRequest
 from chronos_planning.settings import PlanningSettings, WorkingHours
 
@@ -189,7 +189,8 @@ async def _plan(
     settings = ctx.section(PlanningSettings)
     pad = timedelta(minutes=max(hours.buffer_before_minutes, hours.buffer_after_minutes))
     found = await store.busy_in(session, start - pad, end + pad, calendars)
-    busy = [b for b in found if b.id != exclude and blocks(b, settings)]
+    roles = Roles(settings)
+    busy = [b for b in found if b.id != exclude and roles.of(b)[0]]
     holidays = await _holidays(session, hours.holidays_calendar, start, end)
     query = SlotQuery(
         duration=duration,
