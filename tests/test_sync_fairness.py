@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from sqlalchemy import text
 
 from chronos import testing as kit
 from chronos.contracts import ical
@@ -323,3 +324,42 @@ async def test_post_sync_answers_while_a_sync_holds_the_database(chronos_app, ap
         r = await asyncio.wait_for(c.post("/api/v1/events/sync", json={"calendar_id": "other"}), 10)
         assert r.status_code == 202
         await pipeline.wait()
+
+
+async def test_more_running_syncs_than_database_connections_leave_post_sync_answering(chronos_app, api_client):
+    calendars = [f"c{n:02d}" for n in range(14)]  # more than the pool's connections (database.pool_size 5, +5)
+    src = stalling(*calendars, "spare")
+    src.stall, src.stall_from = set(calendars), 1
+    async with chronos_app(plugins=pipeline_plugins(src)) as app:
+        c = await api_client(app, scopes=["events.write", "events.read"])
+        pipeline = runtime_pipeline(app)
+        started, skipped = await pipeline.start_many(pipeline.select("fake", None)[:-1])
+        assert len(started) == 14 and not skipped
+        for _ in range(WAIT * 20):  # every run has stored its first batch and waits in its source
+            rows = [await run_row(app, run_id) for _ref, run_id in started]
+            if all(r.batches == 1 for r in rows):
+                break
+            await asyncio.sleep(0.05)
+        r = await asyncio.wait_for(c.post("/api/v1/events/sync", json={"calendar_id": "spare"}), 10)
+        assert r.status_code == 202, r.text
+        src.release.set()
+        await pipeline.wait()
+        assert {(await run_row(app, run_id)).status for _ref, run_id in started} == {"ok"}
+
+
+async def test_run_locks_survive_a_broken_lock_connection(chronos_app, db_backend):
+    if db_backend != "postgresql":
+        pytest.skip("the run locks are advisory locks on one connection on PostgreSQL only")
+    src = stalling("cal")
+    async with chronos_app(plugins=pipeline_plugins(src)) as app:
+        pipeline = runtime_pipeline(app)
+        assert (await kit.sync_now(app, "fake", "cal")).status == "ok"
+        pid = (await pipeline._advisory.conn.execute(text("SELECT pg_backend_pid()"))).scalar()
+        await pipeline._advisory.conn.commit()
+        async with app.state.chronos.db.reader.connect() as conn:
+            assert (await conn.execute(text("SELECT pg_terminate_backend(:p)"), {"p": pid})).scalar()
+            await conn.commit()
+        run = await kit.sync_now(app, "fake", "cal")  # the next lock takes a new connection
+        assert run.status == "ok"
+        assert (await pipeline._advisory.conn.execute(text("SELECT pg_backend_pid()"))).scalar() != pid
+        await pipeline._advisory.conn.commit()

@@ -24,6 +24,7 @@ the enrichers when a local edit changes an event's text (``rederive``).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import fcntl
 import hashlib
@@ -310,30 +311,82 @@ class BatchTarget:
     principal: Principal | None = None  # the API caller (intake); None for syncs
 
 
+class _AdvisoryLocks:
+    """Every run lock of this process as advisory locks held by ONE PostgreSQL connection.
+
+    A connection per running run would take the pool's connections away from the
+    runs' own reads and writes: with more calendars syncing than the pool holds,
+    every run (and every request) waited for a connection until the pool timed
+    out. The connection is opened at the first lock and kept; if it breaks, the
+    server has dropped its locks with it, and the next lock opens a new one.
+    """
+
+    def __init__(self, ctx: PluginContext) -> None:
+        self.ctx = ctx
+        self.conn: Any = None
+        self._mutex = asyncio.Lock()
+
+    async def try_lock(self, key: int) -> bool:
+        async with self._mutex:
+            for fresh in (self.conn is None, True):
+                if self.conn is None:
+                    self.conn = await self.ctx.db.reader.connect()
+                try:
+                    got = (await self.conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": key})).scalar()
+                    await self.conn.commit()
+                    return bool(got)
+                except Exception:
+                    await self._drop()
+                    if fresh:
+                        raise
+                    # The kept connection broke (a database restart, say): once more on a new one.
+                except BaseException:
+                    await self._drop()
+                    raise
+            raise AssertionError("unreachable")
+
+    async def unlock(self, key: int) -> None:
+        async with self._mutex:
+            if self.conn is None:
+                return  # the connection broke: its locks are gone already
+            try:
+                await self.conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": key})
+                await self.conn.commit()
+            except Exception as exc:  # noqa: BLE001 - a dropped connection has dropped its locks too
+                log.warning("sync_unlock_failed", error=_describe(exc))
+                await self._drop()
+            except BaseException:
+                await self._drop()
+                raise
+
+    async def _drop(self) -> None:
+        conn, self.conn = self.conn, None
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                await conn.invalidate()
+            with contextlib.suppress(Exception):
+                await conn.close()
+
+    async def close(self) -> None:
+        """Let go of every lock (the runtime stops; the runs have ended)."""
+        async with self._mutex:
+            await self._drop()
+
+
 class _Lock:
     """A held run lock: the in-process part and the cross-process part (an
-    advisory lock's connection on PostgreSQL, a locked file on SQLite)."""
+    advisory lock on the process's lock connection on PostgreSQL, a locked
+    file on SQLite)."""
 
-    def __init__(
-        self,
-        pipeline: SyncPipeline,
-        key: tuple[str, str],
-        conn: Any = None,
-        pg_key: int | None = None,
-        file: Any = None,
-    ):
-        self.pipeline, self.key, self.conn, self.pg_key, self.file = pipeline, key, conn, pg_key, file
+    def __init__(self, pipeline: SyncPipeline, key: tuple[str, str], pg_key: int | None = None, file: Any = None):
+        self.pipeline, self.key, self.pg_key, self.file = pipeline, key, pg_key, file
 
     async def release(self) -> None:
         try:
             if self.file is not None:
                 self.file.close()  # closing the descriptor drops the flock
-            if self.conn is not None:
-                try:
-                    await self.conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": self.pg_key})
-                    await self.conn.commit()
-                finally:
-                    await self.conn.close()
+            if self.pg_key is not None:
+                await self.pipeline._advisory.unlock(self.pg_key)
         finally:
             self.pipeline._held.discard(self.key)
 
@@ -375,6 +428,7 @@ class SyncPipeline:
         self._held: set[tuple[str, str]] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
         ical.expansion(ctx.settings.kernel.sync.expansion_threads)
+        self._advisory = _AdvisoryLocks(ctx)
         self._executing: set[int] = set()  # ids of the runs in _execute
         self._interrupting: set[int] = set()  # of those, the ones stop() ends after their current batch
 
@@ -468,22 +522,14 @@ class SyncPipeline:
             return _Lock(self, key, file=fh)
         pg_key = self._pg_key(key)
         try:
-            conn = await db.reader.connect()
+            got = await self._advisory.try_lock(pg_key)
         except BaseException:
             self._held.discard(key)
-            raise
-        try:
-            got = (await conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": pg_key})).scalar()
-            await conn.commit()
-        except BaseException:
-            self._held.discard(key)
-            await conn.close()
             raise
         if not got:
             self._held.discard(key)
-            await conn.close()
             raise SyncBusy(f"a sync of {key[0]}/{key[1]} is already running in another process")
-        return _Lock(self, key, conn, pg_key)
+        return _Lock(self, key, pg_key)
 
     def is_running(self, source: str, calendar_id: str) -> bool:
         return (source, calendar_id) in self._held
@@ -601,12 +647,14 @@ class SyncPipeline:
             await asyncio.wait(pending, timeout=5)
 
     async def close_sources(self) -> None:
-        """Await every source's ``aclose`` (runtime shutdown); one failing does not stop the others."""
+        """Await every source's ``aclose`` (runtime shutdown); one failing does not stop the others.
+        Then close the connection that held the run locks."""
         for name, (plugin, src) in sorted(self.sources.items()):
             try:
                 await src.aclose()
             except Exception as exc:  # noqa: BLE001
                 log.error("source_close_failed", plugin=plugin, source=name, error=_describe(exc))
+        await self._advisory.close()
 
     async def _create_run(
         self,

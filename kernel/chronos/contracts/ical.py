@@ -451,7 +451,7 @@ def _occurrences(mini: Any, lo: datetime, hi: datetime, max_instances: int) -> I
     import recurring_ical_events
 
     query = recurring_ical_events.of(mini)
-    span, start = timedelta(days=1), lo
+    span, start = timedelta(hours=1), lo
     seen: set[Any] = set()
     while start < hi:
         stop = min(hi, start + span)
