@@ -45,6 +45,7 @@ from chronos.plugin import (
     Sink,
     SinkBatch,
     StoredEvent,
+    one_of,
     record_audit,
     utcnow,
 )
@@ -59,7 +60,6 @@ NOTES = Note.__table__
 LINKS = Link.__table__
 DELETIONS = SourceDeletion.__table__
 ACTOR = "system:calendar"
-CHUNK = 400  # uids per IN (...) list: well below every driver's parameter limit
 
 
 def batch_actor(batch: SinkBatch) -> dict[str, Any]:
@@ -182,17 +182,21 @@ class CommandEntries(Sink):
     async def write(self, batch: SinkBatch, session: AsyncSession, ctx: PluginContext) -> None:
         if not self.queue.settings.calendar.enabled:
             return
-        changed = [(stored, parse_entry(stored.event.title, stored.event.description)) for stored in batch.added]
-        changed += [(stored, parse_entry(stored.event.title, stored.event.description)) for stored in batch.updated]
-        # One query (per CHUNK keys) for the pending commands of every key in the batch: an entry
+        changed = [
+            (stored, stored.event.key, parse_entry(stored.event.title, stored.event.description))
+            for stored in (*batch.added, *batch.updated)
+        ]
+        # One query for the pending commands of every key in the batch: an entry
         # without command syntax whose key has no pending command costs nothing more.
         pending = await self._pending_many(
-            session, [stored.event.key for stored, _ in changed] + [stored.event.key for stored in batch.deleted]
+            session, [key for _, key, _ in changed] + [stored.event.key for stored in batch.deleted]
         )
+        if not pending.found and all(entry is None for _, _, entry in changed):
+            return  # no command syntax and nothing pending: the usual batch
         store: EventStore | None = None
         rules: dict[tuple[str, str], Any] = {}
-        for stored, entry in changed:
-            rows = pending.take(stored.event.key)
+        for stored, key, entry in changed:
+            rows = pending.take(key)
             if entry is None and not rows:
                 continue
             if store is None:
@@ -203,28 +207,27 @@ class CommandEntries(Sink):
                 await self._cancel(session, batch, row["id"], "the calendar entry was deleted")
 
     async def _pending_many(self, s: AsyncSession, keys: list[EventKey]) -> PendingByKey:
-        """The pending calendar commands of ``keys``, a few queries for the whole batch."""
+        """The pending calendar commands of ``keys``: one query per calendar for the whole batch."""
         found: dict[EventKey, list[Any]] = {}
         by_calendar: dict[tuple[str, str], set[str]] = {}
         for key in keys:
             by_calendar.setdefault((key.source, key.calendar_id), set()).add(key.uid)
+        dialect = s.get_bind().dialect.name
         for (source, calendar_id), uids in by_calendar.items():
-            ordered = sorted(uids)
-            for i in range(0, len(ordered), CHUNK):
-                rows = await s.execute(
-                    select(T)
-                    .where(
-                        T.c.source == source,
-                        T.c.source_uid.in_(ordered[i : i + CHUNK]),
-                        T.c.calendar_id == calendar_id,
-                        T.c.origin == "calendar",
-                        T.c.status == "pending",
-                    )
-                    .order_by(T.c.id)
+            rows = await s.execute(
+                select(T)
+                .where(
+                    T.c.source == source,
+                    one_of(T.c.source_uid, sorted(uids), dialect),
+                    T.c.calendar_id == calendar_id,
+                    T.c.origin == "calendar",
+                    T.c.status == "pending",
                 )
-                for row in rows.mappings():
-                    key = EventKey(row["source"], row["calendar_id"], row["source_uid"], row["recurrence_id"])
-                    found.setdefault(key, []).append(row)
+                .order_by(T.c.id)
+            )
+            for row in rows.mappings():
+                key = EventKey(row["source"], row["calendar_id"], row["source_uid"], row["recurrence_id"])
+                found.setdefault(key, []).append(row)
         return PendingByKey(self, set(keys), found)
 
     async def _cancel(
