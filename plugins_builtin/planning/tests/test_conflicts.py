@@ -201,3 +201,20 @@ async def test_an_event_opts_out_of_its_calendars_auto_plan_and_back(chronos_app
         assert await pairs(c, *WEEK) == [(other, free, "auto-plan"), (free, unset, "auto-plan")]
         bad = await c.patch(f"/api/v1/events/{free}", json={"mode": "sometimes"})
         assert bad.status_code == 422 and bad.headers["content-type"].startswith("application/problem+json")
+
+
+async def test_a_free_event_moved_onto_a_planned_one_conflicts(chronos_app, api_client):
+    source = kit.FakeSource([CalendarSpec("ext", read_only=True)])
+    plugins = [*PLUGINS, kit.fake_source_plugin(source)]
+    async with chronos_app(plugins=plugins, config=config()) as app:
+        c = await api_client(app, scopes=["events.read", "events.write"])
+        planned = await create(c, "Planned", T, T + H, mode="auto-plan")
+        # a synced batch of free events far from any planned one: no pair (and no candidate lookup)
+        source.add(EventDraft(uid="f1", start=T + 30 * H, end=T + 31 * H, title="Far"), calendar="ext")
+        assert (await kit.sync_now(app, "fake", "ext")).status == "ok"
+        assert await pairs(c, *WEEK) == []
+        # the same free event moved onto the planned one
+        source.add(EventDraft(uid="f1", start=T + H / 2, end=T + 2 * H, title="Far"), calendar="ext")
+        assert (await kit.sync_now(app, "fake", "ext")).status == "ok"
+        [(a, b, reason)] = await pairs(c, *WEEK)
+        assert a == planned and reason == "auto-plan"
