@@ -28,7 +28,7 @@ from collections.abc import Iterable, Sequence
 from datetime import UTC, date, datetime
 from typing import Any
 
-from sqlalchemy import bindparam, delete, insert, select, text, update
+from sqlalchemy import bindparam, delete, insert, literal, null, select, text, union_all, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from chronos.plugin import (
@@ -384,14 +384,7 @@ class SqlEventStore(EventStore):
         """Sort the upserts into new rows (with their hashes) and changed rows (counting suppressed
         and unchanged ones)."""
         inserts: list[tuple[CanonicalEvent, str]] = []
-        existing = {
-            EventKey(r.source, r.calendar_id, r.uid, r.recurrence_id): r
-            for r in await self._rows_by_keys(session, by_key, NARROW)
-        }
-        hidden = {
-            EventKey(r.source, r.calendar_id, r.uid, r.recurrence_id)
-            for r in await self._rows_by_keys(session, [k for k in by_key if k not in existing], TOMB_KEY)
-        }
+        existing, hidden = await self._stored_or_hidden(session, by_key)
         changed: list[tuple[Any, CanonicalEvent, str]] = []
         for key, event in by_key.items():
             if key in hidden:
@@ -406,6 +399,36 @@ class SqlEventStore(EventStore):
             else:
                 changed.append((row, event, source_hash))
         return inserts, await self._changed_rows(session, changed, now)
+
+    async def _stored_or_hidden(
+        self, session: AsyncSession, keys: Iterable[EventKey]
+    ) -> tuple[dict[EventKey, Any], set[EventKey]]:
+        """The stored rows (``NARROW`` columns) of ``keys``, and those of the other keys that a
+        tombstone hides: one statement per calendar (events and tombstones together)."""
+        groups: dict[tuple[str, str], set[tuple[str, str]]] = defaultdict(set)
+        for k in keys:
+            groups[(k.source, k.calendar_id)].add((k.uid, k.recurrence_id))
+        dialect = session.get_bind().dialect.name
+        existing: dict[EventKey, Any] = {}
+        tombstoned: set[EventKey] = set()
+        for (source, calendar_id), pairs in groups.items():
+            uids = sorted({uid for uid, _ in pairs})
+            stored = select(literal(False).label("tombstone"), *NARROW).where(
+                T.c.source == source, T.c.calendar_id == calendar_id, one_of(T.c.uid, uids, dialect)
+            )
+            hiding = select(literal(True), null(), *TOMB_KEY, null(), null()).where(
+                TOMB.c.source == source, TOMB.c.calendar_id == calendar_id, one_of(TOMB.c.uid, uids, dialect)
+            )
+            for r in (await session.execute(union_all(stored, hiding))).all():
+                if (r.uid, r.recurrence_id) not in pairs:
+                    continue
+                key = EventKey(source, calendar_id, r.uid, r.recurrence_id)
+                if r.tombstone:
+                    tombstoned.add(key)
+                else:
+                    existing[key] = r
+        # A key with a row is stored, whatever else says.
+        return existing, tombstoned - existing.keys()
 
     async def _changed_rows(
         self, session: AsyncSession, changed: list[tuple[Any, CanonicalEvent, str]], now: datetime
