@@ -30,11 +30,8 @@ import asyncio
 import functools
 import hashlib
 import json
-import multiprocessing
-import os
-from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable
-from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, time, timedelta
 from typing import Any, TypeVar
 
@@ -42,6 +39,7 @@ from sqlalchemy import delete, select
 
 from chronos.plugin import (
     CalendarSpec,
+    EventDraft,
     OutboundPolicy,
     OutboundRefused,
     PluginContext,
@@ -62,15 +60,79 @@ from chronos_caldav.dav import (
     redact,
 )
 from chronos_caldav.models import CaldavCalendarState, CaldavObject
-from chronos_caldav.parse import Item, Known, Parsed, Row, parse_chunk
 from chronos_caldav.settings import CaldavCalendar, CaldavSettings
 
 T = TypeVar("T")
 
 #: Bump when parsing changes what an object yields: cursors of older versions then start a full listing.
 PARSER_VERSION = 1
-#: Listings of at least this many objects are parsed by worker processes.
-PARALLEL_THRESHOLD = 2000
+
+
+@dataclass
+class Known:
+    """What the last sync learnt about one href."""
+
+    uid: str
+    etag: str | None
+    keys: list[tuple[str, str]]
+    recurring: bool
+
+
+@dataclass
+class Parsed:
+    """One object, parsed."""
+
+    href: str
+    etag: str | None
+    uid: str
+    drafts: list[EventDraft] = field(default_factory=list)
+    deleted: list[tuple[str, str]] = field(default_factory=list)
+    errors: list[tuple[str, str]] = field(default_factory=list)
+    recurring: bool = False
+    #: Keys kept from the last sync when the object could not be read now (they stay stored).
+    kept: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def keys(self) -> list[tuple[str, str]]:
+        return [(d.uid, d.recurrence_id or "") for d in self.drafts]
+
+    def row(self) -> Row:
+        """What to remember of it (without the drafts)."""
+        return Row(self.href, self.uid, self.etag, [list(k) for k in self.keys + self.kept], self.recurring)
+
+
+@dataclass
+class Row:
+    """One ``caldav_objects`` row to write."""
+
+    href: str
+    uid: str
+    etag: str | None
+    keys: list[list[str]]
+    recurring: bool
+
+
+def parse_resource(res: Resource, window: ical.Window, known: Known | None) -> Parsed:
+    """One calendar object → drafts (series expanded inside ``window``), tombstones and errors.
+
+    An object that cannot be read is an error for its uid (the one stored
+    for the href when the text has none), so the events it had stay.
+    """
+    fallback = known.uid if known is not None else res.href
+    out = Parsed(res.href, res.etag, fallback)
+    try:
+        split = ical.split_calendar(res.data or "")
+    except ical.CalendarFormatError as exc:
+        out.errors.append((fallback, f"{res.href}: {exc}"))
+        return out
+    if not split.groups:
+        out.errors.append((fallback, f"{res.href}: the object holds no VEVENT"))
+        return out
+    out.uid = split.groups[0].uid
+    out.recurring = split.recurring
+    parsed = ical.parse_groups(split.prefix, split.groups, window, split.x_wr_timezone)
+    out.drafts, out.deleted, out.errors = parsed.drafts, parsed.deleted, parsed.errors
+    return out
 
 
 class CaldavSource(Source):
@@ -93,7 +155,6 @@ class CaldavSource(Source):
         #: Seconds spent waiting for the server in the last run per calendar.
         self.http_seconds: dict[str, float] = {}
         self._clients: dict[str, tuple[str | None, DavCalendar]] = {}
-        self._pool: ProcessPoolExecutor | None = None
 
     def calendars(self) -> list[CalendarSpec]:
         return [
@@ -167,9 +228,6 @@ class CaldavSource(Source):
         clients, self._clients = list(self._clients.values()), {}
         for _password, dav in clients:
             await asyncio.to_thread(dav.close)
-        pool, self._pool = self._pool, None
-        if pool is not None:
-            await asyncio.to_thread(functools.partial(pool.shutdown, wait=True, cancel_futures=True))
 
     # -- what the source remembers ---------------------------------------------------------------
 
@@ -437,19 +495,25 @@ class CaldavSource(Source):
         window: ical.Window,
         known: dict[str, Known],
     ) -> AsyncIterator[list[Parsed]]:
-        """Parsed objects in the listing's order, about ``batch_size`` drafts per list.
-
-        A large listing (a full sync) is parsed by worker processes, a few chunks in
-        flight, while the pipeline stores what came before: parsing is pure Python
-        and would otherwise hold the interpreter the store's work needs. Small ones
-        (an incremental sync) are parsed in a thread.
-        """
+        """Parse in a thread, about ``batch_size`` drafts per list."""
         size = self.settings.batch_size
+
+        def parse_some(chunk: list[Resource]) -> list[Parsed]:
+            return [parse_resource(r, window, known.get(r.href)) for r in chunk]
+
+        async def lists() -> AsyncIterator[list[Resource]]:
+            if isinstance(resources, list):
+                yield resources
+            else:
+                async for got in resources:
+                    yield got
+
+        step = max(1, min(size, 500))
         out: list[Parsed] = []
         drafts = 0
-        async for listed in _lists(resources):
-            async for parsed in self._parse(listed, window, known):
-                for p in parsed:
+        async for listed in lists():
+            for i in range(0, len(listed), step):
+                for p in await asyncio.to_thread(parse_some, listed[i : i + step]):
                     out.append(p)
                     drafts += len(p.drafts)
                     if drafts >= size:
@@ -457,41 +521,6 @@ class CaldavSource(Source):
                         out, drafts = [], 0
         if out:
             yield out
-
-    async def _parse(
-        self, listed: list[Resource], window: ical.Window, known: dict[str, Known]
-    ) -> AsyncIterator[list[Parsed]]:
-        items = [(r.href, r.etag, r.data) for r in listed]
-        workers = parse_workers()
-        if workers == 0 or len(items) < PARALLEL_THRESHOLD:
-            for i in range(0, len(items), 500):
-                chunk = items[i : i + 500]
-                yield await asyncio.to_thread(parse_chunk, chunk, window, _of(known, chunk))
-            return
-        per_chunk = max(200, min(1000, len(items) // (workers * 4) or 1))
-        loop = asyncio.get_running_loop()
-        pool = self._executor(workers)
-        todo = iter([items[i : i + per_chunk] for i in range(0, len(items), per_chunk)])
-        futures: deque[asyncio.Future[list[Parsed]]] = deque()
-        try:
-            while True:
-                while len(futures) < workers + 1 and (chunk := next(todo, None)) is not None:
-                    futures.append(loop.run_in_executor(pool, parse_chunk, chunk, window, _of(known, chunk)))
-                if not futures:
-                    return
-                yield await futures.popleft()
-        finally:
-            for fut in futures:
-                fut.cancel()
-
-    def _executor(self, workers: int) -> ProcessPoolExecutor:
-        if self._pool is None:
-            # forkserver: workers never inherit the service's threads, sockets or event loop;
-            # preloading the parser module makes them start fast.
-            context = multiprocessing.get_context("forkserver")
-            context.set_forkserver_preload(["chronos_caldav.parse"])
-            self._pool = ProcessPoolExecutor(max_workers=workers, mp_context=context)
-        return self._pool
 
     # -- write-back ------------------------------------------------------------------------------
 
@@ -527,21 +556,3 @@ async def _check_outbound(ctx: PluginContext, url: str) -> None:
         await check_outbound(ctx, url)
     except OutboundRefused as exc:
         raise SourceError(f"refused to connect to {redact(url)}: {exc}") from None
-
-
-def parse_workers() -> int:
-    """Processes parsing a full listing: one per CPU core, at most 4."""
-    return min(4, os.cpu_count() or 1)
-
-
-async def _lists(resources: list[Resource] | AsyncIterator[list[Resource]]) -> AsyncIterator[list[Resource]]:
-    if isinstance(resources, list):
-        yield resources
-    else:
-        async for got in resources:
-            yield got
-
-
-def _of(known: dict[str, Known], chunk: list[Item]) -> dict[str, Known]:
-    """What a chunk's parser needs of ``known`` (only its own hrefs cross to a worker)."""
-    return {href: known[href] for href, _etag, _data in chunk if href in known}

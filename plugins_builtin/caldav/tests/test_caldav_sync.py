@@ -48,32 +48,6 @@ async def test_full_then_incremental_sync_with_a_sync_token(chronos_app, api_cli
         assert await titles(c) == ["Beta moved", "Gamma"]
 
 
-async def test_a_large_listing_is_parsed_by_worker_processes_with_the_same_result(
-    chronos_app, api_client, radicale, password_env, monkeypatch
-):
-    import chronos_caldav.source as caldav_source
-
-    monkeypatch.setattr(caldav_source, "PARALLEL_THRESHOLD", 2)  # any full listing of 2+ objects
-    cal = radicale.calendar()
-    for i in range(7):
-        cal.add_event(vevent(f"e{i}@t", f"Event {i}", days=1 + i))
-    cal.add_event(weekly("w@t", "Weekly", 3))
-    config = calendar_config(cal, password_env)
-    config["caldav"]["batch_size"] = 4  # several batches from several chunks, in order
-    async with chronos_app(plugins=PLUGINS, config=config) as app:
-        c = await api_client(app, scopes=["events.read"])
-        source = source_of(app)
-        run = await kit.sync_now(app, "caldav", "work")
-        assert (run.status, run.added, run.failed) == ("ok", 10, 0), run
-        assert source._pool is not None  # the worker processes parsed it
-        assert await titles(c) == sorted([f"Event {i}" for i in range(7)] + ["Weekly"] * 3)
-        # What the listing taught is remembered as before: an incremental edit of the series follows.
-        cal.add_event(weekly("w@t", "Weekly", 3, exdate_week=1))
-        run = await kit.sync_now(app, "caldav", "work")
-        assert (run.status, run.deleted) == ("ok", 1), run
-        assert await titles(c) == sorted([f"Event {i}" for i in range(7)] + ["Weekly"] * 2)
-
-
 async def test_an_expired_sync_token_lists_everything_and_deletes_only_at_the_end(
     chronos_app, api_client, radicale, password_env, database
 ):
