@@ -330,7 +330,8 @@ async def test_more_running_syncs_than_database_connections_leave_post_sync_answ
     calendars = [f"c{n:02d}" for n in range(14)]  # more than the pool's connections (database.pool_size 5, +5)
     src = stalling(*calendars, "spare")
     src.stall, src.stall_from = set(calendars), 1
-    async with chronos_app(plugins=pipeline_plugins(src)) as app:
+    config = {"sync": {"max_concurrent_runs": 20}}
+    async with chronos_app(plugins=pipeline_plugins(src), config=config) as app:
         c = await api_client(app, scopes=["events.write", "events.read"])
         pipeline = runtime_pipeline(app)
         started, skipped = await pipeline.start_many(pipeline.select("fake", None)[:-1])
@@ -363,3 +364,24 @@ async def test_run_locks_survive_a_broken_lock_connection(chronos_app, db_backen
         assert run.status == "ok"
         assert (await pipeline._advisory.conn.execute(text("SELECT pg_backend_pid()"))).scalar() != pid
         await pipeline._advisory.conn.commit()
+
+
+async def test_runs_beyond_max_concurrent_runs_wait_their_turn(chronos_app, api_client):
+    src = stalling("a", "b", "c", "spare")
+    src.stall, src.stall_from = {"a", "b", "c"}, 1
+    async with chronos_app(plugins=pipeline_plugins(src), config={"sync": {"max_concurrent_runs": 2}}) as app:
+        c = await api_client(app, scopes=["events.write", "events.read"])
+        pipeline = runtime_pipeline(app)
+        started, _ = await pipeline.start_many([pipeline.calendar("fake", x) for x in ("a", "b", "c")])
+        ids = [run_id for _ref, run_id in started]
+        for _ in range(WAIT * 20):  # two have stored a batch and wait in their source
+            batches = [(await run_row(app, run_id)).batches for run_id in ids]
+            if sorted(batches) == [0, 1, 1]:
+                break
+            await asyncio.sleep(0.05)
+        assert sorted(batches) == [0, 1, 1]  # one waits for a slot, its run row says "running"
+        r = await asyncio.wait_for(c.post("/api/v1/events/sync", json={"calendar_id": "spare"}), 10)
+        assert r.status_code == 202, r.text  # starting a run never waits for a slot
+        src.release.set()
+        await pipeline.wait()
+        assert [(await run_row(app, run_id)).status for run_id in ids] == ["ok", "ok", "ok"]

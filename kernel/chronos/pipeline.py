@@ -132,15 +132,23 @@ def _describe(exc: BaseException) -> str:
 
 
 async def _within_budget(
-    batches: AsyncIterator[SourceBatch], ref: CalendarRef, budget: float, tally: RunTally
+    batches: AsyncIterator[SourceBatch],
+    ref: CalendarRef,
+    budget: float,
+    tally: RunTally,
+    slots: asyncio.Semaphore,
 ) -> AsyncIterator[SourceBatch]:
-    """The source's batches until ``budget`` seconds have passed, then :class:`RunOverBudget`.
+    """The source's batches, once one of the process's run ``slots`` is free
+    (``sync.max_concurrent_runs``), until ``budget`` seconds have passed, then
+    :class:`RunOverBudget`.
 
-    The clock runs while the source works and while batches are stored; a source
-    waiting (a slow server, a long expansion) is interrupted at the deadline. The
-    run then ends before a complete listing, so nothing is deleted for it.
+    The clock starts with the slot and runs while the source works and while
+    batches are stored; a source waiting (a slow server, a long expansion) is
+    interrupted at the deadline. The run then ends before a complete listing,
+    so nothing is deleted for it.
     """
     loop = asyncio.get_running_loop()
+    await slots.acquire()
     deadline = loop.time() + budget
 
     def over(doing: str) -> RunOverBudget:
@@ -166,6 +174,7 @@ async def _within_budget(
                 raise
             yield batch
     finally:
+        slots.release()
         aclose = getattr(batches, "aclose", None)
         if aclose is not None:
             await aclose()
@@ -458,6 +467,7 @@ class SyncPipeline:
         self._tasks: set[asyncio.Task[Any]] = set()
         ical.expansion(ctx.settings.kernel.sync.expansion_threads)
         self._advisory = _AdvisoryLocks(ctx)
+        self._slots = asyncio.Semaphore(ctx.settings.kernel.sync.max_concurrent_runs)
         self._executing: set[int] = set()  # ids of the runs in _execute
         self._interrupting: set[int] = set()  # of those, the ones stop() ends after their current batch
 
@@ -753,7 +763,7 @@ class SyncPipeline:
             pending: Any = _KEEP
             failed_any = False
             budget = self.ctx.settings.kernel.sync.run_budget_seconds
-            batches = _within_budget(aiter(ref.source.fetch(ref.calendar, cursor)), ref, budget, tally)
+            batches = _within_budget(aiter(ref.source.fetch(ref.calendar, cursor)), ref, budget, tally, self._slots)
             try:
                 async for batch in batches:
                     if batch.not_modified:

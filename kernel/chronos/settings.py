@@ -122,6 +122,14 @@ class SyncSettings(_Section):
         " stored stay; nothing is deleted on the strength of its unfinished listing (the last good data is kept)."
         " Raise it for very large first syncs, or shorten the calendar's window (horizon_days).",
     )
+    max_concurrent_runs: int = Field(
+        8,
+        ge=1,
+        le=1000,
+        description="Sync runs of this process that list and store at the same time; more wait their turn (shown"
+        " as running with 0 batches), so that many calendars starting together do not queue for the database's"
+        " connections and write lock all at once.",
+    )
     expansion_threads: int | None = Field(
         None,
         ge=1,
