@@ -21,13 +21,13 @@ from sqlalchemy import (
     MetaData,
     String,
     TypeDecorator,
+    any_,
     bindparam,
-    cast,
     func,
     literal_column,
     select,
 )
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase
 
@@ -85,14 +85,18 @@ BigIntPK = BigInteger().with_variant(Integer(), "sqlite")
 
 def one_of(column: ColumnElement[Any], values: Iterable[Any], dialect: str) -> ColumnElement[bool]:
     """``column IN values`` with the values as ONE bound parameter (a JSON array read by
-    ``json_each`` on SQLite, ``jsonb_array_elements_text`` on PostgreSQL).
+    ``json_each`` on SQLite, ``column = ANY(array)`` on PostgreSQL).
 
     For the lookups of a whole batch (hundreds of keys): ``column.in_(list)`` builds and expands
     one bind parameter per value on every execution and needs chunking under the drivers'
     parameter limits; this costs one parameter whatever the length, and both databases still
     probe the column's index once per value. ``dialect`` is ``session.get_bind().dialect.name``.
+
+    PostgreSQL gets a real array, not a set-returning function over JSON: the planner knows an
+    array's length, while it guesses a function's rows and, on a table without statistics yet
+    (a fresh database before autovacuum), chose to scan the whole table once per key.
     """
-    param = bindparam(None, json.dumps(list(values)), type_=String())
     if dialect == "sqlite":
+        param = bindparam(None, json.dumps(list(values)), type_=String())
         return column.in_(select(literal_column("value")).select_from(func.json_each(param)))
-    return column.in_(select(cast(func.jsonb_array_elements_text(cast(param, JSONB)), column.type)))
+    return column == any_(bindparam(None, list(values), type_=ARRAY(column.type)))
