@@ -302,3 +302,51 @@ async def test_leadership_won_during_stop_starts_no_scheduler(database):
         await runner.stop()
         if runner.ctx.has_db:
             await runner.ctx.db.dispose()
+
+
+async def test_runs_of_a_stopped_runner_are_closed_and_a_live_runners_run_is_not_doubled(chronos_app, api_client):
+    """A runner killed mid-run leaves its row "running": the leader marks it interrupted once the
+    runner stops beating. While another live process runs a job, this one does not start it."""
+    from datetime import timedelta
+
+    from chronos.db.base import utcnow
+
+    started = asyncio.Event()
+
+    async def work(job):
+        started.set()
+
+    config = {"scheduler": {"heartbeat_seconds": 0.1, "heartbeat_stale_seconds": 30}}
+    plugin = jobs_plugin(Job("t.work", work), Job("t.other", work))
+    async with chronos_app(plugins=[("t", plugin)], config=config, run_jobs=True) as app:
+        ctx = app.state.chronos
+        runner = ctx.jobs
+        long_ago = utcnow() - timedelta(seconds=120)
+        async with ctx.db.write() as s:
+            s.add(JobHeartbeat(runner_id="host-1-dead", host="host", started_at=long_ago, beat_at=long_ago))
+            s.add(JobHeartbeat(runner_id="host-2-live", host="host", started_at=long_ago, beat_at=utcnow()))
+            s.add(JobRun(job="t.other", trigger="schedule", status="running", started_at=long_ago, runner_id="host-1-dead"))
+            s.add(JobRun(job="t.work", trigger="schedule", status="running", started_at=long_ago, runner_id="host-2-live"))
+
+        async def statuses():
+            async with ctx.db.read() as s:
+                rows = (await s.execute(select(JobRun).order_by(JobRun.id))).scalars().all()
+            return {r.runner_id: r for r in rows}
+
+        await wait_until(lambda: runner.is_leader, what="leadership")
+        rows = await wait_until(
+            lambda: _when(statuses(), lambda r: r["host-1-dead"].status == "interrupted"), what="the dead run closed"
+        )
+        assert "stopped without finishing" in rows["host-1-dead"].error and rows["host-1-dead"].finished_at
+        assert rows["host-2-live"].status == "running"  # its runner still beats
+
+        admin = await api_client(app, scopes=["admin"])
+        body = is_problem(await admin.post("/api/v1/jobs/t.work/run"), 409)
+        assert "another process (host-2-live)" in body["detail"]
+        assert await runner.run_now("t.work") is None  # the task checks again and skips
+        assert not started.is_set() and len(await statuses()) == 2
+
+
+async def _when(rows_coro, check):
+    rows = await rows_coro
+    return rows if check(rows) else None

@@ -93,7 +93,7 @@ class AuditPage(BaseModel):
 
 
 class JobRunSummary(BaseModel):
-    status: Literal["running", "ok", "error", "cancelled"]
+    status: Literal["running", "ok", "error", "cancelled", "interrupted"]
     trigger: JobTrigger
     started_at: datetime
     finished_at: datetime | None
@@ -477,6 +477,10 @@ async def jobs_run(
     runner = _job_runner(ctx)
     if name not in runner.jobs:
         raise Problem(404, f"No job named {name!r}", type="not-found")
+    async with ctx.db.read() as s:
+        elsewhere = await runner.running_elsewhere(s, name)
+    if elsewhere is not None:
+        raise Problem(409, f"job {name!r} is running in another process ({elsewhere})", type="job-busy")
     try:
         runner.run_now(name)
     except JobBusy as exc:

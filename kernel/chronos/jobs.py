@@ -24,6 +24,7 @@ import os
 import random
 import socket
 import uuid
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, cast
 
@@ -58,6 +59,12 @@ def leader_lock_key(schema: str | None) -> int:
     return int.from_bytes(hashlib.sha256(raw).digest()[:8], "big", signed=True)
 
 
+def job_lock_key(schema: str | None, job: str) -> int:
+    """The transaction-level advisory lock key that orders the start of one job across processes."""
+    raw = f"chronos.job\0{schema or ''}\0{job}".encode()
+    return int.from_bytes(hashlib.sha256(raw).digest()[:8], "big", signed=True)
+
+
 def leader_window_seconds(heartbeat_seconds: float) -> float:
     """How old the leader's heartbeat may be while it is still named the leader: one
     interval with its jitter (up to +10 %) plus a little time to write the row."""
@@ -81,7 +88,6 @@ async def current_leader(session: Any, db: Any, *, heartbeat_seconds: float) -> 
     """The runner id of the scheduler leader, or None while there is none (a dead leader is no
     longer named once its heartbeat is one interval late; on PostgreSQL, as soon as its
     connection, and with it the advisory lock, is gone)."""
-    from datetime import timedelta
 
     since = utcnow() - timedelta(seconds=leader_window_seconds(heartbeat_seconds))
     row = (
@@ -102,7 +108,6 @@ async def current_leader(session: Any, db: Any, *, heartbeat_seconds: float) -> 
 async def live_runners(session: Any, *, within_seconds: float) -> list[dict[str, Any]]:
     """The job runners (``chronos serve`` and ``chronos worker`` processes) whose heartbeat
     is younger than ``within_seconds``: who is using the database right now."""
-    from datetime import timedelta
 
     since = utcnow() - timedelta(seconds=within_seconds)
     rows = (await session.execute(select(JobHeartbeat).where(JobHeartbeat.beat_at >= since))).scalars().all()
@@ -168,12 +173,40 @@ class JobRunner:
         except JobBusy:
             log.info("job_skipped_busy", job=name)
 
+    async def running_elsewhere(self, session: Any, name: str) -> str | None:
+        """The id of another live runner executing ``name`` now, or None.
+
+        On PostgreSQL the check takes a transaction-level advisory lock per job first, so
+        two processes checking and recording in the same instant are put in order (SQLite's
+        single write lock does that already)."""
+        if not self.ctx.db.is_sqlite:
+            await session.execute(
+                text("SELECT pg_advisory_xact_lock(:k)"), {"k": job_lock_key(self.ctx.db.schema, name)}
+            )
+        since = utcnow() - timedelta(seconds=self.settings.heartbeat_stale_seconds)
+        live = select(JobHeartbeat.runner_id).where(JobHeartbeat.beat_at >= since)
+        other = await session.execute(
+            select(JobRun.runner_id)
+            .where(
+                JobRun.job == name,
+                JobRun.status == "running",
+                JobRun.runner_id != self.runner_id,
+                JobRun.runner_id.in_(live),
+            )
+            .limit(1)
+        )
+        return cast("str | None", other.scalar())
+
     async def _run(self, name: str, trigger: JobTrigger, args: dict[str, Any]) -> Any:
         plugin, job = self.jobs[name]
         run_id = None
         try:
             async with self.ctx.db.write() as s:
-                row = JobRun(job=name, trigger=trigger, status="running", started_at=utcnow())
+                elsewhere = await self.running_elsewhere(s, name)
+                if elsewhere is not None:
+                    log.info("job_skipped_busy", job=name, runner=elsewhere)
+                    return None
+                row = JobRun(job=name, trigger=trigger, status="running", started_at=utcnow(), runner_id=self.runner_id)
                 s.add(row)
                 await s.flush()
                 run_id = row.id
@@ -314,12 +347,37 @@ class JobRunner:
                         )
                     else:
                         row.beat_at, row.is_leader = now, self.is_leader
+                    if self.is_leader:
+                        await self._close_abandoned_runs(s, now)
                 self.last_beat = now.timestamp()
             except Exception as exc:  # noqa: BLE001
                 log.warning("job_heartbeat_failed", error=str(exc))
             interval = self.settings.heartbeat_seconds
             await self._pause(interval * (0.9 + 0.2 * random.random()), wake=self._beat_now)
             self._beat_now.clear()
+
+    async def _close_abandoned_runs(self, session: Any, now: Any) -> None:
+        """Mark interrupted the runs whose runner stopped beating (killed, crashed, its host gone):
+        they would otherwise show "running" forever and hide the job's real last run."""
+        since = now - timedelta(seconds=self.settings.heartbeat_stale_seconds)
+        live = select(JobHeartbeat.runner_id).where(JobHeartbeat.beat_at >= since)
+        await session.execute(
+            update(JobRun)
+            .where(
+                JobRun.status == "running",
+                JobRun.runner_id.is_not(None),
+                JobRun.runner_id.not_in(live),
+                JobRun.started_at < since,
+            )
+            .values(
+                status="interrupted",
+                finished_at=now,
+                error=(
+                    "the process running it stopped without finishing"
+                    f" (no heartbeat for {self.settings.heartbeat_stale_seconds:g} s); the next run starts over"
+                ),
+            )
+        )
 
     async def _pause(self, seconds: float, wake: asyncio.Event | None = None) -> None:
         """Sleep between loop turns; returns at once when the runner stops (or ``wake`` is set)."""

@@ -92,3 +92,6 @@ class JobRun(Base):
     started_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     error: Mapped[str | None] = mapped_column(Text(), nullable=True)
+    #: The job runner (``job_heartbeats.runner_id``) executing it: a run whose runner stopped
+    #: beating is marked interrupted, and another process does not start the job meanwhile.
+    runner_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
