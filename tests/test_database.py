@@ -206,3 +206,34 @@ async def test_processes_opening_a_new_database_together_all_get_in(tmp_path):
         async with dbs[0].read() as s:
             assert (await s.execute(text("PRAGMA journal_mode"))).scalar() == "wal"
         await dbs[0].dispose()
+
+
+async def test_a_postgresql_server_that_never_answers_fails_after_the_connect_timeout():
+    """A host that accepts connections and then says nothing (a hung proxy, a half-dead server):
+    opening a session fails after database.connect_timeout_seconds, as 'unreachable' (a 503 over
+    HTTP), instead of holding the request for asyncpg's default minute."""
+    import socket
+
+    from chronos.db.engine import storage_failure
+
+    mute = socket.socket()
+    mute.bind(("127.0.0.1", 0))
+    mute.listen(8)  # the kernel completes the handshake; nobody ever reads or answers
+    port = mute.getsockname()[1]
+    db = Database(f"postgresql+asyncpg://postgres@127.0.0.1:{port}/test", connect_timeout_seconds=0.5)
+
+    async def query() -> None:
+        async with db.read() as s:
+            await s.execute(text("SELECT 1"))
+
+    try:
+        task = asyncio.create_task(query())
+        done, _ = await asyncio.wait({task}, timeout=30)  # a bound for a broken build, not a speed check
+        if not done:
+            task.cancel()
+            pytest.fail("the connect timeout was not applied: still waiting for the mute server after 30 s")
+        error = task.exception()
+        assert error is not None and storage_failure(error) == "unreachable", error
+    finally:
+        await db.dispose()
+        mute.close()

@@ -58,6 +58,7 @@ class PluginContext:
                 schema=dbs.schema_name,
                 pool_size=dbs.pool_size,
                 busy_timeout_ms=dbs.busy_timeout_ms,
+                connect_timeout_seconds=dbs.connect_timeout_seconds,
                 echo=dbs.echo,
             )
             from chronos.audit_key import bind_audit_key, load_audit_key

@@ -75,6 +75,13 @@ class DatabaseSettings(_Section):
     busy_timeout_ms: int = Field(
         10_000, ge=0, description="SQLite: how long a writer waits for another process's write lock."
     )
+    connect_timeout_seconds: float = Field(
+        10.0,
+        gt=0,
+        le=300,
+        description="PostgreSQL: how long opening a connection may take before the request answers 503"
+        " (a server that accepts and never answers would otherwise hold every request for a minute).",
+    )
     echo: bool = Field(False, description="Log every SQL statement (debugging only).")
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)

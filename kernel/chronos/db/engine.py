@@ -79,6 +79,7 @@ def make_engine(
     schema: str | None = None,
     pool_size: int = 5,
     busy_timeout_ms: int = 10_000,
+    connect_timeout_seconds: float = 10.0,
     echo: bool = False,
 ) -> AsyncEngine:
     """Create an engine for ``role`` in ``read``, ``write`` or ``migrate``.
@@ -119,7 +120,9 @@ def make_engine(
 
         return engine
 
-    connect_args: dict[str, Any] = {}
+    # asyncpg waits 60 s for a server that accepts the connection and never answers (a host
+    # dropping packets, a hung proxy): every request would hang as long.
+    connect_args: dict[str, Any] = {"timeout": connect_timeout_seconds}
     if schema:
         connect_args["server_settings"] = {"search_path": schema}
     if role == "migrate":
@@ -137,7 +140,7 @@ _SQLITE_FULL = 13
 
 def storage_failure(error: BaseException) -> Literal["full", "unreachable"] | None:
     """Whether ``error`` (or an error it wraps) says the database's disk is full or the database
-    cannot be reached (refused, dropped or shutting-down connections); None for any other error."""
+    cannot be reached (refused, dropped, timed-out or shutting-down connections); None for any other error."""
     seen: set[int] = set()
     current: BaseException | None = error
     while current is not None and id(current) not in seen:
@@ -147,7 +150,7 @@ def storage_failure(error: BaseException) -> Literal["full", "unreachable"] | No
             return "full"
         if sqlstate.startswith(_UNREACHABLE_SQLSTATES):
             return "unreachable"
-        if isinstance(current, ConnectionError) or (
+        if isinstance(current, ConnectionError | TimeoutError) or (
             isinstance(current, OSError) and "connect call failed" in str(current).lower()
         ):
             return "unreachable"
@@ -170,6 +173,7 @@ class Database:
         schema: str | None = None,
         pool_size: int = 5,
         busy_timeout_ms: int = 10_000,
+        connect_timeout_seconds: float = 10.0,
         echo: bool = False,
     ) -> None:
         self.url = url
@@ -179,7 +183,13 @@ class Database:
 
         def engine(role: str) -> AsyncEngine:
             return make_engine(
-                url, role=role, schema=schema, pool_size=pool_size, busy_timeout_ms=busy_timeout_ms, echo=echo
+                url,
+                role=role,
+                schema=schema,
+                pool_size=pool_size,
+                busy_timeout_ms=busy_timeout_ms,
+                connect_timeout_seconds=connect_timeout_seconds,
+                echo=echo,
             )
 
         self.reader = engine("read")
