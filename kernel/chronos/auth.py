@@ -40,8 +40,14 @@ def current_context(request: Request) -> PluginContext:
     return ctx
 
 
+async def _context(request: Request) -> PluginContext:
+    # A coroutine: FastAPI runs a plain-function dependency in its thread pool, a hand-off
+    # on every request for one attribute read.
+    return current_context(request)
+
+
 #: A route parameter annotated ``ctx: Context`` receives the plugin context.
-Context = Annotated[PluginContext, Depends(current_context)]
+Context = Annotated[PluginContext, Depends(_context)]
 
 
 def origin_of(request: Request) -> Origin:
