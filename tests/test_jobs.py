@@ -306,7 +306,7 @@ async def test_leadership_won_during_stop_starts_no_scheduler(database):
 
 async def test_runs_of_a_stopped_runner_are_closed_and_a_live_runners_run_is_not_doubled(chronos_app, api_client):
     """A runner killed mid-run leaves its row "running": the leader marks it interrupted once the
-    runner stops beating. While another live process runs a job, this one does not start it."""
+    runner stops beating. While another live process runs a job, a manual run is refused."""
     from datetime import timedelta
 
     from chronos.db.base import utcnow
@@ -316,7 +316,7 @@ async def test_runs_of_a_stopped_runner_are_closed_and_a_live_runners_run_is_not
     async def work(job):
         started.set()
 
-    config = {"scheduler": {"heartbeat_seconds": 0.1, "heartbeat_stale_seconds": 30}}
+    config = {"scheduler": {"heartbeat_seconds": 0.5, "heartbeat_stale_seconds": 30}}
     plugin = jobs_plugin(Job("t.work", work), Job("t.other", work))
     async with chronos_app(plugins=[("t", plugin)], config=config, run_jobs=True) as app:
         ctx = app.state.chronos
@@ -325,8 +325,14 @@ async def test_runs_of_a_stopped_runner_are_closed_and_a_live_runners_run_is_not
         async with ctx.db.write() as s:
             s.add(JobHeartbeat(runner_id="host-1-dead", host="host", started_at=long_ago, beat_at=long_ago))
             s.add(JobHeartbeat(runner_id="host-2-live", host="host", started_at=long_ago, beat_at=utcnow()))
-            s.add(JobRun(job="t.other", trigger="schedule", status="running", started_at=long_ago, runner_id="host-1-dead"))
-            s.add(JobRun(job="t.work", trigger="schedule", status="running", started_at=long_ago, runner_id="host-2-live"))
+            s.add(
+                JobRun(
+                    job="t.other", trigger="schedule", status="running", started_at=long_ago, runner_id="host-1-dead"
+                )
+            )
+            s.add(
+                JobRun(job="t.work", trigger="schedule", status="running", started_at=long_ago, runner_id="host-2-live")
+            )
 
         async def statuses():
             async with ctx.db.read() as s:
@@ -341,10 +347,19 @@ async def test_runs_of_a_stopped_runner_are_closed_and_a_live_runners_run_is_not
         assert rows["host-2-live"].status == "running"  # its runner still beats
 
         admin = await api_client(app, scopes=["admin"])
+        async with ctx.db.write() as s:  # it beats again (live: at most one interval late)
+            beat = (await s.execute(select(JobHeartbeat).where(JobHeartbeat.runner_id == "host-2-live"))).scalar()
+            beat.beat_at = utcnow()
         body = is_problem(await admin.post("/api/v1/jobs/t.work/run"), 409)
         assert "another process (host-2-live)" in body["detail"]
-        assert await runner.run_now("t.work") is None  # the task checks again and skips
         assert not started.is_set() and len(await statuses()) == 2
+        # Once that runner stops beating, its run no longer blocks a manual one.
+        async with ctx.db.write() as s:
+            beat = (await s.execute(select(JobHeartbeat).where(JobHeartbeat.runner_id == "host-2-live"))).scalar()
+            beat.beat_at = long_ago
+        r = await admin.post("/api/v1/jobs/t.work/run")
+        assert r.status_code == 202, r.text
+        await wait_until(started.is_set, what="the manual run")
 
 
 async def _when(rows_coro, check):

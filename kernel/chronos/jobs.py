@@ -174,16 +174,17 @@ class JobRunner:
             log.info("job_skipped_busy", job=name)
 
     async def running_elsewhere(self, session: Any, name: str) -> str | None:
-        """The id of another live runner executing ``name`` now, or None.
+        """The id of another live runner executing ``name`` now, or None (``POST /jobs/{name}/run``
+        asks before starting a run on this replica).
 
-        On PostgreSQL the check takes a transaction-level advisory lock per job first, so
-        two processes checking and recording in the same instant are put in order (SQLite's
-        single write lock does that already)."""
+        Live: its heartbeat is at most one interval late, as for naming the leader, so a killed
+        runner's row stops counting within seconds. Scheduled runs do not ask: only the leader
+        schedules, and a leader's runs die with it. On PostgreSQL a transaction-level advisory
+        lock per job puts two replicas asking in the same instant in order."""
         if not self.ctx.db.is_sqlite:
-            await session.execute(
-                text("SELECT pg_advisory_xact_lock(:k)"), {"k": job_lock_key(self.ctx.db.schema, name)}
-            )
-        since = utcnow() - timedelta(seconds=self.settings.heartbeat_stale_seconds)
+            key = job_lock_key(self.ctx.db.schema, name)
+            await session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": key})
+        since = utcnow() - timedelta(seconds=leader_window_seconds(self.settings.heartbeat_seconds))
         live = select(JobHeartbeat.runner_id).where(JobHeartbeat.beat_at >= since)
         other = await session.execute(
             select(JobRun.runner_id)
@@ -202,10 +203,6 @@ class JobRunner:
         run_id = None
         try:
             async with self.ctx.db.write() as s:
-                elsewhere = await self.running_elsewhere(s, name)
-                if elsewhere is not None:
-                    log.info("job_skipped_busy", job=name, runner=elsewhere)
-                    return None
                 row = JobRun(job=name, trigger=trigger, status="running", started_at=utcnow(), runner_id=self.runner_id)
                 s.add(row)
                 await s.flush()
