@@ -227,18 +227,31 @@ class PrivateEndpointsMiddleware:
         await self.app(scope, receive, send)
 
 
+def freeze_startup_objects() -> None:
+    """Move everything start-up created (modules, plugins, models, schemas: some 250k objects) out
+    of the cyclic garbage collector's reach: they live as long as the process, and every full
+    collection would otherwise walk them again (a fifth of a large sync's CPU time). Only for
+    processes that serve until they stop; tests build many apps and must not keep their garbage."""
+    import gc
+
+    gc.collect()
+    gc.freeze()
+
+
 def create_app(
     settings: Settings | None = None,
     plugins: Iterable[PluginSpec] | None = None,
     *,
     run_jobs: bool | None = None,
     env: Mapping[str, str] | None = None,
+    long_running: bool = False,
 ) -> FastAPI:
     """Build the app. Nothing runs until the ASGI lifespan starts it.
 
     ``plugins`` overrides discovery: entry-point names, or ``(name, object)``
     pairs for plugins defined in-process (tests). ``run_jobs=False`` serves the
-    API only (``chronos serve --no-jobs``).
+    API only (``chronos serve --no-jobs``). ``long_running`` (``chronos serve``)
+    freezes the objects of start-up once it is complete (:func:`freeze_startup_objects`).
     """
     settings = settings or load_settings(env=env)
     configure_logging(settings.kernel.logging.level, settings.kernel.logging.format)
@@ -248,6 +261,8 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with runtime.running(jobs="schedules" if schedules else "on_demand"):
+            if long_running:
+                freeze_startup_objects()
             yield
 
     app = FastAPI(

@@ -121,7 +121,7 @@ def serve(
         overrides["server"] = {"host": host}
     settings = _settings(config, **overrides)
     try:
-        application = create_app(settings, run_jobs=False if no_jobs else None)
+        application = create_app(settings, run_jobs=False if no_jobs else None, long_running=True)
     except PluginError as exc:
         fail(f"plugin error: {exc}", 2)
     except ConfigError as exc:
@@ -167,13 +167,22 @@ def _worker_processes_target(settings: Settings, config: str | None, host: str |
         os.environ["CHRONOS__SERVER__HOST"] = host
     if no_jobs:
         os.environ["CHRONOS__SCHEDULER__ENABLED"] = "false"
-    return "chronos.app:create_app"
+    return "chronos.cli:serving_app"
+
+
+def serving_app() -> Any:
+    """The app of one ``serve --workers N`` process (uvicorn's factory), configured from the environment."""
+    from chronos.app import create_app
+
+    return create_app(long_running=True)
 
 
 @app.command()
 def worker(config: str | None = ConfigOpt) -> None:
     """Run the job runner without HTTP (for a separate worker process)."""
     import signal
+
+    from chronos.app import freeze_startup_objects
 
     settings = _settings(config)
 
@@ -184,6 +193,7 @@ def worker(config: str | None = ConfigOpt) -> None:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         async with runtime.running(jobs="schedules"):
+            freeze_startup_objects()
             runner = runtime.runner
             typer.echo(f"worker {runner.runner_id} running {len(runner.jobs)} job(s); Ctrl-C to stop", err=True)
             await stop.wait()
