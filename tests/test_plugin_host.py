@@ -50,6 +50,7 @@ def router_plugin(path="/thing", scope="events.read", method="get", name="r"):
 
 # The template's API routes, and the static files of its dashboard panel (register_web_assets).
 HELLO_ROUTES = [
+    "GET /api/v1/hello/greetings",
     "GET /api/v1/hello/greetings/{greeting_id}",
     "GET /ui/plugins/hello/{file_path:path}",
     "POST /api/v1/hello",

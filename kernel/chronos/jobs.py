@@ -32,7 +32,7 @@ import structlog
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
-from sqlalchemy import Table, select, text, update
+from sqlalchemy import Table, func, select, text, update
 from sqlalchemy.engine import make_url
 
 from chronos.context import PluginContext
@@ -368,7 +368,11 @@ class JobRunner:
             )
             .values(
                 status="interrupted",
-                finished_at=now,
+                # The runner's last heartbeat: the last moment it was seen alive.
+                finished_at=func.coalesce(
+                    select(JobHeartbeat.beat_at).where(JobHeartbeat.runner_id == JobRun.runner_id).scalar_subquery(),
+                    now,
+                ),
                 error=(
                     "the process running it stopped without finishing"
                     f" (no heartbeat for {self.settings.heartbeat_stale_seconds:g} s); the next run starts over"
