@@ -405,7 +405,7 @@ class CaldavSource(Source):
         else:
             cursor = {**base, "seq": seq + 1, "mode": "sync", "sync_token": token}
         mapping: list[Row] = []
-        batches = self._parsed_batches(self._listing(dav, resources), window, known)
+        batches = self._parsed_batches(cfg.id, self._listing(dav, resources), window, known)
         pending: SourceBatch | None = None
         async for parsed in batches:
             for p in parsed:
@@ -440,7 +440,7 @@ class CaldavSource(Source):
         tombstones = [k for h in gone if h in known for k in known[h].keys]
         present = [r for r in changed if r.data is not None]
         batches: list[tuple[SourceBatch, list[Row]]] = []
-        async for parsed in self._parsed_batches(present, window, known):
+        async for parsed in self._parsed_batches(cfg.id, present, window, known):
             deleted: list[tuple[str, str]] = []
             for p in parsed:
                 before = known.get(p.href)
@@ -491,11 +491,13 @@ class CaldavSource(Source):
 
     async def _parsed_batches(
         self,
+        calendar_id: str,
         resources: list[Resource] | AsyncIterator[list[Resource]],
         window: ical.Window,
         known: dict[str, Known],
     ) -> AsyncIterator[list[Parsed]]:
-        """Parse in a thread, about ``batch_size`` drafts per list."""
+        """Parse on the kernel's expansion threads (as this calendar's share, so one large calendar
+        never holds them all), about ``batch_size`` drafts per list."""
         size = self.settings.batch_size
 
         def parse_some(chunk: list[Resource]) -> list[Parsed]:
@@ -509,11 +511,12 @@ class CaldavSource(Source):
                     yield got
 
         step = max(1, min(size, 500))
+        expansion, key = ical.expansion(), ("caldav", calendar_id)
         out: list[Parsed] = []
         drafts = 0
         async for listed in lists():
             for i in range(0, len(listed), step):
-                for p in await asyncio.to_thread(parse_some, listed[i : i + step]):
+                for p in await expansion.run(key, parse_some, listed[i : i + step]):
                     out.append(p)
                     drafts += len(p.drafts)
                     if drafts >= size:
