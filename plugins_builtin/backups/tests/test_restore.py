@@ -79,12 +79,11 @@ async def _schemas(url: str, schema: str) -> set[str]:
         await engine.dispose()
 
 
+@pytest.mark.backends("postgresql")  # the pg_restore path
 @pytest.mark.parametrize("fault", ["load", "migrate"])
 async def test_a_failed_postgresql_restore_leaves_the_live_schema_as_it_was(
-    chronos_app, backup_dir, bk, database, db_backend, tmp_path, monkeypatch, fault
+    chronos_app, backup_dir, bk, database, tmp_path, monkeypatch, fault
 ):
-    if db_backend != "postgresql":
-        pytest.skip("the pg_restore path is PostgreSQL's")
     src = FakeSource()
     for i in range(12):
         src.put(f"uid-{i}", f"Meeting {i}")
