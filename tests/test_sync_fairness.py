@@ -348,9 +348,8 @@ async def test_more_running_syncs_than_database_connections_leave_post_sync_answ
         assert {(await run_row(app, run_id)).status for _ref, run_id in started} == {"ok"}
 
 
-async def test_run_locks_survive_a_broken_lock_connection(chronos_app, db_backend):
-    if db_backend != "postgresql":
-        pytest.skip("the run locks are advisory locks on one connection on PostgreSQL only")
+@pytest.mark.backends("postgresql")  # the run locks are advisory locks on one connection there only
+async def test_run_locks_survive_a_broken_lock_connection(chronos_app):
     src = stalling("cal")
     async with chronos_app(plugins=pipeline_plugins(src)) as app:
         pipeline = runtime_pipeline(app)
