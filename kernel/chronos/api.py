@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, FastAPI, Query, Request, Response
@@ -21,7 +21,7 @@ from chronos.context import PluginContext
 from chronos.db.models import AuditEntry, JobHeartbeat, JobRun
 from chronos.errors import Problem, ProblemModel
 from chronos.host import PluginStatus
-from chronos.jobs import JobBusy, JobRunner, current_leader
+from chronos.jobs import JobBusy, JobRunner, current_leader, leader_window_seconds
 from chronos.keys import SYSTEM_RE, create_key, key_view, list_keys, revoke_key
 from chronos.pagination import decode_cursor, encode_cursor
 from chronos.records import HealthResult, JobTrigger
@@ -185,17 +185,28 @@ async def _check_search(ctx: Any) -> HealthResult:
 
 
 async def _check_jobs(ctx: Any) -> HealthResult:
-    stale_after = ctx.settings.kernel.scheduler.heartbeat_stale_seconds
+    """The job runners: ``runners`` counts the live ones (heartbeat at most one interval late, as
+    for naming the leader); rows of runners that stopped beating (killed processes leave theirs)
+    are counted apart as ``stale_runners``."""
+    scheduler = ctx.settings.kernel.scheduler
+    stale_after = scheduler.heartbeat_stale_seconds
     async with ctx.db.read() as s:
-        rows = (await s.execute(select(JobHeartbeat))).scalars().all()
-        leader = await current_leader(s, ctx.db, heartbeat_seconds=ctx.settings.kernel.scheduler.heartbeat_seconds)
-    if not rows:
+        beats = (await s.execute(select(JobHeartbeat.beat_at))).scalars().all()
+        leader = await current_leader(s, ctx.db, heartbeat_seconds=scheduler.heartbeat_seconds)
+    if not beats:
         return HealthResult(
             "degraded", {"detail": "no job runner has reported; start `chronos worker` or serve with jobs"}
         )
-    newest = max(r.beat_at for r in rows)
-    age = (datetime.now(UTC) - newest).total_seconds()
-    detail = {"heartbeat_age_seconds": round(age, 1), "runners": len(rows), "leader": leader}
+    now = datetime.now(UTC)
+    live_since = now - timedelta(seconds=leader_window_seconds(scheduler.heartbeat_seconds))
+    live = sum(1 for beat in beats if beat >= live_since)
+    age = (now - max(beats)).total_seconds()
+    detail = {
+        "heartbeat_age_seconds": round(age, 1),
+        "runners": live,
+        "stale_runners": len(beats) - live,
+        "leader": leader,
+    }
     if age > stale_after:
         return HealthResult("error", {**detail, "detail": f"last heartbeat older than {stale_after:g}s"})
     return HealthResult("ok", detail)
