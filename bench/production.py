@@ -74,6 +74,8 @@ from typing import Any
 
 import httpx
 
+from _fixtures import command_rows, make_schema
+
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
@@ -308,6 +310,14 @@ class Deployment:
         return " + ".join(f"{rss_mb(p.pid):.0f}" for p in self.procs)
 
     @property
+    def database(self) -> str:
+        return "SQLite" if self.url.startswith("sqlite") else "PostgreSQL"
+
+    @property
+    def topology(self) -> str:
+        return f"{self.replicas} API{'s' if self.replicas > 1 else ''} + worker"
+
+    @property
     def sqlite_file(self) -> Path:
         return Path(self.url.split(":///", 1)[1])
 
@@ -368,17 +378,6 @@ def pct(values: list[float], p: float) -> float:
         return 0.0
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(len(ordered) * p))] * 1000
-
-
-async def make_schema(schema: str, drop: bool = False) -> None:
-    from sqlalchemy.ext.asyncio import create_async_engine
-    from sqlalchemy.pool import NullPool
-
-    engine = create_async_engine(PG_URL, poolclass=NullPool)
-    async with engine.begin() as conn:
-        sql = f'DROP SCHEMA IF EXISTS "{schema}" CASCADE' if drop else f'CREATE SCHEMA "{schema}"'
-        await conn.exec_driver_sql(sql)
-    await engine.dispose()
 
 
 class Outcomes:
@@ -496,22 +495,9 @@ async def writers(dep: Deployment, seconds: float, count: int = 16) -> dict[str,
     lost = sum(1 for i, t in titles.items() if stored.get(i) != t)
     lost += sum(1 for i in commands if i not in stored_commands)
     locked = out.locked + dep.log_count(LOCKED) - logged
-    rss = dep.rss()
     checks = [f"{locked} locked", f"{lost} lost", *out.failures()]
-    return row(
-        "writers",
-        "SQLite",
-        "1 API + worker",
-        count,
-        elapsed,
-        out.ok,
-        out,
-        checks,
-        rss,
-        cpu,
-        bad=bool(locked or lost or out.failures()),
-        note=f"{len(titles)} events, {len(commands)} commands acknowledged",
-    )
+    note = f"{len(titles)} events, {len(commands)} commands acknowledged"
+    return row("writers", dep, count, elapsed, out.ok, out, checks, cpu, bad=bool(locked or lost), note=note)
 
 
 # -- scenario 2: concurrent readers on the event API -------------------------------------------
@@ -560,25 +546,12 @@ async def reads(dep: Deployment, seconds: float, count: int = 200) -> dict[str, 
     finally:
         for c in readers:
             await c.aclose()
-    rss = dep.rss()
     locked = out.locked + dep.log_count(LOCKED) - logged
     checks = [f"{out.server_errors} 5xx", *[f for f in out.failures() if "5xx" not in f]]
     if locked:
         checks.append(f"{locked} locked")
-    return row(
-        "reads",
-        "SQLite",
-        "1 API + worker",
-        count,
-        elapsed,
-        out.ok,
-        out,
-        checks,
-        rss,
-        cpu,
-        bad=bool(out.failures() or locked),
-        note=f"{len(ids):,} events stored; pages of 50 (7 days one calendar, 1 day all) and single events",
-    )
+    note = f"{len(ids):,} events stored; pages of 50 (7 days one calendar, 1 day all) and single events"
+    return row("reads", dep, count, elapsed, out.ok, out, checks, cpu, bad=bool(locked), note=note)
 
 
 def window(p: dict[str, Any]) -> dict[str, Any]:
@@ -601,26 +574,8 @@ async def seed_commands(url: str, schema: str | None, n: int) -> None:
     now = utcnow() - timedelta(seconds=1)
     try:
         for start in range(0, n, 2000):
-            rows = [
-                dict(
-                    target_system="bench",
-                    command="PING",
-                    params_json={"n": i},
-                    args=[],
-                    status="pending",
-                    attempts=0,
-                    max_attempts=5,
-                    not_before=now,
-                    idempotency_key=f"bench:{uuid.uuid4().hex}",
-                    origin="api",
-                    workflow_depth=0,
-                    created_at=now,
-                    updated_at=now,
-                )
-                for i in range(start, min(n, start + 2000))
-            ]
             async with db.write() as s:
-                await s.execute(insert(ExternalCommand.__table__), rows)
+                await s.execute(insert(ExternalCommand.__table__), command_rows(start, min(n, start + 2000), now))
     finally:
         await db.dispose()
 
@@ -666,14 +621,14 @@ QUEUED_PER_SECOND = {"batched": 2500, "one-by-one": 1000}
 async def queue_on_postgresql(work: Path, seconds: float, replicas: int, mode: str, limit: int) -> dict[str, Any]:
     """A deployment of its own on a fresh schema of the PostgreSQL database."""
     schema = f"bench_{uuid.uuid4().hex[:12]}"
-    await make_schema(schema)
+    await make_schema(PG_URL, schema)
     dep = Deployment(work, PG_URL, schema, replicas)
     try:
         await dep.start()
         return await queue(dep, seconds, mode, limit)
     finally:
         dep.stop()
-        await make_schema(schema, drop=True)
+        await make_schema(PG_URL, schema, drop=True)
 
 
 async def queue(dep: Deployment, seconds: float, mode: str, limit: int, count: int = 8) -> dict[str, Any]:
@@ -730,7 +685,6 @@ async def queue(dep: Deployment, seconds: float, mode: str, limit: int, count: i
     finally:
         for c in clients:
             await c.aclose()
-    rss = dep.rss()
     done = await completed_ids(url, schema)
     locked = out.locked + dep.log_count(LOCKED) - logged
     dup = len(handed) - len(set(handed))
@@ -738,21 +692,18 @@ async def queue(dep: Deployment, seconds: float, mode: str, limit: int, count: i
     checks = [f"{dup} dup", f"{lost} lost", *out.failures()]
     if locked:
         checks.append(f"{locked} locked")
-    replicas = len(dep.urls)
-    topology = f"{replicas} API{'s' if replicas > 1 else ''} + worker"
+    note = f"{n:,} commands queued" + (" (the queue ran dry)" if dry else "")
     return row(
         f"queue {mode}, {limit}/poll",
-        "SQLite" if dep.url.startswith("sqlite") else "PostgreSQL",
-        topology,
+        dep,
         count,
         elapsed,
         len(acked),
         out,
         checks,
-        rss,
         cpu,
-        bad=bool(dup or lost or locked or out.failures()),
-        note=f"{n:,} commands queued" + (" (the queue ran dry)" if dry else ""),
+        bad=bool(dup or lost or locked),
+        note=note,
     )
 
 
@@ -761,23 +712,22 @@ async def queue(dep: Deployment, seconds: float, mode: str, limit: int, count: i
 
 def row(
     scenario: str,
-    database: str,
-    topology: str,
+    dep: Deployment,
     clients: int,
     elapsed: float,
     operations: int,
     out: Outcomes,
     checks: list[str],
-    rss: str,
     cpu: dict[str, Any],
     *,
     bad: bool,
     note: str,
 ) -> dict[str, Any]:
+    """A line of the table, with the deployment's servers' RSS read now; ``bad`` as well when any answer failed."""
     values = {
         "scenario": scenario,
-        "database": database,
-        "topology": topology,
+        "database": dep.database,
+        "topology": dep.topology,
         "clients": str(clients),
         "seconds": f"{elapsed:.1f}",
         "operations": f"{operations:,}",
@@ -786,11 +736,11 @@ def row(
         "p99 ms": f"{pct(out.latencies, 0.99):.1f}",
         "checks": ", ".join(checks),
         "per server CPU-s": f"{operations / cpu['server_cpu']:,.0f}" if cpu["server_cpu"] else "",
-        "server RSS MB": rss,
+        "server RSS MB": dep.rss(),
         "CPU server / client / rest": cpu["cores"],
     }
     note += f"; server cores: {cpu['split']}"
-    return {"values": values, "bad": bad, "note": note, "samples": out.samples}
+    return {"values": values, "bad": bad or bool(out.failures()), "note": note, "samples": out.samples}
 
 
 def failed_row(scenario: str, database: str, topology: str, exc: BaseException) -> dict[str, Any]:
