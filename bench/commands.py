@@ -43,6 +43,8 @@ from typing import Any
 
 import httpx
 
+from _fixtures import command_rows, make_schema
+
 PG_URL = os.environ.get("CHRONOS_TEST_PG_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test")
 WHITELIST = [{"system": "bench", "action": "PING", "params": {"n": None}}]
 
@@ -72,27 +74,9 @@ async def seed(app: Any, n: int) -> None:
     from chronos_commands.models import ExternalCommand
 
     now = utcnow()
-    rows = [
-        dict(
-            target_system="bench",
-            command="PING",
-            params_json={"n": i},
-            args=[],
-            status="pending",
-            attempts=0,
-            max_attempts=5,
-            not_before=now,
-            idempotency_key=f"bench:{uuid.uuid4().hex}",
-            origin="api",
-            workflow_depth=0,
-            created_at=now,
-            updated_at=now,
-        )
-        for i in range(n)
-    ]
     async with app.state.chronos.db.write() as s:
         for i in range(0, n, 1000):
-            await s.execute(insert(ExternalCommand.__table__), rows[i : i + 1000])
+            await s.execute(insert(ExternalCommand.__table__), command_rows(i, min(n, i + 1000), now))
 
 
 async def verify(app: Any, n: int) -> int:
@@ -183,17 +167,6 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-async def make_schema(schema: str, drop: bool = False) -> None:
-    from sqlalchemy.ext.asyncio import create_async_engine
-    from sqlalchemy.pool import NullPool
-
-    engine = create_async_engine(PG_URL, poolclass=NullPool)
-    async with engine.begin() as conn:
-        sql = f'DROP SCHEMA IF EXISTS "{schema}" CASCADE' if drop else f'CREATE SCHEMA "{schema}"'
-        await conn.exec_driver_sql(sql)
-    await engine.dispose()
-
-
 async def one_run(backend: str, path: str, workers: int, n: int, limit: int, tmp: str, mode: str) -> dict[str, Any]:
     from chronos.app import create_app
     from chronos.testing import create_test_key, running_app
@@ -203,7 +176,7 @@ async def one_run(backend: str, path: str, workers: int, n: int, limit: int, tmp
         url = f"sqlite+aiosqlite:///{tmp}/bench-{uuid.uuid4().hex[:8]}.db"
     else:
         url, schema = PG_URL, f"bench_{uuid.uuid4().hex[:12]}"
-        await make_schema(schema)
+        await make_schema(PG_URL, schema)
     try:
         app = create_app(settings_for(url, schema), run_jobs=False, env={})
         async with running_app(app):
@@ -231,7 +204,7 @@ async def one_run(backend: str, path: str, workers: int, n: int, limit: int, tmp
             done = await verify(app, n)
     finally:
         if schema:
-            await make_schema(schema, drop=True)
+            await make_schema(PG_URL, schema, drop=True)
     return {
         "backend": backend,
         "path": path,
