@@ -27,26 +27,12 @@ sys.path.insert(0, str(ROOT / "kernel"))
 
 from chronos.contracts import ical  # noqa: E402
 
-RULES = """BEGIN:VTIMEZONE
-TZID:{tzid}
-BEGIN:STANDARD
-DTSTART:16010101T030000
-TZOFFSETFROM:+0200
-TZOFFSETTO:+0100
-RRULE:FREQ=YEARLY;INTERVAL=1;BYDAY=-1SU;BYMONTH=10
-END:STANDARD
-BEGIN:DAYLIGHT
-DTSTART:16010101T020000
-TZOFFSETFROM:+0100
-TZOFFSETTO:+0200
-RRULE:FREQ=YEARLY;INTERVAL=1;BYDAY=-1SU;BYMONTH=3
-END:DAYLIGHT
-END:VTIMEZONE
-"""
+# The Central European definition as Outlook writes it, shared with tests/test_ical_vtimezone.py.
+RULES = (ROOT / "tests" / "calendars" / "vtimezone_w_europe.ics").read_text()
 
 
 def calendar(tzid: str, with_vtimezone: bool) -> str:
-    vtimezone = RULES.format(tzid=tzid) if with_vtimezone else ""
+    vtimezone = RULES.replace("TZID:W. Europe Standard Time", f"TZID:{tzid}", 1) if with_vtimezone else ""
     text = (
         f"BEGIN:VCALENDAR\nVERSION:2.0\nPRODID:-//bench//EN\n{vtimezone}BEGIN:VEVENT\nUID:weekly@bench\n"
         f"DTSTAMP:20260101T000000Z\nDTSTART;TZID={tzid}:20200106T090000\nDTEND;TZID={tzid}:20200106T100000\n"
