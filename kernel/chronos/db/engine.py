@@ -25,6 +25,8 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.pool import NullPool
 
+from chronos.db.sqlite_driver import one_trip_dbapi
+
 
 def is_sqlite(url: str) -> bool:
     return url.startswith("sqlite")
@@ -97,6 +99,8 @@ def make_engine(
         elif role == "read":
             kwargs.update(pool_size=pool_size, max_overflow=pool_size)
         kwargs = {k: v for k, v in kwargs.items() if v is not None}
+        # One trip to the connection's thread per statement (chronos.db.sqlite_driver).
+        kwargs["module"] = one_trip_dbapi()
         engine = create_async_engine(url, connect_args={"factory": _SQLiteConnection}, **kwargs)
         foreign_keys = "OFF" if role == "migrate" else "ON"
         begin = "BEGIN IMMEDIATE" if role in ("write", "migrate") else "BEGIN"
