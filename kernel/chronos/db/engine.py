@@ -25,6 +25,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.pool import NullPool
 
+from chronos.db.pool import FairAsyncQueuePool
 from chronos.db.sqlite_driver import one_trip_dbapi
 
 
@@ -93,7 +94,9 @@ def make_engine(
     kwargs: dict[str, Any] = {"echo": echo}
     if is_sqlite(url):
         _ensure_sqlite_dir(url)
-        kwargs["poolclass"] = NullPool if role == "migrate" else None
+        # Waiting checkouts are served in arrival order (chronos.db.pool).
+        memory = ":memory:" in url or "mode=memory" in url  # one shared connection (SQLAlchemy's default)
+        kwargs["poolclass"] = NullPool if role == "migrate" else None if memory else FairAsyncQueuePool
         if role == "write":
             kwargs.update(pool_size=1, max_overflow=0)
         elif role == "read":
@@ -132,7 +135,13 @@ def make_engine(
     if role == "migrate":
         return create_async_engine(url, poolclass=NullPool, connect_args=connect_args, echo=echo)
     return create_async_engine(
-        url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True, connect_args=connect_args, echo=echo
+        url,
+        poolclass=FairAsyncQueuePool,
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        pool_pre_ping=True,
+        connect_args=connect_args,
+        echo=echo,
     )
 
 
