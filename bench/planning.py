@@ -114,13 +114,16 @@ def time_the_sink() -> None:
     ConflictSink.write = timed_write  # type: ignore[method-assign]
 
 
-async def full_sync(db: Path, source: Any, with_planning: bool) -> float:
+async def full_sync(db: Path, source: Any, with_planning: bool, sql_pairs: bool = True) -> float:
     from chronos.testing import fake_source_plugin, running_app, sync_now
 
     plugins: list[Any] = ["events", fake_source_plugin(source, name="benchsource")]
     if with_planning:
+        from chronos_planning import conflicts
+
+        conflicts.NEW_PAIRS_IN_SQL = sql_pairs
         plugins.insert(1, "planning")
-        time_the_sink()
+        SINK_SECONDS[0] = 0.0
     app = _app(db, plugins)
     async with running_app(app):
         started = time.perf_counter()
@@ -303,18 +306,29 @@ async def main() -> None:
     parser.add_argument("--rounds", type=int, default=50)
     parser.add_argument("--dir", type=Path, default=None, help="keep the databases here")
     parser.add_argument("--no-allocation", action="store_true", help="skip the (slow) time allocation rows")
+    parser.add_argument(
+        "--python-pairs",
+        action="store_true",
+        help="also sync with new events' pairs computed in Python (the previous path), side by side",
+    )
     args = parser.parse_args()
     workdir = args.dir or Path(tempfile.mkdtemp(prefix="chronos-bench-planning-"))
     workdir.mkdir(parents=True, exist_ok=True)
     print(f"generating {args.events:,} events …", file=sys.stderr)
     source = _source(args.events, args.auto_plan, args.page)
     timings = {}
-    for label, with_planning in (("events only", False), ("events + planning", True)):
-        db = workdir / f"{'planning' if with_planning else 'plain'}.db"
+    sinks = {}
+    time_the_sink()
+    runs = [("events only", "plain", False, True), ("events + planning", "planning", True, True)]
+    if args.python_pairs:  # the previous path first: the SQL one's database is the one queried below
+        runs.insert(1, ("events + planning, pairs in Python", "planning-python", True, False))
+    for label, name, with_planning, sql_pairs in runs:
+        db = workdir / f"{name}.db"
         for suffix in ("", "-wal", "-shm"):
             Path(f"{db}{suffix}").unlink(missing_ok=True)
         print(f"full sync, {label} …", file=sys.stderr)
-        timings[label] = await full_sync(db, source, with_planning)
+        timings[label] = await full_sync(db, source, with_planning, sql_pairs)
+        sinks[label] = SINK_SECONDS[0]
     db = workdir / "planning.db"
     conn = sqlite3.connect(db)
     pairs = conn.execute("SELECT COUNT(*) FROM planning_conflicts").fetchone()[0]
@@ -323,10 +337,15 @@ async def main() -> None:
     raw_pairs = conn.execute(RAW_PAIRS, (span,)).fetchone()[0]
     raw_seconds = time.perf_counter() - started
     conn.close()
+    if args.python_pairs:
+        other = sqlite3.connect(workdir / "planning-python.db")
+        same = other.execute("SELECT COUNT(*) FROM planning_conflicts").fetchone()[0]
+        other.close()
+        assert same == pairs, (same, pairs)
     print(f"queries ({args.rounds} rounds) …", file=sys.stderr)
     rows = await queries(db, args.rounds, not args.no_allocation)
 
-    plain, planned = timings["events only"], timings["events + planning"]
+    plain = timings["events only"]
     print()
     print(
         f"Planning and analytics over {args.events:,} events in {CALENDARS} calendars ({YEARS} years,"
@@ -336,14 +355,19 @@ async def main() -> None:
     print("| sync | seconds | events/s | |")
     print("|---|---|---|---|")
     print(f"| full sync, events only | {plain:.1f} | {args.events / plain:,.0f} | |")
-    print(
-        f"| full sync, events + planning | {planned:.1f} | {args.events / planned:,.0f} |"
-        f" +{(planned / plain - 1) * 100:.1f} % ({pairs:,} pairs kept) |"
-    )
-    sink = SINK_SECONDS[0]
-    print(
-        f"| of which in the conflict sink | {sink:.1f} | | +{sink / max(planned - sink, 1e-9) * 100:.1f} % of the rest |"
-    )
+    for label, seconds in timings.items():
+        if label == "events only":
+            continue
+        kept = f" ({pairs:,} pairs kept)" if label == "events + planning" else ""
+        print(
+            f"| full sync, {label} | {seconds:.1f} | {args.events / seconds:,.0f} |"
+            f" +{(seconds / plain - 1) * 100:.1f} %{kept} |"
+        )
+        sink = sinks[label]
+        print(
+            f"| of which in the conflict sink | {sink:.1f} | |"
+            f" +{sink / max(seconds - sink, 1e-9) * 100:.1f} % of the rest |"
+        )
     print(f"| raw SQL: every pair in one self-join | {raw_seconds:.1f} | | {raw_pairs:,} timed pairs |")
     print()
     print("| query (server-side) | chronos p50 | p95 | raw p50 | p95 | ratio p50 |")

@@ -40,6 +40,9 @@ from chronos_planning.settings import PlanningSettings
 CONFLICT_EVENT = "event.conflict"
 SPAN_KEY = "events"
 CHUNK = 500
+#: New events' pairs written by one INSERT … SELECT (False: through ``pairs_for`` like updates;
+#: ``bench/planning.py --python-pairs`` compares the two).
+NEW_PAIRS_IN_SQL = True
 
 
 def busy_of(stored: StoredEvent) -> Busy:
@@ -434,6 +437,10 @@ async def upkeep(
     if mine:
         longest = max(int((b.end - b.start).total_seconds() + 0.999) for b in mine)
         span = await raise_span(session, longest)
+        if NEW_PAIRS_IN_SQL and not known and not (publish and ctx.has_service(Outbox)):
+            # New events only, nothing to announce: the database writes their pairs itself.
+            await insert_new_pairs(session, mine, settings, span, utcnow())
+            return
         after = pairs_for(mine, await candidates(session, mine, settings, span), settings, span)
     gone = [row.id for key, row in before.items() if key not in after or _differs(row, after[key])]
     for chunk in _chunks(gone):
@@ -674,3 +681,138 @@ class SqlConflictIndex(ConflictIndex):
             first = changed[0].event
             batch = SinkBatch(first.source, first.calendar_id, updated=changed)
             await ConflictSink().write(batch, session, self.ctx)
+
+
+# -- pairs of new events, computed by the database -----------------------------------------------
+
+
+def _policy_param(settings: PlanningSettings) -> str:
+    return json.dumps(
+        [
+            [cal, p.counts_for_conflicts, p.all_day_blocks, p.default_mode == AUTO_PLAN, p.report_all_overlaps]
+            for cal, p in sorted(settings.calendars.items())
+        ]
+    )
+
+
+def _insert_select_sql(d: _Sql, calendars: list[str], branches: tuple[bool, bool]) -> str:
+    """One INSERT … SELECT writing every pair of the batch's new events (``:mine``): each event
+    meets the stored ones overlapping it through a start index (all events for one that plans or
+    reports everything, the planned ones and those of ``calendars`` for a free one), the stored
+    event's part comes from its calendar's policy (``:pol``, else the defaults), and a pair found
+    from both of its sides is written once."""
+    if d.sqlite:
+        m = (
+            "(SELECT json_extract(value, '$[0]') AS id, json_extract(value, '$[1]') AS cal,"
+            " json_extract(value, '$[2]') AS lo, json_extract(value, '$[3]') AS hi, json_extract(value, '$[4]') AS ls,"
+            " json_extract(value, '$[5]') AS planned, json_extract(value, '$[6]') AS reports FROM json_each(:{n}))"
+        )
+        pol = (
+            "(SELECT json_extract(value, '$[0]') AS cal, json_extract(value, '$[1]') AS counts,"
+            " json_extract(value, '$[2]') AS adb, json_extract(value, '$[3]') AS plan,"
+            " json_extract(value, '$[4]') AS rep FROM json_each(:pol))"
+        )
+        greatest, least = "MAX", "MIN"
+    else:
+        m = (
+            "(SELECT CAST(x->>0 AS bigint) AS id, x->>1 AS cal, CAST(x->>2 AS timestamptz) AS lo,"
+            " CAST(x->>3 AS timestamptz) AS hi, CAST(x->>4 AS timestamptz) AS ls, CAST(x->>5 AS boolean) AS planned,"
+            " CAST(x->>6 AS boolean) AS reports FROM jsonb_array_elements(CAST(:{n} AS jsonb)) AS x)"
+        )
+        pol = (
+            "(SELECT x->>0 AS cal, CAST(x->>1 AS boolean) AS counts, CAST(x->>2 AS boolean) AS adb,"
+            " CAST(x->>3 AS boolean) AS plan, CAST(x->>4 AS boolean) AS rep"
+            " FROM jsonb_array_elements(CAST(:pol AS jsonb)) AS x)"
+        )
+        greatest, least = "GREATEST", "LEAST"
+    cols = (
+        "m.id AS mid, m.cal AS mcal, m.lo AS mlo, m.hi AS mhi, m.planned AS mplanned, m.reports AS mreports,"
+        " e.id AS eid, e.calendar_id AS ecal, e.start_utc AS estart, e.end_utc AS eend, e.all_day AS eall_day,"
+        " e.mode AS emode"
+    )
+    parts = []
+    reaching, free = branches
+    if reaching:
+        parts.append(
+            f"SELECT {cols} FROM {m.format(n='wide')} AS m {d.join} events AS e{d.on}"
+            f" WHERE e.start_utc < m.hi AND e.start_utc >= m.ls AND e.end_utc > m.lo AND {BUSY}"
+        )
+    if free:
+        parts.append(
+            f"SELECT {cols} FROM {m.format(n='narrow')} AS m {d.join} planning_planned AS p{d.on}"
+            " JOIN events AS e ON e.id = p.event_id"
+            f" WHERE p.start_utc < m.hi AND p.start_utc >= m.ls AND p.end_utc > m.lo AND {BUSY}"
+        )
+        if calendars:
+            names = ", ".join(f":rc{i}" for i in range(len(calendars)))
+            parts.append(
+                f"SELECT {cols} FROM {m.format(n='narrow')} AS m {d.join} events AS e{d.on}"
+                f" WHERE e.calendar_id IN ({names}) AND e.start_utc < m.hi AND e.start_utc >= m.ls"
+                f" AND e.end_utc > m.lo AND {BUSY}"
+            )
+    blocks = "COALESCE(p.counts, :d_counts) AND u.eend > u.estart AND (NOT u.eall_day OR COALESCE(p.adb, :d_adb))"
+    reason = (
+        "CASE WHEN u.mplanned OR u.emode = 'auto-plan' OR (u.emode IS NULL AND COALESCE(p.plan, :d_plan))"
+        " THEN 'auto-plan' WHEN u.mreports OR COALESCE(p.rep, :d_rep) THEN 'all-overlaps' END"
+    )
+    low = "u.mid < u.eid"
+    now = ":now" if d.sqlite else "CAST(:now AS timestamptz)"
+    pairs = (
+        f"SELECT CASE WHEN {low} THEN u.mid ELSE u.eid END AS a, CASE WHEN {low} THEN u.eid ELSE u.mid END AS b,"
+        f" CASE WHEN {low} THEN u.mcal ELSE u.ecal END AS cal_a, CASE WHEN {low} THEN u.ecal ELSE u.mcal END AS cal_b,"
+        f" {greatest}(u.mlo, u.estart) AS os, {least}(u.mhi, u.eend) AS oe, {reason} AS reason"
+        f" FROM ({' UNION '.join(parts)}) AS u LEFT JOIN {pol} AS p ON p.cal = u.ecal"
+        f" WHERE u.eid <> u.mid AND {blocks}"
+    )
+    return (
+        "INSERT INTO planning_conflicts"
+        " (event_a, event_b, calendar_a, calendar_b, overlap_start, overlap_end, reason, detected_at)"
+        f" SELECT DISTINCT r.a, r.b, r.cal_a, r.cal_b, r.os, r.oe, r.reason, {now} FROM ({pairs}) AS r"
+        " WHERE r.reason IS NOT NULL"
+    )
+
+
+async def insert_new_pairs(
+    session: AsyncSession, mine: list[Busy], settings: PlanningSettings, span: timedelta, now: datetime
+) -> None:
+    """Every pair of ``mine`` (new events that block: no pair of theirs is stored yet), written by
+    one statement without reading the candidates back (the full sync's path when nothing is
+    published)."""
+    d = _Sql(session.get_bind().dialect.name)
+    roles = Roles(settings)
+    reaching: list[list[Any]] = []
+    free: list[list[Any]] = []
+    free_busy: list[Busy] = []
+    for b in mine:
+        _, planned, reports = roles.of(b)
+        row = [b.id, b.calendar_id, d.t(b.start), d.t(b.end), d.t(b.start - span), planned, reports]
+        if planned or reports:
+            reaching.append(row)
+        else:
+            free.append(row)
+            free_busy.append(b)
+    calendars = reaching_calendars(settings) if free else []
+    if free and not reaching and not calendars and not await _planned_near(session, d, free_busy, span):
+        return
+    default = settings.defaults
+    params: dict[str, Any] = {
+        "pol": _policy_param(settings),
+        "d_counts": default.counts_for_conflicts,
+        "d_adb": default.all_day_blocks,
+        "d_plan": default.default_mode == AUTO_PLAN,
+        "d_rep": default.report_all_overlaps,
+        "now": d.t(now) if d.sqlite else now,
+    }
+    if reaching:
+        params["wide"] = json.dumps(reaching)
+    if free:
+        params["narrow"] = json.dumps(free)
+        for i, cal in enumerate(calendars):
+            params[f"rc{i}"] = cal
+    sql = _insert_select_sql(d, calendars, (bool(reaching), bool(free)))
+    if d.sqlite:
+        conn = await session.connection()
+        driver = (await conn.get_raw_connection()).driver_connection
+        await driver.execute(sql, params)
+    else:
+        await session.execute(sa.text(sql), params)
