@@ -8,6 +8,12 @@ service's default pool), bounded by a timeout, and the waits between retries are
 Errors become :class:`SourceError` messages an operator can act on. They
 never carry a token, a client secret or a response body that could echo one:
 only the HTTP status, Google's error reason and the calendar id.
+
+With ``api_base_url`` set, every connection of the client (the API, the token
+endpoint, a redirect) resolves its host through the kernel's outbound guard and
+connects to an address the guard checked: httplib2 would otherwise resolve the
+name again itself, and a DNS answer that changed after the check could lead it
+to a refused address.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import socket
 import threading
 from collections.abc import Callable
 from concurrent.futures import Executor
@@ -22,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpcore
 import httplib2
 from gcsa.google_calendar import GoogleCalendar
 from google.auth import exceptions as auth_errors
@@ -30,7 +38,7 @@ from google_auth_httplib2 import AuthorizedHttp
 from googleapiclient import discovery
 from googleapiclient.errors import HttpError
 
-from chronos.plugin import SourceError
+from chronos.plugin import OutboundPolicy, OutboundRefused, SourceError
 
 from chronos_google.settings import SCOPE_READ, SCOPE_WRITE, GoogleCredentials
 
@@ -145,6 +153,76 @@ def _auth_error(exc: auth_errors.GoogleAuthError) -> str:
     return type(exc).__name__
 
 
+class _Pinned:
+    """A connection that resolves its host through the outbound guard and connects to a checked address."""
+
+    host: str
+    port: int
+    timeout: float | None
+    policy: OutboundPolicy  # set on the subclasses :class:`GuardedHttp` makes
+
+    def _checked_socket(self) -> socket.socket:
+        # httplib2 runs in a worker thread of the source's pool, never on the service's event loop.
+        try:
+            addresses = asyncio.run(asyncio.wait_for(self.policy.checked_addresses(self.host, self.port), self.timeout))
+        except httpcore.ConnectError as exc:  # the name does not resolve: httplib2's "server not found"
+            raise socket.gaierror(socket.EAI_NONAME, str(exc)) from None
+        error = OSError(f"no address of {self.host} to connect to")
+        for address in addresses:
+            try:
+                sock = socket.create_connection((str(address), self.port), timeout=self.timeout)
+            except TimeoutError:
+                raise
+            except OSError as exc:  # refused or unreachable: the next checked address
+                error = exc
+                continue
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            return sock
+        raise error
+
+
+class _PinnedHTTPConnection(_Pinned, httplib2.HTTPConnectionWithTimeout):
+    def connect(self) -> None:
+        self.sock = self._checked_socket()
+
+
+class _PinnedHTTPSConnection(_Pinned, httplib2.HTTPSConnectionWithTimeout):
+    def connect(self) -> None:
+        sock = self._checked_socket()
+        try:
+            # The certificate is checked against the host name, as without the guard.
+            self.sock = self._context.wrap_socket(sock, server_hostname=self.host)
+        except BaseException:
+            sock.close()
+            raise
+
+
+class GuardedHttp(httplib2.Http):
+    """``httplib2.Http`` whose connections go only to addresses the outbound guard checked when connecting,
+    each hop of a redirect included, and never through a proxy from the environment."""
+
+    def __init__(self, policy: OutboundPolicy, timeout: float) -> None:
+        super().__init__(timeout=timeout, proxy_info=None)
+        self._connection_types = {
+            "http": type("GuardedHTTPConnection", (_PinnedHTTPConnection,), {"policy": policy}),
+            "https": type("GuardedHTTPSConnection", (_PinnedHTTPSConnection,), {"policy": policy}),
+        }
+
+    def request(
+        self,
+        uri: str,
+        method: str = "GET",
+        body: Any = None,
+        headers: dict[str, str] | None = None,
+        redirections: int = httplib2.DEFAULT_MAX_REDIRECTS,
+        connection_type: Any = None,
+    ) -> Any:
+        scheme = uri.split(":", 1)[0].lower()
+        if scheme not in self._connection_types:
+            raise OutboundRefused(f"refused: only http and https URLs are fetched, not {scheme or 'no'} scheme")
+        return super().request(uri, method, body, headers, redirections, self._connection_types[scheme])
+
+
 class CalendarClient:
     """One Google calendar's API client: a gcsa ``GoogleCalendar`` whose service
     object points at ``api_base_url`` (when set) and uses a timeout."""
@@ -160,6 +238,7 @@ class CalendarClient:
         write: bool,
         sleep: Callable[[float], Any] = asyncio.sleep,
         executor: Executor | None = None,
+        policy: OutboundPolicy | None = None,
     ) -> None:
         self.creds = creds
         self.calendar_id = calendar_id
@@ -169,6 +248,7 @@ class CalendarClient:
         self.scopes = [SCOPE_WRITE if write else SCOPE_READ]
         self.sleep = sleep
         self.executor = executor
+        self.policy = policy
         self._gc: GoogleCalendar | None = None
         # httplib2 connections are not thread-safe: one request at a time per client.
         self._lock = threading.Lock()
@@ -180,7 +260,10 @@ class CalendarClient:
             gc = GoogleCalendar(default_calendar=self.calendar_id, credentials=credentials)
             # gcsa builds its service without a timeout or endpoint override: replace it
             # with one that has both (the bundled discovery document, no network).
-            http = AuthorizedHttp(credentials, http=httplib2.Http(timeout=self.timeout))
+            plain = (
+                httplib2.Http(timeout=self.timeout) if self.policy is None else GuardedHttp(self.policy, self.timeout)
+            )
+            http = AuthorizedHttp(credentials, http=plain)
             options = {"api_endpoint": f"{self.base_url}/calendar/v3/"} if self.base_url else None
             gc.service = discovery.build(
                 "calendar", "v3", http=http, static_discovery=True, cache_discovery=False, client_options=options
@@ -223,6 +306,8 @@ class CalendarClient:
                     ) from None
                 attempt += 1
                 await self.sleep(wait)
+            except OutboundRefused as exc:  # a connection's destination, checked when connecting
+                raise SourceError(f"{what}: refused by the outbound network policy: {exc}") from None
             except TimeoutError:  # socket.timeout from httplib2, or the guard above
                 raise SourceError(
                     f"{what}: no answer from {self._host()} within {self.timeout:g}s (google.timeout_seconds)"

@@ -19,7 +19,15 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from chronos.plugin import CalendarSpec, OutboundRefused, Source, SourceBatch, SourceError, check_outbound
+from chronos.plugin import (
+    CalendarSpec,
+    OutboundPolicy,
+    OutboundRefused,
+    Source,
+    SourceBatch,
+    SourceError,
+    check_outbound,
+)
 
 from chronos_google.client import CalendarClient, Retry, SyncTokenGone
 from chronos_google.convert import Page, convert, instance_id
@@ -79,8 +87,15 @@ class GoogleSource(Source):
                 write=not cfg.read_only,
                 sleep=self.sleep,
                 executor=self._executor(),
+                policy=self._policy(),
             )
         return found
+
+    def _policy(self) -> OutboundPolicy | None:
+        """With an overridden API address, the outbound guard every connection of the clients goes through."""
+        if self.settings.api_base_url is None or self.ctx is None:
+            return None
+        return OutboundPolicy.from_settings(self.ctx.settings)
 
     def _executor(self) -> ThreadPoolExecutor:
         if self._pool is None:
