@@ -38,6 +38,8 @@ from typing import Any
 
 import httpx
 
+from _fixtures import make_schema
+
 PG_URL = os.environ.get("CHRONOS_TEST_PG_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test")
 IN_FLIGHT = 64
 
@@ -134,17 +136,6 @@ def settings_for(url: str, schema: str | None, schedule: list[float]) -> Any:
     )
 
 
-async def make_schema(schema: str, drop: bool = False) -> None:
-    from sqlalchemy.ext.asyncio import create_async_engine
-    from sqlalchemy.pool import NullPool
-
-    engine = create_async_engine(PG_URL, poolclass=NullPool)
-    async with engine.begin() as conn:
-        sql = f'DROP SCHEMA IF EXISTS "{schema}" CASCADE' if drop else f'CREATE SCHEMA "{schema}"'
-        await conn.exec_driver_sql(sql)
-    await engine.dispose()
-
-
 async def add_endpoints(ctx: Any, urls: list[str]) -> None:
     from chronos_webhooks import service
     from chronos_webhooks.schemas import WebhookIn
@@ -230,14 +221,14 @@ async def with_app(backend: str, tmp: str, schedule: list[float], work: Any) -> 
         url = f"sqlite+aiosqlite:///{tmp}/outbox-{uuid.uuid4().hex[:8]}.db"
     else:
         url, schema = PG_URL, f"bench_{uuid.uuid4().hex[:12]}"
-        await make_schema(schema)
+        await make_schema(PG_URL, schema)
     try:
         app = create_app(settings_for(url, schema, schedule), run_jobs=False, env={})
         async with running_app(app):
             return await work(app.state.chronos)
     finally:
         if schema:
-            await make_schema(schema, drop=True)
+            await make_schema(PG_URL, schema, drop=True)
 
 
 async def throughput(backend: str, tmp: str, receiver: Receiver, endpoints: int, n: int) -> dict[str, Any]:
