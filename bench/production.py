@@ -385,6 +385,7 @@ class Outcomes:
 
     def __init__(self) -> None:
         self.latencies: list[float] = []
+        self.by_kind: dict[str, list[float]] = {}
         self.ok = 0
         self.server_errors = 0
         self.client_errors = 0
@@ -392,7 +393,9 @@ class Outcomes:
         self.locked = 0
         self.samples: list[str] = []
 
-    async def call(self, c: httpx.AsyncClient, method: str, url: str, **kw: Any) -> httpx.Response | None:
+    async def call(
+        self, c: httpx.AsyncClient, method: str, url: str, kind: str = "", **kw: Any
+    ) -> httpx.Response | None:
         started = time.perf_counter()
         try:
             r = await c.request(method, url, **kw)
@@ -401,6 +404,8 @@ class Outcomes:
             self._sample(f"{method} {url}: {type(exc).__name__}: {exc}")
             return None
         self.latencies.append(time.perf_counter() - started)
+        if kind:
+            self.by_kind.setdefault(kind, []).append(self.latencies[-1])
         if r.status_code >= 400 and "database is locked" in r.text:
             self.locked += 1
         if r.status_code >= 500:
@@ -416,6 +421,14 @@ class Outcomes:
     def _sample(self, text: str) -> None:
         if len(self.samples) < 5:
             self.samples.append(text)
+
+    def kinds(self) -> str:
+        """p50 / p99 / max in ms of each kind of request, and its share of the requests."""
+        total = sum(len(v) for v in self.by_kind.values()) or 1
+        return "; ".join(
+            f"{kind} ({len(v) / total:.0%}): {pct(v, 0.5):,.0f} / {pct(v, 0.99):,.0f} / {max(v) * 1000:,.0f} ms"
+            for kind, v in sorted(self.by_kind.items())
+        )
 
     def failures(self) -> list[str]:
         out = []
@@ -454,7 +467,7 @@ async def writers(dep: Deployment, seconds: float, count: int = 16) -> dict[str,
             if step == 6 and mine:  # rename one of its events
                 event_id = random.choice(mine)
                 title = f"writer {w} renamed #{k}"
-                r = await out.call(c, "PATCH", f"/api/v1/events/{event_id}", json={"title": title})
+                r = await out.call(c, "PATCH", f"/api/v1/events/{event_id}", "rename", json={"title": title})
                 if r is not None and r.status_code == 200:
                     titles[event_id] = title
             elif step == 7:
@@ -462,6 +475,7 @@ async def writers(dep: Deployment, seconds: float, count: int = 16) -> dict[str,
                     c,
                     "POST",
                     "/api/v1/commands",
+                    "enqueue",
                     json={"target_system": "bench", "command": "PING", "params": {"n": k}},
                     headers={"Idempotency-Key": f"w{w}-{k}-{uuid.uuid4().hex}"},
                 )
@@ -473,6 +487,7 @@ async def writers(dep: Deployment, seconds: float, count: int = 16) -> dict[str,
                     c,
                     "POST",
                     "/api/v1/events",
+                    "create",
                     json={"title": title, "start": start_at, "end": "2027-03-01T10:00:00+01:00"},
                     headers={"Idempotency-Key": f"w{w}-{k}-{uuid.uuid4().hex}"},
                 )
@@ -496,7 +511,7 @@ async def writers(dep: Deployment, seconds: float, count: int = 16) -> dict[str,
     lost += sum(1 for i in commands if i not in stored_commands)
     locked = out.locked + dep.log_count(LOCKED) - logged
     checks = [f"{locked} locked", f"{lost} lost", *out.failures()]
-    note = f"{len(titles)} events, {len(commands)} commands acknowledged"
+    note = f"{len(titles)} events, {len(commands)} commands acknowledged; p50 / p99 / max by kind: {out.kinds()}"
     return row("writers", dep, count, elapsed, out.ok, out, checks, cpu, bad=bool(locked or lost), note=note)
 
 
@@ -514,28 +529,29 @@ async def reads(dep: Deployment, seconds: float, count: int = 200) -> dict[str, 
     with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
         ids = [r[0] for r in conn.execute("SELECT id FROM events")]
 
-    def request(r: random.Random) -> str:
+    def request(r: random.Random) -> tuple[str, str]:
         roll = r.random()
         if roll < 0.2:
-            return f"/api/v1/events/{r.choice(ids)}"
+            return f"/api/v1/events/{r.choice(ids)}", "by id"
         if roll < 0.4:
             p = r.choice(mix["1d all calendars"])
-            return str(httpx.URL("/api/v1/events", params=window(p)))
+            return str(httpx.URL("/api/v1/events", params=window(p))), "1 day all calendars"
         p = r.choice(mix["7d one calendar"])
-        return str(httpx.URL("/api/v1/events", params={**window(p), "calendar_id": p["calendar_id"][0]}))
+        url = httpx.URL("/api/v1/events", params={**window(p), "calendar_id": p["calendar_id"][0]})
+        return str(url), "7 days one calendar"
 
     out = Outcomes()
 
     async def reader(c: httpx.AsyncClient, n: int) -> None:
         r = random.Random(n)
         while time.perf_counter() < stop:
-            await out.call(c, "GET", request(r))
+            await out.call(c, "GET", *request(r))
 
     # One httpx client per reader: a shared pool of 200 connections costs the client more CPU per
     # request than the server spends answering it (the pool is searched on every request).
     readers = [client(dep.urls[0], secret, 1) for _ in range(count)]
     try:
-        await asyncio.gather(*(out.call(c, "GET", request(rng)) for c in readers))  # open the connections
+        await asyncio.gather(*(out.call(c, "GET", *request(rng)) for c in readers))  # open the connections
         out.__init__()  # type: ignore[misc]
         meter = Meter(dep)
         stop = time.perf_counter() + seconds
@@ -550,7 +566,7 @@ async def reads(dep: Deployment, seconds: float, count: int = 200) -> dict[str, 
     checks = [f"{out.server_errors} 5xx", *[f for f in out.failures() if "5xx" not in f]]
     if locked:
         checks.append(f"{locked} locked")
-    note = f"{len(ids):,} events stored; pages of 50 (7 days one calendar, 1 day all) and single events"
+    note = f"{len(ids):,} events stored; p50 / p99 / max by kind: {out.kinds()}"
     return row("reads", dep, count, elapsed, out.ok, out, checks, cpu, bad=bool(locked), note=note)
 
 
