@@ -391,6 +391,8 @@ def _href(base: str, response: Any) -> str | None:
     text = _text(response.find("d:href", NS))
     if text is None:
         return None
+    if text[:1] == "/" and text[1:2] != "/" and "/." not in text and "?" not in text and "#" not in text:
+        return unquote(text)  # an absolute path already (what servers send): no joining needed
     return _path(urljoin(base, text))
 
 

@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, time, timedelta
 from typing import Any, TypeVar
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, insert, select
 
 from chronos.plugin import (
     CalendarSpec,
@@ -98,7 +98,8 @@ class Parsed:
 
     def row(self) -> Row:
         """What to remember of it (without the drafts)."""
-        return Row(self.href, self.uid, self.etag, [list(k) for k in self.keys + self.kept], self.recurring)
+        keys = [[d.uid, d.recurrence_id or ""] for d in self.drafts] + [list(k) for k in self.kept]
+        return Row(self.href, self.uid, self.etag, keys, self.recurring)
 
 
 @dataclass
@@ -276,7 +277,14 @@ class CaldavSource(Source):
         if self.ctx is None:
             return
         upserts, gone = list(upserts), list(gone)
+        table = CaldavObject.__table__
         async with self.ctx.db.write() as s:
+            if seq is not None:  # read before the writes (nothing pending to flush)
+                state = await s.get(CaldavCalendarState, calendar_id)
+                if state is None:
+                    s.add(CaldavCalendarState(calendar_id=calendar_id, seq=seq))
+                else:
+                    state.seq = seq
             if replace:
                 await s.execute(delete(CaldavObject).where(CaldavObject.calendar_id == calendar_id))
             hrefs = [] if replace else [r.href for r in upserts] + gone
@@ -286,18 +294,20 @@ class CaldavSource(Source):
                         CaldavObject.calendar_id == calendar_id, CaldavObject.href.in_(hrefs[i : i + 500])
                     )
                 )
-            s.add_all(
-                CaldavObject(
-                    calendar_id=calendar_id, href=r.href, uid=r.uid, etag=r.etag, keys=r.keys, recurring=r.recurring
-                )
+            # Plain multi-row inserts: a full listing writes one row per object, tens of thousands.
+            rows = [
+                {
+                    "calendar_id": calendar_id,
+                    "href": r.href,
+                    "uid": r.uid,
+                    "etag": r.etag,
+                    "keys": r.keys,
+                    "recurring": r.recurring,
+                }
                 for r in upserts
-            )
-            if seq is not None:
-                state = await s.get(CaldavCalendarState, calendar_id)
-                if state is None:
-                    s.add(CaldavCalendarState(calendar_id=calendar_id, seq=seq))
-                else:
-                    state.seq = seq
+            ]
+            for i in range(0, len(rows), 5000):
+                await s.execute(insert(table), rows[i : i + 5000])
 
     # -- one sync ------------------------------------------------------------------------------
 
