@@ -437,9 +437,12 @@ async def upkeep(
     if mine:
         longest = max(int((b.end - b.start).total_seconds() + 0.999) for b in mine)
         span = await raise_span(session, longest)
-        if NEW_PAIRS_IN_SQL and not known and not (publish and ctx.has_service(Outbox)):
-            # New events only, nothing to announce: the database writes their pairs itself.
-            await insert_new_pairs(session, mine, settings, span, utcnow())
+        if NEW_PAIRS_IN_SQL and not known:
+            # New events only: the database writes their pairs itself; every one of them is new.
+            announce = publish and ctx.has_service(Outbox)
+            ids = await insert_new_pairs(session, mine, settings, span, utcnow(), returning=announce)
+            if announce and ids:
+                await _announce(session, ctx, await _stored_pairs(session, ids))
             return
         after = pairs_for(mine, await candidates(session, mine, settings, span), settings, span)
     gone = [row.id for key, row in before.items() if key not in after or _differs(row, after[key])]
@@ -453,23 +456,60 @@ async def upkeep(
     if new_pairs and ctx.has_service(Outbox):
         new_pairs = await unpublished(session, new_pairs)
     if new_pairs and ctx.has_service(Outbox):
-        now = utcnow()
-        await session.execute(
-            sa.insert(PUBLISHED),
-            [{"event_a": p["event_a"], "event_b": p["event_b"], "published_at": now} for p in new_pairs],
-        )
-        await ctx.service(Outbox).enqueue_many(
+        await _announce(session, ctx, new_pairs)
+
+
+async def _announce(session: AsyncSession, ctx: PluginContext, pairs: list[dict[str, Any]]) -> None:
+    """Publish each of ``pairs`` (never announced before) as ``event.conflict`` and mark it announced."""
+    now = utcnow()
+    await session.execute(
+        sa.insert(PUBLISHED),
+        [{"event_a": p["event_a"], "event_b": p["event_b"], "published_at": now} for p in pairs],
+    )
+    await ctx.service(Outbox).enqueue_many(
+        session,
+        [
+            Publication(
+                CONFLICT_EVENT,
+                conflict_payload(p),
+                dedupe_key=f"conflict:{p['event_a']}:{p['event_b']}",
+                calendar_id=p["calendar_a"],
+            )
+            for p in pairs
+        ],
+    )
+
+
+async def _stored_pairs(session: AsyncSession, ids: Sequence[int]) -> list[dict[str, Any]]:
+    """The pairs with these row ids, with both events as stored, in id order."""
+    d = _Sql(session.get_bind().dialect.name)
+    columns = ", ".join(f"{t}.{c.strip()[2:]}" for t in ("a", "b") for c in E_COLUMNS.split(","))
+    out = []
+    for chunk in _chunks(sorted(ids)):
+        params = {f"i{n}": v for n, v in enumerate(chunk)}
+        rows = await fetch_rows(
             session,
-            [
-                Publication(
-                    CONFLICT_EVENT,
-                    conflict_payload(p),
-                    dedupe_key=f"conflict:{p['event_a']}:{p['event_b']}",
-                    calendar_id=p["calendar_a"],
-                )
-                for p in new_pairs
-            ],
+            "SELECT c.event_a, c.event_b, c.calendar_a, c.calendar_b, c.overlap_start, c.overlap_end, c.reason,"
+            f" {columns} FROM planning_conflicts AS c JOIN events AS a ON a.id = c.event_a"
+            f" JOIN events AS b ON b.id = c.event_b WHERE c.id IN ({', '.join(f':{k}' for k in params)})"
+            " ORDER BY c.id",
+            params,
         )
+        for r in rows:
+            a, b = busy_of_tuple(d, r[7:17]), busy_of_tuple(d, r[17:27])
+            out.append(
+                {
+                    "event_a": r[0],
+                    "event_b": r[1],
+                    "calendar_a": r[2],
+                    "calendar_b": r[3],
+                    "overlap_start": d.parse(r[4]),
+                    "overlap_end": d.parse(r[5]),
+                    "reason": r[6],
+                    "_events": (a, b),
+                }
+            )
+    return out
 
 
 _PAIR_COLUMNS = ("event_a", "event_b", "calendar_a", "calendar_b", "overlap_start", "overlap_end", "reason")
@@ -773,11 +813,16 @@ def _insert_select_sql(d: _Sql, calendars: list[str], branches: tuple[bool, bool
 
 
 async def insert_new_pairs(
-    session: AsyncSession, mine: list[Busy], settings: PlanningSettings, span: timedelta, now: datetime
-) -> None:
+    session: AsyncSession,
+    mine: list[Busy],
+    settings: PlanningSettings,
+    span: timedelta,
+    now: datetime,
+    *,
+    returning: bool = False,
+) -> list[int]:
     """Every pair of ``mine`` (new events that block: no pair of theirs is stored yet), written by
-    one statement without reading the candidates back (the full sync's path when nothing is
-    published)."""
+    one statement without reading the candidates back; the new rows' ids when ``returning``."""
     d = _Sql(session.get_bind().dialect.name)
     roles = Roles(settings)
     reaching: list[list[Any]] = []
@@ -793,7 +838,7 @@ async def insert_new_pairs(
             free_busy.append(b)
     calendars = reaching_calendars(settings) if free else []
     if free and not reaching and not calendars and not await _planned_near(session, d, free_busy, span):
-        return
+        return []
     default = settings.defaults
     params: dict[str, Any] = {
         "pol": _policy_param(settings),
@@ -810,9 +855,12 @@ async def insert_new_pairs(
         for i, cal in enumerate(calendars):
             params[f"rc{i}"] = cal
     sql = _insert_select_sql(d, calendars, (bool(reaching), bool(free)))
+    if returning:
+        return [r[0] for r in await fetch_rows(session, f"{sql} RETURNING id", params)]
     if d.sqlite:
         conn = await session.connection()
         driver = (await conn.get_raw_connection()).driver_connection
         await driver.execute(sql, params)
     else:
         await session.execute(sa.text(sql), params)
+    return []

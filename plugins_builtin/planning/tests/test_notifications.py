@@ -68,3 +68,35 @@ async def test_one_notification_per_new_pair(chronos_app):
         got = await _published(app)
         assert len(got) == 3
         assert len({tuple(ids) for _, ids, _ in got}) == 3
+
+
+async def _announced_by_one_sync(chronos_app) -> list[tuple[str, dict]]:
+    source = kit.FakeSource([CalendarSpec("ext", read_only=True)])
+    plugins = [*PLUGINS, "webhooks", kit.fake_source_plugin(source), ("listener", ListenerPlugin())]
+    async with chronos_app(plugins=plugins, config=config()) as app:
+        for i, (start, hours, mode) in enumerate(
+            [(0, 2, "auto-plan"), (1, 2, None), (1, 1, "auto-plan"), (5, 1, None)]
+        ):
+            source.add(
+                EventDraft(uid=f"e{i}", start=T + start * H, end=T + (start + hours) * H, title=f"E{i}", mode=mode),
+                calendar="ext",
+            )
+        assert (await kit.sync_now(app, "fake", "ext")).status == "ok"
+        async with kit.runtime_of(app).ctx.db.read() as s:
+            rows = await s.execute(
+                sa.text("SELECT dedupe_key, payload FROM webhooks_outbox WHERE event_type = 'event.conflict'")
+            )
+            return sorted((k, p if isinstance(p, dict) else json.loads(p)) for k, p in rows.all())
+
+
+async def test_new_pairs_written_in_sql_are_announced_like_the_others(chronos_app, monkeypatch):
+    from chronos_planning import conflicts
+
+    in_sql = await _announced_by_one_sync(chronos_app)
+    monkeypatch.setattr(conflicts, "NEW_PAIRS_IN_SQL", False)
+    in_python = await _announced_by_one_sync(chronos_app)
+    assert len(in_sql) == 3  # e0-e1, e0-e2, e1-e2; e3 stands alone
+    assert in_sql == in_python
+    first = in_sql[0][1]
+    assert first["overlap"] == {"start": "2030-03-04T10:00:00Z", "end": "2030-03-04T11:00:00Z"}
+    assert [e["title"] for e in first["events"]] == ["E0", "E1"]
