@@ -18,6 +18,10 @@ Prints one table. Not a test: numbers depend on the machine.
 
     .venv/bin/python bench/planning.py                     # 1M events
     .venv/bin/python bench/planning.py --events 100000     # quicker
+
+``--python-pairs`` adds a sync with new events' pairs computed in Python (the
+per-pair path updates take) next to the SQL one; ``--webhooks`` enables the outbox
+in every sync, so each new pair is also published as ``event.conflict``.
 """
 
 from __future__ import annotations
@@ -114,10 +118,14 @@ def time_the_sink() -> None:
     ConflictSink.write = timed_write  # type: ignore[method-assign]
 
 
-async def full_sync(db: Path, source: Any, with_planning: bool, sql_pairs: bool = True) -> float:
+async def full_sync(
+    db: Path, source: Any, with_planning: bool, sql_pairs: bool = True, webhooks: bool = False
+) -> float:
     from chronos.testing import fake_source_plugin, running_app, sync_now
 
     plugins: list[Any] = ["events", fake_source_plugin(source, name="benchsource")]
+    if webhooks:  # the outbox: every new pair is enqueued as event.conflict (and marked published)
+        plugins.append("webhooks")
     if with_planning:
         from chronos_planning import conflicts
 
@@ -307,6 +315,9 @@ async def main() -> None:
     parser.add_argument("--dir", type=Path, default=None, help="keep the databases here")
     parser.add_argument("--no-allocation", action="store_true", help="skip the (slow) time allocation rows")
     parser.add_argument(
+        "--webhooks", action="store_true", help="enable the outbox in every sync (new pairs are published)"
+    )
+    parser.add_argument(
         "--python-pairs",
         action="store_true",
         help="also sync with new events' pairs computed in Python (the previous path), side by side",
@@ -327,7 +338,7 @@ async def main() -> None:
         for suffix in ("", "-wal", "-shm"):
             Path(f"{db}{suffix}").unlink(missing_ok=True)
         print(f"full sync, {label} …", file=sys.stderr)
-        timings[label] = await full_sync(db, source, with_planning, sql_pairs)
+        timings[label] = await full_sync(db, source, with_planning, sql_pairs, args.webhooks)
         sinks[label] = SINK_SECONDS[0]
     db = workdir / "planning.db"
     conn = sqlite3.connect(db)
@@ -336,6 +347,10 @@ async def main() -> None:
     started = time.perf_counter()
     raw_pairs = conn.execute(RAW_PAIRS, (span,)).fetchone()[0]
     raw_seconds = time.perf_counter() - started
+    published = None
+    if args.webhooks:
+        # the dispatcher drops messages nobody subscribed to: count what was announced
+        published = conn.execute("SELECT COUNT(*) FROM planning_published").fetchone()
     conn.close()
     if args.python_pairs:
         other = sqlite3.connect(workdir / "planning-python.db")
@@ -359,6 +374,8 @@ async def main() -> None:
         if label == "events only":
             continue
         kept = f" ({pairs:,} pairs kept)" if label == "events + planning" else ""
+        if published is not None and label == "events + planning":
+            kept += f", {published[0]:,} published as event.conflict"
         print(
             f"| full sync, {label} | {seconds:.1f} | {args.events / seconds:,.0f} |"
             f" +{(seconds / plain - 1) * 100:.1f} %{kept} |"
