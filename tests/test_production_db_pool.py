@@ -104,8 +104,13 @@ async def test_sqlite_statements_take_one_trip_each(tmp_path, monkeypatch):
             assert [tuple(r) for r in returned] == [(5, "e")]
             with pytest.raises(sa_exc.IntegrityError):
                 await conn.execute(text("INSERT INTO t (name) VALUES ('a')"))
+        trips = 0
         async with engine.connect() as conn:
             names = (await conn.execute(text("SELECT name FROM t ORDER BY id"))).scalars().all()
+            await conn.rollback()
         assert names == ["a", "b", "c!", "d!", "e"]
+        # BEGIN IMMEDIATE, the SELECT, the rollback; the pool's reset of the returned connection
+        # finds no transaction open and makes no trip.
+        assert trips == 3
     finally:
         await engine.dispose()

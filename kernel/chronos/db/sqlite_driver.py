@@ -8,7 +8,9 @@ concurrent requests those hand-offs cost more CPU than the statements. The
 cursor here does the four steps in one call: it executes, fetches every row
 (as the stock adapter does for a result), reads ``rowcount``, ``lastrowid``
 and ``description`` and closes the cursor on that thread, so a statement is
-one hand-off. Server-side (streamed) cursors keep the stock behaviour.
+one hand-off. Server-side (streamed) cursors keep the stock behaviour. A
+commit or rollback with no transaction open (the pool's reset of a connection
+its session already ended) makes no trip at all.
 """
 
 from __future__ import annotations
@@ -110,8 +112,23 @@ class OneTripCursor(AsyncAdapt_aiosqlite_cursor):
 
 
 class OneTripConnection(AsyncAdapt_aiosqlite_connection):
+    """Commit and rollback outside a transaction take no trip: the pool rolls back every
+    connection it gets back, most of them already committed or rolled back by their session."""
+
     __slots__ = ()
     _cursor_cls = OneTripCursor
+
+    def _idle(self) -> bool:
+        raw: sqlite3.Connection | None = self._connection._connection
+        return raw is not None and not raw.in_transaction
+
+    def rollback(self) -> None:
+        if not self._idle():
+            super().rollback()
+
+    def commit(self) -> None:
+        if not self._idle():
+            super().commit()
 
 
 class OneTripDBAPI(AsyncAdapt_aiosqlite_dbapi):
