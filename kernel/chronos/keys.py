@@ -18,6 +18,7 @@ from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import structlog
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -25,6 +26,8 @@ from chronos.context import PluginContext
 from chronos.db.models import ApiKey
 from chronos.exceptions import Conflict, InvalidInput
 from chronos.identity import Principal
+
+log = structlog.get_logger("chronos.keys")
 
 BOOTSTRAP_ID = "bootstrap"
 SECRET_PREFIX = "chr_"
@@ -58,16 +61,28 @@ def parse_secret(secret: str) -> str | None:
 
 
 class KeyVerifier:
-    """Checks secrets against the stored keys, with a short per-process cache."""
+    """Checks secrets against the stored keys, with a short per-process cache.
+
+    A key in use is read again before its cache entry runs out, in the background and once
+    however many requests use it, so busy clients never all miss the cache together (at the
+    end of every ``auth.key_cache_seconds``, 200 clients of one key each read it: a burst of
+    queries in front of the pool that made a few requests of every second wait seconds).
+    Concurrent misses of one key share one read.
+    """
 
     def __init__(self, ctx: PluginContext) -> None:
         self.ctx = ctx
         self._verified: dict[str, tuple[str, Principal, datetime | None, float]] = {}
         self._touched: dict[str, float] = {}
+        self._reading: dict[str, asyncio.Future[Any]] = {}
+        self._generation: dict[str, int] = {}
+        self._refreshes: set[asyncio.Future[None]] = set()
 
     def forget(self, key_id: str) -> None:
         """Drop a key from this process's cache (after revoking it)."""
         self._verified.pop(key_id, None)
+        # A read in flight started before the revocation: its row must not be cached.
+        self._generation[key_id] = self._generation.get(key_id, 0) + 1
 
     async def verify(self, secret: str) -> Principal | None:
         """The principal a secret stands for; None for unknown, revoked or expired keys."""
@@ -88,31 +103,78 @@ class KeyVerifier:
         hit = verified.get(key_id)
         if hit is not None and ttl > 0:
             cached_digest, principal, expires_at, cached_at = hit
-            fresh = time.monotonic() - cached_at < ttl
-            if fresh and hmac.compare_digest(cached_digest, digest) and (expires_at is None or expires_at > now):
+            age = time.monotonic() - cached_at
+            if age < ttl and hmac.compare_digest(cached_digest, digest) and (expires_at is None or expires_at > now):
+                if age > ttl / 2 and key_id not in self._reading:
+                    self._refresh(key_id)
                 return principal
             verified.pop(key_id, None)
-        touched = self._touched
-        async with ctx.db.read() as s:
-            row = (await s.execute(select(ApiKey).where(ApiKey.id == key_id))).scalar_one_or_none()
+        generation = self._generation.get(key_id, 0)
+        row = await self._read(key_id)
         if row is None or not hmac.compare_digest(row.secret_hash, digest):
             return None
+        return await self._accept(key_id, row, now, generation)
+
+    async def _accept(self, key_id: str, row: Any, now: datetime, generation: int) -> Principal | None:
+        """The principal of a stored key whose hash matched, cached; None when revoked or expired."""
         if row.revoked_at is not None or (row.expires_at is not None and row.expires_at <= now):
+            self._verified.pop(key_id, None)
             return None
+        touched = self._touched
         last = touched.get(key_id)
         if last is None or (now.timestamp() - last) > 60:
             # last_used_at is advisory; touching it at most once a minute keeps reads cheap.
             touched[key_id] = now.timestamp()
             try:
                 # Never wait behind a long write (a sync's batch on SQLite): a later request touches it.
-                async with asyncio.timeout(0.25), ctx.db.write() as s:
+                async with asyncio.timeout(0.25), self.ctx.db.write() as s:
                     await s.execute(update(ApiKey).where(ApiKey.id == key_id).values(last_used_at=now))
             except TimeoutError:
                 touched.pop(key_id, None)
         principal = Principal(row.id, row.name, frozenset(row.scopes), frozenset(row.systems or []))
-        if ttl > 0:
-            verified[key_id] = (digest, principal, row.expires_at, time.monotonic())
+        if self.ctx.settings.kernel.auth.key_cache_seconds > 0 and self._generation.get(key_id, 0) == generation:
+            self._verified[key_id] = (row.secret_hash, principal, row.expires_at, time.monotonic())
         return principal
+
+    async def _read(self, key_id: str) -> Any:
+        """The stored key (None if unknown); concurrent callers for one key share one query."""
+        return await asyncio.shield(self._reading_of(key_id))
+
+    def _reading_of(self, key_id: str) -> asyncio.Future[Any]:
+        pending = self._reading.get(key_id)
+        if pending is None:
+            pending = asyncio.ensure_future(self._query(key_id))
+            self._reading[key_id] = pending
+
+            def done(future: asyncio.Future[Any], key_id: str = key_id) -> None:
+                if self._reading.get(key_id) is future:
+                    del self._reading[key_id]
+
+            pending.add_done_callback(done)
+        return pending
+
+    async def _query(self, key_id: str) -> Any:
+        async with self.ctx.db.read() as s:
+            return (await s.execute(select(ApiKey).where(ApiKey.id == key_id))).scalar_one_or_none()
+
+    def _refresh(self, key_id: str) -> None:
+        """Read a cached key again before its entry runs out (in the background)."""
+        generation = self._generation.get(key_id, 0)
+        pending = self._reading_of(key_id)
+
+        async def refresh() -> None:
+            try:
+                row = await pending
+                if row is None:
+                    self._verified.pop(key_id, None)
+                else:
+                    await self._accept(key_id, row, datetime.now(UTC), generation)
+            except Exception as exc:  # noqa: BLE001 - the next request past the TTL reads it itself
+                log.warning("api_key_refresh_failed", key_id=key_id, error=f"{type(exc).__name__}: {exc}")
+
+        task = asyncio.ensure_future(refresh())
+        self._refreshes.add(task)
+        task.add_done_callback(self._refreshes.discard)
 
 
 async def active_key_ids(session: AsyncSession, key_ids: Iterable[str]) -> set[str]:
