@@ -373,6 +373,39 @@ class Meter:
         }
 
 
+async def app_latency_buckets(dep: Deployment) -> dict[str, dict[float, float]]:
+    """The first replica's own request-latency histogram (``/metrics``): per route, the cumulative
+    count of requests at or under each bucket bound, timed from the app's first middleware on."""
+    async with httpx.AsyncClient(base_url=dep.urls[0], timeout=30) as c:
+        text = (await c.get("/metrics", headers={"Authorization": f"Bearer {dep.admin}"})).text
+    out: dict[str, dict[float, float]] = {}
+    for line in text.splitlines():
+        if not line.startswith("chronos_http_request_seconds_bucket{"):
+            continue
+        labels, _, count = line.rpartition(" ")
+        fields = dict(part.split("=", 1) for part in labels[labels.index("{") + 1 : -1].split(","))
+        bound = float(fields["le"].strip('"'))
+        out.setdefault(fields["route"].strip('"'), {})[bound] = float(count)
+    return out
+
+
+def app_latency(before: dict[str, dict[float, float]], after: dict[str, dict[float, float]]) -> str:
+    """p50 and p99 of the requests of the run inside the app, as the histogram bucket holding them."""
+    parts = []
+    for route, buckets in sorted(after.items()):
+        counts = {b: n - before.get(route, {}).get(b, 0.0) for b, n in buckets.items()}
+        total = counts.get(float("inf"), 0.0)
+        if total < 100:
+            continue
+
+        def bucket(p: float, counts: dict[float, float] = counts, total: float = total) -> str:
+            bound = next(b for b in sorted(counts) if counts[b] >= p * total)
+            return "> 10 s" if bound == float("inf") else f"≤ {bound * 1000:g} ms"
+
+        parts.append(f"{route} ({total:,.0f}): p50 {bucket(0.5)}, p99 {bucket(0.99)}")
+    return "; ".join(parts)
+
+
 def pct(values: list[float], p: float) -> float:
     if not values:
         return 0.0
@@ -553,6 +586,7 @@ async def reads(dep: Deployment, seconds: float, count: int = 200) -> dict[str, 
     try:
         await asyncio.gather(*(out.call(c, "GET", *request(rng)) for c in readers))  # open the connections
         out.__init__()  # type: ignore[misc]
+        in_app = await app_latency_buckets(dep)
         meter = Meter(dep)
         stop = time.perf_counter() + seconds
         started = time.perf_counter()
@@ -566,7 +600,8 @@ async def reads(dep: Deployment, seconds: float, count: int = 200) -> dict[str, 
     checks = [f"{out.server_errors} 5xx", *[f for f in out.failures() if "5xx" not in f]]
     if locked:
         checks.append(f"{locked} locked")
-    note = f"{len(ids):,} events stored; p50 / p99 / max by kind: {out.kinds()}"
+    in_app = app_latency(in_app, await app_latency_buckets(dep))
+    note = f"{len(ids):,} events stored; p50 / p99 / max by kind: {out.kinds()}; inside the app: {in_app}"
     return row("reads", dep, count, elapsed, out.ok, out, checks, cpu, bad=bool(locked), note=note)
 
 
