@@ -41,6 +41,8 @@ LAYERS: list[tuple[str, set[str]]] = [
             "chronos.db",
             "chronos.db.base",
             "chronos.db.engine",
+            "chronos.db.pool",
+            "chronos.db.sqlite_driver",
             "chronos.db.models",
             "chronos.db.sync_models",
             "chronos.db.migrate",
