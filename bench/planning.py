@@ -22,6 +22,8 @@ Prints one table. Not a test: numbers depend on the machine.
 ``--python-pairs`` adds a sync with new events' pairs computed in Python (the
 per-pair path updates take) next to the SQL one; ``--webhooks`` enables the outbox
 in every sync, so each new pair is also published as ``event.conflict``.
+``--sink-side-by-side DIR/planning.db`` only times the sink's two paths, batch by
+batch, on a database an earlier run kept.
 """
 
 from __future__ import annotations
@@ -306,6 +308,68 @@ async def queries(db: Path, rounds: int, allocation: bool = True) -> list[tuple[
     return out
 
 
+class _Undo(Exception):
+    """Rolls a measured batch back, so every batch meets the same stored state."""
+
+
+async def sink_side_by_side(db: Path, calendar: str, batches: int) -> None:
+    """The sink's upkeep for the last ``batches`` batches of ``calendar`` in an existing planning
+    database (``--dir`` of an earlier run): each batch's pairs removed, then written again with
+    new events' pairs in SQL and in Python (alternating which goes first), rolled back."""
+    import sqlalchemy as sa
+
+    from chronos.testing import running_app
+
+    from chronos_planning import conflicts
+
+    app = _app(db, ["events", "planning"])
+    times: dict[bool, list[float]] = {True: [], False: []}
+    counts: dict[bool, set[int]] = {True: set(), False: set()}
+    async with running_app(app):
+        ctx = app.state.chronos
+        async with ctx.db.read() as s:
+            rows = await conflicts.fetch_rows(
+                s,
+                f"SELECT {conflicts.E_COLUMNS} FROM events AS e WHERE e.calendar_id = :c ORDER BY e.id",
+                {"c": calendar},
+            )
+        d = conflicts._Sql(ctx.db.dialect)
+        pages = [rows[i : i + 1000] for i in range(0, len(rows), 1000)][-batches:]
+        for k, page in enumerate(pages):
+            changed = [conflicts.busy_of_tuple(d, r) for r in page]
+            ids = [b.id for b in changed]
+            for in_sql in (True, False) if k % 2 == 0 else (False, True):
+                conflicts.NEW_PAIRS_IN_SQL = in_sql
+                try:
+                    async with ctx.db.write() as s:
+                        for i in range(0, len(ids), 500):
+                            chunk = ids[i : i + 500]
+                            c = conflicts.CONFLICTS.c
+                            await s.execute(
+                                sa.delete(conflicts.CONFLICTS).where(sa.or_(c.event_a.in_(chunk), c.event_b.in_(chunk)))
+                            )
+                        started = time.perf_counter()
+                        await conflicts.upkeep(s, ctx, changed, [], publish=False)
+                        times[in_sql].append((time.perf_counter() - started) * 1000)
+                        count = await s.execute(sa.text("SELECT COUNT(*) FROM planning_conflicts"))
+                        counts[in_sql].add(count.scalar())
+                        raise _Undo
+                except _Undo:
+                    pass
+    conflicts.NEW_PAIRS_IN_SQL = True
+    assert counts[True] == counts[False] and len(counts[True]) == 1, counts
+    ratios = [p / q for p, q in zip(times[False], times[True], strict=True)]
+    print()
+    print(f"Conflict sink on {len(pages)} batches of {calendar} in {db} ({counts[True].pop():,} pairs after each)")
+    print()
+    print("| new events' pairs | p50 per batch | min | max |")
+    print("|---|---|---|---|")
+    for label, key in (("in Python (per-pair path)", False), ("in SQL (INSERT … SELECT)", True)):
+        v = times[key]
+        print(f"| {label} | {statistics.median(v):.0f} ms | {min(v):.0f} ms | {max(v):.0f} ms |")
+    print(f"| Python / SQL, per batch (median) | {statistics.median(ratios):.2f}x | | |")
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--events", type=int, default=1_000_000)
@@ -322,7 +386,17 @@ async def main() -> None:
         action="store_true",
         help="also sync with new events' pairs computed in Python (the previous path), side by side",
     )
+    parser.add_argument(
+        "--sink-side-by-side",
+        type=Path,
+        default=None,
+        metavar="DB",
+        help="only compare the sink's two paths on an existing planning database (planning.db of --dir)",
+    )
     args = parser.parse_args()
+    if args.sink_side_by_side is not None:
+        await sink_side_by_side(args.sink_side_by_side, f"cal-{CALENDARS:02d}", 10)
+        return
     workdir = args.dir or Path(tempfile.mkdtemp(prefix="chronos-bench-planning-"))
     workdir.mkdir(parents=True, exist_ok=True)
     print(f"generating {args.events:,} events …", file=sys.stderr)
