@@ -213,18 +213,10 @@ async def busy_in(session: AsyncSession, start: datetime, end: datetime, calenda
 
 
 def busy_of_tuple(d: _Sql, r: Any) -> Busy:
-    return Busy(
-        id=r[0],
-        calendar_id=r[2],
-        start=d.parse(r[4]),
-        end=d.parse(r[5]),
-        mode=r[9],
-        all_day=bool(r[6]),
-        busy=r[8] == "busy",
-        cancelled=r[7] == "cancelled",
-        title=r[3],
-        source=r[1],
-    )
+    # Positional, in Busy's field order: id, calendar_id, start, end, mode, all_day, busy, cancelled,
+    # title, source (thousands per proposal; keywords cost more).
+    parse = d.parse
+    return Busy(r[0], r[2], parse(r[4]), parse(r[5]), r[9], bool(r[6]), r[8] == "busy", r[7] == "cancelled", r[3], r[1])
 
 
 OVERLAP = "{t}.start_utc < w.hi AND {t}.start_utc >= w.ls AND {t}.end_utc > w.lo"

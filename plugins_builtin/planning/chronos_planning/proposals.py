@@ -62,20 +62,27 @@ def working_ranges(q: SlotQuery, holidays: set[date]) -> list[tuple[datetime, da
                 # fold=0: a start inside the spring-forward gap lands on the first instant after it.
                 s = max(_local(d, r.start, tz).astimezone(UTC), q.start)
                 e = min(_local(d, r.end, tz).astimezone(UTC), q.end)
-                if s < e:
+                if s >= e:
+                    continue
+                if out and out[-1][1] >= s:
+                    # Hours that run on (24:00 one day, 00:00 the next): one range, so a slot may span midnight.
+                    out[-1] = (out[-1][0], max(out[-1][1], e))
+                else:
                     out.append((s, e))
         d += timedelta(days=1)
     return out
 
 
-def blocked_intervals(busy: list[Busy], hours: WorkingHours) -> list[tuple[datetime, datetime, Busy]]:
+def blocked_intervals(busy: list[Busy], hours: WorkingHours) -> list[tuple[datetime, datetime, int]]:
+    """Each busy event's interval widened by the buffers, by start (then end, then id)."""
     before = timedelta(minutes=hours.buffer_before_minutes)
     after = timedelta(minutes=hours.buffer_after_minutes)
-    return sorted(((b.start - before, b.end + after, b) for b in busy), key=lambda x: (x[0], x[1], x[2].id))
+    # Plain tuples sort natively; ids are unique, so no two compare equal.
+    return sorted([(b.start - before, b.end + after, b.id) for b in busy])
 
 
 def free_gaps(
-    ranges: list[tuple[datetime, datetime]], blocked: list[tuple[datetime, datetime, Busy]]
+    ranges: list[tuple[datetime, datetime]], blocked: list[tuple[datetime, datetime, int]]
 ) -> list[tuple[datetime, datetime]]:
     """Working ranges minus the blocked intervals."""
     gaps: list[tuple[datetime, datetime]] = []
@@ -146,9 +153,12 @@ def find_slots(q: SlotQuery, busy: list[Busy], holidays: set[date]) -> list[Slot
             rest.extend(starts[1:])
     chosen = firsts[: q.count]
     chosen += sorted(rest)[: q.count - len(chosen)]
-    ends = sorted(busy, key=lambda b: (b.end, b.id))
+    if not chosen:
+        return []
+    # For the explanations: the busy events by end and by start (ties by id, as ids are unique).
+    ends = [b for _, _, b in sorted([(b.end, b.id, b) for b in busy])]
     end_keys = [b.end for b in ends]
-    begins = sorted(busy, key=lambda b: (b.start, b.id))
+    begins = [b for _, _, b in sorted([(b.start, b.id, b) for b in busy])]
     begin_keys = [b.start for b in begins]
     tz = ZoneInfo(q.hours.timezone)
     slots = []

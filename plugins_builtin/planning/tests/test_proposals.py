@@ -79,6 +79,29 @@ async def test_minimum_notice(chronos_app, api_client):
         assert now + timedelta(minutes=600) <= first < now + timedelta(minutes=615)
 
 
+async def test_hours_that_run_on_past_midnight_let_a_slot_span_it(chronos_app, api_client):
+    # 24:00 of one day meets 00:00 of the next: one stretch of working time, not two
+    hours = {"timezone": "UTC", "weekly": EVERY_DAY}
+    async with chronos_app(plugins=PLUGINS, config=config(working_hours=hours)) as app:
+        c = await api_client(app, scopes=["events.read", "events.write"])
+        await create(c, "Long day", at(MONDAY, "00:00"), at(MONDAY, "23:45"))
+        window = {"from": z(MONDAY), "to": z(MONDAY + timedelta(days=2))}
+        body = await propose(c, duration_minutes=30, window=window, calendars=["work"], count=1)
+        assert starts(body) == [at(MONDAY, "23:45")]
+        assert body["items"][0]["end_utc"] == z(at(MONDAY, "24:15"))
+        # hours that stop at 23:00 do not run on: the first slot waits for the next day
+        short = {d: [{"start": "00:00", "end": "23:00"}] for d in EVERY_DAY}
+        body = await propose(
+            c,
+            duration_minutes=30,
+            window=window,
+            calendars=["work"],
+            count=1,
+            working_hours={"timezone": "UTC", "weekly": short},
+        )
+        assert starts(body) == [at(MONDAY, "24:00")]
+
+
 @pytest.mark.parametrize(
     ("zone", "spring", "autumn"),
     [
