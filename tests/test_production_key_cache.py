@@ -28,6 +28,19 @@ def count_key_reads(app) -> list[str]:
     return seen
 
 
+def hold_reads(keys) -> asyncio.Event:
+    """Make the key store's reads wait until the returned event is set."""
+    gate = asyncio.Event()
+    query = keys._query
+
+    async def held(kid):
+        await gate.wait()
+        return await query(kid)
+
+    keys._query = held
+    return gate
+
+
 async def test_concurrent_misses_of_one_key_share_one_read(chronos_app):
     async with chronos_app(config={"auth": {"key_cache_seconds": 60}}) as app:
         secret = await create_test_key(app, ["health.read"])
@@ -50,14 +63,7 @@ async def test_a_key_in_use_is_read_again_before_its_entry_runs_out(chronos_app)
         digest, principal, expires_at, cached_at = keys._verified[key_id]
 
         # The next read waits until released: a request must not wait for it.
-        gate = asyncio.Event()
-        query = keys._query
-
-        async def held(kid):
-            await gate.wait()
-            return await query(kid)
-
-        keys._query = held
+        gate = hold_reads(keys)
         keys._verified[key_id] = (digest, principal, expires_at, time.monotonic() - 0.7)  # past half the TTL
         got = await asyncio.wait_for(keys.verify(secret), 5)
         assert got is not None and got.key_id == key_id
@@ -83,14 +89,7 @@ async def test_a_refresh_in_flight_does_not_undo_forget(chronos_app):
         key_id = parse_secret(secret)
         keys = runtime_of(app).keys
         assert await keys.verify(secret) is not None
-        gate = asyncio.Event()
-        query = keys._query
-
-        async def held(kid):
-            await gate.wait()
-            return await query(kid)
-
-        keys._query = held
+        gate = hold_reads(keys)
         entry = keys._verified[key_id]
         keys._verified[key_id] = (*entry[:3], time.monotonic() - 0.7)
         assert await keys.verify(secret) is not None
