@@ -43,6 +43,8 @@ FREE_FORM: dict[str, str] = {
     f"{SCHEMAS}TemplatePatch/properties/variables_json/anyOf/0": "a JSON Schema document",
     f"{SCHEMAS}VariablesOut/properties/variables_json": "a JSON Schema document",
     f"{SCHEMAS}VariableInfo/properties/schema/anyOf/0": "the variable's JSON Schema",
+    # Health checks are named by the kernel and by plugins; each value is a typed HealthCheckOut.
+    f"{SCHEMAS}HealthReport/properties/checks": "check name -> its result",
     # Header names of a webhook template are chosen by its author.
     f"{SCHEMAS}WebhookContent/properties/headers": "header name -> value template",
     f"{SCHEMAS}WebhookContentPatch/properties/headers/anyOf/0": "header name -> value template",

@@ -24,7 +24,7 @@ from chronos.host import PluginStatus
 from chronos.jobs import JobBusy, JobRunner, current_leader, leader_window_seconds
 from chronos.keys import SYSTEM_RE, create_key, key_view, list_keys, revoke_key
 from chronos.pagination import decode_cursor, encode_cursor
-from chronos.records import HealthResult, JobTrigger
+from chronos.records import HealthResult, HealthStatus, JobTrigger
 from chronos.runtime import Runtime
 from chronos.sync_api import router as sync_router, sync_health
 
@@ -257,6 +257,27 @@ async def health(request: Request) -> JSONResponse:
     # pid: which process answered, when `chronos serve --workers N` shares one port among several.
     report = {"status": status, "version": __version__, "pid": os.getpid(), "checks": checks}
     return JSONResponse(report, status_code=code)
+
+
+class HealthCheckOut(BaseModel):
+    """One check's result. Without a key only ``status``; in the detailed report each check adds
+    fields of its own (counts, ages, the plugin that registered it, an ``error`` when it failed)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    status: HealthStatus
+    duration_ms: float | None = Field(None, description="How long the check took (detailed report).")
+    plugin: str | None = Field(None, description="The plugin that registered the check, for plugin checks.")
+    error: str | None = Field(None, description="Why the check failed or gave no answer in time.")
+
+
+class HealthReport(BaseModel):
+    """``ok``, ``degraded`` (answers 200) or ``error`` (answers 503), and every check by name."""
+
+    status: HealthStatus
+    version: str | None = Field(None, description="The kernel's version (detailed report).")
+    pid: int | None = Field(None, description="The process that answered (detailed report).")
+    checks: dict[str, HealthCheckOut]
 
 
 class Liveness(BaseModel):
@@ -580,7 +601,10 @@ def mount_kernel_routes(app: FastAPI, home: str = "/docs") -> None:
         methods=["GET"],
         tags=["health"],
         dependencies=public,
-        responses={503: {"description": "The database is unreachable or the job runner is stale"}},
+        response_model=HealthReport,
+        responses={
+            503: {"model": HealthReport, "description": "The database is unreachable or the job runner is stale"}
+        },
     )
     app.add_api_route(
         "/health/live", health_live, methods=["GET"], tags=["health"], dependencies=public, response_model=Liveness
