@@ -98,3 +98,22 @@ async def test_a_refresh_in_flight_does_not_undo_forget(chronos_app):
         gate.set()
         await wait_until(lambda: key_id not in keys._reading and not keys._refreshes, what="the refresh")
         assert key_id not in keys._verified
+
+
+async def test_a_refresh_in_flight_stops_quietly_at_shutdown(chronos_app):
+    from structlog.testing import capture_logs
+
+    with capture_logs() as logs:
+        async with chronos_app(config={"auth": {"key_cache_seconds": 1.0}}) as app:
+            secret = await create_test_key(app, ["health.read"])
+            key_id = parse_secret(secret)
+            keys = runtime_of(app).keys
+            assert await keys.verify(secret) is not None
+            hold_reads(keys)  # never released: the refresh is still reading when the service stops
+            entry = keys._verified[key_id]
+            keys._verified[key_id] = (*entry[:3], time.monotonic() - 0.7)
+            assert await keys.verify(secret) is not None
+            refreshes = set(keys._refreshes)
+            assert refreshes
+        assert all(task.done() for task in refreshes)
+    assert not [e for e in logs if e["event"] == "api_key_refresh_failed"], logs

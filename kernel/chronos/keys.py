@@ -78,6 +78,13 @@ class KeyVerifier:
         self._generation: dict[str, int] = {}
         self._refreshes: set[asyncio.Future[None]] = set()
 
+    async def aclose(self) -> None:
+        """Stop the background refreshes (before the database goes away)."""
+        pending = list(self._refreshes)
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+
     def forget(self, key_id: str) -> None:
         """Drop a key from this process's cache (after revoking it)."""
         self._verified.pop(key_id, None)

@@ -125,6 +125,7 @@ class Runtime:
                 await self._pipeline.close_sources()
             await self._close_resources()
         finally:
+            await self.keys.aclose()
             if self.ctx.has_db:
                 await self.ctx.db.dispose()
 
