@@ -222,11 +222,13 @@ async def queries(db: Path, rounds: int, allocation: bool = True) -> list[tuple[
             return await planning.list_conflicts(ctx, d.isoformat(), (d + timedelta(days=7)).isoformat(), [], None, 100)
 
         def conflicts_raw(d: datetime) -> tuple[str, tuple[Any, ...]]:
+            lo = int(d.timestamp())
             return (
-                "SELECT c.id, c.reason, c.overlap_start, c.detected_at, a.*, b.* FROM planning_conflicts c"
+                "SELECT c.event_a, c.event_b, c.reason, c.overlap_start, c.detected_at, a.*, b.* FROM planning_pairs c"
                 " JOIN events a ON a.id = c.event_a JOIN events b ON b.id = c.event_b WHERE c.overlap_start >= ?"
-                " AND c.overlap_start < ? AND c.overlap_end > ? ORDER BY c.overlap_start, c.id LIMIT 101",
-                (t(d - timedelta(seconds=span)), t(d + timedelta(days=7)), t(d)),
+                " AND c.overlap_start < ? AND c.overlap_end > ? ORDER BY c.overlap_start, c.event_a, c.event_b"
+                " LIMIT 101",
+                (lo - span, lo + 7 * 86400, lo),
             )
 
         def proposal_body(d: datetime) -> ProposalRequest:
@@ -351,7 +353,7 @@ async def sink_side_by_side(db: Path, calendar: str, batches: int) -> None:
                         started = time.perf_counter()
                         await conflicts.upkeep(s, ctx, changed, [], publish=False)
                         times[in_sql].append((time.perf_counter() - started) * 1000)
-                        count = await s.execute(sa.text("SELECT COUNT(*) FROM planning_conflicts"))
+                        count = await s.execute(sa.text("SELECT COUNT(*) FROM planning_pairs"))
                         counts[in_sql].add(count.scalar())
                         raise _Undo
                 except _Undo:
@@ -416,7 +418,7 @@ async def main() -> None:
         sinks[label] = SINK_SECONDS[0]
     db = workdir / "planning.db"
     conn = sqlite3.connect(db)
-    pairs = conn.execute("SELECT COUNT(*) FROM planning_conflicts").fetchone()[0]
+    pairs = conn.execute("SELECT COUNT(*) FROM planning_pairs").fetchone()[0]
     span = conn.execute("SELECT max_duration_seconds FROM planning_spans").fetchone()[0]
     started = time.perf_counter()
     raw_pairs = conn.execute(RAW_PAIRS, (span,)).fetchone()[0]
@@ -428,7 +430,7 @@ async def main() -> None:
     conn.close()
     if args.python_pairs:
         other = sqlite3.connect(workdir / "planning-python.db")
-        same = other.execute("SELECT COUNT(*) FROM planning_conflicts").fetchone()[0]
+        same = other.execute("SELECT COUNT(*) FROM planning_pairs").fetchone()[0]
         other.close()
         assert same == pairs, (same, pairs)
     print(f"queries ({args.rounds} rounds) …", file=sys.stderr)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import bisect
 import json
+import math
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -21,7 +22,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from chronos.plugin import (
     ConflictIndex,
     EventStore,
-    MalformedInput,
     Outbox,
     PluginContext,
     Publication,
@@ -33,7 +33,7 @@ from chronos.plugin import (
     utcnow,
 )
 
-from chronos_planning.models import CONFLICTS, EVENTS, PLANNED, PUBLISHED, SPANS
+from chronos_planning.models import CONFLICTS, EVENTS, PLANNED, PUBLISHED, REASON_CODES, REASONS, SPANS
 from chronos_planning.rules import AUTO_PLAN, Busy, Roles, conflict_reason, merge_intervals
 from chronos_planning.settings import PlanningSettings
 
@@ -90,7 +90,21 @@ BUSY_COLUMNS = (
 )
 
 
-def _chunks(values: Sequence[int], size: int = CHUNK) -> Iterable[Sequence[int]]:
+def floor_s(value: datetime) -> int:
+    """Whole UTC seconds, rounded down (a pair's stored overlap start)."""
+    return math.floor(value.timestamp())
+
+
+def ceil_s(value: datetime) -> int:
+    """Whole UTC seconds, rounded up (a pair's stored overlap end)."""
+    return math.ceil(value.timestamp())
+
+
+def from_s(value: int) -> datetime:
+    return datetime.fromtimestamp(value, UTC)
+
+
+def _chunks(values: Sequence[Any], size: int = CHUNK) -> Iterable[Sequence[Any]]:
     for i in range(0, len(values), size):
         yield values[i : i + size]
 
@@ -145,6 +159,13 @@ class _Sql:
         if self.sqlite:
             return value.astimezone(UTC).isoformat(" ", "microseconds")[:26]
         return value.astimezone(UTC).isoformat()
+
+    def seconds(self, expr: str, *, up: bool = False) -> str:
+        """A timestamp expression as whole UTC seconds, rounded down (up: rounded up)."""
+        if self.sqlite:  # 'YYYY-MM-DD HH:MM:SS.ffffff', as stored and as :meth:`t` writes it
+            whole = f"CAST(strftime('%s', {expr}) AS INTEGER)"
+            return f"({whole} + (substr({expr}, 21, 6) > '000000'))" if up else whole
+        return f"CAST({'ceil' if up else 'floor'}(extract(epoch FROM {expr})) AS bigint)"
 
     def parse(self, value: Any) -> datetime:
         if isinstance(value, datetime):
@@ -209,7 +230,14 @@ async def busy_in(session: AsyncSession, start: datetime, end: datetime, calenda
             params[f"cal{i}"] = cal
         where.append(f"e.calendar_id IN ({', '.join(f':cal{i}' for i in range(len(calendars)))})")
     rows = await fetch_rows(session, f"SELECT {E_COLUMNS} FROM events AS e WHERE {' AND '.join(where)}", params)
-    return [busy_of_tuple(d, r) for r in rows]
+    if not d.sqlite:
+        return [busy_of_tuple(d, r) for r in rows]
+    # Naive UTC text on SQLite; busy and not cancelled by the WHERE (thousands of rows per proposal).
+    at = datetime.fromisoformat
+    return [
+        Busy(r[0], r[2], at(r[4] + "+00:00"), at(r[5] + "+00:00"), r[9], bool(r[6]), True, False, r[3], r[1])
+        for r in rows
+    ]
 
 
 def busy_of_tuple(d: _Sql, r: Any) -> Busy:
@@ -357,7 +385,6 @@ async def pairs_involving(session: AsyncSession, ids: Sequence[int]) -> dict[tup
     for chunk in _chunks(ids):
         rows = await session.execute(
             sa.select(
-                CONFLICTS.c.id,
                 CONFLICTS.c.event_a,
                 CONFLICTS.c.event_b,
                 CONFLICTS.c.overlap_start,
@@ -432,14 +459,16 @@ async def upkeep(
         if NEW_PAIRS_IN_SQL and not known:
             # New events only: the database writes their pairs itself; every one of them is new.
             announce = publish and ctx.has_service(Outbox)
-            ids = await insert_new_pairs(session, mine, settings, span, utcnow(), returning=announce)
-            if announce and ids:
-                await _announce(session, ctx, await _stored_pairs(session, ids))
+            written = await insert_new_pairs(session, mine, settings, span, utcnow(), returning=announce)
+            if announce and written:
+                await _announce(session, ctx, await _written_pairs(session, written))
             return
         after = pairs_for(mine, await candidates(session, mine, settings, span), settings, span)
-    gone = [row.id for key, row in before.items() if key not in after or _differs(row, after[key])]
+    gone = [key for key, row in before.items() if key not in after or _differs(row, after[key])]
     for chunk in _chunks(gone):
-        await session.execute(sa.delete(CONFLICTS).where(CONFLICTS.c.id.in_(chunk)))
+        await session.execute(
+            sa.delete(CONFLICTS).where(sa.tuple_(CONFLICTS.c.event_a, CONFLICTS.c.event_b).in_(list(chunk)))
+        )
     fresh = [p for key, p in after.items() if key not in before or _differs(before[key], p)]
     if not fresh:
         return
@@ -472,68 +501,64 @@ async def _announce(session: AsyncSession, ctx: PluginContext, pairs: list[dict[
     )
 
 
-async def _stored_pairs(session: AsyncSession, ids: Sequence[int]) -> list[dict[str, Any]]:
-    """The pairs with these row ids, with both events as stored, in id order."""
+async def _written_pairs(session: AsyncSession, written: Sequence[Any]) -> list[dict[str, Any]]:
+    """The pairs an insert returned as ``(event_a, event_b, reason code)``, with both events as
+    stored and their exact overlap, in pair order."""
     d = _Sql(session.get_bind().dialect.name)
-    columns = ", ".join(f"{t}.{c.strip()[2:]}" for t in ("a", "b") for c in E_COLUMNS.split(","))
-    out = []
-    for chunk in _chunks(sorted(ids)):
+    ids = sorted({r[0] for r in written} | {r[1] for r in written})
+    events: dict[int, Busy] = {}
+    for chunk in _chunks(ids):
         params = {f"i{n}": v for n, v in enumerate(chunk)}
         rows = await fetch_rows(
             session,
-            "SELECT c.event_a, c.event_b, c.calendar_a, c.calendar_b, c.overlap_start, c.overlap_end, c.reason,"
-            f" {columns} FROM planning_conflicts AS c JOIN events AS a ON a.id = c.event_a"
-            f" JOIN events AS b ON b.id = c.event_b WHERE c.id IN ({', '.join(f':{k}' for k in params)})"
-            " ORDER BY c.id",
+            f"SELECT {E_COLUMNS} FROM events AS e WHERE e.id IN ({', '.join(f':{k}' for k in params)})",
             params,
         )
         for r in rows:
-            a, b = busy_of_tuple(d, r[7:17]), busy_of_tuple(d, r[17:27])
-            out.append(
-                {
-                    "event_a": r[0],
-                    "event_b": r[1],
-                    "calendar_a": r[2],
-                    "calendar_b": r[3],
-                    "overlap_start": d.parse(r[4]),
-                    "overlap_end": d.parse(r[5]),
-                    "reason": r[6],
-                    "_events": (a, b),
-                }
-            )
+            busy = busy_of_tuple(d, r)
+            events[busy.id] = busy
+    out = []
+    for a_id, b_id, code in sorted(tuple(r) for r in written):
+        a, b = events[a_id], events[b_id]
+        out.append(
+            {
+                "event_a": a_id,
+                "event_b": b_id,
+                "calendar_a": a.calendar_id,
+                "calendar_b": b.calendar_id,
+                "overlap_start": max(a.start, b.start),
+                "overlap_end": min(a.end, b.end),
+                "reason": REASONS[code],
+                "_events": (a, b),
+            }
+        )
     return out
 
 
-_PAIR_COLUMNS = ("event_a", "event_b", "calendar_a", "calendar_b", "overlap_start", "overlap_end", "reason")
+_PAIR_COLUMNS = ("event_b", "event_a", "overlap_start", "overlap_end", "reason", "detected_at")
 _INSERT_SQLITE = (
-    f"INSERT INTO planning_conflicts ({', '.join(_PAIR_COLUMNS)}, detected_at)"
-    f" VALUES ({', '.join('?' * (len(_PAIR_COLUMNS) + 1))})"
+    f"INSERT INTO planning_pairs ({', '.join(_PAIR_COLUMNS)}) VALUES ({', '.join('?' * len(_PAIR_COLUMNS))})"
 )
+
+
+def _pair_row(p: dict[str, Any], now: int) -> tuple[int, int, int, int, int, int]:
+    return (
+        p["event_b"],
+        p["event_a"],
+        floor_s(p["overlap_start"]),
+        ceil_s(p["overlap_end"]),
+        REASON_CODES[p["reason"]],
+        now,
+    )
 
 
 async def insert_pairs(session: AsyncSession, pairs: list[dict[str, Any]], now: datetime) -> None:
     """Insert new pairs: on SQLite straight through the driver's executemany in the session's
     transaction (a dense full sync writes millions; the ORM's per-row processing dominated)."""
+    rows = [_pair_row(p, floor_s(now)) for p in pairs]
     if session.get_bind().dialect.name != "sqlite":
-        await session.execute(
-            sa.insert(CONFLICTS), [{k: p[k] for k in _PAIR_COLUMNS} | {"detected_at": now} for p in pairs]
-        )
+        await session.execute(sa.insert(CONFLICTS), [dict(zip(_PAIR_COLUMNS, r, strict=True)) for r in rows])
         return
-    d = _Sql("sqlite")
-    stamp = d.t(now)
-    rows = [
-        (
-            p["event_a"],
-            p["event_b"],
-            p["calendar_a"],
-            p["calendar_b"],
-            d.t(p["overlap_start"]),
-            d.t(p["overlap_end"]),
-            p["reason"],
-            stamp,
-        )
-        for p in pairs
-    ]
     conn = await session.connection()
     driver = (await conn.get_raw_connection()).driver_connection
     await driver.executemany(_INSERT_SQLITE, rows)
@@ -553,9 +578,9 @@ async def unpublished(session: AsyncSession, pairs: list[dict[str, Any]]) -> lis
 
 def _differs(row: Any, pair: dict[str, Any]) -> bool:
     return (row.overlap_start, row.overlap_end, row.reason) != (
-        pair["overlap_start"],
-        pair["overlap_end"],
-        pair["reason"],
+        floor_s(pair["overlap_start"]),
+        ceil_s(pair["overlap_end"]),
+        REASON_CODES[pair["reason"]],
     )
 
 
@@ -585,26 +610,27 @@ def _still_conflicting(row: Any) -> tuple[datetime, datetime] | None:
 
 _EVENT_FIELDS = ("id", "calendar_id", "source", "title", "start_utc", "end_utc", "mode", "status", "transparency")
 _PAGE_COLUMNS = ", ".join(
-    ["c.id", "c.reason", "c.overlap_start", "c.detected_at"] + [f"{t}.{f}" for t in ("a", "b") for f in _EVENT_FIELDS]
+    ["c.event_a", "c.event_b", "c.reason", "c.overlap_start", "c.detected_at"]
+    + [f"{t}.{f}" for t in ("a", "b") for f in _EVENT_FIELDS]
 )
+_PAGE_HEAD = 5
 
 
-def _page_sql(d: _Sql, calendars: list[str], cursor: bool) -> str:
+def _page_sql(calendars: list[str], cursor: bool) -> str:
     span = "(SELECT COALESCE(MAX(max_duration_seconds), 0) FROM planning_spans)"
-    if d.sqlite:
-        lower = f"strftime('%Y-%m-%d %H:%M:%f', :lo, '-' || {span} || ' seconds')"
-    else:
-        lower = f"CAST(:lo AS timestamptz) - make_interval(secs => {span})"
-    where = [f"c.overlap_start >= {lower}", "c.overlap_start < :hi", "c.overlap_end > :lo"]
+    where = [f"c.overlap_start >= :lo - {span}", "c.overlap_start < :hi", "c.overlap_end > :lo"]
     if calendars:
         names = ", ".join(f":cal{i}" for i in range(len(calendars)))
-        where.append(f"(c.calendar_a IN ({names}) OR c.calendar_b IN ({names}))")
+        where.append(f"(a.calendar_id IN ({names}) OR b.calendar_id IN ({names}))")
     if cursor:
-        where.append("c.overlap_start >= :at AND (c.overlap_start > :at OR c.id > :last)")
+        where.append(
+            "c.overlap_start >= :at AND (c.overlap_start > :at OR c.event_a > :last_a"
+            " OR (c.event_a = :last_a AND c.event_b > :last_b))"
+        )
     return (
-        f"SELECT {_PAGE_COLUMNS} FROM planning_conflicts AS c JOIN events AS a ON a.id = c.event_a"
+        f"SELECT {_PAGE_COLUMNS} FROM planning_pairs AS c JOIN events AS a ON a.id = c.event_a"
         f" JOIN events AS b ON b.id = c.event_b WHERE {' AND '.join(where)}"
-        " ORDER BY c.overlap_start, c.id LIMIT :limit"
+        " ORDER BY c.overlap_start, c.event_a, c.event_b LIMIT :limit"
     )
 
 
@@ -614,34 +640,34 @@ async def list_conflicts(
     start: datetime,
     end: datetime,
     calendars: list[str],
-    cursor: tuple[datetime, int] | None,
+    cursor: tuple[int, int, int] | None,
     limit: int,
 ) -> dict[str, Any]:
-    """One page of pairs whose overlap meets ``[start, end)``, keyset by (overlap start, id);
-    ``fetch(sql, params)`` runs the one statement."""
+    """One page of pairs whose overlap meets ``[start, end)``, keyset by (stored overlap start,
+    pair); ``fetch(sql, params)`` runs the one statement. The stored overlap (whole seconds,
+    possibly stale) selects the rows; each item's overlap is the events' exact one now."""
     d = _Sql(dialect)
-    bind = d.t if d.sqlite else (lambda v: v)
-    params: dict[str, Any] = {"lo": bind(start), "hi": bind(end), "limit": limit + 1}
+    params: dict[str, Any] = {"lo": floor_s(start), "hi": ceil_s(end), "limit": limit + 1}
     for i, cal in enumerate(calendars):
         params[f"cal{i}"] = cal
     if cursor is not None:
-        params.update(at=bind(cursor[0]), last=cursor[1])
-    rows = await fetch(_page_sql(d, calendars, cursor is not None), params)
+        params.update(at=cursor[0], last_a=cursor[1], last_b=cursor[2])
+    rows = await fetch(_page_sql(calendars, cursor is not None), params)
     n = len(_EVENT_FIELDS)
     items = []
     for row in rows[:limit]:
-        a = dict(zip(_EVENT_FIELDS, row[4 : 4 + n], strict=True))
-        b = dict(zip(_EVENT_FIELDS, row[4 + n :], strict=True))
+        a = dict(zip(_EVENT_FIELDS, row[_PAGE_HEAD : _PAGE_HEAD + n], strict=True))
+        b = dict(zip(_EVENT_FIELDS, row[_PAGE_HEAD + n :], strict=True))
         for e in (a, b):
             e["start_utc"], e["end_utc"] = d.parse(e["start_utc"]), d.parse(e["end_utc"])
         if any(e["status"] == "cancelled" or e["transparency"] != "busy" for e in (a, b)):
             continue
         lo, hi = max(a["start_utc"], b["start_utc"]), min(a["end_utc"], b["end_utc"])
-        if lo >= hi:
-            continue  # moved apart since (reads never show a stale pair)
+        if lo >= hi or lo >= end or hi <= start:
+            continue  # moved apart since, or only the whole seconds met the window
         items.append(
             {
-                "id": row[0],
+                "id": f"{row[0]}:{row[1]}",
                 "event_ids": [a["id"], b["id"]],
                 "events": [
                     {
@@ -656,14 +682,14 @@ async def list_conflicts(
                     for e in (a, b)
                 ],
                 "overlap": {"start": iso_z(lo), "end": iso_z(hi)},
-                "reason": row[1],
-                "detected_at": iso_z(d.parse(row[3])),
+                "reason": REASONS[row[2]],
+                "detected_at": iso_z(from_s(row[4])),
             }
         )
     next_cursor = None
     if len(rows) > limit:
         last = rows[limit - 1]
-        next_cursor = encode_cursor("conflicts", [iso_z(d.parse(last[2])), last[0]])
+        next_cursor = encode_cursor("conflicts", [last[3], last[0], last[1]])
     return {"items": items, "next_cursor": next_cursor}
 
 
@@ -686,14 +712,11 @@ async def conflicting_ids(session: AsyncSession, event_ids: Sequence[int]) -> di
     return {k: sorted(v) for k, v in out.items()}
 
 
-def parse_cursor(raw: str | None) -> tuple[datetime, int] | None:
+def parse_cursor(raw: str | None) -> tuple[int, int, int] | None:
     if raw is None:
         return None
-    at, last = decode_cursor("conflicts", raw, [str, int])
-    try:
-        return datetime.fromisoformat(at), last
-    except ValueError:
-        raise MalformedInput("The cursor is invalid; start again without it", type="invalid-cursor") from None
+    at, last_a, last_b = decode_cursor("conflicts", raw, [int, int, int])
+    return at, last_a, last_b
 
 
 class SqlConflictIndex(ConflictIndex):
@@ -785,22 +808,20 @@ def _insert_select_sql(d: _Sql, calendars: list[str], branches: tuple[bool, bool
     blocks = "COALESCE(p.counts, :d_counts) AND u.eend > u.estart AND (NOT u.eall_day OR COALESCE(p.adb, :d_adb))"
     reason = (
         "CASE WHEN u.mplanned OR u.emode = 'auto-plan' OR (u.emode IS NULL AND COALESCE(p.plan, :d_plan))"
-        " THEN 'auto-plan' WHEN u.mreports OR COALESCE(p.rep, :d_rep) THEN 'all-overlaps' END"
+        f" THEN {REASON_CODES['auto-plan']} WHEN u.mreports OR COALESCE(p.rep, :d_rep)"
+        f" THEN {REASON_CODES['all-overlaps']} END"
     )
     low = "u.mid < u.eid"
-    now = ":now" if d.sqlite else "CAST(:now AS timestamptz)"
     pairs = (
         f"SELECT CASE WHEN {low} THEN u.mid ELSE u.eid END AS a, CASE WHEN {low} THEN u.eid ELSE u.mid END AS b,"
-        f" CASE WHEN {low} THEN u.mcal ELSE u.ecal END AS cal_a, CASE WHEN {low} THEN u.ecal ELSE u.mcal END AS cal_b,"
         f" {greatest}(u.mlo, u.estart) AS os, {least}(u.mhi, u.eend) AS oe, {reason} AS reason"
         f" FROM ({' UNION '.join(parts)}) AS u LEFT JOIN {pol} AS p ON p.cal = u.ecal"
         f" WHERE u.eid <> u.mid AND {blocks}"
     )
     return (
-        "INSERT INTO planning_conflicts"
-        " (event_a, event_b, calendar_a, calendar_b, overlap_start, overlap_end, reason, detected_at)"
-        f" SELECT DISTINCT r.a, r.b, r.cal_a, r.cal_b, r.os, r.oe, r.reason, {now} FROM ({pairs}) AS r"
-        " WHERE r.reason IS NOT NULL"
+        "INSERT INTO planning_pairs (event_b, event_a, overlap_start, overlap_end, reason, detected_at)"
+        f" SELECT DISTINCT r.b, r.a, {d.seconds('r.os')}, {d.seconds('r.oe', up=True)}, r.reason, {':now' if d.sqlite else 'CAST(:now AS bigint)'}"
+        f" FROM ({pairs}) AS r WHERE r.reason IS NOT NULL"
     )
 
 
@@ -812,9 +833,10 @@ async def insert_new_pairs(
     now: datetime,
     *,
     returning: bool = False,
-) -> list[int]:
+) -> list[Any]:
     """Every pair of ``mine`` (new events that block: no pair of theirs is stored yet), written by
-    one statement without reading the candidates back; the new rows' ids when ``returning``."""
+    one statement without reading the candidates back; when ``returning``, the new pairs as
+    ``(event_a, event_b, reason code)``."""
     d = _Sql(session.get_bind().dialect.name)
     roles = Roles(settings)
     reaching: list[list[Any]] = []
@@ -838,7 +860,7 @@ async def insert_new_pairs(
         "d_adb": default.all_day_blocks,
         "d_plan": default.default_mode == AUTO_PLAN,
         "d_rep": default.report_all_overlaps,
-        "now": d.t(now) if d.sqlite else now,
+        "now": floor_s(now),
     }
     if reaching:
         params["wide"] = json.dumps(reaching)
@@ -848,7 +870,7 @@ async def insert_new_pairs(
             params[f"rc{i}"] = cal
     sql = _insert_select_sql(d, calendars, (bool(reaching), bool(free)))
     if returning:
-        return [r[0] for r in await fetch_rows(session, f"{sql} RETURNING id", params)]
+        return await fetch_rows(session, f"{sql} RETURNING event_a, event_b, reason", params)
     if d.sqlite:
         conn = await session.connection()
         driver = (await conn.get_raw_connection()).driver_connection

@@ -5,37 +5,46 @@ from __future__ import annotations
 from datetime import datetime
 
 import sqlalchemy as sa
-from sqlalchemy import ForeignKey, Index, Integer, String, UniqueConstraint
+from sqlalchemy import ForeignKey, Index, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column
 
-from chronos.plugin import Base, BigIntPK, JSONType, UTCDateTime, utcnow
+from chronos.plugin import Base, JSONType, UTCDateTime, utcnow
 
 
 class Conflict(Base):
     """One conflicting pair, ``event_a < event_b``, maintained by the conflicts sink.
 
-    The overlap interval is what it was when the pair was last written; reads
-    re-check the events' current times (a local edit does not pass the sink).
-    Rows go with either event (``ON DELETE CASCADE``).
+    Kept narrow, because a dense calendar has more pairs than events: no surrogate key (the
+    pair is the key, ``event_b`` first so a sync's new events append), times as whole UTC
+    seconds (the overlap widened to whole seconds: ``overlap_start`` floored, ``overlap_end``
+    ceiled) and the reason as a code (:data:`REASONS`). The overlap is what it was when the
+    pair was last written; reads take the exact interval from the events as they are now
+    (a local edit does not pass the sink). Rows go with either event (``ON DELETE CASCADE``).
     """
 
-    __tablename__ = "planning_conflicts"
+    __tablename__ = "planning_pairs"
     __table_args__ = (
-        UniqueConstraint("event_a", "event_b"),
-        Index("ix_planning_conflicts_b", "event_b"),
-        # Window pages: overlap_start is the range column and id the keyset tie-breaker.
-        Index("ix_planning_conflicts_window", "overlap_start", "id", "overlap_end"),
+        Index("ix_planning_pairs_a", "event_a"),
+        # Window pages: overlap_start is the range column, the pair the keyset tie-breaker.
+        Index("ix_planning_pairs_window", "overlap_start", "event_a", "event_b", "overlap_end"),
+        {"sqlite_with_rowid": False},
     )
 
-    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
-    event_a: Mapped[int] = mapped_column(sa.BigInteger(), ForeignKey("events.id", ondelete="CASCADE"))
-    event_b: Mapped[int] = mapped_column(sa.BigInteger(), ForeignKey("events.id", ondelete="CASCADE"))
-    calendar_a: Mapped[str] = mapped_column(String(200))
-    calendar_b: Mapped[str] = mapped_column(String(200))
-    overlap_start: Mapped[datetime] = mapped_column(UTCDateTime())
-    overlap_end: Mapped[datetime] = mapped_column(UTCDateTime())
-    reason: Mapped[str] = mapped_column(String(32))
-    detected_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    event_b: Mapped[int] = mapped_column(
+        sa.BigInteger(), ForeignKey("events.id", ondelete="CASCADE"), primary_key=True, autoincrement=False
+    )
+    event_a: Mapped[int] = mapped_column(
+        sa.BigInteger(), ForeignKey("events.id", ondelete="CASCADE"), primary_key=True, autoincrement=False
+    )
+    overlap_start: Mapped[int] = mapped_column(sa.BigInteger())
+    overlap_end: Mapped[int] = mapped_column(sa.BigInteger())
+    reason: Mapped[int] = mapped_column(sa.SmallInteger())
+    detected_at: Mapped[int] = mapped_column(sa.BigInteger())
+
+
+#: The stored codes of ``Conflict.reason``.
+REASONS = {1: "auto-plan", 2: "all-overlaps"}
+REASON_CODES = {v: k for k, v in REASONS.items()}
 
 
 class Span(Base):

@@ -86,7 +86,7 @@ class Interval(BaseModel):
 
 
 class ConflictOut(BaseModel):
-    id: int
+    id: str = Field(description="The pair, `<lower event id>:<higher event id>`; stable while the events conflict.")
     event_ids: list[int]
     events: list[ConflictEvent]
     overlap: Interval

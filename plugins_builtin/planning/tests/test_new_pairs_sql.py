@@ -14,7 +14,7 @@ from chronos.plugin import CalendarSpec, EventDraft
 from planning_support import PLUGINS, config
 
 from chronos_planning import backfill
-from chronos_planning.models import BACKFILL
+from chronos_planning.models import BACKFILL, REASONS
 
 T = datetime(2030, 3, 4, 0, 0, tzinfo=UTC)
 CALENDARS = ["a-planned", "b-reports", "c-ignored", "d-all-day", "e-plain"]
@@ -55,15 +55,11 @@ async def stored_pairs(app) -> set[tuple]:
     async with app.state.chronos.db.read() as s:
         rows = await s.execute(
             sa.text(
-                "SELECT event_a, event_b, calendar_a, calendar_b, overlap_start, overlap_end, reason"
-                " FROM planning_conflicts"
+                "SELECT p.event_a, p.event_b, a.calendar_id, b.calendar_id, p.overlap_start, p.overlap_end, p.reason"
+                " FROM planning_pairs AS p JOIN events AS a ON a.id = p.event_a JOIN events AS b ON b.id = p.event_b"
             )
         )
-        out = set()
-        for a, b, ca, cb, os, oe, reason in rows.all():
-            os, oe = (v if isinstance(v, datetime) else datetime.fromisoformat(f"{v}+00:00") for v in (os, oe))
-            out.add((a, b, ca, cb, os.astimezone(UTC), oe.astimezone(UTC), reason))
-        return out
+        return {(a, b, ca, cb, os, oe, REASONS[reason]) for a, b, ca, cb, os, oe, reason in rows.all()}
 
 
 async def test_new_pairs_written_in_sql_match_the_rules(chronos_app):
@@ -82,7 +78,7 @@ async def test_new_pairs_written_in_sql_match_the_rules(chronos_app):
         # The same events through the per-pair rules: the backfill recomputes every pair in Python.
         ctx = app.state.chronos
         async with ctx.db.write() as s:
-            await s.execute(sa.text("DELETE FROM planning_conflicts"))
+            await s.execute(sa.text("DELETE FROM planning_pairs"))
             await s.execute(sa.update(BACKFILL).values(after_id=0, finished_at=None))
         await backfill.run(ctx, batch=37)
         assert await stored_pairs(app) == written

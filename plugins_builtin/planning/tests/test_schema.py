@@ -10,8 +10,6 @@ async def test_models_match_migrations(chronos_app, database):
     async with chronos_app(plugins=PLUGINS, config=config()):
         pass
     assert (
-        await kit.schema_drift(
-            database, {"planning_conflicts", "planning_spans", "planning_planned", "planning_published"}
-        )
+        await kit.schema_drift(database, {"planning_pairs", "planning_spans", "planning_planned", "planning_published"})
         == []
     )
