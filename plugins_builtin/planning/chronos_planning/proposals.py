@@ -11,6 +11,7 @@ from __future__ import annotations
 import bisect
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
+from operator import attrgetter
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -156,9 +157,9 @@ def find_slots(q: SlotQuery, busy: list[Busy], holidays: set[date]) -> list[Slot
     if not chosen:
         return []
     # For the explanations: the busy events by end and by start (ties by id, as ids are unique).
-    ends = [b for _, _, b in sorted([(b.end, b.id, b) for b in busy])]
+    ends = sorted(busy, key=attrgetter("end", "id"))
     end_keys = [b.end for b in ends]
-    begins = [b for _, _, b in sorted([(b.start, b.id, b) for b in busy])]
+    begins = sorted(busy, key=attrgetter("start", "id"))
     begin_keys = [b.start for b in begins]
     tz = ZoneInfo(q.hours.timezone)
     slots = []

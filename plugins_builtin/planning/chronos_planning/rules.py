@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Iterable
 from datetime import datetime
+from typing import NamedTuple
 
 from chronos_planning.settings import PlanningSettings
 
@@ -12,9 +13,8 @@ AUTO_PLAN = "auto-plan"  # one of them is planned: it may overlap nothing busy
 ALL_OVERLAPS = "all-overlaps"  # both free, but a calendar reports every overlap
 
 
-@dataclass(frozen=True, slots=True)
-class Busy:
-    """An event as far as planning cares."""
+class Busy(NamedTuple):
+    """An event as far as planning cares (a named tuple: a proposal builds thousands)."""
 
     id: int
     calendar_id: str
@@ -60,6 +60,20 @@ class Roles:
             and (not event.all_day or all_day_blocks)
         )
         return blocking, event.mode == AUTO_PLAN or (planned and event.mode is None), reports
+
+    def blocking(self, events: Iterable[Busy], exclude: int | None = None) -> list[Busy]:
+        """The events that block (``of(e)[0]``), without ``exclude``: one pass, for thousands."""
+        calendar = self._calendar
+        return [
+            e
+            for e in events
+            if e.busy
+            and not e.cancelled
+            and e.end > e.start
+            and e.id != exclude
+            and (policy := calendar(e.calendar_id))[0]
+            and (not e.all_day or policy[1])
+        ]
 
 
 def conflict_reason(a: tuple[bool, bool, bool], b: tuple[bool, bool, bool]) -> str | None:

@@ -189,8 +189,7 @@ async def _plan(
     settings = ctx.section(PlanningSettings)
     pad = timedelta(minutes=max(hours.buffer_before_minutes, hours.buffer_after_minutes))
     found = await store.busy_in(session, start - pad, end + pad, calendars)
-    roles = Roles(settings)
-    busy = [b for b in found if b.id != exclude and roles.of(b)[0]]
+    busy = Roles(settings).blocking(found, exclude)
     holidays = await _holidays(session, hours.holidays_calendar, start, end)
     query = SlotQuery(
         duration=duration,
