@@ -433,8 +433,6 @@ async def main() -> None:
         same = other.execute("SELECT COUNT(*) FROM planning_pairs").fetchone()[0]
         other.close()
         assert same == pairs, (same, pairs)
-    print(f"queries ({args.rounds} rounds) …", file=sys.stderr)
-    rows = await queries(db, args.rounds, not args.no_allocation)
 
     plain = timings["events only"]
     print()
@@ -463,6 +461,9 @@ async def main() -> None:
         )
     print(f"| raw SQL: every pair in one self-join | {raw_seconds:.1f} | | {raw_pairs:,} timed pairs |")
     print()
+    sys.stdout.flush()  # the sync figures stand even if a query fails
+    print(f"queries ({args.rounds} rounds) …", file=sys.stderr)
+    rows = await queries(db, args.rounds, not args.no_allocation)
     print("| query (server-side) | chronos p50 | p95 | raw p50 | p95 | ratio p50 |")
     print("|---|---|---|---|---|---|")
     for name, ours, raw in rows:
