@@ -316,16 +316,14 @@ async def candidates(
 
 
 async def keep_planned(session: AsyncSession, batch: SinkBatch) -> None:
-    """``planning_planned`` follows the batch: events whose own mode is auto-plan, with their times."""
+    """``planning_planned`` follows the batch: events whose own mode is auto-plan and that are busy
+    and not cancelled, with their times, calendar and all-day flag."""
     touched = [s.id for s in batch.updated if s.event.mode == "auto-plan" or _was_planned(batch, s.id)]
     touched += [s.id for s in batch.deleted if s.event.mode == "auto-plan"]
     for chunk in _chunks(touched):
         await session.execute(sa.delete(PLANNED).where(PLANNED.c.event_id.in_(chunk)))
-    rows = [
-        {"event_id": s.id, "start_utc": s.event.start_utc, "end_utc": s.event.end_utc}
-        for s in (*batch.added, *batch.updated)
-        if s.event.mode == "auto-plan"
-    ]
+    rows = [_planned_row(busy_of(s)) for s in (*batch.added, *batch.updated) if s.event.mode == "auto-plan"]
+    rows = [r for r in rows if r is not None]
     if rows:
         await session.execute(sa.insert(PLANNED), rows)
 
@@ -334,9 +332,21 @@ async def replan(session: AsyncSession, ids: Sequence[int], events: list[Busy]) 
     """``planning_planned`` for these events (``ids``) as stored now."""
     for chunk in _chunks(ids):
         await session.execute(sa.delete(PLANNED).where(PLANNED.c.event_id.in_(chunk)))
-    rows = [{"event_id": b.id, "start_utc": b.start, "end_utc": b.end} for b in events if b.mode == AUTO_PLAN]
+    rows = [r for r in map(_planned_row, events) if r is not None]
     if rows:
         await session.execute(sa.insert(PLANNED), rows)
+
+
+def _planned_row(b: Busy) -> dict[str, Any] | None:
+    if b.mode != AUTO_PLAN or not b.busy or b.cancelled:
+        return None
+    return {
+        "event_id": b.id,
+        "start_utc": b.start,
+        "end_utc": b.end,
+        "calendar_id": b.calendar_id,
+        "all_day": b.all_day,
+    }
 
 
 def _was_planned(batch: SinkBatch, event_id: int) -> bool:
@@ -780,10 +790,15 @@ def _insert_select_sql(d: _Sql, calendars: list[str], branches: tuple[bool, bool
             " FROM jsonb_array_elements(CAST(:pol AS jsonb)) AS x)"
         )
         greatest, least = "GREATEST", "LEAST"
+    m_cols = "m.id AS mid, m.cal AS mcal, m.lo AS mlo, m.hi AS mhi, m.planned AS mplanned, m.reports AS mreports"
     cols = (
-        "m.id AS mid, m.cal AS mcal, m.lo AS mlo, m.hi AS mhi, m.planned AS mplanned, m.reports AS mreports,"
-        " e.id AS eid, e.calendar_id AS ecal, e.start_utc AS estart, e.end_utc AS eend, e.all_day AS eall_day,"
-        " e.mode AS emode"
+        f"{m_cols}, e.id AS eid, e.calendar_id AS ecal, e.start_utc AS estart, e.end_utc AS eend,"
+        " e.all_day AS eall_day, e.mode AS emode"
+    )
+    # planning_planned holds busy, non-cancelled auto-plan events with what pairing needs.
+    planned_cols = (
+        f"{m_cols}, p.event_id AS eid, p.calendar_id AS ecal, p.start_utc AS estart, p.end_utc AS eend,"
+        " p.all_day AS eall_day, 'auto-plan' AS emode"
     )
     parts = []
     reaching, free = branches
@@ -794,9 +809,8 @@ def _insert_select_sql(d: _Sql, calendars: list[str], branches: tuple[bool, bool
         )
     if free:
         parts.append(
-            f"SELECT {cols} FROM {m.format(n='narrow')} AS m {d.join} planning_planned AS p{d.on}"
-            " JOIN events AS e ON e.id = p.event_id"
-            f" WHERE p.start_utc < m.hi AND p.start_utc >= m.ls AND p.end_utc > m.lo AND {BUSY}"
+            f"SELECT {planned_cols} FROM {m.format(n='narrow')} AS m {d.join} planning_planned AS p{d.on}"
+            " WHERE p.start_utc < m.hi AND p.start_utc >= m.ls AND p.end_utc > m.lo"
         )
         if calendars:
             names = ", ".join(f":rc{i}" for i in range(len(calendars)))
@@ -815,7 +829,7 @@ def _insert_select_sql(d: _Sql, calendars: list[str], branches: tuple[bool, bool
     pairs = (
         f"SELECT CASE WHEN {low} THEN u.mid ELSE u.eid END AS a, CASE WHEN {low} THEN u.eid ELSE u.mid END AS b,"
         f" {greatest}(u.mlo, u.estart) AS os, {least}(u.mhi, u.eend) AS oe, {reason} AS reason"
-        f" FROM ({' UNION '.join(parts)}) AS u LEFT JOIN {pol} AS p ON p.cal = u.ecal"
+        f" FROM ({' UNION ALL '.join(parts)}) AS u LEFT JOIN {pol} AS p ON p.cal = u.ecal"
         f" WHERE u.eid <> u.mid AND {blocks}"
     )
     return (

@@ -25,8 +25,11 @@ class Conflict(Base):
     __tablename__ = "planning_pairs"
     __table_args__ = (
         Index("ix_planning_pairs_a", "event_a"),
-        # Window pages: overlap_start is the range column, the pair the keyset tie-breaker.
-        Index("ix_planning_pairs_window", "overlap_start", "event_a", "event_b", "overlap_end"),
+        # Window pages: overlap_start is the range column, the pair the keyset tie-breaker; covering
+        # (a page reads no table row of its own, only the two events').
+        Index(
+            "ix_planning_pairs_window", "overlap_start", "event_a", "event_b", "overlap_end", "reason", "detected_at"
+        ),
         {"sqlite_with_rowid": False},
     )
 
@@ -57,17 +60,21 @@ class Span(Base):
 
 
 class Planned(Base):
-    """Events whose own mode is auto-plan, by time: a free event of a batch can only conflict with
-    these (or with events of calendars that plan or report everything), so its lookup is small."""
+    """Events whose own mode is auto-plan and that are busy and not cancelled, by time: a free event
+    of a batch can only conflict with these (or with events of calendars that plan or report
+    everything), so its lookup is small. The index carries what pairing needs (calendar, all-day),
+    so that lookup never reads the events table."""
 
     __tablename__ = "planning_planned"
-    __table_args__ = (Index("ix_planning_planned_start", "start_utc", "event_id", "end_utc"),)
+    __table_args__ = (Index("ix_planning_planned_start", "start_utc", "event_id", "end_utc", "calendar_id", "all_day"),)
 
     event_id: Mapped[int] = mapped_column(
         sa.BigInteger(), ForeignKey("events.id", ondelete="CASCADE"), primary_key=True, autoincrement=False
     )
     start_utc: Mapped[datetime] = mapped_column(UTCDateTime())
     end_utc: Mapped[datetime] = mapped_column(UTCDateTime())
+    calendar_id: Mapped[str] = mapped_column(String(200))
+    all_day: Mapped[bool] = mapped_column(sa.Boolean())
 
 
 class Published(Base):

@@ -63,7 +63,7 @@ async def test_pairs_survive_a_downgrade_and_the_upgrade(chronos_app, api_client
 
     assert "planning" in await kit.migrate_database(database, migs)
     async with chronos_app(plugins=PLUGINS, config=CFG) as app:
-        c = await api_client(app, scopes=["events.read"])
+        c = await api_client(app, scopes=["events.read", "events.write"])
         after = await listing(c)
         assert [{k: v for k, v in i.items() if k != "detected_at"} for i in after] == [
             {k: v for k, v in i.items() if k != "detected_at"} for i in before
@@ -71,3 +71,6 @@ async def test_pairs_survive_a_downgrade_and_the_upgrade(chronos_app, api_client
         # the moment of detection is kept to the second
         for old, new in zip(before, after, strict=True):
             assert new["detected_at"][:19] == old["detected_at"][:19]
+        # planning_planned was rebuilt from the events: a new free event meets the planned one.
+        late = await create(c, "Late", T + timedelta(minutes=30), T + H, calendar="gym")
+        assert (planned, late, "auto-plan") in [(*i["event_ids"], i["reason"]) for i in await listing(c)]

@@ -57,7 +57,7 @@ def upgrade() -> None:
     op.create_index(
         "ix_planning_pairs_window",
         "planning_pairs",
-        ["overlap_start", "event_a", "event_b", "overlap_end"],
+        ["overlap_start", "event_a", "event_b", "overlap_end", "reason", "detected_at"],
         unique=False,
     )
     op.drop_index("ix_planning_conflicts_window", table_name="planning_conflicts")
