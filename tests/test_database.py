@@ -67,8 +67,18 @@ async def test_sqlite_pragmas_are_in_effect(database):
                     for p in ("journal_mode", "foreign_keys", "busy_timeout", "synchronous")
                 }
             assert got == {"journal_mode": "wal", "foreign_keys": 1, "busy_timeout": 15_000, "synchronous": 1}, got
+        async with db.read() as s:
+            assert (await s.execute(text("PRAGMA cache_size"))).scalar() == -2000  # SQLite's default
+        async with db.write() as s:  # the writing connection's cache: database.sqlite_write_cache_mib
+            assert (await s.execute(text("PRAGMA cache_size"))).scalar() == -64 * 1024
     finally:
         await db.dispose()
+    other = Database(database.url, write_cache_mib=8)
+    try:
+        async with other.write() as s:
+            assert (await s.execute(text("PRAGMA cache_size"))).scalar() == -8 * 1024
+    finally:
+        await other.dispose()
 
 
 async def test_write_rolls_back_on_error_and_read_sees_commits(database):

@@ -60,6 +60,7 @@ class PluginContext:
                 busy_timeout_ms=dbs.busy_timeout_ms,
                 connect_timeout_seconds=dbs.connect_timeout_seconds,
                 echo=dbs.echo,
+                write_cache_mib=dbs.sqlite_write_cache_mib,
             )
             from chronos.audit_key import bind_audit_key, load_audit_key
 

@@ -75,6 +75,13 @@ class DatabaseSettings(_Section):
     busy_timeout_ms: int = Field(
         10_000, ge=0, description="SQLite: how long a writer waits for another process's write lock."
     )
+    sqlite_write_cache_mib: int = Field(
+        64,
+        ge=1,
+        le=65_536,
+        description="SQLite: page cache of the one writing connection, in MiB (taken as it fills). A sync writes"
+        " into indexes all over a large file; SQLite's default of 2 MiB rereads their upper pages on every insert.",
+    )
     connect_timeout_seconds: float = Field(
         10.0,
         gt=0,
