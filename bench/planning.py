@@ -376,6 +376,9 @@ async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--auto-plan", type=float, default=0.02, help="share of events in auto-plan mode")
+    parser.add_argument(
+        "--years", type=int, default=YEARS, help="years the events spread over (pairs grow with the density squared)"
+    )
     parser.add_argument("--page", type=int, default=1000, help="events per source batch")
     parser.add_argument("--rounds", type=int, default=50)
     parser.add_argument("--dir", type=Path, default=None, help="keep the databases here")
@@ -396,6 +399,8 @@ async def main() -> None:
         help="only compare the sink's two paths on an existing planning database (planning.db of --dir)",
     )
     args = parser.parse_args()
+    global YEARS
+    YEARS = args.years
     if args.sink_side_by_side is not None:
         await sink_side_by_side(args.sink_side_by_side, f"cal-{CALENDARS:02d}", 10)
         return
