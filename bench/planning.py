@@ -373,6 +373,7 @@ async def sink_side_by_side(db: Path, calendar: str, batches: int) -> None:
 
 
 async def main() -> None:
+    global YEARS
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--auto-plan", type=float, default=0.02, help="share of events in auto-plan mode")
@@ -399,7 +400,6 @@ async def main() -> None:
         help="only compare the sink's two paths on an existing planning database (planning.db of --dir)",
     )
     args = parser.parse_args()
-    global YEARS
     YEARS = args.years
     if args.sink_side_by_side is not None:
         await sink_side_by_side(args.sink_side_by_side, f"cal-{CALENDARS:02d}", 10)
