@@ -229,14 +229,16 @@ async def busy_in(session: AsyncSession, start: datetime, end: datetime, calenda
         for i, cal in enumerate(calendars):
             params[f"cal{i}"] = cal
         where.append(f"e.calendar_id IN ({', '.join(f':cal{i}' for i in range(len(calendars)))})")
-    rows = await fetch_rows(session, f"SELECT {E_COLUMNS} FROM events AS e WHERE {' AND '.join(where)}", params)
     if not d.sqlite:
-        return [busy_of_tuple(d, r) for r in rows]
-    # Naive UTC text on SQLite; busy and not cancelled by the WHERE (thousands of rows per proposal).
+        sql = f"SELECT {E_COLUMNS} FROM events AS e WHERE {' AND '.join(where)}"
+        return [busy_of_tuple(d, r) for r in await fetch_rows(session, sql, params)]
+    # Thousands of rows per proposal: only the columns planning uses (busy and not cancelled by
+    # the WHERE; ``source`` left empty), times from SQLite's naive UTC text.
+    sql = f"SELECT e.id, e.calendar_id, e.title, e.start_utc, e.end_utc, e.all_day, e.mode FROM events AS e WHERE {' AND '.join(where)}"
     at = datetime.fromisoformat
     return [
-        Busy(r[0], r[2], at(r[4] + "+00:00"), at(r[5] + "+00:00"), r[9], bool(r[6]), True, False, r[3], r[1])
-        for r in rows
+        Busy(r[0], r[1], at(r[3] + "+00:00"), at(r[4] + "+00:00"), r[6], bool(r[5]), True, False, r[2])
+        for r in await fetch_rows(session, sql, params)
     ]
 
 

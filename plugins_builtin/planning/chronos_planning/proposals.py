@@ -156,16 +156,15 @@ def find_slots(q: SlotQuery, busy: list[Busy], holidays: set[date]) -> list[Slot
     chosen += sorted(rest)[: q.count - len(chosen)]
     if not chosen:
         return []
-    # For the explanations: the busy events by end and by start (ties by id, as ids are unique).
-    ends = sorted(busy, key=attrgetter("end", "id"))
-    end_keys = [b.end for b in ends]
+    # For the explanations: the busy events by start (ties by id, as ids are unique).
     begins = sorted(busy, key=attrgetter("start", "id"))
     begin_keys = [b.start for b in begins]
+    reach = max((b.end - b.start for b in begins), default=timedelta(0))
     tz = ZoneInfo(q.hours.timezone)
     slots = []
     for rank, start in enumerate(chosen, 1):
         slot = Slot(start, start + q.duration, rank)
-        explain(slot, ranges, ends, end_keys, begins, begin_keys, tz)
+        explain(slot, ranges, begins, begin_keys, reach, tz)
         slots.append(slot)
     return slots
 
@@ -174,20 +173,34 @@ def _clock(value: datetime, tz: ZoneInfo) -> str:
     return value.astimezone(tz).strftime("%H:%M")
 
 
+def _last_before(begins: list[Busy], begin_keys: list[datetime], reach: timedelta, at: datetime) -> Busy | None:
+    """The busy event that ends last at or before ``at`` (ties: the higher id) among those ending at
+    most a day before it; ``begins`` by (start, id), none longer than ``reach``."""
+    best: Busy | None = None
+    bound = at - timedelta(hours=26)  # no local day is longer: an end before it is on another day
+    i = bisect.bisect_right(begin_keys, at) - 1
+    while i >= 0:
+        b = begins[i]
+        if b.start + reach < (best.end if best is not None else bound):
+            break  # neither this one nor any that starts earlier ends later
+        if b.end <= at and (best is None or (b.end, b.id) > (best.end, best.id)):
+            best = b
+        i -= 1
+    return best if best is not None and best.end >= bound else None
+
+
 def explain(
     slot: Slot,
     ranges: list[tuple[datetime, datetime]],
-    ends: list[Busy],
-    end_keys: list[datetime],
     begins: list[Busy],
     begin_keys: list[datetime],
+    reach: timedelta,
     tz: ZoneInfo,
 ) -> None:
     """Say what the slot avoided: the busy event just before it and the one just after, on the same local day."""
     day = slot.start.astimezone(tz).date()
-    i = bisect.bisect_right(end_keys, slot.start) - 1
-    if i >= 0 and ends[i].end.astimezone(tz).date() == day:
-        b = ends[i]
+    b = _last_before(begins, begin_keys, reach, slot.start)
+    if b is not None and b.end.astimezone(tz).date() == day:
         slot.explanation.append(f"after '{b.title}' on {b.calendar_id}, which ends {_clock(b.end, tz)}")
         slot.avoided.append(_avoided(b, "before"))
     j = bisect.bisect_left(begin_keys, slot.end)

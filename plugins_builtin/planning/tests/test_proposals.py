@@ -199,3 +199,28 @@ async def test_bad_input_names_the_field(chronos_app, api_client):
                 change,
                 pointers,
             )
+
+
+def test_the_event_just_before_a_slot_is_the_one_ending_last():
+    """The explanation's neighbour search, against the plain rule over random busy times: the
+    latest end at or before the slot (ties: the higher id), within a day of it."""
+    import bisect
+    import random
+
+    from chronos_planning.proposals import _last_before
+    from chronos_planning.rules import Busy
+
+    rng = random.Random(11)
+    for _ in range(300):
+        busy = []
+        for i in range(rng.randrange(0, 40)):
+            start = MONDAY + timedelta(minutes=15 * rng.randrange(0, 4 * 72))
+            busy.append(Busy(i, "work", start, start + timedelta(minutes=15 * rng.randrange(1, 40)), None))
+        begins = sorted(busy, key=lambda b: (b.start, b.id))
+        keys = [b.start for b in begins]
+        reach = max((b.end - b.start for b in begins), default=timedelta(0))
+        at_ = MONDAY + timedelta(minutes=15 * rng.randrange(0, 4 * 80))
+        ends = sorted(busy, key=lambda b: (b.end, b.id))
+        i = bisect.bisect_right([b.end for b in ends], at_) - 1
+        expected = ends[i] if i >= 0 and ends[i].end >= at_ - timedelta(hours=26) else None
+        assert _last_before(begins, keys, reach, at_) == expected
