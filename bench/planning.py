@@ -393,6 +393,13 @@ async def main() -> None:
         help="also sync with new events' pairs computed in Python (the previous path), side by side",
     )
     parser.add_argument(
+        "--queries-only",
+        type=Path,
+        default=None,
+        metavar="DB",
+        help="only time the queries, on the planning.db of an earlier run's --dir (migrated to the code's schema)",
+    )
+    parser.add_argument(
         "--sink-side-by-side",
         type=Path,
         default=None,
@@ -403,6 +410,9 @@ async def main() -> None:
     YEARS = args.years
     if args.sink_side_by_side is not None:
         await sink_side_by_side(args.sink_side_by_side, f"cal-{CALENDARS:02d}", 10)
+        return
+    if args.queries_only is not None:
+        print_queries(await queries(args.queries_only, args.rounds, not args.no_allocation))
         return
     workdir = args.dir or Path(tempfile.mkdtemp(prefix="chronos-bench-planning-"))
     workdir.mkdir(parents=True, exist_ok=True)
@@ -469,6 +479,10 @@ async def main() -> None:
     sys.stdout.flush()  # the sync figures stand even if a query fails
     print(f"queries ({args.rounds} rounds) …", file=sys.stderr)
     rows = await queries(db, args.rounds, not args.no_allocation)
+    print_queries(rows)
+
+
+def print_queries(rows: list[tuple[str, list[float], list[float]]]) -> None:
     print("| query (server-side) | chronos p50 | p95 | raw p50 | p95 | ratio p50 |")
     print("|---|---|---|---|---|---|")
     for name, ours, raw in rows:
