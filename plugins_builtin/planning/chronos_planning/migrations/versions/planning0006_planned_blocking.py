@@ -20,17 +20,27 @@ branch_labels = None
 depends_on = None
 
 
-def _table(extra: bool) -> None:
+def _rebuild(extra: bool) -> None:
+    """Drop ``planning_planned`` and fill it again from the events: with the calendar and all-day
+    columns and only blocking events (``extra``), or as planning0002 made it."""
+    op.drop_index("ix_planning_planned_start", table_name="planning_planned")
+    op.drop_table("planning_planned")
     columns = [
         sa.Column("event_id", sa.BigInteger(), autoincrement=False, nullable=False),
         sa.Column("start_utc", sa.DateTime(timezone=True), nullable=False),
         sa.Column("end_utc", sa.DateTime(timezone=True), nullable=False),
     ]
+    names = ["event_id", "start_utc", "end_utc"]
+    sources = "id, start_utc, end_utc"
+    where = "mode = 'auto-plan'"
     if extra:
         columns += [
             sa.Column("calendar_id", sa.String(length=200), nullable=False),
             sa.Column("all_day", sa.Boolean(), nullable=False),
         ]
+        names += ["calendar_id", "all_day"]
+        sources += ", calendar_id, all_day"
+        where += " AND transparency = 'busy' AND status <> 'cancelled'"
     op.create_table(
         "planning_planned",
         *columns,
@@ -39,31 +49,14 @@ def _table(extra: bool) -> None:
         ),
         sa.PrimaryKeyConstraint("event_id", name=op.f("pk_planning_planned")),
     )
+    op.execute(f"INSERT INTO planning_planned ({', '.join(names)}) SELECT {sources} FROM events WHERE {where}")
+    index = ["start_utc", "event_id", "end_utc", *(["calendar_id", "all_day"] if extra else [])]
+    op.create_index("ix_planning_planned_start", "planning_planned", index, unique=False)
 
 
 def upgrade() -> None:
-    op.drop_index("ix_planning_planned_start", table_name="planning_planned")
-    op.drop_table("planning_planned")
-    _table(extra=True)
-    op.execute(
-        "INSERT INTO planning_planned (event_id, start_utc, end_utc, calendar_id, all_day)"
-        " SELECT id, start_utc, end_utc, calendar_id, all_day FROM events"
-        " WHERE mode = 'auto-plan' AND transparency = 'busy' AND status <> 'cancelled'"
-    )
-    op.create_index(
-        "ix_planning_planned_start",
-        "planning_planned",
-        ["start_utc", "event_id", "end_utc", "calendar_id", "all_day"],
-        unique=False,
-    )
+    _rebuild(extra=True)
 
 
 def downgrade() -> None:
-    op.drop_index("ix_planning_planned_start", table_name="planning_planned")
-    op.drop_table("planning_planned")
-    _table(extra=False)
-    op.execute(
-        "INSERT INTO planning_planned (event_id, start_utc, end_utc)"
-        " SELECT id, start_utc, end_utc FROM events WHERE mode = 'auto-plan'"
-    )
-    op.create_index("ix_planning_planned_start", "planning_planned", ["start_utc", "event_id", "end_utc"], unique=False)
+    _rebuild(extra=False)
