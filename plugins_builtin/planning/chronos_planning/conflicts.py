@@ -433,6 +433,12 @@ def iso_z(value: datetime) -> str:
     return value.isoformat().replace("+00:00", "Z")
 
 
+def _text_z(value: str) -> str:
+    """SQLite's stored UTC text (``YYYY-MM-DD HH:MM:SS.ffffff``) as :func:`iso_z` writes the instant."""
+    fraction = value[19:26]
+    return f"{value[:10]}T{value[11:19]}{'' if fraction in ('', '.000000') else fraction}Z"
+
+
 class ConflictSink(Sink):
     """Keeps ``planning_conflicts`` in step with the batch and publishes each new pair once."""
 
@@ -665,35 +671,37 @@ async def list_conflicts(
     if cursor is not None:
         params.update(at=cursor[0], last_a=cursor[1], last_b=cursor[2])
     rows = await fetch(_page_sql(calendars, cursor is not None), params)
-    n = len(_EVENT_FIELDS)
+    # Times as the driver gives them: SQLite's fixed-width UTC text compares and formats as text
+    # (no parsing: a page is hundreds of rows), PostgreSQL's aware datetimes as they are.
+    z: Callable[[Any], str] = _text_z if d.sqlite else iso_z
+    window = (d.t(start), d.t(end)) if d.sqlite else (start, end)
+    h, n = _PAGE_HEAD, len(_EVENT_FIELDS)  # id, calendar_id, source, title, start, end, mode, status, transparency
     items = []
     for row in rows[:limit]:
-        a = dict(zip(_EVENT_FIELDS, row[_PAGE_HEAD : _PAGE_HEAD + n], strict=True))
-        b = dict(zip(_EVENT_FIELDS, row[_PAGE_HEAD + n :], strict=True))
-        for e in (a, b):
-            e["start_utc"], e["end_utc"] = d.parse(e["start_utc"]), d.parse(e["end_utc"])
-        if any(e["status"] == "cancelled" or e["transparency"] != "busy" for e in (a, b)):
+        a, b = row[h : h + n], row[h + n :]
+        if a[7] == "cancelled" or b[7] == "cancelled" or a[8] != "busy" or b[8] != "busy":
             continue
-        lo, hi = max(a["start_utc"], b["start_utc"]), min(a["end_utc"], b["end_utc"])
-        if lo >= hi or lo >= end or hi <= start:
+        lo = a[4] if a[4] > b[4] else b[4]
+        hi = a[5] if a[5] < b[5] else b[5]
+        if lo >= hi or lo >= window[1] or hi <= window[0]:
             continue  # moved apart since, or only the whole seconds met the window
         items.append(
             {
                 "id": f"{row[0]}:{row[1]}",
-                "event_ids": [a["id"], b["id"]],
+                "event_ids": [a[0], b[0]],
                 "events": [
                     {
-                        "id": e["id"],
-                        "calendar_id": e["calendar_id"],
-                        "source": e["source"],
-                        "title": e["title"],
-                        "start_utc": iso_z(e["start_utc"]),
-                        "end_utc": iso_z(e["end_utc"]),
-                        "mode": e["mode"],
+                        "id": e[0],
+                        "calendar_id": e[1],
+                        "source": e[2],
+                        "title": e[3],
+                        "start_utc": z(e[4]),
+                        "end_utc": z(e[5]),
+                        "mode": e[6],
                     }
                     for e in (a, b)
                 ],
-                "overlap": {"start": iso_z(lo), "end": iso_z(hi)},
+                "overlap": {"start": z(lo), "end": z(hi)},
                 "reason": REASONS[row[2]],
                 "detected_at": iso_z(from_s(row[4])),
             }

@@ -218,3 +218,17 @@ async def test_a_free_event_moved_onto_a_planned_one_conflicts(chronos_app, api_
         assert (await kit.sync_now(app, "fake", "ext")).status == "ok"
         [(a, b, reason)] = await pairs(c, *WEEK)
         assert a == planned and reason == "auto-plan"
+
+
+def test_stored_sqlite_text_formats_like_the_instant():
+    import random
+
+    from chronos_planning.conflicts import _Sql, _text_z, iso_z
+
+    rng = random.Random(5)
+    sql = _Sql("sqlite")
+    for _ in range(500):
+        instant = T + timedelta(
+            seconds=rng.randrange(-(10**8), 10**8), microseconds=rng.choice((0, rng.randrange(10**6)))
+        )
+        assert _text_z(sql.t(instant)) == iso_z(instant)
