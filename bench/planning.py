@@ -202,7 +202,7 @@ async def queries(db: Path, rounds: int, allocation: bool = True) -> list[tuple[
     from chronos_planning.schemas import ProposalRequest
 
     rng = random.Random(7)
-    days = [EPOCH + timedelta(days=rng.randrange(30, YEARS * 365 - 400)) for _ in range(rounds)]
+    days = [EPOCH + timedelta(days=rng.randrange(30, max(60, YEARS * 365 - 400))) for _ in range(rounds)]
     cals = [f"cal-{i:02d}" for i in range(1, CALENDARS + 1)]
     app = _app(
         db,

@@ -45,7 +45,11 @@ class Event(Base):
         # tie-breaker (so the index order is the list order); end_utc last so
         # the overlap test runs on index entries without reading the rows.
         Index("ix_events_start", "start_utc", "id", "end_utc"),
-        Index("ix_events_calendar_start", "calendar_id", "start_utc", "id", "end_utc"),
+        # The calendar's window, with what a free/busy lookup filters and returns (events0006).
+        Index(
+            "ix_events_calendar_start",
+            *("calendar_id", "start_utc", "id", "end_utc", "transparency", "status", "all_day", "mode"),
+        ),
         # SQLite: a deleted event's id is never handed out again (revision events0003).
         {"sqlite_autoincrement": True},
     )

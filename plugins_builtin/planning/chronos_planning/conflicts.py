@@ -218,7 +218,9 @@ def _span_lower(d: _Sql, name: str) -> str:
 
 async def busy_in(session: AsyncSession, start: datetime, end: datetime, calendars: Sequence[str] | None) -> list[Busy]:
     """Busy, non-cancelled events overlapping ``[start, end)``, of ``calendars`` or of all (None):
-    one statement bounded on the start index."""
+    one statement bounded on the start index. Thousands of rows per proposal: only the columns the
+    calendar window index holds (``ix_events_calendar_start``, so no row is read), without titles
+    and sources (busy and not cancelled by the WHERE)."""
     d = _Sql(session.get_bind().dialect.name)
     bind = d.t if d.sqlite else (lambda v: v)
     params: dict[str, Any] = {"lo": bind(start), "hi": bind(end)}
@@ -229,17 +231,13 @@ async def busy_in(session: AsyncSession, start: datetime, end: datetime, calenda
         for i, cal in enumerate(calendars):
             params[f"cal{i}"] = cal
         where.append(f"e.calendar_id IN ({', '.join(f':cal{i}' for i in range(len(calendars)))})")
+    sql = f"SELECT e.id, e.calendar_id, e.start_utc, e.end_utc, e.all_day, e.mode FROM events AS e WHERE {' AND '.join(where)}"
+    rows = await fetch_rows(session, sql, params)
     if not d.sqlite:
-        sql = f"SELECT {E_COLUMNS} FROM events AS e WHERE {' AND '.join(where)}"
-        return [busy_of_tuple(d, r) for r in await fetch_rows(session, sql, params)]
-    # Thousands of rows per proposal: only the columns planning uses (busy and not cancelled by
-    # the WHERE; ``source`` left empty), times from SQLite's naive UTC text.
-    sql = f"SELECT e.id, e.calendar_id, e.title, e.start_utc, e.end_utc, e.all_day, e.mode FROM events AS e WHERE {' AND '.join(where)}"
-    at = datetime.fromisoformat
-    return [
-        Busy(r[0], r[1], at(r[3] + "+00:00"), at(r[4] + "+00:00"), r[6], bool(r[5]), True, False, r[2])
-        for r in await fetch_rows(session, sql, params)
-    ]
+        at = d.parse
+        return [Busy(r[0], r[1], at(r[2]), at(r[3]), r[5], bool(r[4])) for r in rows]
+    iso = datetime.fromisoformat  # SQLite's naive UTC text, parsed as d.parse would
+    return [Busy(r[0], r[1], iso(r[2] + "+00:00"), iso(r[3] + "+00:00"), r[5], bool(r[4])) for r in rows]
 
 
 def busy_of_tuple(d: _Sql, r: Any) -> Busy:

@@ -35,6 +35,11 @@ class Slot:
     start: datetime
     end: datetime
     rank: int = 0
+    #: What the slot avoided: the busy event just before it and the one just after it (same local
+    #: day), and whether it opens a working-hours range; :func:`describe` says it in words.
+    follows: Busy | None = None
+    precedes: Busy | None = None
+    opens_hours: bool = False
     explanation: list[str] = field(default_factory=list)
     avoided: list[dict[str, Any]] = field(default_factory=list)
 
@@ -137,9 +142,10 @@ def candidate_starts(gap: tuple[datetime, datetime], q: SlotQuery, seen: set[dat
     return out
 
 
-def find_slots(q: SlotQuery, busy: list[Busy], holidays: set[date]) -> list[Slot]:
+def find_slots(q: SlotQuery, busy: list[Busy], holidays: set[date], *, titled: bool = True) -> list[Slot]:
     """Up to ``q.count`` slots, ranked: the earliest slot of each free gap first (spread over the
-    window), then the remaining ones by time. Deterministic for equal inputs."""
+    window), then the remaining ones by time. Deterministic for equal inputs. ``titled=False``: the
+    busy events carry no titles yet; the caller fetches the few it needs and calls :func:`describe`."""
     ranges = working_ranges(q, holidays)
     blocked = blocked_intervals(busy, q.hours)
     seen: set[datetime] = set()
@@ -161,10 +167,13 @@ def find_slots(q: SlotQuery, busy: list[Busy], holidays: set[date]) -> list[Slot
     begin_keys = [b.start for b in begins]
     reach = max((b.end - b.start for b in begins), default=timedelta(0))
     tz = ZoneInfo(q.hours.timezone)
+    opens = {rs for rs, _re in ranges}
     slots = []
     for rank, start in enumerate(chosen, 1):
-        slot = Slot(start, start + q.duration, rank)
-        explain(slot, ranges, begins, begin_keys, reach, tz)
+        slot = Slot(start, start + q.duration, rank, opens_hours=start in opens)
+        neighbours(slot, begins, begin_keys, reach, tz)
+        if titled:
+            describe(slot, tz)
         slots.append(slot)
     return slots
 
@@ -189,37 +198,38 @@ def _last_before(begins: list[Busy], begin_keys: list[datetime], reach: timedelt
     return best if best is not None and best.end >= bound else None
 
 
-def explain(
-    slot: Slot,
-    ranges: list[tuple[datetime, datetime]],
-    begins: list[Busy],
-    begin_keys: list[datetime],
-    reach: timedelta,
-    tz: ZoneInfo,
-) -> None:
-    """Say what the slot avoided: the busy event just before it and the one just after, on the same local day."""
+def neighbours(slot: Slot, begins: list[Busy], begin_keys: list[datetime], reach: timedelta, tz: ZoneInfo) -> None:
+    """The busy event just before the slot and the one just after it, on the same local day."""
     day = slot.start.astimezone(tz).date()
     b = _last_before(begins, begin_keys, reach, slot.start)
     if b is not None and b.end.astimezone(tz).date() == day:
-        slot.explanation.append(f"after '{b.title}' on {b.calendar_id}, which ends {_clock(b.end, tz)}")
-        slot.avoided.append(_avoided(b, "before"))
+        slot.follows = b
     j = bisect.bisect_left(begin_keys, slot.end)
     if j < len(begins) and begins[j].start.astimezone(tz).date() == day:
-        b = begins[j]
-        slot.explanation.append(f"before '{b.title}' on {b.calendar_id}, which starts {_clock(b.start, tz)}")
-        slot.avoided.append(_avoided(b, "after"))
-    for rs, _re in ranges:
-        if rs == slot.start:
-            slot.explanation.append(f"at the start of working hours ({_clock(rs, tz)})")
-            break
+        slot.precedes = begins[j]
+
+
+def describe(slot: Slot, tz: ZoneInfo, titles: dict[int, str] | None = None) -> None:
+    """Say what the slot avoided, naming events by ``titles`` (else by their own title)."""
+    slot.explanation, slot.avoided = [], []
+    if (b := slot.follows) is not None:
+        title = titles.get(b.id, "") if titles is not None else b.title
+        slot.explanation.append(f"after '{title}' on {b.calendar_id}, which ends {_clock(b.end, tz)}")
+        slot.avoided.append(_avoided(b, title, "before"))
+    if (b := slot.precedes) is not None:
+        title = titles.get(b.id, "") if titles is not None else b.title
+        slot.explanation.append(f"before '{title}' on {b.calendar_id}, which starts {_clock(b.start, tz)}")
+        slot.avoided.append(_avoided(b, title, "after"))
+    if slot.opens_hours:
+        slot.explanation.append(f"at the start of working hours ({_clock(slot.start, tz)})")
     if not slot.explanation:
         slot.explanation.append("free time within working hours")
 
 
-def _avoided(b: Busy, where: str) -> dict[str, Any]:
+def _avoided(b: Busy, title: str, where: str) -> dict[str, Any]:
     return {
         "event_id": b.id,
-        "title": b.title,
+        "title": title,
         "calendar_id": b.calendar_id,
         "start_utc": iso_z(b.start),
         "end_utc": iso_z(b.end),

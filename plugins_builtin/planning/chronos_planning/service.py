@@ -26,7 +26,7 @@ from chronos.plugin import (
 
 from chronos_planning import conflicts as store
 from chronos_planning.models import EVENTS
-from chronos_planning.proposals import Slot, SlotQuery, find_slots, iso_z
+from chronos_planning.proposals import Slot, SlotQuery, describe, find_slots, iso_z
 from chronos_planning.rules import AUTO_PLAN, Roles, effective_mode
 from chronos_planning.schemas import ProposalRequest
 from chronos_planning.settings import PlanningSettings, WorkingHours
@@ -200,7 +200,17 @@ async def _plan(
         step_minutes=settings.slot_step_minutes,
         now=datetime.now(UTC),
     )
-    return find_slots(query, busy, holidays), {b.calendar_id for b in found}
+    slots = find_slots(query, busy, holidays, titled=False)
+    # Busy times come from the calendar index alone: only the events the slots name are read.
+    named = {b.id for x in slots for b in (x.follows, x.precedes) if b is not None}
+    titles: dict[int, str] = {}
+    if named:
+        rows = await session.execute(sa.select(EVENTS.c.id, EVENTS.c.title).where(EVENTS.c.id.in_(sorted(named))))
+        titles = {r[0]: r[1] for r in rows.all()}
+    tz = ZoneInfo(hours.timezone)
+    for x in slots:
+        describe(x, tz, titles)
+    return slots, {b.calendar_id for b in found}
 
 
 async def propose(ctx: PluginContext, body: ProposalRequest) -> dict[str, Any]:
