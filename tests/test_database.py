@@ -71,12 +71,16 @@ async def test_sqlite_pragmas_are_in_effect(database):
             assert (await s.execute(text("PRAGMA cache_size"))).scalar() == -2000  # SQLite's default
         async with db.write() as s:  # the writing connection's cache: database.sqlite_write_cache_mib
             assert (await s.execute(text("PRAGMA cache_size"))).scalar() == -64 * 1024
+            # database.sqlite_checkpoint_mib, in pages of 4 KiB, and the log trimmed back to it
+            assert (await s.execute(text("PRAGMA wal_autocheckpoint"))).scalar() == 64 * 256
+            assert (await s.execute(text("PRAGMA journal_size_limit"))).scalar() == 64 * 1024 * 1024
     finally:
         await db.dispose()
-    other = Database(database.url, write_cache_mib=8)
+    other = Database(database.url, write_cache_mib=8, checkpoint_mib=2)
     try:
         async with other.write() as s:
             assert (await s.execute(text("PRAGMA cache_size"))).scalar() == -8 * 1024
+            assert (await s.execute(text("PRAGMA wal_autocheckpoint"))).scalar() == 2 * 256
     finally:
         await other.dispose()
 

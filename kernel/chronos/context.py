@@ -61,6 +61,7 @@ class PluginContext:
                 connect_timeout_seconds=dbs.connect_timeout_seconds,
                 echo=dbs.echo,
                 write_cache_mib=dbs.sqlite_write_cache_mib,
+                checkpoint_mib=dbs.sqlite_checkpoint_mib,
             )
             from chronos.audit_key import bind_audit_key, load_audit_key
 

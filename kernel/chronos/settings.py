@@ -82,6 +82,14 @@ class DatabaseSettings(_Section):
         description="SQLite: page cache of the one writing connection, in MiB (taken as it fills). A sync writes"
         " into indexes all over a large file; SQLite's default of 2 MiB rereads their upper pages on every insert.",
     )
+    sqlite_checkpoint_mib: int = Field(
+        64,
+        ge=1,
+        le=65_536,
+        description="SQLite: how much the write-ahead log may hold, in MiB, before the writer copies it into the"
+        " database file (and trims the log back to this size). A page a sync changes again and again is copied"
+        " once per checkpoint; SQLite's default of 4 MiB copied it after nearly every batch.",
+    )
     connect_timeout_seconds: float = Field(
         10.0,
         gt=0,

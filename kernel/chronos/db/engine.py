@@ -85,6 +85,7 @@ def make_engine(
     connect_timeout_seconds: float = 10.0,
     echo: bool = False,
     write_cache_mib: int = 64,
+    checkpoint_mib: int = 64,
 ) -> AsyncEngine:
     """Create an engine for ``role`` in ``read``, ``write`` or ``migrate``.
 
@@ -117,11 +118,18 @@ def make_engine(
             # sqlite3 must not issue its own BEGIN: we emit ours in "begin".
             dbapi_conn.isolation_level = None
             cur = dbapi_conn.cursor()
+            log = []
+            if role == "write":  # the writer checkpoints (readers never fill the log)
+                cur.execute("PRAGMA page_size")
+                page = int(cur.fetchone()[0])
+                size = checkpoint_mib * 1024 * 1024
+                log = [f"wal_autocheckpoint={max(1, size // page)}", f"journal_size_limit={size}"]
             for pragma in (  # journal_mode=WAL: set by _SQLiteConnection
                 f"foreign_keys={foreign_keys}",
                 f"busy_timeout={busy_timeout_ms}",
                 "synchronous=NORMAL",
                 *cache,
+                *log,
             ):
                 cur.execute(f"PRAGMA {pragma}")
             cur.close()
@@ -194,6 +202,7 @@ class Database:
         connect_timeout_seconds: float = 10.0,
         echo: bool = False,
         write_cache_mib: int = 64,
+        checkpoint_mib: int = 64,
     ) -> None:
         self.url = url
         self.schema = schema
@@ -210,6 +219,7 @@ class Database:
                 connect_timeout_seconds=connect_timeout_seconds,
                 echo=echo,
                 write_cache_mib=write_cache_mib,
+                checkpoint_mib=checkpoint_mib,
             )
 
         self.reader = engine("read")
