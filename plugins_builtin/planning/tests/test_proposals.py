@@ -224,3 +224,25 @@ def test_the_event_just_before_a_slot_is_the_one_ending_last():
         i = bisect.bisect_right([b.end for b in ends], at_) - 1
         expected = ends[i] if i >= 0 and ends[i].end >= at_ - timedelta(hours=26) else None
         assert _last_before(begins, keys, reach, at_) == expected
+
+
+async def test_only_what_blocks_keeps_slots_away(chronos_app, api_client):
+    """Proposals take each calendar's policy: events of a calendar that does not count for conflicts,
+    all-day events of a calendar whose all-day events do not block, free (transparent) and cancelled
+    events leave their time free; an all-day event of a calendar whose all-day events block takes the day."""
+    hours = {"timezone": "UTC"}
+    policies = {"home": {"counts_for_conflicts": False}, "gym": {"all_day_blocks": True}}
+    async with chronos_app(plugins=PLUGINS, config=config(working_hours=hours, calendars=policies)) as app:
+        c = await api_client(app, scopes=["events.read", "events.write"])
+        await create(c, "Errands", at(MONDAY, "09:00"), at(MONDAY, "17:00"), calendar="home")
+        await create(c, "Offsite", date(2030, 3, 4), date(2030, 3, 5), calendar="work")
+        await create(c, "Reading", at(MONDAY, "09:00"), at(MONDAY, "12:00"), transparency="free")
+        await create(c, "Called off", at(MONDAY, "12:00"), at(MONDAY, "17:00"), status="cancelled")
+        await create(c, "Retreat", date(2030, 3, 5), date(2030, 3, 6), calendar="gym")
+        await create(c, "Review", at(MONDAY, "57:00"), at(MONDAY, "58:00"))  # Wednesday 09:00-10:00
+        window = {"from": z(MONDAY), "to": z(MONDAY + timedelta(days=3))}
+        body = await propose(c, duration_minutes=60, window=window, calendars=["work", "home", "gym"], count=3)
+        # Monday is all free; Tuesday is taken by the gym's retreat; Wednesday's first slot follows Review
+        assert starts(body) == [at(MONDAY, "09:00"), at(MONDAY, "58:00"), at(MONDAY, "09:15")]
+        assert body["items"][1]["explanation"][0] == "after 'Review' on work, which ends 10:00"
+        assert body["items"][1]["avoided"][0]["title"] == "Review"
