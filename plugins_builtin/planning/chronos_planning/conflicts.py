@@ -236,8 +236,12 @@ async def busy_in(session: AsyncSession, start: datetime, end: datetime, calenda
     if not d.sqlite:
         at = d.parse
         return [Busy(r[0], r[1], at(r[2]), at(r[3]), r[5], bool(r[4])) for r in rows]
-    iso = datetime.fromisoformat  # SQLite's naive UTC text, parsed as d.parse would
-    return [Busy(r[0], r[1], iso(r[2] + "+00:00"), iso(r[3] + "+00:00"), r[5], bool(r[4])) for r in rows]
+    # SQLite's naive UTC text, parsed as d.parse would, each distinct instant once (calendars repeat
+    # them: on the hour, back to back); the tuples built directly, without NamedTuple's defaults.
+    iso = datetime.fromisoformat
+    at = {v: iso(v + "+00:00") for v in {r[2] for r in rows} | {r[3] for r in rows}}
+    new = tuple.__new__
+    return [new(Busy, (r[0], r[1], at[r[2]], at[r[3]], r[5], r[4] == 1, True, False, "", "")) for r in rows]
 
 
 def busy_of_tuple(d: _Sql, r: Any) -> Busy:
