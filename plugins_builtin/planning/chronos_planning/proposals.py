@@ -142,10 +142,10 @@ def candidate_starts(gap: tuple[datetime, datetime], q: SlotQuery, seen: set[dat
     return out
 
 
-def find_slots(q: SlotQuery, busy: list[Busy], holidays: set[date], *, titled: bool = True) -> list[Slot]:
+def find_slots(q: SlotQuery, busy: list[Busy], holidays: set[date]) -> list[Slot]:
     """Up to ``q.count`` slots, ranked: the earliest slot of each free gap first (spread over the
-    window), then the remaining ones by time. Deterministic for equal inputs. ``titled=False``: the
-    busy events carry no titles yet; the caller fetches the few it needs and calls :func:`describe`."""
+    window), then the remaining ones by time, each with the busy events next to it. Deterministic
+    for equal inputs. Busy events carry no titles: :func:`describe` names the few the slots need."""
     ranges = working_ranges(q, holidays)
     blocked = blocked_intervals(busy, q.hours)
     seen: set[datetime] = set()
@@ -172,8 +172,6 @@ def find_slots(q: SlotQuery, busy: list[Busy], holidays: set[date], *, titled: b
     for rank, start in enumerate(chosen, 1):
         slot = Slot(start, start + q.duration, rank, opens_hours=start in opens)
         neighbours(slot, begins, begin_keys, reach, tz)
-        if titled:
-            describe(slot, tz)
         slots.append(slot)
     return slots
 
@@ -209,15 +207,14 @@ def neighbours(slot: Slot, begins: list[Busy], begin_keys: list[datetime], reach
         slot.precedes = begins[j]
 
 
-def describe(slot: Slot, tz: ZoneInfo, titles: dict[int, str] | None = None) -> None:
-    """Say what the slot avoided, naming events by ``titles`` (else by their own title)."""
-    slot.explanation, slot.avoided = [], []
+def describe(slot: Slot, tz: ZoneInfo, titles: dict[int, str]) -> None:
+    """Say what the slot avoided, naming its neighbours by ``titles`` (event id to title)."""
     if (b := slot.follows) is not None:
-        title = titles.get(b.id, "") if titles is not None else b.title
+        title = titles.get(b.id, "")
         slot.explanation.append(f"after '{title}' on {b.calendar_id}, which ends {_clock(b.end, tz)}")
         slot.avoided.append(_avoided(b, title, "before"))
     if (b := slot.precedes) is not None:
-        title = titles.get(b.id, "") if titles is not None else b.title
+        title = titles.get(b.id, "")
         slot.explanation.append(f"before '{title}' on {b.calendar_id}, which starts {_clock(b.start, tz)}")
         slot.avoided.append(_avoided(b, title, "after"))
     if slot.opens_hours:

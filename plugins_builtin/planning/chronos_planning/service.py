@@ -200,7 +200,7 @@ async def _plan(
         step_minutes=settings.slot_step_minutes,
         now=datetime.now(UTC),
     )
-    slots = find_slots(query, busy, holidays, titled=False)
+    slots = find_slots(query, busy, holidays)
     # Busy times come from the calendar index alone: only the events the slots name are read.
     named = {b.id for x in slots for b in (x.follows, x.precedes) if b is not None}
     titles: dict[int, str] = {}
