@@ -35,7 +35,7 @@ from chronos.plugin import (
 
 from chronos_planning.models import CONFLICTS, EVENTS, PLANNED, PUBLISHED, REASON_CODES, REASONS, SPANS
 from chronos_planning.rules import AUTO_PLAN, Busy, Roles, conflict_reason, merge_intervals
-from chronos_planning.settings import PlanningSettings
+from chronos_planning.settings import CalendarPolicy, PlanningSettings
 
 CONFLICT_EVENT = "event.conflict"
 SPAN_KEY = "events"
@@ -173,15 +173,19 @@ class _Sql:
         return datetime.fromisoformat(f"{value}+00:00")  # stored as naive UTC text
 
     def intervals(self, name: str) -> str:
+        """A common table expression ``name`` of the intervals in the JSON parameter ``:name``,
+        materialised (read once, not once per probe of the join it drives)."""
         if self.sqlite:
-            return (
-                "(SELECT json_extract(value, '$[0]') AS lo, json_extract(value, '$[1]') AS hi,"
-                f" json_extract(value, '$[2]') AS ls FROM json_each(:{name}))"
+            rows = (
+                "SELECT json_extract(value, '$[0]') AS lo, json_extract(value, '$[1]') AS hi,"
+                f" json_extract(value, '$[2]') AS ls FROM json_each(:{name})"
             )
-        return (
-            "(SELECT CAST(x->>0 AS timestamptz) AS lo, CAST(x->>1 AS timestamptz) AS hi,"
-            f" CAST(x->>2 AS timestamptz) AS ls FROM jsonb_array_elements(CAST(:{name} AS jsonb)) AS x)"
-        )
+        else:
+            rows = (
+                "SELECT CAST(x->>0 AS timestamptz) AS lo, CAST(x->>1 AS timestamptz) AS hi,"
+                f" CAST(x->>2 AS timestamptz) AS ls FROM jsonb_array_elements(CAST(:{name} AS jsonb)) AS x"
+            )
+        return f"{name} AS MATERIALIZED ({rows})"
 
     @property
     def join(self) -> str:
@@ -252,6 +256,7 @@ def busy_of_tuple(d: _Sql, r: Any) -> Busy:
 
 
 OVERLAP = "{t}.start_utc < w.hi AND {t}.start_utc >= w.ls AND {t}.end_utc > w.lo"
+OVERLAP_M = OVERLAP.replace("w.", "m.")
 BUSY = "e.transparency = 'busy' AND e.status <> 'cancelled'"
 
 
@@ -294,16 +299,18 @@ async def candidates(
         return []  # free events with no planned event anywhere near: nothing can conflict
     parts: list[str] = []
     params: dict[str, Any] = {}
+    ctes: list[str] = []
     if reaching:
         params["wide"] = _interval_param(d, reaching, span)
+        ctes.append(d.intervals("wide"))
         parts.append(
-            f"SELECT {E_COLUMNS} FROM {d.intervals('wide')} AS w {d.join} events AS e{d.on}"
-            f" WHERE {OVERLAP.format(t='e')} AND {BUSY}"
+            f"SELECT {E_COLUMNS} FROM wide AS w {d.join} events AS e{d.on} WHERE {OVERLAP.format(t='e')} AND {BUSY}"
         )
     if free:
         params["narrow"] = _interval_param(d, free, span)
+        ctes.append(d.intervals("narrow"))
         parts.append(
-            f"SELECT {E_COLUMNS} FROM {d.intervals('narrow')} AS w {d.join} planning_planned AS p{d.on}"
+            f"SELECT {E_COLUMNS} FROM narrow AS w {d.join} planning_planned AS p{d.on}"
             f" JOIN events AS e ON e.id = p.event_id WHERE {OVERLAP.format(t='p')} AND {BUSY}"
         )
         if calendars:
@@ -312,10 +319,10 @@ async def candidates(
                 params[f"rc{i}"] = cal
                 names.append(f":rc{i}")
             parts.append(
-                f"SELECT {E_COLUMNS} FROM {d.intervals('narrow')} AS w {d.join} events AS e{d.on}"
+                f"SELECT {E_COLUMNS} FROM narrow AS w {d.join} events AS e{d.on}"
                 f" WHERE e.calendar_id IN ({', '.join(names)}) AND {OVERLAP.format(t='e')} AND {BUSY}"
             )
-    rows = await fetch_rows(session, " UNION ".join(parts), params)
+    rows = await fetch_rows(session, f"WITH {', '.join(ctes)} {' UNION '.join(parts)}", params)
     return [busy_of_tuple(d, r) for r in rows]
 
 
@@ -763,91 +770,92 @@ class SqlConflictIndex(ConflictIndex):
 # -- pairs of new events, computed by the database -----------------------------------------------
 
 
-def _policy_param(settings: PlanningSettings) -> str:
-    return json.dumps(
-        [
-            [cal, p.counts_for_conflicts, p.all_day_blocks, p.default_mode == AUTO_PLAN, p.report_all_overlaps]
-            for cal, p in sorted(settings.calendars.items())
-        ]
-    )
+def _calendar_test(
+    settings: PlanningSettings, attr: Callable[[CalendarPolicy], bool], column: str, params: dict[str, Any], name: str
+) -> str:
+    """A calendar policy as a predicate over ``column``: a constant while no calendar departs from
+    the defaults, else the departing calendars as an ``IN`` (or ``NOT IN``) list."""
+    default = attr(settings.defaults)
+    departing = sorted(cal for cal, policy in settings.calendars.items() if attr(policy) != default)
+    if not departing:
+        return "TRUE" if default else "FALSE"
+    names = []
+    for i, cal in enumerate(departing):
+        params[f"{name}{i}"] = cal
+        names.append(f":{name}{i}")
+    return f"{column} {'NOT IN' if default else 'IN'} ({', '.join(names)})"
 
 
-def _insert_select_sql(d: _Sql, calendars: list[str], branches: tuple[bool, bool]) -> str:
-    """One INSERT … SELECT writing every pair of the batch's new events (``:mine``): each event
-    meets the stored ones overlapping it through a start index (all events for one that plans or
-    reports everything, the planned ones and those of ``calendars`` for a free one), the stored
-    event's part comes from its calendar's policy (``:pol``, else the defaults), and a pair found
-    from both of its sides is written once."""
+def _insert_select_sql(
+    d: _Sql, settings: PlanningSettings, params: dict[str, Any], calendars: list[str], branches: tuple[bool, bool]
+) -> str:
+    """One INSERT … SELECT writing every pair of the batch's new events (``:m``, materialised once):
+    each event meets the stored ones overlapping it through a start index (all events for one that
+    plans or reports everything, the planned ones and those of ``calendars`` for a free one), the
+    stored event's part comes from its calendar's policy (predicates over its calendar id), and a
+    pair found from both of its sides is written once."""
     if d.sqlite:
         m = (
-            "(SELECT json_extract(value, '$[0]') AS id, json_extract(value, '$[1]') AS cal,"
-            " json_extract(value, '$[2]') AS lo, json_extract(value, '$[3]') AS hi, json_extract(value, '$[4]') AS ls,"
-            " json_extract(value, '$[5]') AS planned, json_extract(value, '$[6]') AS reports FROM json_each(:{n}))"
-        )
-        pol = (
-            "(SELECT json_extract(value, '$[0]') AS cal, json_extract(value, '$[1]') AS counts,"
-            " json_extract(value, '$[2]') AS adb, json_extract(value, '$[3]') AS plan,"
-            " json_extract(value, '$[4]') AS rep FROM json_each(:pol))"
+            "SELECT json_extract(value, '$[0]') AS id, json_extract(value, '$[1]') AS lo,"
+            " json_extract(value, '$[2]') AS hi, json_extract(value, '$[3]') AS ls, json_extract(value, '$[4]') AS planned,"
+            " json_extract(value, '$[5]') AS reports, json_extract(value, '$[6]') AS wide FROM json_each(:m)"
         )
         greatest, least = "MAX", "MIN"
     else:
         m = (
-            "(SELECT CAST(x->>0 AS bigint) AS id, x->>1 AS cal, CAST(x->>2 AS timestamptz) AS lo,"
-            " CAST(x->>3 AS timestamptz) AS hi, CAST(x->>4 AS timestamptz) AS ls, CAST(x->>5 AS boolean) AS planned,"
-            " CAST(x->>6 AS boolean) AS reports FROM jsonb_array_elements(CAST(:{n} AS jsonb)) AS x)"
-        )
-        pol = (
-            "(SELECT x->>0 AS cal, CAST(x->>1 AS boolean) AS counts, CAST(x->>2 AS boolean) AS adb,"
-            " CAST(x->>3 AS boolean) AS plan, CAST(x->>4 AS boolean) AS rep"
-            " FROM jsonb_array_elements(CAST(:pol AS jsonb)) AS x)"
+            "SELECT CAST(x->>0 AS bigint) AS id, CAST(x->>1 AS timestamptz) AS lo, CAST(x->>2 AS timestamptz) AS hi,"
+            " CAST(x->>3 AS timestamptz) AS ls, CAST(x->>4 AS boolean) AS planned, CAST(x->>5 AS boolean) AS reports,"
+            " CAST(x->>6 AS boolean) AS wide FROM jsonb_array_elements(CAST(:m AS jsonb)) AS x"
         )
         greatest, least = "GREATEST", "LEAST"
-    m_cols = "m.id AS mid, m.cal AS mcal, m.lo AS mlo, m.hi AS mhi, m.planned AS mplanned, m.reports AS mreports"
-    cols = (
-        f"{m_cols}, e.id AS eid, e.calendar_id AS ecal, e.start_utc AS estart, e.end_utc AS eend,"
-        " e.all_day AS eall_day, e.mode AS emode"
-    )
-    # planning_planned holds busy, non-cancelled auto-plan events with what pairing needs.
-    planned_cols = (
-        f"{m_cols}, p.event_id AS eid, p.calendar_id AS ecal, p.start_utc AS estart, p.end_utc AS eend,"
-        " p.all_day AS eall_day, 'auto-plan' AS emode"
-    )
+    mine = "m.id AS mid, m.lo AS mlo, m.hi AS mhi, m.planned AS mplanned, m.reports AS mreports"
+    stored = "e.id AS eid, e.calendar_id AS ecal, e.start_utc AS estart, e.end_utc AS eend, e.all_day AS eall_day, e.mode AS emode"
     parts = []
     reaching, free = branches
     if reaching:
         parts.append(
-            f"SELECT {cols} FROM {m.format(n='wide')} AS m {d.join} events AS e{d.on}"
-            f" WHERE e.start_utc < m.hi AND e.start_utc >= m.ls AND e.end_utc > m.lo AND {BUSY}"
+            f"SELECT {mine}, {stored} FROM m {d.join} events AS e{d.on} WHERE m.wide AND {OVERLAP_M.format(t='e')} AND {BUSY}"
         )
     if free:
+        # planning_planned holds busy, non-cancelled auto-plan events with what pairing needs.
         parts.append(
-            f"SELECT {planned_cols} FROM {m.format(n='narrow')} AS m {d.join} planning_planned AS p{d.on}"
-            " WHERE p.start_utc < m.hi AND p.start_utc >= m.ls AND p.end_utc > m.lo"
+            f"SELECT {mine}, p.event_id AS eid, p.calendar_id AS ecal, p.start_utc AS estart, p.end_utc AS eend,"
+            " p.all_day AS eall_day, 'auto-plan' AS emode"
+            f" FROM m {d.join} planning_planned AS p{d.on} WHERE NOT m.wide AND {OVERLAP_M.format(t='p')}"
         )
         if calendars:
-            names = ", ".join(f":rc{i}" for i in range(len(calendars)))
+            names = []
+            for i, cal in enumerate(calendars):
+                params[f"rc{i}"] = cal
+                names.append(f":rc{i}")
             parts.append(
-                f"SELECT {cols} FROM {m.format(n='narrow')} AS m {d.join} events AS e{d.on}"
-                f" WHERE e.calendar_id IN ({names}) AND e.start_utc < m.hi AND e.start_utc >= m.ls"
-                f" AND e.end_utc > m.lo AND {BUSY}"
+                f"SELECT {mine}, {stored} FROM m {d.join} events AS e{d.on} WHERE NOT m.wide"
+                f" AND e.calendar_id IN ({', '.join(names)}) AND {OVERLAP_M.format(t='e')} AND {BUSY}"
             )
-    blocks = "COALESCE(p.counts, :d_counts) AND u.eend > u.estart AND (NOT u.eall_day OR COALESCE(p.adb, :d_adb))"
+
+    def test(attr: Callable[[CalendarPolicy], bool], name: str) -> str:
+        return _calendar_test(settings, attr, "u.ecal", params, name)
+
+    counts = test(lambda p: p.counts_for_conflicts, "pc")
+    all_day = test(lambda p: p.all_day_blocks, "pa")
+    plans = test(lambda p: p.default_mode == AUTO_PLAN, "pp")
+    reports = test(lambda p: p.report_all_overlaps, "pr")
     reason = (
-        "CASE WHEN u.mplanned OR u.emode = 'auto-plan' OR (u.emode IS NULL AND COALESCE(p.plan, :d_plan))"
-        f" THEN {REASON_CODES['auto-plan']} WHEN u.mreports OR COALESCE(p.rep, :d_rep)"
-        f" THEN {REASON_CODES['all-overlaps']} END"
+        f"CASE WHEN u.mplanned OR u.emode = 'auto-plan' OR (u.emode IS NULL AND {plans})"
+        f" THEN {REASON_CODES['auto-plan']} WHEN u.mreports OR {reports} THEN {REASON_CODES['all-overlaps']} END"
     )
     low = "u.mid < u.eid"
     pairs = (
         f"SELECT CASE WHEN {low} THEN u.mid ELSE u.eid END AS a, CASE WHEN {low} THEN u.eid ELSE u.mid END AS b,"
-        f" {greatest}(u.mlo, u.estart) AS os, {least}(u.mhi, u.eend) AS oe, {reason} AS reason"
-        f" FROM ({' UNION ALL '.join(parts)}) AS u LEFT JOIN {pol} AS p ON p.cal = u.ecal"
-        f" WHERE u.eid <> u.mid AND {blocks}"
+        f" {greatest}(u.mlo, u.estart) AS os, {least}(u.mhi, u.eend) AS oe, {reason} AS reason FROM u"
+        f" WHERE u.eid <> u.mid AND {counts} AND u.eend > u.estart AND (NOT u.eall_day OR {all_day})"
     )
+    now = ":now" if d.sqlite else "CAST(:now AS bigint)"
     return (
-        "INSERT INTO planning_pairs (event_b, event_a, overlap_start, overlap_end, reason, detected_at)"
-        f" SELECT DISTINCT r.b, r.a, {d.seconds('r.os')}, {d.seconds('r.oe', up=True)}, r.reason, {':now' if d.sqlite else 'CAST(:now AS bigint)'}"
-        f" FROM ({pairs}) AS r WHERE r.reason IS NOT NULL"
+        f"WITH m AS MATERIALIZED ({m}), u AS ({' UNION ALL '.join(parts)}), r AS ({pairs})"
+        " INSERT INTO planning_pairs (event_b, event_a, overlap_start, overlap_end, reason, detected_at)"
+        f" SELECT DISTINCT r.b, r.a, {d.seconds('r.os')}, {d.seconds('r.oe', up=True)}, r.reason, {now}"
+        " FROM r WHERE r.reason IS NOT NULL"
     )
 
 
@@ -865,36 +873,20 @@ async def insert_new_pairs(
     ``(event_a, event_b, reason code)``."""
     d = _Sql(session.get_bind().dialect.name)
     roles = Roles(settings)
-    reaching: list[list[Any]] = []
-    free: list[list[Any]] = []
-    free_busy: list[Busy] = []
+    rows: list[list[Any]] = []
+    free: list[Busy] = []
     for b in mine:
         _, planned, reports = roles.of(b)
-        row = [b.id, b.calendar_id, d.t(b.start), d.t(b.end), d.t(b.start - span), planned, reports]
-        if planned or reports:
-            reaching.append(row)
-        else:
-            free.append(row)
-            free_busy.append(b)
+        wide = planned or reports
+        rows.append([b.id, d.t(b.start), d.t(b.end), d.t(b.start - span), planned, reports, wide])
+        if not wide:
+            free.append(b)
     calendars = reaching_calendars(settings) if free else []
-    if free and not reaching and not calendars and not await _planned_near(session, d, free_busy, span):
+    reaching = len(free) < len(mine)
+    if free and not reaching and not calendars and not await _planned_near(session, d, free, span):
         return []
-    default = settings.defaults
-    params: dict[str, Any] = {
-        "pol": _policy_param(settings),
-        "d_counts": default.counts_for_conflicts,
-        "d_adb": default.all_day_blocks,
-        "d_plan": default.default_mode == AUTO_PLAN,
-        "d_rep": default.report_all_overlaps,
-        "now": floor_s(now),
-    }
-    if reaching:
-        params["wide"] = json.dumps(reaching)
-    if free:
-        params["narrow"] = json.dumps(free)
-        for i, cal in enumerate(calendars):
-            params[f"rc{i}"] = cal
-    sql = _insert_select_sql(d, calendars, (bool(reaching), bool(free)))
+    params: dict[str, Any] = {"m": json.dumps(rows), "now": floor_s(now)}
+    sql = _insert_select_sql(d, settings, params, calendars, (reaching, bool(free)))
     if returning:
         return await fetch_rows(session, f"{sql} RETURNING event_a, event_b, reason", params)
     if d.sqlite:
