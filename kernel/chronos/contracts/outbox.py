@@ -275,6 +275,13 @@ class Outbox(ABC):
         for m in messages:
             await self.enqueue(session, m.event_type, m.payload, dedupe_key=m.dedupe_key, calendar_id=m.calendar_id)
 
+    async def subscribed(self, session: AsyncSession, event_type: str, calendar_id: str | None = None) -> bool:
+        """Whether anyone takes ``event_type`` now: an enabled endpoint or a delivery target whose
+        filters match it (and ``calendar_id``; None: any calendar). A producer of many messages may
+        ask first and skip building what nobody would receive — the dispatcher drops those anyway.
+        An outbox that cannot tell answers True."""
+        return True
+
     @abstractmethod
     def event_types(self) -> Mapping[str, EventType]:
         """Every declared event type, by name."""

@@ -485,7 +485,7 @@ async def upkeep(
         span = await raise_span(session, longest)
         if NEW_PAIRS_IN_SQL and not known:
             # New events only: the database writes their pairs itself; every one of them is new.
-            announce = publish and ctx.has_service(Outbox)
+            announce = publish and await announcing(session, ctx)
             written = await insert_new_pairs(session, mine, settings, span, utcnow(), returning=announce)
             if announce and written:
                 await _announce(session, ctx, await _written_pairs(session, written))
@@ -501,10 +501,17 @@ async def upkeep(
         return
     await insert_pairs(session, fresh, utcnow())
     new_pairs = [p for key, p in after.items() if key not in before] if publish else []
-    if new_pairs and ctx.has_service(Outbox):
+    if new_pairs and await announcing(session, ctx):
         new_pairs = await unpublished(session, new_pairs)
-    if new_pairs and ctx.has_service(Outbox):
-        await _announce(session, ctx, new_pairs)
+        if new_pairs:
+            await _announce(session, ctx, new_pairs)
+
+
+async def announcing(session: AsyncSession, ctx: PluginContext) -> bool:
+    """Whether new pairs are announced now: only while an outbox is there and someone (an endpoint,
+    a delivery target) takes ``event.conflict``. Pairs found while nobody does are not marked
+    announced either; a pair that conflicts anew once someone listens is announced then."""
+    return ctx.has_service(Outbox) and await ctx.service(Outbox).subscribed(session, CONFLICT_EVENT)
 
 
 async def _announce(session: AsyncSession, ctx: PluginContext, pairs: list[dict[str, Any]]) -> None:

@@ -70,6 +70,32 @@ async def test_one_notification_per_new_pair(chronos_app):
         assert len({tuple(ids) for _, ids, _ in got}) == 3
 
 
+async def test_pairs_nobody_takes_are_neither_published_nor_marked(chronos_app, api_client):
+    """With the outbox but no subscriber for event.conflict, pairs are kept and nothing is enqueued;
+    once an endpoint takes the type, the next new pair is announced (and only that one)."""
+    source = kit.FakeSource([CalendarSpec("ext", read_only=True)])
+    plugins = [*PLUGINS, "webhooks", kit.fake_source_plugin(source)]
+    cfg = {**config(), "network": {"allow": ["127.0.0.1/32"]}}
+    async with chronos_app(plugins=plugins, config=cfg) as app:
+        source.add(EventDraft(uid="a", start=T, end=T + 2 * H, title="Planned", mode="auto-plan"), calendar="ext")
+        source.add(EventDraft(uid="b", start=T + H, end=T + 3 * H, title="Busy"), calendar="ext")
+        await kit.sync_now(app, "fake", "ext")
+        c = await api_client(app, scopes=["webhooks.manage", "events.read"])
+        r = await c.get("/api/v1/conflicts", params={"from": "2030-03-04T00:00:00Z", "to": "2030-03-05T00:00:00Z"})
+        assert len(r.json()["items"]) == 1  # the pair is kept
+        assert await _published(app) == []
+        async with kit.runtime_of(app).ctx.db.read() as s:
+            assert (await s.execute(sa.text("SELECT COUNT(*) FROM planning_published"))).scalar() == 0
+        r = await c.post("/api/v1/webhooks", json={"url": "http://127.0.0.1:9/hook", "event_types": ["event.conflict"]})
+        assert r.status_code == 201, r.text
+        source.add(EventDraft(uid="c", start=T + 2 * H, end=T + 4 * H, title="Later"), calendar="ext")
+        await kit.sync_now(app, "fake", "ext")  # c overlaps b only: free with free, no pair
+        source.add(EventDraft(uid="d", start=T, end=T + H, title="Early"), calendar="ext")
+        await kit.sync_now(app, "fake", "ext")  # d overlaps the planned a: one new pair
+        [(_, ids, _)] = await _published(app)
+        assert len(ids) == 2
+
+
 async def _announced_by_one_sync(chronos_app) -> list[tuple[str, dict]]:
     source = kit.FakeSource([CalendarSpec("ext", read_only=True)])
     plugins = [*PLUGINS, "webhooks", kit.fake_source_plugin(source), ("listener", ListenerPlugin())]

@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from chronos.plugin import EventType, JobBusy, Outbox, PluginContext, Publication, Resource, utcnow
 
 from chronos_webhooks.models import OutboxRow
+from chronos_webhooks.sink import subscribed
 
 DISPATCH_JOB = "webhooks.dispatch"
 
@@ -75,6 +76,9 @@ class SqlOutbox(Outbox):
 
     def event_types(self) -> Mapping[str, EventType]:
         return self.ctx.event_types
+
+    async def subscribed(self, session: AsyncSession, event_type: str, calendar_id: str | None = None) -> bool:
+        return bool(await subscribed(session, self.ctx, (event_type,), calendar_id))
 
     async def enqueue(
         self,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import secrets
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -98,16 +99,19 @@ class EndpointFilters:
 ENDPOINT_FILTERS: Resource[EndpointFilters] = Resource("webhooks.endpoint_filters", EndpointFilters)
 
 
-async def subscribed(session: AsyncSession, ctx: PluginContext, calendar_id: str) -> set[str]:
-    """The event kinds someone takes for this calendar: an enabled endpoint or a plugin target
-    (at most one small query, none while no endpoint changed; see :class:`EndpointFilters`)."""
-    wanted = {k for k in KINDS for t in ctx.delivery_targets.values() if t.accepts(k)}
-    if len(wanted) == len(KINDS):
+async def subscribed(
+    session: AsyncSession, ctx: PluginContext, kinds: Sequence[str], calendar_id: str | None
+) -> set[str]:
+    """The event kinds of ``kinds`` someone takes for this calendar (None: for any calendar): an
+    enabled endpoint or a plugin target (at most one small query, none while no endpoint changed;
+    see :class:`EndpointFilters`)."""
+    wanted = {k for k in kinds for t in ctx.delivery_targets.values() if t.accepts(k)}
+    if len(wanted) == len(kinds):
         return wanted
     for filters, calendars in await ctx.resource(ENDPOINT_FILTERS).rows(session):
-        if calendars and calendar_id not in calendars:
+        if calendar_id is not None and calendars and calendar_id not in calendars:
             continue
-        wanted |= {k for k in KINDS if any(type_matches(f, k) for f in filters)}
+        wanted |= {k for k in kinds if any(type_matches(f, k) for f in filters)}
     return wanted
 
 
@@ -127,7 +131,7 @@ class OutboxSink(Sink):
     async def write(self, batch: SinkBatch, session: AsyncSession, ctx: PluginContext) -> None:
         if not (batch.added or batch.updated or batch.deleted) or not ctx.has_service(Outbox):
             return
-        wanted = await subscribed(session, ctx, batch.calendar_id)
+        wanted = await subscribed(session, ctx, KINDS, batch.calendar_id)
         if not wanted:
             return
         messages = [

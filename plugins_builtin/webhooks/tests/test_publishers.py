@@ -190,3 +190,31 @@ async def test_an_endpoint_another_process_adds_takes_the_next_batch(chronos_app
         async with app.state.chronos.db.read() as s:
             published = (await s.execute(select(OutboxRow.event_type, OutboxRow.payload))).all()
         assert [(kind, payload["title"]) for kind, payload in published] == [("event.created", "After")]
+
+
+async def test_the_outbox_tells_producers_whether_anyone_takes_a_type(chronos_app, api_client, receiver):
+    """``Outbox.subscribed``: enabled endpoints' type and calendar filters decide, at once after a change."""
+    from chronos.plugin import Outbox
+
+    async with chronos_app(plugins=["webhooks"], config=webhooks_config()) as app:
+        ctx = app.state.chronos
+        outbox = ctx.service(Outbox)
+
+        async def takes(event_type: str, calendar: str | None = None) -> bool:
+            async with ctx.db.read() as s:
+                return await outbox.subscribed(s, event_type, calendar)
+
+        assert not await takes("event.created")
+        c = await api_client(app, scopes=["webhooks.manage"])
+        r = await c.post("/api/v1/webhooks", json={"url": receiver.url, "event_types": ["sync.*"]})
+        assert r.status_code == 201, r.text
+        assert await takes("sync.failed") and not await takes("event.created")
+        r = await c.post(
+            "/api/v1/webhooks", json={"url": receiver.url, "event_types": ["event.*"], "calendars": ["home"]}
+        )
+        hook = r.json()["id"]
+        assert await takes("event.created")  # for any calendar
+        assert await takes("event.created", "home") and not await takes("event.created", "team")
+        r = await c.patch(f"/api/v1/webhooks/{hook}", json={"enabled": False})
+        assert r.status_code == 200, r.text
+        assert not await takes("event.created") and await takes("sync.failed")
