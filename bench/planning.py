@@ -93,6 +93,26 @@ def _source(n: int, auto_plan: float, page: int) -> Any:
     return BenchSource()
 
 
+def _listener_plugin() -> Any:
+    """A plugin whose delivery target takes ``event.conflict`` (``--webhooks``), so the outbox keeps
+    what the sink publishes."""
+    from chronos.plugin import DeliveryResult, DeliveryTarget, hookimpl
+
+    class Listener(DeliveryTarget):
+        name = "conflict_listener"
+        event_types = ("event.conflict",)
+
+        async def deliver(self, delivery: Any) -> Any:
+            return DeliveryResult.delivered(200)
+
+    class ListenerPlugin:
+        @hookimpl
+        def register_delivery_targets(self) -> list[Any]:
+            return [Listener()]
+
+    return ListenerPlugin()
+
+
 def _app(db: Path, plugins: list[Any], **config: Any) -> Any:
     from chronos.app import create_app
     from chronos.testing import TestDatabase, make_test_settings
@@ -120,19 +140,37 @@ def time_the_sink() -> None:
     ConflictSink.write = timed_write  # type: ignore[method-assign]
 
 
+def plugin_names(with_planning: bool, webhooks: bool, default_set: bool) -> list[str]:
+    """events (+ planning, + webhooks), or the default set as shipped (with or without planning)."""
+    if default_set:
+        from events_sync import default_plugins
+
+        return [p for p in default_plugins() if with_planning or p != "planning"]
+    return ["events", *(["planning"] if with_planning else []), *(["webhooks"] if webhooks else [])]
+
+
 async def full_sync(
-    db: Path, source: Any, with_planning: bool, sql_pairs: bool = True, webhooks: bool = False
+    db: Path,
+    source: Any,
+    with_planning: bool,
+    sql_pairs: bool = True,
+    webhooks: bool = False,
+    default_set: bool = False,
 ) -> float:
     from chronos.testing import fake_source_plugin, running_app, sync_now
 
-    plugins: list[Any] = ["events", fake_source_plugin(source, name="benchsource")]
-    if webhooks:  # the outbox: every new pair is enqueued as event.conflict (and marked published)
-        plugins.append("webhooks")
+    # --webhooks: the outbox, with a delivery target taking event.conflict, so every new pair is
+    # enqueued and marked published (without a subscriber nothing would be).
+    plugins: list[Any] = [
+        *plugin_names(with_planning, webhooks, default_set),
+        fake_source_plugin(source, name="benchsource"),
+    ]
+    if webhooks:
+        plugins.append(("conflict_listener", _listener_plugin()))
     if with_planning:
         from chronos_planning import conflicts
 
         conflicts.NEW_PAIRS_IN_SQL = sql_pairs
-        plugins.insert(1, "planning")
         SINK_SECONDS[0] = 0.0
     app = _app(db, plugins)
     async with running_app(app):
@@ -388,6 +426,11 @@ async def main() -> None:
         "--webhooks", action="store_true", help="enable the outbox in every sync (new pairs are published)"
     )
     parser.add_argument(
+        "--default-set",
+        action="store_true",
+        help="sync with the plugin set the service ships with (config/demo.yaml), without and with planning",
+    )
+    parser.add_argument(
         "--python-pairs",
         action="store_true",
         help="also sync with new events' pairs computed in Python (the previous path), side by side",
@@ -429,7 +472,7 @@ async def main() -> None:
         for suffix in ("", "-wal", "-shm"):
             Path(f"{db}{suffix}").unlink(missing_ok=True)
         print(f"full sync, {label} …", file=sys.stderr)
-        timings[label] = await full_sync(db, source, with_planning, sql_pairs, args.webhooks)
+        timings[label] = await full_sync(db, source, with_planning, sql_pairs, args.webhooks, args.default_set)
         sinks[label] = SINK_SECONDS[0]
     db = workdir / "planning.db"
     conn = sqlite3.connect(db)
@@ -456,6 +499,11 @@ async def main() -> None:
         f" {args.auto_plan:.0%} auto-plan), SQLite {sqlite3.sqlite_version}, Python {platform.python_version()}"
     )
     print()
+    if args.default_set:
+        print(
+            f"Plugins: the default set ({', '.join(plugin_names(True, False, True))}); 'events only' is that set without planning."
+        )
+        print()
     print("| sync | seconds | events/s | |")
     print("|---|---|---|---|")
     print(f"| full sync, events only | {plain:.1f} | {args.events / plain:,.0f} | |")
