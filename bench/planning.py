@@ -19,9 +19,12 @@ Prints one table. Not a test: numbers depend on the machine.
     .venv/bin/python bench/planning.py                     # 1M events
     .venv/bin/python bench/planning.py --events 100000     # quicker
 
+``--default-set`` syncs with the plugin set the service ships with
+(``config/demo.yaml``), without and with planning, instead of events alone.
 ``--python-pairs`` adds a sync with new events' pairs computed in Python (the
 per-pair path updates take) next to the SQL one; ``--webhooks`` enables the outbox
-in every sync, so each new pair is also published as ``event.conflict``.
+with a delivery target taking ``event.conflict`` in every sync, so each new pair is
+also published.
 ``--sink-side-by-side DIR/planning.db`` only times the sink's two paths, batch by
 batch, on a database an earlier run kept.
 """
