@@ -318,6 +318,8 @@ async def seed_from_config(queue: CommandQueue, settings: CommandsSettings) -> N
         return
     try:
         await _apply_seeds(queue, settings.whitelist)
-    except IntegrityError:
-        # Another replica seeded the same entries at the same moment; once more sees them.
+    except (IntegrityError, Conflict):
+        # Another replica seeded the same entries at the same moment: its insert either met ours
+        # on the unique key, or committed between our look-up and add_entry's own check (read
+        # committed on PostgreSQL). Once more sees its rows.
         await _apply_seeds(queue, settings.whitelist)

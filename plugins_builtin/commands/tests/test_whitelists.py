@@ -356,3 +356,37 @@ def test_whitelist_patterns_match_in_linear_time():
         problems = check_params(rules, values)
         assert time.perf_counter() - started < 0.5, "a whitelist regex backtracks"
     assert [p.pointer for p in problems] == ["/params/y", "/params/z", "/params/w"]
+
+
+@pytest.mark.backends("postgresql")
+async def test_replicas_seeding_the_same_entry_at_once_both_start(commands_app, monkeypatch):
+    """Two replicas starting together both seed the config's entries: when the other one commits its
+    entry between this one's look-up and its insert (read committed), this start still succeeds and
+    the entry exists once."""
+    from sqlalchemy import func, select
+
+    from chronos_commands import whitelist_service as ws
+    from chronos_commands.settings import CommandsSettings
+    from chronos_commands.state import queue_of
+
+    settings = CommandsSettings.model_validate({"whitelist": [{"system": "race", "action": "GO", "params": {}}]})
+    real_add = ws.add_entry
+    calls = []
+
+    async def other_replica_first(s, queue, system, action, rules, **kw):
+        if not calls:  # the other replica's seeding commits now, in a transaction of its own
+            calls.append(action)
+            async with queue.ctx.db.write() as other:
+                await real_add(other, queue, system, action, rules, **kw)
+        return await real_add(s, queue, system, action, rules, **kw)
+
+    async with commands_app() as app:
+        queue = queue_of(app.state.chronos)
+        monkeypatch.setattr(ws, "add_entry", other_replica_first)
+        await ws.seed_from_config(queue, settings)
+        async with app.state.chronos.db.read() as s:
+            count = await s.execute(
+                select(func.count()).select_from(ws.WL).where(ws.WL.c.system == "race", ws.WL.c.action == "GO")
+            )
+            assert count.scalar() == 1
+        assert calls == ["GO"]
